@@ -1,0 +1,181 @@
+"""The inventory's value types: pure data, no I/O.
+
+Durations are seconds in Python (policy, config) and milliseconds only at the Lua
+boundary; instants from the store are epoch milliseconds (``*_ms``) because that is
+the clock the scripts judge deadlines by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class HoldState(StrEnum):
+    """Where a hold is in its life. ``booked`` is a paid hold: a booking."""
+
+    HELD = "held"  #: a unit taken for one patient while they pay
+    BOOKED = "booked"  #: paid; goes on to the HIS
+    RELEASED = "released"  #: given back before payment
+    EXPIRED = "expired"  #: not paid before its deadline
+    CANCELLED = "cancelled"  #: a booking given back
+
+
+OPEN_STATES = frozenset({HoldState.HELD, HoldState.BOOKED})
+
+
+@dataclass(frozen=True, slots=True)
+class SlotCounts:
+    """A slot's units. Invariant: remaining + held + booked + waiting == capacity."""
+
+    capacity: int
+    remaining: int
+    held: int
+    booked: int
+    waiting: int
+
+    @property
+    def conserved(self) -> bool:
+        """True when the conservation invariant holds and nothing is negative."""
+        parts = (self.remaining, self.held, self.booked, self.waiting)
+        return sum(parts) == self.capacity and min(parts) >= 0
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A hold or booking as the store records it (a booking keeps its hold's id)."""
+
+    hold_id: str
+    slot_id: str
+    schedule_id: str
+    account_id: str
+    patient_id: str
+    channel: str
+    amount_fen: int
+    state: HoldState
+    created_ms: int
+    deadline_ms: int
+    extended: bool
+    payment_ref: str
+    confirmed_ms: int
+    ended_ms: int
+    end_reason: str
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Hold:
+        """Build from the JSON record the scripts keep (see lua/reserve.lua)."""
+        return cls(
+            hold_id=str(record["id"]),
+            slot_id=str(record["slot"]),
+            schedule_id=str(record["schedule"]),
+            account_id=str(record["account"]),
+            patient_id=str(record["patient"]),
+            channel=str(record["channel"]),
+            amount_fen=int(record["amount"]),
+            state=HoldState(record["state"]),
+            created_ms=int(record["created"]),
+            deadline_ms=int(record["deadline"]),
+            extended=bool(record["extended"]),
+            payment_ref=str(record["payment_ref"]),
+            confirmed_ms=int(record.get("confirmed", 0)),
+            ended_ms=int(record["ended"]),
+            end_reason=str(record["reason"]),
+        )
+
+    def is_open(self, now_ms: int) -> bool:
+        """Booked, or held and not yet past its deadline (logical expiry)."""
+        return self.state is HoldState.BOOKED or (
+            self.state is HoldState.HELD and self.deadline_ms > now_ms
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldOutcome:
+    """What a hold step did: the hold after it, its slot's counts, and the event."""
+
+    hold: Hold
+    counts: SlotCounts
+    #: Stream id of the event the step appended (its linearization witness);
+    #: ``None`` when the step was a replay and changed nothing.
+    event_id: str | None
+    #: True when an idempotent retry returned the earlier result.
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HospitalPolicy:
+    """A hospital's booking rules. Durations in seconds."""
+
+    hold_ttl_s: int = 15 * 60
+    #: Hard maximum lifetime of a hold, counted from reserve, extension included.
+    max_hold_s: int = 30 * 60
+    #: How far a hold's one extension (when payment starts) pushes its deadline.
+    extend_s: int = 10 * 60
+    #: One open hold or booking per patient per hospital, department and day.
+    one_per_day: bool = True
+    #: At most this many open holds plus bookings per patient overall; 0 = no limit.
+    max_open_per_patient: int = 0
+    #: Check the hospital's blacklist (banned until a time) on every reserve.
+    blacklist: bool = False
+    #: Anti-scalping: freed units wait a random delay in this window (0, 0 = none).
+    rerelease_min_s: int = 0
+    rerelease_max_s: int = 0
+    #: How long the two-step reservation's pending patient token lives.
+    token_window_s: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("hold_ttl_s", "max_hold_s", "token_window_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("extend_s", "max_open_per_patient", "rerelease_min_s", "rerelease_max_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.max_hold_s < self.hold_ttl_s:
+            raise ValueError("max_hold_s must be at least hold_ttl_s")
+        if self.rerelease_min_s > self.rerelease_max_s:
+            raise ValueError("rerelease_min_s must not exceed rerelease_max_s")
+
+    @property
+    def spans_tags(self) -> bool:
+        """Whether reserve needs the two-step reservation on the patient tag."""
+        return self.max_open_per_patient > 0 or self.blacklist
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSpec:
+    """One time window of a schedule and how many patients it takes."""
+
+    slot_id: str
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A schedule (排班) as the store needs it. Instants are timezone-aware."""
+
+    schedule_id: str
+    hospital_id: str
+    department_id: str
+    visit_date: date
+    release_at: datetime
+    starts_at: datetime
+    ends_at: datetime
+    cancel_deadline: datetime
+    fee_fen: int
+    slots: tuple[SlotSpec, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """One patient's request for one unit of one slot."""
+
+    hospital_id: str
+    department_id: str
+    visit_date: date
+    slot_id: str
+    account_id: str
+    patient_id: str
+    channel: str
+    idempotency_key: str

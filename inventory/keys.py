@@ -1,0 +1,135 @@
+"""Every Redis key and stream name, hash tags included. Nowhere else builds them.
+
+A *tag* is one department on one visit date. All state that a single step reads or
+writes lives under the tag's hash tag, so every script runs unchanged on Redis Cluster
+and the rule "one open hold or booking per patient per hospital, department and day"
+is checked inside the reserve step itself. Rules that span tags live under a
+*patient tag* and use the two-step reservation (see lua/includes/patient.lua).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date
+
+#: Ids we put into key names: ASCII letters, digits, "_" and "-" only, so that ":",
+#: "|", "." and "{}" stay free as separators (re.ASCII: no other scripts' digits).
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+
+#: The set of every tag that has schedules, so the expirer can find them all.
+TAG_REGISTRY_KEY = "inv:tags"
+
+#: SCAN pattern matching every outbox stream, both kinds of tag.
+OUTBOX_SCAN_PATTERN = "inv:{*}:outbox"
+
+
+class InvalidIdError(ValueError):
+    """An id that cannot be used in a key name (or a hold id of the wrong shape)."""
+
+
+def check_id(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid id, else raise :class:`InvalidIdError`."""
+    if not ID_RE.fullmatch(value):
+        raise InvalidIdError(f"{what} must be 1-64 ASCII letters, digits, '_' or '-'")
+    return value
+
+
+def department_day_tag(department_id: str, visit_date: date) -> str:
+    """The tag of one department on one visit date, e.g. ``dept-7:20261201``."""
+    return f"{check_id(department_id, 'department_id')}:{visit_date:%Y%m%d}"
+
+
+@dataclass(frozen=True, slots=True)
+class TagKeys:
+    """The eight keys of a department-day tag, in the order every script takes them."""
+
+    tag: str
+    meta: str
+    schedules: str
+    slots: str
+    holds: str
+    patients: str
+    timers: str
+    slot_timers: str
+    outbox: str
+
+    def as_list(self) -> list[str]:
+        """KEYS[1..8] for a state-machine script."""
+        return [
+            self.meta,
+            self.schedules,
+            self.slots,
+            self.holds,
+            self.patients,
+            self.timers,
+            self.slot_timers,
+            self.outbox,
+        ]
+
+
+def tag_keys(tag: str) -> TagKeys:
+    """The keys of ``tag``; all share the hash tag ``{tag}``."""
+    prefix = f"inv:{{{tag}}}:"
+    return TagKeys(
+        tag=tag,
+        meta=prefix + "meta",
+        schedules=prefix + "schedules",
+        slots=prefix + "slots",
+        holds=prefix + "holds",
+        patients=prefix + "patients",
+        timers=prefix + "timers",
+        slot_timers=prefix + "slot_timers",
+        outbox=prefix + "outbox",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PatientKeys:
+    """The keys of a patient tag (rules that span department-day tags)."""
+
+    tokens: str
+    bans: str
+    outbox: str
+
+    def as_list(self) -> list[str]:
+        """KEYS[1..3] for a patient script."""
+        return [self.tokens, self.bans, self.outbox]
+
+
+def patient_keys(patient_id: str) -> PatientKeys:
+    """The keys of a patient's tag; all share the hash tag ``{p:<patient_id>}``."""
+    prefix = f"inv:{{p:{check_id(patient_id, 'patient_id')}}}:"
+    return PatientKeys(tokens=prefix + "tokens", bans=prefix + "bans", outbox=prefix + "outbox")
+
+
+def hold_id_for(account_id: str, idempotency_key: str, tag: str) -> str:
+    """The hold id for a reserve: a pure function of (account, idempotency key, tag).
+
+    A retry with the same key therefore lands on the same hold, inside the same
+    atomic step that decides it, and the id names its tag so later steps find it.
+    The digest keeps one account's ids unguessable from another's.
+    """
+    department_id, day = tag.split(":")
+    digest = hashlib.sha256(f"{account_id}\x00{idempotency_key}\x00{tag}".encode()).digest()
+    token = base64.b32encode(digest[:15]).decode("ascii").lower()
+    return f"{department_id}.{day}.{token}"
+
+
+_HOLD_ID_RE = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{8})\.([a-z2-7]{24})", re.ASCII)
+
+
+def tag_of_hold(hold_id: str) -> str:
+    """The tag a hold id belongs to; :class:`InvalidIdError` if it is not a hold id."""
+    match = _HOLD_ID_RE.fullmatch(hold_id)
+    if match is None:
+        raise InvalidIdError("not a hold id")
+    return f"{match.group(1)}:{match.group(2)}"
+
+
+def visit_date_of_tag(tag: str) -> date:
+    """The visit date a tag covers."""
+    day = tag.rsplit(":", 1)[1]
+    return date(int(day[:4]), int(day[4:6]), int(day[6:]))

@@ -1,0 +1,461 @@
+"""SlotStore: the inventory's state machine, one Lua script per step, typed in Python.
+
+Each public coroutine runs one atomic step in Redis (two for reserves under rules
+that span tags, see :meth:`SlotStore.reserve`) and returns typed results or raises a
+typed :class:`~inventory.errors.InventoryError`. Nothing here changes a count except
+through a script.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import orjson
+import redis.exceptions
+
+from inventory import keys
+from inventory.domain import (
+    Hold,
+    HoldOutcome,
+    HoldState,
+    HospitalPolicy,
+    ReserveRequest,
+    ScheduleSpec,
+    SlotCounts,
+)
+from inventory.errors import (
+    LUA_OK,
+    LUA_REPLAY,
+    CancelDeadlinePassedError,
+    HoldNotActiveError,
+    InventoryError,
+    NotReleasedError,
+    PatientRuleError,
+    StoreUnavailableError,
+    refusal_for,
+)
+from inventory.scripts import Scripts, server_supports_shebang
+
+T = TypeVar("T")
+
+#: ``now_ms`` passed to scripts: 0 means "judge by the Redis server's TIME".
+SERVER_TIME = 0
+#: Clock margin between two Redis servers when reaping pending patient tokens.
+TOKEN_CLOCK_MARGIN_MS = 2_000
+
+
+@dataclass(frozen=True)
+class PolicyBook:
+    """Each hospital's policy, with a default for hospitals not listed."""
+
+    default: HospitalPolicy = field(default_factory=HospitalPolicy)
+    by_hospital: Mapping[str, HospitalPolicy] = field(default_factory=dict)
+
+    def for_hospital(self, hospital_id: str) -> HospitalPolicy:
+        """The policy that applies to ``hospital_id``."""
+        return self.by_hospital.get(hospital_id, self.default)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireResult:
+    """What one expirer sweep did."""
+
+    tags: int
+    changed: int
+    still_due: int
+
+
+#: What the ``extra`` element of a hold step's refusal means, by return code.
+_EXTRA_NAMES = {
+    NotReleasedError.lua_code: "release_ms",
+    PatientRuleError.lua_code: "rule",
+    CancelDeadlinePassedError.lua_code: "deadline_ms",
+    HoldNotActiveError.lua_code: "state",
+}
+
+
+def _ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("instants given to the store must be timezone-aware")
+    return int(moment.timestamp() * 1000)
+
+
+def _fingerprint(request: ReserveRequest) -> str:
+    """What an idempotency key was used for: same key + same fingerprint = a retry."""
+    material = f"{request.slot_id}\x00{request.patient_id}\x00{request.channel}"
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _counts(reply: Sequence[Any], start: int) -> SlotCounts:
+    rem, held, booked, wait, cap = (int(v) for v in reply[start : start + 5])
+    return SlotCounts(capacity=cap, remaining=rem, held=held, booked=booked, waiting=wait)
+
+
+class SlotStore:
+    """The async store API over Redis (standalone or Cluster).
+
+    Build it with :meth:`connect_scripts`; ``clock`` (epoch ms) replaces the Redis
+    server's TIME as the judge of deadlines, for tests that move time.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        scripts: Scripts,
+        *,
+        policies: PolicyBook | None = None,
+        clock: Callable[[], int] | None = None,
+        rng: random.Random | None = None,
+        reclaim_limit: int = 64,
+        expire_batch: int = 200,
+    ) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.policies = policies or PolicyBook()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.reclaim_limit = reclaim_limit
+        self.expire_batch = expire_batch
+
+    @classmethod
+    async def connect_scripts(cls, client: Any, **kwargs: Any) -> SlotStore:
+        """Register the scripts on ``client`` (with ``#!lua`` on Redis 7+) and build a store."""
+        version = await _redis_version(client)
+        scripts = Scripts.register(client, shebang=server_supports_shebang(version))
+        return cls(client, scripts, **kwargs)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _now_arg(self) -> int:
+        return self._clock() if self._clock is not None else SERVER_TIME
+
+    def _seed(self) -> int:
+        return self._rng.randrange(1, 2**31 - 1)
+
+    async def _call(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
+        return await _guard(self.scripts[name](keys=keys_, args=args))
+
+    async def now_ms(self) -> int:
+        """The clock deadlines are judged by: the test clock, else Redis TIME."""
+        if self._clock is not None:
+            return self._clock()
+        seconds, micros = await _guard(self.client.time())
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def _hold_outcome(self, reply: Sequence[Any], **context: Any) -> HoldOutcome:
+        code = int(reply[0])
+        record = _text(reply[2])
+        hold = Hold.from_record(orjson.loads(record)) if record else None
+        if code in (LUA_OK, LUA_REPLAY) and hold is not None:
+            event_id = _text(reply[1]) or None
+            return HoldOutcome(hold, _counts(reply, 3), event_id, replayed=code == LUA_REPLAY)
+        extra = _text(reply[8])
+        error = refusal_for(code, **context)
+        if hold is not None:
+            error.context["hold"] = hold
+        if extra:
+            error.context[_EXTRA_NAMES.get(code, "detail")] = (
+                int(extra) if extra.isdigit() else extra
+            )
+        raise error
+
+    # -- set-up steps -----------------------------------------------------------------
+
+    async def load_schedule(self, spec: ScheduleSpec, policy: HospitalPolicy | None = None) -> str:
+        """Create or update a schedule and its slots' capacities; returns the event id."""
+        policy = policy or self.policies.for_hospital(spec.hospital_id)
+        tag = keys.department_day_tag(spec.department_id, spec.visit_date)
+        args: list[Any] = [
+            self._now_arg(),
+            tag,
+            keys.check_id(spec.schedule_id, "schedule_id"),
+            _ms(spec.release_at),
+            _ms(spec.starts_at),
+            _ms(spec.ends_at),
+            _ms(spec.cancel_deadline),
+            spec.fee_fen,
+            policy.hold_ttl_s * 1000,
+            policy.max_hold_s * 1000,
+            policy.extend_s * 1000,
+            int(policy.one_per_day),
+            policy.rerelease_min_s * 1000,
+            policy.rerelease_max_s * 1000,
+            keys.check_id(spec.hospital_id, "hospital_id"),
+            spec.department_id,
+            spec.visit_date.isoformat(),
+            len(spec.slots),
+        ]
+        for slot in spec.slots:
+            args += [keys.check_id(slot.slot_id, "slot_id"), slot.capacity]
+        reply = await self._call("load_schedule", keys.tag_keys(tag).as_list(), args)
+        if int(reply[0]) != LUA_OK:
+            raise refusal_for(int(reply[0]), detail=_text(reply[2]))
+        await _guard(self.client.sadd(keys.TAG_REGISTRY_KEY, tag))
+        return _text(reply[1])
+
+    async def adjust_capacity(self, tag: str, slot_id: str, delta: int) -> SlotCounts:
+        """Add (加号) or remove free units of a slot."""
+        args = [self._now_arg(), keys.check_id(slot_id, "slot_id"), delta]
+        reply = await self._call("adjust_capacity", keys.tag_keys(tag).as_list(), args)
+        if int(reply[0]) != LUA_OK:
+            raise refusal_for(int(reply[0]))
+        return _counts(reply, 2)
+
+    async def suspend(self, tag: str, schedule_id: str, reason: str) -> bool:
+        """Suspend a schedule (停诊); False if it already was."""
+        return await self._set_status("suspend", tag, schedule_id, reason)
+
+    async def reopen(self, tag: str, schedule_id: str, reason: str) -> bool:
+        """Reopen a suspended schedule; False if it was open."""
+        return await self._set_status("reopen", tag, schedule_id, reason)
+
+    async def _set_status(self, script: str, tag: str, schedule_id: str, reason: str) -> bool:
+        args = [self._now_arg(), keys.check_id(schedule_id, "schedule_id"), reason]
+        reply = await self._call(script, keys.tag_keys(tag).as_list(), args)
+        code = int(reply[0])
+        if code not in (LUA_OK, LUA_REPLAY):
+            raise refusal_for(code)
+        return code == LUA_OK
+
+    # -- the patient's steps ----------------------------------------------------------
+
+    async def reserve(self, request: ReserveRequest) -> HoldOutcome:
+        """Take one unit of a slot as a hold with a payment deadline.
+
+        Under rules that span tags (at most N open per patient, the blacklist) this is
+        the two-step reservation: a pending token on the patient's tag, then the hold
+        in the slot's tag, then the token is settled, or released when the hold was
+        refused. If this process dies between the steps, the pending token is reaped
+        once its window is over (see lua/includes/patient.lua).
+        """
+        keys.check_id(request.account_id, "account_id")
+        keys.check_id(request.slot_id, "slot_id")
+        policy = self.policies.for_hospital(request.hospital_id)
+        tag = keys.department_day_tag(request.department_id, request.visit_date)
+        hold_id = keys.hold_id_for(request.account_id, request.idempotency_key, tag)
+        token_deadline = 0
+        fresh_token = False
+        if policy.spans_tags:
+            token_deadline, fresh_token = await self._acquire_patient_token(
+                request, hold_id, policy
+            )
+        args = [
+            self._now_arg(),
+            self._seed(),
+            hold_id,
+            request.slot_id,
+            request.account_id,
+            keys.check_id(request.patient_id, "patient_id"),
+            request.channel,
+            _fingerprint(request),
+            token_deadline,
+            self.reclaim_limit,
+        ]
+        reply = await self._call("reserve", keys.tag_keys(tag).as_list(), args)
+        try:
+            outcome = self._hold_outcome(reply)
+        except InventoryError:
+            if fresh_token:
+                await self._release_tokens(request.patient_id, [hold_id])
+            raise
+        if policy.spans_tags:
+            await self._settle_token(request.patient_id, hold_id)
+        return outcome
+
+    async def confirm(self, hold_id: str, *, account_id: str, payment_ref: str) -> HoldOutcome:
+        """Turn a paid hold into a booking; ``account_id=""`` for trusted system callers."""
+        tag = keys.tag_of_hold(hold_id)
+        args = [self._now_arg(), self._seed(), hold_id, account_id, payment_ref]
+        return self._hold_outcome(await self._call("confirm", keys.tag_keys(tag).as_list(), args))
+
+    async def release(
+        self, hold_id: str, *, account_id: str, reason: str, force: bool = False
+    ) -> HoldOutcome:
+        """Give a hold back, or cancel a booking (until the cancellation deadline,
+        unless ``force``: HIS refusal, suspension)."""
+        tag = keys.tag_of_hold(hold_id)
+        args = [self._now_arg(), self._seed(), hold_id, account_id, reason, "1" if force else "0"]
+        outcome = self._hold_outcome(
+            await self._call("release", keys.tag_keys(tag).as_list(), args)
+        )
+        if not outcome.replayed:
+            await self._release_tokens(outcome.hold.patient_id, [hold_id], best_effort=True)
+        return outcome
+
+    async def extend(self, hold_id: str, *, account_id: str) -> HoldOutcome:
+        """Extend a hold once, when payment starts, within its maximum lifetime."""
+        tag = keys.tag_of_hold(hold_id)
+        args = [self._now_arg(), self._seed(), hold_id, account_id]
+        return self._hold_outcome(await self._call("extend", keys.tag_keys(tag).as_list(), args))
+
+    # -- the expirer ------------------------------------------------------------------
+
+    async def expire_tag(self, tag: str, *, max_calls: int = 10) -> tuple[int, int]:
+        """Sweep due timers of one tag in bounded batches: (changed, still due)."""
+        changed = still_due = 0
+        for _ in range(max_calls):
+            args = [self._now_arg(), self._seed(), self.expire_batch]
+            reply = await self._call("expire", keys.tag_keys(tag).as_list(), args)
+            if int(reply[0]) != LUA_OK:
+                raise refusal_for(int(reply[0]))
+            changed += int(reply[1])
+            still_due = int(reply[2])
+            if still_due == 0:
+                break
+        return changed, still_due
+
+    async def expire_all(self, *, max_calls_per_tag: int = 10) -> ExpireResult:
+        """One sweep over every registered tag (fenced tags are skipped)."""
+        tags = sorted(_text(t) for t in await _guard(self.client.smembers(keys.TAG_REGISTRY_KEY)))
+        changed = still_due = 0
+        for tag in tags:
+            try:
+                tag_changed, tag_due = await self.expire_tag(tag, max_calls=max_calls_per_tag)
+            except InventoryError as error:
+                if error.code != "store_fenced":
+                    raise
+                continue
+            changed += tag_changed
+            still_due += tag_due
+        return ExpireResult(tags=len(tags), changed=changed, still_due=still_due)
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def get_hold(self, hold_id: str) -> Hold | None:
+        """The hold or booking with this id, or None."""
+        tag = keys.tag_of_hold(hold_id)
+        raw = await _guard(self.client.hget(keys.tag_keys(tag).holds, hold_id))
+        return Hold.from_record(orjson.loads(raw)) if raw else None
+
+    async def slot_counts(self, tag: str, slot_ids: Iterable[str]) -> dict[str, SlotCounts]:
+        """Counts of several slots of one tag, in one round trip."""
+        ids = list(slot_ids)
+        fields = [f"{s}:{f}" for s in ids for f in ("cap", "rem", "held", "booked", "wait")]
+        if not fields:
+            return {}
+        values = await _guard(self.client.hmget(keys.tag_keys(tag).slots, fields))
+        result = {}
+        for i, slot_id in enumerate(ids):
+            chunk = values[i * 5 : i * 5 + 5]
+            if chunk[0] is None:
+                continue
+            cap, rem, held, booked, wait = (int(v) for v in chunk)
+            result[slot_id] = SlotCounts(cap, rem, held, booked, wait)
+        return result
+
+    # -- patient tag ------------------------------------------------------------------
+
+    async def ban_patient(
+        self, patient_id: str, *, hospital_id: str, until_ms: int, reason: str
+    ) -> str:
+        """Blacklist a patient at a hospital ("*": all) until ``until_ms``; 0 lifts it."""
+        pk = keys.patient_keys(patient_id)
+        args = [self._now_arg(), patient_id, hospital_id, until_ms, reason]
+        reply = await self._call("patient_ban", pk.as_list(), args)
+        if int(reply[0]) != LUA_OK:
+            raise refusal_for(int(reply[0]))
+        return _text(reply[1])
+
+    async def patient_tokens(self, patient_id: str) -> dict[str, float]:
+        """The patient's tokens: hold id -> pending deadline (ms) or inf once settled."""
+        pairs = await _guard(
+            self.client.zrange(keys.patient_keys(patient_id).tokens, 0, -1, withscores=True)
+        )
+        return {_text(member): float(score) for member, score in pairs}
+
+    async def _acquire_patient_token(
+        self, request: ReserveRequest, hold_id: str, policy: HospitalPolicy
+    ) -> tuple[int, bool]:
+        """Step one; returns (token deadline ms or 0, whether a new token was taken)."""
+        pk = keys.patient_keys(request.patient_id)
+        max_open = policy.max_open_per_patient
+        args = [
+            self._now_arg(),
+            hold_id,
+            keys.check_id(request.hospital_id, "hospital_id"),
+            max_open,
+            policy.token_window_s * 1000,
+        ]
+        for attempt in range(2):
+            reply = await self._call("patient_acquire", pk.as_list(), args)
+            code = int(reply[0])
+            if code in (LUA_OK, LUA_REPLAY):
+                return int(float(reply[1])), code == LUA_OK
+            rule = _text(reply[2])
+            if code != PatientRuleError.lua_code or rule != "max_open" or attempt == 1:
+                context: dict[str, Any] = {"rule": rule}
+                if rule == "blacklisted":
+                    context["banned_until_ms"] = int(reply[3])
+                raise refusal_for(code, **context)
+            # At the limit: some tokens may be stale (holds ended, or a step one whose
+            # process died). Reap them, then try once more.
+            await self.reap_patient_tokens(request.patient_id, [_text(t) for t in reply[4:]])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def reap_patient_tokens(self, patient_id: str, hold_ids: Sequence[str]) -> int:
+        """Drop the patient's tokens whose holds have ended or never happened."""
+        now = await self.now_ms()
+        today = datetime.fromtimestamp(now / 1000).date()
+        verdicts: list[str] = []
+        for hold_id in hold_ids:
+            hold = await self.get_hold(hold_id)
+            if hold is None:
+                verdict = "missing"
+            elif hold.state is HoldState.BOOKED:
+                visit_over = keys.visit_date_of_tag(keys.tag_of_hold(hold_id)) < today
+                verdict = "ended" if visit_over else "open"
+            else:
+                verdict = "open" if hold.is_open(now) else "ended"
+            verdicts += [hold_id, verdict]
+        pk = keys.patient_keys(patient_id)
+        reply = await self._call(
+            "patient_reap", pk.as_list(), [self._now_arg(), TOKEN_CLOCK_MARGIN_MS, *verdicts]
+        )
+        return int(reply[1])
+
+    async def _settle_token(self, patient_id: str, hold_id: str) -> None:
+        # The hold exists; if settling is lost, the reaper settles the pending token
+        # when it finds the hold open. Nothing is oversold meanwhile.
+        with contextlib.suppress(StoreUnavailableError):
+            await self._call("patient_settle", keys.patient_keys(patient_id).as_list(), [hold_id])
+
+    async def _release_tokens(
+        self, patient_id: str, hold_ids: list[str], *, best_effort: bool = False
+    ) -> None:
+        try:
+            await self._call("patient_release", keys.patient_keys(patient_id).as_list(), hold_ids)
+        except StoreUnavailableError:
+            # A token left behind only makes the rule stricter until it is reaped.
+            if not best_effort:
+                raise
+
+
+async def _redis_version(client: Any) -> str:
+    info = await _guard(client.info("server"))
+    if "redis_version" not in info:  # RedisCluster: one entry per node
+        info = next(iter(info.values()))
+    return str(info["redis_version"])
+
+
+async def _guard(awaitable: Awaitable[T]) -> T:
+    """Run a Redis call, wrapping driver failures at this adapter boundary."""
+    try:
+        return await awaitable
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+        raise StoreUnavailableError(str(error)) from error
+    except TimeoutError as error:
+        raise StoreUnavailableError("Redis call timed out") from error
+    except redis.exceptions.ResponseError as error:
+        if str(error).startswith("OOM"):
+            raise StoreUnavailableError("Redis is out of memory") from error
+        raise InventoryError(f"Redis refused a script call: {error}") from error

@@ -1,0 +1,13 @@
+-- Shared by suspend.lua and reopen.lua: move a schedule to `status`, idempotently.
+-- Returns {code, event_id}: OK with the event, REPLAY if it already had that status.
+local function set_schedule_status(schedule, status, event_type, reason, now)
+  local current = redis.call('HGET', K_SCHEDULES, schedule .. ':status')
+  if not current then
+    return {E_SCHEDULE_NOT_FOUND, ''}
+  end
+  if current == status then
+    return {REPLAY, ''}
+  end
+  redis.call('HSET', K_SCHEDULES, schedule .. ':status', status)
+  return {OK, emit(event_type, now, {'schedule', schedule, 'reason', reason})}
+end

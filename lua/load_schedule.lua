@@ -1,0 +1,98 @@
+--[[
+  load_schedule: create or update one schedule, its slots' capacities and the tag's
+  policy. A new slot starts with remaining = capacity; an existing slot's remaining
+  moves by the change in capacity. Schedule status is left alone (suspend / reopen).
+
+  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  ARGV[1]  now_ms              logical clock in ms; 0 = the server's TIME
+  ARGV[2]  tag                 the tag's name, stamped on every event
+  ARGV[3]  schedule_id
+  ARGV[4]  release_ms          when its slots may first be reserved (放号时间)
+  ARGV[5]  start_ms            session start: no reserve at or after it
+  ARGV[6]  end_ms              session end
+  ARGV[7]  cancel_deadline_ms  bookings may be cancelled until then
+  ARGV[8]  fee                 registration fee in fen
+  ARGV[9]  hold_ttl_ms         policy: a hold's payment deadline after reserve
+  ARGV[10] max_hold_ms         policy: hard maximum lifetime of a hold
+  ARGV[11] extend_ms           policy: how far extend pushes the deadline
+  ARGV[12] one_per_day         policy: 1 = one open hold or booking per patient per tag
+  ARGV[13] rerelease_min_ms    policy: anti-scalping delay window for freed units;
+  ARGV[14] rerelease_max_ms            0, 0 = freed units return at once
+  ARGV[15] hospital_id
+  ARGV[16] department_id
+  ARGV[17] date                YYYY-MM-DD
+  ARGV[18] slot_count n, then ARGV[19..18+2n] slot_id, capacity pairs
+
+  Returns {code, event_id, extra}
+    0   OK
+   -17  store_fenced
+   -21  slot_schedule_mismatch  extra = slot that belongs to another schedule
+   -16  capacity_below_taken    extra = slot whose held + booked + waiting exceed it
+   -20  invalid_argument        extra = which
+  Emits: schedule_loaded (with the slots and capacities as JSON).
+]]
+--- @include "common"
+
+local now = now_ms(ARGV[1])
+local tag, schedule = ARGV[2], ARGV[3]
+local numbers = {}
+for i = 4, 14 do
+  numbers[i] = tonumber(ARGV[i])
+  if not numbers[i] or numbers[i] < 0 or numbers[i] ~= math.floor(numbers[i]) then
+    return {E_INVALID_ARGUMENT, '', 'argv' .. i}
+  end
+end
+local slot_count = tonumber(ARGV[18])
+if tag == '' or schedule == '' or not slot_count or #ARGV ~= 18 + 2 * slot_count then
+  return {E_INVALID_ARGUMENT, '', 'slots'}
+end
+if is_fenced() then
+  return {E_STORE_FENCED, '', ''}
+end
+
+local caps = {}
+for i = 0, slot_count - 1 do
+  local slot, cap = ARGV[19 + 2 * i], tonumber(ARGV[20 + 2 * i])
+  if slot == '' or not cap or cap < 0 or cap ~= math.floor(cap) then
+    return {E_INVALID_ARGUMENT, '', 'capacity'}
+  end
+  local owner = redis.call('HGET', K_SLOTS, slot .. ':sched')
+  if owner and owner ~= schedule then
+    return {E_SLOT_SCHEDULE_MISMATCH, '', slot}
+  end
+  if owner then
+    local c = slot_counts(slot)
+    if cap < c.held + c.booked + c.wait then
+      return {E_CAPACITY_BELOW_TAKEN, '', slot}
+    end
+  end
+  caps[#caps + 1] = {slot, cap}
+end
+
+redis.call('HSET', K_META, 'tag', tag, 'hold_ttl_ms', numbers[9], 'max_hold_ms', numbers[10],
+  'extend_ms', numbers[11], 'one_per_day', numbers[12], 'rerelease_min_ms', numbers[13],
+  'rerelease_max_ms', numbers[14], 'hospital', ARGV[15], 'department', ARGV[16],
+  'date', ARGV[17])
+redis.call('HSETNX', K_SCHEDULES, schedule .. ':status', 'open')
+redis.call('HSET', K_SCHEDULES, schedule .. ':release_ms', numbers[4],
+  schedule .. ':start_ms', numbers[5], schedule .. ':end_ms', numbers[6],
+  schedule .. ':cancel_deadline_ms', numbers[7], schedule .. ':fee', numbers[8])
+local listed = {}
+for _, pair in ipairs(caps) do
+  local slot, cap = pair[1], pair[2]
+  local old = tonumber(redis.call('HGET', K_SLOTS, slot .. ':cap'))
+  if old then
+    redis.call('HINCRBY', K_SLOTS, slot .. ':rem', cap - old)
+  else
+    redis.call('HSET', K_SLOTS, slot .. ':sched', schedule, slot .. ':rem', cap,
+      slot .. ':held', 0, slot .. ':booked', 0, slot .. ':wait', 0)
+  end
+  redis.call('HSET', K_SLOTS, slot .. ':cap', cap)
+  listed[slot] = cap
+end
+local event_id = emit('schedule_loaded', now, {
+  'schedule', schedule, 'release_ms', numbers[4], 'start_ms', numbers[5],
+  'end_ms', numbers[6], 'cancel_deadline_ms', numbers[7], 'fee', numbers[8],
+  'status', redis.call('HGET', K_SCHEDULES, schedule .. ':status'), 'slots', cjson.encode(listed),
+})
+return {OK, event_id, ''}

@@ -1,0 +1,51 @@
+--[[
+  patient_acquire: step one of a reserve under the rules that span tags: check the
+  blacklist and the at-most-N-open rule, and take a pending token for the hold.
+
+  KEYS[1..3]  the patient tag's keys, see includes/patient.lua
+  ARGV[1]  now_ms       logical clock in ms; 0 = the server's TIME
+  ARGV[2]  hold_id      the hold the token is for
+  ARGV[3]  hospital_id  whose blacklist applies
+  ARGV[4]  max_open     at most this many open holds plus bookings; 0 = no limit
+  ARGV[5]  window_ms    the token's pending life: reserve must happen before it ends
+
+  Returns {code, token_deadline_ms, rule, banned_until_ms, token_ids...}
+    0   OK            a new pending token; reserve must pass token_deadline_ms
+    1   REPLAY        the hold has a token already (a retry); token_deadline_ms is
+                      its pending deadline, or 0 once settled
+   -5   patient_rule  rule = "blacklisted" (banned_until_ms set) or "max_open"
+                      (token_ids = the patient's tokens, for the caller to reap)
+   -20  invalid_argument
+  Emits: nothing; tokens are derived state, rebuilt from holds and bookings.
+]]
+--- @include "codes"
+--- @include "clock"
+--- @include "patient"
+
+local now = now_ms(ARGV[1])
+local hold_id, hospital = ARGV[2], ARGV[3]
+local max_open, window = tonumber(ARGV[4]), tonumber(ARGV[5])
+if hold_id == '' or hospital == '' or not max_open or not window or window <= 0 then
+  return {E_INVALID_ARGUMENT, 0, 'argv', 0}
+end
+
+local bans = redis.call('HMGET', K_BANS, hospital, '*')
+local banned_until = math.max(tonumber(bans[1]) or 0, tonumber(bans[2]) or 0)
+if banned_until > now then
+  return {E_PATIENT_RULE, 0, 'blacklisted', banned_until}
+end
+local score = redis.call('ZSCORE', K_TOKENS, hold_id)
+if score then
+  local pending = tonumber(score)
+  if pending == math.huge then pending = 0 end
+  return {REPLAY, pending, '', 0}
+end
+if max_open > 0 and redis.call('ZCARD', K_TOKENS) >= max_open then
+  local reply = {E_PATIENT_RULE, 0, 'max_open', 0}
+  for _, id in ipairs(redis.call('ZRANGE', K_TOKENS, 0, -1)) do
+    reply[#reply + 1] = id
+  end
+  return reply
+end
+redis.call('ZADD', K_TOKENS, now + window, hold_id)
+return {OK, now + window, '', 0}

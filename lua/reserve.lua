@@ -1,0 +1,113 @@
+--[[
+  reserve: take one unit of a slot for a patient, as a hold with a payment deadline.
+
+  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  ARGV[1]  now_ms            logical clock in ms; 0 = the server's TIME
+  ARGV[2]  rand_seed         seeds the anti-scalping delay of units freed by reclaim
+  ARGV[3]  hold_id           derived from (account, idempotency key, tag) by the caller,
+                             so a retry with the same key lands on the same hold
+  ARGV[4]  slot_id
+  ARGV[5]  account_id
+  ARGV[6]  patient_id
+  ARGV[7]  channel           e.g. wechat, app, web
+  ARGV[8]  fingerprint       digest of (slot, patient, channel): what the key was used for
+  ARGV[9]  token_deadline_ms when > 0, a patient token from the patient tag's two-step rule
+                             is only valid until then: refuse after it
+  ARGV[10] reclaim_limit     at most this many due timers of the slot are run first
+
+  Returns {code, event_id, hold_json, rem, held, booked, wait, cap, extra}
+    0   OK                      new hold; event_id of its hold_created event
+    1   REPLAY                  the same key with the same request: the existing hold
+   -9   idempotency_key_reused  the same key with a different request
+   -17  store_fenced            the tag's state is older than Postgres: rebuild first
+   -12  slot_not_found
+   -11  schedule_not_found
+   -2   schedule_suspended
+   -1   not_released            extra = release time (ms)
+   -3   schedule_past
+   -18  patient_token_expired   the two-step rule's token ran out before this step
+   -5   patient_rule            extra = "one_per_day"
+   -4   sold_out
+   -20  invalid_argument
+  Emits: hold_created (plus hold_expired / unit_returned for every due timer reclaimed).
+  Checks everything before its first write; reclaim writes are whole steps of their own.
+]]
+--- @include "common"
+
+local now = now_ms(ARGV[1])
+seed_rng(ARGV[2])
+local hold_id, slot, account, patient = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local channel, fingerprint = ARGV[7], ARGV[8]
+local token_deadline = tonumber(ARGV[9])
+local reclaim_limit = tonumber(ARGV[10])
+if hold_id == '' or slot == '' or account == '' or patient == '' or not token_deadline
+  or not reclaim_limit then
+  return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
+end
+
+if is_fenced() then
+  return hold_reply(E_STORE_FENCED, nil, nil)
+end
+
+local existing = load_hold(hold_id)
+if existing then
+  if existing.fp == fingerprint and existing.account == account then
+    return hold_reply(REPLAY, nil, existing)
+  end
+  return hold_reply(E_IDEMPOTENCY_KEY_REUSED, nil, nil)
+end
+
+local schedule = redis.call('HGET', K_SLOTS, slot .. ':sched')
+if not schedule then
+  return hold_reply(E_SLOT_NOT_FOUND, nil, nil)
+end
+local sched = schedule_fields(schedule)
+if not sched then
+  return hold_reply(E_SCHEDULE_NOT_FOUND, nil, nil)
+end
+if sched.status ~= 'open' then
+  return hold_reply(E_SCHEDULE_SUSPENDED, nil, nil)
+end
+if now < sched.release_ms then
+  return hold_reply(E_NOT_RELEASED, nil, nil, sched.release_ms)
+end
+if now >= sched.start_ms then
+  return hold_reply(E_SCHEDULE_PAST, nil, nil)
+end
+if token_deadline > 0 and now > token_deadline then
+  return hold_reply(E_PATIENT_TOKEN_EXPIRED, nil, nil)
+end
+if policy_number('one_per_day') == 1 then
+  for _, id in ipairs(patient_holds(patient)) do
+    local other = load_hold(id)
+    if other and is_open(other, now) then
+      return hold_reply(E_PATIENT_RULE, nil, nil, 'one_per_day')
+    end
+  end
+end
+
+local remaining = tonumber(redis.call('HGET', K_SLOTS, slot .. ':rem')) or 0
+if remaining <= 0 then
+  reclaim_slot(slot, now, reclaim_limit)
+  remaining = tonumber(redis.call('HGET', K_SLOTS, slot .. ':rem')) or 0
+  if remaining <= 0 then
+    return hold_reply(E_SOLD_OUT, nil, nil)
+  end
+end
+
+local deadline = now + policy_number('hold_ttl_ms')
+local rec = {
+  id = hold_id, slot = slot, schedule = schedule, account = account, patient = patient,
+  channel = channel, fp = fingerprint, amount = sched.fee, created = now, deadline = deadline,
+  extended = 0, state = 'held', payment_ref = '', confirmed = 0, ended = 0, reason = '',
+}
+redis.call('HINCRBY', K_SLOTS, slot .. ':rem', -1)
+redis.call('HINCRBY', K_SLOTS, slot .. ':held', 1)
+save_hold(rec)
+add_patient_hold(patient, hold_id)
+add_timer(slot, 'h', hold_id, deadline)
+local event_id = emit('hold_created', now, {
+  'hold', hold_id, 'schedule', schedule, 'account', account, 'patient', patient,
+  'channel', channel, 'amount', sched.fee, 'deadline', deadline,
+}, slot)
+return hold_reply(OK, event_id, rec)

@@ -1,0 +1,76 @@
+"""Session fixtures shared by the whole test suite.
+
+Servers come from the environment when given (``INVENTORY_TEST_REDIS_URL``,
+``INVENTORY_TEST_DATABASE_URL``) and are otherwise started privately by
+:mod:`inventory.servers` in a temporary folder and stopped at the end of the session.
+
+A test must never FLUSHALL/FLUSHDB, drop databases or otherwise wipe a server whose handle is
+not ``disposable``: it may be somebody's real server. Tests isolate themselves with unique key
+prefixes and hash tags (Redis) and unique database or schema names (Postgres) instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from inventory.servers import (
+    PostgresServer,
+    RedisClusterServers,
+    RedisServer,
+    start_postgres,
+    start_redis,
+    start_redis_cluster,
+)
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """A server for the tests: its URL, whether it may be wiped, and our process if ours.
+
+    ``disposable`` is True for servers the session started itself, and for servers from the
+    environment only when ``INVENTORY_TEST_DISPOSABLE`` is 1/true/yes. Never FLUSH a server
+    that is not disposable; use unique key prefixes or hash tags instead. ``server`` is None
+    for servers from the environment; a test that kills or restarts ``server`` must leave it
+    running again.
+    """
+
+    url: str
+    disposable: bool
+    server: RedisServer | PostgresServer | None = None
+
+
+def _env_disposable() -> bool:
+    return os.environ.get("INVENTORY_TEST_DISPOSABLE", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """Redis for the session: ``INVENTORY_TEST_REDIS_URL`` or a private server."""
+    url = os.environ.get("INVENTORY_TEST_REDIS_URL")
+    if url:
+        yield ServerHandle(url=url, disposable=_env_disposable())
+        return
+    with start_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield ServerHandle(url=server.url, disposable=True, server=server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """Postgres for the session: ``INVENTORY_TEST_DATABASE_URL`` or a private server."""
+    url = os.environ.get("INVENTORY_TEST_DATABASE_URL")
+    if url:
+        yield ServerHandle(url=url, disposable=_env_disposable())
+        return
+    with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield ServerHandle(url=server.dsn, disposable=True, server=server)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A private 3-master Redis Cluster for the session (always started by the tests)."""
+    with start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"), masters=3) as cluster:
+        yield cluster

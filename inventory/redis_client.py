@@ -1,0 +1,35 @@
+"""Building the redis-py asyncio client the service uses.
+
+A spike must wait for a connection rather than fail: redis-py's default asyncio pool
+raises ``MaxConnectionsError`` past its limit, so standalone clients get a
+``BlockingConnectionPool`` whose timeout turns into a 503 (``store_unavailable``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+
+
+async def connect_redis(
+    url: str, *, cluster: bool = False, max_connections: int = 64, pool_timeout_s: float = 5.0
+) -> Any:
+    """A connected client for ``url`` (hiredis parses replies when installed)."""
+    if cluster:
+        client: Any = RedisCluster.from_url(
+            url, decode_responses=True, max_connections=max_connections
+        )
+        await client.initialize()
+        return client
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_timeout_s,
+        decode_responses=True,
+        health_check_interval=30,
+    )
+    client = Redis(connection_pool=pool)
+    await client.ping()
+    return client

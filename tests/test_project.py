@@ -1,0 +1,42 @@
+"""The project's promises about itself: the README's commands and CI agree, and the
+command line is whole."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from inventory.cli import COMMAND_MODULES, build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", section)
+
+
+def test_readme_gives_the_two_commands() -> None:
+    """README names one command that runs the service and one that runs the tests."""
+    run, test = readme_commands()
+    assert run.endswith("inventory dev")
+    assert test.endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    """.ci/run runs exactly the README's test command, plus lint and type checks."""
+    _, test = readme_commands()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert test in ci.splitlines()
+    for check in ("ruff check", "ruff format --check", "mypy --strict inventory"):
+        assert check in ci
+
+
+def test_every_cli_command_registers() -> None:
+    """Each command module adds a subcommand with a handler."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert len(commands) == len(COMMAND_MODULES)
+    for name, sub in commands.items():
+        assert sub.get_default("handler") is not None, name

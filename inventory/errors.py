@@ -218,3 +218,66 @@ def refusal_for(lua_code: int, **context: Any) -> RefusedError:
     except KeyError:
         raise InventoryError(f"unknown script return code {lua_code}") from None
     return cls(**context)
+
+
+# -- errors of the HTTP edge (never reach Redis or Postgres) ---------------------------
+
+
+class BadRequestError(InventoryError):
+    """The request cannot be read at all (not JSON, too large, missing header)."""
+
+    code = "bad_request"
+    http_status = 400
+    title = "The request could not be read"
+
+
+class IdempotencyKeyRequiredError(BadRequestError):
+    code = "idempotency_key_required"
+    title = "This call needs an Idempotency-Key header (1-64 printable ASCII characters)"
+
+
+class ValidationFailedError(InventoryError):
+    """The request was read but its content is invalid; ``context['errors']`` lists
+    each field and why."""
+
+    code = "validation_failed"
+    http_status = 422
+    title = "The request has invalid fields"
+
+
+class UnauthenticatedError(InventoryError):
+    code = "unauthenticated"
+    http_status = 401
+    title = "A valid bearer token is required"
+
+
+class ForbiddenError(InventoryError):
+    code = "forbidden"
+    http_status = 403
+    title = "This token may not call this operation"
+
+
+class NotFoundError(InventoryError):
+    code = "not_found"
+    http_status = 404
+    title = "Not found"
+
+
+class ConflictError(InventoryError):
+    code = "conflict"
+    http_status = 409
+    title = "The request conflicts with the current state"
+
+
+class RateLimitedError(InventoryError):
+    """Too many requests; ``context['retry_after_s']`` says when to come back."""
+
+    code = "rate_limited"
+    http_status = 429
+    title = "Too many requests; retry later"
+
+
+class OverloadedError(InventoryError):
+    code = "overloaded"
+    http_status = 503
+    title = "The service is at capacity; retry shortly"

@@ -105,6 +105,15 @@ def patient_keys(patient_id: str) -> PatientKeys:
     return PatientKeys(tokens=prefix + "tokens", bans=prefix + "bans", outbox=prefix + "outbox")
 
 
+def rate_limit_key(kind: str, subject: str) -> str:
+    """A rate-limit bucket, e.g. kind "acct" for an account, "ip" for a client address.
+
+    The subject is hashed: client addresses and other free text never become key names.
+    """
+    digest = hashlib.sha256(subject.encode()).hexdigest()[:24]
+    return f"inv:rl:{{{kind}:{digest}}}"
+
+
 def hold_id_for(account_id: str, idempotency_key: str, tag: str) -> str:
     """The hold id for a reserve: a pure function of (account, idempotency key, tag).
 

@@ -35,6 +35,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "patient_release",
     "patient_reap",
     "patient_ban",
+    "rate_limit",
 )
 
 _INCLUDE_RE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)

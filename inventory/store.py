@@ -145,6 +145,11 @@ class SlotStore:
     async def _call(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
         return await _guard(self.scripts[name](keys=keys_, args=args))
 
+    async def call_script(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
+        """Run one registered script (for scripts outside the state machine, such as
+        rate_limit), with driver errors wrapped like every store call."""
+        return await self._call(name, keys_, args)
+
     async def now_ms(self) -> int:
         """The clock deadlines are judged by: the test clock, else Redis TIME."""
         if self._clock is not None:

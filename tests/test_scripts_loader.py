@@ -59,7 +59,7 @@ def test_every_script_has_a_complete_header() -> None:
         body = assemble(name, root).split("]]", 1)[1]
         for index in set(re.findall(r"ARGV\[(\d+)\]", body)):
             assert f"ARGV[{index}]" in header, f"{name}: ARGV[{index}] undocumented"
-        assert "KEYS[1.." in header, name
+        assert "KEYS[1" in header, name
 
 
 def test_wheel_ships_the_scripts(tmp_path: Path) -> None:

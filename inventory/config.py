@@ -1,0 +1,209 @@
+"""Configuration: read from ``INVENTORY_*`` environment variables once, validated at
+start-up, with every problem reported together. Secrets never appear in ``repr``.
+
+Durations are seconds. See the configuration table in README.md for every setting.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+T = TypeVar("T")
+
+PREFIX = "INVENTORY_"
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable service; ``problems`` says why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` requests per ``per_s`` seconds (a token bucket)."""
+
+    count: int
+    per_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """``"10/60"``: 10 per 60 seconds; ``"0/1"`` disables the limit."""
+        count, _, per = text.partition("/")
+        limit = cls(int(count), float(per))
+        if limit.count < 0 or limit.per_s <= 0:
+            raise ValueError("expected COUNT/SECONDS with COUNT >= 0 and SECONDS > 0")
+        return limit
+
+    @property
+    def enabled(self) -> bool:
+        return self.count > 0
+
+
+def _parse_keys(text: str) -> dict[str, bytes]:
+    """``kid:base64,kid2:base64`` (urlsafe or standard base64, at least 32 bytes each)."""
+    keys: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kid, sep, material = item.partition(":")
+        if not sep or not kid:
+            raise ValueError("expected KEY_ID:BASE64 pairs separated by commas")
+        if kid in keys:
+            raise ValueError(f"key id {kid!r} appears twice")
+        padded = material + "=" * (-len(material) % 4)
+        try:
+            raw = base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_"))
+        except ValueError as error:
+            raise ValueError(f"key {kid!r} is not base64") from error
+        if len(raw) < 32:
+            raise ValueError(f"key {kid!r} must be at least 32 bytes")
+        keys[kid] = raw
+    return keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    redis_max_connections: int = 64
+    redis_pool_timeout_s: float = 5.0
+    database_url: str = field(default="postgresql://127.0.0.1:5432/inventory", repr=False)
+    database_pool_max: int = 10
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    timezone: str = "Asia/Shanghai"
+
+    jwt_issuer: str = "slot-inventory"
+    jwt_audience: str = "slot-inventory-api"
+    #: HS256 keys by key id; the current one signs `inventory token`, all verify.
+    jwt_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    jwt_current_key: str = ""
+    jwt_leeway_s: int = 30
+
+    field_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    field_current_key: str = ""
+    blind_index_key: bytes = field(default=b"", repr=False)
+
+    #: Requests in flight per process; past it, 503 with Retry-After.
+    max_in_flight: int = 512
+    retry_after_s: int = 1
+    reserve_rate_per_account: RateLimit = field(default_factory=lambda: RateLimit(20, 60))
+    reserve_rate_per_ip: RateLimit = field(default_factory=lambda: RateLimit(120, 60))
+    #: Header naming the client address behind a trusted proxy ("" = use the peer).
+    client_ip_header: str = ""
+    availability_cache_s: float = 0.5
+    expire_interval_s: float = 1.0
+    max_body_bytes: int = 16 * 1024
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build from ``INVENTORY_*`` variables; :class:`ConfigError` lists every problem."""
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+        defaults = cls()
+
+        def get(name: str, parse: Callable[[str], T], default: T) -> T:
+            raw = env.get(PREFIX + name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return parse(raw)
+            except (ValueError, TypeError) as error:
+                problems.append(f"{PREFIX}{name}: {error}")
+                return default
+
+        def boolean(text: str) -> bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, got {text!r}")
+
+        def positive_int(text: str) -> int:
+            value = int(text)
+            if value <= 0:
+                raise ValueError("must be a positive integer")
+            return value
+
+        def positive_float(text: str) -> float:
+            value = float(text)
+            if not value > 0:
+                raise ValueError("must be a positive number")
+            return value
+
+        settings = cls(
+            redis_url=get("REDIS_URL", str, defaults.redis_url),
+            redis_cluster=get("REDIS_CLUSTER", boolean, False),
+            redis_max_connections=get("REDIS_MAX_CONNECTIONS", positive_int, 64),
+            redis_pool_timeout_s=get("REDIS_POOL_TIMEOUT_S", positive_float, 5.0),
+            database_url=get("DATABASE_URL", str, defaults.database_url),
+            database_pool_max=get("DATABASE_POOL_MAX", positive_int, 10),
+            host=get("HOST", str, defaults.host),
+            port=get("PORT", positive_int, defaults.port),
+            timezone=get("TIMEZONE", str, defaults.timezone),
+            jwt_issuer=get("JWT_ISSUER", str, defaults.jwt_issuer),
+            jwt_audience=get("JWT_AUDIENCE", str, defaults.jwt_audience),
+            jwt_keys=get("JWT_KEYS", _parse_keys, {}),
+            jwt_current_key=get("JWT_CURRENT_KEY", str, ""),
+            jwt_leeway_s=get("JWT_LEEWAY_S", int, 30),
+            field_keys=get("FIELD_KEYS", _parse_keys, {}),
+            field_current_key=get("FIELD_CURRENT_KEY", str, ""),
+            blind_index_key=get("BLIND_INDEX_KEY", lambda t: _parse_keys("b:" + t)["b"], b""),
+            max_in_flight=get("MAX_IN_FLIGHT", positive_int, defaults.max_in_flight),
+            retry_after_s=get("RETRY_AFTER_S", positive_int, defaults.retry_after_s),
+            reserve_rate_per_account=get(
+                "RESERVE_RATE_PER_ACCOUNT", RateLimit.parse, defaults.reserve_rate_per_account
+            ),
+            reserve_rate_per_ip=get(
+                "RESERVE_RATE_PER_IP", RateLimit.parse, defaults.reserve_rate_per_ip
+            ),
+            client_ip_header=get("CLIENT_IP_HEADER", str, ""),
+            availability_cache_s=get("AVAILABILITY_CACHE_S", float, 0.5),
+            expire_interval_s=get("EXPIRE_INTERVAL_S", positive_float, 1.0),
+            max_body_bytes=get("MAX_BODY_BYTES", positive_int, defaults.max_body_bytes),
+        )
+        problems += settings.problems()
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    def problems(self) -> list[str]:
+        """What is missing or inconsistent for running the API."""
+        found: list[str] = []
+        if not self.jwt_keys:
+            found.append(f"{PREFIX}JWT_KEYS: at least one signing key is required")
+        elif self.jwt_current_key and self.jwt_current_key not in self.jwt_keys:
+            found.append(f"{PREFIX}JWT_CURRENT_KEY: {self.jwt_current_key!r} is not in JWT_KEYS")
+        if not self.field_keys:
+            found.append(f"{PREFIX}FIELD_KEYS: at least one field-encryption key is required")
+        elif self.field_current_key not in self.field_keys:
+            found.append(
+                f"{PREFIX}FIELD_CURRENT_KEY: must name one of FIELD_KEYS "
+                f"({', '.join(self.field_keys)})"
+            )
+        if len(self.blind_index_key) < 32:
+            found.append(f"{PREFIX}BLIND_INDEX_KEY: a base64 key of at least 32 bytes is required")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            found.append(f"{PREFIX}TIMEZONE: unknown time zone {self.timezone!r}")
+        return found
+
+    @property
+    def signing_key_id(self) -> str:
+        """The key id that signs new tokens."""
+        return self.jwt_current_key or next(iter(self.jwt_keys))

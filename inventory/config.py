@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from inventory.crypto import BlindIndex, FieldKeyring
+
 T = TypeVar("T")
 
 PREFIX = "INVENTORY_"
@@ -89,9 +91,11 @@ class Settings:
     jwt_current_key: str = ""
     jwt_leeway_s: int = 30
 
-    field_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    #: Field-encryption keys, ``id:base64,...``, and the id that encrypts new rows.
+    field_keys: str = field(default="", repr=False)
     field_current_key: str = ""
-    blind_index_key: bytes = field(default=b"", repr=False)
+    #: The blind-index key, ``id:base64`` (kept apart from the field keys).
+    blind_index_key: str = field(default="", repr=False)
 
     #: Requests in flight per process; past it, 503 with Retry-After.
     max_in_flight: int = 512
@@ -160,9 +164,9 @@ class Settings:
             jwt_keys=get("JWT_KEYS", _parse_keys, {}),
             jwt_current_key=get("JWT_CURRENT_KEY", str, ""),
             jwt_leeway_s=get("JWT_LEEWAY_S", int, 30),
-            field_keys=get("FIELD_KEYS", _parse_keys, {}),
+            field_keys=get("FIELD_KEYS", str, ""),
             field_current_key=get("FIELD_CURRENT_KEY", str, ""),
-            blind_index_key=get("BLIND_INDEX_KEY", lambda t: _parse_keys("b:" + t)["b"], b""),
+            blind_index_key=get("BLIND_INDEX_KEY", str, ""),
             max_in_flight=get("MAX_IN_FLIGHT", positive_int, defaults.max_in_flight),
             retry_after_s=get("RETRY_AFTER_S", positive_int, defaults.retry_after_s),
             reserve_rate_per_account=get(
@@ -188,20 +192,39 @@ class Settings:
             found.append(f"{PREFIX}JWT_KEYS: at least one signing key is required")
         elif self.jwt_current_key and self.jwt_current_key not in self.jwt_keys:
             found.append(f"{PREFIX}JWT_CURRENT_KEY: {self.jwt_current_key!r} is not in JWT_KEYS")
-        if not self.field_keys:
-            found.append(f"{PREFIX}FIELD_KEYS: at least one field-encryption key is required")
-        elif self.field_current_key not in self.field_keys:
-            found.append(
-                f"{PREFIX}FIELD_CURRENT_KEY: must name one of FIELD_KEYS "
-                f"({', '.join(self.field_keys)})"
+        try:
+            self.keyring()
+        except ValueError as error:
+            found.append(f"{PREFIX}FIELD_KEYS / FIELD_CURRENT_KEY: {error}")
+        try:
+            self.blind_index()
+        except ValueError as error:
+            found.append(f"{PREFIX}BLIND_INDEX_KEY: {error}")
+        else:
+            # One key for two jobs would let whoever holds a field key brute-force the
+            # index offline (and the reverse): refuse material shared between them.
+            field_material = (
+                set(_parse_keys(self.field_keys).values()) if self.field_keys else set()
             )
-        if len(self.blind_index_key) < 32:
-            found.append(f"{PREFIX}BLIND_INDEX_KEY: a base64 key of at least 32 bytes is required")
+            if field_material & set(_parse_keys(self.blind_index_key).values()):
+                found.append(f"{PREFIX}BLIND_INDEX_KEY: must differ from every field key")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             found.append(f"{PREFIX}TIMEZONE: unknown time zone {self.timezone!r}")
         return found
+
+    def keyring(self) -> FieldKeyring:
+        """The field-encryption keyring (ValueError when misconfigured)."""
+        if not self.field_keys:
+            raise ValueError("at least one field-encryption key is required")
+        return FieldKeyring.from_config(self.field_keys, self.field_current_key)
+
+    def blind_index(self) -> BlindIndex:
+        """The blind index for look-ups by ID number (ValueError when misconfigured)."""
+        if not self.blind_index_key:
+            raise ValueError("a blind-index key (id:base64) is required")
+        return BlindIndex.from_config(self.blind_index_key)
 
     @property
     def signing_key_id(self) -> str:

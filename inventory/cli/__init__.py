@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # One module per command; the order is the order of `inventory --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.dev",
+    "inventory.cli.migrate",
     "inventory.cli.capacity",
 )
 

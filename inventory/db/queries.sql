@@ -1,0 +1,562 @@
+-- Named queries of slot-inventory (procrastinate style: SQL lives in SQL files).
+--
+-- Each query starts with "-- name: <name>", then optional comment lines (its description),
+-- then "-- params: a, b, c" naming $1, $2, $3 in order (empty when there are none), then
+-- the statement. inventory/db/queries.py loads them into the typed mapping QUERIES and checks
+-- that every $n is named. Ids are text; money is integer fen; instants are timestamptz.
+
+
+-- ===================================================================== catalogue reads
+
+-- name: list_hospitals
+-- Every hospital, by name: the first screen of the patient's path.
+-- params:
+SELECT id, name, timezone, policy, created_at, updated_at
+FROM hospitals
+ORDER BY name, id;
+
+-- name: get_hospital
+-- One hospital, or no row.
+-- params: hospital_id
+SELECT id, name, timezone, policy, created_at, updated_at
+FROM hospitals
+WHERE id = $1;
+
+-- name: list_department_tree
+-- A hospital's departments in tree order: depth first, siblings by sort_order, name, id.
+-- depth is 0 at the top level; path lists the ids from the top department down to this
+-- one. Every department reached from a top-level one appears once (a department has one
+-- parent, so a walk from the top cannot loop; departments whose parents form a loop are
+-- unreachable and left out).
+-- params: hospital_id
+WITH RECURSIVE ranked AS (
+    SELECT d.id, d.parent_id, d.name, d.sort_order,
+           row_number() OVER (PARTITION BY d.parent_id
+                              ORDER BY d.sort_order, d.name, d.id) AS position
+    FROM departments d
+    WHERE d.hospital_id = $1
+), tree AS (
+    SELECT r.id, r.parent_id, r.name, r.sort_order, 0 AS depth,
+           ARRAY[r.id::text] AS path, ARRAY[r.position] AS sort_key
+    FROM ranked r
+    WHERE r.parent_id IS NULL
+    UNION ALL
+    SELECT r.id, r.parent_id, r.name, r.sort_order, t.depth + 1,
+           t.path || r.id::text, t.sort_key || r.position
+    FROM ranked r
+    JOIN tree t ON r.parent_id = t.id
+)
+SELECT id, parent_id, name, sort_order, depth, path
+FROM tree
+ORDER BY sort_key;
+
+-- name: list_department_doctors
+-- The doctors of a department, by name.
+-- params: department_id
+SELECT id, hospital_id, department_id, name, title, specialty
+FROM doctors
+WHERE department_id = $1
+ORDER BY name, id;
+
+-- name: list_department_schedules
+-- The schedules of a department on a visit date (that is, of one tag), in session order,
+-- with the doctor's name, title (职称) and specialty (擅长), the number of slots and their
+-- total capacity. What is still free is Redis's business, not this query's.
+-- params: department_id, visit_date
+SELECT s.id, s.hospital_id, s.department_id, s.doctor_id, s.visit_date, s.session,
+       s.starts_at, s.ends_at, s.release_at, s.cancel_deadline, s.fee_fen, s.location,
+       s.status, s.updated_at,
+       d.name AS doctor_name, d.title AS doctor_title, d.specialty AS doctor_specialty,
+       c.slot_count, c.capacity
+FROM schedules s
+JOIN doctors d ON d.id = s.doctor_id
+CROSS JOIN LATERAL (
+    SELECT count(*) AS slot_count, coalesce(sum(sl.capacity), 0) AS capacity
+    FROM slots sl
+    WHERE sl.schedule_id = s.id
+) c
+WHERE s.department_id = $1 AND s.visit_date = $2
+ORDER BY s.starts_at, d.name, s.id;
+
+-- name: get_schedule
+-- One schedule with its doctor, department and hospital (name, timezone, policy), or no
+-- row: what loading it into Redis and answering about it need.
+-- params: schedule_id
+SELECT s.id, s.hospital_id, s.department_id, s.doctor_id, s.visit_date, s.session,
+       s.starts_at, s.ends_at, s.release_at, s.cancel_deadline, s.fee_fen, s.location,
+       s.status, s.updated_at,
+       d.name AS doctor_name, d.title AS doctor_title, d.specialty AS doctor_specialty,
+       dep.name AS department_name,
+       h.name AS hospital_name, h.timezone AS hospital_timezone, h.policy AS hospital_policy
+FROM schedules s
+JOIN doctors d ON d.id = s.doctor_id
+JOIN departments dep ON dep.id = s.department_id
+JOIN hospitals h ON h.id = s.hospital_id
+WHERE s.id = $1;
+
+-- name: list_schedule_slots
+-- The slots of a schedule in time order.
+-- params: schedule_id
+SELECT id, schedule_id, starts_at, ends_at, capacity
+FROM slots
+WHERE schedule_id = $1
+ORDER BY starts_at, id;
+
+-- name: list_tag_slots
+-- Every slot of every schedule of one tag (department, visit date): with
+-- list_department_schedules, all that load_schedule and a rebuild of the tag need.
+-- params: department_id, visit_date
+SELECT sl.id, sl.schedule_id, sl.starts_at, sl.ends_at, sl.capacity
+FROM slots sl
+JOIN schedules s ON s.id = sl.schedule_id
+WHERE s.department_id = $1 AND s.visit_date = $2
+ORDER BY sl.schedule_id, sl.starts_at, sl.id;
+
+-- name: get_slot_location
+-- Where a slot lives, or no row: its schedule, hospital, and the department and visit
+-- date that name its tag (a reserve needs them before it can reach Redis).
+-- params: slot_id
+SELECT sl.id AS slot_id, s.id AS schedule_id, s.hospital_id, s.department_id,
+       s.visit_date, s.status AS schedule_status, sl.capacity
+FROM slots sl
+JOIN schedules s ON s.id = sl.schedule_id
+WHERE sl.id = $1;
+
+
+-- ===================================================================== catalogue writes
+-- Operator and HIS-sync upserts: insert, or overwrite the row with the given values.
+-- "inserted" is true when the row is new (xmax = 0 on a freshly inserted row version).
+
+-- name: upsert_hospital
+-- params: hospital_id, name, timezone, policy
+INSERT INTO hospitals (id, name, timezone, policy)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE
+    SET name = EXCLUDED.name, timezone = EXCLUDED.timezone, policy = EXCLUDED.policy,
+        updated_at = now()
+RETURNING id, name, timezone, policy, created_at, updated_at, (xmax = 0) AS inserted;
+
+-- name: upsert_department
+-- A department; parent_id NULL for a top-level one. The parent must be in the same
+-- hospital (checked at commit, so a subtree may be written in any order).
+-- params: department_id, hospital_id, parent_id, name, sort_order
+INSERT INTO departments (id, hospital_id, parent_id, name, sort_order)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (id) DO UPDATE
+    SET hospital_id = EXCLUDED.hospital_id, parent_id = EXCLUDED.parent_id,
+        name = EXCLUDED.name, sort_order = EXCLUDED.sort_order, updated_at = now()
+RETURNING id, hospital_id, parent_id, name, sort_order, created_at, updated_at,
+          (xmax = 0) AS inserted;
+
+-- name: upsert_doctor
+-- params: doctor_id, hospital_id, department_id, name, title, specialty
+INSERT INTO doctors (id, hospital_id, department_id, name, title, specialty)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (id) DO UPDATE
+    SET hospital_id = EXCLUDED.hospital_id, department_id = EXCLUDED.department_id,
+        name = EXCLUDED.name, title = EXCLUDED.title, specialty = EXCLUDED.specialty,
+        updated_at = now()
+RETURNING id, hospital_id, department_id, name, title, specialty, created_at, updated_at,
+          (xmax = 0) AS inserted;
+
+-- name: upsert_schedule
+-- A schedule. Its department and visit date (its tag) cannot change once written: a
+-- trigger refuses that with check_violation. status is 'open' or 'suspended'.
+-- params: schedule_id, hospital_id, department_id, doctor_id, visit_date, session, starts_at, ends_at, release_at, cancel_deadline, fee_fen, location, status
+INSERT INTO schedules (id, hospital_id, department_id, doctor_id, visit_date, session,
+                       starts_at, ends_at, release_at, cancel_deadline, fee_fen, location,
+                       status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (id) DO UPDATE
+    SET hospital_id = EXCLUDED.hospital_id, department_id = EXCLUDED.department_id,
+        doctor_id = EXCLUDED.doctor_id, visit_date = EXCLUDED.visit_date,
+        session = EXCLUDED.session, starts_at = EXCLUDED.starts_at,
+        ends_at = EXCLUDED.ends_at, release_at = EXCLUDED.release_at,
+        cancel_deadline = EXCLUDED.cancel_deadline, fee_fen = EXCLUDED.fee_fen,
+        location = EXCLUDED.location, status = EXCLUDED.status, updated_at = now()
+RETURNING id, hospital_id, department_id, doctor_id, visit_date, session, starts_at,
+          ends_at, release_at, cancel_deadline, fee_fen, location, status, created_at,
+          updated_at, (xmax = 0) AS inserted;
+
+-- name: set_schedule_status
+-- Suspend (停诊) or reopen a schedule; no row if there is no such schedule.
+-- params: schedule_id, status
+UPDATE schedules
+SET status = $2, updated_at = now()
+WHERE id = $1
+RETURNING id, status, updated_at;
+
+-- name: upsert_slot
+-- A slot. It cannot move to another schedule once written (trigger, check_violation).
+-- params: slot_id, schedule_id, starts_at, ends_at, capacity
+INSERT INTO slots (id, schedule_id, starts_at, ends_at, capacity)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (id) DO UPDATE
+    SET schedule_id = EXCLUDED.schedule_id, starts_at = EXCLUDED.starts_at,
+        ends_at = EXCLUDED.ends_at, capacity = EXCLUDED.capacity, updated_at = now()
+RETURNING id, schedule_id, starts_at, ends_at, capacity, created_at, updated_at,
+          (xmax = 0) AS inserted;
+
+
+-- ===================================================================== patients
+-- Registering: in one transaction, insert_patient; if it returns no row the ID number is
+-- already a patient, so get_patient_by_blind_index (the API checks the name before
+-- linking); then link_account_patient.
+
+-- name: insert_patient
+-- A new patient, or no row when a patient with this blind index exists already.
+-- blind_index is the 32-byte HMAC of the canonical ID number; *_enc are ciphertexts.
+-- params: patient_id, account_id, blind_index, key_id, name_enc, phone_enc, resident_id_enc, gender, birth_date
+INSERT INTO patients (id, account_id, blind_index, key_id, name_enc, phone_enc,
+                      resident_id_enc, gender, birth_date)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (blind_index) DO NOTHING
+RETURNING id, account_id, blind_index, key_id, name_enc, phone_enc, resident_id_enc, gender,
+          birth_date, created_at, updated_at;
+
+-- name: get_patient
+-- params: patient_id
+SELECT id, account_id, blind_index, key_id, name_enc, phone_enc, resident_id_enc, gender,
+       birth_date, created_at, updated_at
+FROM patients
+WHERE id = $1;
+
+-- name: get_patient_by_blind_index
+-- The patient with this ID number (by its blind index), or no row.
+-- params: blind_index
+SELECT id, account_id, blind_index, key_id, name_enc, phone_enc, resident_id_enc, gender,
+       birth_date, created_at, updated_at
+FROM patients
+WHERE blind_index = $1;
+
+-- name: link_account_patient
+-- Let an account book for a patient; no row if it already could. relation is one of
+-- self, child, parent, spouse, other.
+-- params: account_id, patient_id, relation
+INSERT INTO account_patients (account_id, patient_id, relation)
+VALUES ($1, $2, $3)
+ON CONFLICT (account_id, patient_id) DO NOTHING
+RETURNING account_id, patient_id, relation, created_at;
+
+-- name: unlink_account_patient
+-- The account no longer books for the patient; no row if it did not.
+-- params: account_id, patient_id
+DELETE FROM account_patients
+WHERE account_id = $1 AND patient_id = $2
+RETURNING account_id, patient_id;
+
+-- name: account_has_patient
+-- The ownership check: may this account book for this patient?
+-- params: account_id, patient_id
+SELECT EXISTS (
+    SELECT 1 FROM account_patients WHERE account_id = $1 AND patient_id = $2
+) AS linked;
+
+-- name: list_account_patients
+-- The patients an account books for, in the order it added them.
+-- params: account_id
+SELECT p.id, p.account_id, p.blind_index, p.key_id, p.name_enc, p.phone_enc,
+       p.resident_id_enc, p.gender, p.birth_date, p.created_at, p.updated_at,
+       ap.relation, ap.created_at AS linked_at
+FROM account_patients ap
+JOIN patients p ON p.id = ap.patient_id
+WHERE ap.account_id = $1
+ORDER BY ap.created_at, p.id;
+
+-- name: get_account_patient
+-- One of the account's patients, or no row (also when it exists but is not linked).
+-- params: account_id, patient_id
+SELECT p.id, p.account_id, p.blind_index, p.key_id, p.name_enc, p.phone_enc,
+       p.resident_id_enc, p.gender, p.birth_date, p.created_at, p.updated_at,
+       ap.relation, ap.created_at AS linked_at
+FROM account_patients ap
+JOIN patients p ON p.id = ap.patient_id
+WHERE ap.account_id = $1 AND ap.patient_id = $2;
+
+-- name: upsert_patient_ban
+-- The durable copy of a patient_ban step (hospital_id '*' = every hospital; a lifted ban
+-- has banned_until = the moment it was lifted). A decision older than the stored one is
+-- ignored (no row), so a late redelivery cannot undo a newer decision.
+-- params: patient_id, hospital_id, banned_until, reason, decided_at
+INSERT INTO patient_bans AS b (patient_id, hospital_id, banned_until, reason, decided_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (patient_id, hospital_id) DO UPDATE
+    SET banned_until = EXCLUDED.banned_until, reason = EXCLUDED.reason,
+        decided_at = EXCLUDED.decided_at
+    WHERE b.decided_at <= EXCLUDED.decided_at
+RETURNING patient_id, hospital_id, banned_until, reason, decided_at;
+
+-- name: list_patient_bans
+-- A patient's bans, current and past (rebuilding the patient tag reads the current ones).
+-- params: patient_id
+SELECT patient_id, hospital_id, banned_until, reason, decided_at
+FROM patient_bans
+WHERE patient_id = $1
+ORDER BY hospital_id;
+
+
+-- ===================================================================== holds and bookings
+
+-- name: upsert_hold
+-- Write a hold as the store recorded it (inventory.domain.Hold; instants as timestamptz,
+-- confirmed_at and ended_at NULL while they have not happened). last_seq is the seq of the
+-- tag's event the record reflects, 0 when it comes from a store reply. A row is only
+-- moved forward, by (state rank, last_seq) with held < booked < ended: a redelivered or
+-- reordered event, or a reply older than the row, changes nothing and returns no row.
+-- params: hold_id, tag, slot_id, schedule_id, account_id, patient_id, channel, amount_fen, state, deadline, extended, payment_ref, created_at, confirmed_at, ended_at, end_reason, last_seq
+INSERT INTO holds AS h (id, tag, slot_id, schedule_id, account_id, patient_id, channel,
+                        amount_fen, state, deadline, extended, payment_ref, created_at,
+                        confirmed_at, ended_at, end_reason, last_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (id) DO UPDATE
+    SET state = EXCLUDED.state, deadline = EXCLUDED.deadline, extended = EXCLUDED.extended,
+        payment_ref = EXCLUDED.payment_ref, confirmed_at = EXCLUDED.confirmed_at,
+        ended_at = EXCLUDED.ended_at, end_reason = EXCLUDED.end_reason,
+        last_seq = greatest(h.last_seq, EXCLUDED.last_seq), updated_at = now()
+    WHERE (inv_hold_state_rank(EXCLUDED.state), EXCLUDED.last_seq)
+          > (inv_hold_state_rank(h.state), h.last_seq)
+RETURNING id AS hold_id, state, last_seq, (xmax = 0) AS inserted;
+
+-- name: get_hold
+-- params: hold_id
+SELECT id AS hold_id, tag, slot_id, schedule_id, account_id, patient_id, channel,
+       amount_fen, state, deadline, extended, payment_ref, created_at, confirmed_at,
+       ended_at, end_reason, last_seq, updated_at
+FROM holds
+WHERE id = $1;
+
+-- name: list_account_holds
+-- An account's holds (every state), newest first.
+-- params: account_id, limit
+SELECT id AS hold_id, tag, slot_id, schedule_id, account_id, patient_id, channel,
+       amount_fen, state, deadline, extended, payment_ref, created_at, confirmed_at,
+       ended_at, end_reason, last_seq, updated_at
+FROM holds
+WHERE account_id = $1
+ORDER BY created_at DESC, id DESC
+LIMIT $2;
+
+-- name: insert_booking
+-- Record the booking of a booked (or since cancelled) hold, copying it from the hold row:
+-- write the hold with upsert_hold first, in the same transaction. No row if the booking
+-- exists already or the hold is not booked.
+-- params: hold_id
+INSERT INTO bookings (id, tag, slot_id, schedule_id, account_id, patient_id, amount_fen,
+                      payment_ref, confirmed_at)
+SELECT h.id, h.tag, h.slot_id, h.schedule_id, h.account_id, h.patient_id, h.amount_fen,
+       h.payment_ref, h.confirmed_at
+FROM holds h
+WHERE h.id = $1 AND h.state IN ('booked', 'cancelled')
+ON CONFLICT (id) DO NOTHING
+RETURNING id AS booking_id, status, confirmed_at;
+
+-- name: cancel_booking
+-- Mark a booking cancelled (patient, operator or 停诊); no row if it is not open (already
+-- cancelled, rejected by the HIS, visited or no-show).
+-- params: booking_id, cancelled_at, reason
+UPDATE bookings
+SET status = 'cancelled', cancelled_at = $2, cancel_reason = $3, updated_at = now()
+WHERE id = $1 AND status IN ('confirmed', 'submitted', 'his_confirmed')
+RETURNING id AS booking_id, status, cancelled_at, cancel_reason;
+
+-- name: add_status_history
+-- One change of a hold's state or a booking's status; no row if event_key was recorded
+-- before ("<tag>#<seq>" for a store event).
+-- params: hold_id, from_status, to_status, reason, at, event_key
+INSERT INTO booking_status_history (hold_id, from_status, to_status, reason, at, event_key)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (event_key) DO NOTHING
+RETURNING id, hold_id, from_status, to_status, reason, at, event_key;
+
+-- name: list_status_history
+-- The timeline of one hold and its booking, oldest first.
+-- params: hold_id
+SELECT id, hold_id, from_status, to_status, reason, at, event_key, recorded_at
+FROM booking_status_history
+WHERE hold_id = $1
+ORDER BY at, id;
+
+-- name: get_booking
+-- One booking with where and when the visit is, or no row (workers and operators; the
+-- API uses get_account_booking).
+-- params: booking_id
+SELECT b.id AS booking_id, b.id AS hold_id, b.tag, b.slot_id, b.schedule_id, b.account_id,
+       b.patient_id, b.status, b.amount_fen, b.payment_ref, b.confirmed_at,
+       b.his_appointment_no, b.visit_time, b.place, b.submitted_at, b.his_confirmed_at,
+       b.cancelled_at, b.cancel_reason, b.updated_at,
+       s.visit_date, s.session, s.location, sl.starts_at AS slot_starts_at,
+       sl.ends_at AS slot_ends_at, s.doctor_id, d.name AS doctor_name,
+       d.title AS doctor_title, s.department_id, dep.name AS department_name,
+       s.hospital_id, h.name AS hospital_name
+FROM bookings b
+JOIN slots sl ON sl.id = b.slot_id
+JOIN schedules s ON s.id = b.schedule_id
+JOIN doctors d ON d.id = s.doctor_id
+JOIN departments dep ON dep.id = s.department_id
+JOIN hospitals h ON h.id = s.hospital_id
+WHERE b.id = $1;
+
+-- name: get_account_booking
+-- One of the account's bookings (same columns as get_booking), or no row: another
+-- account's booking looks exactly like a missing one.
+-- params: account_id, booking_id
+SELECT b.id AS booking_id, b.id AS hold_id, b.tag, b.slot_id, b.schedule_id, b.account_id,
+       b.patient_id, b.status, b.amount_fen, b.payment_ref, b.confirmed_at,
+       b.his_appointment_no, b.visit_time, b.place, b.submitted_at, b.his_confirmed_at,
+       b.cancelled_at, b.cancel_reason, b.updated_at,
+       s.visit_date, s.session, s.location, sl.starts_at AS slot_starts_at,
+       sl.ends_at AS slot_ends_at, s.doctor_id, d.name AS doctor_name,
+       d.title AS doctor_title, s.department_id, dep.name AS department_name,
+       s.hospital_id, h.name AS hospital_name
+FROM bookings b
+JOIN slots sl ON sl.id = b.slot_id
+JOIN schedules s ON s.id = b.schedule_id
+JOIN doctors d ON d.id = s.doctor_id
+JOIN departments dep ON dep.id = s.department_id
+JOIN hospitals h ON h.id = s.hospital_id
+WHERE b.account_id = $1 AND b.id = $2;
+
+-- name: list_account_bookings
+-- An account's bookings, newest confirmation first, a page at a time: pass NULL, NULL for
+-- the first page, then the last row's confirmed_at and booking_id for the next.
+-- params: account_id, before_confirmed_at, before_booking_id, limit
+SELECT b.id AS booking_id, b.id AS hold_id, b.tag, b.slot_id, b.schedule_id, b.account_id,
+       b.patient_id, b.status, b.amount_fen, b.payment_ref, b.confirmed_at,
+       b.his_appointment_no, b.visit_time, b.place, b.submitted_at, b.his_confirmed_at,
+       b.cancelled_at, b.cancel_reason, b.updated_at,
+       s.visit_date, s.session, s.location, sl.starts_at AS slot_starts_at,
+       sl.ends_at AS slot_ends_at, s.doctor_id, d.name AS doctor_name,
+       d.title AS doctor_title, s.department_id, dep.name AS department_name,
+       s.hospital_id, h.name AS hospital_name
+FROM bookings b
+JOIN slots sl ON sl.id = b.slot_id
+JOIN schedules s ON s.id = b.schedule_id
+JOIN doctors d ON d.id = s.doctor_id
+JOIN departments dep ON dep.id = s.department_id
+JOIN hospitals h ON h.id = s.hospital_id
+WHERE b.account_id = $1
+  AND ($2::timestamptz IS NULL
+       OR (b.confirmed_at, b.id::text) < ($2::timestamptz, $3::text))
+ORDER BY b.confirmed_at DESC, b.id DESC
+LIMIT $4;
+
+
+-- ===================================================================== event log and fence
+
+-- name: record_event
+-- Record one outbox event. inserted: it is new. Otherwise (tag, seq) was recorded before:
+-- stored_stream_id = stream_id means a redelivery (acknowledge it); another stream id
+-- means the tag's Redis history diverged from ours (fence the tag); NULL means a
+-- concurrent writer committed it meanwhile (read it again).
+-- params: tag, seq, type, at, payload, stream_id
+WITH inserted AS (
+    INSERT INTO inventory_events (tag, seq, type, at, payload, stream_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (tag, seq) DO NOTHING
+    RETURNING seq
+)
+SELECT EXISTS (SELECT 1 FROM inserted) AS inserted,
+       (SELECT e.stream_id FROM inventory_events e
+        WHERE e.tag = $1 AND e.seq = $2) AS stored_stream_id;
+
+-- name: record_events
+-- Record a batch of outbox events in one statement (parallel arrays, one element per
+-- event): one row back per event, in (tag, seq) order, with inserted and
+-- stored_stream_id as in record_event. tag_sequences advances once per tag.
+-- params: tags, seqs, types, ats, payloads, stream_ids
+WITH batch AS (
+    SELECT *
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[],
+                $6::text[]) AS b(tag, seq, type, at, payload, stream_id)
+), inserted AS (
+    INSERT INTO inventory_events (tag, seq, type, at, payload, stream_id)
+    SELECT tag, seq, type, at, payload, stream_id FROM batch
+    ON CONFLICT (tag, seq) DO NOTHING
+    RETURNING tag, seq
+)
+SELECT b.tag, b.seq, b.stream_id, (i.seq IS NOT NULL) AS inserted,
+       e.stream_id AS stored_stream_id
+FROM batch b
+LEFT JOIN inserted i ON i.tag::text = b.tag AND i.seq = b.seq
+LEFT JOIN inventory_events e ON e.tag::text = b.tag AND e.seq = b.seq
+ORDER BY b.tag, b.seq;
+
+-- name: get_tag_sequence
+-- The highest seq Postgres has recorded for a tag, or no row if none: the fence refuses
+-- the tag while Redis's seq for it is lower.
+-- params: tag
+SELECT tag, last_seq, updated_at
+FROM tag_sequences
+WHERE tag = $1;
+
+-- name: list_tag_sequences
+-- get_tag_sequence for many tags at once; tags without events have no row.
+-- params: tags
+SELECT tag, last_seq, updated_at
+FROM tag_sequences
+WHERE tag = ANY ($1::text[])
+ORDER BY tag;
+
+-- name: list_tag_events
+-- A tag's recorded events after a seq, in order (audit, replay, rebuild checks).
+-- params: tag, after_seq, limit
+SELECT tag, seq, type, at, payload, stream_id, received_at
+FROM inventory_events
+WHERE tag = $1 AND seq > $2
+ORDER BY seq
+LIMIT $3;
+
+-- name: record_dead_letter
+-- An outbox entry that could not be applied; a repeat bumps attempts and keeps the
+-- latest error.
+-- params: stream, entry_id, tag, seq, payload, error
+INSERT INTO dead_letters AS d (stream, entry_id, tag, seq, payload, error)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (stream, entry_id) DO UPDATE
+    SET attempts = d.attempts + 1, error = EXCLUDED.error, last_failed_at = now()
+RETURNING id, stream, entry_id, attempts, first_failed_at, last_failed_at;
+
+
+-- ===================================================================== idempotency keys
+
+-- name: claim_idempotency_key
+-- Claim a key for a first request; no row if the key is taken (then get_idempotency_key:
+-- same fingerprint and a response = replay it; no response yet = still running; another
+-- fingerprint = idempotency_key_reused).
+-- params: account_id, key, operation, fingerprint
+INSERT INTO idempotency_keys (account_id, key, operation, fingerprint)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (account_id, key) DO NOTHING
+RETURNING account_id, key, operation, fingerprint, created_at;
+
+-- name: get_idempotency_key
+-- params: account_id, key
+SELECT account_id, key, operation, fingerprint, response_status, response_body,
+       created_at, completed_at
+FROM idempotency_keys
+WHERE account_id = $1 AND key = $2;
+
+-- name: complete_idempotency_key
+-- Store the response of the request that claimed the key; no row if already completed.
+-- params: account_id, key, response_status, response_body
+UPDATE idempotency_keys
+SET response_status = $3, response_body = $4, completed_at = now()
+WHERE account_id = $1 AND key = $2 AND completed_at IS NULL
+RETURNING account_id, key, response_status, completed_at;
+
+-- name: release_idempotency_key
+-- Drop an uncompleted claim (the request failed before doing anything), so a retry runs.
+-- params: account_id, key
+DELETE FROM idempotency_keys
+WHERE account_id = $1 AND key = $2 AND completed_at IS NULL
+RETURNING account_id, key;
+
+-- name: prune_idempotency_keys
+-- Delete keys older than retention_s seconds, never younger than 24 hours.
+-- params: retention_s
+WITH gone AS (
+    DELETE FROM idempotency_keys
+    WHERE created_at < now() - make_interval(secs => greatest($1::double precision, 86400))
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class HoldState(StrEnum):
@@ -165,6 +165,15 @@ class ScheduleSpec:
     cancel_deadline: datetime
     fee_fen: int
     slots: tuple[SlotSpec, ...] = field(default_factory=tuple)
+
+
+class SlotLocation(NamedTuple):
+    """Where a slot lives: enough to name its tag and its hospital's policy."""
+
+    hospital_id: str
+    department_id: str
+    visit_date: date
+    schedule_id: str
 
 
 @dataclass(frozen=True, slots=True)

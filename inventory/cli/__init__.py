@@ -14,8 +14,11 @@ from collections.abc import Sequence
 # One module per command; the order is the order of `inventory --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.dev",
+    "inventory.cli.serve",
     "inventory.cli.migrate",
+    "inventory.cli.token",
     "inventory.cli.capacity",
+    "inventory.cli.bench",
 )
 
 

@@ -1,0 +1,1 @@
+"""The booking HTTP API: routes, middlewares and the OpenAPI contract."""

@@ -1,0 +1,48 @@
+"""What handlers reach through the application: one typed ``Services`` bundle.
+
+The app factory builds it inside ``cleanup_ctx`` (so pools open and close with the
+app); handlers read ``request.app[SERVICES]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from inventory.api.admission import AdmissionGate
+from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.bookings import PgBookings
+from inventory.catalogue import PgCatalogue
+from inventory.config import Settings
+from inventory.patients import PatientRegistry
+from inventory.store import SlotStore
+
+
+@dataclass
+class Services:
+    """Everything a handler may use."""
+
+    settings: Settings
+    store: SlotStore
+    limiter: ReserveRateLimiter
+    gate: AdmissionGate
+    catalogue: PgCatalogue
+    patients: PatientRegistry
+    bookings: PgBookings
+    db: Any
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def client_ip(request: web.Request) -> str:
+    """The client's address: the trusted proxy header when configured, else the peer."""
+    header = request.app[SERVICES].settings.client_ip_header
+    if header:
+        forwarded = request.headers.get(header, "")
+        first = forwarded.split(",", 1)[0].strip()
+        if first:
+            return first
+    return request.remote or "unknown"

@@ -1,0 +1,203 @@
+"""Holds and bookings: reserve, look, release, confirm, cancel.
+
+Handlers are thin: parse -> one domain call -> render. The account comes only from the
+token; another account's hold or booking answers 404 exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from inventory import keys
+from inventory.api.auth import principal
+from inventory.api.bodies import idempotency_key, json_response, read_json, read_query, validate
+from inventory.api.context import SERVICES, client_ip
+from inventory.api.models import (
+    BookingCancel,
+    BookingView,
+    HoldConfirm,
+    HoldCreate,
+    HoldId,
+    HoldView,
+    Request,
+)
+from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
+from inventory.errors import NotFoundError, ValidationFailedError
+
+routes = web.RouteTableDef()
+
+
+class _HoldPath(Request):
+    hold_id: HoldId
+
+
+class _BookingPath(Request):
+    booking_id: HoldId
+
+
+class BookingListQuery(Request):
+    limit: int = 50
+
+
+def _instant(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def hold_view(hold: Hold) -> dict[str, object]:
+    """A hold as the API shows it."""
+    return HoldView(
+        hold_id=hold.hold_id,
+        slot_id=hold.slot_id,
+        schedule_id=hold.schedule_id,
+        patient_id=hold.patient_id,
+        channel=hold.channel,
+        state=hold.state.value,
+        amount_fen=hold.amount_fen,
+        created_at=_instant(hold.created_ms),
+        deadline=_instant(hold.deadline_ms),
+        extended=hold.extended,
+    ).model_dump(mode="json")
+
+
+def booking_view_from_hold(hold: Hold) -> dict[str, object]:
+    """A booking straight from the store's record (before the HIS has it)."""
+    status = "confirmed" if hold.state is HoldState.BOOKED else hold.state.value
+    return BookingView(
+        booking_id=hold.hold_id,
+        hold_id=hold.hold_id,
+        slot_id=hold.slot_id,
+        schedule_id=hold.schedule_id,
+        patient_id=hold.patient_id,
+        status=status,
+        amount_fen=hold.amount_fen,
+        payment_ref=hold.payment_ref,
+        confirmed_at=_instant(hold.confirmed_ms) if hold.confirmed_ms else None,
+        visit_date=keys.visit_date_of_tag(keys.tag_of_hold(hold.hold_id)),
+        cancelled_at=_instant(hold.ended_ms) if hold.state is HoldState.CANCELLED else None,
+    ).model_dump(mode="json")
+
+
+def _hold_id(request: web.Request, name: str = "hold_id") -> str:
+    model = _HoldPath if name == "hold_id" else _BookingPath
+    try:
+        parsed = validate(model, {name: request.match_info[name]})
+    except ValidationFailedError:
+        raise NotFoundError() from None
+    return str(getattr(parsed, name))
+
+
+async def _own_hold(request: web.Request, hold_id: str, account_id: str) -> Hold:
+    hold = await request.app[SERVICES].store.get_hold(hold_id)
+    if hold is None or hold.account_id != account_id:
+        raise NotFoundError("no such hold")
+    return hold
+
+
+@routes.post("/v1/holds")
+async def create_hold(request: web.Request) -> web.Response:
+    """Reserve one unit of a slot for one of the account's patients."""
+    who = principal(request)
+    key = idempotency_key(request)
+    body = await read_json(request, HoldCreate)
+    services = request.app[SERVICES]
+    await services.limiter.check(account_id=who.account_id, client_ip=client_ip(request))
+    location = await services.catalogue.slot_location(body.slot_id)
+    if location is None:
+        raise NotFoundError("no such slot")
+    if not await services.patients.belongs_to(body.patient_id, who.account_id):
+        raise NotFoundError("no such patient")
+    outcome = await services.store.reserve(
+        ReserveRequest(
+            hospital_id=location.hospital_id,
+            department_id=location.department_id,
+            visit_date=location.visit_date,
+            slot_id=body.slot_id,
+            account_id=who.account_id,
+            patient_id=body.patient_id,
+            channel=body.channel.value,
+            idempotency_key=key,
+        )
+    )
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return json_response(hold_view(outcome.hold), status=201, headers=headers)
+
+
+@routes.get("/v1/holds/{hold_id}")
+async def get_hold(request: web.Request) -> web.Response:
+    """One of the account's holds."""
+    who = principal(request)
+    hold = await _own_hold(request, _hold_id(request), who.account_id)
+    return json_response(hold_view(hold))
+
+
+@routes.delete("/v1/holds/{hold_id}")
+async def release_hold(request: web.Request) -> web.Response:
+    """Give a hold back before paying (a booking is cancelled with /cancel instead)."""
+    who = principal(request)
+    hold_id = _hold_id(request)
+    hold = await _own_hold(request, hold_id, who.account_id)
+    if hold.state is HoldState.BOOKED:
+        raise ValidationFailedError(
+            "this hold is a booking: cancel it with POST /v1/bookings/{id}/cancel",
+            errors=[{"field": "hold_id", "reason": "is a booking"}],
+        )
+    outcome = await request.app[SERVICES].store.release(
+        hold_id, account_id=who.account_id, reason="patient_released"
+    )
+    return json_response(hold_view(outcome.hold))
+
+
+@routes.post("/v1/holds/{hold_id}/confirm")
+async def confirm_hold(request: web.Request) -> web.Response:
+    """Confirm a paid hold: the answer comes only once the booking is in Postgres."""
+    who = principal(request)
+    hold_id = _hold_id(request)
+    body = await read_json(request, HoldConfirm)
+    await _own_hold(request, hold_id, who.account_id)
+    services = request.app[SERVICES]
+    outcome: HoldOutcome = await services.store.confirm(
+        hold_id, account_id=who.account_id, payment_ref=body.payment_ref
+    )
+    await services.bookings.record(outcome.hold)
+    return json_response(booking_view_from_hold(outcome.hold))
+
+
+@routes.get("/v1/bookings")
+async def list_bookings(request: web.Request) -> web.Response:
+    """The account's bookings, newest first."""
+    who = principal(request)
+    query = read_query(request, BookingListQuery)
+    if not 1 <= query.limit <= 200:
+        raise ValidationFailedError(errors=[{"field": "limit", "reason": "must be 1-200"}])
+    items = await request.app[SERVICES].bookings.list_for_account(who.account_id, query.limit)
+    return json_response({"items": items})
+
+
+@routes.get("/v1/bookings/{booking_id}")
+async def get_booking(request: web.Request) -> web.Response:
+    """One of the account's bookings."""
+    who = principal(request)
+    booking_id = _hold_id(request, "booking_id")
+    booking = await request.app[SERVICES].bookings.get_for_account(booking_id, who.account_id)
+    if booking is None:
+        raise NotFoundError("no such booking")
+    return json_response(booking)
+
+
+@routes.post("/v1/bookings/{booking_id}/cancel")
+async def cancel_booking(request: web.Request) -> web.Response:
+    """Cancel a booking, until the hospital's cancellation deadline."""
+    who = principal(request)
+    booking_id = _hold_id(request, "booking_id")
+    body = await read_json(request, BookingCancel)
+    services = request.app[SERVICES]
+    hold = await _own_hold(request, booking_id, who.account_id)
+    if hold.state not in (HoldState.BOOKED, HoldState.CANCELLED):
+        raise NotFoundError("no such booking")
+    outcome = await services.store.release(
+        booking_id, account_id=who.account_id, reason=body.reason
+    )
+    await services.bookings.record(outcome.hold)
+    return json_response(booking_view_from_hold(outcome.hold))

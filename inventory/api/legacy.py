@@ -1,0 +1,76 @@
+"""The two endpoints of the original product brief, for existing mini-program front
+ends, answering in their ``{"code", "message", "data"}`` envelope.
+
+``code`` is 0 on success; on failure it is the HTTP status times 100 (40000, 40400, ...)
+with the stable error code in ``error`` and the same HTTP status on the response, so
+old clients that only read ``code`` and new ones that read the status both work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from aiohttp import web
+
+from inventory.api.bodies import json_response, read_query
+from inventory.api.catalogue import day_schedules, schedule_availability
+from inventory.api.context import SERVICES
+from inventory.api.models import Id, Request
+from inventory.errors import InventoryError, NotFoundError
+
+routes = web.RouteTableDef()
+
+
+class DoctorScheduleQuery(Request):
+    deptId: Id  # the brief's parameter name
+    date: date
+
+
+class AvailableQuery(Request):
+    scheduleId: Id  # the brief's parameter name
+
+
+def envelope(data: Any) -> web.Response:
+    return json_response({"code": 0, "message": "ok", "data": data})
+
+
+async def _enveloped(call: Callable[[], Awaitable[Any]]) -> web.Response:
+    try:
+        return envelope(await call())
+    except InventoryError as error:
+        body: dict[str, Any] = {
+            "code": error.http_status * 100,
+            "message": error.title,
+            "error": error.code,
+            "data": None,
+        }
+        if "errors" in error.context:
+            body["errors"] = error.context["errors"]
+        return json_response(body, status=error.http_status)
+
+
+@routes.get("/api/doctor/schedule")
+async def doctor_schedule(request: web.Request) -> web.Response:
+    """Schedules of a department on a date (legacy envelope)."""
+
+    async def call() -> Any:
+        query = read_query(request, DoctorScheduleQuery)
+        return await day_schedules(request.app[SERVICES], query.deptId, query.date)
+
+    return await _enveloped(call)
+
+
+@routes.get("/api/appointment/available")
+async def appointment_available(request: web.Request) -> web.Response:
+    """A schedule's slots with remaining counts (legacy envelope)."""
+
+    async def call() -> Any:
+        query = read_query(request, AvailableQuery)
+        found = await schedule_availability(request.app[SERVICES], query.scheduleId)
+        if found is None:
+            raise NotFoundError("no such schedule")
+        return found
+
+    return await _enveloped(call)

@@ -1,0 +1,531 @@
+"""The OpenAPI 3.1 document: the real contract of every route.
+
+Request bodies and query strings are the pydantic models the handlers validate with,
+so the document cannot drift from what the server accepts; responses are described by
+the models the handlers render or by the schemas below. A test checks that every
+route of the app is documented here and every documented route exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from inventory import __version__
+from inventory.api import models
+from inventory.api.catalogue import ScheduleDayQuery
+from inventory.api.holds import BookingListQuery
+from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
+
+REF = "#/components/schemas/{model}"
+
+PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string", "description": "stable machine code"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {
+                    "field": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "code": {"type": "string"},
+                },
+            },
+        },
+        "rule": {"type": "string"},
+        "retry_after_s": {"type": "integer"},
+    },
+}
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+NULLABLE_STR = {"type": ["string", "null"]}
+ITEMS = "items"
+
+SCHEDULE_ITEM = _obj(
+    ["schedule_id", "doctor", "remaining", "release_at", "released", "countdown_s"],
+    schedule_id=STR,
+    doctor=_obj(["doctor_id", "name"], doctor_id=STR, name=STR, title=STR, specialty=STR),
+    visit_date=STR,
+    session=STR,
+    starts_at=STR,
+    ends_at=STR,
+    fee_fen=INT,
+    location=STR,
+    status=STR,
+    capacity=INT,
+    remaining=INT,
+    release_at=STR,
+    released={"type": "boolean"},
+    countdown_s=INT,
+)
+AVAILABILITY = _obj(
+    ["schedule_id", "status", "items"],
+    schedule_id=STR,
+    status=STR,
+    release_at=STR,
+    items={
+        "type": "array",
+        "items": _obj(
+            ["slot_id", "remaining"],
+            slot_id=STR,
+            starts_at=STR,
+            ends_at=STR,
+            capacity=INT,
+            remaining=INT,
+        ),
+    },
+)
+
+
+def _list(item: dict[str, Any] | str) -> dict[str, Any]:
+    return _obj([ITEMS], items={"type": "array", "items": item})
+
+
+def _envelope(data: dict[str, Any]) -> dict[str, Any]:
+    return _obj(["code", "message", "data"], code=INT, message=STR, data=data)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented route."""
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    ok_status: int
+    response: type[BaseModel] | dict[str, Any]
+    auth: str | None = None  # "account" or "operator"
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    idempotency_key: bool = False
+    extra_ok: tuple[int, ...] = field(default=())
+
+
+_ACCOUNT_ERRORS = (401, 422, 503)
+_HOLD = models.HoldView
+_BOOKING = models.BookingView
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get",
+        "/healthz",
+        "healthz",
+        "The process lives",
+        "health",
+        200,
+        _obj(["status"], status=STR),
+    ),
+    Operation(
+        "get",
+        "/readyz",
+        "readyz",
+        "Ready to serve (Redis and Postgres answer)",
+        "health",
+        200,
+        _obj(["status", "checks"], status=STR, checks={"type": "object"}),
+        extra_ok=(503,),
+    ),
+    Operation(
+        "get",
+        "/v1/hospitals",
+        "list_hospitals",
+        "Every hospital",
+        "catalogue",
+        200,
+        _list(_obj(["hospital_id", "name"], hospital_id=STR, name=STR, timezone=STR)),
+        errors=(503,),
+    ),
+    Operation(
+        "get",
+        "/v1/hospitals/{hospital_id}/departments",
+        "department_tree",
+        "A hospital's departments as a tree",
+        "catalogue",
+        200,
+        _obj(
+            ["hospital_id", "departments"],
+            hospital_id=STR,
+            departments={"type": "array", "items": {"type": "object"}},
+        ),
+        errors=(404, 503),
+    ),
+    Operation(
+        "get",
+        "/v1/departments/{department_id}/doctors",
+        "department_doctors",
+        "A department's doctors",
+        "catalogue",
+        200,
+        _list(_obj(["doctor_id", "name"], doctor_id=STR, name=STR, title=STR, specialty=STR)),
+        errors=(404, 503),
+    ),
+    Operation(
+        "get",
+        "/v1/departments/{department_id}/schedules",
+        "department_schedules",
+        "Schedules of a department on a date, with remaining counts",
+        "catalogue",
+        200,
+        _obj(
+            ["department_id", "date", "items"],
+            department_id=STR,
+            date=STR,
+            items={"type": "array", "items": SCHEDULE_ITEM},
+        ),
+        query=ScheduleDayQuery,
+        errors=(404, 422, 503),
+    ),
+    Operation(
+        "get",
+        "/v1/schedules/{schedule_id}/slots",
+        "schedule_slots",
+        "A schedule's time windows with remaining counts",
+        "catalogue",
+        200,
+        AVAILABILITY,
+        errors=(404, 503),
+        extra_ok=(304,),
+    ),
+    Operation(
+        "post",
+        "/v1/patients",
+        "create_patient",
+        "Register a real-name patient",
+        "patients",
+        201,
+        models.PatientView,
+        auth="account",
+        body=models.PatientCreate,
+        errors=(400, 401, 409, 422, 503),
+        extra_ok=(200,),
+    ),
+    Operation(
+        "get",
+        "/v1/patients",
+        "list_patients",
+        "The account's patients (masked)",
+        "patients",
+        200,
+        _list(REF.format(model="PatientView")),
+        auth="account",
+        errors=(401, 503),
+    ),
+    Operation(
+        "post",
+        "/v1/holds",
+        "create_hold",
+        "Reserve one unit of a slot",
+        "holds",
+        201,
+        _HOLD,
+        auth="account",
+        body=models.HoldCreate,
+        idempotency_key=True,
+        errors=(400, 401, 404, 409, 422, 429, 503),
+    ),
+    Operation(
+        "get",
+        "/v1/holds/{hold_id}",
+        "get_hold",
+        "One of the account's holds",
+        "holds",
+        200,
+        _HOLD,
+        auth="account",
+        errors=(401, 404, 503),
+    ),
+    Operation(
+        "delete",
+        "/v1/holds/{hold_id}",
+        "release_hold",
+        "Give a hold back",
+        "holds",
+        200,
+        _HOLD,
+        auth="account",
+        errors=(401, 404, 409, 422, 503),
+    ),
+    Operation(
+        "post",
+        "/v1/holds/{hold_id}/confirm",
+        "confirm_hold",
+        "Confirm a paid hold; answered once the booking is durable",
+        "holds",
+        200,
+        _BOOKING,
+        auth="account",
+        body=models.HoldConfirm,
+        errors=(400, 401, 404, 409, 422, 503),
+    ),
+    Operation(
+        "get",
+        "/v1/bookings",
+        "list_bookings",
+        "The account's bookings",
+        "bookings",
+        200,
+        _list({"type": "object"}),
+        auth="account",
+        query=BookingListQuery,
+        errors=(401, 422, 503),
+    ),
+    Operation(
+        "get",
+        "/v1/bookings/{booking_id}",
+        "get_booking",
+        "One of the account's bookings",
+        "bookings",
+        200,
+        {"type": "object", "required": ["booking_id", "status"]},
+        auth="account",
+        errors=(401, 404, 503),
+    ),
+    Operation(
+        "post",
+        "/v1/bookings/{booking_id}/cancel",
+        "cancel_booking",
+        "Cancel a booking (until the cancellation deadline)",
+        "bookings",
+        200,
+        _BOOKING,
+        auth="account",
+        body=models.BookingCancel,
+        errors=(400, 401, 404, 409, 422, 503),
+    ),
+    Operation(
+        "put",
+        "/v1/operator/hospitals/{hospital_id}",
+        "put_hospital",
+        "Create or replace a hospital",
+        "operator",
+        200,
+        _obj(["hospital_id", "name"], hospital_id=STR, name=STR),
+        auth="operator",
+        body=models.HospitalPut,
+        errors=(400, 401, 403, 404, 409, 422, 503),
+        extra_ok=(201,),
+    ),
+    Operation(
+        "put",
+        "/v1/operator/departments/{department_id}",
+        "put_department",
+        "Create or replace a department",
+        "operator",
+        200,
+        _obj(["department_id", "name"], department_id=STR, name=STR),
+        auth="operator",
+        body=models.DepartmentPut,
+        errors=(400, 401, 403, 404, 409, 422, 503),
+        extra_ok=(201,),
+    ),
+    Operation(
+        "put",
+        "/v1/operator/doctors/{doctor_id}",
+        "put_doctor",
+        "Create or replace a doctor",
+        "operator",
+        200,
+        _obj(["doctor_id", "name"], doctor_id=STR, name=STR),
+        auth="operator",
+        body=models.DoctorPut,
+        errors=(400, 401, 403, 404, 409, 422, 503),
+        extra_ok=(201,),
+    ),
+    Operation(
+        "put",
+        "/v1/operator/schedules/{schedule_id}",
+        "put_schedule",
+        "Create or replace a schedule and its slots",
+        "operator",
+        200,
+        AVAILABILITY,
+        auth="operator",
+        body=models.SchedulePut,
+        errors=(400, 401, 403, 404, 409, 422, 503),
+    ),
+    Operation(
+        "put",
+        "/v1/operator/slots/{slot_id}/capacity",
+        "put_capacity",
+        "Set a slot's capacity (加号)",
+        "operator",
+        200,
+        AVAILABILITY,
+        auth="operator",
+        body=models.CapacityPut,
+        errors=(400, 401, 403, 404, 409, 422, 503),
+    ),
+    Operation(
+        "post",
+        "/v1/operator/schedules/{schedule_id}/suspend",
+        "suspend_schedule",
+        "Suspend a schedule (停诊)",
+        "operator",
+        200,
+        _obj(["schedule_id", "status"], schedule_id=STR, status=STR),
+        auth="operator",
+        body=models.StatusChange,
+        errors=(400, 401, 403, 404, 409, 422, 503),
+    ),
+    Operation(
+        "post",
+        "/v1/operator/schedules/{schedule_id}/reopen",
+        "reopen_schedule",
+        "Reopen a suspended schedule",
+        "operator",
+        200,
+        _obj(["schedule_id", "status"], schedule_id=STR, status=STR),
+        auth="operator",
+        body=models.StatusChange,
+        errors=(400, 401, 403, 404, 409, 422, 503),
+    ),
+    Operation(
+        "get",
+        "/api/doctor/schedule",
+        "legacy_doctor_schedule",
+        "Legacy: schedules of a department on a date",
+        "legacy",
+        200,
+        _envelope({"type": "array", "items": SCHEDULE_ITEM}),
+        query=DoctorScheduleQuery,
+        errors=(404, 422, 503),
+    ),
+    Operation(
+        "get",
+        "/api/appointment/available",
+        "legacy_appointment_available",
+        "Legacy: a schedule's slots with remaining counts",
+        "legacy",
+        200,
+        _envelope(AVAILABILITY),
+        query=AvailableQuery,
+        errors=(404, 422, 503),
+    ),
+    Operation("get", "/openapi.json", "openapi", "This document", "docs", 200, {"type": "object"}),
+    Operation("get", "/docs", "docs", "Human-readable API reference", "docs", 200, STR),
+)
+
+_LEGACY = frozenset({"legacy_doctor_schedule", "legacy_appointment_available"})
+
+
+def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=REF)
+    for name, sub in schema.pop("$defs", {}).items():
+        components[name] = sub
+    components[model.__name__] = schema
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for name in [part[1:-1] for part in op.path.split("/") if part.startswith("{")]:
+        params.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"},
+            }
+        )
+    if op.query is not None:
+        schema = op.query.model_json_schema(ref_template=REF)
+        required = set(schema.get("required", []))
+        for name, prop in schema["properties"].items():
+            params.append(
+                {"name": name, "in": "query", "required": name in required, "schema": prop}
+            )
+    if op.idempotency_key:
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[!-~]{1,64}$"},
+            }
+        )
+    return params
+
+
+def _responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    body = op.response if isinstance(op.response, dict) else _schema(op.response, components)
+    content_type = "text/html" if op.operation_id == "docs" else "application/json"
+    responses: dict[str, Any] = {
+        str(op.ok_status): {"description": "OK", "content": {content_type: {"schema": body}}}
+    }
+    for status in op.extra_ok:
+        if status == 304:
+            responses["304"] = {"description": "Not modified (ETag matched)"}
+        else:
+            responses[str(status)] = {
+                "description": "OK",
+                "content": {content_type: {"schema": body}},
+            }
+    problem = {"$ref": REF.format(model="Problem")}
+    for status in sorted({*op.errors, 400, 405, 500}):
+        if str(status) in responses:
+            continue
+        if op.operation_id in _LEGACY and status not in (405, 500):
+            content = {"application/json": {"schema": _envelope({"type": "null"})}}
+        else:
+            content = {"application/problem+json": {"schema": problem}}
+        responses[str(status)] = {"description": "Problem", "content": content}
+    return responses
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the service."""
+    components: dict[str, Any] = {"Problem": PROBLEM}
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        entry: dict[str, Any] = {
+            "operationId": op.operation_id,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "parameters": _parameters(op, components),
+            "responses": _responses(op, components),
+        }
+        if op.body is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _schema(op.body, components)}},
+            }
+        entry["security"] = [{"bearer": []}] if op.auth else []
+        if op.auth == "operator":
+            entry["description"] = "Needs a token with the operator role."
+        paths.setdefault(op.path, {})[op.method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "slot-inventory booking API",
+            "version": __version__,
+            "description": "Appointment-slot inventory for hospital booking. Errors are "
+            "RFC 9457 problem+json with a stable `code`.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }

@@ -1,0 +1,236 @@
+"""Operator routes: create and change the catalogue, slot capacity, suspend (停诊) and
+reopen. Until the HIS sync exists this is how data gets in. Every route needs a token
+with the operator role. Writes are PUTs of the whole object, so a retry is harmless."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+from aiohttp import web
+
+from inventory.api.auth import principal
+from inventory.api.bodies import json_response, read_json
+from inventory.api.catalogue import path_id, schedule_availability
+from inventory.api.context import SERVICES
+from inventory.api.models import (
+    CapacityPut,
+    DepartmentPut,
+    DoctorPut,
+    HospitalPut,
+    SchedulePut,
+    StatusChange,
+)
+from inventory.catalogue import policy_from_json
+from inventory.errors import ConflictError, NotFoundError, ValidationFailedError
+
+routes = web.RouteTableDef()
+
+
+def _invalid(field: str, reason: str) -> ValidationFailedError:
+    return ValidationFailedError(errors=[{"field": field, "reason": reason}])
+
+
+async def _write(query: str, request: web.Request, *args: Any) -> asyncpg.Record:
+    """Run one upsert; a broken reference or constraint is the caller's conflict."""
+    try:
+        row = await request.app[SERVICES].catalogue.fetchrow(query, *args)
+    except asyncpg.ForeignKeyViolationError as error:
+        raise ConflictError("a referenced hospital, department or doctor does not exist") from (
+            error
+        )
+    except asyncpg.IntegrityConstraintViolationError as error:
+        raise ConflictError("the change breaks a catalogue rule") from error
+    assert row is not None
+    return row
+
+
+@routes.put("/v1/operator/hospitals/{hospital_id}")
+async def put_hospital(request: web.Request) -> web.Response:
+    """Create or replace a hospital and its booking policy."""
+    principal(request, operator=True)
+    hospital_id = path_id(request, "hospital_id")
+    body = await read_json(request, HospitalPut)
+    try:
+        ZoneInfo(body.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _invalid("timezone", "unknown IANA time zone") from None
+    policy = body.policy.model_dump()
+    try:
+        parsed = policy_from_json(policy)
+    except ValueError as error:
+        raise _invalid("policy", str(error)) from None
+    row = await _write("upsert_hospital", request, hospital_id, body.name, body.timezone, policy)
+    request.app[SERVICES].catalogue.policies[hospital_id] = parsed
+    return json_response(
+        {
+            "hospital_id": row["id"],
+            "name": row["name"],
+            "timezone": row["timezone"],
+            "policy": row["policy"],
+        },
+        status=201 if row["inserted"] else 200,
+    )
+
+
+@routes.put("/v1/operator/departments/{department_id}")
+async def put_department(request: web.Request) -> web.Response:
+    """Create or replace a department (``parent_id`` makes it a sub-department)."""
+    principal(request, operator=True)
+    department_id = path_id(request, "department_id")
+    body = await read_json(request, DepartmentPut)
+    row = await _write(
+        "upsert_department",
+        request,
+        department_id,
+        body.hospital_id,
+        body.parent_id,
+        body.name,
+        body.sort_order,
+    )
+    return json_response(
+        {
+            "department_id": row["id"],
+            "hospital_id": row["hospital_id"],
+            "parent_id": row["parent_id"],
+            "name": row["name"],
+        },
+        status=201 if row["inserted"] else 200,
+    )
+
+
+@routes.put("/v1/operator/doctors/{doctor_id}")
+async def put_doctor(request: web.Request) -> web.Response:
+    """Create or replace a doctor."""
+    principal(request, operator=True)
+    doctor_id = path_id(request, "doctor_id")
+    body = await read_json(request, DoctorPut)
+    row = await _write(
+        "upsert_doctor",
+        request,
+        doctor_id,
+        body.hospital_id,
+        body.department_id,
+        body.name,
+        body.title,
+        body.specialty,
+    )
+    return json_response(
+        {
+            "doctor_id": row["id"],
+            "name": row["name"],
+            "title": row["title"],
+            "specialty": row["specialty"],
+        },
+        status=201 if row["inserted"] else 200,
+    )
+
+
+def _check_schedule(body: SchedulePut) -> None:
+    instants = [body.starts_at, body.ends_at, body.release_at, body.cancel_deadline]
+    instants += [s.starts_at for s in body.slots] + [s.ends_at for s in body.slots]
+    if any(moment.tzinfo is None for moment in instants):
+        raise _invalid("starts_at", "every instant needs a time zone offset")
+    if not body.starts_at < body.ends_at:
+        raise _invalid("ends_at", "must be after starts_at")
+    if body.release_at > body.starts_at:
+        raise _invalid("release_at", "must not be after starts_at")
+    if body.cancel_deadline > body.ends_at:
+        raise _invalid("cancel_deadline", "must not be after ends_at")
+    seen: set[str] = set()
+    for i, slot in enumerate(body.slots):
+        if slot.slot_id in seen:
+            raise _invalid(f"slots.{i}.slot_id", "appears twice")
+        seen.add(slot.slot_id)
+        if not slot.starts_at < slot.ends_at:
+            raise _invalid(f"slots.{i}.ends_at", "must be after starts_at")
+
+
+@routes.put("/v1/operator/schedules/{schedule_id}")
+async def put_schedule(request: web.Request) -> web.Response:
+    """Create or replace a schedule and its slots, in Postgres and the inventory."""
+    principal(request, operator=True)
+    schedule_id = path_id(request, "schedule_id")
+    body = await read_json(request, SchedulePut)
+    _check_schedule(body)
+    services = request.app[SERVICES]
+    schedule = body.model_dump(exclude={"slots"}) | {"schedule_id": schedule_id}
+    schedule["session"] = body.session.value
+    slots = [slot.model_dump() for slot in body.slots]
+    try:
+        await services.catalogue.put_schedule(schedule, slots)
+    except asyncpg.ForeignKeyViolationError as error:
+        raise ConflictError("a referenced hospital, department or doctor does not exist") from (
+            error
+        )
+    except asyncpg.IntegrityConstraintViolationError as error:
+        raise ConflictError(
+            "the change breaks a catalogue rule (a slot of another schedule, or a "
+            "schedule moved to another department or date)"
+        ) from error
+    view = await schedule_availability(services, schedule_id)
+    return json_response(view)
+
+
+@routes.put("/v1/operator/slots/{slot_id}/capacity")
+async def put_capacity(request: web.Request) -> web.Response:
+    """Set a slot's capacity (加号 raises it); never below what is held or booked."""
+    principal(request, operator=True)
+    slot_id = path_id(request, "slot_id")
+    body = await read_json(request, CapacityPut)
+    services = request.app[SERVICES]
+    location = await services.catalogue.slot_location(slot_id)
+    if location is None:
+        raise NotFoundError("no such slot")
+    row = await services.catalogue.fetchrow("get_schedule", location.schedule_id)
+    slots = await services.catalogue.fetch("list_schedule_slots", location.schedule_id)
+    assert row is not None
+    schedule = {
+        "schedule_id": row["id"],
+        "hospital_id": row["hospital_id"],
+        "department_id": row["department_id"],
+        "doctor_id": row["doctor_id"],
+        "visit_date": row["visit_date"],
+        "session": row["session"],
+        "starts_at": row["starts_at"],
+        "ends_at": row["ends_at"],
+        "release_at": row["release_at"],
+        "cancel_deadline": row["cancel_deadline"],
+        "fee_fen": row["fee_fen"],
+        "location": row["location"],
+    }
+    changed = [
+        {
+            "slot_id": s["id"],
+            "starts_at": s["starts_at"],
+            "ends_at": s["ends_at"],
+            "capacity": body.capacity if s["id"] == slot_id else s["capacity"],
+        }
+        for s in slots
+    ]
+    await services.catalogue.put_schedule(schedule, changed)
+    view = await schedule_availability(services, location.schedule_id)
+    return json_response(view)
+
+
+async def _set_status(request: web.Request, status: str) -> web.Response:
+    principal(request, operator=True)
+    schedule_id = path_id(request, "schedule_id")
+    body = await read_json(request, StatusChange)
+    services = request.app[SERVICES]
+    if await services.catalogue.set_status(schedule_id, status, body.reason) is None:
+        raise NotFoundError("no such schedule")
+    return json_response({"schedule_id": schedule_id, "status": status})
+
+
+@routes.post("/v1/operator/schedules/{schedule_id}/suspend")
+async def suspend_schedule(request: web.Request) -> web.Response:
+    """Suspend a schedule (停诊): reserves and confirms are refused from now on."""
+    return await _set_status(request, "suspended")
+
+
+@routes.post("/v1/operator/schedules/{schedule_id}/reopen")
+async def reopen_schedule(request: web.Request) -> web.Response:
+    """Reopen a suspended schedule."""
+    return await _set_status(request, "open")

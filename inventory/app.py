@@ -1,0 +1,116 @@
+"""The application factory: ``create_app(settings) -> web.Application``.
+
+Resources (Redis, Postgres, scripts) open and close with the app in ``cleanup_ctx``;
+handlers reach them through the typed ``SERVICES`` key. Middlewares, outermost first:
+problem+json for every error, then the in-flight admission gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from inventory.api import catalogue as catalogue_routes
+from inventory.api import docs, health, holds, legacy, operators
+from inventory.api import patients as patient_routes
+from inventory.api.admission import AdmissionGate
+from inventory.api.auth import VERIFIER, TokenVerifier
+from inventory.api.bodies import MAX_BODY_BYTES
+from inventory.api.context import SERVICES, Services
+from inventory.api.problems import problem_middleware
+from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.bookings import PgBookings
+from inventory.catalogue import PgCatalogue
+from inventory.config import Settings
+from inventory.db.errors import DatabaseUnavailableError
+from inventory.db.pool import create_pool
+from inventory.domain import HospitalPolicy
+from inventory.patients import PatientRegistry
+from inventory.redis_client import connect_redis
+from inventory.store import PolicyBook, SlotStore
+
+#: How often each process re-reads hospital policies written by other processes.
+POLICY_REFRESH_S = 30.0
+
+SETTINGS = web.AppKey("settings", Settings)
+GATE = web.AppKey("gate", AdmissionGate)
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = await connect_redis(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+    )
+    # init_size=0: the API starts (and keeps taking holds) while Postgres is down.
+    pool = await create_pool(
+        settings.database_url, min_size=0, max_size=settings.database_pool_max, init_size=0
+    )
+    catalogue_policies: dict[str, HospitalPolicy] = {}
+    # The store and the catalogue share one dict: the catalogue keeps it current.
+    store = await SlotStore.connect_scripts(
+        client, policies=PolicyBook(by_hospital=catalogue_policies)
+    )
+    catalogue = PgCatalogue(pool, store)
+    catalogue.policies = catalogue_policies
+    gate = app[GATE]
+    app[SERVICES] = Services(
+        settings=settings,
+        store=store,
+        limiter=ReserveRateLimiter(
+            store,
+            per_account=settings.reserve_rate_per_account,
+            per_ip=settings.reserve_rate_per_ip,
+        ),
+        gate=gate,
+        catalogue=catalogue,
+        patients=PatientRegistry(pool, settings.keyring(), settings.blind_index()),
+        bookings=PgBookings(pool),
+        db=pool,
+    )
+    refresher = asyncio.create_task(_refresh_policies(catalogue))
+    try:
+        yield
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await pool.close()
+        await client.aclose()
+
+
+async def _refresh_policies(catalogue: PgCatalogue) -> None:
+    while True:
+        with contextlib.suppress(DatabaseUnavailableError):
+            await catalogue.load_policies()
+        await asyncio.sleep(POLICY_REFRESH_S)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The booking API for ``settings``."""
+    gate = AdmissionGate(settings.max_in_flight)
+    app = web.Application(
+        middlewares=[problem_middleware, gate.middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[MAX_BODY_BYTES] = settings.max_body_bytes
+    app[VERIFIER] = TokenVerifier(settings)
+    app[GATE] = gate
+    app.cleanup_ctx.append(_services)
+    for module in (
+        health,
+        catalogue_routes,
+        patient_routes,
+        holds,
+        operators,
+        legacy,
+        docs,
+    ):
+        app.add_routes(module.routes)
+    return app

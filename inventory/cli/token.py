@@ -1,0 +1,31 @@
+"""`inventory token`: mint a bearer token from the configured key, for local use and
+load tests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from inventory.api.auth import mint_token
+from inventory.config import ConfigError, Settings
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``token`` command."""
+    parser = subparsers.add_parser("token", help="mint a bearer token (local use, load tests)")
+    parser.add_argument("--sub", required=True, help="the account id the token names")
+    parser.add_argument("--operator", action="store_true", help="grant the operator role")
+    parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one token."""
+    try:
+        settings = Settings.from_env()
+        print(mint_token(settings, args.sub, operator=args.operator, ttl_s=args.ttl))
+    except (ConfigError, ValueError) as error:
+        print(f"inventory token: {error}", file=sys.stderr)
+        return 2
+    return 0

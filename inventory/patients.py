@@ -1,0 +1,149 @@
+"""Real-name patients (就诊人): validated at the edge, encrypted at rest, one patient per
+resident ID number whichever account registers it.
+
+Personal data (name, phone, ID number) is encrypted field by field with AES-GCM bound to
+its table, column and row; the ID number is found again through a keyed blind index;
+nothing else stores it. Accounts see their patients masked.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+
+from inventory.api.models import PatientCreate, PatientView
+from inventory.crypto import BlindIndex, FieldKeyring
+from inventory.db.pool import acquire
+from inventory.db.queries import QUERIES
+from inventory.errors import ConflictError, ValidationFailedError
+from inventory.identity import (
+    IdentityError,
+    canonical_mobile,
+    canonical_name,
+    canonical_resident_id,
+    check_patient_consistency,
+    mask_mobile,
+    mask_name,
+    mask_resident_id,
+)
+
+TABLE = "patients"
+#: How long a confirmed account-patient link is trusted without asking Postgres again.
+LINK_CACHE_S = 60.0
+
+
+class PatientIdentityMismatchError(ConflictError):
+    code = "patient_identity_mismatch"
+    title = "This ID number is registered with different personal details"
+
+
+def _invalid(error: IdentityError) -> ValidationFailedError:
+    return ValidationFailedError(
+        errors=[{"field": error.field, "reason": error.message, "code": error.code}]
+    )
+
+
+class PatientRegistry:
+    """Patients in Postgres, with their personal data encrypted."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        keyring: FieldKeyring,
+        index: BlindIndex,
+        *,
+        acquire_timeout_s: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._keyring = keyring
+        self._index = index
+        self._timeout = acquire_timeout_s
+        self._links: dict[tuple[str, str], float] = {}
+
+    def _encrypt(self, value: str, column: str, row_id: str) -> bytes:
+        return self._keyring.encrypt(value, table=TABLE, column=column, row_id=row_id).blob
+
+    def _decrypt(self, row: asyncpg.Record, column: str) -> str:
+        return self._keyring.decrypt(
+            row[column + "_enc"], table=TABLE, column=column, row_id=row["id"]
+        )
+
+    def _view(self, row: asyncpg.Record, relation: str) -> dict[str, Any]:
+        return PatientView(
+            patient_id=row["id"],
+            name=mask_name(self._decrypt(row, "name")),
+            gender=row["gender"],
+            birth_date=row["birth_date"],
+            phone=mask_mobile(self._decrypt(row, "phone")),
+            resident_id=mask_resident_id(self._decrypt(row, "resident_id")),
+            relation=relation,
+        ).model_dump(mode="json")
+
+    async def register(self, account_id: str, body: PatientCreate) -> tuple[dict[str, Any], bool]:
+        """Register (or link) a patient for the account; (view, newly linked)."""
+        try:
+            resident_id = canonical_resident_id(body.resident_id)
+            check_patient_consistency(resident_id, body.birth_date, body.gender.value)
+            phone = canonical_mobile(body.phone, field="phone")
+            name = canonical_name(body.name)
+        except IdentityError as error:
+            raise _invalid(error) from None
+        # The column holds the 32 raw bytes of the HMAC (half the size of its hex form).
+        blind = bytes.fromhex(self._index.digest(resident_id))
+        patient_id = "p" + secrets.token_hex(12)
+        async with (
+            acquire(self._pool, timeout_s=self._timeout) as connection,
+            connection.transaction(),
+        ):
+            row = await connection.fetchrow(
+                QUERIES["insert_patient"],
+                patient_id,
+                account_id,
+                blind,
+                self._keyring.current,
+                self._encrypt(name, "name", patient_id),
+                self._encrypt(phone, "phone", patient_id),
+                self._encrypt(resident_id, "resident_id", patient_id),
+                body.gender.value,
+                body.birth_date,
+            )
+            if row is None:
+                row = await connection.fetchrow(QUERIES["get_patient_by_blind_index"], blind)
+                # The same ID number with another name is not the same person's record:
+                # refuse rather than let an account attach itself to a stranger.
+                if row is None or self._decrypt(row, "name") != name:
+                    raise PatientIdentityMismatchError()
+            linked = await connection.fetchrow(
+                QUERIES["link_account_patient"], account_id, row["id"], body.relation.value
+            )
+            relation = body.relation.value
+            if linked is None:
+                existing = await connection.fetchrow(
+                    QUERIES["get_account_patient"], account_id, row["id"]
+                )
+                relation = existing["relation"] if existing is not None else relation
+        return self._view(row, relation), linked is not None
+
+    async def list_for_account(self, account_id: str) -> list[dict[str, Any]]:
+        """The account's patients, masked."""
+        async with acquire(self._pool, timeout_s=self._timeout) as connection:
+            rows = await connection.fetch(QUERIES["list_account_patients"], account_id)
+        return [self._view(row, row["relation"]) for row in rows]
+
+    async def belongs_to(self, patient_id: str, account_id: str) -> bool:
+        """May this account book for this patient? (positive answers cached briefly)"""
+        now = time.monotonic()
+        if self._links.get((account_id, patient_id), 0.0) > now:
+            return True
+        async with acquire(self._pool, timeout_s=self._timeout) as connection:
+            linked = bool(
+                await connection.fetchval(QUERIES["account_has_patient"], account_id, patient_id)
+            )
+        if linked:
+            if len(self._links) > 100_000:
+                self._links.clear()
+            self._links[(account_id, patient_id)] = now + LINK_CACHE_S
+        return linked

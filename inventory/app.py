@@ -28,6 +28,7 @@ from inventory.config import Settings
 from inventory.db.errors import DatabaseUnavailableError
 from inventory.db.pool import create_pool
 from inventory.domain import HospitalPolicy
+from inventory.fence import StoreVerification
 from inventory.patients import PatientRegistry
 from inventory.redis_client import connect_redis
 from inventory.store import PolicyBook, SlotStore
@@ -41,12 +42,18 @@ GATE = web.AppKey("gate", AdmissionGate)
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # The verified-store gate needs one server's run id; on Cluster it is not applied.
+    verification = StoreVerification(
+        required=settings.require_verified_store and not settings.redis_cluster
+    )
     client = await connect_redis(
         settings.redis_url,
         cluster=settings.redis_cluster,
         max_connections=settings.redis_max_connections,
         pool_timeout_s=settings.redis_pool_timeout_s,
+        on_connect=verification.on_connect if verification.required else None,
     )
+    verification.attach(client)
     # init_size=0: the API starts (and keeps taking holds) while Postgres is down.
     pool = await create_pool(
         settings.database_url, min_size=0, max_size=settings.database_pool_max, init_size=0
@@ -54,7 +61,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     catalogue_policies: dict[str, HospitalPolicy] = {}
     # The store and the catalogue share one dict: the catalogue keeps it current.
     store = await SlotStore.connect_scripts(
-        client, policies=PolicyBook(by_hospital=catalogue_policies)
+        client,
+        policies=PolicyBook(by_hospital=catalogue_policies),
+        write_gate=verification.check,
     )
     catalogue = PgCatalogue(pool, store)
     catalogue.policies = catalogue_policies
@@ -72,6 +81,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         patients=PatientRegistry(pool, settings.keyring(), settings.blind_index()),
         bookings=PgBookings(pool),
         db=pool,
+        verification=verification,
     )
     refresher = asyncio.create_task(_refresh_policies(catalogue))
     try:
@@ -80,6 +90,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
+        await verification.close()
         await pool.close()
         await client.aclose()
 

@@ -106,6 +106,10 @@ class Settings:
     client_ip_header: str = ""
     availability_cache_s: float = 0.5
     expire_interval_s: float = 1.0
+    #: Refuse state changes on a Redis server the fence has not yet compared with
+    #: Postgres since it started (see inventory/fence.py).
+    require_verified_store: bool = True
+    fence_interval_s: float = 1.0
     max_body_bytes: int = 16 * 1024
 
     @property
@@ -113,8 +117,12 @@ class Settings:
         return ZoneInfo(self.timezone)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build from ``INVENTORY_*`` variables; :class:`ConfigError` lists every problem."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, for_api: bool = True
+    ) -> Settings:
+        """Build from ``INVENTORY_*`` variables; :class:`ConfigError` lists every problem.
+
+        ``for_api=False`` (worker, rebuild, check) does not ask for the API's keys."""
         env = os.environ if environ is None else environ
         problems: list[str] = []
         defaults = cls()
@@ -178,9 +186,12 @@ class Settings:
             client_ip_header=get("CLIENT_IP_HEADER", str, ""),
             availability_cache_s=get("AVAILABILITY_CACHE_S", float, 0.5),
             expire_interval_s=get("EXPIRE_INTERVAL_S", positive_float, 1.0),
+            require_verified_store=get("REQUIRE_VERIFIED_STORE", boolean, True),
+            fence_interval_s=get("FENCE_INTERVAL_S", positive_float, 1.0),
             max_body_bytes=get("MAX_BODY_BYTES", positive_int, defaults.max_body_bytes),
         )
-        problems += settings.problems()
+        if for_api:
+            problems += settings.problems()
         if problems:
             raise ConfigError(problems)
         return settings

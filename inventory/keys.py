@@ -22,6 +22,10 @@ ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 #: The set of every tag that has schedules, so the expirer can find them all.
 TAG_REGISTRY_KEY = "inv:tags"
 
+#: The run id of the Redis server whose every tag the fence has compared with Postgres
+#: since it started; API processes refuse state changes on any other server.
+VERIFIED_RUN_KEY = "inv:verified_run_id"
+
 #: SCAN pattern matching every outbox stream, both kinds of tag.
 OUTBOX_SCAN_PATTERN = "inv:{*}:outbox"
 

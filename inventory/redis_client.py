@@ -7,6 +7,7 @@ raises ``MaxConnectionsError`` past its limit, so standalone clients get a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -14,9 +15,18 @@ from redis.asyncio.cluster import RedisCluster
 
 
 async def connect_redis(
-    url: str, *, cluster: bool = False, max_connections: int = 64, pool_timeout_s: float = 5.0
+    url: str,
+    *,
+    cluster: bool = False,
+    max_connections: int = 64,
+    pool_timeout_s: float = 5.0,
+    on_connect: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Any:
-    """A connected client for ``url`` (hiredis parses replies when installed)."""
+    """A connected client for ``url`` (hiredis parses replies when installed).
+
+    ``on_connect`` replaces redis-py's connection set-up for every new connection (it
+    must call ``connection.on_connect()`` itself); standalone servers only.
+    """
     if cluster:
         client: Any = RedisCluster.from_url(
             url, decode_responses=True, max_connections=max_connections
@@ -29,6 +39,7 @@ async def connect_redis(
         timeout=pool_timeout_s,
         decode_responses=True,
         health_check_interval=30,
+        redis_connect_func=on_connect,
     )
     client = Redis(connection_pool=pool)
     await client.ping()

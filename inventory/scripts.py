@@ -36,6 +36,8 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "patient_reap",
     "patient_ban",
     "rate_limit",
+    "fence",
+    "rebuild",
 )
 
 _INCLUDE_RE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)

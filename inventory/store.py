@@ -46,6 +46,21 @@ T = TypeVar("T")
 
 #: ``now_ms`` passed to scripts: 0 means "judge by the Redis server's TIME".
 SERVER_TIME = 0
+#: Steps refused while the write gate is closed (everything a client or operator asks;
+#: the worker's own expire, fence and rebuild run ungated).
+GATED_SCRIPTS = frozenset(
+    {
+        "reserve",
+        "confirm",
+        "release",
+        "extend",
+        "load_schedule",
+        "adjust_capacity",
+        "suspend",
+        "reopen",
+        "patient_acquire",
+    }
+)
 #: Clock margin between two Redis servers when reaping pending patient tokens.
 TOKEN_CLOCK_MARGIN_MS = 2_000
 
@@ -86,9 +101,9 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _fingerprint(request: ReserveRequest) -> str:
+def fingerprint(slot_id: str, patient_id: str, channel: str) -> str:
     """What an idempotency key was used for: same key + same fingerprint = a retry."""
-    material = f"{request.slot_id}\x00{request.patient_id}\x00{request.channel}"
+    material = f"{slot_id}\x00{patient_id}\x00{channel}"
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -118,6 +133,7 @@ class SlotStore:
         rng: random.Random | None = None,
         reclaim_limit: int = 64,
         expire_batch: int = 200,
+        write_gate: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.scripts = scripts
@@ -126,6 +142,8 @@ class SlotStore:
         self._rng = rng or random.Random()
         self.reclaim_limit = reclaim_limit
         self.expire_batch = expire_batch
+        #: Raises while state changes must be refused (the API's verified-store gate).
+        self.write_gate = write_gate
 
     @classmethod
     async def connect_scripts(cls, client: Any, **kwargs: Any) -> SlotStore:
@@ -143,6 +161,8 @@ class SlotStore:
         return self._rng.randrange(1, 2**31 - 1)
 
     async def _call(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
+        if self.write_gate is not None and name in GATED_SCRIPTS:
+            self.write_gate()
         return await _guard(self.scripts[name](keys=keys_, args=args))
 
     async def call_script(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
@@ -262,7 +282,7 @@ class SlotStore:
             request.account_id,
             keys.check_id(request.patient_id, "patient_id"),
             request.channel,
-            _fingerprint(request),
+            fingerprint(request.slot_id, request.patient_id, request.channel),
             token_deadline,
             self.reclaim_limit,
         ]
@@ -333,6 +353,40 @@ class SlotStore:
             changed += tag_changed
             still_due += tag_due
         return ExpireResult(tags=len(tags), changed=changed, still_due=still_due)
+
+    # -- fencing and rebuild ----------------------------------------------------------
+
+    async def fence_if_behind(self, tag: str, postgres_seq: int) -> tuple[bool, int]:
+        """Fence ``tag`` if Redis's sequence is below Postgres's; (fenced, redis seq)."""
+        reply = await self._call("fence", keys.tag_keys(tag).as_list(), [postgres_seq, tag])
+        if int(reply[0]) < 0:
+            raise refusal_for(int(reply[0]))
+        return int(reply[0]) == 1, int(reply[1])
+
+    async def replace_tag(
+        self,
+        tag: str,
+        *,
+        seq: int,
+        meta: Mapping[str, Any],
+        schedules: Sequence[Mapping[str, Any]],
+        slots: Sequence[Mapping[str, Any]],
+        holds: Sequence[Mapping[str, Any]],
+    ) -> int:
+        """Replace a tag's state with what Postgres recorded and lift its fence;
+        returns the units free afterwards (see lua/rebuild.lua)."""
+        args = [
+            tag,
+            seq,
+            orjson.dumps(dict(meta)).decode(),
+            orjson.dumps(list(schedules)).decode(),
+            orjson.dumps(list(slots)).decode(),
+            orjson.dumps(list(holds)).decode(),
+        ]
+        reply = await self._call("rebuild", keys.tag_keys(tag).as_list(), args)
+        if int(reply[0]) != LUA_OK:
+            raise refusal_for(int(reply[0]))
+        return int(reply[1])
 
     # -- reads ------------------------------------------------------------------------
 

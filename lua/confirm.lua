@@ -68,8 +68,7 @@ rec.state = 'booked'
 rec.payment_ref = payment_ref
 rec.confirmed = now
 save_hold(rec)
-local event_id = emit('booking_confirmed', now, {
-  'hold', rec.id, 'schedule', rec.schedule, 'account', rec.account, 'patient', rec.patient,
+local event_id = emit_hold('booking_confirmed', now, rec, {
   'amount', rec.amount, 'payment_ref', payment_ref,
-}, rec.slot)
+})
 return hold_reply(OK, event_id, rec)

@@ -67,8 +67,5 @@ add_timer(rec.slot, 'h', rec.id, new_deadline)
 rec.deadline = new_deadline
 rec.extended = 1
 save_hold(rec)
-local event_id = emit('hold_extended', now, {
-  'hold', rec.id, 'schedule', rec.schedule, 'account', rec.account, 'patient', rec.patient,
-  'deadline', new_deadline,
-}, rec.slot)
+local event_id = emit_hold('hold_extended', now, rec, {'deadline', new_deadline})
 return hold_reply(OK, event_id, rec)

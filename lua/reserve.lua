@@ -106,8 +106,7 @@ redis.call('HINCRBY', K_SLOTS, slot .. ':held', 1)
 save_hold(rec)
 add_patient_hold(patient, hold_id)
 add_timer(slot, 'h', hold_id, deadline)
-local event_id = emit('hold_created', now, {
-  'hold', hold_id, 'schedule', schedule, 'account', account, 'patient', patient,
+local event_id = emit_hold('hold_created', now, rec, {
   'channel', channel, 'amount', sched.fee, 'deadline', deadline,
-}, slot)
+})
 return hold_reply(OK, event_id, rec)

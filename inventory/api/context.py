@@ -16,6 +16,7 @@ from inventory.api.ratelimit import ReserveRateLimiter
 from inventory.bookings import PgBookings
 from inventory.catalogue import PgCatalogue
 from inventory.config import Settings
+from inventory.fence import StoreVerification
 from inventory.patients import PatientRegistry
 from inventory.store import SlotStore
 
@@ -32,6 +33,7 @@ class Services:
     patients: PatientRegistry
     bookings: PgBookings
     db: Any
+    verification: StoreVerification
 
 
 SERVICES = web.AppKey("services", Services)

@@ -44,6 +44,9 @@ async def readyz(request: web.Request) -> web.Response:
             _check("postgres", ping(services.db)),
         )
     )
+    checks["store"] = (
+        "ok" if services.verification.verified else "unverified: waiting for the fence check"
+    )
     ready = all(state == "ok" for state in checks.values())
     return json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks},

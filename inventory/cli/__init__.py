@@ -15,6 +15,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.dev",
     "inventory.cli.serve",
+    "inventory.cli.worker",
+    "inventory.cli.durable",
     "inventory.cli.migrate",
     "inventory.cli.token",
     "inventory.cli.capacity",

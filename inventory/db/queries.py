@@ -73,6 +73,10 @@ class Queries(TypedDict):
     record_events: str
     get_tag_sequence: str
     list_tag_sequences: str
+    list_all_tag_sequences: str
+    list_tag_open_holds: str
+    list_open_patient_holds: str
+    list_current_bans: str
     list_tag_events: str
     record_dead_letter: str
     # idempotency keys

@@ -497,6 +497,41 @@ FROM tag_sequences
 WHERE tag = ANY ($1::text[])
 ORDER BY tag;
 
+-- name: list_all_tag_sequences
+-- Every tag Postgres has events of, with its highest seq: what the fence compares the
+-- Redis store against after a restart or failover.
+-- params:
+SELECT tag, last_seq, updated_at
+FROM tag_sequences
+ORDER BY tag;
+
+-- name: list_tag_open_holds
+-- The open holds and bookings of one tag (state held or booked): with the tag's
+-- schedules and slots, what a rebuild of the tag restores into Redis.
+-- params: tag
+SELECT id AS hold_id, tag, slot_id, schedule_id, account_id, patient_id, channel,
+       amount_fen, state, deadline, extended, payment_ref, created_at, confirmed_at,
+       ended_at, end_reason, last_seq, updated_at
+FROM holds
+WHERE tag = $1 AND state IN ('held', 'booked')
+ORDER BY created_at, id;
+
+-- name: list_open_patient_holds
+-- Every open hold and booking by patient, for rebuilding the patient tags' tokens.
+-- params:
+SELECT patient_id, id AS hold_id
+FROM holds
+WHERE state IN ('held', 'booked')
+ORDER BY patient_id, id;
+
+-- name: list_current_bans
+-- Every ban still in force, for rebuilding the patient tags' blacklists.
+-- params:
+SELECT patient_id, hospital_id, banned_until
+FROM patient_bans
+WHERE banned_until > now()
+ORDER BY patient_id, hospital_id;
+
 -- name: list_tag_events
 -- A tag's recorded events after a seq, in order (audit, replay, rebuild checks).
 -- params: tag, after_seq, limit

@@ -99,6 +99,23 @@ local function emit(event_type, now, fields, slot)
   return redis.call('XADD', K_OUTBOX, '*', unpack(entry))
 end
 
+local function save_hold(rec)
+  redis.call('HSET', K_HOLDS, rec.id, cjson.encode(rec))
+end
+
+-- The event of a step on one hold: its ids, the step's own fields, and the whole hold
+-- record after the step (so the persister writes the hold without reading Redis).
+local function emit_hold(event_type, now, rec, fields)
+  local all = {'hold', rec.id, 'schedule', rec.schedule, 'account', rec.account,
+    'patient', rec.patient}
+  for i = 1, #fields do
+    all[#all + 1] = fields[i]
+  end
+  all[#all + 1] = 'record'
+  all[#all + 1] = cjson.encode(rec)
+  return emit(event_type, now, all, rec.slot)
+end
+
 local function load_hold(hold_id)
   local raw = redis.call('HGET', K_HOLDS, hold_id)
   if not raw then
@@ -107,9 +124,6 @@ local function load_hold(hold_id)
   return cjson.decode(raw)
 end
 
-local function save_hold(rec)
-  redis.call('HSET', K_HOLDS, rec.id, cjson.encode(rec))
-end
 
 local function add_timer(slot, kind, id, due)
   redis.call('ZADD', K_TIMERS, due, slot .. '|' .. kind .. '|' .. id)
@@ -192,10 +206,7 @@ local function end_hold(rec, new_state, now, reason)
   save_hold(rec)
   remove_patient_hold(rec.patient, rec.id)
   free_unit(rec.slot, rec.id, now)
-  return emit(EVENT_FOR_END[new_state], now, {
-    'hold', rec.id, 'schedule', rec.schedule, 'account', rec.account, 'patient', rec.patient,
-    'from', was, 'reason', reason,
-  }, rec.slot)
+  return emit_hold(EVENT_FOR_END[new_state], now, rec, {'from', was, 'reason', reason})
 end
 
 -- A waiting unit whose delay is over returns to the pool.

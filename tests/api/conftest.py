@@ -72,6 +72,24 @@ def api_env(redis_url: str, database_url: str, port: int) -> dict[str, str]:
     return env
 
 
+async def mark_store_verified(redis_url: str, database_url: str) -> None:
+    """Run the fence's full comparison once, as the worker does after a Redis start,
+    so the API's verified-store gate opens."""
+    from redis.asyncio import Redis
+
+    from inventory.db.pool import create_pool
+    from inventory.fence import verify_store
+    from inventory.store import SlotStore
+
+    client = Redis.from_url(redis_url, decode_responses=True)
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await verify_store(await SlotStore.connect_scripts(client), pool)
+    finally:
+        await pool.close()
+        await client.aclose()
+
+
 async def create_database(server_url: str) -> str:
     """A fresh, migrated database on the session's Postgres; returns its URL."""
     from inventory.db.migrate import migrate
@@ -135,6 +153,7 @@ def api_server(
 ) -> Iterator[ApiServer]:
     """One API process for the HTTP tests of this session."""
     database_url = asyncio.run(create_database(postgres_server.url))
+    asyncio.run(mark_store_verified(redis_server.url, database_url))
     port = free_port()
     env = api_env(redis_server.url, database_url, port)
     log_path = tmp_path_factory.mktemp("api") / "api.log"

@@ -164,6 +164,10 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     },
     "get_tag_sequence": lambda s: {"tag": s.tag},
     "list_tag_sequences": lambda s: {"tags": [s.tag, "dept-x:20270308"]},
+    "list_all_tag_sequences": lambda s: {},
+    "list_tag_open_holds": lambda s: {"tag": s.tag},
+    "list_open_patient_holds": lambda s: {},
+    "list_current_bans": lambda s: {},
     "list_tag_events": lambda s: {"tag": s.tag, "after_seq": 0, "limit": 100},
     "record_dead_letter": lambda s: {
         "stream": f"inv:{{{s.tag}}}:outbox",

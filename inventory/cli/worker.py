@@ -1,0 +1,36 @@
+"""`inventory worker`: persister, expirer and fence monitor in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from inventory.config import ConfigError, Settings
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``worker`` command."""
+    parser = subparsers.add_parser(
+        "worker", help="run the persister, expirer and fence monitor (Ctrl-C stops it)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM."""
+    import uvloop
+
+    from inventory.logs import configure_logging
+    from inventory.worker import run_worker
+
+    try:
+        settings = Settings.from_env(for_api=False)
+    except ConfigError as error:
+        print(f"inventory worker: {error}", file=sys.stderr)
+        return 2
+    configure_logging()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_worker(settings))
+    return 0

@@ -1,0 +1,82 @@
+"""``inventory worker``: the background half of the service, in one process.
+
+Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
+expirer (due holds back to the pool), and the fence monitor (Redis behind Postgres ->
+fenced tags; a verified server -> the API's gate opens). Each loop survives Redis or
+Postgres being down and resumes when they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from inventory.config import Settings
+from inventory.db.pool import create_pool
+from inventory.expirer import run_expirer
+from inventory.fence import run_fence_monitor
+from inventory.redis_client import connect_redis
+from inventory.store import SlotStore
+
+log = structlog.get_logger(__name__)
+
+Loop = Callable[[asyncio.Event], Awaitable[None]]
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run every worker loop until ``stop`` is set (or a signal arrives)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    client = await connect_redis(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+    )
+    pool = await create_pool(settings.database_url, min_size=0, max_size=4, init_size=0)
+    store = await SlotStore.connect_scripts(client)
+
+    async def fence(tag: str) -> None:
+        # A diverged history seen by the persister: fence the tag whatever its seq.
+        await store.fence_if_behind(tag, 2**62)
+
+    loops: dict[str, Coroutine[Any, Any, None]] = {
+        "expirer": run_expirer(store, interval_s=settings.expire_interval_s, stop=stop),
+        "fence": run_fence_monitor(store, pool, interval_s=settings.fence_interval_s, stop=stop),
+    }
+    persister = _persister_loop()
+    if persister is not None:
+        loops["persister"] = persister(client, pool, stop=stop, on_diverged=fence)
+    tasks: dict[str, asyncio.Task[None]] = {
+        name: asyncio.create_task(coro, name=name) for name, coro in loops.items()
+    }
+    log.info("worker.started", loops=sorted(tasks))
+    try:
+        done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                log.error("worker.loop_failed", loop=task.get_name(), error=str(task.exception()))
+                stop.set()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await pool.close()
+        await client.aclose()
+
+
+def _persister_loop() -> Any:
+    """The persister's entry point (inventory.outbox.run_persister)."""
+    try:
+        module = importlib.import_module("inventory.outbox")
+    except ModuleNotFoundError:
+        return None
+    return getattr(module, "run_persister", None)

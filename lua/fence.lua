@@ -1,0 +1,33 @@
+--[[
+  fence: compare the tag's sequence with the highest one Postgres has recorded and,
+  if Redis is behind (an empty store, a failover that lost writes, a restore from an
+  old file), fence the tag: every state change is refused until `rebuild` restores it
+  from Postgres. A healthy store is never behind: Postgres only learns sequence numbers
+  from Redis's own events.
+
+  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  ARGV[1]  postgres_seq  the highest seq Postgres recorded for the tag
+  ARGV[2]  tag           the tag's name (written when the store has lost even the meta)
+
+  Returns {fenced, redis_seq}
+    {1, seq}  fenced now or already
+    {0, seq}  in step (Redis seq >= Postgres seq)
+   -20 as fenced = invalid_argument
+  Emits: nothing (the tag's outbox may itself be stale).
+]]
+--- @include "codes"
+
+local K_META = KEYS[1]
+local postgres_seq = tonumber(ARGV[1])
+if not postgres_seq or ARGV[2] == '' then
+  return {E_INVALID_ARGUMENT, 0}
+end
+local redis_seq = tonumber(redis.call('HGET', K_META, 'seq')) or 0
+if redis.call('HGET', K_META, 'fenced') == '1' then
+  return {1, redis_seq}
+end
+if redis_seq < postgres_seq then
+  redis.call('HSET', K_META, 'fenced', '1', 'tag', ARGV[2])
+  return {1, redis_seq}
+end
+return {0, redis_seq}

@@ -1,0 +1,275 @@
+"""Redis behind Postgres: the fence notices, refuses, and a rebuild restores the state
+Postgres recorded, with no unit sold twice; `inventory check` finds drift."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.exceptions
+from redis.asyncio import Redis
+
+from inventory import errors, keys
+from inventory.bookings import PgBookings
+from inventory.catalogue import PgCatalogue
+from inventory.check import check
+from inventory.db.pool import create_pool
+from inventory.db.queries import QUERIES
+from inventory.domain import ReserveRequest
+from inventory.fence import StoreUnverifiedError, StoreVerification, verify_store
+from inventory.rebuild import rebuild
+from inventory.redis_client import connect_redis
+from inventory.servers import RedisServer, start_redis
+from inventory.store import SlotStore
+
+from ..api.conftest import create_database
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own (it gets flushed, restarted and rolled back)."""
+    server = start_redis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def world(private_redis: RedisServer, postgres_server: Any) -> AsyncIterator[dict[str, Any]]:
+    """A store on the private Redis, a fresh database, and one schedule of 3 x 3 units."""
+    database_url = await create_database(postgres_server.url)
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    client = Redis.from_url(private_redis.url, decode_responses=True)
+    store = await SlotStore.connect_scripts(client)
+    catalogue = PgCatalogue(pool, store)
+    hospital, department, doctor = (f"{p}-{uuid.uuid4().hex[:8]}" for p in "hdx")
+    async with pool.acquire() as conn:
+        await conn.execute(QUERIES["upsert_hospital"], hospital, "H", "Asia/Shanghai", {})
+        await conn.execute(QUERIES["upsert_department"], department, hospital, None, "D", 0)
+        await conn.execute(QUERIES["upsert_doctor"], doctor, hospital, department, "Dr", "", "")
+    day = (datetime.now(tz=UTC) + timedelta(days=3)).date()
+    start = datetime(day.year, day.month, day.day, 1, tzinfo=UTC)
+    slots = [
+        {
+            "slot_id": f"sl{i}-{department}",
+            "starts_at": start + timedelta(minutes=30 * i),
+            "ends_at": start + timedelta(minutes=30 * (i + 1)),
+            "capacity": 3,
+        }
+        for i in range(3)
+    ]
+    await catalogue.put_schedule(
+        {
+            "schedule_id": f"s-{department}",
+            "hospital_id": hospital,
+            "department_id": department,
+            "doctor_id": doctor,
+            "visit_date": day,
+            "session": "morning",
+            "starts_at": start,
+            "ends_at": start + timedelta(hours=4),
+            "release_at": start - timedelta(days=7),
+            "cancel_deadline": start - timedelta(hours=12),
+            "fee_fen": 5000,
+            "location": "",
+        },
+        slots,
+    )
+    yield {
+        "store": store,
+        "pool": pool,
+        "client": client,
+        "hospital": hospital,
+        "department": department,
+        "day": day,
+        "slots": [s["slot_id"] for s in slots],
+        "tag": keys.department_day_tag(department, day),
+        "bookings": PgBookings(pool),
+        "port": private_redis.port,
+    }
+    await pool.close()
+    await client.aclose()
+
+
+async def persist_stream(world: dict[str, Any]) -> int:
+    """Copy the tag's outbox into the event log, as the persister does (not its job
+    to test here); returns the highest seq recorded."""
+    entries = await world["client"].xrange(keys.tag_keys(world["tag"]).outbox)
+    async with world["pool"].acquire() as conn:
+        await conn.fetch(
+            QUERIES["record_events"],
+            [f["tag"] for _, f in entries],
+            [int(f["seq"]) for _, f in entries],
+            [f["type"] for _, f in entries],
+            [datetime.fromtimestamp(int(f["at"]) / 1000, tz=UTC) for _, f in entries],
+            [dict(f) for _, f in entries],
+            [entry_id for entry_id, _ in entries],
+        )
+        return int(
+            await conn.fetchval(QUERIES["get_tag_sequence"], world["tag"])
+            and (await conn.fetchrow(QUERIES["get_tag_sequence"], world["tag"]))["last_seq"]
+        )
+
+
+async def book(world: dict[str, Any], slot: str) -> str:
+    """Reserve and confirm one unit for a new patient; the booking is in Postgres."""
+    patient = f"p{uuid.uuid4().hex[:12]}"
+    async with world["pool"].acquire() as conn:
+        await conn.execute(
+            "INSERT INTO patients (id, account_id, blind_index, key_id, name_enc, phone_enc,"
+            " resident_id_enc, gender, birth_date) VALUES ($1, 'a', $2, 'k', '\\x00', '\\x00',"
+            " '\\x00', 'male', '1990-01-01')",
+            patient,
+            uuid.uuid4().bytes + uuid.uuid4().bytes,
+        )
+    request = ReserveRequest(
+        world["hospital"],
+        world["department"],
+        world["day"],
+        slot,
+        "acct",
+        patient,
+        "wechat",
+        uuid.uuid4().hex,
+    )
+    held = await world["store"].reserve(request)
+    booked = await world["store"].confirm(held.hold.hold_id, account_id="", payment_ref="pay")
+    await world["bookings"].record(booked.hold)
+    return held.hold.hold_id
+
+
+async def sell_out(store: SlotStore, world: dict[str, Any], slot: str) -> int:
+    """Reserve until sold out; how many units were still free."""
+    sold = 0
+    while True:
+        request = ReserveRequest(
+            world["hospital"],
+            world["department"],
+            world["day"],
+            slot,
+            "acct2",
+            f"q{uuid.uuid4().hex[:10]}",
+            "web",
+            uuid.uuid4().hex,
+        )
+        try:
+            await store.reserve(request)
+        except errors.SoldOutError:
+            return sold
+        sold += 1
+
+
+async def test_empty_store_is_fenced_then_rebuilt(world: dict[str, Any]) -> None:
+    """After Redis loses everything, the tag is fenced; the rebuild restores every
+    booking, and only the units no booking holds can be sold again."""
+    booked = [await book(world, world["slots"][0]) for _ in range(2)]
+    await persist_stream(world)
+    await world["client"].flushall()
+    report = await verify_store(world["store"], world["pool"])
+    assert report.fenced == [world["tag"]]
+    with pytest.raises(errors.StoreFencedError):
+        await sell_out(world["store"], world, world["slots"][0])
+    result = await rebuild(world["store"], world["pool"])
+    assert result.tags == [world["tag"]]
+    for hold_id in booked:
+        hold = await world["store"].get_hold(hold_id)
+        assert hold is not None
+        assert hold.state.value == "booked"
+    assert await sell_out(world["store"], world, world["slots"][0]) == 1
+    assert (await verify_store(world["store"], world["pool"])).fenced == []
+
+
+async def test_rollback_to_older_copy_is_fenced(world: dict[str, Any]) -> None:
+    """Redis restored from an older copy while Postgres is ahead: fenced, then the
+    rebuild brings back the bookings made after the copy: 0 oversold."""
+    tk = keys.tag_keys(world["tag"])
+    await book(world, world["slots"][1])
+    raw = Redis.from_url(f"redis://127.0.0.1:{world['port']}")
+    try:
+        snapshot = {key: await raw.dump(key) for key in tk.as_list()}
+    finally:
+        await raw.aclose()
+    later = [await book(world, world["slots"][1]) for _ in range(2)]
+    await persist_stream(world)
+    # Restoring the older copy of the tag's keys stands for a failover or file restore.
+    raw = Redis.from_url(f"redis://127.0.0.1:{world['port']}")
+    try:
+        for key, value in snapshot.items():
+            await raw.delete(key)
+            if value is not None:
+                await raw.restore(key, 0, value)
+    finally:
+        await raw.aclose()
+    assert (await verify_store(world["store"], world["pool"])).fenced == [world["tag"]]
+    await rebuild(world["store"], world["pool"], only_fenced=True)
+    for hold_id in later:
+        hold = await world["store"].get_hold(hold_id)
+        assert hold is not None
+        assert hold.state.value == "booked"
+    assert await sell_out(world["store"], world, world["slots"][1]) == 0
+
+
+async def test_check_finds_drift_and_violations(world: dict[str, Any]) -> None:
+    """A consistent store checks clean; a tampered count is reported."""
+    await book(world, world["slots"][2])
+    await persist_stream(world)
+    report = await check(world["store"], world["pool"])
+    assert report.ok, json.dumps(report.as_dict(), default=str)
+    await world["client"].hincrby(keys.tag_keys(world["tag"]).slots, f"{world['slots'][2]}:rem", -1)
+    report = await check(world["store"], world["pool"])
+    assert not report.ok
+    assert [v.kind for v in report.violations] == ["conservation"]
+
+
+async def wait_verified(verification: StoreVerification) -> None:
+    for _ in range(50):
+        if verification.verified:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the gate did not open")
+
+
+async def test_gate_closes_after_a_restart(
+    private_redis: RedisServer, world: dict[str, Any]
+) -> None:
+    """A restarted Redis is refused for state changes until the fence verified it."""
+    verification = StoreVerification(required=True)
+    client = await connect_redis(private_redis.url, on_connect=verification.on_connect)
+    verification.attach(client)
+    store = await SlotStore.connect_scripts(client, write_gate=verification.check)
+    try:
+        await verify_store(world["store"], world["pool"])
+        await wait_verified(verification)
+        private_redis.restart()
+        # Pooled connections died with the server; the next ones are new.
+        for each in (client, world["client"]):
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                await each.ping()
+        await client.ping()
+        assert not verification.verified
+        request = ReserveRequest(
+            world["hospital"],
+            world["department"],
+            world["day"],
+            world["slots"][0],
+            "a",
+            "p1",
+            "web",
+            "k1",
+        )
+        with pytest.raises(StoreUnverifiedError):
+            await store.reserve(request)
+        await verify_store(world["store"], world["pool"])
+        await wait_verified(verification)
+        await store.reserve(request)
+    finally:
+        await verification.close()
+        await client.aclose()

@@ -1,69 +1,144 @@
 """`inventory dev`: the whole stack on one machine, with no set-up.
 
-Uses ``INVENTORY_REDIS_URL`` when given, otherwise starts a private Redis (system
-binary, else the one the ``servers`` extra ships) in a temporary folder. Runs the
-expirer and prints where everything is; Ctrl-C stops all of it.
+Uses ``INVENTORY_REDIS_URL`` and ``INVENTORY_DATABASE_URL`` when given; otherwise starts
+a private Redis and Postgres (system binaries when present, else the ones the
+``servers`` extra ships) in a temporary folder. Migrates, seeds a demo hospital, runs
+the worker (persister, expirer, fence monitor) and the API, and prints where everything
+is with ready-made tokens. Ctrl-C stops all of it and removes the temporary servers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from inventory.expirer import run_expirer
-from inventory.redis_client import connect_redis
-from inventory.servers import ServerError, start_redis
-from inventory.store import SlotStore
+from inventory.servers import ServerError, start_postgres, start_redis
 
 
 def register(subparsers: Any) -> None:
     """Add the ``dev`` command."""
     parser = subparsers.add_parser("dev", help="run the whole stack locally (Ctrl-C stops it)")
-    parser.add_argument(
-        "--expire-interval", type=float, default=1.0, help="seconds between expirer sweeps"
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    parser.add_argument("--no-demo", action="store_true", help="do not seed the demo hospital")
     parser.set_defaults(handler=run)
+
+
+def _key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack and block until Ctrl-C or SIGTERM."""
+    import uvloop
+
+    from inventory.logs import configure_logging
+
+    configure_logging()
     with tempfile.TemporaryDirectory(prefix="inventory-dev-") as scratch:
-        url = os.environ.get("INVENTORY_REDIS_URL")
-        server = None
-        if url is None:
-            try:
-                server = start_redis(Path(scratch) / "redis")
-            except ServerError as error:
-                print(f"inventory dev: {error}", file=sys.stderr)
-                return 1
-            url = server.url
+        started: list[Any] = []
         try:
-            asyncio.run(_serve(url, args.expire_interval))
+            redis_url = os.environ.get("INVENTORY_REDIS_URL")
+            if not redis_url:
+                redis = start_redis(Path(scratch) / "redis")
+                started.append(redis)
+                redis_url = redis.url
+            database_url = os.environ.get("INVENTORY_DATABASE_URL")
+            if not database_url:
+                postgres = start_postgres(Path(scratch) / "postgres")
+                started.append(postgres)
+                database_url = postgres.create_database("inventory")
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(_serve(args, redis_url, database_url))
+        except ServerError as error:
+            print(f"inventory dev: {error}", file=sys.stderr)
+            return 1
         finally:
-            if server is not None:
+            for server in reversed(started):
                 server.close()
     return 0
 
 
-async def _serve(redis_url: str, expire_interval_s: float) -> None:
-    client = await connect_redis(redis_url)
-    store = await SlotStore.connect_scripts(client)
+async def _serve(args: argparse.Namespace, redis_url: str, database_url: str) -> None:
+    from aiohttp import web
+
+    from inventory.api.auth import mint_token
+    from inventory.app import create_app
+    from inventory.catalogue import PgCatalogue
+    from inventory.config import Settings
+    from inventory.db.migrate import migrate_database
+    from inventory.db.pool import create_pool
+    from inventory.demo import seed_demo
+    from inventory.redis_client import connect_redis
+    from inventory.store import SlotStore
+    from inventory.worker import run_worker
+
+    env = os.environ
+    settings = Settings.from_env(
+        {
+            **{k: v for k, v in env.items() if k.startswith("INVENTORY_")},
+            "INVENTORY_REDIS_URL": redis_url,
+            "INVENTORY_DATABASE_URL": database_url,
+            "INVENTORY_JWT_KEYS": env.get("INVENTORY_JWT_KEYS") or f"dev:{_key()}",
+            "INVENTORY_FIELD_KEYS": env.get("INVENTORY_FIELD_KEYS") or f"dev:{_key()}",
+            "INVENTORY_FIELD_CURRENT_KEY": env.get("INVENTORY_FIELD_CURRENT_KEY") or "dev",
+            "INVENTORY_BLIND_INDEX_KEY": env.get("INVENTORY_BLIND_INDEX_KEY")
+            or f"dev-index:{_key()}",
+            "INVENTORY_HOST": args.host,
+            "INVENTORY_PORT": str(args.port),
+        }
+    )
+    applied = await migrate_database(database_url)
+    demo: dict[str, Any] | None = None
+    if not args.no_demo:
+        client = await connect_redis(redis_url)
+        pool = await create_pool(database_url, min_size=1, max_size=2)
+        try:
+            demo = await seed_demo(PgCatalogue(pool, await SlotStore.connect_scripts(client)), pool)
+        finally:
+            await pool.close()
+            await client.aclose()
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"redis    {redis_url}", flush=True)
-    print(f"expirer  sweeping every {expire_interval_s:g} s", flush=True)
-    print("ready (Ctrl-C stops everything)", flush=True)
+    worker = asyncio.create_task(run_worker(settings, stop=stop))
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    await web.TCPSite(runner, args.host, args.port).start()
+    base = f"http://{args.host}:{args.port}"
+    lines = [
+        f"api        {base}  (docs {base}/docs, contract {base}/openapi.json)",
+        f"health     {base}/healthz  {base}/readyz",
+        f"redis      {redis_url}",
+        f"postgres   {database_url}",
+        f"migrations {len(applied)} applied",
+    ]
+    if demo:
+        lines.append(
+            f"demo       hospital {demo['hospital_id']}: {demo['schedules']} schedules from "
+            f"{demo['first_day']}; try {base}/v1/hospitals/{demo['hospital_id']}/departments"
+        )
+    lines += [
+        f"token      {mint_token(settings, 'demo-account', ttl_s=24 * 3600)}",
+        f"operator   {mint_token(settings, 'demo-operator', operator=True, ttl_s=24 * 3600)}",
+        "ready: Ctrl-C stops everything",
+    ]
+    print("\n".join(lines), flush=True)
     try:
-        await run_expirer(store, interval_s=expire_interval_s, stop=stop)
+        await stop.wait()
     finally:
+        await runner.cleanup()
+        stop.set()
         with contextlib.suppress(Exception):
-            await client.aclose()
+            await worker

@@ -144,8 +144,9 @@ class PersisterConfig:
     poison_retry_s: float = 0.5
     #: How often per-stream lag and pending are sampled (XINFO GROUPS).
     stats_interval_s: float = 5.0
-    #: Streams per XREADGROUP on a standalone server.
-    streams_per_read: int = 256
+    #: Streams per XREADGROUP on a standalone server (a read returns at most
+    #: batch_size entries per stream, so this bounds the entries held in memory).
+    streams_per_read: int = 128
     #: Wait for a Postgres connection before counting the attempt as failed.
     acquire_timeout_s: float = 5.0
     #: Test hook, see the module docstring; default from the environment.
@@ -616,11 +617,12 @@ class Persister:
         entries: list[OutboxEntry] = []
         chunks = self._chunks(streams)
         for chunk in chunks:
-            # Up to about two batches per read, spread over the streams of the chunk.
-            per_stream = max(10, (2 * self.config.batch_size) // max(1, len(chunk)))
-            count = min(self.config.batch_size, per_stream)
+            # COUNT is per stream: a backlog in one stream is read a whole batch at a time
+            # (what makes a drain fast); the entries are written batch_size per transaction.
             wait = block_s if len(chunks) == 1 and not self.cluster else None
-            replies = await self._read(dict.fromkeys(chunk, ">"), count=count, block_s=wait)
+            replies = await self._read(
+                dict.fromkeys(chunk, ">"), count=self.config.batch_size, block_s=wait
+            )
             for stream, raw in replies:
                 for raw_id, fields in raw or []:
                     entry = _entry(stream, raw_id, fields)

@@ -60,6 +60,7 @@ import os
 import random
 import socket
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -126,8 +127,11 @@ class PersisterConfig:
     consumer: str = field(default_factory=default_consumer_name)
     #: SCAN patterns of the streams to persist (tests narrow it to their own tags).
     match: tuple[str, ...] = (keys.OUTBOX_SCAN_PATTERN,)
-    #: Entries per Postgres transaction (and the COUNT of a read).
+    #: Entries per Postgres transaction (and the COUNT of a read, per stream).
     batch_size: int = 500
+    #: Transactions written at once, each on its own connection, over disjoint streams
+    #: (the pool needs at least this many connections).
+    writers: int = 2
     #: How long a read of new entries blocks (and the poll interval on a Cluster).
     block_s: float = 1.0
     scan_interval_s: float = 2.0
@@ -157,8 +161,8 @@ class PersisterConfig:
             raise ValueError("group and consumer must not be empty")
         if not self.match:
             raise ValueError("at least one stream pattern is needed")
-        if self.batch_size < 1 or self.max_attempts < 1 or self.streams_per_read < 1:
-            raise ValueError("batch_size, max_attempts and streams_per_read must be >= 1")
+        if min(self.batch_size, self.max_attempts, self.streams_per_read, self.writers) < 1:
+            raise ValueError("batch_size, max_attempts, streams_per_read and writers must be >= 1")
         for name in (
             "block_s",
             "scan_interval_s",
@@ -315,14 +319,11 @@ def _pairs(reply: Any) -> list[tuple[str, Any]]:
 
 def _entry(stream: str, raw_id: Any, fields: Any) -> OutboxEntry | None:
     """The entry, or None when its content is gone (an entry always has a field; a
-    pending entry deleted from the stream is read back as an id without fields)."""
+    pending entry deleted from the stream is read back as an id without fields).
+    Fields arrive decoded (``decode_responses=True``)."""
     if not fields:
         return None
-    return OutboxEntry(
-        stream=stream,
-        entry_id=_text(raw_id),
-        fields={_text(k): _text(v) for k, v in dict(fields).items()},
-    )
+    return OutboxEntry(stream=stream, entry_id=_text(raw_id), fields=fields)
 
 
 class Persister:
@@ -694,7 +695,28 @@ class Persister:
     # -- writing ----------------------------------------------------------------------
 
     async def _persist(self, entries: Sequence[OutboxEntry]) -> None:
-        """Persist entries in batches of at most batch_size, then acknowledge them."""
+        """Persist entries in batches of at most batch_size, then acknowledge them.
+
+        Streams are spread over ``writers`` lanes (by a hash of the stream name) that
+        write concurrently, each on its own connection; a stream's entries stay in one
+        lane, in order. Lanes touch disjoint tags, so their transactions do not contend.
+        """
+        lanes: list[list[OutboxEntry]] = [[] for _ in range(self.config.writers)]
+        for entry in entries:
+            lanes[zlib.crc32(entry.stream.encode()) % len(lanes)].append(entry)
+        busy = [lane for lane in lanes if lane]
+        if len(busy) <= 1:
+            for lane in busy:
+                await self._persist_lane(lane)
+            return
+        results = await asyncio.gather(
+            *(self._persist_lane(lane) for lane in busy), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _persist_lane(self, entries: Sequence[OutboxEntry]) -> None:
         size = self.config.batch_size
         for start in range(0, len(entries), size):
             await self._persist_batch(entries[start : start + size])

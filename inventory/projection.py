@@ -324,6 +324,14 @@ def _history_row(event: TagEvent, hold: Hold) -> tuple[Any, ...]:
     return (hold.hold_id, from_status, hold.state.value, reason, event.at, event_key(event))
 
 
+_STATE_RANK: Final = {HoldState.HELD: 0, HoldState.BOOKED: 1}
+
+
+def _progress(hold: Hold, seq: int) -> tuple[int, int]:
+    """How far a hold record is, as upsert_hold orders them (inv_hold_state_rank, seq)."""
+    return _STATE_RANK.get(hold.state, 2), seq
+
+
 def event_key(event: TagEvent) -> str:
     """The status-history key of a store event: ``<tag>#<seq>``."""
     return f"{event.tag}#{event.seq}"
@@ -338,8 +346,15 @@ async def _project(connection: asyncpg.Connection, applied: Sequence[TagEvent]) 
     )
     if hold_events:
         holds = [(e, e.hold) for e in hold_events if e.hold is not None]
+        # Applying a hold's records one after another leaves the one with the highest
+        # (state rank, seq) (upsert_hold only moves forward): write just that one.
+        newest: dict[str, tuple[TagEvent, Hold]] = {}
+        for e, h in holds:
+            kept = newest.get(h.hold_id)
+            if kept is None or _progress(h, e.seq) > _progress(kept[1], kept[0].seq):
+                newest[h.hold_id] = (e, h)
         await connection.executemany(
-            QUERIES["upsert_hold"], [_hold_row(h, e.tag, e.seq) for e, h in holds]
+            QUERIES["upsert_hold"], [_hold_row(h, e.tag, e.seq) for e, h in newest.values()]
         )
         await connection.executemany(
             QUERIES["add_status_history"], [_history_row(e, h) for e, h in holds]

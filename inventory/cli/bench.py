@@ -3,6 +3,8 @@
     inventory bench reserve [--redis-url URL] [--seconds S] [--rounds N] [--concurrency C]
                             [--warmup S] [--aof off|everysec|always] [--loop uvloop|asyncio]
                             [--json]
+    inventory bench http [--workers N] [--seconds S] [--rounds N] [--connections C] [--json]
+                         (and more: see --help and inventory/bench/http.py)
 
 Without ``--redis-url`` a private redis-server is started in a temporary folder and stopped
 at the end. With it, only the benchmark's own keys are written, and deleted at the end.
@@ -28,6 +30,8 @@ from typing import Any, TypeVar
 
 import redis.exceptions
 
+from inventory.bench import http as http_bench
+from inventory.bench import persister as persister_bench
 from inventory.bench.reserve import BenchConfig, ReserveBenchReport, run_reserve_bench
 from inventory.errors import InventoryError
 from inventory.servers import ServerError, start_redis
@@ -127,6 +131,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     reserve.add_argument("--json", action="store_true", help="print the report as JSON")
     reserve.set_defaults(handler=_reserve, _parser=reserve)
+    http_bench.register(benches)
+    persister_bench.register(benches)
 
 
 def _run(coroutine: Coroutine[Any, Any, _T], loop: str) -> _T:

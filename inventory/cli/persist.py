@@ -1,7 +1,8 @@
 """`inventory persist`: run only the persister (outbox streams -> Postgres).
 
     inventory persist [--redis-url URL] [--cluster] [--database-url URL] [--consumer NAME]
-                      [--match PATTERN ...] [--batch-size N] [--block S] [--min-idle S]
+                      [--match PATTERN ...] [--batch-size N] [--writers N] [--block S]
+                      [--min-idle S]
                       [--scan-interval S] [--max-attempts N] [--stats-interval S]
 
 ``inventory worker`` runs the persister beside the expirer and the fence monitor; this
@@ -81,6 +82,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--batch-size", type=_positive_int, default=500)
     parser.add_argument(
+        "--writers",
+        type=_positive_int,
+        default=2,
+        help="transactions written at once over disjoint streams (default 2)",
+    )
+    parser.add_argument(
         "--block", type=_positive_float, default=1.0, help="seconds a read blocks (default 1)"
     )
     parser.add_argument(
@@ -140,6 +147,7 @@ async def _persist(args: argparse.Namespace, settings: Settings) -> int:
     cluster = settings.redis_cluster if args.cluster is None else args.cluster
     options: dict[str, Any] = {
         "batch_size": args.batch_size,
+        "writers": args.writers,
         "block_s": args.block,
         "claim_min_idle_s": args.min_idle,
         "scan_interval_s": args.scan_interval,
@@ -163,7 +171,7 @@ async def _persist(args: argparse.Namespace, settings: Settings) -> int:
     pool = await create_pool(
         args.database_url or settings.database_url,
         min_size=0,
-        max_size=2,
+        max_size=config.writers + 1,
         init_size=0,
         application_name="slot-inventory-persister",
     )

@@ -385,11 +385,13 @@ class Persister:
                 self.stats.redis_failures += 1
                 self.stats.last_error = f"redis: {type(error).__name__}: {error}"
                 log.warning("outbox.redis_failed", error=self.stats.last_error)
+                self._reread_pending()
                 await self._sleep(backoff.next_delay())
             except Exception as error:
                 # A bug must not end the loop: entries stay pending and are tried again.
                 self.stats.last_error = f"{type(error).__name__}: {error}"
                 log.error("outbox.step_failed", error=self.stats.last_error, exc_info=error)
+                self._reread_pending()
                 await self._sleep(backoff.next_delay())
             else:
                 backoff.reset()
@@ -437,6 +439,12 @@ class Persister:
                 self._next_claim = 0.0
                 await asyncio.sleep(0.05)
         return False
+
+    def _reread_pending(self) -> None:
+        """After a failed step some entries may be read (or committed) and not yet
+        acknowledged: read this consumer's pending lists again before anything new."""
+        for state in self._streams.values():
+            state.cursor = "0-0"
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from inventory.db.migrate import migrate_database
+from inventory.outbox import Persister, PersisterConfig, PersisterStats
 from inventory.servers import PostgresServer, RedisServer, start_postgres, start_redis
 
 from ..db.conftest import scratch_database
@@ -182,3 +183,34 @@ async def _drained(world: World, *, threshold: int) -> float:
         if sum(await outbox_backlog(world)) <= threshold:
             return time.monotonic() - started
         await asyncio.sleep(0.05)
+
+
+async def test_redis_restart_under_the_persister_loses_nothing(
+    private_redis: RedisServer, database: str
+) -> None:
+    """Redis SIGKILLed and restarted from its append-only file while the persister runs:
+    the loop survives, rereads what it had not acknowledged, and every event lands once."""
+    async with open_world(private_redis.url, database) as world:
+        stats = PersisterStats()
+        config = PersisterConfig(
+            match=world.stream_patterns, block_s=0.1, retry_max_s=0.3, claim_min_idle_s=1
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            Persister(world.client, world.pool, config=config, stats=stats).run(stop)
+        )
+        try:
+            load = Load(world, seed=17)
+            await load.run_for(1.5, rate_per_s=400)
+            private_redis.kill()
+            await asyncio.sleep(1.0)
+            assert not task.done()
+            await asyncio.to_thread(private_redis.restart)
+            await load.run_for(1.5, rate_per_s=400)
+            await wait_caught_up(world, timeout_s=15)
+        finally:
+            stop.set()
+            await task
+        assert load.report.errors == []
+        assert stats.redis_failures >= 1
+        await check_persisted(world)

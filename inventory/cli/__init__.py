@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.dev",
     "inventory.cli.serve",
     "inventory.cli.worker",
+    "inventory.cli.his_sim",
     "inventory.cli.persist",
     "inventory.cli.durable",
     "inventory.cli.migrate",

@@ -57,7 +57,13 @@ from inventory.his.types import (
     HisSlot,
 )
 
-__all__ = ["FhirHisClient", "HisCallObserver", "HisClient", "HisClientConfig"]
+__all__ = [
+    "FhirHisClient",
+    "HisCallObserver",
+    "HisClient",
+    "HisClientConfig",
+    "HisClientStats",
+]
 
 
 class HisClient(Protocol):
@@ -113,7 +119,8 @@ class HisClient(Protocol):
 
 
 #: Called after every HTTP attempt: (operation, seconds, outcome), outcome one of
-#: ``ok``, ``refused``, ``not_found``, ``unavailable``, ``protocol``, ``circuit_open``.
+#: ``ok``, ``refused``, ``not_found``, ``unavailable``, ``protocol``, ``circuit_open``,
+#: ``abandoned`` (cancelled mid-call).
 HisCallObserver = Callable[[str, float, str], None]
 
 

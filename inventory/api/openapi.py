@@ -225,7 +225,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The account's patients (masked)",
         "patients",
         200,
-        _list(REF.format(model="PatientView")),
+        _list({"$ref": REF.format(model="PatientView")}),
         auth="account",
         errors=(401, 503),
     ),

@@ -32,7 +32,7 @@ class SimAdmin:
         self.session = session
         self._used_slots: set[str] = set()
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
         async with self.session.request(
             method, f"{self.sim.base_url}/$admin/{path}", json=body
         ) as response:
@@ -42,36 +42,34 @@ class SimAdmin:
 
     async def state(self, *, arrivals: bool = False) -> dict[str, Any]:
         """The simulator's summary, request stats and faults."""
-        result: dict[str, Any] = await self._call(
-            "GET", "state?arrivals=1" if arrivals else "state"
-        )
+        result: dict[str, Any] = await self.call("GET", "state?arrivals=1" if arrivals else "state")
         return result
 
     async def faults(self, **settings: Any) -> None:
         """Merge fault settings."""
-        await self._call("POST", "faults", settings)
+        await self.call("POST", "faults", settings)
 
     async def clear(self) -> None:
         """No faults, nothing hanging, counters reset."""
-        await self._call("DELETE", "faults")
+        await self.call("DELETE", "faults")
         for _ in range(200):
             if (await self.state())["requests"]["in_flight"] == 0:
                 break
             await asyncio.sleep(0.05)
-        await self._call("POST", "stats/reset")
+        await self.call("POST", "stats/reset")
 
     async def suspend(self, schedule_id: str, reason: str = "专家临时停诊") -> None:
         """停诊 a schedule."""
-        await self._call("POST", f"schedules/{schedule_id}/suspend", {"reason": reason})
+        await self.call("POST", f"schedules/{schedule_id}/suspend", {"reason": reason})
 
     async def add_capacity(self, slot_id: str, n: int) -> dict[str, Any]:
         """加号."""
-        result: dict[str, Any] = await self._call("POST", f"slots/{slot_id}/capacity", {"add": n})
+        result: dict[str, Any] = await self.call("POST", f"slots/{slot_id}/capacity", {"add": n})
         return result
 
     async def book_other(self, slot_id: str, channel: str, count: int = 1) -> list[dict[str, Any]]:
         """Bookings made at the window or by phone."""
-        result = await self._call(
+        result = await self.call(
             "POST", f"slots/{slot_id}/book", {"channel": channel, "count": count}
         )
         made: list[dict[str, Any]] = result["appointments"]

@@ -9,12 +9,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from inventory.his import mapping
 from inventory.his.client import FhirHisClient
 from inventory.his.fhir import FHIR_JSON, SYSTEMS
 from inventory.his.sim.process import SimProcess
-from inventory.his.types import HisPatient
+from inventory.his.types import HisPatient, HisRefusal
 from tests.his.conftest import CHINA, SimAdmin, booking_id, client_config, tomorrow
 
 
@@ -197,3 +198,86 @@ async def test_identifier_systems_are_the_documented_ones(
     ]
     assert systems[window["id"]][SYSTEMS.channel_identifier("window")] == window["identifier"]
     assert all(SYSTEMS.appointment_number in v for v in systems.values())
+
+
+async def test_admin_schedule_changes_show_over_fhir(admin: SimAdmin, his: FhirHisClient) -> None:
+    """A new schedule appears, a suspension can be lifted, and the hospital's own cancel
+    and a lost appointment show in what the HIS serves."""
+    day = tomorrow() + timedelta(days=20)
+    made = await admin.call(
+        "POST",
+        "schedules",
+        {
+            "doctor": "pediatrics-dr2",
+            "date": day.isoformat(),
+            "session": "evening",
+            "slots": 2,
+            "capacity": [3, 1],
+            "fee_fen": 2500,
+        },
+    )
+    schedule = await his.get_schedule(made["schedule"])
+    assert schedule is not None
+    assert (schedule.session, schedule.fee_fen, schedule.visit_date) == ("evening", 2500, day)
+    assert [s.capacity for s in schedule.slots] == [3, 1]
+    assert schedule.department_id == "pediatrics"
+    await admin.suspend(schedule.schedule_id)
+    await admin.call("POST", f"schedules/{schedule.schedule_id}/resume")
+    reopened = await his.get_schedule(schedule.schedule_id)
+    assert reopened is not None
+    assert reopened.active
+    assert reopened.status_reason is None
+    slot = schedule.slots[0]
+    cancelled = await his.create_appointment(booking_id(), slot.slot_id)
+    lost = await his.create_appointment(booking_id(), slot.slot_id)
+    await admin.call(
+        "POST", f"appointments/{cancelled.appointment_id}/cancel", {"reason": "医生调班"}
+    )
+    await admin.call("DELETE", f"appointments/{lost.appointment_id}")
+    again = await his.get_appointment(cancelled.appointment_id)
+    assert again is not None
+    assert (again.status, again.cancel_reason) == ("cancelled", "医生调班")
+    assert await his.find_appointment(str(lost.booking_id)) is None
+    after = await his.get_schedule(schedule.schedule_id)
+    assert after is not None
+    assert after.slots[0].booked == 0
+    assert (await admin.state())["state"]["slots_with_count_drift"] == 0
+
+
+async def test_creates_without_the_condition_cannot_book_twice(
+    sim: SimProcess, admin: SimAdmin, his: FhirHisClient
+) -> None:
+    """Without If-None-Exist a taken identifier is refused (409 conflict); a condition
+    that contradicts the body is refused (400)."""
+    slot = await admin.fresh_slot(his)
+    ours = booking_id()
+    await his.create_appointment(ours, slot.slot_id)
+    body = {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "identifier": [{"system": SYSTEMS.booking, "value": ours}],
+        "slot": [{"reference": f"Slot/{slot.slot_id}"}],
+        "participant": [{"actor": {"display": "赵六"}, "status": "accepted"}],
+    }
+    headers = {"Content-Type": FHIR_JSON}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{sim.fhir_url}/Appointment", json=body, headers=headers) as r:
+            assert r.status == 409
+            outcome = mapping.validate(await r.json(content_type=None), OperationOutcome)
+        async with session.post(
+            f"{sim.fhir_url}/Appointment",
+            json=body,
+            headers={**headers, "If-None-Exist": f"identifier={SYSTEMS.booking}|other"},
+        ) as r:
+            assert r.status == 400
+    assert mapping.refusal_of(outcome) is HisRefusal.CONFLICT
+    assert (
+        len(
+            [
+                a
+                for a in await his.search_appointments(schedule_id=slot.schedule_id)
+                if a.booking_id == ours
+            ]
+        )
+        == 1
+    )

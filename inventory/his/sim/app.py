@@ -553,6 +553,8 @@ async def create_appointment(request: web.Request) -> web.Response:
         if found:
             resource = render.appointment(found[0])
             return fhir_response(resource, headers=_etag(resource))
+        if any(s == condition[0] and v != condition[1] for s, v in identifiers):
+            raise FhirError(400, "invalid", "If-None-Exist names another identifier", "invalid")
         if condition[0] is not None and condition not in identifiers:
             identifiers.insert(0, (condition[0], condition[1]))
     if not identifiers:

@@ -150,9 +150,12 @@ def _open_state(args: argparse.Namespace, rng: random.Random) -> Any:
                     channel=channel,
                     patient_name="窗口患者",
                 )
-    except (SimNotFound, SimRefusal) as error:
+    except SimNotFound as error:
         state.close()
-        raise LookupError(str(error)) from error
+        raise LookupError(f"no {error} in the simulator's state") from error
+    except SimRefusal as error:
+        state.close()
+        raise LookupError(f"refused ({error.reason}): {error.message}") from error
     except ValueError:
         state.close()
         raise

@@ -1,6 +1,8 @@
 """The application factory: ``create_app(settings) -> web.Application``.
 
 Resources (Redis, Postgres, scripts) open and close with the app in ``cleanup_ctx``;
+script calls share one auto-pipelined Redis connection per process unless
+``INVENTORY_REDIS_AUTOPIPELINE=false`` (see inventory/autopipeline.py);
 handlers reach them through the typed ``SERVICES`` key. Middlewares, outermost first:
 problem+json for every error, then the in-flight admission gate.
 """
@@ -22,6 +24,7 @@ from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES, Services
 from inventory.api.problems import problem_middleware
 from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.autopipeline import AutoPipeline, pipelined_scripts, supports_url
 from inventory.bookings import PgBookings
 from inventory.catalogue import PgCatalogue
 from inventory.config import Settings
@@ -31,7 +34,8 @@ from inventory.domain import HospitalPolicy
 from inventory.fence import StoreVerification
 from inventory.patients import PatientRegistry
 from inventory.redis_client import connect_redis
-from inventory.store import PolicyBook, SlotStore
+from inventory.scripts import server_supports_shebang
+from inventory.store import GATED_SCRIPTS, PolicyBook, SlotStore
 
 #: How often each process re-reads hospital policies written by other processes.
 POLICY_REFRESH_S = 30.0
@@ -60,11 +64,35 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     catalogue_policies: dict[str, HospitalPolicy] = {}
     # The store and the catalogue share one dict: the catalogue keeps it current.
-    store = await SlotStore.connect_scripts(
-        client,
-        policies=PolicyBook(by_hospital=catalogue_policies),
-        write_gate=verification.check,
-    )
+    policies = PolicyBook(by_hospital=catalogue_policies)
+    pipeline: AutoPipeline | None = None
+    if (
+        settings.redis_autopipeline
+        and not settings.redis_cluster
+        and supports_url(settings.redis_url)
+    ):
+        # Script calls go through one auto-pipelined connection; other commands (reads,
+        # the gate's watcher) keep using the redis-py client.
+        pipeline = AutoPipeline.from_url(
+            settings.redis_url,
+            timeout_s=settings.redis_pool_timeout_s,
+            connect_timeout_s=settings.redis_pool_timeout_s,
+            client_name="inventory-api-scripts",
+            on_connect=verification.on_raw_connect if verification.required else None,
+        )
+        await pipeline.connect()
+        version = str((await client.info("server"))["redis_version"])
+        scripts = pipelined_scripts(
+            pipeline,
+            shebang=server_supports_shebang(version),
+            gate=verification.check,
+            gated=GATED_SCRIPTS,
+        )
+        store = SlotStore(client, scripts, policies=policies, write_gate=verification.check)
+    else:
+        store = await SlotStore.connect_scripts(
+            client, policies=policies, write_gate=verification.check
+        )
     catalogue = PgCatalogue(pool, store)
     catalogue.policies = catalogue_policies
     gate = app[GATE]
@@ -92,6 +120,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await refresher
         await verification.close()
         await pool.close()
+        if pipeline is not None:
+            await pipeline.aclose()
         await client.aclose()
 
 

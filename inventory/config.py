@@ -77,6 +77,9 @@ class Settings:
     redis_cluster: bool = False
     redis_max_connections: int = 64
     redis_pool_timeout_s: float = 5.0
+    #: Script calls share one auto-pipelined connection per process
+    #: (inventory/autopipeline.py); standalone redis:// and unix:// only, ignored on Cluster.
+    redis_autopipeline: bool = True
     database_url: str = field(default="postgresql://127.0.0.1:5432/inventory", repr=False)
     database_pool_max: int = 10
 
@@ -162,6 +165,7 @@ class Settings:
             redis_cluster=get("REDIS_CLUSTER", boolean, False),
             redis_max_connections=get("REDIS_MAX_CONNECTIONS", positive_int, 64),
             redis_pool_timeout_s=get("REDIS_POOL_TIMEOUT_S", positive_float, 5.0),
+            redis_autopipeline=get("REDIS_AUTOPIPELINE", boolean, True),
             database_url=get("DATABASE_URL", str, defaults.database_url),
             database_pool_max=get("DATABASE_POOL_MAX", positive_int, 10),
             host=get("HOST", str, defaults.host),

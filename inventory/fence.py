@@ -58,6 +58,14 @@ def _run_id(info: Any) -> str:
     return str(info["run_id"])
 
 
+def _run_id_of_info_text(text: str) -> str:
+    """The run id in the text of INFO server ("" if absent)."""
+    return next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("run_id:")),
+        "",
+    )
+
+
 async def server_run_id(client: Any) -> str:
     """The Redis server's run id (changes at every start)."""
     return _run_id(await client.info("server"))
@@ -140,18 +148,26 @@ class StoreVerification:
         await connection.send_command("INFO", "server")
         info = await connection.read_response()
         text = info.decode() if isinstance(info, bytes) else str(info)
-        run_id = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in text.splitlines()
-                if line.startswith("run_id:")
-            ),
-            "",
-        )
         await connection.send_command("GET", keys.VERIFIED_RUN_KEY)
         marker = await connection.read_response()
         marker_text = marker.decode() if isinstance(marker, bytes) else marker
-        if run_id and marker_text == run_id:
+        self.check_connection(_run_id_of_info_text(text), marker_text)
+
+    async def on_raw_connect(self, connection: Any) -> None:
+        """The same check for clients that speak RESP themselves (inventory.autopipeline):
+        ``await connection.execute(*args)`` answers one command on the fresh connection."""
+        if not self.required:
+            return
+        info = await connection.execute("INFO", "server")
+        marker = await connection.execute("GET", keys.VERIFIED_RUN_KEY)
+        self.check_connection(_run_id_of_info_text(str(info)), marker)
+
+    def check_connection(self, run_id: str, marker: str | None) -> None:
+        """Open or close the gate for a fresh connection to the server ``run_id``, whose
+        verification record reads ``marker``."""
+        if not self.required:
+            return
+        if run_id and marker == run_id:
             self.verified = True
             return
         self.verified = False

@@ -107,6 +107,10 @@ class PersisterBenchReport:
     events_persisted: int = 0
     steps_failed: int = 0
     first_failure: str | None = None
+    #: 1-minute load average at the start and the end, and this machine's CPUs: a load
+    #: above the CPU count means other work shared the machine (figures disturbed).
+    load_average: tuple[float, float] = (0.0, 0.0)
+    cpus: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -160,6 +164,8 @@ class PersisterBenchReport:
             "lost": self.lost,
             "steps_failed": self.steps_failed,
             "first_failure": self.first_failure,
+            "load_average": list(self.load_average),
+            "cpus": self.cpus,
             "notes": list(self.notes),
         }
 
@@ -179,7 +185,14 @@ class PersisterBenchReport:
             f"{self.capacity_ratio:.1f} x offered",
             f"check: {self.events_offered:,} events numbered by Redis, "
             f"{self.events_persisted:,} in Postgres, lost {self.lost}",
+            f"machine: {self.cpus} CPUs, load average {self.load_average[0]:.1f} at the start, "
+            f"{self.load_average[1]:.1f} at the end",
         ]
+        if max(self.load_average) > self.cpus > 0:
+            lines.append(
+                "DISTURBED: the load average exceeded the CPU count; other work shared the "
+                "machine and the rates are lower than it can do"
+            )
         if self.steps_failed:
             lines.append(f"FAILURES: {self.steps_failed} step(s) failed ({self.first_failure})")
         lines += [f"note: {n}" for n in self.notes]
@@ -451,6 +464,8 @@ async def run_persister_bench(
     """
     say = progress or (lambda _line: None)
     report = PersisterBenchReport(config, redis_where, postgres_where)
+    report.cpus = os.cpu_count() or 0
+    load_start = _load_average()
     target = _target(config)
     client = Redis.from_url(redis_url, decode_responses=True)
     pool = await create_pool(database_url, min_size=1, max_size=2)
@@ -535,6 +550,7 @@ async def run_persister_bench(
         report.events_persisted = await probe.persisted()
         report.steps_failed = load.failed
         report.first_failure = load.first_failure
+        report.load_average = (load_start, _load_average())
         return report
     finally:
         if process is not None:
@@ -542,6 +558,13 @@ async def run_persister_bench(
         await _delete_keys(client, target)
         await pool.close()
         await client.aclose()
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on every platform
+        return 0.0
 
 
 async def _delete_keys(client: Redis, target: _Target) -> None:

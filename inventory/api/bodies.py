@@ -47,7 +47,12 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     limit = request.app[MAX_BODY_BYTES]
     if request.content_length is not None and request.content_length > limit:
         raise BadRequestError(f"the body is larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
+    try:
+        # read() waits for the whole body (a slow client's body spans many segments);
+        # the app's client_max_size caps it.
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BadRequestError(f"the body is larger than {limit} bytes") from None
     if len(raw) > limit:
         raise BadRequestError(f"the body is larger than {limit} bytes")
     try:

@@ -14,6 +14,15 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["slot-0800-1"])]
+
+#: Free text shown to people (names, titles, places): no control characters, which
+#: Postgres refuses (NUL) and which have no business in a name anyway.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+
+Printable = Annotated[str, Field(pattern=_PRINTABLE)]
+
+
 HoldId = Annotated[
     str,
     Field(pattern=r"^[A-Za-z0-9_-]{1,64}\.[0-9]{8}\.[a-z2-7]{24}$"),
@@ -95,7 +104,7 @@ class PatientCreate(Request):
     (GB 11643 check digit; full-width digits and a lowercase x are accepted);
     ``birth_date`` and ``gender`` must agree with it; ``phone`` is a mainland mobile."""
 
-    name: Annotated[str, Field(min_length=1, max_length=50)]
+    name: Annotated[Printable, Field(min_length=1, max_length=50)]
     gender: Gender
     birth_date: date
     phone: Annotated[str, Field(min_length=11, max_length=20)]
@@ -132,12 +141,12 @@ class HospitalPolicyBody(Request):
     token_window_s: Annotated[int, Field(ge=1, le=600)] = 10
 
 
-Name = Annotated[str, Field(min_length=1, max_length=100)]
+Name = Annotated[Printable, Field(min_length=1, max_length=100)]
 
 
 class HospitalPut(Request):
     name: Name
-    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "Asia/Shanghai"
+    timezone: Annotated[Printable, Field(min_length=1, max_length=64)] = "Asia/Shanghai"
     policy: HospitalPolicyBody = HospitalPolicyBody()
 
 
@@ -152,8 +161,8 @@ class DoctorPut(Request):
     hospital_id: Id
     department_id: Id
     name: Name
-    title: Annotated[str, Field(max_length=50)] = ""
-    specialty: Annotated[str, Field(max_length=500)] = ""
+    title: Annotated[Printable, Field(max_length=50)] = ""
+    specialty: Annotated[Printable, Field(max_length=500)] = ""
 
 
 class Session(StrEnum):
@@ -182,7 +191,7 @@ class SchedulePut(Request):
     release_at: datetime
     cancel_deadline: datetime
     fee_fen: Annotated[int, Field(ge=0, le=10_000_000)]
-    location: Annotated[str, Field(max_length=200)] = ""
+    location: Annotated[Printable, Field(max_length=200)] = ""
     slots: Annotated[list[SlotPut], Field(min_length=1, max_length=200)]
 
 

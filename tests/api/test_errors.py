@@ -1053,12 +1053,6 @@ async def test_operator_refusals(api_server: ApiServer, client: aiohttp.ClientSe
         await problem(client, "PUT", base + path, 409, "conflict", json=body, headers=op)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="bug: inventory/api/bodies.py read_json reads the body with "
-    "request.content.read(limit + 1), which returns only the bytes that have arrived so far, "
-    "so a JSON body split over TCP segments is parsed truncated (400 bad_request)",
-)
 async def test_body_arriving_in_pieces_is_read_whole(
     api_server: ApiServer, client: aiohttp.ClientSession
 ) -> None:
@@ -1085,12 +1079,6 @@ async def test_body_arriving_in_pieces_is_read_whole(
     assert response.startswith(b"HTTP/1.1 201 "), response[:400]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="bug: a NUL character in a free-text field (hospital/department/doctor name, "
-    "doctor title/specialty, schedule location) reaches Postgres, which refuses it "
-    "(asyncpg CharacterNotInRepertoireError): 500 internal_error instead of 422",
-)
 async def test_nul_in_free_text_is_422(api_server: ApiServer) -> None:
     """A NUL character in any free-text field answers 422 validation_failed, not 500."""
     async with aiohttp.ClientSession() as http:

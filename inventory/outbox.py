@@ -544,10 +544,11 @@ class Persister:
     async def _each(
         self, streams: Sequence[str], call: Callable[[str], Awaitable[Any]]
     ) -> list[Any]:
-        """``call`` on every stream, at most 64 at a time."""
+        """``call`` on every stream, at most 16 at a time (the client's connection pool is
+        shared with the rest of the worker)."""
         results: list[Any] = []
-        for start in range(0, len(streams), 64):
-            chunk = streams[start : start + 64]
+        for start in range(0, len(streams), 16):
+            chunk = streams[start : start + 16]
             results += await asyncio.gather(*(call(s) for s in chunk))
         return results
 

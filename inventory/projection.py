@@ -30,6 +30,7 @@ and Redis in one catalogue transaction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -210,6 +211,9 @@ def _optional_instant(ms: int) -> datetime | None:
     return instant(ms) if ms else None
 
 
+#: An outbox stream's name, naming its tag (inventory.keys.tag_keys).
+_STREAM_TAG: Final = re.compile(r"inv:\{([^{}]+)\}:outbox")
+
 #: Postgres bigint, and the last instant a timestamptz of ours can hold (year 9999).
 _MAX_BIGINT: Final = 2**63 - 1
 _MAX_MS: Final = 253_402_300_799_999
@@ -251,6 +255,10 @@ def parse_entry(entry: OutboxEntry) -> Event:
             reason=fields.get("reason", ""),
         )
     tag = _text(fields, "tag")
+    stream_tag = _STREAM_TAG.fullmatch(entry.stream)
+    if stream_tag is not None and stream_tag.group(1) != tag:
+        # Recorded under the wrong tag it would move that tag's sequence (the fence).
+        raise MalformedEntryError("the event names another tag than its stream")
     seq = _int(fields, "seq")
     if seq <= 0:
         raise MalformedEntryError("seq must be positive")

@@ -64,6 +64,16 @@ def test_a_hold_event_carries_its_hold_and_its_payload() -> None:
     assert set(event.payload) == {"hold", "record", "slot"}
 
 
+def test_an_event_must_name_the_tag_of_its_stream() -> None:
+    """An event in tag A's stream that names tag B is malformed (it would move B's seq)."""
+    other = keys.tag_keys("dept-2:20270308").outbox
+    with pytest.raises(MalformedEntryError, match="another tag"):
+        parse_entry(OutboxEntry(other, "1-0", hold_created()))
+    assert isinstance(
+        parse_entry(OutboxEntry(keys.tag_keys(TAG).outbox, "1-0", hold_created())), TagEvent
+    )
+
+
 def test_a_ban_event_has_no_seq() -> None:
     """patient_banned / patient_unbanned events parse without seq or tag."""
     fields = {"type": "patient_unbanned", "at": "5", "patient": "p-1", "hospital": "*"}

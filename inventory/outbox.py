@@ -192,7 +192,8 @@ class PersisterStats:
 
     ``lag`` and ``pending`` are sampled every ``stats_interval_s``; the counters are
     totals since start. ``db_available`` turns False when a write fails for a reason
-    that is not the data's and True again after the next commit.
+    that is not the data's and True again after the next commit. After each commit the
+    batch figures are set first and ``last_commit_at`` last (a subclass may observe it).
     """
 
     #: Outbox streams known (found by SCAN).
@@ -762,9 +763,8 @@ class Persister:
     ) -> None:
         """Write one batch (retried until it commits); on an error in the data, retry
         entry by entry to find the poison one."""
-        started = time.perf_counter()
         try:
-            outcome = await self._commit(tag_events, patient_events)
+            outcome, elapsed = await self._commit(tag_events, patient_events)
         except _PoisonError as poison:
             size = len(tag_events) + len(patient_events)
             if size == 1:
@@ -777,8 +777,8 @@ class Persister:
             for patient_event in patient_events:
                 await self._write([], [patient_event])
             return
-        elapsed = time.perf_counter() - started
         size = len(tag_events) + len(patient_events)
+        # last_commit_at last: observers (metrics) read the batch figures when it changes.
         self.stats.batches += 1
         self.stats.last_batch_size = size
         self.stats.last_batch_latency_s = elapsed
@@ -787,16 +787,18 @@ class Persister:
         self.stats.patient_events += len(outcome.patient_events)
         self.stats.last_commit_at = time.time()
         unacked = await self._diverged(outcome)
-        done = [e.entry for e in tag_events if e.entry.entry_id not in unacked]
+        done = [e.entry for e in tag_events if (e.entry.stream, e.entry.entry_id) not in unacked]
         done += [e.entry for e in patient_events]
         await self._ack(done)
 
     async def _commit(
         self, tag_events: Sequence[TagEvent], patient_events: Sequence[PatientEvent]
-    ) -> BatchOutcome:
+    ) -> tuple[BatchOutcome, float]:
         """One transaction, retried with back-off until it commits, the stop event is
-        set (:class:`_Stopped`), or the data is refused (:class:`_PoisonError`)."""
+        set (:class:`_Stopped`), or the data is refused (:class:`_PoisonError`). Returns
+        the outcome and the seconds the attempt that committed took."""
         while True:
+            started = time.perf_counter()
             try:
                 with database_errors():
                     async with (
@@ -809,9 +811,10 @@ class Persister:
                     raise _PoisonError(error) from error
                 await self._db_failed(error)
                 continue
+            elapsed = time.perf_counter() - started
             self._db_recovered()
             self._crash_hook()
-            return outcome
+            return outcome, elapsed
 
     async def _db_failed(self, error: BaseException) -> None:
         self.stats.db_failures += 1
@@ -843,9 +846,9 @@ class Persister:
             log.warning("outbox.crash_hook_fired", note="test-only exit after commit")
             os._exit(137)
 
-    async def _diverged(self, outcome: BatchOutcome) -> set[str]:
-        """Count diverged events and fence their tags; returns the entry ids to leave
-        unacknowledged because fencing failed (they are tried again)."""
+    async def _diverged(self, outcome: BatchOutcome) -> set[tuple[str, str]]:
+        """Count diverged events and fence their tags; returns the (stream, entry id)s to
+        leave unacknowledged because fencing failed (they are tried again)."""
         if not outcome.diverged:
             return set()
         self.stats.diverged += len(outcome.diverged)
@@ -860,7 +863,7 @@ class Persister:
                 stored_stream_id=stored,
                 incident="Redis's history of this tag is not the one Postgres recorded",
             )
-        unacked: set[str] = set()
+        unacked: set[tuple[str, str]] = set()
         for tag, events in by_tag.items():
             if self.on_diverged is None:
                 continue
@@ -871,7 +874,7 @@ class Persister:
             except Exception as error:
                 log.error("outbox.fence_failed", tag=tag, error=f"{type(error).__name__}: {error}")
                 for event in events:
-                    unacked.add(event.entry.entry_id)
+                    unacked.add((event.entry.stream, event.entry.entry_id))
                     self._retry_later(event.entry.stream)
         return unacked
 

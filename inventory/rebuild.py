@@ -56,8 +56,25 @@ def hold_record(row: Any) -> dict[str, Any]:
     }
 
 
-async def rebuild_tag(store: SlotStore, pool: Any, tag: str) -> int:
-    """Replace one tag's Redis state with Postgres's; returns the open holds restored."""
+async def rebuild_tag(store: SlotStore, pool: Any, tag: str, *, attempts: int = 5) -> int:
+    """Replace one tag's Redis state with Postgres's; returns the open holds restored.
+
+    A persister may still commit entries of the tag's old stream while we read; if
+    Postgres's sequence moved meanwhile, the state we wrote is already behind, so read
+    and replace again (the replacement is idempotent)."""
+    for _ in range(attempts):
+        seq_used, restored = await _rebuild_once(store, pool, tag)
+        async with acquire(pool, timeout_s=10.0) as connection:
+            row = await connection.fetchrow(QUERIES["get_tag_sequence"], tag)
+        # seq_used + 1 is the rebuild's own store_rebuilt event, persisted already.
+        if (int(row["last_seq"]) if row else 0) <= seq_used + 1:
+            return restored
+    raise RuntimeError(
+        f"tag {tag}: Postgres kept moving during the rebuild; stop the persister and rebuild again"
+    )
+
+
+async def _rebuild_once(store: SlotStore, pool: Any, tag: str) -> tuple[int, int]:
     department_id, day = tag.split(":")
     visit_date = date(int(day[:4]), int(day[4:6]), int(day[6:]))
     async with acquire(pool, timeout_s=10.0) as connection:
@@ -84,9 +101,10 @@ async def rebuild_tag(store: SlotStore, pool: Any, tag: str) -> int:
         "department": department_id,
         "date": visit_date.isoformat(),
     }
+    seq = int(seq_row["last_seq"]) if seq_row else 0
     await store.replace_tag(
         tag,
-        seq=int(seq_row["last_seq"]) if seq_row else 0,
+        seq=seq,
         meta=meta,
         schedules=[
             {
@@ -106,7 +124,7 @@ async def rebuild_tag(store: SlotStore, pool: Any, tag: str) -> int:
         holds=[hold_record(h) for h in holds],
     )
     await store.client.sadd(keys.TAG_REGISTRY_KEY, tag)
-    return len(holds)
+    return seq, len(holds)
 
 
 async def rebuild_patient_tags(store: SlotStore, pool: Any) -> int:

@@ -444,6 +444,7 @@ class SlotStore:
             keys.check_id(request.hospital_id, "hospital_id"),
             max_open,
             policy.token_window_s * 1000,
+            "1" if policy.blacklist else "0",
         ]
         for attempt in range(2):
             reply = await self._call("patient_acquire", pk.as_list(), args)

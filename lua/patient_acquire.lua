@@ -8,6 +8,7 @@
   ARGV[3]  hospital_id  whose blacklist applies
   ARGV[4]  max_open     at most this many open holds plus bookings; 0 = no limit
   ARGV[5]  window_ms    the token's pending life: reserve must happen before it ends
+  ARGV[6]  check_bans   "1" when the hospital's blacklist applies, "0" when it is off
 
   Returns {code, token_deadline_ms, rule, banned_until_ms, token_ids...}
     0   OK            a new pending token; reserve must pass token_deadline_ms
@@ -29,10 +30,12 @@ if hold_id == '' or hospital == '' or not max_open or not window or window <= 0 
   return {E_INVALID_ARGUMENT, 0, 'argv', 0}
 end
 
-local bans = redis.call('HMGET', K_BANS, hospital, '*')
-local banned_until = math.max(tonumber(bans[1]) or 0, tonumber(bans[2]) or 0)
-if banned_until > now then
-  return {E_PATIENT_RULE, 0, 'blacklisted', banned_until}
+if ARGV[6] == '1' then
+  local bans = redis.call('HMGET', K_BANS, hospital, '*')
+  local banned_until = math.max(tonumber(bans[1]) or 0, tonumber(bans[2]) or 0)
+  if banned_until > now then
+    return {E_PATIENT_RULE, 0, 'blacklisted', banned_until}
+  end
 end
 local score = redis.call('ZSCORE', K_TOKENS, hold_id)
 if score then

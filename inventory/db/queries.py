@@ -85,6 +85,22 @@ class Queries(TypedDict):
     complete_idempotency_key: str
     release_idempotency_key: str
     prune_idempotency_keys: str
+    # payments and refunds
+    insert_payment: str
+    get_payment: str
+    lock_payment: str
+    set_payment_prepay: str
+    settle_payment: str
+    close_payment: str
+    claim_due_payments: str
+    list_payments_to_refund: str
+    get_booking_payment: str
+    insert_refund: str
+    get_payment_refund: str
+    get_account_booking_refund: str
+    claim_due_refunds: str
+    finish_refund: str
+
 
 
 @dataclass(frozen=True, slots=True)

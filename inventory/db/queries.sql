@@ -595,3 +595,177 @@ WITH gone AS (
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM gone;
+
+
+-- ===================================================================== payments and refunds
+
+-- name: insert_payment
+-- Start a payment for a hold. The id (our out_trade_no) is derived from the hold id, so a
+-- repeated start finds the same row: no row when it exists already (then get_payment).
+-- params: payment_id, hold_id, account_id, provider, amount_fen, currency, method, slot_id, patient_id, channel, hold_deadline, next_check_at
+INSERT INTO payments (id, hold_id, account_id, provider, amount_fen, currency, method,
+                      slot_id, patient_id, channel, hold_deadline, next_check_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (id) DO NOTHING
+RETURNING id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method,
+          status, provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id,
+          patient_id, channel, hold_deadline, next_check_at, created_at, updated_at;
+
+-- name: get_payment
+-- One payment, or no row.
+-- params: payment_id
+SELECT id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method, status,
+       provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id, patient_id,
+       channel, hold_deadline, next_check_at, created_at, updated_at
+FROM payments
+WHERE id = $1;
+
+-- name: lock_payment
+-- One payment, locked until the transaction ends: whoever settles a payment (the
+-- notification, the payment loop) decides under this lock, so two deciders never split
+-- one payment into a booking and a refund.
+-- params: payment_id
+SELECT id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method, status,
+       provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id, patient_id,
+       channel, hold_deadline, next_check_at, created_at, updated_at
+FROM payments
+WHERE id = $1
+FOR UPDATE;
+
+-- name: set_payment_prepay
+-- Remember the provider's prepay id of a pending payment; no row when it is not pending.
+-- params: payment_id, prepay_id
+UPDATE payments
+SET prepay_id = $2, updated_at = now()
+WHERE id = $1 AND status = 'pending'
+RETURNING id AS payment_id, prepay_id;
+
+-- name: settle_payment
+-- Record the money and what it bought, together: status paid with the provider's
+-- transaction, and the booking (NULL when a refund was requested instead). No row when the
+-- payment was settled already (a repeated notification).
+-- params: payment_id, provider_txn_id, paid_at, booking_id
+UPDATE payments
+SET status = 'paid', provider_txn_id = $2, paid_at = $3, booking_id = $4,
+    settled_at = now(), updated_at = now()
+WHERE id = $1 AND settled_at IS NULL
+RETURNING id AS payment_id, status, provider_txn_id, paid_at, booking_id, settled_at;
+
+-- name: close_payment
+-- A pending payment closed at the provider (its hold ended unpaid); no row otherwise.
+-- params: payment_id
+UPDATE payments
+SET status = 'closed', updated_at = now()
+WHERE id = $1 AND status = 'pending'
+RETURNING id AS payment_id, status;
+
+-- name: claim_due_payments
+-- Pending payments whose hold ended (next_check_at passed), at most limit, each leased
+-- for lease_s seconds: another process skips them meanwhile, and one whose check failed
+-- comes back when the lease is over.
+-- params: limit, lease_s
+UPDATE payments
+SET next_check_at = now() + make_interval(secs => $2::double precision), updated_at = now()
+WHERE id IN (
+    SELECT id FROM payments
+    WHERE status = 'pending' AND next_check_at <= now()
+    ORDER BY next_check_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method,
+          status, provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id,
+          patient_id, channel, hold_deadline, next_check_at, created_at, updated_at;
+
+-- name: list_payments_to_refund
+-- Paid payments whose booking was cancelled or rejected by the HIS and that have no refund
+-- yet: the safety net behind the cancel route and the HIS flow, which request the refund
+-- themselves.
+-- params: limit
+SELECT p.id AS payment_id, p.booking_id, p.amount_fen, b.status AS booking_status,
+       b.cancel_reason
+FROM payments p
+JOIN bookings b ON b.id = p.booking_id
+WHERE p.status = 'paid'
+  AND b.status IN ('cancelled', 'rejected')
+  AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id)
+ORDER BY b.updated_at
+LIMIT $1;
+
+-- name: get_booking_payment
+-- The paid payment behind a booking: the one that bought it, else the one started for it
+-- as a hold (settled by a refund). No row when nothing was paid through a provider.
+-- params: booking_id
+SELECT id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method, status,
+       provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id, patient_id,
+       channel, hold_deadline, next_check_at, created_at, updated_at
+FROM payments
+WHERE status = 'paid' AND (booking_id = $1 OR hold_id = $1)
+ORDER BY (booking_id IS NOT DISTINCT FROM $1) DESC, created_at
+LIMIT 1;
+
+-- name: insert_refund
+-- Request the refund of a paid payment, at most once per payment: no row when the payment
+-- has a refund already (then get_payment_refund) or is not paid.
+-- params: refund_id, payment_id, hold_id, amount_fen, reason, request_key
+INSERT INTO refunds (id, payment_id, hold_id, provider, amount_fen, reason, request_key)
+SELECT $1, p.id, $3, p.provider, $4, $5, $6
+FROM payments p
+WHERE p.id = $2 AND p.status = 'paid'
+ON CONFLICT (payment_id) DO NOTHING
+RETURNING id AS refund_id, payment_id, hold_id, provider, amount_fen, reason, status,
+          provider_refund_id, succeeded_at, request_key, attempts, last_error,
+          next_attempt_at, created_at, updated_at;
+
+-- name: get_payment_refund
+-- The refund of a payment, or no row.
+-- params: payment_id
+SELECT id AS refund_id, payment_id, hold_id, provider, amount_fen, reason, status,
+       provider_refund_id, succeeded_at, request_key, attempts, last_error, next_attempt_at,
+       created_at, updated_at
+FROM refunds
+WHERE payment_id = $1;
+
+-- name: get_account_booking_refund
+-- The refund of one of the account's bookings (or holds), or no row (also for another
+-- account's).
+-- params: account_id, booking_id
+SELECT r.id AS refund_id, r.payment_id, r.hold_id, r.provider, r.amount_fen, r.reason,
+       r.status, r.provider_refund_id, r.succeeded_at, r.request_key, r.attempts,
+       r.last_error, r.next_attempt_at, r.created_at, r.updated_at
+FROM refunds r
+JOIN payments p ON p.id = r.payment_id
+WHERE r.hold_id = $2 AND p.account_id = $1;
+
+-- name: claim_due_refunds
+-- Open refunds due for an attempt (next_attempt_at passed), at most limit, each leased for
+-- lease_s seconds and counted as an attempt. A refund is retried on its own row and
+-- out_refund_no, which the provider de-duplicates.
+-- params: limit, lease_s
+UPDATE refunds
+SET next_attempt_at = now() + make_interval(secs => $2::double precision),
+    attempts = attempts + 1, updated_at = now()
+WHERE id IN (
+    SELECT id FROM refunds
+    WHERE status <> 'succeeded' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id AS refund_id, payment_id, hold_id, provider, amount_fen, reason, status,
+          provider_refund_id, succeeded_at, request_key, attempts, last_error,
+          next_attempt_at, created_at, updated_at;
+
+-- name: finish_refund
+-- The outcome of one attempt: succeeded (final), pending (the provider is processing it)
+-- or failed (retried from next_attempt_at). No row when the refund had succeeded already.
+-- params: refund_id, status, provider_refund_id, last_error, next_attempt_at
+UPDATE refunds
+SET status = $2,
+    provider_refund_id = coalesce($3, provider_refund_id),
+    succeeded_at = CASE WHEN $2 = 'succeeded' THEN coalesce(succeeded_at, now()) END,
+    last_error = $4,
+    next_attempt_at = $5,
+    updated_at = now()
+WHERE id = $1 AND status <> 'succeeded'
+RETURNING id AS refund_id, status, provider_refund_id, succeeded_at, attempts, last_error;

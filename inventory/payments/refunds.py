@@ -1,0 +1,201 @@
+"""Refunds: the one API to request one, and how a refund row looks to its callers.
+
+A registration fee is refunded whole and once: a payment has at most one refund row
+(``refunds_payment_key``), whoever asks and however often. The refund loop
+(:mod:`inventory.payments.loops`) sends it to the provider, retrying the same row and the
+same out_refund_no until the provider says it succeeded.
+
+Callers (the cancel route, the payment settlement, the HIS flow on a refusal, the payment
+loop's safety net) call :func:`request_refund`; nobody writes the ``refunds`` table
+directly::
+
+    from inventory.payments.refunds import request_refund
+
+    refund = await request_refund(
+        pool_or_connection, booking_id, None, "his_rejected", f"his:{booking_id}:rejected"
+    )
+    # None: nothing was paid for this booking through a provider, nothing to refund.
+
+Given a connection, the request joins the caller's transaction (if one is open), so a
+booking's refusal and its refund request can commit together.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+
+from inventory import keys
+from inventory.db.pool import acquire, database_errors
+from inventory.db.queries import QUERIES
+from inventory.keys import InvalidIdError
+from inventory.payments.errors import RefundRequestError
+from inventory.payments.ids import refund_id_for
+
+#: Reasons are short snake_case codes (the refunds table checks the same).
+REASON_RE = re.compile(r"[a-z_]{1,40}")
+_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
+
+#: Reasons this package uses; callers may use others of the same shape.
+PATIENT_CANCELLED = "patient_cancelled"
+HIS_REJECTED = "his_rejected"
+EXPIRED_AFTER_PAYMENT = "expired_after_payment"
+RELEASED_BEFORE_PAYMENT = "released_before_payment"
+DUPLICATE_PAYMENT = "duplicate_payment"
+SUSPENDED = "suspended"
+AMOUNT_MISMATCH = "amount_mismatch"
+BOOKING_CANCELLED = "booking_cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """A refund as its row records it."""
+
+    refund_id: str
+    payment_id: str
+    booking_id: str
+    amount_fen: int
+    reason: str
+    status: str  #: pending, succeeded or failed (failed ones are retried)
+    provider_refund_id: str | None
+    attempts: int
+    last_error: str
+    created_at: datetime
+    succeeded_at: datetime | None
+    #: False when this request found the refund already requested (by anyone).
+    created: bool = False
+
+    @classmethod
+    def from_row(cls, row: Any, *, created: bool = False) -> Refund:
+        """From a row of the refund queries (``insert_refund`` and the like)."""
+        return cls(
+            refund_id=row["refund_id"],
+            payment_id=row["payment_id"],
+            booking_id=row["hold_id"],
+            amount_fen=int(row["amount_fen"]),
+            reason=row["reason"],
+            status=row["status"],
+            provider_refund_id=row["provider_refund_id"],
+            attempts=int(row["attempts"]),
+            last_error=row["last_error"],
+            created_at=row["created_at"],
+            succeeded_at=row["succeeded_at"],
+            created=created,
+        )
+
+    def view(self) -> dict[str, Any]:
+        """As the API shows it (no provider internals)."""
+        return {
+            "refund_id": self.refund_id,
+            "booking_id": self.booking_id,
+            "payment_id": self.payment_id,
+            "amount_fen": self.amount_fen,
+            "reason": self.reason,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "succeeded_at": self.succeeded_at.isoformat() if self.succeeded_at else None,
+        }
+
+
+async def request_refund(
+    db: Any,
+    booking_id: str,
+    amount_fen: int | None,
+    reason: str,
+    idempotency_key: str,
+    *,
+    acquire_timeout_s: float = 5.0,
+) -> Refund | None:
+    """Request the refund of what was paid for a booking (or for a hold that never became
+    one), once.
+
+    ``db`` is an asyncpg pool or connection (a connection joins its open transaction).
+    ``amount_fen`` is None for "whatever was paid"; a registration fee is refunded whole,
+    so any other amount than the paid one is a :class:`RefundRequestError`. ``reason`` is
+    a snake_case code (``his_rejected``, ``patient_cancelled``...); ``idempotency_key`` is
+    recorded with the refund the first request creates.
+
+    Returns the refund (``created`` False when it had been requested before, whatever the
+    reason or key then), or None when nothing was paid for ``booking_id`` through a
+    provider. Raises DatabaseUnavailableError when Postgres is down (retry).
+    """
+    try:
+        keys.tag_of_hold(booking_id)
+    except InvalidIdError:
+        raise RefundRequestError("booking_id is not a booking or hold id") from None
+    if not REASON_RE.fullmatch(reason):
+        raise RefundRequestError("reason must be 1-40 of a-z and _")
+    if not _KEY_RE.fullmatch(idempotency_key):
+        raise RefundRequestError("idempotency_key must be 1-128 printable ASCII characters")
+    if amount_fen is not None and amount_fen <= 0:
+        raise RefundRequestError("amount_fen must be positive")
+    if isinstance(db, asyncpg.Pool):
+        async with acquire(db, timeout_s=acquire_timeout_s) as connection:
+            return await _request(connection, booking_id, amount_fen, reason, idempotency_key)
+    with database_errors():
+        return await _request(db, booking_id, amount_fen, reason, idempotency_key)
+
+
+async def _request(
+    connection: Any, booking_id: str, amount_fen: int | None, reason: str, key: str
+) -> Refund | None:
+    payment = await connection.fetchrow(QUERIES["get_booking_payment"], booking_id)
+    if payment is None:
+        return None
+    return await refund_payment(
+        connection,
+        payment["payment_id"],
+        booking_id,
+        amount_fen if amount_fen is not None else int(payment["amount_fen"]),
+        reason,
+        key,
+        paid_fen=int(payment["amount_fen"]),
+    )
+
+
+async def refund_payment(
+    connection: Any,
+    payment_id: str,
+    booking_id: str,
+    amount_fen: int,
+    reason: str,
+    key: str,
+    *,
+    paid_fen: int | None = None,
+) -> Refund:
+    """Request the refund of one paid payment on ``connection`` (the settlement's own
+    transaction uses this directly); the existing refund if there is one."""
+    if paid_fen is not None and amount_fen != paid_fen:
+        raise RefundRequestError(
+            f"a registration fee is refunded whole: {paid_fen} fen, not {amount_fen}"
+        )
+    row = await connection.fetchrow(
+        QUERIES["insert_refund"],
+        refund_id_for(payment_id),
+        payment_id,
+        booking_id,
+        amount_fen,
+        reason,
+        key,
+    )
+    if row is not None:
+        return Refund.from_row(row, created=True)
+    existing = await connection.fetchrow(QUERIES["get_payment_refund"], payment_id)
+    if existing is None:
+        raise RefundRequestError(f"payment {payment_id} is not paid: nothing to refund")
+    return Refund.from_row(existing)
+
+
+async def booking_refund(
+    pool: Any, account_id: str, booking_id: str, *, acquire_timeout_s: float = 5.0
+) -> Refund | None:
+    """The refund of one of the account's bookings (or holds), or None."""
+    async with acquire(pool, timeout_s=acquire_timeout_s) as connection:
+        row = await connection.fetchrow(
+            QUERIES["get_account_booking_refund"], account_id, booking_id
+        )
+    return Refund.from_row(row) if row is not None else None

@@ -4,7 +4,8 @@ Resources (Redis, Postgres, scripts) open and close with the app in ``cleanup_ct
 script calls share one auto-pipelined Redis connection per process unless
 ``INVENTORY_REDIS_AUTOPIPELINE=false`` (see inventory/autopipeline.py);
 handlers reach them through the typed ``SERVICES`` key. Middlewares, outermost first:
-problem+json for every error, then the in-flight admission gate.
+request id, metrics and access log (inventory/api/observability.py), problem+json for
+every error, then the in-flight admission gate.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from inventory.api import catalogue as catalogue_routes
-from inventory.api import docs, health, holds, legacy, operators
+from inventory.api import docs, health, holds, legacy, observability, operators
 from inventory.api import patients as patient_routes
 from inventory.api.admission import AdmissionGate
 from inventory.api.auth import VERIFIER, TokenVerifier
@@ -136,7 +137,7 @@ def create_app(settings: Settings) -> web.Application:
     """The booking API for ``settings``."""
     gate = AdmissionGate(settings.max_in_flight)
     app = web.Application(
-        middlewares=[problem_middleware, gate.middleware],
+        middlewares=[observability.telemetry_middleware, problem_middleware, gate.middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -144,6 +145,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = TokenVerifier(settings)
     app[GATE] = gate
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(observability.sample_process)
     for module in (
         health,
         catalogue_routes,
@@ -152,6 +154,7 @@ def create_app(settings: Settings) -> web.Application:
         operators,
         legacy,
         docs,
+        observability,
     ):
         app.add_routes(module.routes)
     return app

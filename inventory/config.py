@@ -114,6 +114,8 @@ class Settings:
     require_verified_store: bool = True
     fence_interval_s: float = 1.0
     max_body_bytes: int = 16 * 1024
+    #: The worker's /metrics port (on ``host``); 0 serves none.
+    worker_metrics_port: int = 9101
 
     @property
     def zone(self) -> ZoneInfo:
@@ -152,6 +154,12 @@ class Settings:
             value = int(text)
             if value <= 0:
                 raise ValueError("must be a positive integer")
+            return value
+
+        def port_or_zero(text: str) -> int:
+            value = int(text)
+            if not 0 <= value <= 65535:
+                raise ValueError("must be a port number, or 0 for none")
             return value
 
         def positive_float(text: str) -> float:
@@ -193,6 +201,7 @@ class Settings:
             require_verified_store=get("REQUIRE_VERIFIED_STORE", boolean, True),
             fence_interval_s=get("FENCE_INTERVAL_S", positive_float, 1.0),
             max_body_bytes=get("MAX_BODY_BYTES", positive_int, defaults.max_body_bytes),
+            worker_metrics_port=get("WORKER_METRICS_PORT", port_or_zero, 9101),
         )
         if for_api:
             problems += settings.problems()

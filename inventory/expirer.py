@@ -11,6 +11,7 @@ import contextlib
 
 import structlog
 
+from inventory import metrics
 from inventory.errors import InventoryError
 from inventory.store import ExpireResult, SlotStore
 
@@ -24,8 +25,10 @@ async def run_expirer(store: SlotStore, *, interval_s: float, stop: asyncio.Even
         try:
             result: ExpireResult = await store.expire_all()
         except InventoryError as error:
+            metrics.observe_expire_failure()
             log.warning("expirer.sweep_failed", code=error.code, error=str(error))
         else:
+            metrics.observe_expire_sweep(result.changed, result.still_due)
             if result.changed:
                 log.info("expirer.swept", tags=result.tags, changed=result.changed)
         with contextlib.suppress(TimeoutError):

@@ -1,9 +1,10 @@
 """``inventory worker``: the background half of the service, in one process.
 
 Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
-expirer (due holds back to the pool), and the fence monitor (Redis behind Postgres ->
-fenced tags; a verified server -> the API's gate opens). Each loop survives Redis or
-Postgres being down and resumes when they return.
+expirer (due holds back to the pool), the fence monitor (Redis behind Postgres ->
+fenced tags; a verified server -> the API's gate opens) and the metrics sampler (its
+own /metrics port, see inventory/sampler.py). Each loop survives Redis or Postgres being
+down and resumes when they return.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from inventory.db.pool import create_pool
 from inventory.expirer import run_expirer
 from inventory.fence import run_fence_monitor
 from inventory.redis_client import connect_redis
+from inventory.sampler import MeteredPersisterStats, run_sampler
 from inventory.store import SlotStore
 
 log = structlog.get_logger(__name__)
@@ -49,13 +51,17 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         # A diverged history seen by the persister: fence the tag whatever its seq.
         await store.fence_if_behind(tag, 2**62)
 
+    stats = MeteredPersisterStats()
     loops: dict[str, Coroutine[Any, Any, None]] = {
         "expirer": run_expirer(store, interval_s=settings.expire_interval_s, stop=stop),
         "fence": run_fence_monitor(store, pool, interval_s=settings.fence_interval_s, stop=stop),
+        "sampler": run_sampler(
+            store, stats=stats, stop=stop, host=settings.host, port=settings.worker_metrics_port
+        ),
     }
     persister = _persister_loop()
     if persister is not None:
-        loops["persister"] = persister(client, pool, stop=stop, on_diverged=fence)
+        loops["persister"] = persister(client, pool, stop=stop, on_diverged=fence, stats=stats)
     tasks: dict[str, asyncio.Task[None]] = {
         name: asyncio.create_task(coro, name=name) for name, coro in loops.items()
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from inventory import metrics
 from inventory.api.problems import Handler
 from inventory.errors import OverloadedError
 
@@ -31,6 +32,7 @@ class AdmissionGate:
             return await handler(request)
         if self.in_flight >= self.limit:
             self.shed_total += 1
+            metrics.ADMISSION_SHED.inc()
             raise OverloadedError(retry_after_s=1)
         self.in_flight += 1
         try:

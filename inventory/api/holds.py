@@ -23,6 +23,7 @@ from inventory.api.models import (
     HoldView,
     Request,
 )
+from inventory.api.observability import count_reserve_outcomes
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
 from inventory.errors import NotFoundError, ValidationFailedError
 
@@ -96,6 +97,7 @@ async def _own_hold(request: web.Request, hold_id: str, account_id: str) -> Hold
 
 
 @routes.post("/v1/holds")
+@count_reserve_outcomes
 async def create_hold(request: web.Request) -> web.Response:
     """Reserve one unit of a slot for one of the account's patients."""
     who = principal(request)

@@ -146,6 +146,15 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics of every API process (text format; see docs/metrics.md)",
+        "health",
+        200,
+        STR,
+    ),
+    Operation(
+        "get",
         "/v1/hospitals",
         "list_hospitals",
         "Every hospital",
@@ -425,6 +434,8 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 _LEGACY = frozenset({"legacy_doctor_schedule", "legacy_appointment_available"})
+#: Operations that do not answer JSON.
+_CONTENT_TYPES = {"docs": "text/html", "metrics": "text/plain"}
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
@@ -467,7 +478,7 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
 
 def _responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     body = op.response if isinstance(op.response, dict) else _schema(op.response, components)
-    content_type = "text/html" if op.operation_id == "docs" else "application/json"
+    content_type = _CONTENT_TYPES.get(op.operation_id, "application/json")
     responses: dict[str, Any] = {
         str(op.ok_status): {"description": "OK", "content": {content_type: {"schema": body}}}
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from inventory import keys
+from inventory import keys, metrics
 from inventory.config import RateLimit
 from inventory.errors import RateLimitedError
 from inventory.store import SlotStore
@@ -39,4 +39,7 @@ class ReserveRateLimiter:
         reply = await self._store.call_script(
             "rate_limit", [keys.rate_limit_key(kind, subject)], [0, interval_ms, limit.count]
         )
-        return 0 if int(reply[0]) == 1 else int(reply[1])
+        if int(reply[0]) == 1:
+            return 0
+        metrics.RATE_LIMITED.labels(bucket="account" if kind == "acct" else "ip").inc()
+        return int(reply[1])

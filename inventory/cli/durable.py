@@ -25,6 +25,11 @@ def register(subparsers: Any) -> None:
         "check", help="compare Redis and Postgres for every slot; non-zero exit on drift"
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="also write the findings as Prometheus metrics (node exporter textfile format)",
+    )
     check.set_defaults(handler=run_check)
 
 
@@ -71,12 +76,29 @@ def run_rebuild(args: argparse.Namespace) -> int:
     return _run("rebuild", action)
 
 
+def _write_check_metrics(report: Any, path: str) -> None:
+    import time
+
+    from inventory import metrics
+
+    metrics.observe_check(
+        violations=len(report.violations),
+        drift_kinds=[d.kind for d in report.drift],
+        lagging=len(report.lagging),
+        fenced=len(report.fenced),
+        at=time.time(),
+    )
+    metrics.write_textfile("check", path)
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Check and print a report; exit 1 on drift or an invariant violation."""
     from inventory.check import check
 
     async def action(store: Any, pool: Any) -> int:
         report = await check(store, pool)
+        if args.metrics_file:
+            _write_check_metrics(report, args.metrics_file)
         if args.json:
             print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
         else:

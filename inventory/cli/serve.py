@@ -3,6 +3,10 @@
 Each process runs its own event loop and pools; the kernel spreads connections over
 them (SO_REUSEPORT). SIGINT/SIGTERM shut down gracefully: stop accepting, finish
 what is in flight (up to --shutdown-timeout), close the pools.
+
+With N > 1 the processes share a prometheus-client multiprocess directory, so each
+one's /metrics answers for all of them: ``PROMETHEUS_MULTIPROC_DIR`` when set (it must
+be empty at start), else a fresh temporary one removed at exit.
 """
 
 from __future__ import annotations
@@ -10,8 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from typing import Any
 
 from inventory.config import ConfigError, Settings
@@ -51,6 +59,7 @@ def serve_process(
     settings: Settings, host: str, port: int, shutdown_timeout: float, *, reuse_port: bool
 ) -> None:
     """Run one API process until SIGINT or SIGTERM."""
+    import structlog
     import uvloop
 
     from inventory.app import create_app
@@ -71,7 +80,9 @@ def serve_process(
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
         await site.start()
-        print(f"serving on http://{host}:{port}", flush=True)
+        url = f"http://{host}:{port}"
+        # The event text is what scripts and tests wait for; one line per process.
+        structlog.get_logger("inventory.serve").info(f"serving on {url}", url=url)
         await stop.wait()
         await runner.cleanup()
 
@@ -82,6 +93,23 @@ def serve_process(
 def _supervise(
     settings: Settings, host: str, port: int, workers: int, shutdown_timeout: float
 ) -> int:
+    # Set before the children start: prometheus-client reads it when first imported.
+    scratch = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        scratch = tempfile.mkdtemp(prefix="inventory-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
+    try:
+        return _run_children(settings, host, port, workers, shutdown_timeout)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_children(
+    settings: Settings, host: str, port: int, workers: int, shutdown_timeout: float
+) -> int:
+    from prometheus_client import multiprocess
+
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(
@@ -102,6 +130,12 @@ def _supervise(
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    for child in children:
-        child.join()
+    running = {child.sentinel: child for child in children}
+    while running:
+        ready = multiprocessing.connection.wait(list(running))
+        for child in [running.pop(s) for s in list(running) if s in ready]:
+            child.join()
+            # A process that is gone must not hold down "live" gauges (store_verified).
+            if child.pid is not None:
+                multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
     return 0 if all(child.exitcode == 0 for child in children) else 1

@@ -1,0 +1,160 @@
+"""Request telemetry: a request id on every request, its latency and status by route,
+the reserve outcomes, ``/metrics``, and one JSON access-log line per request.
+
+The request id comes from ``X-Request-Id`` when the caller sends a sane one (1-128 of
+``A-Z a-z 0-9 . _ : -``, no personal data), else a fresh one is made; it is echoed in
+every answer and bound to structlog's context variables, so every log line written
+while the request is handled carries it (aiohttp runs each request in its own task,
+which has its own copy of the context).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from inventory import metrics
+from inventory.api.context import SERVICES
+from inventory.api.problems import Handler
+from inventory.errors import InventoryError
+from inventory.identity import find_pii
+
+log = structlog.get_logger("inventory.api.access")
+
+routes = web.RouteTableDef()
+
+REQUEST_ID_HEADER: Final = "X-Request-Id"
+_REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
+#: Probes and scrapes: logged at debug level only, so they do not drown the access log.
+QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+#: How often each API process refreshes its own gauges (in flight, store verified).
+PROCESS_SAMPLE_S: Final = 1.0
+
+
+def new_request_id() -> str:
+    """24 characters of base32 (120 random bits). Its alphabet has no 0, 1, 8 or 9, so
+    no run of its digits can be an ID number or a mobile number: the id is safe to log
+    unmasked (a hex id would look like a phone number now and then)."""
+    return base64.b32encode(secrets.token_bytes(15)).decode().lower()
+
+
+def request_id_from(request: web.Request) -> str:
+    """The caller's request id when it is sane, else a new one."""
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    if offered and _REQUEST_ID_RE.fullmatch(offered) and not find_pii(offered):
+        return offered
+    return new_request_id()
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled in this task (None outside a request)."""
+    value = structlog.contextvars.get_contextvars().get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def route_template(request: web.Request) -> str:
+    """The matched route's path template (``/v1/holds/{hold_id}``), or ``unmatched``."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else metrics.UNMATCHED
+
+
+def _log_answer(request: web.Request, route: str, status: int, seconds: float) -> None:
+    fields = {
+        "method": request.method,
+        "route": route,
+        "path": request.path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+    }
+    if request.path in QUIET_PATHS:
+        log.debug("http.request", **fields)
+    else:
+        log.info("http.request", **fields)
+
+
+@web.middleware
+async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, latency by route and status, and the access-log line. Outermost, so
+    it sees the status problem+json answered with."""
+    request_id = request_id_from(request)
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        status = 500
+        try:
+            response = await handler(request)
+        except web.HTTPException as http:  # redirects and 304 travel as exceptions
+            status = http.status
+            http.headers[REQUEST_ID_HEADER] = request_id
+            raise
+        except asyncio.CancelledError:
+            log.info("http.request_cancelled", method=request.method, path=request.path)
+            raise
+        else:
+            status = response.status
+            if not response.prepared:
+                response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+        finally:
+            seconds = time.perf_counter() - started
+            route = route_template(request)
+            metrics.observe_request(request.method, route, status, seconds)
+            _log_answer(request, route, status, seconds)
+
+
+def count_reserve_outcomes(handler: Handler) -> Handler:
+    """Count each answer of the reserve handler by outcome (ok, replay, error code)."""
+
+    @functools.wraps(handler)
+    async def counted(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except InventoryError as error:
+            metrics.observe_reserve(error.code)
+            raise
+        except web.HTTPException as http:
+            metrics.observe_reserve(f"http_{http.status}")
+            raise
+        except Exception:
+            metrics.observe_reserve("internal_error")
+            raise
+        replayed = response.headers.get("Idempotent-Replayed") == "true"
+        metrics.observe_reserve("replay" if replayed else "ok")
+        return response
+
+    return counted
+
+
+@routes.get("/metrics")
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus metrics of every API process (text format)."""
+    body = await asyncio.to_thread(metrics.exposition, "api")
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def sample_process(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: keep this process's gauges current (after the services start)."""
+
+    async def loop() -> None:
+        services = app[SERVICES]
+        while True:
+            metrics.HTTP_IN_FLIGHT.set(services.gate.in_flight)
+            metrics.STORE_VERIFIED.set(1 if services.verification.verified else 0)
+            await asyncio.sleep(PROCESS_SAMPLE_S)
+
+    task = asyncio.create_task(loop(), name="metrics-sampler")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

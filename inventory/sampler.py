@@ -1,0 +1,233 @@
+"""The worker's metrics: a small loop that samples the store and the persister's stats
+into gauges and counters, and serves them on ``/metrics`` (its own HTTP port), with
+``/healthz`` (the loop turns) and ``/readyz`` (Redis sampled lately, Postgres writable,
+outbox backlog within bounds; the body says what is wrong).
+
+Each sample reads every registered tag's slot counts and fence flag (pipelined, a few
+hundred tags per round trip) and checks the conservation invariant of every slot on
+the way: ``remaining + held + booked + waiting == capacity``, nothing negative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.exceptions
+import structlog
+from aiohttp import web
+
+from inventory import keys, metrics
+from inventory.errors import InventoryError
+from inventory.outbox import PersisterStats
+from inventory.store import SlotStore
+
+log = structlog.get_logger(__name__)
+
+#: Seconds between samples.
+SAMPLE_INTERVAL_S: Final = 5.0
+#: Tags read per pipelined round trip.
+TAGS_PER_ROUND_TRIP: Final = 200
+#: /readyz fails above this many outbox entries waiting for the persister.
+READY_MAX_BACKLOG: Final = 50_000
+_COUNT_FIELDS: Final = ("cap", "rem", "held", "booked", "wait")
+
+
+class MeteredPersisterStats(PersisterStats):
+    """The persister's stats, observing each committed batch's size and latency as it
+    happens (the persister sets them, then ``last_commit_at`` last, once per commit)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "last_commit_at" and value:
+            metrics.observe_batch(self.last_batch_size, self.last_batch_latency_s)
+
+
+@dataclass(frozen=True)
+class StoreSample:
+    """What one sample of the store found."""
+
+    tags: int
+    holds_active: int
+    units_waiting: int
+    fenced_tags: int
+    violating_slots: int
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _slot_fields(raw: dict[str, Any]) -> dict[str, dict[str, int]]:
+    slots: dict[str, dict[str, int]] = {}
+    for name, value in raw.items():
+        slot, _, part = str(name).rpartition(":")
+        if part in _COUNT_FIELDS:
+            slots.setdefault(slot, {})[part] = _int(value)
+    return slots
+
+
+def _violates(fields: dict[str, int]) -> bool:
+    parts = [fields.get(name, 0) for name in ("rem", "held", "booked", "wait")]
+    return sum(parts) != fields.get("cap", 0) or min(parts) < 0
+
+
+async def _read_tags(client: Any, tags: Sequence[str]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for tag in tags:
+        tk = keys.tag_keys(tag)
+        pipe.hgetall(tk.slots)
+        pipe.hget(tk.meta, "fenced")
+    return list(await pipe.execute())
+
+
+async def sample_store(store: SlotStore) -> StoreSample:
+    """Sample every tag into the gauges (and count invariant violations)."""
+    client = store.client
+    tags = sorted(str(t) for t in await client.smembers(keys.TAG_REGISTRY_KEY))
+    held = waiting = fenced = violating = 0
+    for start in range(0, len(tags), TAGS_PER_ROUND_TRIP):
+        chunk = tags[start : start + TAGS_PER_ROUND_TRIP]
+        replies = await _read_tags(client, chunk)
+        for i in range(len(chunk)):
+            raw_slots, fence_flag = replies[2 * i], replies[2 * i + 1]
+            if str(fence_flag) == "1":
+                fenced += 1
+            for fields in _slot_fields(raw_slots or {}).values():
+                held += fields.get("held", 0)
+                waiting += fields.get("wait", 0)
+                if _violates(fields):
+                    violating += 1
+    sample = StoreSample(len(tags), held, waiting, fenced, violating)
+    metrics.TAGS.set(sample.tags)
+    metrics.HOLDS_ACTIVE.set(sample.holds_active)
+    metrics.UNITS_WAITING.set(sample.units_waiting)
+    metrics.FENCED_TAGS.set(sample.fenced_tags)
+    metrics.INVARIANT_VIOLATING_SLOTS.set(sample.violating_slots)
+    if sample.violating_slots:
+        metrics.INVARIANT_VIOLATIONS.labels(source="sampler").inc(sample.violating_slots)
+        log.error("sampler.invariant_violated", slots=sample.violating_slots)
+    metrics.LAST_SAMPLE.set(time.time())
+    return sample
+
+
+@dataclass
+class WorkerHealth:
+    """What the worker's /healthz and /readyz report."""
+
+    stats: PersisterStats | None
+    interval_s: float
+    #: loop.time() of the last loop turn and of the last good store sample.
+    last_turn: float = 0.0
+    last_sample: float = 0.0
+    sample_error: str = ""
+
+    def checks(self, now: float) -> dict[str, str]:
+        """Each part: "ok" or what is wrong with it."""
+        stale_after = 3 * self.interval_s
+        found = {
+            "redis": "ok"
+            if now - self.last_sample <= stale_after
+            else f"failing: no store sample for {now - self.last_sample:.0f} s "
+            f"({self.sample_error or 'not sampled yet'})"[:200]
+        }
+        if self.stats is not None:
+            found["postgres"] = (
+                "ok"
+                if self.stats.db_available
+                else f"failing: persister writes retried ({self.stats.last_error})"[:200]
+            )
+            backlog = self.stats.total_lag + self.stats.total_pending
+            found["outbox"] = (
+                "ok"
+                if backlog <= READY_MAX_BACKLOG
+                else f"behind: {backlog} entries wait (bound {READY_MAX_BACKLOG})"
+            )
+        return found
+
+
+HEALTH = web.AppKey("health", WorkerHealth)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = await asyncio.to_thread(metrics.exposition, "worker")
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    health = request.app[HEALTH]
+    now = asyncio.get_running_loop().time()
+    alive = now - health.last_turn <= 3 * health.interval_s
+    return web.json_response({"status": "ok" if alive else "stuck"}, status=200 if alive else 503)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    checks = request.app[HEALTH].checks(asyncio.get_running_loop().time())
+    ready = all(state == "ok" for state in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def start_metrics_server(host: str, port: int, health: WorkerHealth) -> web.AppRunner | None:
+    """Serve the worker's ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port``;
+    None (logged) if the port is taken: metrics must never stop the worker's real work."""
+    app = web.Application()
+    app[HEALTH] = health
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        log.error("sampler.metrics_port_unavailable", host=host, port=port, error=str(error))
+        await runner.cleanup()
+        return None
+    log.info("sampler.serving", url=f"http://{host}:{port}/metrics")
+    return runner
+
+
+async def run_sampler(
+    store: SlotStore,
+    *,
+    stats: PersisterStats | None,
+    stop: asyncio.Event,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    interval_s: float = SAMPLE_INTERVAL_S,
+) -> None:
+    """Serve ``/metrics`` (and health) on ``port`` (0: none) and sample every
+    ``interval_s`` until ``stop``; a failed sample is counted and logged, never fatal."""
+    metrics.INVARIANT_VIOLATIONS.labels(source="sampler")  # exported at 0 from the start
+    loop = asyncio.get_running_loop()
+    health = WorkerHealth(stats, interval_s, last_turn=loop.time())
+    runner = await start_metrics_server(host, port, health) if port else None
+    try:
+        while not stop.is_set():
+            health.last_turn = loop.time()
+            if stats is not None:
+                metrics.observe_persister(stats)
+            try:
+                await sample_store(store)
+            except (InventoryError, redis.exceptions.RedisError, OSError) as error:
+                metrics.SAMPLE_FAILURES.inc()
+                health.sample_error = f"{type(error).__name__}: {error}"
+                log.warning("sampler.sample_failed", error=health.sample_error)
+            else:
+                health.last_sample = loop.time()
+                health.sample_error = ""
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+    finally:
+        if runner is not None:
+            await runner.cleanup()

@@ -70,7 +70,7 @@ import redis.exceptions
 import structlog
 from redis.asyncio.cluster import RedisCluster
 
-from inventory import keys
+from inventory import keys, metrics
 from inventory.db.errors import DatabaseUnavailableError
 from inventory.db.pool import acquire, database_errors
 from inventory.errors import StoreUnavailableError
@@ -786,6 +786,8 @@ class Persister:
         self.stats.duplicates += len(outcome.duplicates)
         self.stats.patient_events += len(outcome.patient_events)
         self.stats.last_commit_at = time.time()
+        # Events counted once, here, where they are recorded (whichever process made them).
+        metrics.observe_events(outcome.applied)
         unacked = await self._diverged(outcome)
         done = [e.entry for e in tag_events if (e.entry.stream, e.entry.entry_id) not in unacked]
         done += [e.entry for e in patient_events]

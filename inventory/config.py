@@ -69,6 +69,15 @@ def _parse_keys(text: str) -> dict[str, bytes]:
     return keys
 
 
+def _reconcile_policy(text: str) -> str:
+    """A reconciliation policy (inventory.his.reconcile.ReconcilePolicy.parse), kept as
+    written once it parses."""
+    from inventory.his.reconcile import ReconcilePolicy
+
+    ReconcilePolicy.parse(text)
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
@@ -109,6 +118,14 @@ class Settings:
     client_ip_header: str = ""
     availability_cache_s: float = 0.5
     expire_interval_s: float = 1.0
+    #: The HIS's FHIR base URL; empty: no HIS flows (sync, submitter, reconciler).
+    his_url: str = ""
+    his_sync_interval_s: float = 60.0
+    #: Visit dates the sync and the reconciler cover, from today.
+    his_booking_window_days: int = 14
+    reconcile_interval_s: float = 300.0
+    #: Kinds the reconciler fixes by itself (docs/his.md, "Reconciliation").
+    reconcile_policy: str = "default"
     #: Refuse state changes on a Redis server the fence has not yet compared with
     #: Postgres since it started (see inventory/fence.py).
     require_verified_store: bool = True
@@ -198,6 +215,11 @@ class Settings:
             client_ip_header=get("CLIENT_IP_HEADER", str, ""),
             availability_cache_s=get("AVAILABILITY_CACHE_S", float, 0.5),
             expire_interval_s=get("EXPIRE_INTERVAL_S", positive_float, 1.0),
+            his_url=get("HIS_URL", str, ""),
+            his_sync_interval_s=get("HIS_SYNC_INTERVAL_S", positive_float, 60.0),
+            his_booking_window_days=get("HIS_BOOKING_WINDOW_DAYS", positive_int, 14),
+            reconcile_interval_s=get("RECONCILE_INTERVAL_S", positive_float, 300.0),
+            reconcile_policy=get("RECONCILE_POLICY", _reconcile_policy, "default"),
             require_verified_store=get("REQUIRE_VERIFIED_STORE", boolean, True),
             fence_interval_s=get("FENCE_INTERVAL_S", positive_float, 1.0),
             max_body_bytes=get("MAX_BODY_BYTES", positive_int, defaults.max_body_bytes),

@@ -62,6 +62,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     persister = _persister_loop()
     if persister is not None:
         loops["persister"] = persister(client, pool, stop=stop, on_diverged=fence, stats=stats)
+    if settings.his_url:  # the HIS flows: schedule sync, submitter, reconciler
+        his_flows = importlib.import_module("inventory.his.flows")
+        loops |= his_flows.his_loops(settings, store, stop=stop)
     tasks: dict[str, asyncio.Task[None]] = {
         name: asyncio.create_task(coro, name=name) for name, coro in loops.items()
     }

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.his_sim",
     "inventory.cli.persist",
     "inventory.cli.durable",
+    "inventory.cli.reconcile",
     "inventory.cli.migrate",
     "inventory.cli.token",
     "inventory.cli.capacity",

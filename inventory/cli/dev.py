@@ -2,9 +2,11 @@
 
 Uses ``INVENTORY_REDIS_URL`` and ``INVENTORY_DATABASE_URL`` when given; otherwise starts
 a private Redis and Postgres (system binaries when present, else the ones the
-``servers`` extra ships) in a temporary folder. Migrates, seeds a demo hospital, runs
-the worker (persister, expirer, fence monitor) and the API, and prints where everything
-is with ready-made tokens. Ctrl-C stops all of it and removes the temporary servers.
+``servers`` extra ships) in a temporary folder. Starts the HIS simulator with its demo
+hospital and syncs its catalogue and schedules (``--no-his``: seeds inventory/demo.py
+instead), migrates, runs the worker (persister, expirer, fence monitor, and the HIS
+sync, submitter and reconciler) and the API, and prints where everything is with
+ready-made tokens. Ctrl-C stops all of it and removes the temporary servers.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
     parser.add_argument("--no-demo", action="store_true", help="do not seed the demo hospital")
+    parser.add_argument(
+        "--no-his",
+        action="store_true",
+        help="no HIS simulator: seed the demo hospital from inventory/demo.py instead",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -57,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
                 postgres = start_postgres(Path(scratch) / "postgres")
                 started.append(postgres)
                 database_url = postgres.create_database("inventory")
+            his_url = "" if args.no_his else os.environ.get("INVENTORY_HIS_URL", "")
+            if not his_url and not args.no_his:
+                his_url = _start_his_sim(Path(scratch) / "his-sim", started)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(_serve(args, redis_url, database_url))
+                runner.run(_serve(args, redis_url, database_url, his_url))
         except ServerError as error:
             print(f"inventory dev: {error}", file=sys.stderr)
             return 1
@@ -68,7 +78,51 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(args: argparse.Namespace, redis_url: str, database_url: str) -> None:
+def _start_his_sim(directory: Path, started: list[Any]) -> str:
+    """The HIS simulator (demo hospital, 14 days) as a child process; its FHIR base."""
+    from inventory.his.sim.process import SimProcess, SimStartError
+
+    sim = SimProcess(directory, seed_rng=None)
+    try:
+        sim.start()
+    except SimStartError as error:
+        raise ServerError(f"the HIS simulator did not start: {error}") from error
+
+    class _Stop:  # the cleanup below calls close()
+        @staticmethod
+        def close() -> None:
+            sim.stop()
+
+    started.append(_Stop())
+    return sim.fhir_url
+
+
+async def _sync_his(settings: Any, redis_url: str, database_url: str) -> dict[str, Any]:
+    """One sync of the HIS's window into Postgres and Redis, before the API opens."""
+    from inventory.db.pool import create_pool
+    from inventory.his.flows import open_flows
+    from inventory.redis_client import connect_redis
+    from inventory.store import SlotStore
+
+    client = await connect_redis(redis_url)
+    pool = await create_pool(database_url, min_size=1, max_size=6)
+    flows = await open_flows(settings, await SlotStore.connect_scripts(client), pool=pool)
+    try:
+        report = await flows.sync.sync()
+    finally:
+        await flows.client.close()
+        await pool.close()
+        await client.aclose()
+    return {
+        "hospital_id": flows.sync.hospital_id,
+        "schedules": report.schedules,
+        "first_day": report.first_day,
+    }
+
+
+async def _serve(
+    args: argparse.Namespace, redis_url: str, database_url: str, his_url: str = ""
+) -> None:
     from aiohttp import web
 
     from inventory.api.auth import mint_token
@@ -95,11 +149,14 @@ async def _serve(args: argparse.Namespace, redis_url: str, database_url: str) ->
             or f"dev-index:{_key()}",
             "INVENTORY_HOST": args.host,
             "INVENTORY_PORT": str(args.port),
+            "INVENTORY_HIS_URL": his_url,
         }
     )
     applied = await migrate_database(database_url)
     demo: dict[str, Any] | None = None
-    if not args.no_demo:
+    if his_url:
+        demo = await _sync_his(settings, redis_url, database_url)
+    elif not args.no_demo:
         client = await connect_redis(redis_url)
         pool = await create_pool(database_url, min_size=1, max_size=2)
         try:
@@ -124,6 +181,8 @@ async def _serve(args: argparse.Namespace, redis_url: str, database_url: str) ->
         f"postgres   {database_url}",
         f"migrations {len(applied)} applied",
     ]
+    if his_url:
+        lines.append(f"his        {his_url}  (admin {his_url.removesuffix('/fhir')}/$admin)")
     if demo:
         lines.append(
             f"demo       hospital {demo['hospital_id']}: {demo['schedules']} schedules from "

@@ -85,6 +85,23 @@ class Queries(TypedDict):
     complete_idempotency_key: str
     release_idempotency_key: str
     prune_idempotency_keys: str
+    # HIS flows: sync, submitter, reconciler
+    list_window_schedules: str
+    list_window_slots: str
+    upsert_his_slots: str
+    list_schedule_open_bookings: str
+    claim_his_submissions: str
+    record_his_appointment: str
+    defer_his_submission: str
+    reject_booking: str
+    claim_his_cancellations: str
+    mark_his_cancelled: str
+    list_unreleased_bookings: str
+    list_window_bookings: str
+    requeue_his_submission: str
+    start_reconciliation_run: str
+    finish_reconciliation_run: str
+    add_reconciliation_items: str
     # payments and refunds
     insert_payment: str
     get_payment: str
@@ -100,7 +117,6 @@ class Queries(TypedDict):
     get_account_booking_refund: str
     claim_due_refunds: str
     finish_refund: str
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -769,3 +769,210 @@ SET status = $2,
     updated_at = now()
 WHERE id = $1 AND status <> 'succeeded'
 RETURNING id AS refund_id, status, provider_refund_id, succeeded_at, attempts, last_error;
+
+
+-- ===================================================================== HIS flows
+-- The schedule sync, the booking submitter and the reconciler (inventory/his/,
+-- docs/his.md). Windows are visit dates, both ends included.
+
+-- name: list_window_schedules
+-- Every schedule with a visit date in the window (any status).
+-- params: first_day, last_day
+SELECT id, hospital_id, department_id, doctor_id, visit_date, session, starts_at, ends_at,
+       release_at, cancel_deadline, fee_fen, location, status
+FROM schedules
+WHERE visit_date BETWEEN $1 AND $2
+ORDER BY visit_date, id;
+
+-- name: list_window_slots
+-- Every slot of the window's schedules with what the HIS last told us about it
+-- (his_capacity and other_channel NULL when nothing yet) and how many of our bookings
+-- of the slot the HIS holds or is being sent (submitted, his_confirmed).
+-- params: first_day, last_day
+SELECT sl.id, sl.schedule_id, sl.starts_at, sl.ends_at, sl.capacity,
+       hs.his_capacity, hs.other_channel, ours.platform_booked
+FROM slots sl
+JOIN schedules s ON s.id = sl.schedule_id
+LEFT JOIN his_slots hs ON hs.slot_id = sl.id
+CROSS JOIN LATERAL (
+    SELECT count(*) AS platform_booked
+    FROM bookings b
+    WHERE b.slot_id = sl.id AND b.status IN ('submitted', 'his_confirmed')
+) ours
+WHERE s.visit_date BETWEEN $1 AND $2
+ORDER BY sl.schedule_id, sl.starts_at, sl.id;
+
+-- name: upsert_his_slots
+-- Record, per slot, the HIS capacity applied and the units kept back for other channels
+-- (arrays of equal length); a row is only rewritten when a value changed, and only the
+-- rows written are returned.
+-- params: slot_ids, his_capacities, other_channels
+INSERT INTO his_slots AS hs (slot_id, his_capacity, other_channel)
+SELECT * FROM unnest($1::text[], $2::int4[], $3::int4[])
+ON CONFLICT (slot_id) DO UPDATE
+    SET his_capacity = EXCLUDED.his_capacity, other_channel = EXCLUDED.other_channel,
+        updated_at = now()
+    WHERE (hs.his_capacity, hs.other_channel)
+          IS DISTINCT FROM (EXCLUDED.his_capacity, EXCLUDED.other_channel)
+RETURNING slot_id, his_capacity, other_channel;
+
+-- name: list_schedule_open_bookings
+-- The bookings of a schedule that are still open (confirmed, submitted, his_confirmed):
+-- what a suspension (停诊) cancels.
+-- params: schedule_id
+SELECT id AS booking_id, slot_id, status, amount_fen, his_appointment_id
+FROM bookings
+WHERE schedule_id = $1 AND status IN ('confirmed', 'submitted', 'his_confirmed')
+ORDER BY id;
+
+-- name: claim_his_submissions
+-- Take up to `limit` bookings to send to the HIS: confirmed ones whose next attempt is
+-- due, and submitted ones whose sender went quiet for lease_s seconds (it died). They
+-- become submitted. SKIP LOCKED: several submitters share the queue.
+-- params: limit, lease_s
+WITH due AS (
+    SELECT id
+    FROM bookings
+    WHERE (status = 'confirmed'
+           AND (his_next_attempt_at IS NULL OR his_next_attempt_at <= now()))
+       OR (status = 'submitted'
+           AND submitted_at < now() - make_interval(secs => $2::double precision))
+    ORDER BY updated_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE bookings b
+SET status = 'submitted', submitted_at = now(), updated_at = now()
+FROM due
+WHERE b.id = due.id
+RETURNING b.id AS booking_id, b.slot_id, b.schedule_id, b.patient_id, b.amount_fen,
+          b.his_attempts, b.confirmed_at;
+
+-- name: record_his_appointment
+-- The HIS holds the booking's appointment: store its id, number (就诊序号), visit time
+-- and place; a confirmed or submitted booking becomes his_confirmed. A booking cancelled
+-- meanwhile keeps its status (the cancellation queue then cancels the appointment). No
+-- row for a rejected, visited or unknown booking.
+-- params: booking_id, appointment_id, appointment_no, visit_time, place
+UPDATE bookings
+SET his_appointment_id = $2, his_appointment_no = $3, visit_time = $4, place = $5,
+    his_confirmed_at = CASE WHEN status IN ('confirmed', 'submitted') THEN now()
+                            ELSE his_confirmed_at END,
+    status = CASE WHEN status IN ('confirmed', 'submitted') THEN 'his_confirmed'
+                  ELSE status END,
+    his_next_attempt_at = NULL, his_last_error = '', updated_at = now()
+WHERE id = $1 AND status IN ('confirmed', 'submitted', 'his_confirmed', 'cancelled')
+RETURNING id AS booking_id, status, his_appointment_id, his_appointment_no, visit_time,
+          place;
+
+-- name: defer_his_submission
+-- An attempt got no usable answer: back to confirmed, next attempt after delay_s;
+-- counted adds one to his_attempts (not when the call was never sent). No row if the
+-- booking is no longer submitted.
+-- params: booking_id, delay_s, error, counted
+UPDATE bookings
+SET status = 'confirmed',
+    his_next_attempt_at = now() + make_interval(secs => $2::double precision),
+    his_last_error = $3,
+    his_attempts = his_attempts + CASE WHEN $4::boolean THEN 1 ELSE 0 END,
+    updated_at = now()
+WHERE id = $1 AND status = 'submitted'
+RETURNING id AS booking_id, status, his_attempts, his_next_attempt_at;
+
+-- name: reject_booking
+-- The HIS refused the booking (full, suspended, past): it ends as rejected with the
+-- reason the patient is shown. No row unless it was confirmed or submitted. Release its
+-- unit and request its refund (request_refund, same transaction) after.
+-- params: booking_id, reason
+UPDATE bookings
+SET status = 'rejected', cancel_reason = $2, his_next_attempt_at = NULL, updated_at = now()
+WHERE id = $1 AND status IN ('confirmed', 'submitted')
+RETURNING id AS booking_id, status, cancel_reason, amount_fen;
+
+-- name: claim_his_cancellations
+-- Take up to `limit` cancelled bookings that were sent to the HIS and whose cancellation
+-- has not reached it; each is leased for lease_s seconds (a failed attempt is retried
+-- once the lease is over). SKIP LOCKED: several workers share the queue.
+-- params: limit, lease_s
+WITH due AS (
+    SELECT id
+    FROM bookings
+    WHERE status = 'cancelled' AND submitted_at IS NOT NULL AND his_cancelled_at IS NULL
+      AND (his_next_attempt_at IS NULL OR his_next_attempt_at <= now())
+    ORDER BY updated_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE bookings b
+SET his_next_attempt_at = now() + make_interval(secs => $2::double precision)
+FROM due
+WHERE b.id = due.id
+RETURNING b.id AS booking_id, b.his_appointment_id, b.cancel_reason;
+
+-- name: mark_his_cancelled
+-- The cancellation reached the HIS, or the HIS has nothing to cancel, or it refused for
+-- good (error says why; empty when cancelled). No row unless the booking is cancelled.
+-- params: booking_id, error
+UPDATE bookings
+SET his_cancelled_at = now(), his_last_error = $2, his_next_attempt_at = NULL
+WHERE id = $1 AND status = 'cancelled'
+RETURNING id AS booking_id, his_cancelled_at, his_last_error;
+
+-- name: list_unreleased_bookings
+-- Bookings that ended here (rejected, or cancelled by a HIS flow) more than older_than_s
+-- seconds ago while their unit is still booked in the projection: the unit's release
+-- was lost (a crash between the two steps). The submitter releases them again.
+-- params: older_than_s, limit
+SELECT b.id AS booking_id, b.status, b.cancel_reason
+FROM holds h
+JOIN bookings b ON b.id = h.id
+WHERE h.state = 'booked' AND b.status IN ('rejected', 'cancelled')
+  AND b.updated_at < now() - make_interval(secs => $1::double precision)
+ORDER BY b.updated_at, b.id
+LIMIT $2;
+
+-- name: list_window_bookings
+-- Every booking with a visit date in the window, any status: the reconciler's view.
+-- params: first_day, last_day
+SELECT b.id AS booking_id, b.tag, b.slot_id, b.schedule_id, b.status, b.cancel_reason,
+       b.his_appointment_id, b.his_appointment_no, b.submitted_at, b.his_cancelled_at,
+       b.confirmed_at, b.updated_at, s.visit_date
+FROM schedules s
+JOIN bookings b ON b.schedule_id = s.id
+WHERE s.visit_date BETWEEN $1 AND $2
+ORDER BY b.id;
+
+-- name: requeue_his_submission
+-- The HIS lost a booking it had: forget what it handed back and send the booking again
+-- (confirmed, due now). No row unless it was submitted or his_confirmed.
+-- params: booking_id
+UPDATE bookings
+SET status = 'confirmed', his_appointment_id = NULL, his_appointment_no = NULL,
+    visit_time = NULL, place = NULL, his_confirmed_at = NULL, his_next_attempt_at = NULL,
+    updated_at = now()
+WHERE id = $1 AND status IN ('submitted', 'his_confirmed')
+RETURNING id AS booking_id, status;
+
+-- name: start_reconciliation_run
+-- params: first_day, last_day, mode, policy
+INSERT INTO reconciliation_runs (first_day, last_day, mode, policy)
+VALUES ($1, $2, $3, $4)
+RETURNING id, started_at;
+
+-- name: finish_reconciliation_run
+-- params: run_id, status, found, fixed, error
+UPDATE reconciliation_runs
+SET status = $2, found = $3, fixed = $4, error = $5, finished_at = now()
+WHERE id = $1
+RETURNING id, status, started_at, finished_at;
+
+-- name: add_reconciliation_items
+-- A run's findings, arrays of equal length; no rows when there is no such run.
+-- params: run_id, kinds, subjects, details, actions, errors
+INSERT INTO reconciliation_items (run_id, kind, subject, detail, action, error)
+SELECT r.id, f.kind, f.subject, f.detail, f.action, f.error
+FROM reconciliation_runs r
+CROSS JOIN unnest($2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[])
+    AS f (kind, subject, detail, action, error)
+WHERE r.id = $1
+RETURNING id;

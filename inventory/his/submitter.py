@@ -45,7 +45,13 @@ from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.errors import InventoryError
 from inventory.his.client import HisClient
-from inventory.his.compensation import HIS_REJECTED, end_booking, reason_code, release_unit
+from inventory.his.compensation import (
+    HIS_CANCELLED,
+    HIS_REJECTED,
+    end_booking,
+    reason_code,
+    release_unit,
+)
 from inventory.his.errors import (
     HisCircuitOpenError,
     HisProtocolError,
@@ -110,6 +116,8 @@ class SubmitterStats:
     protocol_errors: int = 0
     #: Refusals that do not end a booking (invalid, conflict, other).
     refused_other: int = 0
+    #: Bookings whose appointment the hospital had cancelled by the time we learnt of it.
+    cancelled_by_his: int = 0
     #: Appointments made for bookings cancelled meanwhile (the cancel queue undoes them).
     late_for_cancelled: int = 0
     cancellations_sent: int = 0
@@ -214,6 +222,11 @@ class Submitter:
             log.error("his.submit_protocol_error", booking=booking_id, error=str(error))
             await self._defer(booking_id, self.retry_delay_s(failures), _text(error), True)
         else:
+            if not appointment.active:
+                # Made by an earlier attempt whose answer was lost, then cancelled by the
+                # hospital: the booking ends here too (refund, release, patient told).
+                await self._cancelled_by_his(booking_id, appointment.cancel_reason)
+                return
             async with acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection:
                 stored = await connection.fetchrow(
                     QUERIES["record_his_appointment"],
@@ -250,6 +263,19 @@ class Submitter:
             self.stats.rejected += 1
             by_reason = self.stats.rejected_by_reason
             by_reason[reason.value] = by_reason.get(reason.value, 0) + 1
+
+    async def _cancelled_by_his(self, booking_id: str, reason: str | None) -> None:
+        ended = await end_booking(
+            self.pool,
+            self.store,
+            booking_id,
+            outcome="cancelled",
+            code=HIS_CANCELLED,
+            message=reason,
+            from_status="submitted",
+        )
+        if ended is not None:
+            self.stats.cancelled_by_his += 1
 
     async def _defer(self, booking_id: str, delay_s: float, error: str, counted: bool) -> None:
         self.stats.last_error = error

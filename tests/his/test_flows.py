@@ -347,6 +347,32 @@ async def test_lost_responses_then_retry_create_one_appointment(
     assert [a.booking_id for a in found].count(booking) == 1
 
 
+async def test_appointment_cancelled_by_the_hospital_before_we_heard_ends_the_booking(
+    clean: World, admin: SimAdmin
+) -> None:
+    """The HIS made the appointment (answer lost), then the hospital cancelled it: the
+    retry learns it and the booking ends cancelled with the hospital's reason, refunded
+    and released, instead of his_confirmed."""
+    world = clean
+    slot = await world.fresh_slot()
+    booking = await world.book(slot.slot_id, pay=True)
+    attempts = world.his.config.attempts
+    await admin.faults(drop_next=attempts, methods=["POST"], resources=["Appointment"])
+    await world.submitter.submit_batch()
+    made = await world.his.find_appointment(booking)
+    assert made is not None
+    await admin.call("POST", f"appointments/{made.appointment_id}/cancel", {"reason": "医生停诊"})
+    await asyncio.sleep(0.3)
+    await world.submitter.drain()
+    row = await world.booking(booking)
+    assert (row["status"], row["cancel_reason"]) == ("cancelled", "his_cancelled: 医生停诊")
+    hold = await world.store.get_hold(booking)
+    assert hold is not None
+    assert hold.state.value == "cancelled"
+    if PAYMENTS:
+        assert [r["reason"] for r in await world.refunds(booking)] == ["his_cancelled"]
+
+
 async def test_duplicated_delivery_creates_one_appointment(clean: World, admin: SimAdmin) -> None:
     """The create reaches the HIS twice (a replaying proxy): one appointment."""
     world = clean

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.token",
     "inventory.cli.capacity",
     "inventory.cli.bench",
+    "inventory.cli.loadtest",
 )
 
 

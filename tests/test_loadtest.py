@@ -71,9 +71,11 @@ def load_stack(
 
 
 @needs_locust
-def test_release_day_passes_the_invariants(load_stack: LoadStack) -> None:
-    """Twenty users for ten seconds on a schedule that sells out: the checker says PASS."""
-    out = load_stack.root / "run"
+@pytest.mark.parametrize("workers", [0, 2], ids=["local", "distributed"])
+def test_release_day_passes_the_invariants(load_stack: LoadStack, workers: int) -> None:
+    """Twenty users for ten seconds on a schedule that sells out (one process, or a master
+    with two workers): the checker says PASS."""
+    out = load_stack.root / f"run-{workers}"
     result = subprocess.run(
         [
             sys.executable,
@@ -98,6 +100,10 @@ def test_release_day_passes_the_invariants(load_stack: LoadStack) -> None:
             "0",
             "--out",
             str(out),
+            "--workers",
+            str(workers),
+            "--master-port",
+            str(free_port()),
         ],
         env=load_stack.env,
         capture_output=True,

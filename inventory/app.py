@@ -19,6 +19,7 @@ from aiohttp import web
 from inventory.api import catalogue as catalogue_routes
 from inventory.api import docs, health, holds, legacy, observability, operators
 from inventory.api import patients as patient_routes
+from inventory.api import payments as payment_routes
 from inventory.api.admission import AdmissionGate
 from inventory.api.auth import VERIFIER, TokenVerifier
 from inventory.api.bodies import MAX_BODY_BYTES
@@ -145,6 +146,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = TokenVerifier(settings)
     app[GATE] = gate
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(payment_routes.payment_context)
     app.cleanup_ctx.append(observability.sample_process)
     for module in (
         health,
@@ -155,6 +157,7 @@ def create_app(settings: Settings) -> web.Application:
         legacy,
         docs,
         observability,
+        payment_routes,
     ):
         app.add_routes(module.routes)
     return app

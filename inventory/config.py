@@ -14,6 +14,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from inventory.crypto import BlindIndex, FieldKeyring
+from inventory.payments.settings import PaymentSettings
 
 T = TypeVar("T")
 
@@ -133,6 +134,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     #: The worker's /metrics port (on ``host``); 0 serves none.
     worker_metrics_port: int = 9101
+    #: WeChat Pay (inventory/payments/settings.py); off without a merchant id.
+    payments: PaymentSettings = field(default_factory=PaymentSettings)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -224,6 +227,7 @@ class Settings:
             fence_interval_s=get("FENCE_INTERVAL_S", positive_float, 1.0),
             max_body_bytes=get("MAX_BODY_BYTES", positive_int, defaults.max_body_bytes),
             worker_metrics_port=get("WORKER_METRICS_PORT", port_or_zero, 9101),
+            payments=PaymentSettings.from_env(env, problems),
         )
         if for_api:
             problems += settings.problems()
@@ -258,6 +262,7 @@ class Settings:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             found.append(f"{PREFIX}TIMEZONE: unknown time zone {self.timezone!r}")
+        found += self.payments.problems()
         return found
 
     def keyring(self) -> FieldKeyring:

@@ -26,6 +26,7 @@ from inventory.api.models import (
 from inventory.api.observability import count_reserve_outcomes
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
 from inventory.errors import NotFoundError, ValidationFailedError
+from inventory.payments.refunds import request_refund
 
 routes = web.RouteTableDef()
 
@@ -202,4 +203,7 @@ async def cancel_booking(request: web.Request) -> web.Response:
         booking_id, account_id=who.account_id, reason=body.reason
     )
     await services.bookings.record(outcome.hold)
+    # A paid booking's fee goes back, once (GET /v1/bookings/{id}/refund shows it; the
+    # payment loop requests it too if this process dies first).
+    await request_refund(services.db, booking_id, None, body.reason, f"cancel:{booking_id}")
     return json_response(booking_view_from_hold(outcome.hold))

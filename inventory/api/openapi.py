@@ -18,6 +18,7 @@ from inventory.api import models
 from inventory.api.catalogue import ScheduleDayQuery
 from inventory.api.holds import BookingListQuery
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
+from inventory.api.payments import PaymentCreate, PaymentList, PaymentView, RefundView
 
 REF = "#/components/schemas/{model}"
 
@@ -319,6 +320,52 @@ OPERATIONS: tuple[Operation, ...] = (
         auth="account",
         body=models.BookingCancel,
         errors=(400, 401, 404, 409, 422, 503),
+    ),
+    Operation(
+        "post",
+        "/v1/holds/{hold_id}/payments",
+        "start_payment",
+        "Start paying a hold: the provider's prepay parameters (extends the hold once)",
+        "payments",
+        201,
+        PaymentView,
+        auth="account",
+        body=PaymentCreate,
+        errors=(400, 401, 404, 409, 422, 502, 503),
+        extra_ok=(200,),
+    ),
+    Operation(
+        "get",
+        "/v1/holds/{hold_id}/payments",
+        "list_hold_payments",
+        "A hold's payment: status, the booking it bought or its refund",
+        "payments",
+        200,
+        PaymentList,
+        auth="account",
+        errors=(401, 404, 503),
+    ),
+    Operation(
+        "get",
+        "/v1/bookings/{booking_id}/refund",
+        "get_booking_refund",
+        "A booking's refund and its status",
+        "payments",
+        200,
+        RefundView,
+        auth="account",
+        errors=(401, 404, 503),
+    ),
+    Operation(
+        "post",
+        "/v1/payments/wechat/notify",
+        "wechat_pay_notify",
+        "WeChat Pay notification (signed Wechatpay-* headers, encrypted resource); "
+        "204 once settled, else {code: FAIL, message} so it is sent again",
+        "payments",
+        204,
+        {"type": "object"},
+        errors=(400, 401, 404, 409, 413, 503),
     ),
     Operation(
         "put",

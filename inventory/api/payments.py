@@ -1,0 +1,225 @@
+"""Payment routes: start and look at a hold's payment, a booking's refund, and the
+WeChat Pay notification callback.
+
+The callback has no bearer token: the Wechatpay-* signature over the raw body is its
+authentication. It answers 204 only once the payment's effect is committed in Postgres
+(the booking, or the refund request); anything else is a non-2xx answer with
+``{"code": "FAIL", "message": ...}`` (as problem+json, with the failed check in
+``reason``), so WeChat Pay notifies again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from inventory.api.auth import principal
+from inventory.api.bodies import json_response, read_json, validate
+from inventory.api.context import SERVICES
+from inventory.api.models import HoldId, Request
+from inventory.api.problems import problem_response
+from inventory.db.pool import create_pool
+from inventory.errors import InventoryError, NotFoundError, ValidationFailedError
+from inventory.payments.errors import NotificationRefusedError
+from inventory.payments.refunds import booking_refund
+from inventory.payments.service import Payments, run_payment_loops
+from inventory.payments.wechat import RedisReplayGuard, WeChatPay, WeChatPayConfig
+
+log = structlog.get_logger(__name__)
+
+routes = web.RouteTableDef()
+
+NOTIFY_PATH = "/v1/payments/wechat/notify"
+
+
+class PaymentMethod(StrEnum):
+    """How the payer pays."""
+
+    JSAPI = "jsapi"  #: inside WeChat (mini-program, official account): needs the openid
+    NATIVE = "native"  #: a QR code scanned with WeChat
+
+
+class PaymentCreate(Request):
+    method: PaymentMethod = PaymentMethod.JSAPI
+    #: The payer's openid under our appid (jsapi).
+    openid: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
+
+
+class RefundView(BaseModel):
+    refund_id: str
+    booking_id: str
+    payment_id: str
+    amount_fen: int
+    reason: str
+    status: str
+    created_at: datetime
+    succeeded_at: datetime | None
+
+
+class PaymentView(BaseModel):
+    payment_id: str
+    hold_id: str
+    provider: str
+    method: str
+    status: str
+    amount_fen: int
+    currency: str
+    deadline: datetime | None
+    paid_at: datetime | None
+    booking_id: str | None
+    created_at: datetime
+    #: jsapi: the parameters of wx.requestPayment; native: {"code_url"}; null once paid.
+    prepay: dict[str, str] | None
+    refund: RefundView | None
+
+
+class PaymentList(BaseModel):
+    items: list[PaymentView]
+
+
+class _HoldPath(Request):
+    hold_id: HoldId
+
+
+class _BookingPath(Request):
+    booking_id: HoldId
+
+
+PAYMENTS = web.AppKey("payments", Payments)
+
+
+async def payment_context(app: web.Application) -> AsyncIterator[None]:
+    """Open the payments part (provider, its lock pool, the loops) with the app; after
+    the core services (it uses their store, pool and catalogue)."""
+    services = app[SERVICES]
+    settings = services.settings.payments
+    provider: WeChatPay | None = None
+    if settings.enabled:
+        provider = WeChatPay(
+            WeChatPayConfig(
+                mchid=settings.mchid,
+                appid=settings.appid,
+                apiv3_key=settings.apiv3_key.encode(),
+                merchant_key=settings.merchant_private_key(),
+                merchant_serial=settings.merchant_serial,
+                platform_keys=settings.platform_public_keys(),
+                api_url=settings.api_url,
+                notify_url=settings.notify_url,
+                window_s=settings.notify_window_s,
+            ),
+            RedisReplayGuard(services.store.client),
+        )
+    # Settling holds a payment's row lock while it writes the booking through the main
+    # pool: the locks get their own small pool, so the two can never starve each other.
+    lock_pool = await create_pool(
+        services.settings.database_url, min_size=0, max_size=4, init_size=0
+    )
+    payments = Payments(
+        provider=provider,
+        store=services.store,
+        bookings=services.bookings,
+        catalogue=services.catalogue,
+        pool=services.db,
+        lock_pool=lock_pool,
+        settings=settings,
+    )
+    app[PAYMENTS] = payments
+    stop = asyncio.Event()
+    loops: asyncio.Task[None] | None = None
+    if provider is not None and settings.run_loops:
+        loops = asyncio.create_task(
+            run_payment_loops(payments, interval_s=settings.loop_interval_s, stop=stop)
+        )
+    try:
+        yield
+    finally:
+        stop.set()
+        if loops is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loops
+        await lock_pool.close()
+        if provider is not None:
+            await provider.close()
+
+
+def _path_id(request: web.Request, name: str) -> str:
+    model = _HoldPath if name == "hold_id" else _BookingPath
+    try:
+        parsed = validate(model, {name: request.match_info[name]})
+    except ValidationFailedError:
+        raise NotFoundError() from None
+    return str(getattr(parsed, name))
+
+
+@routes.post("/v1/holds/{hold_id}/payments")
+async def start_payment(request: web.Request) -> web.Response:
+    """Start paying one of the account's holds: the provider's prepay parameters. The
+    first start extends the hold once; a repeat returns the same payment."""
+    who = principal(request)
+    hold_id = _path_id(request, "hold_id")
+    body = await read_json(request, PaymentCreate)
+    payment, prepay, created = await request.app[PAYMENTS].start(
+        hold_id, who.account_id, method=body.method.value, payer_openid=body.openid or ""
+    )
+    return json_response(payment.view(prepay=prepay), status=201 if created else 200)
+
+
+@routes.get("/v1/holds/{hold_id}/payments")
+async def list_payments(request: web.Request) -> web.Response:
+    """The payment of one of the account's holds (with what it bought or its refund)."""
+    who = principal(request)
+    hold_id = _path_id(request, "hold_id")
+    items = await request.app[PAYMENTS].of_hold(hold_id, who.account_id)
+    return json_response({"items": items})
+
+
+@routes.get("/v1/bookings/{booking_id}/refund")
+async def get_refund(request: web.Request) -> web.Response:
+    """The refund of one of the account's bookings, with its status."""
+    who = principal(request)
+    booking_id = _path_id(request, "booking_id")
+    refund = await booking_refund(request.app[SERVICES].db, who.account_id, booking_id)
+    if refund is None:
+        raise NotFoundError("no refund for this booking")
+    return json_response(refund.view())
+
+
+def _fail(status: int, reason: str, message: str) -> web.Response:
+    """WeChat Pay's failure answer ({"code": "FAIL", "message"}) as problem+json."""
+    return problem_response(
+        status, "FAIL", "Notification not accepted", message=message, reason=reason
+    )
+
+
+@routes.post(NOTIFY_PATH)
+async def wechat_notify(request: web.Request) -> web.Response:
+    """WeChat Pay's payment notification: verified over the raw body, then settled; 204
+    only after the booking or the refund request is committed."""
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _fail(413, "body_too_large", "the notification is too large")
+    try:
+        settlement = await request.app[PAYMENTS].handle_notification(request.headers, body)
+    except NotificationRefusedError as refusal:
+        log.warning("payment.notification_refused", reason=refusal.reason)
+        return _fail(refusal.http_status, refusal.reason, refusal.detail)
+    except InventoryError as error:
+        # Redis or Postgres down, a fenced tag...: not settled; WeChat Pay notifies again.
+        log.warning("payment.notification_failed", code=error.code)
+        status = error.http_status if error.http_status >= 400 else 500
+        return _fail(status, error.code, error.title)
+    log.info(
+        "payment.notification_accepted",
+        payment_id=settlement.payment_id,
+        duplicate=settlement.duplicate,
+    )
+    return web.Response(status=204)

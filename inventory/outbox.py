@@ -788,6 +788,18 @@ class Persister:
         self.stats.last_commit_at = time.time()
         # Events counted once, here, where they are recorded (whichever process made them).
         metrics.observe_events(outcome.applied)
+        for event in outcome.applied:
+            if event.type in _BOOKING_EVENTS:
+                # The API's request id rides on the event ("rid"), so this line joins the
+                # request's own log lines in a search by request id.
+                log.info(
+                    "outbox.booking_recorded",
+                    request_id=event.payload.get("rid") or None,
+                    type=event.type,
+                    hold=event.payload.get("hold"),
+                    tag=event.tag,
+                    seq=event.seq,
+                )
         unacked = await self._diverged(outcome)
         done = [e.entry for e in tag_events if (e.entry.stream, e.entry.entry_id) not in unacked]
         done += [e.entry for e in patient_events]
@@ -982,6 +994,10 @@ class _PoisonError(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+#: Events of a paid booking, logged one line each (bounded by capacity, unlike holds).
+_BOOKING_EVENTS = frozenset({"booking_confirmed", "booking_cancelled"})
 
 
 async def run_persister(

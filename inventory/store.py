@@ -254,7 +254,7 @@ class SlotStore:
 
     # -- the patient's steps ----------------------------------------------------------
 
-    async def reserve(self, request: ReserveRequest) -> HoldOutcome:
+    async def reserve(self, request: ReserveRequest, *, request_id: str = "") -> HoldOutcome:
         """Take one unit of a slot as a hold with a payment deadline.
 
         Under rules that span tags (at most N open per patient, the blacklist) this is
@@ -285,6 +285,7 @@ class SlotStore:
             fingerprint(request.slot_id, request.patient_id, request.channel),
             token_deadline,
             self.reclaim_limit,
+            request_id,
         ]
         reply = await self._call("reserve", keys.tag_keys(tag).as_list(), args)
         try:
@@ -297,19 +298,36 @@ class SlotStore:
             await self._settle_token(request.patient_id, hold_id)
         return outcome
 
-    async def confirm(self, hold_id: str, *, account_id: str, payment_ref: str) -> HoldOutcome:
-        """Turn a paid hold into a booking; ``account_id=""`` for trusted system callers."""
+    async def confirm(
+        self, hold_id: str, *, account_id: str, payment_ref: str, request_id: str = ""
+    ) -> HoldOutcome:
+        """Turn a paid hold into a booking; ``account_id=""`` for trusted system callers.
+        ``request_id`` (here and in reserve and release) is stamped on the events."""
         tag = keys.tag_of_hold(hold_id)
-        args = [self._now_arg(), self._seed(), hold_id, account_id, payment_ref]
+        args = [self._now_arg(), self._seed(), hold_id, account_id, payment_ref, request_id]
         return self._hold_outcome(await self._call("confirm", keys.tag_keys(tag).as_list(), args))
 
     async def release(
-        self, hold_id: str, *, account_id: str, reason: str, force: bool = False
+        self,
+        hold_id: str,
+        *,
+        account_id: str,
+        reason: str,
+        force: bool = False,
+        request_id: str = "",
     ) -> HoldOutcome:
         """Give a hold back, or cancel a booking (until the cancellation deadline,
         unless ``force``: HIS refusal, suspension)."""
         tag = keys.tag_of_hold(hold_id)
-        args = [self._now_arg(), self._seed(), hold_id, account_id, reason, "1" if force else "0"]
+        args = [
+            self._now_arg(),
+            self._seed(),
+            hold_id,
+            account_id,
+            reason,
+            "1" if force else "0",
+            request_id,
+        ]
         outcome = self._hold_outcome(
             await self._call("release", keys.tag_keys(tag).as_list(), args)
         )

@@ -7,6 +7,7 @@
   ARGV[3]  hold_id
   ARGV[4]  account_id    the caller's account; "" = a trusted system caller (payments)
   ARGV[5]  payment_ref   the payment provider's reference
+  ARGV[6]  request_id    optional: the API request's id, stamped on the events ("rid")
 
   Returns {code, event_id, hold_json, rem, held, booked, wait, cap, extra}
     0   OK                 the booking; event_id of booking_confirmed
@@ -26,6 +27,7 @@
 local now = now_ms(ARGV[1])
 seed_rng(ARGV[2])
 local hold_id, account, payment_ref = ARGV[3], ARGV[4], ARGV[5]
+request_id = ARGV[6] or ''
 if hold_id == '' or payment_ref == '' then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
 end

@@ -9,6 +9,7 @@
   ARGV[4]  account_id  the caller's account; "" = a trusted system or operator caller
   ARGV[5]  reason      why: patient_released, patient_cancelled, his_rejected, suspended, ...
   ARGV[6]  force       "1" ignores the cancellation deadline (HIS refusal, suspension)
+  ARGV[7]  request_id  optional: the API request's id, stamped on the events ("rid")
 
   Returns {code, event_id, hold_json, rem, held, booked, wait, cap, extra}
     0   OK                      released (hold) or cancelled (booking)
@@ -26,6 +27,7 @@
 local now = now_ms(ARGV[1])
 seed_rng(ARGV[2])
 local hold_id, account, reason, force = ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1'
+request_id = ARGV[7] or ''
 if hold_id == '' or reason == '' then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
 end

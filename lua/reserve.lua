@@ -14,6 +14,7 @@
   ARGV[9]  token_deadline_ms when > 0, a patient token from the patient tag's two-step rule
                              is only valid until then: refuse after it
   ARGV[10] reclaim_limit     at most this many due timers of the slot are run first
+  ARGV[11] request_id        optional: the API request's id, stamped on the events ("rid")
 
   Returns {code, event_id, hold_json, rem, held, booked, wait, cap, extra}
     0   OK                      new hold; event_id of its hold_created event
@@ -40,6 +41,7 @@ local hold_id, slot, account, patient = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local channel, fingerprint = ARGV[7], ARGV[8]
 local token_deadline = tonumber(ARGV[9])
 local reclaim_limit = tonumber(ARGV[10])
+request_id = ARGV[11] or ''
 if hold_id == '' or slot == '' or account == '' or patient == '' or not token_deadline
   or not reclaim_limit then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')

@@ -23,7 +23,7 @@ from inventory.api.models import (
     HoldView,
     Request,
 )
-from inventory.api.observability import count_reserve_outcomes
+from inventory.api.observability import count_reserve_outcomes, current_request_id
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
 from inventory.errors import NotFoundError, ValidationFailedError
 from inventory.payments.refunds import request_refund
@@ -121,7 +121,8 @@ async def create_hold(request: web.Request) -> web.Response:
             patient_id=body.patient_id,
             channel=body.channel.value,
             idempotency_key=key,
-        )
+        ),
+        request_id=current_request_id() or "",
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return json_response(hold_view(outcome.hold), status=201, headers=headers)
@@ -147,7 +148,10 @@ async def release_hold(request: web.Request) -> web.Response:
             errors=[{"field": "hold_id", "reason": "is a booking"}],
         )
     outcome = await request.app[SERVICES].store.release(
-        hold_id, account_id=who.account_id, reason="patient_released"
+        hold_id,
+        account_id=who.account_id,
+        reason="patient_released",
+        request_id=current_request_id() or "",
     )
     return json_response(hold_view(outcome.hold))
 
@@ -161,7 +165,10 @@ async def confirm_hold(request: web.Request) -> web.Response:
     await _own_hold(request, hold_id, who.account_id)
     services = request.app[SERVICES]
     outcome: HoldOutcome = await services.store.confirm(
-        hold_id, account_id=who.account_id, payment_ref=body.payment_ref
+        hold_id,
+        account_id=who.account_id,
+        payment_ref=body.payment_ref,
+        request_id=current_request_id() or "",
     )
     await services.bookings.record(outcome.hold)
     return json_response(booking_view_from_hold(outcome.hold))
@@ -200,7 +207,10 @@ async def cancel_booking(request: web.Request) -> web.Response:
     if hold.state not in (HoldState.BOOKED, HoldState.CANCELLED):
         raise NotFoundError("no such booking")
     outcome = await services.store.release(
-        booking_id, account_id=who.account_id, reason=body.reason
+        booking_id,
+        account_id=who.account_id,
+        reason=body.reason,
+        request_id=current_request_id() or "",
     )
     await services.bookings.record(outcome.hold)
     # A paid booking's fee goes back, once (GET /v1/bookings/{id}/refund shows it; the

@@ -81,10 +81,18 @@ end
 -- Appends one event, stamped with the tag's next sequence number, and returns its
 -- stream id. `fields` is a flat list of name, value pairs; the slot's counts after
 -- the change are added when `slot` is given.
+-- The API request that caused this step, if the caller passed one: stamped on every
+-- event so the worker's handling of the same booking logs the same request id.
+local request_id = ''
+
 local function emit(event_type, now, fields, slot)
   local seq = redis.call('HINCRBY', K_META, 'seq', 1)
   local tag = redis.call('HGET', K_META, 'tag') or ''
   local entry = {'type', event_type, 'seq', seq, 'at', now, 'tag', tag}
+  if request_id ~= '' then
+    entry[#entry + 1] = 'rid'
+    entry[#entry + 1] = request_id
+  end
   for i = 1, #fields do
     entry[#entry + 1] = fields[i]
   end

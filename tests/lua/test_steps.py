@@ -430,3 +430,18 @@ async def test_script_flush_is_survived(scenario: Scenario) -> None:
     await scenario.client.script_flush()
     outcome = await scenario.store.reserve(scenario.request("slot-a"))
     assert outcome.hold.state is HoldState.HELD
+
+
+async def test_request_id_rides_on_the_events(scenario: Scenario) -> None:
+    """The API's request id passed to reserve, confirm and release is on their events."""
+    await open_slot(scenario)
+    held = await scenario.store.reserve(scenario.request("slot-a"), request_id="req-1")
+    await scenario.store.confirm(
+        held.hold.hold_id, account_id="", payment_ref="p", request_id="req-2"
+    )
+    await scenario.store.release(
+        held.hold.hold_id, account_id="", reason="patient_cancelled", request_id="req-3"
+    )
+    await scenario.store.reserve(scenario.request("slot-a"))
+    events = await outbox(scenario)
+    assert [e.get("rid") for e in events[-4:]] == ["req-1", "req-2", "req-3", None]

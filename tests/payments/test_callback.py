@@ -177,8 +177,7 @@ async def test_refused_notification_changes_nothing(
     http: aiohttp.ClientSession,
     paying: Paying,
 ) -> None:
-    """Each defect is refused (non-2xx, code FAIL, its reason), nothing changes, and a
-    correct notification of the same payment then books it."""
+    """Each defect gets FAIL and its reason, changes nothing; a correct one then books."""
     options, status, reason = MATRIX[case]
     body, headers = notification(pay_keys, paying.payment_id, **options(pay_keys))
     if case == "signature headers missing":
@@ -202,8 +201,7 @@ async def test_body_changed_after_signing_is_refused(
     http: aiohttp.ClientSession,
     paying: Paying,
 ) -> None:
-    """The signature covers the raw bytes: the same JSON re-serialised (spaces added) no
-    longer verifies."""
+    """The signature covers the raw bytes: the same JSON re-spaced no longer verifies."""
     body, headers = notification(pay_keys, paying.payment_id)
     respaced = body.replace(b'":', b'": ')
     assert respaced != body
@@ -250,8 +248,7 @@ async def test_replayed_nonce_is_refused(
     http: aiohttp.ClientSession,
     paying: Paying,
 ) -> None:
-    """The same delivery sent again (same nonce and signature) is refused as a replay;
-    the booking stays the one it was."""
+    """The same delivery sent again (same nonce and signature) is refused as a replay."""
     body, headers = notification(pay_keys, paying.payment_id)
     assert (await post_notification(pay_api, http, body, headers))[0] == 204
     status, answer = await post_notification(pay_api, http, body, headers)
@@ -266,8 +263,7 @@ async def test_duplicate_notifications_settle_once(
     http: aiohttp.ClientSession,
     paying: Paying,
 ) -> None:
-    """Five concurrent deliveries of one payment (each freshly signed) and a late sixth
-    are all answered 204; there is one booking and the payment is recorded once."""
+    """Six deliveries of one payment (five concurrent) all get 204 and make one booking."""
     transaction_id = "4200" + secrets.token_hex(12)
     deliveries = [
         notification(pay_keys, paying.payment_id, transaction_id=transaction_id) for _ in range(5)
@@ -294,8 +290,7 @@ async def test_another_transaction_for_a_settled_payment_is_refused(
     http: aiohttp.ClientSession,
     paying: Paying,
 ) -> None:
-    """Once settled by one transaction, a notification of another transaction id for the
-    same order is refused (409) and the settlement stays."""
+    """Another transaction id for a settled order is refused (409); the settlement stays."""
     assert (await post_notification(pay_api, http, *notification(pay_keys, paying.payment_id)))[
         0
     ] == 204
@@ -316,9 +311,7 @@ async def test_malformed_notifications_are_refused_without_server_errors(
     http: aiohttp.ClientSession,
     paying: Paying,
 ) -> None:
-    """Correctly signed bodies that are not a usable notification (not JSON, no resource,
-    another algorithm, a resource that is not a transaction) and an oversized body are
-    refused with 4xx FAIL, never a 5xx, and change nothing."""
+    """Signed but unusable or oversized bodies get 4xx FAIL, never 5xx, changing nothing."""
     ciphertext = encrypt_resource(
         pay_keys.apiv3_key, b"[1, 2]", nonce="abcdef012345", associated_data=""
     )

@@ -48,8 +48,7 @@ async def test_late_payment_takes_a_free_unit_again(
     pay_db: asyncpg.Pool,
     http: aiohttp.ClientSession,
 ) -> None:
-    """Paid after the deadline with the unit still free: a new hold of the same slot for
-    the same patient is booked with the payment; the old hold stays expired."""
+    """Paid after the deadline with a unit free: the same slot is booked again."""
     (slot,) = await catalogue(pay_api, http, [1])
     patient, hold_id, payment_id = await paying_patient(pay_api, http, slot)
     await backdate_hold(pay_api.env["INVENTORY_REDIS_URL"], hold_id)
@@ -81,8 +80,7 @@ async def test_late_payment_with_the_slot_taken_is_refunded(
     pay_db: asyncpg.Pool,
     http: aiohttp.ClientSession,
 ) -> None:
-    """Paid after the deadline when another patient took the unit: the payment is recorded
-    with its refund request (2xx), and the refund loop gets the money back."""
+    """Paid after the deadline with the unit taken: 2xx, then the refund succeeds."""
     (slot,) = await catalogue(pay_api, http, [1])
     patient, hold_id, payment_id = await paying_patient(pay_api, http, slot)
     await backdate_hold(pay_api.env["INVENTORY_REDIS_URL"], hold_id)
@@ -125,8 +123,7 @@ async def test_unpaid_order_is_closed_when_its_hold_ends(
     pay_db: asyncpg.Pool,
     http: aiohttp.ClientSession,
 ) -> None:
-    """A hold that ends unpaid gets its order closed at the provider: it can no longer be
-    paid, and the payment is closed."""
+    """A hold that ends unpaid gets its order closed: it can no longer be paid."""
     (slot,) = await catalogue(pay_api, http, [1])
     patient, hold_id, payment_id = await paying_patient(pay_api, http, slot)
     await backdate_hold(pay_api.env["INVENTORY_REDIS_URL"], hold_id)
@@ -149,8 +146,7 @@ async def test_order_paid_without_a_notification_is_settled_when_closing(
     pay_db: asyncpg.Pool,
     http: aiohttp.ClientSession,
 ) -> None:
-    """Paid but never notified: closing the order at the hold's end answers that it is
-    paid, and the payment is settled as a (late) booking."""
+    """Paid but never notified: the close finds it paid and books it."""
     (slot,) = await catalogue(pay_api, http, [1])
     patient, hold_id, payment_id = await paying_patient(pay_api, http, slot)
     paid = await sim(http, pay_sim, "POST", f"/sim/orders/{payment_id}/pay", notify=False)
@@ -174,9 +170,7 @@ async def test_no_paid_order_is_left_without_a_booking_or_refund(
     pay_db: asyncpg.Pool,
     http: aiohttp.ClientSession,
 ) -> None:
-    """G11: 15 payments (on time, late with a free unit, late with the unit taken, paid
-    without a notification with the unit free or taken) all end as a booking or a
-    refund, as expected for each: 0 orphans."""
+    """G11: 15 on-time, late and unnotified payments end booked or refunded: 0 orphans."""
     redis_url = pay_api.env["INVENTORY_REDIS_URL"]
     expected: dict[str, str] = {}
     # On time: booked.

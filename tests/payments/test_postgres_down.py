@@ -62,9 +62,7 @@ async def test_notification_while_postgres_is_down_is_retried(
     pay_sim: PaySimServer,
     http: aiohttp.ClientSession,
 ) -> None:
-    """Postgres down: the notification is answered 503 FAIL (database_unavailable) and the
-    hold stays held; after Postgres returns, a redelivery is answered 204 and the booking
-    is committed, once."""
+    """Postgres down: 503 FAIL, nothing changes; after the restart a redelivery books."""
     (slot,) = await catalogue(private_api, http, [2])
     patient = await Patient(private_api, http).register()
     hold_id = (await patient.hold(slot))["hold_id"]

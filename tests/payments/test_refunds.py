@@ -71,8 +71,7 @@ async def test_cancellation_refunds_the_fee_once(
     http: aiohttp.ClientSession,
     slot: str,
 ) -> None:
-    """Cancelling a paid booking requests its refund; cancelling again and a HIS-style
-    request_refund find the same refund; the provider refunds the fee exactly once."""
+    """Two cancels and a HIS request give one refund of the whole fee."""
     patient, booking_id, payment_id = await paid_booking(pay_api, http, pay_sim, slot)
     assert await refund_status(patient, booking_id) is None
     for _ in range(2):
@@ -114,8 +113,7 @@ async def test_his_refusal_refund_through_request_refund(
     http: aiohttp.ClientSession,
     slot: str,
 ) -> None:
-    """request_refund (what the HIS flow calls on a refusal) queues the refund the loop
-    then sends; the patient sees it on the booking."""
+    """request_refund (the HIS refusal path) queues a refund the loop sends."""
     patient, booking_id, payment_id = await paid_booking(pay_api, http, pay_sim, slot)
     refund = await request_refund(pay_db, booking_id, FEE, "his_rejected", f"his:{booking_id}")
     assert refund is not None
@@ -135,8 +133,7 @@ async def test_sweep_refunds_a_cancelled_booking_nobody_refunded(
     http: aiohttp.ClientSession,
     slot: str,
 ) -> None:
-    """A paid booking ended without a refund request (a process died, a flow forgot)
-    gets one from the payment loop, with the booking's cancel reason."""
+    """A paid booking ended without a refund request gets one from the safety net."""
     patient, booking_id, payment_id = await paid_booking(pay_api, http, pay_sim, slot)
     async with pay_db.acquire() as c:
         await c.execute(
@@ -162,8 +159,7 @@ async def test_failed_refund_is_retried_on_the_same_refund(
     slot: str,
     refund_fault: None,
 ) -> None:
-    """While the provider refuses, the refund shows failed with its error; once it
-    accepts, the same refund (same out_refund_no) succeeds, once."""
+    """A refused refund shows failed, then succeeds once on the same out_refund_no."""
     patient, booking_id, payment_id = await paid_booking(pay_api, http, pay_sim, slot)
     status, _ = await patient.call("POST", f"/v1/bookings/{booking_id}/cancel", json={})
     assert status == 200

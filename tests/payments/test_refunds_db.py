@@ -70,8 +70,7 @@ async def paid_payment(pool: asyncpg.Pool, seed: Seed) -> str:
 
 
 async def test_refund_is_requested_once_per_payment(pool: asyncpg.Pool, seeded: Seed) -> None:
-    """Two requests (other reason, other key) give one refund row with the first's reason;
-    a booking nothing was paid for has nothing to refund."""
+    """Other reasons or keys give one refund row; an unpaid booking gets none."""
     unpaid = keys.hold_id_for(seeded.account, "never-paid", seeded.tag)
     assert await request_refund(pool, unpaid, None, "his_rejected", "k-0") is None
     payment_id = payment_id_for(seeded.booking)

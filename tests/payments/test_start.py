@@ -26,9 +26,7 @@ async def slot(pay_api: ApiServer) -> str:
 async def test_start_extends_once_and_signs_the_jsapi_parameters(
     pay_api: ApiServer, pay_keys: KeySet, http: aiohttp.ClientSession, slot: str
 ) -> None:
-    """The first start answers 201 with wx.requestPayment parameters signed by our
-    merchant key and extends the hold; a repeat answers 200 with the same payment and
-    does not extend again."""
+    """The first start extends the hold and signs the JSAPI params; a repeat is the same."""
     patient = await Patient(pay_api, http).register()
     hold = await patient.hold(slot)
     payment = await patient.start_payment(hold["hold_id"])
@@ -79,9 +77,7 @@ async def test_native_payment_gives_a_code_url(
 
 
 async def test_start_refusals(pay_api: ApiServer, http: aiohttp.ClientSession, slot: str) -> None:
-    """jsapi needs the payer's openid (422); another account's hold is 404; a released
-    hold is 409, also when its payment had started; a booked hold is 409
-    already_confirmed."""
+    """Refused: jsapi without openid, another's hold, released or booked holds."""
     patient = await Patient(pay_api, http).register()
     hold_id = (await patient.hold(slot))["hold_id"]
     status, body = await patient.call("POST", f"/v1/holds/{hold_id}/payments", json={})
@@ -121,8 +117,7 @@ async def test_start_refusals(pay_api: ApiServer, http: aiohttp.ClientSession, s
 async def test_paid_payment_is_shown_without_prepay(
     pay_api: ApiServer, pay_sim: PaySimServer, http: aiohttp.ClientSession, slot: str
 ) -> None:
-    """Once paid, starting again answers the paid payment (no prepay), and the hold's
-    payments show the booking it bought."""
+    """Once paid, a start answers the paid payment without prepay; the list shows it."""
     patient = await Patient(pay_api, http).register()
     hold_id = (await patient.hold(slot))["hold_id"]
     payment_id = (await patient.start_payment(hold_id))["payment_id"]

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import orjson
 import redis.exceptions
@@ -483,7 +484,8 @@ class SlotStore:
     async def reap_patient_tokens(self, patient_id: str, hold_ids: Sequence[str]) -> int:
         """Drop the patient's tokens whose holds have ended or never happened."""
         now = await self.now_ms()
-        today = datetime.fromtimestamp(now / 1000).date()
+        # Tags are named by the hospital's local visit date (China has one time zone).
+        today = datetime.fromtimestamp(now / 1000, tz=ZoneInfo("Asia/Shanghai")).date()
         verdicts: list[str] = []
         for hold_id in hold_ids:
             hold = await self.get_hold(hold_id)

@@ -30,18 +30,20 @@ if hold_id == '' or hospital == '' or not max_open or not window or window <= 0 
   return {E_INVALID_ARGUMENT, 0, 'argv', 0}
 end
 
+-- A retry of a reserve that already took its token is a replay: it must return the
+-- same hold, so it is answered before the rules (a ban decided since changes nothing).
+local score = redis.call('ZSCORE', K_TOKENS, hold_id)
+if score then
+  local pending = tonumber(score)
+  if pending == math.huge then pending = 0 end
+  return {REPLAY, pending, '', 0}
+end
 if ARGV[6] == '1' then
   local bans = redis.call('HMGET', K_BANS, hospital, '*')
   local banned_until = math.max(tonumber(bans[1]) or 0, tonumber(bans[2]) or 0)
   if banned_until > now then
     return {E_PATIENT_RULE, 0, 'blacklisted', banned_until}
   end
-end
-local score = redis.call('ZSCORE', K_TOKENS, hold_id)
-if score then
-  local pending = tonumber(score)
-  if pending == math.huge then pending = 0 end
-  return {REPLAY, pending, '', 0}
 end
 if max_open > 0 and redis.call('ZCARD', K_TOKENS) >= max_open then
   local reply = {E_PATIENT_RULE, 0, 'max_open', 0}

@@ -388,13 +388,14 @@ class Model:
         bans = self.bans.get(patient, {})
         tokens = self.tokens.setdefault(patient, {})
         for attempt in range(2):
+            # A retry whose token exists is a replay, answered before the rules.
+            if hold_id in tokens:
+                return False
             until = max(bans.get(self.hospital, 0), bans.get("*", 0))
             if self.blacklist and until > now:
                 return Expect(
                     "patient_rule", context={"rule": "blacklisted", "banned_until_ms": until}
                 )
-            if hold_id in tokens:
-                return False
             if self.max_open > 0 and len(tokens) >= self.max_open:
                 if attempt == 1:
                     return Expect("patient_rule", context={"rule": "max_open"})

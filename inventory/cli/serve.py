@@ -20,6 +20,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from inventory.config import ConfigError, Settings
@@ -120,16 +121,25 @@ def _run_children(
         )
         for i in range(workers)
     ]
-    for child in children:
-        child.start()
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
             if child.pid is not None and child.is_alive():
                 child.terminate()  # SIGTERM: each child shuts down gracefully
 
+    # Before any child starts, so a signal during start-up is forwarded, not fatal.
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    for child in children:
+        child.start()
+    # The supervisor serves nothing, but importing the command line may have created
+    # metric files under its own pid (modules that import inventory.metrics): drop them,
+    # or its never-verified gauge would hold the "every live process" minimum at 0.
+    multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc_dir:
+        for own in Path(multiproc_dir).glob(f"*_{os.getpid()}.db"):
+            own.unlink(missing_ok=True)
+
     running = {child.sentinel: child for child in children}
     while running:
         ready = multiprocessing.connection.wait(list(running))
@@ -138,4 +148,6 @@ def _run_children(
             # A process that is gone must not hold down "live" gauges (store_verified).
             if child.pid is not None:
                 multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
-    return 0 if all(child.exitcode == 0 for child in children) else 1
+    # A child stopped by our SIGTERM before its loop took over the signal stopped cleanly.
+    clean = (0, -signal.SIGTERM)
+    return 0 if all(child.exitcode in clean for child in children) else 1

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.durable",
     "inventory.cli.reconcile",
     "inventory.cli.migrate",
+    "inventory.cli.reencrypt",
     "inventory.cli.token",
     "inventory.cli.capacity",
     "inventory.cli.bench",

@@ -57,6 +57,9 @@ class Queries(TypedDict):
     get_account_patient: str
     upsert_patient_ban: str
     list_patient_bans: str
+    lock_patients_to_reencrypt: str
+    update_patient_ciphertexts: str
+    count_patients_by_key: str
     # holds and bookings
     upsert_hold: str
     get_hold: str

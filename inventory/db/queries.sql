@@ -294,6 +294,34 @@ FROM patient_bans
 WHERE patient_id = $1
 ORDER BY hospital_id;
 
+-- name: lock_patients_to_reencrypt
+-- Key rotation: the next batch of patients whose ciphertexts are not under the current key,
+-- in id order after after_id, locked for the re-encrypting transaction; rows another
+-- transaction holds are skipped (the next run picks them up).
+-- params: current_key_id, after_id, batch
+SELECT id, key_id, name_enc, phone_enc, resident_id_enc
+FROM patients
+WHERE key_id <> $1 AND id > $2
+ORDER BY id
+LIMIT $3
+FOR UPDATE SKIP LOCKED;
+
+-- name: update_patient_ciphertexts
+-- Key rotation: store a patient's re-encrypted fields and the key that encrypted them.
+-- params: patient_id, key_id, name_enc, phone_enc, resident_id_enc
+UPDATE patients
+SET key_id = $2, name_enc = $3, phone_enc = $4, resident_id_enc = $5, updated_at = now()
+WHERE id = $1
+RETURNING id, key_id;
+
+-- name: count_patients_by_key
+-- Rows per data key: a key may be retired when its count is 0.
+-- params:
+SELECT key_id, count(*) AS patients
+FROM patients
+GROUP BY key_id
+ORDER BY key_id;
+
 
 -- ===================================================================== holds and bookings
 

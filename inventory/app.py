@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from inventory.api import capacity as capacity_routes
 from inventory.api import catalogue as catalogue_routes
 from inventory.api import docs, health, holds, legacy, observability, operators
 from inventory.api import patients as patient_routes
@@ -154,6 +155,7 @@ def create_app(settings: Settings) -> web.Application:
         patient_routes,
         holds,
         operators,
+        capacity_routes,
         legacy,
         docs,
         observability,

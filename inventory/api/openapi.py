@@ -15,6 +15,12 @@ from pydantic import BaseModel
 
 from inventory import __version__
 from inventory.api import models
+from inventory.api.capacity import (
+    CapacityQuery,
+    DepartmentCapacityQuery,
+    MaxRateQuery,
+    MinServersQuery,
+)
 from inventory.api.catalogue import ScheduleDayQuery
 from inventory.api.holds import BookingListQuery
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
@@ -55,6 +61,7 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 
 STR = {"type": "string"}
 INT = {"type": "integer"}
+NUMBER = {"type": ["number", "null"]}
 NULLABLE_STR = {"type": ["string", "null"]}
 ITEMS = "items"
 
@@ -124,6 +131,20 @@ class Operation:
 _ACCOUNT_ERRORS = (401, 422, 503)
 _HOLD = models.HoldView
 _BOOKING = models.BookingView
+
+MMS_FIGURES = _obj(
+    ["utilization", "p_wait", "wq_hours", "w_hours", "lq", "l"],
+    arrival_rate=NUMBER,
+    service_rate=NUMBER,
+    servers=INT,
+    utilization=NUMBER,
+    p_wait=NUMBER,
+    wq_hours=NUMBER,
+    w_hours=NUMBER,
+    lq=NUMBER,
+    l=NUMBER,
+)
+_CAPACITY_ERRORS = (400, 401, 403, 422)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -453,6 +474,69 @@ OPERATIONS: tuple[Operation, ...] = (
         auth="operator",
         body=models.StatusChange,
         errors=(400, 401, 403, 404, 409, 422, 503),
+    ),
+    Operation(
+        "get",
+        "/v1/operator/capacity",
+        "get_capacity",
+        "M/M/s figures of a clinic session (rates per hour; 422 when unstable)",
+        "operator",
+        200,
+        MMS_FIGURES,
+        auth="operator",
+        query=CapacityQuery,
+        errors=_CAPACITY_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/v1/operator/capacity/min-servers",
+        "get_capacity_min_servers",
+        "The fewest doctors keeping the mean wait in queue under max_wait_minutes",
+        "operator",
+        200,
+        _obj(["servers", "figures"], servers=INT, max_wait_minutes=NUMBER, figures=MMS_FIGURES),
+        auth="operator",
+        query=MinServersQuery,
+        errors=_CAPACITY_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/v1/operator/capacity/max-rate",
+        "get_capacity_max_rate",
+        "The most patients per hour (and per session) the doctors take under the target",
+        "operator",
+        200,
+        _obj(
+            ["max_arrival_rate", "patients_per_session"],
+            max_arrival_rate=NUMBER,
+            servers=INT,
+            service_rate=NUMBER,
+            max_wait_minutes=NUMBER,
+            session_hours=NUMBER,
+            patients_per_session={"type": ["integer", "null"]},
+        ),
+        auth="operator",
+        query=MaxRateQuery,
+        errors=_CAPACITY_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/v1/operator/departments/{department_id}/capacity",
+        "get_department_capacity",
+        "A department's rates estimated from its bookings, fed into the M/M/s model "
+        "(service_rate is needed while consultation lengths are not recorded)",
+        "operator",
+        200,
+        _obj(
+            ["department_id", "estimate", "figures"],
+            department_id=STR,
+            estimate={"type": "object"},
+            service_rate_source=STR,
+            figures=MMS_FIGURES,
+        ),
+        auth="operator",
+        query=DepartmentCapacityQuery,
+        errors=(*_CAPACITY_ERRORS, 404, 503),
     ),
     Operation(
         "get",

@@ -102,6 +102,7 @@ class Queries(TypedDict):
     list_unreleased_bookings: str
     list_window_bookings: str
     requeue_his_submission: str
+    list_department_booking_outcomes: str
     start_reconciliation_run: str
     finish_reconciliation_run: str
     add_reconciliation_items: str

@@ -981,6 +981,29 @@ SET status = 'confirmed', his_appointment_id = NULL, his_appointment_no = NULL,
 WHERE id = $1 AND status IN ('submitted', 'his_confirmed')
 RETURNING id AS booking_id, status;
 
+-- name: list_department_booking_outcomes
+-- Every booking of a department's schedules with a visit date from from_date to to_date
+-- (inclusive), as the capacity estimator reads it (inventory/capacity/records.py): the
+-- session start and length in hours, the slot start, and the outcome mapped to the
+-- estimator's statuses (visited -> attended, no_show, cancelled, anything else -> booked).
+-- service_minutes is always NULL: consultation lengths are not recorded yet.
+-- params: department_id, from_date, to_date
+SELECT s.department_id, s.starts_at AS session_start, sl.starts_at AS slot_start,
+       CASE b.status
+           WHEN 'visited' THEN 'attended'
+           WHEN 'no_show' THEN 'no_show'
+           WHEN 'cancelled' THEN 'cancelled'
+           ELSE 'booked'
+       END AS status,
+       NULL::double precision AS service_minutes,
+       (EXTRACT(EPOCH FROM (s.ends_at - s.starts_at)) / 3600.0)::double precision
+           AS session_hours
+FROM schedules s
+JOIN bookings b ON b.schedule_id = s.id
+JOIN slots sl ON sl.id = b.slot_id
+WHERE s.department_id = $1 AND s.visit_date BETWEEN $2 AND $3
+ORDER BY s.starts_at, sl.starts_at, b.id;
+
 -- name: start_reconciliation_run
 -- params: first_day, last_day, mode, policy
 INSERT INTO reconciliation_runs (first_day, last_day, mode, policy)

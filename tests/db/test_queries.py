@@ -278,6 +278,11 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "list_unreleased_bookings": lambda s: {"older_than_s": 30.0, "limit": 100},
     "list_window_bookings": lambda s: {"first_day": VISIT, "last_day": NEXT_DAY},
     "requeue_his_submission": lambda s: {"booking_id": s.booking},
+    "list_department_booking_outcomes": lambda s: {
+        "department_id": s.cardio,
+        "from_date": VISIT,
+        "to_date": NEXT_DAY,
+    },
     "start_reconciliation_run": lambda s: {
         "first_day": VISIT,
         "last_day": NEXT_DAY,

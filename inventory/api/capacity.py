@@ -1,0 +1,220 @@
+"""Operator routes of capacity planning: the M/M/s figures, the inverse questions, and a
+department's estimate from its bookings in Postgres fed into the model (docs/capacity.md).
+
+Rates are per hour, waits in the query string in minutes, times in answers in hours.
+Every refusal of the capacity module (nonsense input, an unstable system, an unreachable
+target, too little data) is a 422 validation problem whose error item carries the
+module's code (``capacity_invalid_input``, ``capacity_unstable``,
+``capacity_target_unreachable``, ``capacity_insufficient_data``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import date
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import Field
+
+from inventory.api.auth import principal
+from inventory.api.bodies import json_response, read_query
+from inventory.api.catalogue import path_id
+from inventory.api.context import SERVICES
+from inventory.api.models import Request
+from inventory.capacity.errors import CapacityError, InsufficientDataError
+from inventory.capacity.estimate import DepartmentEstimate
+from inventory.capacity.mms import MMsResult, mms_metrics
+from inventory.capacity.planning import max_arrival_rate_for_wait, min_servers_for_wait
+from inventory.capacity.records import estimate_department
+from inventory.errors import ValidationFailedError
+
+routes = web.RouteTableDef()
+
+_MINUTES_PER_HOUR = 60.0
+#: The longest period a department estimate reads, in days.
+MAX_PERIOD_DAYS = 366
+
+T = TypeVar("T")
+
+
+class CapacityQuery(Request):
+    """The M/M/s system: arrival and service rates per hour, doctors."""
+
+    arrival_rate: float
+    service_rate: float
+    servers: int
+
+
+class MinServersQuery(Request):
+    """Rates per hour and the target mean wait in queue, in minutes."""
+
+    arrival_rate: float
+    service_rate: float
+    max_wait_minutes: float
+
+
+class MaxRateQuery(Request):
+    """Service rate per hour, doctors, target mean wait (minutes), optional session length."""
+
+    service_rate: float
+    servers: int
+    max_wait_minutes: float
+    session_hours: float | None = None
+
+
+class DepartmentCapacityQuery(Request):
+    """Period of visit dates (inclusive), doctors, and the service rate when none is known."""
+
+    from_: date = Field(alias="from")
+    to: date
+    servers: int
+    service_rate: float | None = None
+
+
+def _refused(field: str, error: CapacityError) -> ValidationFailedError:
+    return ValidationFailedError(
+        str(error), errors=[{"field": field, "reason": str(error), "code": error.code}]
+    )
+
+
+def _guard(field: str, compute: Callable[[], T]) -> T:
+    try:
+        return compute()
+    except CapacityError as error:
+        raise _refused(field, error) from None
+
+
+def _figures(result: MMsResult) -> dict[str, Any]:
+    return {
+        "arrival_rate": result.arrival_rate,
+        "service_rate": result.service_rate,
+        "servers": result.servers,
+        "utilization": result.utilization,
+        "p_wait": result.p_wait,
+        "wq_hours": result.wq_hours,
+        "w_hours": result.w_hours,
+        "lq": result.lq,
+        "l": result.l,
+    }
+
+
+def _wait_hours(minutes: float) -> float:
+    return minutes / _MINUTES_PER_HOUR
+
+
+@routes.get("/v1/operator/capacity")
+async def get_capacity(request: web.Request) -> web.Response:
+    """The exact M/M/s figures of a system (422 when unstable or nonsense)."""
+    principal(request, operator=True)
+    query = read_query(request, CapacityQuery)
+    result = _guard(
+        "arrival_rate", lambda: mms_metrics(query.arrival_rate, query.service_rate, query.servers)
+    )
+    return json_response(_figures(result))
+
+
+@routes.get("/v1/operator/capacity/min-servers")
+async def get_min_servers(request: web.Request) -> web.Response:
+    """The fewest doctors that keep the mean wait in queue under the target."""
+    principal(request, operator=True)
+    query = read_query(request, MinServersQuery)
+    target = _wait_hours(query.max_wait_minutes)
+    servers = _guard(
+        "max_wait_minutes",
+        lambda: min_servers_for_wait(query.arrival_rate, query.service_rate, target),
+    )
+    result = mms_metrics(query.arrival_rate, query.service_rate, servers)
+    return json_response(
+        {
+            "servers": servers,
+            "max_wait_minutes": query.max_wait_minutes,
+            "figures": _figures(result),
+        }
+    )
+
+
+@routes.get("/v1/operator/capacity/max-rate")
+async def get_max_rate(request: web.Request) -> web.Response:
+    """The most patients per hour (and per session) the doctors take under the target."""
+    principal(request, operator=True)
+    query = read_query(request, MaxRateQuery)
+    target = _wait_hours(query.max_wait_minutes)
+    rate = _guard(
+        "max_wait_minutes",
+        lambda: max_arrival_rate_for_wait(query.service_rate, query.servers, target),
+    )
+    answer: dict[str, Any] = {
+        "max_arrival_rate": rate,
+        "servers": query.servers,
+        "service_rate": query.service_rate,
+        "max_wait_minutes": query.max_wait_minutes,
+        "patients_per_session": None,
+    }
+    if query.session_hours is not None:
+        hours = query.session_hours
+        if not (hours > 0.0 and hours < float("inf")):
+            raise ValidationFailedError(
+                errors=[{"field": "session_hours", "reason": "must be a finite number > 0"}]
+            )
+        answer["session_hours"] = hours
+        answer["patients_per_session"] = int(rate * hours)
+    return json_response(answer)
+
+
+def _estimate_view(estimate: DepartmentEstimate) -> dict[str, Any]:
+    view = asdict(estimate)
+    view["effective_arrival_rate_per_hour"] = estimate.effective_arrival_rate_per_hour
+    return view
+
+
+@routes.get("/v1/operator/departments/{department_id}/capacity")
+async def get_department_capacity(request: web.Request) -> web.Response:
+    """A department's rates estimated from its bookings, fed into the M/M/s model."""
+    principal(request, operator=True)
+    department_id = path_id(request, "department_id")
+    query = read_query(request, DepartmentCapacityQuery)
+    if query.to < query.from_:
+        raise ValidationFailedError(errors=[{"field": "to", "reason": "must not be before from"}])
+    if (query.to - query.from_).days >= MAX_PERIOD_DAYS:
+        raise ValidationFailedError(
+            errors=[{"field": "to", "reason": f"the period is limited to {MAX_PERIOD_DAYS} days"}]
+        )
+    rows = await request.app[SERVICES].catalogue.fetch(
+        "list_department_booking_outcomes", department_id, query.from_, query.to
+    )
+    estimate = _guard("from", lambda: estimate_department(department_id, rows))
+    arrival = estimate.effective_arrival_rate_per_hour
+    if arrival is None or arrival <= 0.0:
+        raise _refused(
+            "from",
+            InsufficientDataError(
+                f"department {department_id!r}: no attended booking in the period, so "
+                "there is no arrival rate to model"
+            ),
+        )
+    service_rate = query.service_rate
+    service_source = "query"
+    if service_rate is None:
+        service_rate = estimate.service_rate_per_hour
+        service_source = "bookings"
+    if service_rate is None:
+        raise _refused(
+            "service_rate",
+            InsufficientDataError(
+                "no consultation lengths are recorded, so the service rate must be given "
+                "as the service_rate query parameter"
+            ),
+        )
+    result = _guard("servers", lambda: mms_metrics(arrival, service_rate, query.servers))
+    return json_response(
+        {
+            "department_id": department_id,
+            "from": query.from_.isoformat(),
+            "to": query.to.isoformat(),
+            "estimate": _estimate_view(estimate),
+            "service_rate_source": service_source,
+            "figures": _figures(result),
+        }
+    )

@@ -8,7 +8,7 @@ connection of a pool of ``concurrency`` connections (two identical pools, one pe
 - **store**: ``await store.reserve(ReserveRequest(...))``, the public API with everything
   it does in Python (id checks, hold id and fingerprint digests, the reply parsed into a
   :class:`~inventory.domain.HoldOutcome`);
-- **bare**: ``await client.evalsha(sha, 8, *keys, *args)`` with the same ten arguments
+- **bare**: ``await client.evalsha(sha, 8, *keys, *args)`` with the same eleven arguments
   (fresh hold, account and patient ids per call, server clock), checking only the reply's
   return code.
 
@@ -407,6 +407,7 @@ def _bare_calls(client: Redis, sha: str, target: BenchTarget) -> Callable[[int],
                 _BARE_FINGERPRINT,
                 0,
                 _RECLAIM_LIMIT,
+                "",  # request_id: none, as the store sends by default
             )
             try:
                 reply = await client.evalsha(sha, 8, *key_list, *args)

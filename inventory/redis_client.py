@@ -41,6 +41,7 @@ async def connect_redis(
         health_check_interval=30,
         redis_connect_func=on_connect,
     )
-    client = Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so aclose() closes its connections too.
+    client = Redis.from_pool(pool)
     await client.ping()
     return client

@@ -22,6 +22,7 @@ import redis.exceptions
 
 from inventory import keys
 from inventory.domain import (
+    OPEN_STATES,
     Hold,
     HoldOutcome,
     HoldState,
@@ -296,7 +297,12 @@ class SlotStore:
                 await self._release_tokens(request.patient_id, [hold_id])
             raise
         if policy.spans_tags:
-            await self._settle_token(request.patient_id, hold_id)
+            if outcome.hold.state in OPEN_STATES:
+                await self._settle_token(request.patient_id, hold_id)
+            elif fresh_token:
+                # A retry that replayed a hold which has since ended: it holds nothing,
+                # so neither may its token.
+                await self._release_tokens(request.patient_id, [hold_id], best_effort=True)
         return outcome
 
     async def confirm(

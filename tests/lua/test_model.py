@@ -420,7 +420,11 @@ class Model:
             if fresh:
                 del self.tokens[request.patient_id][hold_id]
         elif self.spans_tags:
-            self.tokens[request.patient_id][hold_id] = INF
+            if self.holds[hold_id].state in ("held", "booked"):
+                self.tokens[request.patient_id][hold_id] = INF
+            elif fresh:
+                # A replay of a hold that has ended: its fresh token is given back.
+                del self.tokens[request.patient_id][hold_id]
         return expect
 
     def reserve_script(self, request: ReserveRequest, hold_id: str, now: int) -> Expect:

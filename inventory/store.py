@@ -542,6 +542,7 @@ async def _guard(awaitable: Awaitable[T]) -> T:
     except TimeoutError as error:
         raise StoreUnavailableError("Redis call timed out") from error
     except redis.exceptions.ResponseError as error:
-        if str(error).startswith("OOM"):
+        # redis-py strips the "OOM" prefix into its own class; match both to be sure.
+        if isinstance(error, redis.exceptions.OutOfMemoryError) or "OOM" in str(error):
             raise StoreUnavailableError("Redis is out of memory") from error
         raise InventoryError(f"Redis refused a script call: {error}") from error

@@ -84,6 +84,11 @@ def _guard(field: str, compute: Callable[[], T]) -> T:
         return compute()
     except CapacityError as error:
         raise _refused(field, error) from None
+    except ArithmeticError:
+        # Rates so large (or small) that the figures overflow: the input is nonsense.
+        raise ValidationFailedError(
+            errors=[{"field": field, "reason": "the numbers are out of a computable range"}]
+        ) from None
 
 
 def _figures(result: MMsResult) -> dict[str, Any]:
@@ -158,8 +163,13 @@ async def get_max_rate(request: web.Request) -> web.Response:
             raise ValidationFailedError(
                 errors=[{"field": "session_hours", "reason": "must be a finite number > 0"}]
             )
+        per_session = rate * hours
+        if not per_session < float("inf"):
+            raise ValidationFailedError(
+                errors=[{"field": "session_hours", "reason": "too large for the arrival rate"}]
+            )
         answer["session_hours"] = hours
-        answer["patients_per_session"] = int(rate * hours)
+        answer["patients_per_session"] = int(per_session)
     return json_response(answer)
 
 

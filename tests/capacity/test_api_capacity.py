@@ -104,6 +104,21 @@ async def test_min_servers_and_max_rate(api_server: ApiServer, http: aiohttp.Cli
     assert data["patients_per_session"] == int(rate * 4)
 
 
+async def test_overflowing_figures_are_422(
+    api_server: ApiServer, http: aiohttp.ClientSession
+) -> None:
+    """Rates and session lengths whose product overflows answer 422, not 500 (found by
+    schemathesis)."""
+    status, data = await _get(
+        api_server,
+        http,
+        "/v1/operator/capacity/max-rate?max_wait_minutes=250&session_hours=1e300"
+        "&service_rate=6.2470111863030536e16&servers=11450",
+    )
+    assert status == 422, data
+    assert data["errors"][0]["field"] == "session_hours"
+
+
 async def _book(api: ApiServer, http: aiohttp.ClientSession, slot_id: str) -> str:
     account = uid("acct")
     headers = api.headers(account)

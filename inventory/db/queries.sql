@@ -408,64 +408,28 @@ ORDER BY at, id;
 -- One booking with where and when the visit is, or no row (workers and operators; the
 -- API uses get_account_booking).
 -- params: booking_id
-SELECT b.id AS booking_id, b.id AS hold_id, b.tag, b.slot_id, b.schedule_id, b.account_id,
-       b.patient_id, b.status, b.amount_fen, b.payment_ref, b.confirmed_at,
-       b.his_appointment_no, b.visit_time, b.place, b.submitted_at, b.his_confirmed_at,
-       b.cancelled_at, b.cancel_reason, b.updated_at,
-       s.visit_date, s.session, s.location, sl.starts_at AS slot_starts_at,
-       sl.ends_at AS slot_ends_at, s.doctor_id, d.name AS doctor_name,
-       d.title AS doctor_title, s.department_id, dep.name AS department_name,
-       s.hospital_id, h.name AS hospital_name
-FROM bookings b
-JOIN slots sl ON sl.id = b.slot_id
-JOIN schedules s ON s.id = b.schedule_id
-JOIN doctors d ON d.id = s.doctor_id
-JOIN departments dep ON dep.id = s.department_id
-JOIN hospitals h ON h.id = s.hospital_id
-WHERE b.id = $1;
+SELECT *
+FROM booking_details
+WHERE booking_id = $1;
 
 -- name: get_account_booking
 -- One of the account's bookings (same columns as get_booking), or no row: another
 -- account's booking looks exactly like a missing one.
 -- params: account_id, booking_id
-SELECT b.id AS booking_id, b.id AS hold_id, b.tag, b.slot_id, b.schedule_id, b.account_id,
-       b.patient_id, b.status, b.amount_fen, b.payment_ref, b.confirmed_at,
-       b.his_appointment_no, b.visit_time, b.place, b.submitted_at, b.his_confirmed_at,
-       b.cancelled_at, b.cancel_reason, b.updated_at,
-       s.visit_date, s.session, s.location, sl.starts_at AS slot_starts_at,
-       sl.ends_at AS slot_ends_at, s.doctor_id, d.name AS doctor_name,
-       d.title AS doctor_title, s.department_id, dep.name AS department_name,
-       s.hospital_id, h.name AS hospital_name
-FROM bookings b
-JOIN slots sl ON sl.id = b.slot_id
-JOIN schedules s ON s.id = b.schedule_id
-JOIN doctors d ON d.id = s.doctor_id
-JOIN departments dep ON dep.id = s.department_id
-JOIN hospitals h ON h.id = s.hospital_id
-WHERE b.account_id = $1 AND b.id = $2;
+SELECT *
+FROM booking_details
+WHERE account_id = $1 AND booking_id = $2;
 
 -- name: list_account_bookings
 -- An account's bookings, newest confirmation first, a page at a time: pass NULL, NULL for
 -- the first page, then the last row's confirmed_at and booking_id for the next.
 -- params: account_id, before_confirmed_at, before_booking_id, limit
-SELECT b.id AS booking_id, b.id AS hold_id, b.tag, b.slot_id, b.schedule_id, b.account_id,
-       b.patient_id, b.status, b.amount_fen, b.payment_ref, b.confirmed_at,
-       b.his_appointment_no, b.visit_time, b.place, b.submitted_at, b.his_confirmed_at,
-       b.cancelled_at, b.cancel_reason, b.updated_at,
-       s.visit_date, s.session, s.location, sl.starts_at AS slot_starts_at,
-       sl.ends_at AS slot_ends_at, s.doctor_id, d.name AS doctor_name,
-       d.title AS doctor_title, s.department_id, dep.name AS department_name,
-       s.hospital_id, h.name AS hospital_name
-FROM bookings b
-JOIN slots sl ON sl.id = b.slot_id
-JOIN schedules s ON s.id = b.schedule_id
-JOIN doctors d ON d.id = s.doctor_id
-JOIN departments dep ON dep.id = s.department_id
-JOIN hospitals h ON h.id = s.hospital_id
-WHERE b.account_id = $1
+SELECT *
+FROM booking_details
+WHERE account_id = $1
   AND ($2::timestamptz IS NULL
-       OR (b.confirmed_at, b.id::text) < ($2::timestamptz, $3::text))
-ORDER BY b.confirmed_at DESC, b.id DESC
+       OR (confirmed_at, booking_id::text) < ($2::timestamptz, $3::text))
+ORDER BY confirmed_at DESC, booking_id DESC
 LIMIT $4;
 
 

@@ -106,6 +106,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             store,
             per_account=settings.reserve_rate_per_account,
             per_ip=settings.reserve_rate_per_ip,
+            one_call=not settings.redis_cluster,
         ),
         gate=gate,
         catalogue=catalogue,

@@ -159,6 +159,11 @@ class SlotStore:
     def _now_arg(self) -> int:
         return self._clock() if self._clock is not None else SERVER_TIME
 
+    def script_now(self) -> int:
+        """A script call's ``now_ms`` argument: the test clock's now, else 0 (the
+        script reads Redis TIME)."""
+        return self._now_arg()
+
     def _seed(self) -> int:
         return self._rng.randrange(1, 2**31 - 1)
 

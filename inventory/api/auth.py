@@ -5,12 +5,21 @@ token's header (so ``alg: none`` and algorithm confusion are refused); the key i
 chosen by the token's ``kid`` among the configured keys, so keys can rotate; issuer,
 audience, expiry and issued-at are required and checked. The account comes only from
 ``sub``; operators carry ``"operator"`` in ``roles``.
+
+Checking an HS256 signature and the claims costs about 50 µs, a fifth of a reserve's
+CPU, and a front end sends the same token for every request of a session. So each
+process remembers the tokens it has verified, by their exact text (signature
+included), until they expire: a remembered token is byte-for-byte one that passed
+every check, and its expiry is checked again on each use. The keys are fixed for the
+life of a process (rotation restarts it), so a remembered answer cannot go stale.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import jwt
 from aiohttp import web
@@ -21,6 +30,8 @@ from inventory.keys import ID_RE
 
 ALGORITHM = "HS256"
 OPERATOR_ROLE = "operator"
+#: Verified tokens remembered per process; past this the oldest are forgotten first.
+VERIFIED_CACHE_SIZE: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +43,42 @@ class Principal:
 
 
 class TokenVerifier:
-    """Verifies bearer tokens against the configured keys."""
+    """Verifies bearer tokens against the configured keys, remembering the verified
+    ones until they expire."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._keys = dict(settings.jwt_keys)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_s
+        self._cache_size = cache_size
+        self._clock = clock
+        # token text -> (principal, the instant past which it is refused); insertion
+        # order is age order, so the oldest entry is the first one.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; :class:`UnauthenticatedError` otherwise."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            found, refused_after = remembered
+            if self._clock() < refused_after:
+                return found
+            del self._verified[token]
+            raise UnauthenticatedError("token expired")
+        found, expires_at = self._verify_fully(token)
+        if len(self._verified) >= self._cache_size:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (found, expires_at + self._leeway)
+        return found
+
+    def _verify_fully(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -68,7 +105,8 @@ class TokenVerifier:
             raise UnauthenticatedError("the token's subject is not a valid account id")
         roles = claims.get("roles", [])
         operator = isinstance(roles, list) and OPERATOR_ROLE in roles
-        return Principal(account_id=subject, operator=operator)
+        # PyJWT has checked that exp is present and an integer or float.
+        return Principal(account_id=subject, operator=operator), float(claims["exp"])
 
 
 def mint_token(settings: Settings, subject: str, *, operator: bool = False, ttl_s: int) -> str:

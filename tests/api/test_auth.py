@@ -32,11 +32,12 @@ import orjson
 import pytest
 from jwt.warnings import InsecureKeyLengthWarning
 
-from inventory.api.auth import mint_token
+from inventory.api.auth import TokenVerifier, mint_token
 from inventory.api.models import BookingCancel, HoldConfirm, HoldCreate, PatientCreate
 from inventory.api.openapi import OPERATIONS, Operation
 from inventory.app import create_app
 from inventory.config import Settings
+from inventory.errors import UnauthenticatedError
 from inventory.servers import free_port
 
 from .conftest import ApiServer, api_env, create_database, start_api, stop_api
@@ -339,6 +340,73 @@ def test_matrix_covers_every_authenticated_operation(api_server: ApiServer) -> N
     assert {op.auth for op in OPERATIONS} == {None, "account", "operator"}
     assert ACCOUNT_OPS
     assert OPERATOR_OPS
+
+
+# -- the verified-token memory -----------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _verifier_settings() -> Settings:
+    return Settings(
+        redis_url="redis://127.0.0.1:1",
+        database_url="postgresql://127.0.0.1:1/none",
+        jwt_keys={"k1": secrets.token_bytes(32)},
+        jwt_current_key="k1",
+        jwt_leeway_s=5,
+    )
+
+
+def test_remembered_token_still_expires() -> None:
+    """A token verified once is answered from memory, but only until exp + leeway."""
+    settings = _verifier_settings()
+    clock = _Clock()
+    verifier = TokenVerifier(settings, clock=clock)
+    token = mint_token(settings, "acct-memo", ttl_s=60)
+    assert verifier.verify(token).account_id == "acct-memo"
+    clock.now += 64  # 60 s ttl + 5 s leeway: still inside
+    assert verifier.verify(token).account_id == "acct-memo"
+    clock.now += 2
+    with pytest.raises(UnauthenticatedError, match="expired"):
+        verifier.verify(token)
+
+
+def test_memory_is_by_exact_token_text() -> None:
+    """Once a token is remembered, any other text (another signature, another payload
+    with the old signature) is verified in full and refused."""
+    settings = _verifier_settings()
+    verifier = TokenVerifier(settings)
+    token = mint_token(settings, "acct-memo", operator=True, ttl_s=60)
+    assert verifier.verify(token).operator
+    head, payload, signature = token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    forged_payload = _b64(
+        orjson.dumps(
+            jwt.decode(token, options={"verify_signature": False}) | {"sub": "someone-else"}
+        )
+    )
+    for forged in (f"{head}.{payload}.{flipped}", f"{head}.{forged_payload}.{signature}"):
+        with pytest.raises(UnauthenticatedError):
+            verifier.verify(forged)
+    assert verifier.verify(token).account_id == "acct-memo"
+
+
+def test_memory_is_bounded() -> None:
+    """Past its size the oldest tokens are forgotten, and verified again when they
+    come back."""
+    settings = _verifier_settings()
+    verifier = TokenVerifier(settings, cache_size=2)
+    tokens = [mint_token(settings, f"acct-{n}", ttl_s=60) for n in range(5)]
+    for _ in range(2):
+        for n, token in enumerate(tokens):
+            assert verifier.verify(token).account_id == f"acct-{n}"
+    assert len(verifier._verified) == 2
 
 
 # -- `inventory token` -------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""lua/rate_limit.lua through ReserveRateLimiter on a logical clock: bursts, refill,
+Retry-After, all-or-nothing over two buckets, one call per bucket on Cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.config import RateLimit
+from inventory.errors import InventoryError, RateLimitedError
+
+from .conftest import Scenario, fresh_id
+
+
+def limiter(scenario: Scenario, account: str, ip: str) -> ReserveRateLimiter:
+    return ReserveRateLimiter(
+        scenario.store,
+        per_account=RateLimit.parse(account),
+        per_ip=RateLimit.parse(ip),
+        one_call=not isinstance(scenario.client, RedisCluster),
+    )
+
+
+async def attempts(limits: ReserveRateLimiter, n: int, account: str, ip: str) -> list[Any]:
+    """``n`` checks: None for allowed, else the Retry-After in seconds."""
+    found: list[Any] = []
+    for _ in range(n):
+        try:
+            await limits.check(account_id=account, client_ip=ip)
+            found.append(None)
+        except RateLimitedError as error:
+            found.append(error.context["retry_after_s"])
+    return found
+
+
+async def test_burst_then_refill(scenario: Scenario) -> None:
+    """3 per 6 s: three at once, the fourth waits 2 s (one interval), and one more is
+    allowed once an interval has passed."""
+    limits = limiter(scenario, "3/6", "0/1")
+    account = fresh_id("acct")
+    assert await attempts(limits, 4, account, "10.0.0.1") == [None, None, None, 2]
+    scenario.clock.advance(1.5)
+    assert await attempts(limits, 1, account, "10.0.0.1") == [1]  # 0.5 s left: rounds up
+    scenario.clock.advance(0.5)
+    assert await attempts(limits, 2, account, "10.0.0.1") == [None, 2]
+
+
+async def test_a_refusal_consumes_neither_bucket(scenario: Scenario) -> None:
+    """The address's bucket is full: the account's requests are refused and not
+    counted, so the account can still use its whole burst from another address."""
+    limits = limiter(scenario, "2/60", "1/60")
+    account, other = fresh_id("acct"), fresh_id("acct")
+    ip = fresh_id("ip")
+    assert await attempts(limits, 1, other, ip) == [None]
+    refused = await attempts(limits, 3, account, ip)
+    assert all(retry is not None for retry in refused)
+    if isinstance(scenario.client, RedisCluster):
+        # One call per bucket on Cluster: there each bucket counts on its own.
+        return
+    fresh_addresses = [await attempts(limits, 1, account, fresh_id("ip")) for _ in range(3)]
+    assert fresh_addresses == [[None], [None], [30]]
+
+
+async def test_each_subject_has_its_own_bucket(scenario: Scenario) -> None:
+    limits = limiter(scenario, "1/60", "100/1")
+    first, second = fresh_id("acct"), fresh_id("acct")
+    assert await attempts(limits, 2, first, "10.0.0.2") == [None, 60]
+    assert await attempts(limits, 1, second, "10.0.0.2") == [None]
+
+
+async def test_disabled_limits_never_call_redis(scenario: Scenario) -> None:
+    limits = limiter(scenario, "0/1", "0/1")
+    assert await attempts(limits, 50, fresh_id("acct"), "10.0.0.3") == [None] * 50
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [0, 0, 1],  # zero interval
+        [0, 100, 0],  # zero burst
+        [0, "x", 1],
+        [0, 100],  # an argument missing
+        [0, 100, 1, 5],  # one too many
+    ],
+)
+async def test_bad_arguments_are_refused(scenario: Scenario, args: list[Any]) -> None:
+    reply = await scenario.store.call_script("rate_limit", [f"inv:rl:{{t:{fresh_id('k')}}}"], args)
+    assert [int(part) for part in reply] == [-20, 0]
+
+
+async def test_limiter_raises_on_a_refused_argument(scenario: Scenario) -> None:
+    """A script refusing the limiter's own arguments is a bug, never 'allowed'."""
+    limits = ReserveRateLimiter(
+        scenario.store, per_account=RateLimit(1, 1e-9), per_ip=RateLimit(0, 1)
+    )
+    limits._limits["acct"] = RateLimit(-1, 1)  # a negative burst slipped past parse
+    with pytest.raises(InventoryError, match="rate_limit refused"):
+        await limits.check(account_id=fresh_id("acct"), client_ip="10.0.0.4")

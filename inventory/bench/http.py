@@ -37,6 +37,10 @@ Each round runs, sides interleaved (api first in odd rounds, bare first in even 
 Ratios (api/bare) are taken inside each round and reported as median [min-max]. A
 non-2xx answer or socket error counts as an error, not as throughput.
 
+``--sweep`` (or ``--plot PATH``) runs, on the same servers, data and generator, both sides
+at a series of offered rates instead of rounds, and draws throughput and latency against
+offered load (:mod:`inventory.bench.sweep`).
+
 The generator is a separate process; it must never be the bottleneck: its CPU per
 request is reported, and a generator above 90 % of a core is flagged. With one server
 process on a machine of at least two CPUs, the servers are pinned to the last CPU and
@@ -328,37 +332,7 @@ class HttpBenchReport:
     @property
     def flags(self) -> list[str]:
         """What makes the figures less trustworthy."""
-        found: list[str] = []
-        phases = [p for r in self.rounds for p in r.phases()]
-        busy = [p for p in phases if p.generator_busy_pct > GENERATOR_BUSY_PCT]
-        if busy:
-            worst = max(p.generator_busy_pct for p in busy)
-            found.append(
-                f"GENERATOR-BOUND?: the generator used up to {worst:.0f} % of a core in "
-                f"{len(busy)} phase(s)"
-            )
-        others = [p.other_cpu_pct for p in phases if p.other_cpu_pct is not None]
-        if others and max(others) > DISTURBED_PCT:
-            found.append(
-                f"DISTURBED: other processes used up to {max(others):.0f} % of a core "
-                "during a timed phase"
-            )
-        short = [p for p in phases if p.target_rps and p.rps < PACED_SHORTFALL * p.target_rps]
-        if short:
-            sides = sorted({p.side for p in short})
-            found.append(
-                f"OVERLOADED: {len(short)} paced phase(s) ({', '.join(sides)}) reached less "
-                f"than {PACED_SHORTFALL:.0%} of the offered rate: their p99 is queueing"
-            )
-        if self.errors:
-            first = next(p.first_error for p in phases if p.first_error)
-            found.append(f"ERRORS: {self.errors} request(s) failed (first: {first})")
-        if self.setting.requests_used > self.setting.request_budget:
-            found.append(
-                "BUDGET: more reserves than patients x department-days; some were refused "
-                "by the one-hold-per-day rule (raise --patients)"
-            )
-        return found
+        return phase_flags([p for r in self.rounds for p in r.phases()], self.setting)
 
     def side_spreads(self, mode: str, side: str) -> dict[str, Spread]:
         """One side's figures in one mode over the rounds."""
@@ -501,6 +475,43 @@ class HttpBenchReport:
         ]
         lines += self.flags
         return "\n".join(lines)
+
+
+def phase_flags(phases: Sequence[Phase], setting: Setting, *, overloaded: bool = True) -> list[str]:
+    """What makes the figures of these phases less trustworthy: a busy generator, other
+    processes, paced phases that fell short of their rate (unless ``overloaded`` is
+    False: a sweep past saturation falls short on purpose), errors, an exhausted plan."""
+    found: list[str] = []
+    busy = [p for p in phases if p.generator_busy_pct > GENERATOR_BUSY_PCT]
+    if busy:
+        worst = max(p.generator_busy_pct for p in busy)
+        found.append(
+            f"GENERATOR-BOUND?: the generator used up to {worst:.0f} % of a core in "
+            f"{len(busy)} phase(s)"
+        )
+    others = [p.other_cpu_pct for p in phases if p.other_cpu_pct is not None]
+    if others and max(others) > DISTURBED_PCT:
+        found.append(
+            f"DISTURBED: other processes used up to {max(others):.0f} % of a core "
+            "during a timed phase"
+        )
+    short = [p for p in phases if p.target_rps and p.rps < PACED_SHORTFALL * p.target_rps]
+    if short and overloaded:
+        sides = sorted({p.side for p in short})
+        found.append(
+            f"OVERLOADED: {len(short)} paced phase(s) ({', '.join(sides)}) reached less "
+            f"than {PACED_SHORTFALL:.0%} of the offered rate: their p99 is queueing"
+        )
+    errors = sum(p.errors for p in phases)
+    if errors:
+        first = next(p.first_error for p in phases if p.first_error)
+        found.append(f"ERRORS: {errors} request(s) failed (first: {first})")
+    if setting.requests_used > setting.request_budget:
+        found.append(
+            "BUDGET: more reserves than patients x department-days; some were refused "
+            "by the one-hold-per-day rule (raise --patients)"
+        )
+    return found
 
 
 def _pct(value: float | None) -> str:
@@ -1282,8 +1293,12 @@ async def _delete_tags(redis_url: str, tags: Sequence[str]) -> None:
 
 
 @dataclass
-class _Bench:
-    """The live run: servers, generator, plan files and the request counter."""
+class LiveBench:
+    """The live run: servers, generator, plan files and the request counter.
+
+    :func:`running_bench` yields one with both sides serving; :meth:`phase` runs one
+    timed phase of one side (the rounds of ``inventory bench http`` and the offered-load
+    sweep of :mod:`inventory.bench.sweep` are both built from it)."""
 
     config: HttpBenchConfig
     servers: dict[str, _Server]
@@ -1295,8 +1310,35 @@ class _Bench:
     redis_url: str
     redis_pid: int | None
     postgres_pid: int | None
+    #: The run's own database (created for it, dropped at the end).
+    database_url: str = ""
+    #: Where the servers and the rest run (None: not pinned).
+    pinned: str | None = None
+    redis_where: str = ""
+    postgres_where: str = ""
+    api_settings: dict[str, Any] = field(default_factory=dict)
     next_index: int = 0
     say: Callable[[str], None] = field(default=lambda _line: None)
+
+    def setting(self) -> Setting:
+        """Where and how the run happened, requests used so far included."""
+        config = self.config
+        return Setting(
+            generator=f"wrk ({self.wrk}), 1 thread" if self.wrk else "python (1 process)",
+            paced_generator="python (1 process)",
+            processes={
+                "api": config.workers,
+                "bare": config.workers,
+                "generator": 1,
+                "redis": 1,
+            },
+            pinned=self.pinned,
+            redis=self.redis_where,
+            postgres=self.postgres_where,
+            api_settings=self.api_settings,
+            request_budget=config.request_budget,
+            requests_used=self.next_index,
+        )
 
     def _redis_cpu_s(self) -> float:
         import redis
@@ -1498,6 +1540,25 @@ def run_http_bench(
     progress: Callable[[str], None] | None = None,
 ) -> HttpBenchReport:
     """Run the whole benchmark: servers, seeding, warm-up, rounds; clean up after."""
+    with running_bench(
+        config, redis_url=redis_url, database_url=database_url, progress=progress
+    ) as bench:
+        rounds = bench.run_rounds()
+        return HttpBenchReport(config=config, setting=bench.setting(), rounds=tuple(rounds))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def running_bench(
+    config: HttpBenchConfig,
+    *,
+    redis_url: str | None = None,
+    database_url: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[LiveBench]:
+    """Servers (private unless URLs are given), a seeded database, the API and the bare
+    handler serving and pinned: everything but the timed phases. All of it is stopped,
+    dropped or deleted on exit."""
     from inventory.config import Settings
     from inventory.servers import free_port, start_postgres, start_redis
 
@@ -1569,7 +1630,13 @@ def run_http_bench(
         _wait_healthy(bare)
         if server_cpus is not None:
             _pin(api.pids() + bare.pids(), server_cpus)
-        bench = _Bench(
+        pinned = (
+            f"servers on CPU {sorted(server_cpus)[0]}, generator/Redis/Postgres on CPU "
+            + ",".join(str(c) for c in sorted(other_cpus or ()))
+            if server_cpus is not None
+            else None
+        )
+        yield LiveBench(
             config=config,
             servers={"api": api, "bare": bare},
             plan_json=plan_json,
@@ -1580,37 +1647,17 @@ def run_http_bench(
             redis_url=redis_url,
             redis_pid=redis_pid,
             postgres_pid=postgres_pid,
-            say=say,
-        )
-        rounds = bench.run_rounds()
-        pinned = (
-            f"servers on CPU {sorted(server_cpus)[0]}, generator/Redis/Postgres on CPU "
-            + ",".join(str(c) for c in sorted(other_cpus or ()))
-            if server_cpus is not None
-            else None
-        )
-        setting = Setting(
-            generator=f"wrk ({wrk}), 1 thread" if wrk else "python (1 process)",
-            paced_generator="python (1 process)",
-            processes={
-                "api": config.workers,
-                "bare": config.workers,
-                "generator": 1,
-                "redis": 1,
-            },
+            database_url=db_url,
             pinned=pinned,
-            redis=redis_where,
-            postgres=postgres_where,
+            redis_where=redis_where,
+            postgres_where=postgres_where,
             api_settings={
                 "redis_autopipeline": settings.redis_autopipeline,
                 "verified_store_gate": verified_gate,
                 "rate_limits": "on, far above the load",
             },
-            request_budget=config.request_budget,
-            requests_used=bench.next_index,
+            say=say,
         )
-        return HttpBenchReport(config=config, setting=setting, rounds=tuple(rounds))
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------------------
@@ -1638,7 +1685,10 @@ def register(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--workers", type=_positive_int, default=1, help="server processes per side (default 1)"
     )
     parser.add_argument(
-        "--seconds", type=_positive_float, default=10.0, help="per phase (default 10)"
+        "--seconds",
+        type=_positive_float,
+        default=None,
+        help="per phase (default 10; with --sweep 4, per point and side)",
     )
     parser.add_argument("--rounds", type=_positive_int, default=3, help="(default 3)")
     parser.add_argument(
@@ -1680,7 +1730,41 @@ def register(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="create (and drop) a fresh database on this Postgres server; default: private",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    sweep = parser.add_argument_group(
+        "offered-load sweep",
+        "instead of rounds: both maxima, then both sides open loop at a series of offered "
+        "rates (see inventory/bench/sweep.py); --rounds and --paced-fraction do not apply",
+    )
+    sweep.add_argument("--sweep", action="store_true", help="run the sweep")
+    sweep.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PATH",
+        help="write the sweep's plot (PNG) to PATH and its figures beside it (.json; implies "
+        "--sweep; needs matplotlib: the bench extra)",
+    )
+    sweep.add_argument(
+        "--fractions",
+        type=_fractions,
+        default=None,
+        metavar="F,F,...",
+        help="offered rates as fractions of the bare max (default "
+        "0.1,0.25,0.5,0.75,1,1.2; '' for none)",
+    )
+    sweep.add_argument(
+        "--api-fractions",
+        type=_fractions,
+        default=None,
+        metavar="F,F,...",
+        help="... and of the api max (default 0.5,0.8,1,1.25; '' for none)",
+    )
     parser.set_defaults(handler=_http, _parser=parser)
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    from inventory.cli.bench import _positive_float
+
+    return tuple(_positive_float(part) for part in text.split(",") if part.strip())
 
 
 def _progress(line: str) -> None:
@@ -1690,6 +1774,13 @@ def _progress(line: str) -> None:
 def _http(args: argparse.Namespace) -> int:
     if args.redis_url and args.aof != "off":
         args._parser.error("--aof applies to the private Redis only, not with --redis-url")
+    sweeping = args.sweep or args.plot is not None
+    if not sweeping and (args.fractions is not None or args.api_fractions is not None):
+        args._parser.error("--fractions and --api-fractions apply to --sweep only")
+    if args.seconds is None:
+        from inventory.bench.sweep import SWEEP_SECONDS
+
+        args.seconds = SWEEP_SECONDS if sweeping else 10.0
     try:
         config = HttpBenchConfig(
             workers=args.workers,
@@ -1707,6 +1798,8 @@ def _http(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         args._parser.error(str(error))
+    if sweeping:
+        return _sweep(args, config)
     try:
         report = run_http_bench(
             config,
@@ -1714,6 +1807,53 @@ def _http(args: argparse.Namespace) -> int:
             database_url=args.database_url,
             progress=_progress,
         )
+    except (
+        RuntimeError,
+        OSError,
+        subprocess.SubprocessError,
+        redis.exceptions.RedisError,
+        InventoryError,
+    ) as error:
+        print(f"{_PROG}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(report.format_text())
+    return 1 if report.errors else 0
+
+
+def _sweep(args: argparse.Namespace, config: HttpBenchConfig) -> int:
+    from inventory.bench import sweep
+
+    try:
+        sweep_config = sweep.SweepConfig(
+            config,
+            bare_fractions=sweep.BARE_FRACTIONS if args.fractions is None else args.fractions,
+            api_fractions=sweep.API_FRACTIONS if args.api_fractions is None else args.api_fractions,
+        )
+    except ValueError as error:
+        args._parser.error(str(error))
+    if args.plot is not None:
+        # Fail before minutes of measuring, not after.
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(
+                f"{_PROG}: --plot needs matplotlib: pip install 'slot-inventory[bench]'",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        report = sweep.run_sweep(
+            sweep_config,
+            redis_url=args.redis_url,
+            database_url=args.database_url,
+            progress=_progress,
+        )
+        if args.plot is not None:
+            figures = sweep.write_sweep(report, args.plot)
+            _progress(f"wrote {args.plot} and {figures}")
     except (
         RuntimeError,
         OSError,

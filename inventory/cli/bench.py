@@ -5,6 +5,8 @@
                             [--json]
     inventory bench http [--workers N] [--seconds S] [--rounds N] [--connections C] [--json]
                          (and more: see --help and inventory/bench/http.py)
+    inventory bench http --sweep [--plot PATH.png] [--fractions F,...] [--api-fractions F,...]
+                         (throughput and latency against offered load: inventory/bench/sweep.py)
 
 Without ``--redis-url`` a private redis-server is started in a temporary folder and stopped
 at the end. With it, only the benchmark's own keys are written, and deleted at the end.

@@ -107,6 +107,8 @@ GENERATOR_BUSY_PCT = 90.0
 DISTURBED_PCT = 5.0
 #: A paced phase that reached less than this fraction of its target rate was overloaded.
 PACED_SHORTFALL = 0.95
+#: The longest the api's warm-up goes on (after the timed one) to fill its caches.
+WARMUP_EXTRA_S = 60.0
 
 _CHINA = ZoneInfo("Asia/Shanghai")
 _PATH = "/v1/holds"
@@ -1495,12 +1497,28 @@ class LiveBench:
             return None
         return _proc_cpu_s(self.redis_pid) + _tree_cpu_s(self.postgres_pid)
 
+    def warm_up(self) -> None:
+        """Untimed closed loop, ``warmup_seconds`` per side; then more on the api until
+        every patient of the plan has reserved once, so that the API's slot-location and
+        patient-link caches are full as in production (at most WARMUP_EXTRA_S more).
+        Nothing with a warm-up of 0."""
+        seconds = self.config.warmup_seconds
+        if seconds <= 0:
+            return
+        self.say(f"warming up: {seconds:g} s per side")
+        for side in SIDES:
+            self.phase(side, "max", seconds)
+        deadline = time.monotonic() + WARMUP_EXTRA_S
+        while self.next_index < self.config.patients and time.monotonic() < deadline:
+            self.say(
+                f"warming up the api until every patient has reserved once "
+                f"({self.next_index:,} of {self.config.patients:,})"
+            )
+            self.phase("api", "max", seconds)
+
     def run_rounds(self) -> list[HttpRound]:
         c = self.config
-        if c.warmup_seconds > 0:
-            self.say(f"warming up: {c.warmup_seconds:g} s per side")
-            for side in SIDES:
-                self.phase(side, "max", c.warmup_seconds)
+        self.warm_up()
         rounds: list[HttpRound] = []
         for index in range(1, c.rounds + 1):
             order = SIDES if index % 2 else (SIDES[1], SIDES[0])

@@ -4,7 +4,8 @@
 :mod:`inventory.bench.http` (one :class:`~inventory.bench.http.LiveBench`, the same
 phases) in a different order:
 
-1. a warm-up and one closed-loop **max** phase per side, as in a round;
+1. the warm-up of the rounds (:meth:`~inventory.bench.http.LiveBench.warm_up`: until every
+   patient has reserved once) and one closed-loop **max** phase per side, as in a round;
 2. **points**: open-loop paced phases of both sides at a series of offered rates, from
    fractions of the bare side's max (well below the API's ceiling up to past the bare
    handler's) and of the API's max (around its knee), lowest rate first, the side that
@@ -374,10 +375,7 @@ def run_sweep(
     c = config.http
     with running_bench(c, redis_url=redis_url, database_url=database_url, progress=say) as bench:
         machine = describe_machine(bench)
-        if c.warmup_seconds > 0:
-            say(f"warming up: {c.warmup_seconds:g} s per side")
-            for side in SIDES:
-                bench.phase(side, "max", c.warmup_seconds)
+        bench.warm_up()
         maxima = {side: bench.phase(side, "max", c.seconds) for side in SIDES}
         rates = offered_rates(
             maxima["bare"].rps, maxima["api"].rps, config.bare_fractions, config.api_fractions

@@ -134,6 +134,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     #: The worker's /metrics port (on ``host``); 0 serves none.
     worker_metrics_port: int = 9101
+    #: /readyz (API and worker) fails above this many outbox entries waiting.
+    ready_max_outbox_backlog: int = 50_000
     #: WeChat Pay (inventory/payments/settings.py); off without a merchant id.
     payments: PaymentSettings = field(default_factory=PaymentSettings)
 
@@ -227,6 +229,9 @@ class Settings:
             fence_interval_s=get("FENCE_INTERVAL_S", positive_float, 1.0),
             max_body_bytes=get("MAX_BODY_BYTES", positive_int, defaults.max_body_bytes),
             worker_metrics_port=get("WORKER_METRICS_PORT", port_or_zero, 9101),
+            ready_max_outbox_backlog=get(
+                "READY_MAX_OUTBOX_BACKLOG", positive_int, defaults.ready_max_outbox_backlog
+            ),
             payments=PaymentSettings.from_env(env, problems),
         )
         if for_api:

@@ -71,6 +71,7 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 
 from inventory import keys, metrics
+from inventory.backlog import group_position
 from inventory.db.errors import DatabaseUnavailableError
 from inventory.db.pool import acquire, database_errors
 from inventory.errors import StoreUnavailableError
@@ -527,20 +528,13 @@ class Persister:
         except redis.exceptions.ResponseError:
             self._forget(stream)  # the stream is gone
             return None
-        ours = None
-        for group in groups:
-            if _text(group.get("name")) == self.config.group:
-                ours = group
+        ours = group_position(groups, self.config.group)
         if ours is None:
             await self._repair_groups([stream])
             return None
-        pending = int(ours.get("pending") or 0)
-        lag = ours.get("lag")
-        if lag is None:
-            # Unknown after deletions past the group's position: every entry left in
-            # the stream is pending or undelivered (acknowledged ones are deleted).
-            lag = max(0, int(await self.redis.xlen(stream)) - pending)
-        return int(lag), pending, len(groups) > 1
+        # XLEN only when Redis cannot tell the lag (entries deleted past the group).
+        lag = ours.lag if ours.lag is not None else ours.undelivered(await self.redis.xlen(stream))
+        return lag, ours.pending, ours.shared
 
     async def _each(
         self, streams: Sequence[str], call: Callable[[str], Awaitable[Any]]

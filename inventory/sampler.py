@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from inventory import keys, metrics
+from inventory.backlog import TAGS_PER_ROUND_TRIP, outbox_verdict
 from inventory.errors import InventoryError
 from inventory.outbox import PersisterStats
 from inventory.store import SlotStore
@@ -30,10 +31,6 @@ log = structlog.get_logger(__name__)
 
 #: Seconds between samples.
 SAMPLE_INTERVAL_S: Final = 5.0
-#: Tags read per pipelined round trip.
-TAGS_PER_ROUND_TRIP: Final = 200
-#: /readyz fails above this many outbox entries waiting for the persister.
-READY_MAX_BACKLOG: Final = 50_000
 _COUNT_FIELDS: Final = ("cap", "rem", "held", "booked", "wait")
 
 
@@ -124,6 +121,8 @@ class WorkerHealth:
 
     stats: PersisterStats | None
     interval_s: float
+    #: /readyz fails above this many outbox entries waiting for the persister.
+    max_backlog: int
     #: loop.time() of the last loop turn and of the last good store sample.
     last_turn: float = 0.0
     last_sample: float = 0.0
@@ -144,11 +143,8 @@ class WorkerHealth:
                 if self.stats.db_available
                 else f"failing: persister writes retried ({self.stats.last_error})"[:200]
             )
-            backlog = self.stats.total_lag + self.stats.total_pending
-            found["outbox"] = (
-                "ok"
-                if backlog <= READY_MAX_BACKLOG
-                else f"behind: {backlog} entries wait (bound {READY_MAX_BACKLOG})"
+            found["outbox"] = outbox_verdict(
+                self.stats.total_lag + self.stats.total_pending, self.max_backlog
             )
         return found
 
@@ -202,15 +198,17 @@ async def run_sampler(
     *,
     stats: PersisterStats | None,
     stop: asyncio.Event,
+    max_backlog: int,
     host: str = "127.0.0.1",
     port: int = 0,
     interval_s: float = SAMPLE_INTERVAL_S,
 ) -> None:
     """Serve ``/metrics`` (and health) on ``port`` (0: none) and sample every
-    ``interval_s`` until ``stop``; a failed sample is counted and logged, never fatal."""
+    ``interval_s`` until ``stop``; a failed sample is counted and logged, never fatal.
+    /readyz fails while more than ``max_backlog`` outbox entries wait."""
     metrics.INVARIANT_VIOLATIONS.labels(source="sampler")  # exported at 0 from the start
     loop = asyncio.get_running_loop()
-    health = WorkerHealth(stats, interval_s, last_turn=loop.time())
+    health = WorkerHealth(stats, interval_s, max_backlog, last_turn=loop.time())
     runner = await start_metrics_server(host, port, health) if port else None
     try:
         while not stop.is_set():

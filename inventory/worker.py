@@ -56,7 +56,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         "expirer": run_expirer(store, interval_s=settings.expire_interval_s, stop=stop),
         "fence": run_fence_monitor(store, pool, interval_s=settings.fence_interval_s, stop=stop),
         "sampler": run_sampler(
-            store, stats=stats, stop=stop, host=settings.host, port=settings.worker_metrics_port
+            store,
+            stats=stats,
+            stop=stop,
+            max_backlog=settings.ready_max_outbox_backlog,
+            host=settings.host,
+            port=settings.worker_metrics_port,
         ),
     }
     persister = _persister_loop()

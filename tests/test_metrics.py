@@ -804,14 +804,16 @@ def test_worker_readiness_says_what_is_wrong() -> None:
     """The worker's readiness names each failing part: no recent store sample, Postgres
     writes retried, an outbox backlog past its bound."""
     from inventory.outbox import PersisterStats
-    from inventory.sampler import READY_MAX_BACKLOG, WorkerHealth
+    from inventory.sampler import WorkerHealth
 
     stats = PersisterStats(db_available=False, last_error="postgres: down")
-    stats.total_lag, stats.total_pending = READY_MAX_BACKLOG, 1
-    health = WorkerHealth(stats, interval_s=5.0, last_sample=100.0, sample_error="Redis gone")
+    stats.total_lag, stats.total_pending = 50_000, 1
+    health = WorkerHealth(
+        stats, interval_s=5.0, max_backlog=50_000, last_sample=100.0, sample_error="Redis gone"
+    )
     checks = health.checks(now=200.0)
     assert checks["redis"].startswith("failing: no store sample for 100 s (Redis gone)")
     assert checks["postgres"] == "failing: persister writes retried (postgres: down)"
-    assert checks["outbox"] == f"behind: {READY_MAX_BACKLOG + 1} entries wait (bound 50000)"
+    assert checks["outbox"] == "lagging: 50001 entries waiting (bound 50000)"
     stats.db_available, stats.total_lag = True, 0
     assert health.checks(now=110.0) == {"redis": "ok", "postgres": "ok", "outbox": "ok"}

@@ -1,12 +1,14 @@
-"""The project's promises about itself: the README's commands and CI agree, and the
-command line is whole."""
+"""The project's promises about itself: the README's commands and CI agree, the
+command line is whole, and the README's configuration table names every setting."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from inventory.cli import COMMAND_MODULES, build_parser
+from inventory.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,3 +46,43 @@ def test_every_cli_command_registers() -> None:
     for name, sub in commands.items():
         # A command either runs itself or has subcommands that do (bench reserve, ...).
         assert sub.get_default("handler") is not None or sub._subparsers is not None, name
+
+
+class _RecordingEnv(dict[str, str]):
+    """An empty environment that records every variable asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def readme_settings() -> set[str]:
+    """The INVENTORY_* variables named in README's configuration table; ``..._X`` after
+    ``INVENTORY_WORD_...`` in the same cell stands for ``INVENTORY_WORD_X``."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Configuration (environment)", 1)[1].split("\n#", 1)[0]
+    names: set[str] = set()
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        cell = row.split("|")[1]
+        first, *rest = re.findall(r"`([A-Z0-9_.]+)`", cell)
+        names.add(first)
+        family = "_".join(first.split("_")[:2])
+        names |= {name if name.startswith("INVENTORY_") else family + name[3:] for name in rest}
+    return {name for name in names if name.startswith("INVENTORY_")}
+
+
+def test_readme_documents_every_setting() -> None:
+    """Every INVENTORY_* variable the configuration reads has a row in README's table,
+    and the table names no variable that is not read."""
+    env = _RecordingEnv()
+    Settings.from_env(env, for_api=False)
+    assert env.asked, "the configuration read nothing"
+    documented = readme_settings()
+    assert env.asked - documented == set(), "undocumented settings"
+    assert documented - env.asked == set(), "documented but never read"

@@ -6,13 +6,14 @@ app); handlers read ``request.app[SERVICES]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from inventory.api.admission import AdmissionGate
 from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.backlog import BacklogCache
 from inventory.bookings import PgBookings
 from inventory.catalogue import PgCatalogue
 from inventory.config import Settings
@@ -34,6 +35,8 @@ class Services:
     bookings: PgBookings
     db: Any
     verification: StoreVerification
+    #: /readyz's outbox backlog, measured from Redis at most every couple of seconds.
+    outbox_backlog: BacklogCache = field(default_factory=BacklogCache)
 
 
 SERVICES = web.AppKey("services", Services)

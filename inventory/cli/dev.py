@@ -5,8 +5,10 @@ a private Redis and Postgres (system binaries when present, else the ones the
 ``servers`` extra ships) in a temporary folder. Starts the HIS simulator with its demo
 hospital and syncs its catalogue and schedules (``--no-his``: seeds inventory/demo.py
 instead), migrates, runs the worker (persister, expirer, fence monitor, and the HIS
-sync, submitter and reconciler) and the API, and prints where everything is with
-ready-made tokens. Ctrl-C stops all of it and removes the temporary servers.
+sync, submitter and reconciler) and the API, and prints where everything is (the API,
+its docs, health and ``/metrics``, the worker's metrics and health on
+``INVENTORY_WORKER_METRICS_PORT``, the servers, the simulator) with ready-made tokens.
+Ctrl-C stops all of it and removes the temporary servers.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inventory.servers import ServerError, start_postgres, start_redis
+
+if TYPE_CHECKING:
+    from inventory.config import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -125,7 +130,6 @@ async def _serve(
 ) -> None:
     from aiohttp import web
 
-    from inventory.api.auth import mint_token
     from inventory.app import create_app
     from inventory.catalogue import PgCatalogue
     from inventory.config import Settings
@@ -174,12 +178,83 @@ async def _serve(
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     base = f"http://{args.host}:{args.port}"
+    port = settings.worker_metrics_port
+    lines = banner(
+        settings,
+        base=base,
+        redis_url=redis_url,
+        database_url=database_url,
+        applied=len(applied),
+        his_url=his_url,
+        demo=demo,
+        worker_answers=bool(port) and await _answers(settings.host, port),
+    )
+    print("\n".join(lines), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        stop.set()
+        with contextlib.suppress(Exception):
+            await worker
+
+
+#: How long the banner waits for the worker's metrics port to answer.
+WORKER_METRICS_WAIT_S = 5.0
+
+
+async def _answers(host: str, port: int, *, wait_s: float = WORKER_METRICS_WAIT_S) -> bool:
+    """Whether something accepts connections on ``host:port`` within ``wait_s`` (the
+    worker starts beside the API; it logs it and goes on when its port is taken)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+
+def banner(
+    settings: Settings,
+    *,
+    base: str,
+    redis_url: str,
+    database_url: str,
+    applied: int,
+    his_url: str,
+    demo: dict[str, Any] | None,
+    worker_answers: bool,
+) -> list[str]:
+    """The lines `inventory dev` prints: where everything is (the metrics of the API and
+    of the worker included), and ready-made tokens."""
+    from inventory.api.auth import mint_token
+
+    port = settings.worker_metrics_port
+    worker = f"http://{settings.host}:{port}"
+    if not port:
+        worker_metrics = "off (INVENTORY_WORKER_METRICS_PORT=0)"
+    elif worker_answers:
+        worker_metrics = f"{worker}/metrics  (health {worker}/healthz  {worker}/readyz)"
+    else:
+        worker_metrics = f"{worker}/metrics  (not answering: is the port taken? see the log)"
     lines = [
         f"api        {base}  (docs {base}/docs, contract {base}/openapi.json)",
         f"health     {base}/healthz  {base}/readyz",
+        f"metrics    api {base}/metrics",
+        f"           worker {worker_metrics}",
         f"redis      {redis_url}",
         f"postgres   {database_url}",
-        f"migrations {len(applied)} applied",
+        f"migrations {applied} applied",
     ]
     if his_url:
         lines.append(f"his        {his_url}  (admin {his_url.removesuffix('/fhir')}/$admin)")
@@ -193,11 +268,4 @@ async def _serve(
         f"operator   {mint_token(settings, 'demo-operator', operator=True, ttl_s=24 * 3600)}",
         "ready: Ctrl-C stops everything",
     ]
-    print("\n".join(lines), flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        stop.set()
-        with contextlib.suppress(Exception):
-            await worker
+    return lines

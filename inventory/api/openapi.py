@@ -160,7 +160,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/readyz",
         "readyz",
-        "Ready to serve (Redis and Postgres answer)",
+        "Ready to serve (Redis and Postgres answer, store verified, outbox backlog in bounds)",
         "health",
         200,
         _obj(["status", "checks"], status=STR, checks={"type": "object"}),

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from inventory.bench.http import (
+    DISTURBED_PCT,
     PACED_SHORTFALL,
     SIDES,
     HttpBenchConfig,
@@ -408,7 +409,7 @@ def footnote(data: dict[str, Any]) -> list[str]:
     processes = ", ".join(f"{k} {v}" for k, v in s["processes"].items())
     load = m.get("load_average_start")
     load_end = m.get("load_average_end")
-    lines = [
+    texts = [
         f"{m['date'][:10]}: {m['cpu_model']}, {cpus}{vm}; Python {m['python']}, "
         f"aiohttp {m['aiohttp']}, uvloop {m['uvloop']}, Redis {m['redis']}, "
         f"Postgres {m['postgres']}; {code}",
@@ -419,11 +420,10 @@ def footnote(data: dict[str, Any]) -> list[str]:
         f"{load_end[0] if load_end else '?'} at end",
         f"hollow: less than {PACED_SHORTFALL:.0%} of the offered rate answered (overloaded; "
         f"latency from the write, so bounded by the {c['connections']} connections' queue); "
-        "dotted: each side's closed-loop max",
+        "dotted: each side's closed-loop max; "
+        f"x: other processes used more than {DISTURBED_PCT:g} % of a core meanwhile (disturbed)",
     ]
-    for flag in data.get("flags", []):
-        lines += textwrap.wrap(flag, 190)
-    return lines
+    return [line for text in [*texts, *data.get("flags", [])] for line in textwrap.wrap(text, 200)]
 
 
 def write_plot(data: dict[str, Any], path: Path) -> None:
@@ -431,6 +431,7 @@ def write_plot(data: dict[str, Any], path: Path) -> None:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError as error:
         raise RuntimeError(
             "the plot needs matplotlib: pip install 'slot-inventory[bench]'"
@@ -496,6 +497,8 @@ def write_plot(data: dict[str, Any], path: Path) -> None:
     )
     for axes in (rate_ax, latency_ax):
         axes.grid(True, which="both", linewidth=0.3, alpha=0.6)
+        _ticks(axes.xaxis, LogLocator, FuncFormatter, NullFormatter)
+        _ticks(axes.yaxis, LogLocator, FuncFormatter, NullFormatter)
     rate_ax.legend(fontsize=8, loc="lower right")
     latency_ax.legend(fontsize=7, loc="upper left")
     ratio = data.get("throughput_ratio")
@@ -509,6 +512,19 @@ def write_plot(data: dict[str, Any], path: Path) -> None:
     figure.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.14 + 0.025 * len(notes))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", metadata={"Software": None})
+
+
+def _ticks(axis: Any, locator: Any, formatter: Any, null: Any) -> None:
+    """Labels at 1, 2 and 5 of each decade, written plainly (2k, 0.5), none on the rest."""
+    axis.set_major_locator(locator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(formatter(_plain))
+    axis.set_minor_formatter(null())
+
+
+def _plain(value: float, _position: Any = None) -> str:
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
 
 
 def _series(
@@ -542,6 +558,21 @@ def _series(
                 facecolors="white" if hollow else colour,
                 zorder=3,
             )
+    disturbed = [
+        (x, float(p[key]))
+        for x, p in rows
+        if float(p[key]) > 0 and (p.get("other_cpu_pct") or 0.0) > DISTURBED_PCT
+    ]
+    if disturbed:
+        axes.scatter(
+            [x for x, _ in disturbed],
+            [y for _, y in disturbed],
+            s=40,
+            marker="x",
+            color="black",
+            linewidths=0.7,
+            zorder=4,
+        )
 
 
 def write_sweep(report: SweepReport, png: Path) -> Path:

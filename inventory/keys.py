@@ -10,6 +10,7 @@ is checked inside the reserve step itself. Rules that span tags live under a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+# Cached: every reserve derives its tag and key names, from a small set of departments
+# and days (strftime and eight f-strings per call are most of their cost).
+@functools.lru_cache(maxsize=16_384)
 def department_day_tag(department_id: str, visit_date: date) -> str:
     """The tag of one department on one visit date, e.g. ``dept-7:20261201``."""
     return f"{check_id(department_id, 'department_id')}:{visit_date:%Y%m%d}"
@@ -74,6 +78,7 @@ class TagKeys:
         ]
 
 
+@functools.lru_cache(maxsize=16_384)
 def tag_keys(tag: str) -> TagKeys:
     """The keys of ``tag``; all share the hash tag ``{tag}``."""
     prefix = f"inv:{{{tag}}}:"

@@ -376,16 +376,35 @@ def bounded(value: str, allowed: Iterable[str]) -> str:
 # -- observing ---------------------------------------------------------------------------
 
 
+#: Labelled children looked up before, by their raw inputs: ``labels()`` takes a lock and
+#: builds its key on every call, a few microseconds on each request. Bounded, because a
+#: raw input (an unknown HTTP method) can come from outside.
+_CHILDREN_CACHE_MAX: Final = 4096
+_request_children: dict[tuple[str, str, int], Any] = {}
+_reserve_children: dict[str, Any] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     """One answered request; ``route`` must be a route template or ``UNMATCHED``."""
-    HTTP_REQUEST_SECONDS.labels(
-        route=route, method=bounded(method, HTTP_METHODS), status=str(status)
-    ).observe(seconds)
+    key = (method, route, status)
+    child = _request_children.get(key)
+    if child is None:
+        child = HTTP_REQUEST_SECONDS.labels(
+            route=route, method=bounded(method, HTTP_METHODS), status=str(status)
+        )
+        if len(_request_children) < _CHILDREN_CACHE_MAX:
+            _request_children[key] = child
+    child.observe(seconds)
 
 
 def observe_reserve(outcome: str) -> None:
     """One answer to a reserve: ``ok``, ``replay`` or an error's stable code."""
-    RESERVE_OUTCOMES.labels(outcome=outcome if _CODE_RE.fullmatch(outcome) else OTHER).inc()
+    child = _reserve_children.get(outcome)
+    if child is None:
+        child = RESERVE_OUTCOMES.labels(outcome=outcome if _CODE_RE.fullmatch(outcome) else OTHER)
+        if len(_reserve_children) < _CHILDREN_CACHE_MAX:
+            _reserve_children[outcome] = child
+    child.inc()
 
 
 def observe_expire_sweep(changed: int, still_due: int) -> None:

@@ -11,7 +11,6 @@ which has its own copy of the context).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import re
@@ -41,11 +40,17 @@ QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 PROCESS_SAMPLE_S: Final = 1.0
 
 
+#: Hex digits to letters: a generated request id has no digits at all.
+_HEX_TO_LETTERS: Final = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+#: Where the request id is kept on the request, for handlers that stamp it on events.
+REQUEST_ID_KEY: Final = "inventory.request_id"
+
+
 def new_request_id() -> str:
-    """24 characters of base32 (120 random bits). Its alphabet has no 0, 1, 8 or 9, so
-    no run of its digits can be an ID number or a mobile number: the id is safe to log
-    unmasked (a hex id would look like a phone number now and then)."""
-    return base64.b32encode(secrets.token_bytes(15)).decode().lower()
+    """30 letters ``a-p`` (120 random bits). With no digits at all, no part of it can be
+    an ID number or a mobile number: the id is safe to log unmasked (a hex id would look
+    like a phone number now and then). Hex then translated: C speed, unlike base32."""
+    return secrets.token_hex(15).translate(_HEX_TO_LETTERS)
 
 
 def request_id_from(request: web.Request) -> str:
@@ -56,10 +61,10 @@ def request_id_from(request: web.Request) -> str:
     return new_request_id()
 
 
-def current_request_id() -> str | None:
-    """The id of the request being handled in this task (None outside a request)."""
-    value = structlog.contextvars.get_contextvars().get("request_id")
-    return value if isinstance(value, str) else None
+def request_id_of(request: web.Request) -> str:
+    """The id the telemetry middleware gave ``request`` ("" before it ran)."""
+    value = request.get(REQUEST_ID_KEY, "")
+    return value if isinstance(value, str) else ""
 
 
 def route_template(request: web.Request) -> str:
@@ -87,28 +92,33 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     """Request id, latency by route and status, and the access-log line. Outermost, so
     it sees the status problem+json answered with."""
     request_id = request_id_from(request)
+    request[REQUEST_ID_KEY] = request_id
     started = time.perf_counter()
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        status = 500
-        try:
-            response = await handler(request)
-        except web.HTTPException as http:  # redirects and 304 travel as exceptions
-            status = http.status
-            http.headers[REQUEST_ID_HEADER] = request_id
-            raise
-        except asyncio.CancelledError:
-            log.info("http.request_cancelled", method=request.method, path=request.path)
-            raise
-        else:
-            status = response.status
-            if not response.prepared:
-                response.headers[REQUEST_ID_HEADER] = request_id
-            return response
-        finally:
-            seconds = time.perf_counter() - started
-            route = route_template(request)
-            metrics.observe_request(request.method, route, status, seconds)
-            _log_answer(request, route, status, seconds)
+    # aiohttp runs each request in a task of its own, with its own copy of the context:
+    # binding here and resetting in ``finally`` cannot leak into another request (and is
+    # much cheaper than structlog's bound_contextvars, which snapshots every variable).
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+    status = 500
+    try:
+        response = await handler(request)
+    except web.HTTPException as http:  # redirects and 304 travel as exceptions
+        status = http.status
+        http.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    except asyncio.CancelledError:
+        log.info("http.request_cancelled", method=request.method, path=request.path)
+        raise
+    else:
+        status = response.status
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+    finally:
+        seconds = time.perf_counter() - started
+        route = route_template(request)
+        metrics.observe_request(request.method, route, status, seconds)
+        _log_answer(request, route, status, seconds)
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 def count_reserve_outcomes(handler: Handler) -> Handler:

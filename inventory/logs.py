@@ -6,15 +6,22 @@ level, the request id when one is bound (inventory/api/observability.py), and re
 ID numbers and mobile numbers masked wherever they appear: in any value, nested
 values, exception text and keys. Names cannot be found by pattern: values of fields
 that hold one (``name``, ``patient_name``) are masked by field name.
+
+structlog's own lines (the access log among them) are written by
+:class:`BatchedLineLogger`: the lines of one event-loop iteration leave in one write,
+not one write and flush each (that was an eighth of a reserve's CPU at peak).
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import re
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import orjson
 import structlog
@@ -79,6 +86,79 @@ def _dumps(value: Any, **_options: Any) -> str:
     return orjson.dumps(value, default=repr).decode()
 
 
+def _dumps_bytes(value: Any, **_options: Any) -> bytes:
+    return orjson.dumps(value, default=repr)
+
+
+class BatchedLineLogger:
+    """A structlog logger writing rendered lines to a binary stream.
+
+    Inside a running event loop, lines wait for the end of the loop's current iteration
+    and leave together in one write (so a burst of requests costs one system call, not
+    one each); outside a loop, in another thread, or past ``max_pending_bytes``, they
+    are written at once. Waiting lines are written at exit too; only a process killed
+    outright (SIGKILL) can lose the lines of its last loop iteration.
+    """
+
+    def __init__(self, stream: BinaryIO, *, max_pending_bytes: int = 64 * 1024) -> None:
+        self._stream = stream
+        self._max_pending = max_pending_bytes
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        #: The loop a flush is scheduled on (None: none scheduled).
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        atexit.register(self.flush)
+
+    def msg(self, message: str | bytes) -> None:
+        """Write one line (structlog calls this for every level)."""
+        line = (message.encode() if isinstance(message, str) else message) + b"\n"
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            if loop is None or self._pending_bytes >= self._max_pending:
+                self._write_locked()
+            elif self._flush_loop is None:
+                self._flush_loop = loop
+                loop.call_soon(self.flush)
+            elif self._flush_loop is not loop:
+                # Another loop (thread) has a flush scheduled: do not wait on it.
+                self._write_locked()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+    def flush(self) -> None:
+        """Write every waiting line now."""
+        with self._lock:
+            self._flush_loop = None
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: logging never raises
+            pass
+
+
+def _logger_factory() -> Any:
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is None:  # a text-only stdout (some test captures): write text lines
+        return structlog.PrintLoggerFactory(sys.stdout), _dumps
+    logger = BatchedLineLogger(stream)
+    return (lambda *_args: logger), _dumps_bytes
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """JSON logs with ISO timestamps, context variables (request id) and PII masking, for
     structlog and standard-library loggers alike."""
@@ -102,6 +182,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    factory, serializer = _logger_factory()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -109,9 +190,9 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _mask_pii,
-            structlog.processors.JSONRenderer(serializer=_dumps),
+            structlog.processors.JSONRenderer(serializer=serializer),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )

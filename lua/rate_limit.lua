@@ -6,8 +6,9 @@
   (On Redis Cluster each bucket has its own hash tag, so the caller passes one bucket
   per call there.)
 
-  KEYS[i]        bucket i: a string holding its theoretical arrival time (ms); it
-                 expires when the bucket is full again, so idle callers cost no memory
+  KEYS[1..n]     the buckets; KEYS[i] is bucket i: a string holding its theoretical
+                 arrival time (ms); it expires when the bucket is full again, so idle
+                 callers cost no memory
   ARGV[1]        now_ms       logical clock in ms; 0 = the server's TIME
   ARGV[2i]       interval_ms  of bucket i: period / count, the time one request "costs"
   ARGV[2i+1]     burst        of bucket i: count, how many requests may arrive at once

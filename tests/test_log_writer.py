@@ -1,0 +1,112 @@
+"""BatchedLineLogger: lines of one loop iteration leave in one write, none is lost or
+reordered, and a process that exits normally writes everything it logged."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+import threading
+
+import orjson
+
+from inventory.logs import BatchedLineLogger
+
+
+class CountingStream(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.writes += 1
+        return super().write(data)
+
+
+def test_outside_a_loop_each_line_is_written_at_once() -> None:
+    stream = CountingStream()
+    logger = BatchedLineLogger(stream)
+    logger.info("one")
+    assert stream.getvalue() == b"one\n"
+    logger.msg(b"two")
+    assert stream.getvalue() == b"one\ntwo\n" and stream.writes == 2
+
+
+async def test_one_iteration_is_one_write() -> None:
+    stream = CountingStream()
+    logger = BatchedLineLogger(stream)
+    for n in range(100):
+        logger.info(f"line {n}")
+    assert stream.getvalue() == b""  # waiting for the end of this iteration
+    await asyncio.sleep(0)
+    assert stream.writes == 1
+    assert stream.getvalue().decode().splitlines() == [f"line {n}" for n in range(100)]
+    logger.info("next")
+    await asyncio.sleep(0)
+    assert stream.writes == 2 and stream.getvalue().endswith(b"line 99\nnext\n")
+
+
+async def test_a_large_backlog_is_written_without_waiting() -> None:
+    stream = CountingStream()
+    logger = BatchedLineLogger(stream, max_pending_bytes=1000)
+    for _ in range(20):
+        logger.info("x" * 99)  # 100 bytes a line with its newline
+    assert stream.writes == 2 and len(stream.getvalue()) == 2000
+
+
+async def test_another_thread_does_not_wait_for_this_loop() -> None:
+    stream = CountingStream()
+    logger = BatchedLineLogger(stream)
+    logger.info("from the loop")
+    worker = threading.Thread(target=logger.info, args=("from a thread",))
+    worker.start()
+    worker.join()
+    # The thread's line went out at once, and took the loop's waiting line with it.
+    assert stream.getvalue() == b"from the loop\nfrom a thread\n"
+    await asyncio.sleep(0)
+    assert stream.getvalue() == b"from the loop\nfrom a thread\n"
+
+
+async def test_a_thread_with_its_own_loop_is_not_starved() -> None:
+    """A second loop in another thread while this loop's flush is scheduled."""
+    stream = CountingStream()
+    logger = BatchedLineLogger(stream)
+    logger.info("main")
+
+    def other_loop() -> None:
+        async def log_there() -> None:
+            logger.info("other")
+
+        asyncio.run(log_there())
+
+    worker = threading.Thread(target=other_loop)
+    worker.start()
+    worker.join()
+    assert b"other\n" in stream.getvalue()
+    await asyncio.sleep(0)
+    assert sorted(stream.getvalue().splitlines()) == [b"main", b"other"]
+
+
+def test_a_process_writes_every_line_before_it_exits() -> None:
+    """structlog through configure_logging in a real process: 5,000 lines logged inside
+    a loop that then ends (and the process exits) all reach stdout, in order."""
+    program = """
+import asyncio, structlog
+from inventory.logs import configure_logging
+configure_logging()
+log = structlog.get_logger("t")
+async def main():
+    for n in range(5000):
+        log.info("line", n=n)
+        if n % 1000 == 0:
+            await asyncio.sleep(0)
+    log.info("last", n=5000)
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, check=True, timeout=60
+    )
+    lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [line["n"] for line in lines] == list(range(5001))
+    assert lines[-1]["event"] == "last" and lines[0]["level"] == "info"

@@ -10,7 +10,9 @@ phases) in a different order:
    fractions of the bare side's max (well below the API's ceiling up to past the bare
    handler's) and of the API's max (around its knee), lowest rate first, the side that
    goes first alternating from point to point. Rates within 10 % of a lower one are
-   dropped, so the default is 8-10 points.
+   dropped, so the default is 8-10 points; while the bare side still answers 95 % of the
+   offered rate at the highest point (its max was measured low, on a busy machine),
+   up to 3 more follow, each 1.25 times the last.
 
 Per point and side it records the offered rate, the successful answers per second, the
 error rate, p50 and p99 (measured from the write, like every paced phase of
@@ -64,6 +66,10 @@ API_FRACTIONS: tuple[float, ...] = (0.5, 0.8, 1.0, 1.25)
 SWEEP_SECONDS = 4.0
 #: A rate within this factor of a lower one adds little: dropped.
 MERGE_FACTOR = 1.1
+#: While the bare side keeps up at the highest point, points at this factor above it
+#: follow, at most EXTRA_POINTS of them.
+EXTRA_FACTOR = 1.25
+EXTRA_POINTS = 3
 #: The largest fraction accepted (of either max).
 MAX_FRACTION = 5.0
 
@@ -346,22 +352,11 @@ def describe_machine(bench: LiveBench) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 
 
-def sweep_points(
-    bench: LiveBench, rates: Sequence[float], seconds: float, say: Callable[[str], None]
-) -> list[SweepPoint]:
-    """Both sides at each rate, in the order given, alternating which goes first."""
-    points: list[SweepPoint] = []
-    for n, rate in enumerate(rates):
-        order = SIDES if n % 2 == 0 else (SIDES[1], SIDES[0])
-        sides = {side: bench.phase(side, "sweep", seconds, rate) for side in order}
-        points.append(SweepPoint(rate, order, sides))
-        say(
-            f"point {n + 1}/{len(rates)} at {rate:,.0f}/s: "
-            + ", ".join(
-                f"{side} {sides[side].rps:,.0f}/s p99 {sides[side].p99_ms:.2f} ms" for side in SIDES
-            )
-        )
-    return points
+def measure_point(bench: LiveBench, number: int, rate: float, seconds: float) -> SweepPoint:
+    """Both sides at ``rate``; api first at even point numbers, bare first at odd ones."""
+    order = SIDES if number % 2 == 0 else (SIDES[1], SIDES[0])
+    sides = {side: bench.phase(side, "sweep", seconds, rate) for side in order}
+    return SweepPoint(rate, order, sides)
 
 
 def run_sweep(
@@ -385,7 +380,28 @@ def run_sweep(
             f"max: bare {maxima['bare'].rps:,.0f}/s, api {maxima['api'].rps:,.0f}/s; "
             f"{len(rates)} points of {c.seconds:g} s per side"
         )
-        points = sweep_points(bench, rates, c.seconds, say)
+        planned = len(rates)
+        points: list[SweepPoint] = []
+        while rates:
+            point = measure_point(bench, len(points), rates.pop(0), c.seconds)
+            points.append(point)
+            say(
+                f"point {len(points)} at {point.offered_rps:,.0f}/s: "
+                + ", ".join(
+                    f"{side} {point.sides[side].rps:,.0f}/s p99 {point.sides[side].p99_ms:.2f} ms"
+                    for side in SIDES
+                )
+            )
+            # A max measured while the machine was busy places the bare knee too low: go
+            # on past the last point while the bare side still keeps up.
+            extra = len(points) - planned
+            if (
+                not rates
+                and config.bare_fractions
+                and extra < EXTRA_POINTS
+                and not overloaded(point.sides["bare"])
+            ):
+                rates.append(point.offered_rps * EXTRA_FACTOR)
         machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         return SweepReport(config, bench.setting(), machine, maxima, tuple(points))
     raise AssertionError("unreachable")  # pragma: no cover

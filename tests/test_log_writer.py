@@ -30,7 +30,8 @@ def test_outside_a_loop_each_line_is_written_at_once() -> None:
     logger.info("one")
     assert stream.getvalue() == b"one\n"
     logger.msg(b"two")
-    assert stream.getvalue() == b"one\ntwo\n" and stream.writes == 2
+    assert stream.getvalue() == b"one\ntwo\n"
+    assert stream.writes == 2
 
 
 async def test_one_iteration_is_one_write() -> None:
@@ -44,7 +45,8 @@ async def test_one_iteration_is_one_write() -> None:
     assert stream.getvalue().decode().splitlines() == [f"line {n}" for n in range(100)]
     logger.info("next")
     await asyncio.sleep(0)
-    assert stream.writes == 2 and stream.getvalue().endswith(b"line 99\nnext\n")
+    assert stream.writes == 2
+    assert stream.getvalue().endswith(b"line 99\nnext\n")
 
 
 async def test_a_large_backlog_is_written_without_waiting() -> None:
@@ -52,7 +54,8 @@ async def test_a_large_backlog_is_written_without_waiting() -> None:
     logger = BatchedLineLogger(stream, max_pending_bytes=1000)
     for _ in range(20):
         logger.info("x" * 99)  # 100 bytes a line with its newline
-    assert stream.writes == 2 and len(stream.getvalue()) == 2000
+    assert stream.writes == 2
+    assert len(stream.getvalue()) == 2000
 
 
 async def test_another_thread_does_not_wait_for_this_loop() -> None:
@@ -109,4 +112,5 @@ asyncio.run(main())
     )
     lines = [orjson.loads(line) for line in done.stdout.splitlines()]
     assert [line["n"] for line in lines] == list(range(5001))
-    assert lines[-1]["event"] == "last" and lines[0]["level"] == "info"
+    assert lines[-1]["event"] == "last"
+    assert lines[0]["level"] == "info"

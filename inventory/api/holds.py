@@ -26,6 +26,7 @@ from inventory.api.models import (
 from inventory.api.observability import count_reserve_outcomes, request_id_of
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
 from inventory.errors import NotFoundError, ValidationFailedError
+from inventory.payments.errors import PaymentRequiredError
 from inventory.payments.refunds import request_refund
 
 routes = web.RouteTableDef()
@@ -176,8 +177,16 @@ async def confirm_hold(request: web.Request) -> web.Response:
     who = principal(request)
     hold_id = _hold_id(request)
     body = await read_json(request, HoldConfirm)
-    await _own_hold(request, hold_id, who.account_id)
+    hold = await _own_hold(request, hold_id, who.account_id)
     services = request.app[SERVICES]
+    if services.settings.payments.enabled and hold.amount_fen > 0:
+        # With a payment provider, a front end's own "payment reference" proves
+        # nothing: a hold with a fee is confirmed by the provider's verified
+        # notification only (POST /v1/holds/{id}/payments, then the callback).
+        raise PaymentRequiredError(
+            "this hold has a fee: it is confirmed when its payment is notified",
+            state=hold.state.value,
+        )
     outcome: HoldOutcome = await services.store.confirm(
         hold_id,
         account_id=who.account_id,

@@ -299,7 +299,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "/v1/holds/{hold_id}/confirm",
         "confirm_hold",
-        "Confirm a paid hold; answered once the booking is durable",
+        "Confirm a paid hold, answered once the booking is durable (with payments on:"
+        " holds without a fee only; the provider confirms the others)",
         "holds",
         200,
         _BOOKING,

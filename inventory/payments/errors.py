@@ -29,6 +29,15 @@ class PaymentNotNeededError(PaymentError):
     title = "This hold has no fee to pay"
 
 
+class PaymentRequiredError(PaymentError):
+    """Payments are on and the hold has a fee: only the provider's notification (a
+    verified payment) confirms it, never a payment reference a front end sends."""
+
+    code = "payment_required"
+    http_status = 409
+    title = "This hold is confirmed by paying it"
+
+
 class PaymentClosedError(PaymentError):
     """The hold's payment was closed at the provider (the hold ended unpaid)."""
 

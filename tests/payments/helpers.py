@@ -80,11 +80,16 @@ class Patient:
 
 
 async def catalogue(
-    api: ApiServer, http: aiohttp.ClientSession, capacities: list[int], **policy: Any
+    api: ApiServer,
+    http: aiohttp.ClientSession,
+    capacities: list[int],
+    *,
+    fee_fen: int = FEE,
+    **policy: Any,
 ) -> list[str]:
     """A fresh hospital with one schedule; its slot ids."""
     cat = await Catalogue(api, http).create(policy={"one_per_day": False, **policy})
-    _, slots, _ = await cat.schedule(capacities)
+    _, slots, _ = await cat.schedule(capacities, fee_fen=fee_fen)
     return slots
 
 
@@ -127,6 +132,17 @@ async def post_notification(
     async with http.post(api.url + NOTIFY, data=body, headers=headers) as answer:
         raw = await answer.read()
         return answer.status, orjson.loads(raw) if raw else None
+
+
+async def pay(patient: Patient, keys_: KeySet, hold_id: str) -> str:
+    """Book ``hold_id`` the only way a hold with a fee is booked with payments on: start
+    its payment and deliver the provider's signed notification. The payment id."""
+    payment_id = str((await patient.start_payment(hold_id))["payment_id"])
+    status, body = await post_notification(
+        patient.api, patient.http, *notification(keys_, payment_id)
+    )
+    assert status == 204, body
+    return payment_id
 
 
 async def sim(

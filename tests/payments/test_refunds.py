@@ -197,9 +197,11 @@ async def test_failed_refund_is_retried_on_the_same_refund(
 async def test_booking_not_paid_through_a_provider_has_no_refund(
     pay_api: ApiServer, http: aiohttp.ClientSession, slot: str
 ) -> None:
-    """A booking confirmed without a provider payment is cancelled without a refund."""
+    """A booking confirmed without a provider payment (no fee, so a front end may
+    confirm it) is cancelled without a refund."""
     patient = await Patient(pay_api, http).register()
-    hold_id = (await patient.hold(slot))["hold_id"]
+    (free_slot,) = await catalogue(pay_api, http, [1], fee_fen=0)
+    hold_id = (await patient.hold(free_slot))["hold_id"]
     status, _ = await patient.call(
         "POST", f"/v1/holds/{hold_id}/confirm", json={"payment_ref": "counter-cash-1"}
     )

@@ -13,7 +13,7 @@ from inventory.payments.wechat import signed_message, verify
 from tests.api.conftest import ApiServer
 
 from .conftest import PaySimServer
-from .helpers import FEE, Patient, catalogue, sim
+from .helpers import FEE, Patient, catalogue, pay, sim
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,9 @@ async def test_native_payment_gives_a_code_url(
     assert orders[payment["payment_id"]]["method"] == "native"
 
 
-async def test_start_refusals(pay_api: ApiServer, http: aiohttp.ClientSession, slot: str) -> None:
+async def test_start_refusals(
+    pay_api: ApiServer, pay_keys: KeySet, http: aiohttp.ClientSession, slot: str
+) -> None:
     """Refused: jsapi without openid, another's hold, released or booked holds."""
     patient = await Patient(pay_api, http).register()
     hold_id = (await patient.hold(slot))["hold_id"]
@@ -96,15 +98,17 @@ async def test_start_refusals(pay_api: ApiServer, http: aiohttp.ClientSession, s
     )
     assert (status, body["code"]) == (409, "hold_not_active")
     booked = (await patient.hold(slot))["hold_id"]
-    status, _ = await patient.call(
-        "POST", f"/v1/holds/{booked}/confirm", json={"payment_ref": "counter-1"}
-    )
-    assert status == 200
+    paid_with = await pay(patient, pay_keys, booked)
+    # Booked by its payment: starting again answers that payment, paid, with nothing
+    # to pay (already_confirmed is for a hold booked without the provider, which with
+    # payments on only a hold without a fee can be; payment_not_needed answers first).
     status, body = await patient.call(
         "POST", f"/v1/holds/{booked}/payments", json={"openid": "o-x"}
     )
-    assert (status, body["code"]) == (409, "already_confirmed")
-    assert (await patient.get(f"/v1/holds/{booked}/payments")) == (200, {"items": []})
+    assert (status, body["payment_id"], body["status"]) == (200, paid_with, "paid"), body
+    assert "prepay" not in body or body["prepay"] is None
+    status, payments = await patient.get(f"/v1/holds/{booked}/payments")
+    assert (status, [p["payment_id"] for p in payments["items"]]) == (200, [paid_with])
     started = (await patient.hold(slot))["hold_id"]
     await patient.start_payment(started)
     assert (await patient.call("DELETE", f"/v1/holds/{started}"))[0] == 200
@@ -132,3 +136,27 @@ async def test_paid_payment_is_shown_without_prepay(
         hold_id,
         True,
     )
+
+
+async def test_front_end_cannot_confirm_a_hold_with_a_fee(
+    pay_api: ApiServer, http: aiohttp.ClientSession, slot: str
+) -> None:
+    """With payments on, a made-up payment reference confirms nothing: 409
+    payment_required, the hold stays held. A hold without a fee is still confirmed."""
+    patient = await Patient(pay_api, http).register()
+    hold = await patient.hold(slot)
+    status, body = await patient.call(
+        "POST", f"/v1/holds/{hold['hold_id']}/confirm", json={"payment_ref": "made-up-ref"}
+    )
+    assert (status, body["code"], body["state"]) == (409, "payment_required", "held"), body
+    status, after = await patient.get(f"/v1/holds/{hold['hold_id']}")
+    assert (status, after["state"]) == (200, "held")
+    assert (await patient.get(f"/v1/bookings/{hold['hold_id']}"))[0] == 404
+
+    (free_slot,) = await catalogue(pay_api, http, [1], fee_fen=0)
+    free = await patient.hold(free_slot)
+    assert free["amount_fen"] == 0
+    status, booking = await patient.call(
+        "POST", f"/v1/holds/{free['hold_id']}/confirm", json={"payment_ref": "counter-0"}
+    )
+    assert (status, booking["status"], booking["amount_fen"]) == (200, "confirmed", 0), booking

@@ -4,10 +4,12 @@ command line is whole, and the README's configuration table names every setting.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from inventory.cli import COMMAND_MODULES, build_parser
+from inventory.cli import COMMAND_MODULES, build_parser, serve
 from inventory.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,3 +88,20 @@ def test_readme_documents_every_setting() -> None:
     documented = readme_settings()
     assert env.asked - documented == set(), "undocumented settings"
     assert documented - env.asked == set(), "documented but never read"
+
+
+def test_serve_tunes_the_garbage_collector() -> None:
+    """What an API process does after start-up (in a fresh interpreter, so this test's
+    own collector is untouched): start-up's objects frozen, young collections rarer."""
+    program = (
+        "import gc; from inventory.cli import serve; "
+        "before = gc.get_threshold(); serve._tune_garbage_collector(); "
+        "print(gc.get_freeze_count(), *before, *gc.get_threshold())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    frozen, young, middle, old, *after = (int(v) for v in done.stdout.split())
+    assert frozen > 1000
+    assert after == [serve.GC_YOUNG_THRESHOLD, middle, old]
+    assert young < serve.GC_YOUNG_THRESHOLD

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -81,6 +82,7 @@ def serve_process(
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
         await site.start()
+        _tune_garbage_collector()
         url = f"http://{host}:{port}"
         # The event text is what scripts and tests wait for; one line per process.
         structlog.get_logger("inventory.serve").info(f"serving on {url}", url=url)
@@ -89,6 +91,22 @@ def serve_process(
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+#: Container allocations (net of frees) between young-generation collections; CPython's
+#: default is 700. A reserve allocates a few hundred short-lived containers that reference
+#: counting frees anyway, so the default ran a collection every few requests.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def _tune_garbage_collector() -> None:
+    """After start-up: freeze what start-up allocated (modules, the app, pools) so that
+    full collections stop rescanning it (they paused the loop 24-32 ms under load), and
+    collect the young generation less often. Cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _supervise(

@@ -140,7 +140,11 @@ def create_app(settings: Settings) -> web.Application:
     """The booking API for ``settings``."""
     gate = AdmissionGate(settings.max_in_flight)
     app = web.Application(
-        middlewares=[observability.telemetry_middleware, problem_middleware, gate.middleware],
+        middlewares=[
+            observability.telemetry_middleware(access_log=settings.access_log),
+            problem_middleware,
+            gate.middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -21,6 +21,7 @@ from typing import Final
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from inventory import metrics
 from inventory.api.context import SERVICES
@@ -87,38 +88,44 @@ def _log_answer(request: web.Request, route: str, status: int, seconds: float) -
         log.info("http.request", **fields)
 
 
-@web.middleware
-async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, latency by route and status, and the access-log line. Outermost, so
-    it sees the status problem+json answered with."""
-    request_id = request_id_from(request)
-    request[REQUEST_ID_KEY] = request_id
-    started = time.perf_counter()
-    # aiohttp runs each request in a task of its own, with its own copy of the context:
-    # binding here and resetting in ``finally`` cannot leak into another request (and is
-    # much cheaper than structlog's bound_contextvars, which snapshots every variable).
-    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
-    status = 500
-    try:
-        response = await handler(request)
-    except web.HTTPException as http:  # redirects and 304 travel as exceptions
-        status = http.status
-        http.headers[REQUEST_ID_HEADER] = request_id
-        raise
-    except asyncio.CancelledError:
-        log.info("http.request_cancelled", method=request.method, path=request.path)
-        raise
-    else:
-        status = response.status
-        if not response.prepared:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        return response
-    finally:
-        seconds = time.perf_counter() - started
-        route = route_template(request)
-        metrics.observe_request(request.method, route, status, seconds)
-        _log_answer(request, route, status, seconds)
-        structlog.contextvars.reset_contextvars(**tokens)
+def telemetry_middleware(*, access_log: bool = True) -> Middleware:
+    """Request id, latency by route and status, and (``access_log``) the access-log
+    line. Outermost, so it sees the status problem+json answered with."""
+
+    @web.middleware
+    async def telemetry(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_from(request)
+        request[REQUEST_ID_KEY] = request_id
+        started = time.perf_counter()
+        # aiohttp runs each request in a task of its own, with its own copy of the
+        # context: binding here and resetting in ``finally`` cannot leak into another
+        # request (and is much cheaper than structlog's bound_contextvars, which
+        # snapshots every variable).
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        try:
+            response = await handler(request)
+        except web.HTTPException as http:  # redirects and 304 travel as exceptions
+            status = http.status
+            http.headers[REQUEST_ID_HEADER] = request_id
+            raise
+        except asyncio.CancelledError:
+            log.info("http.request_cancelled", method=request.method, path=request.path)
+            raise
+        else:
+            status = response.status
+            if not response.prepared:
+                response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+        finally:
+            seconds = time.perf_counter() - started
+            route = route_template(request)
+            metrics.observe_request(request.method, route, status, seconds)
+            if access_log:
+                _log_answer(request, route, status, seconds)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    return telemetry
 
 
 def count_reserve_outcomes(handler: Handler) -> Handler:

@@ -40,7 +40,14 @@ from inventory.config import Settings
 from inventory.errors import UnauthenticatedError
 from inventory.servers import free_port
 
-from .conftest import ApiServer, api_env, create_database, start_api, stop_api
+from .conftest import (
+    ApiServer,
+    api_env,
+    create_database,
+    mark_store_verified,
+    start_api,
+    stop_api,
+)
 from .helpers import Catalogue, patient_body, register_patient, uid
 from .test_errors import (
     assert_no_server_errors,
@@ -480,7 +487,7 @@ def limited_api(
     redis_server: Any, postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """An API process with 5 reserves / 60 s per account, 8 per address (taken from
-    X-Forwarded-For) and at most 2 requests in flight."""
+    X-Forwarded-For), at most 2 requests in flight, and no access log."""
     database_url = asyncio.run(create_database(postgres_server.url))
     env = api_env(redis_server.url, database_url, free_port())
     env |= {
@@ -488,7 +495,10 @@ def limited_api(
         "INVENTORY_RESERVE_RATE_PER_IP": f"{IP_LIMIT}/60",
         "INVENTORY_MAX_IN_FLIGHT": "2",
         "INVENTORY_CLIENT_IP_HEADER": "X-Forwarded-For",
+        "INVENTORY_ACCESS_LOG": "false",
     }
+    # As the worker would: without it the store is unverified when this module runs alone.
+    asyncio.run(mark_store_verified(redis_server.url, database_url))
     server, process = _server(env, database_url, tmp_path_factory.mktemp("limited") / "api.log")
     try:
         yield server
@@ -511,6 +521,27 @@ async def _reserve(
     ) as answer:
         await answer.read()
         return answer
+
+
+async def test_access_log_off(limited_api: ApiServer, client: aiohttp.ClientSession) -> None:
+    """INVENTORY_ACCESS_LOG=false: no line per request, the request id is still echoed
+    and the request still counted in the latency metric."""
+    sent = f"rid-{uuid.uuid4().hex}"
+    async with client.get(
+        limited_api.url + "/v1/hospitals", headers={"X-Request-Id": sent}
+    ) as answer:
+        assert answer.status == 200
+        assert answer.headers["X-Request-Id"] == sent
+    async with client.get(limited_api.url + "/metrics") as answer:
+        scrape = await answer.text()
+    assert 'inventory_http_request_duration_seconds_count{method="GET",route="/v1/hospitals"' in (
+        scrape
+    )
+    await asyncio.sleep(0.3)  # a line, were one written, is out after one loop iteration
+    log = limited_api.log_path.read_text(errors="replace")
+    assert "serving on" in log  # the process does log
+    assert sent not in log
+    assert '"http.request"' not in log
 
 
 async def test_account_rate_limit(limited_api: ApiServer, client: aiohttp.ClientSession) -> None:

@@ -531,8 +531,8 @@ def write_plot(data: dict[str, Any], path: Path) -> None:
 
 
 def _ticks(axis: Any, locator: Any, formatter: Any, null: Any) -> None:
-    """Labels at 1, 2 and 5 of each decade, written plainly (2k, 0.5), none on the rest."""
-    axis.set_major_locator(locator(base=10, subs=(1.0, 2.0, 5.0)))
+    """Labels at 1, 2, 3 and 5 of each decade, written plainly (2k, 0.5), none between."""
+    axis.set_major_locator(locator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     axis.set_major_formatter(formatter(_plain))
     axis.set_minor_formatter(null())
 

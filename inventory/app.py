@@ -138,7 +138,7 @@ async def _refresh_policies(catalogue: PgCatalogue) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     """The booking API for ``settings``."""
-    gate = AdmissionGate(settings.max_in_flight)
+    gate = AdmissionGate(settings.max_in_flight, retry_after_s=settings.retry_after_s)
     app = web.Application(
         middlewares=[
             observability.telemetry_middleware(access_log=settings.access_log),

@@ -20,8 +20,9 @@ EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 class AdmissionGate:
     """Counts requests in flight; refuses beyond ``limit``."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, retry_after_s: int = 1) -> None:
         self.limit = limit
+        self.retry_after_s = retry_after_s
         self.in_flight = 0
         self.shed_total = 0
 
@@ -33,7 +34,7 @@ class AdmissionGate:
         if self.in_flight >= self.limit:
             self.shed_total += 1
             metrics.ADMISSION_SHED.inc()
-            raise OverloadedError(retry_after_s=1)
+            raise OverloadedError(retry_after_s=self.retry_after_s)
         self.in_flight += 1
         try:
             return await handler(request)

@@ -7,9 +7,11 @@ ID numbers and mobile numbers masked wherever they appear: in any value, nested
 values, exception text and keys. Names cannot be found by pattern: values of fields
 that hold one (``name``, ``patient_name``) are masked by field name.
 
-structlog's own lines (the access log among them) are written by
-:class:`BatchedLineLogger`: the lines of one event-loop iteration leave in one write,
-not one write and flush each (that was an eighth of a reserve's CPU at peak).
+structlog's own lines are written by :class:`BatchedLineLogger`: the lines of one
+event-loop iteration leave in one write, not one write and flush each. The access log
+(one INFO line per request) takes a shorter path to the same writer, :func:`write_info`:
+same fields, masking and timestamp without structlog's processor chain, which cost
+about 15 µs of a reserve's ~150 µs of CPU.
 """
 
 from __future__ import annotations
@@ -93,15 +95,23 @@ def _dumps_bytes(value: Any, **_options: Any) -> bytes:
 class BatchedLineLogger:
     """A structlog logger writing rendered lines to a binary stream.
 
-    Inside a running event loop, lines wait for the end of the loop's current iteration
-    and leave together in one write (so a burst of requests costs one system call, not
-    one each); outside a loop, in another thread, or past ``max_pending_bytes``, they
-    are written at once. Waiting lines are written at exit too; only a process killed
-    outright (SIGKILL) can lose the lines of its last loop iteration.
+    Inside a running event loop, lines wait up to ``flush_delay_s`` (0: the end of the
+    loop's current iteration) and leave together in one write, so a burst of requests
+    costs one system call, not one each (nginx's ``access_log ... buffer= flush=`` is
+    the same trade). Outside a loop, in another thread, or past ``max_pending_bytes``,
+    lines are written at once. Waiting lines are written at exit too: only a process
+    killed outright (SIGKILL) can lose its last ``flush_delay_s`` of lines.
     """
 
-    def __init__(self, stream: BinaryIO, *, max_pending_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        flush_delay_s: float = 0.0,
+        max_pending_bytes: int = 64 * 1024,
+    ) -> None:
         self._stream = stream
+        self._flush_delay_s = flush_delay_s
         self._max_pending = max_pending_bytes
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
@@ -124,7 +134,10 @@ class BatchedLineLogger:
                 self._write_locked()
             elif self._flush_loop is None:
                 self._flush_loop = loop
-                loop.call_soon(self.flush)
+                if self._flush_delay_s > 0:
+                    loop.call_later(self._flush_delay_s, self.flush)
+                else:
+                    loop.call_soon(self.flush)
             elif self._flush_loop is not loop:
                 # Another loop (thread) has a flush scheduled: do not wait on it.
                 self._write_locked()
@@ -151,11 +164,34 @@ class BatchedLineLogger:
             pass
 
 
-def _logger_factory() -> Any:
+#: The writer structlog's lines go to, when INFO lines are written (see write_info).
+_info_writer: BatchedLineLogger | None = None
+_stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def write_info(event: str, request_id: str, fields: dict[str, Any]) -> bool:
+    """Write one INFO line the way structlog would (same fields, masking, timestamp and
+    writer), without its processor chain: for the access log, one line per request,
+    where structlog's wrapping is a measurable share of a reserve's CPU. False when
+    logging is not configured for it (the caller then logs through structlog)."""
+    writer = _info_writer
+    if writer is None:
+        return False
+    fields["event"] = event
+    fields["request_id"] = request_id
+    fields["level"] = "info"
+    writer.msg(orjson.dumps(_mask_pii(None, "info", _stamp(None, "info", fields)), default=repr))
+    return True
+
+
+def _logger_factory(level: int) -> Any:
+    global _info_writer
     stream = getattr(sys.stdout, "buffer", None)
     if stream is None:  # a text-only stdout (some test captures): write text lines
+        _info_writer = None
         return structlog.PrintLoggerFactory(sys.stdout), _dumps
     logger = BatchedLineLogger(stream)
+    _info_writer = logger if level <= logging.INFO else None
     return (lambda *_args: logger), _dumps_bytes
 
 
@@ -182,7 +218,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    factory, serializer = _logger_factory()
+    factory, serializer = _logger_factory(level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -114,3 +114,57 @@ asyncio.run(main())
     assert [line["n"] for line in lines] == list(range(5001))
     assert lines[-1]["event"] == "last"
     assert lines[0]["level"] == "info"
+
+
+async def test_lines_wait_up_to_the_flush_delay() -> None:
+    stream = CountingStream()
+    logger = BatchedLineLogger(stream, flush_delay_s=0.05)
+    logger.info("first")
+    await asyncio.sleep(0)
+    logger.info("second")
+    await asyncio.sleep(0.01)
+    assert stream.getvalue() == b""
+    await asyncio.sleep(0.1)
+    assert stream.getvalue() == b"first\nsecond\n"
+    assert stream.writes == 1
+
+
+def test_write_info_writes_what_structlog_writes() -> None:
+    """The access log's short path (write_info) gives the same line as structlog for the
+    same fields: masking included (a phone number in the path), timestamp aside."""
+    program = """
+import asyncio, structlog
+from inventory.logs import configure_logging, write_info
+configure_logging()
+log = structlog.get_logger("inventory.api.access")
+def fields():
+    return {"method": "GET", "route": "unmatched", "path": "/v1/x/13812345678",
+            "status": 404, "duration_ms": 0.5}
+async def main():
+    structlog.contextvars.bind_contextvars(request_id="rid-1")
+    log.info("http.request", **fields())
+    assert write_info("http.request", "rid-1", fields())
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, check=True, timeout=60
+    )
+    by_structlog, by_write_info = (orjson.loads(line) for line in done.stdout.splitlines())
+    assert by_structlog.pop("timestamp").endswith("Z")
+    assert by_write_info.pop("timestamp").endswith("Z")
+    assert by_write_info == by_structlog
+    assert by_structlog["path"] == "/v1/x/138******78"
+    assert by_structlog["request_id"] == "rid-1"
+
+
+def test_write_info_declines_when_info_is_not_written() -> None:
+    program = """
+import logging
+from inventory.logs import configure_logging, write_info
+configure_logging(logging.WARNING)
+print(write_info("http.request", "rid", {}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"

@@ -28,6 +28,7 @@ from inventory.api.context import SERVICES
 from inventory.api.problems import Handler
 from inventory.errors import InventoryError
 from inventory.identity import find_pii
+from inventory.logs import write_info
 
 log = structlog.get_logger("inventory.api.access")
 
@@ -84,7 +85,7 @@ def _log_answer(request: web.Request, route: str, status: int, seconds: float) -
     }
     if request.path in QUIET_PATHS:
         log.debug("http.request", **fields)
-    else:
+    elif not write_info("http.request", request_id_of(request), fields):
         log.info("http.request", **fields)
 
 

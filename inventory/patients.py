@@ -8,6 +8,7 @@ nothing else stores it. Accounts see their patients masked.
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from typing import Any
@@ -31,7 +32,9 @@ from inventory.identity import (
 )
 
 TABLE = "patients"
-#: How long a confirmed account-patient link is trusted without asking Postgres again.
+#: How long a confirmed account-patient link is trusted without asking Postgres again,
+#: on average: each entry lives a random 75-125 % of it, so links confirmed together (a
+#: release's crowd) are not all asked again in the same second a minute later.
 LINK_CACHE_S = 60.0
 
 
@@ -56,11 +59,13 @@ class PatientRegistry:
         index: BlindIndex,
         *,
         acquire_timeout_s: float = 5.0,
+        link_cache_s: float = LINK_CACHE_S,
     ) -> None:
         self._pool = pool
         self._keyring = keyring
         self._index = index
         self._timeout = acquire_timeout_s
+        self._link_cache_s = link_cache_s
         self._links: dict[tuple[str, str], float] = {}
 
     def _encrypt(self, value: str, column: str, row_id: str) -> bytes:
@@ -145,5 +150,6 @@ class PatientRegistry:
         if linked:
             if len(self._links) > 100_000:
                 self._links.clear()
-            self._links[(account_id, patient_id)] = now + LINK_CACHE_S
+            lifetime = self._link_cache_s * random.uniform(0.75, 1.25)
+            self._links[(account_id, patient_id)] = now + lifetime
         return linked

@@ -1,0 +1,81 @@
+"""The API's memory of account-patient links (PatientRegistry.belongs_to) against a real
+Postgres: trusted for a while, spread over time, and asked again once it runs out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+import pytest
+
+from inventory.api.models import Gender, PatientCreate
+from inventory.crypto import BlindIndex, FieldKeyring
+from inventory.db.pool import create_pool
+from inventory.db.queries import QUERIES
+from inventory.identity import make_resident_id
+from inventory.patients import PatientRegistry
+from tests.api.conftest import create_database
+
+
+@pytest.fixture
+async def pool(postgres_server: Any) -> AsyncIterator[asyncpg.Pool]:
+    url = await create_database(postgres_server.url)
+    pool = await create_pool(url, min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def registry(pool: asyncpg.Pool, link_cache_s: float) -> PatientRegistry:
+    return PatientRegistry(
+        pool,
+        FieldKeyring.generate(),
+        BlindIndex.generate(),
+        link_cache_s=link_cache_s,
+    )
+
+
+async def register(patients: PatientRegistry, account: str, n: int) -> str:
+    birth = date(1990, 1, 1 + n % 28)
+    view, _ = await patients.register(
+        account,
+        PatientCreate(
+            name="张三",
+            gender=Gender.MALE,
+            birth_date=birth,
+            phone=f"1380013{n:04d}",
+            resident_id=make_resident_id(birth, "male", seq=n),
+        ),
+    )
+    return str(view["patient_id"])
+
+
+async def test_a_link_is_remembered_then_asked_again(pool: asyncpg.Pool) -> None:
+    """Unlinked in Postgres: still trusted from memory, refused once memory runs out
+    (at most 125 % of the configured lifetime)."""
+    patients = registry(pool, link_cache_s=0.4)
+    patient = await register(patients, "acct-a", 1)
+    assert await patients.belongs_to(patient, "acct-a")
+    assert not await patients.belongs_to(patient, "acct-b")
+    async with pool.acquire() as connection:
+        assert await connection.fetchrow(QUERIES["unlink_account_patient"], "acct-a", patient)
+    assert await patients.belongs_to(patient, "acct-a")  # remembered
+    await asyncio.sleep(0.55)
+    assert not await patients.belongs_to(patient, "acct-a")
+
+
+async def test_links_confirmed_together_run_out_at_different_times(pool: asyncpg.Pool) -> None:
+    patients = registry(pool, link_cache_s=60.0)
+    accounts = [(f"acct-{n}", await register(patients, f"acct-{n}", n)) for n in range(60)]
+    before = time.monotonic()
+    for account, patient in accounts:
+        assert await patients.belongs_to(patient, account)
+    lifetimes = [expiry - before for expiry in patients._links.values()]
+    assert min(lifetimes) >= 0.75 * 60 - 1
+    assert max(lifetimes) <= 1.25 * 60 + 1
+    assert max(lifetimes) - min(lifetimes) > 15  # 60 uniform draws over 30 s

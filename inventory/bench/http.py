@@ -8,7 +8,7 @@ uvloop with orjson, and get byte-for-byte the same kind of request (bearer token
 Idempotency-Key, an ~80-byte JSON body) from the same generator:
 
 - **api**: ``inventory serve --workers N`` on a freshly migrated database: JWT check,
-  Idempotency-Key, body validation, two rate-limit script calls, the slot's location
+  Idempotency-Key, body validation, one rate-limit script call, the slot's location
   and the patient's ownership (both cached after first use), ``SlotStore.reserve``;
 - **bare**: N aiohttp processes whose ``POST /v1/holds`` parses the JSON body with
   orjson and answers 201 with a JSON object of about the API's size; nothing else.

@@ -98,9 +98,10 @@ class BatchedLineLogger:
     Inside a running event loop, lines wait up to ``flush_delay_s`` (0: the end of the
     loop's current iteration) and leave together in one write, so a burst of requests
     costs one system call, not one each (nginx's ``access_log ... buffer= flush=`` is
-    the same trade). Outside a loop, in another thread, or past ``max_pending_bytes``,
-    lines are written at once. Waiting lines are written at exit too: only a process
-    killed outright (SIGKILL) can lose its last ``flush_delay_s`` of lines.
+    the same trade). Warnings and errors, lines outside a loop or from another thread,
+    and lines past ``max_pending_bytes`` are written at once (after those waiting).
+    Waiting lines are written at exit too: only a process that dies without exiting
+    (SIGKILL, ``os._exit``) can lose its last ``flush_delay_s`` of INFO and DEBUG lines.
     """
 
     def __init__(
@@ -142,8 +143,16 @@ class BatchedLineLogger:
                 # Another loop (thread) has a flush scheduled: do not wait on it.
                 self._write_locked()
 
-    log = debug = info = warn = warning = msg
-    fatal = failure = err = error = critical = exception = msg
+    def msg_now(self, message: str | bytes) -> None:
+        """Write one line at once, with any waiting before it (warnings and errors:
+        they may be a process's last words before ``os._exit`` or a crash)."""
+        line = (message.encode() if isinstance(message, str) else message) + b"\n"
+        with self._lock:
+            self._pending.append(line)
+            self._write_locked()
+
+    log = debug = info = msg
+    warn = warning = fatal = failure = err = error = critical = exception = msg_now
 
     def flush(self) -> None:
         """Write every waiting line now."""

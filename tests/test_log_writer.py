@@ -168,3 +168,34 @@ print(write_info("http.request", "rid", {}))
         [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "False"
+
+
+async def test_warnings_and_errors_leave_at_once_after_the_waiting_lines() -> None:
+    stream = CountingStream()
+    logger = BatchedLineLogger(stream, flush_delay_s=10)
+    logger.info("waiting")
+    logger.warning("warned")
+    assert stream.getvalue() == b"waiting\nwarned\n"
+    logger.info("waiting again")
+    logger.error("failed")
+    assert stream.getvalue().endswith(b"waiting again\nfailed\n")
+
+
+def test_a_warning_before_os_exit_is_not_lost() -> None:
+    """The persister's test-only crash hook logs a warning and calls os._exit (no atexit):
+    the warning, and the INFO line waiting before it, must be in the output."""
+    program = """
+import asyncio, os, structlog
+from inventory.logs import configure_logging
+configure_logging()
+log = structlog.get_logger("t")
+async def main():
+    log.info("before")
+    log.warning("last words")
+    os._exit(137)
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
+    assert done.returncode == 137
+    events = [orjson.loads(line)["event"] for line in done.stdout.splitlines()]
+    assert events == ["before", "last words"]

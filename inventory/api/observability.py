@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Final
@@ -43,16 +43,23 @@ PROCESS_SAMPLE_S: Final = 1.0
 
 
 #: Hex digits to letters: a generated request id has no digits at all.
-_HEX_TO_LETTERS: Final = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+_HEX_TO_LETTERS: Final = bytes.maketrans(b"0123456789abcdef", b"abcdefghijklmnop")
 #: Where the request id is kept on the request, for handlers that stamp it on events.
 REQUEST_ID_KEY: Final = "inventory.request_id"
+
+
+#: Request ids are correlation ids, not secrets (they are echoed and logged): drawn from
+#: a per-process generator seeded from the OS. A system call per request for them
+#: (``secrets``) measured ~10 µs of a request's CPU under load on these VMs.
+_ids = random.Random()
 
 
 def new_request_id() -> str:
     """30 letters ``a-p`` (120 random bits). With no digits at all, no part of it can be
     an ID number or a mobile number: the id is safe to log unmasked (a hex id would look
-    like a phone number now and then). Hex then translated: C speed, unlike base32."""
-    return secrets.token_hex(15).translate(_HEX_TO_LETTERS)
+    like a phone number now and then). Hex then translated as bytes: C speed, unlike
+    base32 or ``str.translate``."""
+    return _ids.randbytes(15).hex().encode().translate(_HEX_TO_LETTERS).decode()
 
 
 def request_id_from(request: web.Request) -> str:

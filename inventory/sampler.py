@@ -1,7 +1,7 @@
 """The worker's metrics: a small loop that samples the store and the persister's stats
 into gauges and counters, and serves them on ``/metrics`` (its own HTTP port), with
 ``/healthz`` (the loop turns) and ``/readyz`` (Redis sampled lately, Postgres writable,
-outbox backlog within bounds; the body says what is wrong).
+outbox backlog within bounds, no department-day fenced; the body says what is wrong).
 
 Each sample reads every registered tag's slot counts and fence flag (pipelined, a few
 hundred tags per round trip) and checks the conservation invariant of every slot on
@@ -127,6 +127,8 @@ class WorkerHealth:
     last_turn: float = 0.0
     last_sample: float = 0.0
     sample_error: str = ""
+    #: Department-days the fence found diverged (as of the last good sample).
+    fenced_tags: int = 0
 
     def checks(self, now: float) -> dict[str, str]:
         """Each part: "ok" or what is wrong with it."""
@@ -146,6 +148,12 @@ class WorkerHealth:
             found["outbox"] = outbox_verdict(
                 self.stats.total_lag + self.stats.total_pending, self.max_backlog
             )
+        found["fence"] = (
+            "ok"
+            if not self.fenced_tags
+            else f"fenced: {self.fenced_tags} department-day(s) refuse changes until "
+            "`inventory rebuild --fenced` (docs/runbooks.md)"
+        )
         return found
 
 
@@ -216,7 +224,7 @@ async def run_sampler(
             if stats is not None:
                 metrics.observe_persister(stats)
             try:
-                await sample_store(store)
+                sample = await sample_store(store)
             except (InventoryError, redis.exceptions.RedisError, OSError) as error:
                 metrics.SAMPLE_FAILURES.inc()
                 health.sample_error = f"{type(error).__name__}: {error}"
@@ -224,6 +232,7 @@ async def run_sampler(
             else:
                 health.last_sample = loop.time()
                 health.sample_error = ""
+                health.fenced_tags = sample.fenced_tags
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
     finally:

@@ -507,7 +507,7 @@ async def test_worker_exports_its_own(stack: Stack, http: aiohttp.ClientSession)
     async with http.get(base + "/readyz") as answer:
         ready = await answer.json()
         assert answer.status == 200, ready
-    assert ready["checks"] == {"redis": "ok", "postgres": "ok", "outbox": "ok"}
+    assert ready["checks"] == {"redis": "ok", "postgres": "ok", "outbox": "ok", "fence": "ok"}
 
 
 #: Every label an inventory_* family may carry, and the values it may take.
@@ -802,7 +802,7 @@ def test_roles_export_only_their_families() -> None:
 
 def test_worker_readiness_says_what_is_wrong() -> None:
     """The worker's readiness names each failing part: no recent store sample, Postgres
-    writes retried, an outbox backlog past its bound."""
+    writes retried, an outbox backlog past its bound, fenced department-days."""
     from inventory.outbox import PersisterStats
     from inventory.sampler import WorkerHealth
 
@@ -815,5 +815,16 @@ def test_worker_readiness_says_what_is_wrong() -> None:
     assert checks["redis"].startswith("failing: no store sample for 100 s (Redis gone)")
     assert checks["postgres"] == "failing: persister writes retried (postgres: down)"
     assert checks["outbox"] == "lagging: 50001 entries waiting (bound 50000)"
+    assert checks["fence"] == "ok"
+    health.fenced_tags = 2
+    assert health.checks(now=200.0)["fence"].startswith(
+        "fenced: 2 department-day(s) refuse changes until `inventory rebuild --fenced`"
+    )
+    health.fenced_tags = 0
     stats.db_available, stats.total_lag = True, 0
-    assert health.checks(now=110.0) == {"redis": "ok", "postgres": "ok", "outbox": "ok"}
+    assert health.checks(now=110.0) == {
+        "redis": "ok",
+        "postgres": "ok",
+        "outbox": "ok",
+        "fence": "ok",
+    }

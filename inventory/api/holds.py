@@ -183,10 +183,15 @@ async def confirm_hold(request: web.Request) -> web.Response:
         # With a payment provider, a front end's own "payment reference" proves
         # nothing: a hold with a fee is confirmed by the provider's verified
         # notification only (POST /v1/holds/{id}/payments, then the callback).
-        raise PaymentRequiredError(
-            "this hold has a fee: it is confirmed when its payment is notified",
-            state=hold.state.value,
-        )
+        if hold.state is not HoldState.BOOKED:
+            raise PaymentRequiredError(
+                "this hold has a fee: it is confirmed when its payment is notified",
+                state=hold.state.value,
+            )
+        # Already booked by its payment (a front end confirming after paying): the
+        # booking, answered like any confirm once it is durable (record is idempotent).
+        await services.bookings.record(hold)
+        return json_response(booking_view_from_hold(hold))
     outcome: HoldOutcome = await services.store.confirm(
         hold_id,
         account_id=who.account_id,

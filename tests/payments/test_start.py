@@ -139,7 +139,7 @@ async def test_paid_payment_is_shown_without_prepay(
 
 
 async def test_front_end_cannot_confirm_a_hold_with_a_fee(
-    pay_api: ApiServer, http: aiohttp.ClientSession, slot: str
+    pay_api: ApiServer, pay_keys: KeySet, http: aiohttp.ClientSession, slot: str
 ) -> None:
     """With payments on, a made-up payment reference confirms nothing: 409
     payment_required, the hold stays held. A hold without a fee is still confirmed."""
@@ -152,6 +152,14 @@ async def test_front_end_cannot_confirm_a_hold_with_a_fee(
     status, after = await patient.get(f"/v1/holds/{hold['hold_id']}")
     assert (status, after["state"]) == (200, "held")
     assert (await patient.get(f"/v1/bookings/{hold['hold_id']}"))[0] == 404
+
+    # Once its payment is notified the hold is a booking, and confirming it (a front
+    # end that confirms after paying) answers that booking, whatever reference it sends.
+    paid_with = await pay(patient, pay_keys, hold["hold_id"])
+    status, booking = await patient.call(
+        "POST", f"/v1/holds/{hold['hold_id']}/confirm", json={"payment_ref": "made-up-ref"}
+    )
+    assert (status, booking["status"], booking["payment_ref"]) == (200, "confirmed", paid_with)
 
     (free_slot,) = await catalogue(pay_api, http, [1], fee_fen=0)
     free = await patient.hold(free_slot)

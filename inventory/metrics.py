@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
 
 from prometheus_client import (
@@ -384,27 +384,34 @@ _request_children: dict[tuple[str, str, int], Any] = {}
 _reserve_children: dict[str, Any] = {}
 
 
+def _child(cache: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+    """``cache[key]``, made by ``make()`` (and kept, while the cache has room) if new."""
+    child = cache.get(key)
+    if child is None:
+        child = make()
+        if len(cache) < _CHILDREN_CACHE_MAX:
+            cache[key] = child
+    return child
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     """One answered request; ``route`` must be a route template or ``UNMATCHED``."""
-    key = (method, route, status)
-    child = _request_children.get(key)
-    if child is None:
-        child = HTTP_REQUEST_SECONDS.labels(
+    _child(
+        _request_children,
+        (method, route, status),
+        lambda: HTTP_REQUEST_SECONDS.labels(
             route=route, method=bounded(method, HTTP_METHODS), status=str(status)
-        )
-        if len(_request_children) < _CHILDREN_CACHE_MAX:
-            _request_children[key] = child
-    child.observe(seconds)
+        ),
+    ).observe(seconds)
 
 
 def observe_reserve(outcome: str) -> None:
     """One answer to a reserve: ``ok``, ``replay`` or an error's stable code."""
-    child = _reserve_children.get(outcome)
-    if child is None:
-        child = RESERVE_OUTCOMES.labels(outcome=outcome if _CODE_RE.fullmatch(outcome) else OTHER)
-        if len(_reserve_children) < _CHILDREN_CACHE_MAX:
-            _reserve_children[outcome] = child
-    child.inc()
+    _child(
+        _reserve_children,
+        outcome,
+        lambda: RESERVE_OUTCOMES.labels(outcome=outcome if _CODE_RE.fullmatch(outcome) else OTHER),
+    ).inc()
 
 
 def observe_expire_sweep(changed: int, still_due: int) -> None:

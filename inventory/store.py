@@ -156,13 +156,10 @@ class SlotStore:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _now_arg(self) -> int:
-        return self._clock() if self._clock is not None else SERVER_TIME
-
     def script_now(self) -> int:
         """A script call's ``now_ms`` argument: the test clock's now, else 0 (the
         script reads Redis TIME)."""
-        return self._now_arg()
+        return self._clock() if self._clock is not None else SERVER_TIME
 
     def _seed(self) -> int:
         return self._rng.randrange(1, 2**31 - 1)
@@ -208,7 +205,7 @@ class SlotStore:
         policy = policy or self.policies.for_hospital(spec.hospital_id)
         tag = keys.department_day_tag(spec.department_id, spec.visit_date)
         args: list[Any] = [
-            self._now_arg(),
+            self.script_now(),
             tag,
             keys.check_id(spec.schedule_id, "schedule_id"),
             _ms(spec.release_at),
@@ -237,7 +234,7 @@ class SlotStore:
 
     async def adjust_capacity(self, tag: str, slot_id: str, delta: int) -> SlotCounts:
         """Add (加号) or remove free units of a slot."""
-        args = [self._now_arg(), keys.check_id(slot_id, "slot_id"), delta]
+        args = [self.script_now(), keys.check_id(slot_id, "slot_id"), delta]
         reply = await self._call("adjust_capacity", keys.tag_keys(tag).as_list(), args)
         if int(reply[0]) != LUA_OK:
             raise refusal_for(int(reply[0]))
@@ -252,7 +249,7 @@ class SlotStore:
         return await self._set_status("reopen", tag, schedule_id, reason)
 
     async def _set_status(self, script: str, tag: str, schedule_id: str, reason: str) -> bool:
-        args = [self._now_arg(), keys.check_id(schedule_id, "schedule_id"), reason]
+        args = [self.script_now(), keys.check_id(schedule_id, "schedule_id"), reason]
         reply = await self._call(script, keys.tag_keys(tag).as_list(), args)
         code = int(reply[0])
         if code not in (LUA_OK, LUA_REPLAY):
@@ -282,7 +279,7 @@ class SlotStore:
                 request, hold_id, policy
             )
         args = [
-            self._now_arg(),
+            self.script_now(),
             self._seed(),
             hold_id,
             request.slot_id,
@@ -316,7 +313,7 @@ class SlotStore:
         """Turn a paid hold into a booking; ``account_id=""`` for trusted system callers.
         ``request_id`` (here and in reserve and release) is stamped on the events."""
         tag = keys.tag_of_hold(hold_id)
-        args = [self._now_arg(), self._seed(), hold_id, account_id, payment_ref, request_id]
+        args = [self.script_now(), self._seed(), hold_id, account_id, payment_ref, request_id]
         return self._hold_outcome(await self._call("confirm", keys.tag_keys(tag).as_list(), args))
 
     async def release(
@@ -332,7 +329,7 @@ class SlotStore:
         unless ``force``: HIS refusal, suspension)."""
         tag = keys.tag_of_hold(hold_id)
         args = [
-            self._now_arg(),
+            self.script_now(),
             self._seed(),
             hold_id,
             account_id,
@@ -350,7 +347,7 @@ class SlotStore:
     async def extend(self, hold_id: str, *, account_id: str) -> HoldOutcome:
         """Extend a hold once, when payment starts, within its maximum lifetime."""
         tag = keys.tag_of_hold(hold_id)
-        args = [self._now_arg(), self._seed(), hold_id, account_id]
+        args = [self.script_now(), self._seed(), hold_id, account_id]
         return self._hold_outcome(await self._call("extend", keys.tag_keys(tag).as_list(), args))
 
     # -- the expirer ------------------------------------------------------------------
@@ -359,7 +356,7 @@ class SlotStore:
         """Sweep due timers of one tag in bounded batches: (changed, still due)."""
         changed = still_due = 0
         for _ in range(max_calls):
-            args = [self._now_arg(), self._seed(), self.expire_batch]
+            args = [self.script_now(), self._seed(), self.expire_batch]
             reply = await self._call("expire", keys.tag_keys(tag).as_list(), args)
             if int(reply[0]) != LUA_OK:
                 raise refusal_for(int(reply[0]))
@@ -449,7 +446,7 @@ class SlotStore:
     ) -> str:
         """Blacklist a patient at a hospital ("*": all) until ``until_ms``; 0 lifts it."""
         pk = keys.patient_keys(patient_id)
-        args = [self._now_arg(), patient_id, hospital_id, until_ms, reason]
+        args = [self.script_now(), patient_id, hospital_id, until_ms, reason]
         reply = await self._call("patient_ban", pk.as_list(), args)
         if int(reply[0]) != LUA_OK:
             raise refusal_for(int(reply[0]))
@@ -469,7 +466,7 @@ class SlotStore:
         pk = keys.patient_keys(request.patient_id)
         max_open = policy.max_open_per_patient
         args = [
-            self._now_arg(),
+            self.script_now(),
             hold_id,
             keys.check_id(request.hospital_id, "hospital_id"),
             max_open,
@@ -510,7 +507,7 @@ class SlotStore:
             verdicts += [hold_id, verdict]
         pk = keys.patient_keys(patient_id)
         reply = await self._call(
-            "patient_reap", pk.as_list(), [self._now_arg(), TOKEN_CLOCK_MARGIN_MS, *verdicts]
+            "patient_reap", pk.as_list(), [self.script_now(), TOKEN_CLOCK_MARGIN_MS, *verdicts]
         )
         return int(reply[1])
 

@@ -92,6 +92,10 @@ def _dumps_bytes(value: Any, **_options: Any) -> bytes:
     return orjson.dumps(value, default=repr)
 
 
+def _as_line(message: str | bytes) -> bytes:
+    return (message.encode() if isinstance(message, str) else message) + b"\n"
+
+
 class BatchedLineLogger:
     """A structlog logger writing rendered lines to a binary stream.
 
@@ -123,7 +127,7 @@ class BatchedLineLogger:
 
     def msg(self, message: str | bytes) -> None:
         """Write one line (structlog calls this for every level)."""
-        line = (message.encode() if isinstance(message, str) else message) + b"\n"
+        line = _as_line(message)
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -146,7 +150,7 @@ class BatchedLineLogger:
     def msg_now(self, message: str | bytes) -> None:
         """Write one line at once, with any waiting before it (warnings and errors:
         they may be a process's last words before ``os._exit`` or a crash)."""
-        line = (message.encode() if isinstance(message, str) else message) + b"\n"
+        line = _as_line(message)
         with self._lock:
             self._pending.append(line)
             self._write_locked()

@@ -55,8 +55,8 @@ if rec.state ~= 'held' then
   return hold_reply(E_HOLD_NOT_ACTIVE, nil, rec, rec.state)
 end
 if rec.deadline <= now then
-  local event_id = end_hold(rec, 'expired', now, 'deadline')
-  return hold_reply(E_HOLD_EXPIRED, event_id, rec)
+  local event_id, json, counts = end_hold(rec, 'expired', now, 'deadline')
+  return hold_reply(E_HOLD_EXPIRED, event_id, rec, nil, json, counts)
 end
 local sched = schedule_fields(rec.schedule)
 if not sched or sched.status ~= 'open' then
@@ -69,8 +69,8 @@ remove_timer(rec.slot, 'h', rec.id, rec.deadline)
 rec.state = 'booked'
 rec.payment_ref = payment_ref
 rec.confirmed = now
-save_hold(rec)
-local event_id = emit_hold('booking_confirmed', now, rec, {
+local json = save_hold(rec)
+local event_id, _, counts = emit_hold('booking_confirmed', now, rec, {
   'amount', rec.amount, 'payment_ref', payment_ref,
-})
-return hold_reply(OK, event_id, rec)
+}, json)
+return hold_reply(OK, event_id, rec, nil, json, counts)

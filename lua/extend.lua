@@ -50,8 +50,8 @@ if rec.state ~= 'held' then
   return hold_reply(E_HOLD_NOT_ACTIVE, nil, rec, rec.state)
 end
 if rec.deadline <= now then
-  local event_id = end_hold(rec, 'expired', now, 'deadline')
-  return hold_reply(E_HOLD_EXPIRED, event_id, rec)
+  local event_id, json, counts = end_hold(rec, 'expired', now, 'deadline')
+  return hold_reply(E_HOLD_EXPIRED, event_id, rec, nil, json, counts)
 end
 if rec.extended == 1 then
   return hold_reply(E_ALREADY_EXTENDED, nil, rec)
@@ -66,6 +66,7 @@ remove_timer(rec.slot, 'h', rec.id, rec.deadline)
 add_timer(rec.slot, 'h', rec.id, new_deadline)
 rec.deadline = new_deadline
 rec.extended = 1
-save_hold(rec)
-local event_id = emit_hold('hold_extended', now, rec, {'deadline', new_deadline})
-return hold_reply(OK, event_id, rec)
+local json = save_hold(rec)
+local event_id, _, counts = emit_hold('hold_extended', now, rec, {'deadline', new_deadline},
+  json)
+return hold_reply(OK, event_id, rec, nil, json, counts)

@@ -47,11 +47,11 @@ if rec.state ~= 'held' and rec.state ~= 'booked' then
 end
 if rec.state == 'held' then
   if rec.deadline <= now then
-    local event_id = end_hold(rec, 'expired', now, 'deadline')
-    return hold_reply(E_HOLD_EXPIRED, event_id, rec)
+    local event_id, json, counts = end_hold(rec, 'expired', now, 'deadline')
+    return hold_reply(E_HOLD_EXPIRED, event_id, rec, nil, json, counts)
   end
-  local event_id = end_hold(rec, 'released', now, reason)
-  return hold_reply(OK, event_id, rec)
+  local event_id, json, counts = end_hold(rec, 'released', now, reason)
+  return hold_reply(OK, event_id, rec, nil, json, counts)
 end
 
 if not force then
@@ -61,5 +61,5 @@ if not force then
     return hold_reply(E_CANCEL_DEADLINE_PASSED, nil, rec, deadline)
   end
 end
-local event_id = end_hold(rec, 'cancelled', now, reason)
-return hold_reply(OK, event_id, rec)
+local event_id, json, counts = end_hold(rec, 'cancelled', now, reason)
+return hold_reply(OK, event_id, rec, nil, json, counts)

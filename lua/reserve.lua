@@ -105,10 +105,10 @@ local rec = {
 }
 redis.call('HINCRBY', K_SLOTS, slot .. ':rem', -1)
 redis.call('HINCRBY', K_SLOTS, slot .. ':held', 1)
-save_hold(rec)
+local json = save_hold(rec)
 add_patient_hold(patient, hold_id)
 add_timer(slot, 'h', hold_id, deadline)
-local event_id = emit_hold('hold_created', now, rec, {
+local event_id, _, counts = emit_hold('hold_created', now, rec, {
   'channel', channel, 'amount', sched.fee, 'deadline', deadline,
-})
-return hold_reply(OK, event_id, rec)
+}, json)
+return hold_reply(OK, event_id, rec, nil, json, counts)

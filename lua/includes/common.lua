@@ -80,7 +80,8 @@ end
 
 -- Appends one event, stamped with the tag's next sequence number, and returns its
 -- stream id. `fields` is a flat list of name, value pairs; the slot's counts after
--- the change are added when `slot` is given.
+-- the change are added when `slot` is given, and then also returned (second value) so
+-- that a reply built right after the step need not read them again.
 -- The API request that caused this step, if the caller passed one: stamped on every
 -- event so the worker's handling of the same booking logs the same request id.
 local request_id = ''
@@ -96,32 +97,42 @@ local function emit(event_type, now, fields, slot)
   for i = 1, #fields do
     entry[#entry + 1] = fields[i]
   end
+  local c = nil
   if slot then
-    local c = slot_counts(slot)
+    c = slot_counts(slot)
     for _, pair in ipairs({{'slot', slot}, {'rem', c.rem}, {'held', c.held},
       {'booked', c.booked}, {'wait', c.wait}, {'cap', c.cap}}) do
       entry[#entry + 1] = pair[1]
       entry[#entry + 1] = pair[2]
     end
   end
-  return redis.call('XADD', K_OUTBOX, '*', unpack(entry))
+  return redis.call('XADD', K_OUTBOX, '*', unpack(entry)), c
 end
 
+-- Writes the hold record and returns the JSON written: the step's event and reply
+-- carry the same text, and encoding it once is a measurable share of a step's cost.
 local function save_hold(rec)
-  redis.call('HSET', K_HOLDS, rec.id, cjson.encode(rec))
+  local json = cjson.encode(rec)
+  redis.call('HSET', K_HOLDS, rec.id, json)
+  return json
 end
 
 -- The event of a step on one hold: its ids, the step's own fields, and the whole hold
 -- record after the step (so the persister writes the hold without reading Redis).
-local function emit_hold(event_type, now, rec, fields)
+-- `json` is the record as save_hold just wrote it (encoded here when nil).
+-- Returns the event's stream id, the record's JSON and the slot's counts after the
+-- step: exactly what hold_reply needs, so a step's reply reads and encodes nothing.
+local function emit_hold(event_type, now, rec, fields, json)
+  json = json or cjson.encode(rec)
   local all = {'hold', rec.id, 'schedule', rec.schedule, 'account', rec.account,
     'patient', rec.patient}
   for i = 1, #fields do
     all[#all + 1] = fields[i]
   end
   all[#all + 1] = 'record'
-  all[#all + 1] = cjson.encode(rec)
-  return emit(event_type, now, all, rec.slot)
+  all[#all + 1] = json
+  local event_id, counts = emit(event_type, now, all, rec.slot)
+  return event_id, json, counts
 end
 
 local function load_hold(hold_id)
@@ -199,7 +210,7 @@ local EVENT_FOR_END = {
 
 -- Ends an open hold or booking: its unit leaves `held` (or `booked`), the record
 -- records how it ended, the patient index forgets it, and the unit is freed.
--- Returns the event's stream id.
+-- Returns what emit_hold returns (the event's stream id, the record's JSON, the counts).
 local function end_hold(rec, new_state, now, reason)
   local was = rec.state
   if was == 'held' then
@@ -211,10 +222,10 @@ local function end_hold(rec, new_state, now, reason)
   rec.state = new_state
   rec.ended = now
   rec.reason = reason
-  save_hold(rec)
+  local json = save_hold(rec)
   remove_patient_hold(rec.patient, rec.id)
   free_unit(rec.slot, rec.id, now)
-  return emit_hold(EVENT_FOR_END[new_state], now, rec, {'from', was, 'reason', reason})
+  return emit_hold(EVENT_FOR_END[new_state], now, rec, {'from', was, 'reason', reason}, json)
 end
 
 -- A waiting unit whose delay is over returns to the pool.
@@ -259,8 +270,12 @@ local function is_open(rec, now)
   return rec.state == 'booked' or (rec.state == 'held' and rec.deadline > now)
 end
 
-local function hold_reply(code, event_id, rec, extra)
-  local c = rec and slot_counts(rec.slot) or {rem = 0, held = 0, booked = 0, wait = 0, cap = 0}
-  return {code, event_id or '', rec and cjson.encode(rec) or '', c.rem, c.held, c.booked,
-    c.wait, c.cap, extra or ''}
+-- A step's reply. `json` and `counts`, when given, are the record's JSON and the slot's
+-- counts as the step's event carried them (emit_hold's second and third values); a
+-- reply without a step (a refusal, a replay) encodes and reads them here.
+local function hold_reply(code, event_id, rec, extra, json, counts)
+  local c = counts or (rec and slot_counts(rec.slot))
+    or {rem = 0, held = 0, booked = 0, wait = 0, cap = 0}
+  return {code, event_id or '', json or (rec and cjson.encode(rec)) or '', c.rem, c.held,
+    c.booked, c.wait, c.cap, extra or ''}
 end

@@ -25,7 +25,7 @@ from inventory.api.admission import AdmissionGate
 from inventory.api.auth import VERIFIER, TokenVerifier
 from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES, Services
-from inventory.api.problems import problem_middleware
+from inventory.api.edge import edge_middleware
 from inventory.api.ratelimit import ReserveRateLimiter
 from inventory.autopipeline import AutoPipeline, pipelined_scripts, supports_url
 from inventory.bookings import PgBookings
@@ -106,7 +106,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             store,
             per_account=settings.reserve_rate_per_account,
             per_ip=settings.reserve_rate_per_ip,
-            one_call=not settings.redis_cluster,
         ),
         gate=gate,
         catalogue=catalogue,
@@ -140,11 +139,7 @@ def create_app(settings: Settings) -> web.Application:
     """The booking API for ``settings``."""
     gate = AdmissionGate(settings.max_in_flight, retry_after_s=settings.retry_after_s)
     app = web.Application(
-        middlewares=[
-            observability.telemetry_middleware(access_log=settings.access_log),
-            problem_middleware,
-            gate.middleware,
-        ],
+        middlewares=[edge_middleware(gate, access_log=settings.access_log)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

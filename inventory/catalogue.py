@@ -56,6 +56,10 @@ class PgCatalogue:
         for row in await self.fetch("list_hospitals"):
             self.policies[row["id"]] = policy_from_json(row["policy"])
 
+    def known_slot_location(self, slot_id: str) -> SlotLocation | None:
+        """Where a slot lives, if this process already knows (no I/O)."""
+        return self._locations.get(slot_id)
+
     async def slot_location(self, slot_id: str) -> SlotLocation | None:
         """Where a slot lives (cached: a slot never moves)."""
         cached = self._locations.get(slot_id)

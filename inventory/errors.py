@@ -7,6 +7,8 @@ answers with. Driver errors are wrapped at the adapter boundary (``raise ... fro
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 
@@ -270,11 +272,20 @@ class ConflictError(InventoryError):
 
 
 class RateLimitedError(InventoryError):
-    """Too many requests; ``context['retry_after_s']`` says when to come back."""
+    """Too many requests; ``context['retry_after_s']`` says when to come back and
+    ``context['buckets']`` which of the buckets checked refused (1-based, in the order
+    they were passed; not shown to the caller)."""
 
+    #: lua/reserve.lua's refusal when a rate-limit bucket passed with it is over.
+    lua_code: ClassVar[int] = -22
     code = "rate_limited"
     http_status = 429
     title = "Too many requests; retry later"
+
+    @classmethod
+    def after_ms(cls, retry_after_ms: int, buckets: Sequence[int]) -> RateLimitedError:
+        """The error for a script's refusal: whole seconds, at least one."""
+        return cls(retry_after_s=max(1, math.ceil(retry_after_ms / 1000)), buckets=list(buckets))
 
 
 class OverloadedError(InventoryError):

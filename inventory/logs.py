@@ -9,8 +9,8 @@ that hold one (``name``, ``patient_name``) are masked by field name.
 
 structlog's own lines are written by :class:`BatchedLineLogger`: the lines of one
 event-loop iteration leave in one write, not one write and flush each. The access log
-(one INFO line per request) takes a shorter path to the same writer, :func:`write_info`:
-same fields, masking and timestamp without structlog's processor chain, which cost
+(one INFO line per request) takes a shorter path to the same writer, :func:`write_access`:
+the same line without structlog's processor chain and generic masking walk, which cost
 about 15 µs of a reserve's ~150 µs of CPU.
 """
 
@@ -23,6 +23,7 @@ import re
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
 
 import orjson
@@ -177,23 +178,35 @@ class BatchedLineLogger:
             pass
 
 
-#: The writer structlog's lines go to, when INFO lines are written (see write_info).
+#: The writer structlog's lines go to, when INFO lines are written (see write_access).
 _info_writer: BatchedLineLogger | None = None
-_stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
 
-def write_info(event: str, request_id: str, fields: dict[str, Any]) -> bool:
-    """Write one INFO line the way structlog would (same fields, masking, timestamp and
-    writer), without its processor chain: for the access log, one line per request,
-    where structlog's wrapping is a measurable share of a reserve's CPU. False when
-    logging is not configured for it (the caller then logs through structlog)."""
+def write_access(
+    request_id: str, method: str, route: str, path: str, status: int, duration_ms: float
+) -> bool:
+    """Write the access-log line of one request the way structlog would (same fields,
+    masking, timestamp and writer), without its processor chain and its generic
+    masking walk: one line per request, where those cost a measurable share of a
+    reserve's CPU. Only the method and path can carry text from the caller, so only
+    they are masked; the route is the router's template and the rest are numbers.
+    False when logging is not configured for it (the caller then logs through
+    structlog)."""
     writer = _info_writer
     if writer is None:
         return False
-    fields["event"] = event
-    fields["request_id"] = request_id
-    fields["level"] = "info"
-    writer.msg(orjson.dumps(_mask_pii(None, "info", _stamp(None, "info", fields)), default=repr))
+    line = {
+        "method": mask_text(method),
+        "route": route,
+        "path": mask_text(path),
+        "status": status,
+        "duration_ms": duration_ms,
+        "event": "http.request",
+        "request_id": request_id,
+        "level": "info",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    writer.msg(orjson.dumps(line))
     return True
 
 

@@ -138,6 +138,11 @@ class PatientRegistry:
             rows = await connection.fetch(QUERIES["list_account_patients"], account_id)
         return [self._view(row, row["relation"]) for row in rows]
 
+    def known_link(self, patient_id: str, account_id: str) -> bool:
+        """Does this process remember (still) that this account may book for this
+        patient? (no I/O; False only means "ask :meth:`belongs_to`")"""
+        return self._links.get((account_id, patient_id), 0.0) > time.monotonic()
+
     async def belongs_to(self, patient_id: str, account_id: str) -> bool:
         """May this account book for this patient? (positive answers cached briefly)"""
         now = time.monotonic()

@@ -8,6 +8,7 @@ through a script.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import random
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
 from inventory import keys
 from inventory.domain import (
@@ -39,6 +41,7 @@ from inventory.errors import (
     InventoryError,
     NotReleasedError,
     PatientRuleError,
+    RateLimitedError,
     StoreUnavailableError,
     refusal_for,
 )
@@ -86,6 +89,18 @@ class ExpireResult:
     tags: int
     changed: int
     still_due: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateBuckets:
+    """Rate-limit buckets (GCRA, lua/includes/gcra.lua) a request is counted against,
+    all or nothing: each bucket's key, and its interval (ms) and burst as script
+    arguments. :meth:`SlotStore.reserve` checks them in the same script call as the
+    reserve itself when it can (one Redis round trip instead of two)."""
+
+    keys: tuple[str, ...]
+    #: interval_ms and burst of each bucket, in the order of ``keys``.
+    args: tuple[float, ...]
 
 
 #: What the ``extra`` element of a hold step's refusal means, by return code.
@@ -146,6 +161,9 @@ class SlotStore:
         self.expire_batch = expire_batch
         #: Raises while state changes must be refused (the API's verified-store gate).
         self.write_gate = write_gate
+        #: Rate-limit buckets ride in the reserve call itself on a single server; on
+        #: Cluster they live under other hash tags than the tag's keys.
+        self.folds_rate_limits = not isinstance(client, RedisCluster)
 
     @classmethod
     async def connect_scripts(cls, client: Any, **kwargs: Any) -> SlotStore:
@@ -181,8 +199,43 @@ class SlotStore:
         seconds, micros = await _guard(self.client.time())
         return int(seconds) * 1000 + int(micros) // 1000
 
+    async def take_rate_limits(self, buckets: RateBuckets) -> None:
+        """Count one request in every bucket, or in none: :class:`RateLimitedError`
+        (with the refusing buckets) when any is over its limit (lua/rate_limit.lua).
+
+        On Cluster each bucket has its own hash tag, so each gets its own call (sent
+        together) and counts on its own there."""
+        if self.folds_rate_limits or len(buckets.keys) == 1:
+            retry_ms, refused = await self._rate_limit_call(buckets.keys, buckets.args)
+        else:
+            replies = await asyncio.gather(
+                *(
+                    self._rate_limit_call((key,), buckets.args[2 * i : 2 * i + 2])
+                    for i, key in enumerate(buckets.keys)
+                )
+            )
+            retry_ms = max(ms for ms, _ in replies)
+            refused = [i + 1 for i, (_, no) in enumerate(replies) if no]
+        if refused:
+            raise RateLimitedError.after_ms(retry_ms, refused)
+
+    async def _rate_limit_call(
+        self, bucket_keys: Sequence[str], bucket_args: Sequence[float]
+    ) -> tuple[int, list[int]]:
+        """One rate_limit call: (ms to wait, refusing buckets), ``(0, [])`` if counted."""
+        reply = await self._call("rate_limit", list(bucket_keys), [self.script_now(), *bucket_args])
+        allowed = int(reply[0])
+        if allowed == 1:
+            return 0, []
+        if allowed != 0:
+            raise InventoryError(f"rate_limit refused its arguments ({allowed})")
+        return int(reply[1]), [int(i) for i in reply[2:]]
+
     def _hold_outcome(self, reply: Sequence[Any], **context: Any) -> HoldOutcome:
         code = int(reply[0])
+        if code == RateLimitedError.lua_code:
+            retry_ms, *buckets = (int(part) for part in _text(reply[8]).split())
+            raise RateLimitedError.after_ms(retry_ms, buckets)
         record = _text(reply[2])
         hold = Hold.from_record(orjson.loads(record)) if record else None
         if code in (LUA_OK, LUA_REPLAY) and hold is not None:
@@ -258,7 +311,13 @@ class SlotStore:
 
     # -- the patient's steps ----------------------------------------------------------
 
-    async def reserve(self, request: ReserveRequest, *, request_id: str = "") -> HoldOutcome:
+    async def reserve(
+        self,
+        request: ReserveRequest,
+        *,
+        request_id: str = "",
+        rate_limits: RateBuckets | None = None,
+    ) -> HoldOutcome:
         """Take one unit of a slot as a hold with a payment deadline.
 
         Under rules that span tags (at most N open per patient, the blacklist) this is
@@ -266,6 +325,11 @@ class SlotStore:
         in the slot's tag, then the token is settled, or released when the hold was
         refused. If this process dies between the steps, the pending token is reaped
         once its window is over (see lua/includes/patient.lua).
+
+        ``rate_limits`` are counted first, all or nothing (:class:`RateLimitedError`
+        and nothing else done when one is over): on a single Redis server inside the
+        reserve script itself; on Cluster (other hash tags) and before a two-step
+        reservation's token, by their own script call first.
         """
         keys.check_id(request.account_id, "account_id")
         keys.check_id(request.slot_id, "slot_id")
@@ -274,6 +338,12 @@ class SlotStore:
         hold_id = keys.hold_id_for(request.account_id, request.idempotency_key, tag)
         token_deadline = 0
         fresh_token = False
+        folded: RateBuckets | None = None
+        if rate_limits is not None:
+            if self.folds_rate_limits and not policy.spans_tags:
+                folded = rate_limits
+            else:
+                await self.take_rate_limits(rate_limits)
         if policy.spans_tags:
             token_deadline, fresh_token = await self._acquire_patient_token(
                 request, hold_id, policy
@@ -291,7 +361,11 @@ class SlotStore:
             self.reclaim_limit,
             request_id,
         ]
-        reply = await self._call("reserve", keys.tag_keys(tag).as_list(), args)
+        tag_keys = keys.tag_keys(tag).as_list()
+        if folded is not None:
+            tag_keys = [*tag_keys, *folded.keys]
+            args += folded.args
+        reply = await self._call("reserve", tag_keys, args)
         try:
             outcome = self._hold_outcome(reply)
         except InventoryError:

@@ -4,7 +4,8 @@
   Shared by every API process, so the limits hold across processes. The request is
   counted in every bucket only when every bucket allows it: a refusal consumes nothing.
   (On Redis Cluster each bucket has its own hash tag, so the caller passes one bucket
-  per call there.)
+  per call there. On a single server the API passes the buckets to reserve instead,
+  which checks them the same way, includes/gcra.lua, before its own first step.)
 
   KEYS[1..n]     the buckets; KEYS[i] is bucket i: a string holding its theoretical
                  arrival time (ms); it expires when the bucket is full again, so idle
@@ -21,30 +22,16 @@
 ]]
 --- @include "codes"
 --- @include "clock"
+--- @include "gcra"
 
 if #KEYS == 0 or #ARGV ~= 1 + 2 * #KEYS then
   return {E_INVALID_ARGUMENT, 0}
 end
-local now = now_ms(ARGV[1])
-local new_tats = {}
-local refused = {0, 0}
-for i = 1, #KEYS do
-  local interval, burst = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  if not interval or not burst or interval <= 0 or burst < 1 then
-    return {E_INVALID_ARGUMENT, 0}
-  end
-  local tat = math.max(tonumber(redis.call('GET', KEYS[i])) or now, now)
-  local allow_at = tat + interval - burst * interval
-  if now < allow_at then
-    refused[2] = math.max(refused[2], math.ceil(allow_at - now))
-    refused[#refused + 1] = i
-  end
-  new_tats[i] = tat + interval
+local refused = take_rate_limits(now_ms(ARGV[1]), 0, 1, #KEYS)
+if refused == false then
+  return {E_INVALID_ARGUMENT, 0}
 end
-if #refused > 2 then
-  return refused
-end
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], new_tats[i], 'PX', math.max(1, math.ceil(new_tats[i] - now)))
+if refused then
+  return {0, unpack(refused)}
 end
 return {1, 0}

@@ -2,6 +2,9 @@
   reserve: take one unit of a slot for a patient, as a hold with a payment deadline.
 
   KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  KEYS[9..]   optional: rate-limit buckets checked first, all-or-nothing, by GCRA
+              (includes/gcra.lua); the API passes its per-account and per-address
+              buckets here on a single Redis server (one call instead of two)
   ARGV[1]  now_ms            logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed         seeds the anti-scalping delay of units freed by reclaim
   ARGV[3]  hold_id           derived from (account, idempotency key, tag) by the caller,
@@ -14,12 +17,15 @@
   ARGV[9]  token_deadline_ms when > 0, a patient token from the patient tag's two-step rule
                              is only valid until then: refuse after it
   ARGV[10] reclaim_limit     at most this many due timers of the slot are run first
-  ARGV[11] request_id        optional: the API request's id, stamped on the events ("rid")
+  ARGV[11] request_id        the API request's id, stamped on the events ("rid"); may be ""
+  ARGV[12+2(i-1)], ARGV[13+2(i-1)]  interval_ms and burst of bucket KEYS[8+i], i = 1..n
 
   Returns {code, event_id, hold_json, rem, held, booked, wait, cap, extra}
     0   OK                      new hold; event_id of its hold_created event
     1   REPLAY                  the same key with the same request: the existing hold
    -9   idempotency_key_reused  the same key with a different request
+   -22  rate_limited            a bucket of KEYS[9..] is over its limit; nothing counted,
+                                nothing held; extra = "<retry_after_ms> <bucket i> ..."
    -17  store_fenced            the tag's state is older than Postgres: rebuild first
    -12  slot_not_found
    -11  schedule_not_found
@@ -34,6 +40,7 @@
   Checks everything before its first write; reclaim writes are whole steps of their own.
 ]]
 --- @include "common"
+--- @include "gcra"
 
 local now = now_ms(ARGV[1])
 seed_rng(ARGV[2])
@@ -42,9 +49,20 @@ local channel, fingerprint = ARGV[7], ARGV[8]
 local token_deadline = tonumber(ARGV[9])
 local reclaim_limit = tonumber(ARGV[10])
 request_id = ARGV[11] or ''
+local buckets = #KEYS - 8
 if hold_id == '' or slot == '' or account == '' or patient == '' or not token_deadline
-  or not reclaim_limit then
+  or not reclaim_limit or buckets < 0 or #ARGV ~= 11 + 2 * buckets then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
+end
+
+if buckets > 0 then
+  local refused = take_rate_limits(now, 8, 11, buckets)
+  if refused == false then
+    return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'rate limit')
+  end
+  if refused then
+    return hold_reply(E_RATE_LIMITED, nil, nil, table.concat(refused, ' '))
+  end
 end
 
 if is_fenced() then

@@ -8,10 +8,7 @@ would collapse it. Health, readiness and metrics are never shed.
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from inventory import metrics
-from inventory.api.problems import Handler
 from inventory.errors import OverloadedError
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -26,17 +23,18 @@ class AdmissionGate:
         self.in_flight = 0
         self.shed_total = 0
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Admit the request or refuse it with ``overloaded`` (503)."""
-        if request.path in EXEMPT_PATHS:
-            return await handler(request)
+    def admit(self, path: str) -> bool:
+        """Count a request in (True), or refuse it with ``overloaded`` (503); health,
+        readiness and metrics are never refused nor counted (False)."""
+        if path in EXEMPT_PATHS:
+            return False
         if self.in_flight >= self.limit:
             self.shed_total += 1
             metrics.ADMISSION_SHED.inc()
             raise OverloadedError(retry_after_s=self.retry_after_s)
         self.in_flight += 1
-        try:
-            return await handler(request)
-        finally:
-            self.in_flight -= 1
+        return True
+
+    def leave(self) -> None:
+        """A request counted in by :meth:`admit` is answered."""
+        self.in_flight -= 1

@@ -25,7 +25,7 @@ from inventory.api.models import (
 )
 from inventory.api.observability import count_reserve_outcomes, request_id_of
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
-from inventory.errors import NotFoundError, ValidationFailedError
+from inventory.errors import NotFoundError, RateLimitedError, ValidationFailedError
 from inventory.payments.errors import PaymentRequiredError
 from inventory.payments.refunds import request_refund
 
@@ -120,25 +120,38 @@ async def create_hold(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     body = await read_json(request, HoldCreate)
     services = request.app[SERVICES]
-    await services.limiter.check(account_id=who.account_id, client_ip=client_ip(request))
-    location = await services.catalogue.slot_location(body.slot_id)
-    if location is None:
-        raise NotFoundError("no such slot")
-    if not await services.patients.belongs_to(body.patient_id, who.account_id):
-        raise NotFoundError("no such patient")
-    outcome = await services.store.reserve(
-        ReserveRequest(
-            hospital_id=location.hospital_id,
-            department_id=location.department_id,
-            visit_date=location.visit_date,
-            slot_id=body.slot_id,
-            account_id=who.account_id,
-            patient_id=body.patient_id,
-            channel=body.channel.value,
-            idempotency_key=key,
-        ),
-        request_id=request_id_of(request),
-    )
+    limiter = services.limiter
+    limits = limiter.buckets(account_id=who.account_id, client_ip=client_ip(request))
+    location = services.catalogue.known_slot_location(body.slot_id)
+    if location is None or not services.patients.known_link(body.patient_id, who.account_id):
+        # Postgres must be asked: count the request first, by a call of its own, so a
+        # caller over its limit is refused before it costs Postgres anything. Known
+        # slots and patients (the spike's hot path) are counted by the reserve call.
+        await limiter.count(limits)
+        limits = None
+        location = await services.catalogue.slot_location(body.slot_id)
+        if location is None:
+            raise NotFoundError("no such slot")
+        if not await services.patients.belongs_to(body.patient_id, who.account_id):
+            raise NotFoundError("no such patient")
+    try:
+        outcome = await services.store.reserve(
+            ReserveRequest(
+                hospital_id=location.hospital_id,
+                department_id=location.department_id,
+                visit_date=location.visit_date,
+                slot_id=body.slot_id,
+                account_id=who.account_id,
+                patient_id=body.patient_id,
+                channel=body.channel.value,
+                idempotency_key=key,
+            ),
+            request_id=request_id_of(request),
+            rate_limits=limits,
+        )
+    except RateLimitedError as limited:
+        limiter.refused(limited)
+        raise
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return json_response(hold_view(outcome.hold), status=201, headers=headers)
 

@@ -1,5 +1,6 @@
 """Request telemetry: a request id on every request, its latency and status by route,
-the reserve outcomes, ``/metrics``, and one JSON access-log line per request.
+the reserve outcomes, ``/metrics``, and one JSON access-log line per request (the
+pieces; :mod:`inventory.api.edge` applies them to every request).
 
 The request id comes from ``X-Request-Id`` when the caller sends a sane one (1-128 of
 ``A-Z a-z 0-9 . _ : -``, no personal data), else a fresh one is made; it is echoed in
@@ -15,20 +16,18 @@ import contextlib
 import functools
 import random
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Final
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from inventory import metrics
 from inventory.api.context import SERVICES
 from inventory.api.problems import Handler
 from inventory.errors import InventoryError
 from inventory.identity import find_pii
-from inventory.logs import write_info
+from inventory.logs import write_access
 
 log = structlog.get_logger("inventory.api.access")
 
@@ -82,58 +81,24 @@ def route_template(request: web.Request) -> str:
     return resource.canonical if resource is not None else metrics.UNMATCHED
 
 
-def _log_answer(request: web.Request, route: str, status: int, seconds: float) -> None:
+def log_answer(request: web.Request, route: str, status: int, seconds: float) -> None:
+    """The access-log line of one answered request (debug level for probes and scrapes)."""
+    method, path, duration_ms = request.method, request.path, round(seconds * 1000, 3)
+    if path not in QUIET_PATHS and write_access(
+        request_id_of(request), method, route, path, status, duration_ms
+    ):
+        return
     fields = {
-        "method": request.method,
+        "method": method,
         "route": route,
-        "path": request.path,
+        "path": path,
         "status": status,
-        "duration_ms": round(seconds * 1000, 3),
+        "duration_ms": duration_ms,
     }
-    if request.path in QUIET_PATHS:
+    if path in QUIET_PATHS:
         log.debug("http.request", **fields)
-    elif not write_info("http.request", request_id_of(request), fields):
+    else:
         log.info("http.request", **fields)
-
-
-def telemetry_middleware(*, access_log: bool = True) -> Middleware:
-    """Request id, latency by route and status, and (``access_log``) the access-log
-    line. Outermost, so it sees the status problem+json answered with."""
-
-    @web.middleware
-    async def telemetry(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request_id_from(request)
-        request[REQUEST_ID_KEY] = request_id
-        started = time.perf_counter()
-        # aiohttp runs each request in a task of its own, with its own copy of the
-        # context: binding here and resetting in ``finally`` cannot leak into another
-        # request (and is much cheaper than structlog's bound_contextvars, which
-        # snapshots every variable).
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
-        status = 500
-        try:
-            response = await handler(request)
-        except web.HTTPException as http:  # redirects and 304 travel as exceptions
-            status = http.status
-            http.headers[REQUEST_ID_HEADER] = request_id
-            raise
-        except asyncio.CancelledError:
-            log.info("http.request_cancelled", method=request.method, path=request.path)
-            raise
-        else:
-            status = response.status
-            if not response.prepared:
-                response.headers[REQUEST_ID_HEADER] = request_id
-            return response
-        finally:
-            seconds = time.perf_counter() - started
-            route = route_template(request)
-            metrics.observe_request(request.method, route, status, seconds)
-            if access_log:
-                _log_answer(request, route, status, seconds)
-            structlog.contextvars.reset_contextvars(**tokens)
-
-    return telemetry
 
 
 def count_reserve_outcomes(handler: Handler) -> Handler:

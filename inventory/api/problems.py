@@ -77,26 +77,22 @@ def error_response(error: InventoryError) -> web.Response:
     )
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error into problem+json."""
-    try:
-        return await handler(request)
-    except InventoryError as error:
+def problem_for(error: Exception, request: web.Request) -> web.Response:
+    """The problem+json answer for an exception a handler raised (call it from the
+    ``except`` block: an unexpected error is logged with its traceback and answered
+    500). An HTTP exception below 400 (a redirect, 304) is no error: not for here."""
+    if isinstance(error, InventoryError):
         if error.http_status >= 500:
             log.warning("request.unavailable", code=error.code, path=request.path)
         return error_response(error)
-    except web.HTTPException as http:
-        if http.status < 400:
-            raise
-        code = _HTTP_CODES.get(http.status, f"http_{http.status}")
-        response = problem_response(http.status, code, http.reason)
-        if http.status == 405 and "Allow" in http.headers:
-            response.headers["Allow"] = http.headers["Allow"]
+    if isinstance(error, web.HTTPException):
+        code = _HTTP_CODES.get(error.status, f"http_{error.status}")
+        response = problem_response(error.status, code, error.reason)
+        if error.status == 405 and "Allow" in error.headers:
+            response.headers["Allow"] = error.headers["Allow"]
         return response
-    except Exception:
-        log.exception("request.failed", path=request.path, method=request.method)
-        return problem_response(500, "internal_error", "Internal error")
+    log.exception("request.failed", path=request.path, method=request.method)
+    return problem_response(500, "internal_error", "Internal error")
 
 
 def hold_not_visible(hold: Hold | None, account_id: str) -> bool:

@@ -566,6 +566,47 @@ async def test_account_rate_limit(limited_api: ApiServer, client: aiohttp.Client
     assert other.status == 404
 
 
+async def _rate_limited_count(client: aiohttp.ClientSession, api: ApiServer, bucket: str) -> float:
+    async with client.get(api.url + "/metrics") as answer:
+        scrape = await answer.text()
+    prefix = f'inventory_rate_limited_total{{bucket="{bucket}"}} '
+    lines = [line for line in scrape.splitlines() if line.startswith(prefix)]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+async def test_account_rate_limit_on_a_real_slot(
+    limited_api: ApiServer, client: aiohttp.ClientSession
+) -> None:
+    """Reserves of a known slot and patient are counted inside the reserve call itself:
+    the 6th within the window answers 429 with Retry-After, holds nothing, and is
+    counted by bucket in the metrics; the five before it hold five units."""
+    catalogue = await Catalogue(limited_api, client).create(policy={"one_per_day": False})
+    schedule_id, (slot_id,), _ = await catalogue.schedule([20])
+    account = uid("acct")
+    patient_id = await register_patient(limited_api, client, account)
+    before = await _rate_limited_count(client, limited_api, "account")
+
+    async def reserve() -> aiohttp.ClientResponse:
+        async with client.post(
+            limited_api.url + "/v1/holds",
+            json={"slot_id": slot_id, "patient_id": patient_id, "channel": "app"},
+            headers=limited_api.headers(account)
+            | {"Idempotency-Key": uuid.uuid4().hex, "X-Forwarded-For": _address()},
+        ) as answer:
+            await answer.read()
+            return answer
+
+    for _ in range(ACCOUNT_LIMIT):
+        assert (await reserve()).status == 201
+    refused = await reserve()
+    assert refused.status == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    async with client.get(limited_api.url + f"/v1/schedules/{schedule_id}/slots") as answer:
+        availability = await answer.json()
+    assert [slot["remaining"] for slot in availability["items"]] == [20 - ACCOUNT_LIMIT]
+    assert await _rate_limited_count(client, limited_api, "account") == before + 1
+
+
 async def test_address_rate_limit(limited_api: ApiServer, client: aiohttp.ClientSession) -> None:
     """The 9th reserve from one address answers 429 whatever the account; others pass."""
     address = _address()

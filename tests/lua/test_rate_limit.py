@@ -8,11 +8,14 @@ from typing import Any
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from inventory import errors
 from inventory.api.ratelimit import ReserveRateLimiter
 from inventory.config import RateLimit
+from inventory.domain import HospitalPolicy
 from inventory.errors import InventoryError, RateLimitedError
+from inventory.store import RateBuckets
 
-from .conftest import Scenario, fresh_id
+from .conftest import ManualClock, Scenario, fresh_id, make_store
 
 
 def limiter(scenario: Scenario, account: str, ip: str) -> ReserveRateLimiter:
@@ -20,7 +23,6 @@ def limiter(scenario: Scenario, account: str, ip: str) -> ReserveRateLimiter:
         scenario.store,
         per_account=RateLimit.parse(account),
         per_ip=RateLimit.parse(ip),
-        one_call=not isinstance(scenario.client, RedisCluster),
     )
 
 
@@ -99,3 +101,77 @@ async def test_limiter_raises_on_a_refused_argument(scenario: Scenario) -> None:
     limits._limits["acct"] = RateLimit(-1, 1)  # a negative burst slipped past parse
     with pytest.raises(InventoryError, match="rate_limit refused"):
         await limits.check(account_id=fresh_id("acct"), client_ip="10.0.0.4")
+
+
+# -- the buckets passed to reserve (one call on a single server) ---------------------
+
+
+async def _loaded(scenario: Scenario, capacity: int = 10) -> None:
+    await scenario.store.load_schedule(scenario.schedule({"slot-a": capacity}))
+
+
+@pytest.mark.parametrize("policy", [HospitalPolicy(), HospitalPolicy(max_open_per_patient=5)])
+async def test_reserve_counts_its_buckets_and_refuses_past_them(
+    redis_client: Any, clock: ManualClock, policy: HospitalPolicy
+) -> None:
+    """Reserves passing an account's buckets: the burst is held, the next is refused
+    with rate_limited and the refusing bucket, holding nothing and counting nothing
+    (the other bucket still has its room); after an interval one more is held. With
+    a two-step rule (max open per patient) the buckets are counted before the token."""
+    scenario = Scenario(
+        store=await make_store(redis_client, clock, policy), clock=clock, client=redis_client
+    )
+    await _loaded(scenario)
+    limits = limiter(scenario, "2/60", "3/60")
+    account, address = fresh_id("acct"), fresh_id("ip")
+    buckets = limits.buckets(account_id=account, client_ip=address)
+    assert buckets is not None
+    for _ in range(2):
+        await scenario.store.reserve(
+            scenario.request("slot-a", account_id=account), rate_limits=buckets
+        )
+    with pytest.raises(RateLimitedError) as refused:
+        await scenario.store.reserve(
+            scenario.request("slot-a", account_id=account), rate_limits=buckets
+        )
+    assert refused.value.context == {"retry_after_s": 30, "buckets": [1]}
+    counts = await scenario.store.slot_counts(scenario.tag, ["slot-a"])
+    assert counts["slot-a"].held == 2
+    if isinstance(redis_client, RedisCluster):
+        return  # one call per bucket there: the address's bucket counted the refusal
+    # The address's bucket counted two, not three: one more from another account.
+    other = limits.buckets(account_id=fresh_id("acct"), client_ip=address)
+    assert other is not None
+    await scenario.store.reserve(scenario.request("slot-a"), rate_limits=other)
+    with pytest.raises(RateLimitedError) as by_address:
+        await scenario.store.reserve(scenario.request("slot-a"), rate_limits=other)
+    assert by_address.value.context["buckets"] == [2]
+    clock.advance(30)
+    await scenario.store.reserve(
+        scenario.request("slot-a", account_id=account), rate_limits=buckets
+    )
+    counts = await scenario.store.slot_counts(scenario.tag, ["slot-a"])
+    assert counts["slot-a"].held == 4
+
+
+async def test_reserve_rate_limit_comes_before_every_other_refusal(scenario: Scenario) -> None:
+    """A caller over its limit learns that first, whatever else is wrong (here: the
+    slot does not exist), exactly like the separate check before the reserve."""
+    await _loaded(scenario)
+    limits = limiter(scenario, "1/60", "0/1")
+    buckets = limits.buckets(account_id=fresh_id("acct"), client_ip=fresh_id("ip"))
+    assert buckets is not None
+    with pytest.raises(errors.SlotNotFoundError):
+        await scenario.store.reserve(scenario.request("slot-none"), rate_limits=buckets)
+    with pytest.raises(RateLimitedError):
+        await scenario.store.reserve(scenario.request("slot-none"), rate_limits=buckets)
+
+
+async def test_reserve_refuses_bad_bucket_arguments(scenario: Scenario) -> None:
+    """A bucket with a zero interval is the caller's bug: invalid_argument, nothing held."""
+    await _loaded(scenario)
+    bad = RateBuckets((f"inv:rl:{{t:{fresh_id('k')}}}",), (0.0, 1.0))
+    with pytest.raises((errors.InvalidArgumentError, InventoryError)):
+        await scenario.store.reserve(scenario.request("slot-a"), rate_limits=bad)
+    counts = await scenario.store.slot_counts(scenario.tag, ["slot-a"])
+    assert counts["slot-a"].held == 0

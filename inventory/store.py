@@ -227,8 +227,8 @@ class SlotStore:
         allowed = int(reply[0])
         if allowed == 1:
             return 0, []
-        if allowed != 0:
-            raise InventoryError(f"rate_limit refused its arguments ({allowed})")
+        if allowed != 0:  # invalid_argument, as the same buckets passed to reserve get
+            raise refusal_for(allowed, detail=f"rate_limit refused its arguments ({allowed})")
         return int(reply[1]), [int(i) for i in reply[2:]]
 
     def _hold_outcome(self, reply: Sequence[Any], **context: Any) -> HoldOutcome:

@@ -40,13 +40,10 @@ class ReserveRateLimiter:
             args += [limit.per_s * 1000 / limit.count, limit.count]
         return RateBuckets(tuple(names), tuple(args))
 
-    async def check(self, *, account_id: str, client_ip: str) -> None:
-        """Count one reserve now; :class:`RateLimitedError` with ``retry_after_s`` if
-        over (and the refusal counted in the metrics)."""
-        await self.count(self.buckets(account_id=account_id, client_ip=client_ip))
-
     async def count(self, buckets: RateBuckets | None) -> None:
-        """Count one request in ``buckets`` now, by a call of its own."""
+        """Count one request in ``buckets`` now, by a call of its own:
+        :class:`RateLimitedError` with ``retry_after_s`` if over (and the refusal
+        counted in the metrics)."""
         if buckets is None:
             return
         try:

@@ -65,9 +65,12 @@ if buckets > 0 then
   end
 end
 
-if is_fenced() then
+-- One read of the tag's meta hash for every policy and flag this step needs.
+local meta = redis.call('HMGET', K_META, 'fenced', 'one_per_day', 'hold_ttl_ms', 'tag')
+if meta[1] == '1' then
   return hold_reply(E_STORE_FENCED, nil, nil)
 end
+tag_name = meta[4] or ''
 
 local existing = load_hold(hold_id)
 if existing then
@@ -77,7 +80,8 @@ if existing then
   return hold_reply(E_IDEMPOTENCY_KEY_REUSED, nil, nil)
 end
 
-local schedule = redis.call('HGET', K_SLOTS, slot .. ':sched')
+local v = redis.call('HMGET', K_SLOTS, slot .. ':sched', slot .. ':rem')
+local schedule, remaining = v[1], tonumber(v[2]) or 0
 if not schedule then
   return hold_reply(E_SLOT_NOT_FOUND, nil, nil)
 end
@@ -97,8 +101,10 @@ end
 if token_deadline > 0 and now > token_deadline then
   return hold_reply(E_PATIENT_TOKEN_EXPIRED, nil, nil)
 end
-if policy_number('one_per_day') == 1 then
-  for _, id in ipairs(patient_holds(patient)) do
+local patient_ids = nil
+if tonumber(meta[2]) == 1 then
+  patient_ids = patient_holds(patient)
+  for _, id in ipairs(patient_ids) do
     local other = load_hold(id)
     if other and is_open(other, now) then
       return hold_reply(E_PATIENT_RULE, nil, nil, 'one_per_day')
@@ -106,27 +112,37 @@ if policy_number('one_per_day') == 1 then
   end
 end
 
-local remaining = tonumber(redis.call('HGET', K_SLOTS, slot .. ':rem')) or 0
+-- The refusal a release storm mostly gets, so it reads as little as it can.
 if remaining <= 0 then
-  reclaim_slot(slot, now, reclaim_limit)
-  remaining = tonumber(redis.call('HGET', K_SLOTS, slot .. ':rem')) or 0
+  if reclaim_slot(slot, now, reclaim_limit) > 0 then
+    -- Reclaiming ended due holds, maybe this patient's own: read both again.
+    remaining = tonumber(redis.call('HGET', K_SLOTS, slot .. ':rem')) or 0
+    patient_ids = nil
+  end
   if remaining <= 0 then
     return hold_reply(E_SOLD_OUT, nil, nil)
   end
 end
 
-local deadline = now + policy_number('hold_ttl_ms')
+local deadline = now + (tonumber(meta[3]) or 0)
 local rec = {
   id = hold_id, slot = slot, schedule = schedule, account = account, patient = patient,
   channel = channel, fp = fingerprint, amount = sched.fee, created = now, deadline = deadline,
   extended = 0, state = 'held', payment_ref = '', confirmed = 0, ended = 0, reason = '',
 }
-redis.call('HINCRBY', K_SLOTS, slot .. ':rem', -1)
-redis.call('HINCRBY', K_SLOTS, slot .. ':held', 1)
+-- The counts after this step, for its event and reply: two from the writes themselves.
+local rest = redis.call('HMGET', K_SLOTS, slot .. ':booked', slot .. ':wait', slot .. ':cap')
+local counts = {
+  rem = redis.call('HINCRBY', K_SLOTS, slot .. ':rem', -1),
+  held = redis.call('HINCRBY', K_SLOTS, slot .. ':held', 1),
+  booked = tonumber(rest[1]) or 0, wait = tonumber(rest[2]) or 0, cap = tonumber(rest[3]) or 0,
+}
 local json = save_hold(rec)
-add_patient_hold(patient, hold_id)
+patient_ids = patient_ids or patient_holds(patient)
+patient_ids[#patient_ids + 1] = hold_id
+set_patient_holds(patient, patient_ids)
 add_timer(slot, 'h', hold_id, deadline)
-local event_id, _, counts = emit_hold('hold_created', now, rec, {
+local event_id = emit_hold('hold_created', now, rec, {
   'channel', channel, 'amount', sched.fee, 'deadline', deadline,
-}, json)
+}, json, counts)
 return hold_reply(OK, event_id, rec, nil, json, counts)

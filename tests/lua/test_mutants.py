@@ -63,18 +63,28 @@ MUTANTS = [
     Mutant(
         "sold_out_off_by_one",
         "reserve.lua",
-        "slot .. ':rem')) or 0\nif remaining <= 0 then",
-        "slot .. ':rem')) or 0\nif remaining < 0 then",
+        "\nif remaining <= 0 then\n  if reclaim_slot",
+        "\nif remaining < 0 then\n  if reclaim_slot",
+    ),
+    # The counts written after a reserve forget the new hold (held stays as it was).
+    Mutant(
+        "reserve_held_not_counted",
+        "reserve.lua",
+        "slot .. ':held', 1)",
+        "slot .. ':held', 0)",
     ),
     # Reserve no longer frees its slot's due holds and waiting units first.
     Mutant(
-        "reserve_without_reclaim", "reserve.lua", "  reclaim_slot(slot, now, reclaim_limit)\n", ""
+        "reserve_without_reclaim",
+        "reserve.lua",
+        "if reclaim_slot(slot, now, reclaim_limit) > 0 then",
+        "if false then",
     ),
     # The one-open-hold-per-patient-per-day rule is skipped.
     Mutant(
         "one_per_day_skipped",
         "reserve.lua",
-        "if policy_number('one_per_day') == 1 then",
+        "if tonumber(meta[2]) == 1 then",
         "if false then",
     ),
     # A suspended schedule still sells.

@@ -167,6 +167,21 @@ async def test_reserve_reclaims_due_holds_of_its_slot(scenario: Scenario) -> Non
     assert types[-2:] == ["hold_expired", "hold_created"]
 
 
+async def test_reserve_reclaiming_the_patients_own_hold_keeps_its_index(
+    scenario: Scenario,
+) -> None:
+    """When the unit a patient asks for is the one their own lapsed hold still holds,
+    the reclaim ends that hold and the patient's index lists only the new one (the
+    step must not write back the index it read before the reclaim)."""
+    await open_slot(scenario, capacity=1)
+    first = await scenario.store.reserve(scenario.request("slot-a", patient_id="p-x"))
+    scenario.clock.now_ms = first.hold.deadline_ms
+    second = await scenario.store.reserve(scenario.request("slot-a", patient_id="p-x"))
+    assert second.counts == SlotCounts(1, 0, 1, 0, 0)
+    index = await scenario.client.hget(scenario.tag_keys.patients, "p-x")
+    assert index == second.hold.hold_id
+
+
 async def test_confirm_turns_hold_into_booking(scenario: Scenario) -> None:
     """Confirm before the deadline books; the same payment again replays; another
     payment reference is refused."""

@@ -47,7 +47,9 @@ SETTINGS = web.AppKey("settings", Settings)
 GATE = web.AppKey("gate", AdmissionGate)
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
+async def services_context(app: web.Application) -> AsyncIterator[None]:
+    """The app's ``SERVICES`` (Redis, the scripts, Postgres, the catalogue) from start-up
+    to cleanup: a ``cleanup_ctx`` entry, also used by the benchmark's floor server."""
     settings = app[SETTINGS]
     # The verified-store gate needs one server's run id; on Cluster it is not applied.
     verification = StoreVerification(
@@ -146,7 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app[MAX_BODY_BYTES] = settings.max_body_bytes
     app[VERIFIER] = TokenVerifier(settings)
     app[GATE] = gate
-    app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(services_context)
     app.cleanup_ctx.append(payment_routes.payment_context)
     app.cleanup_ctx.append(observability.sample_process)
     for module in (

@@ -95,7 +95,7 @@ def test_serve_tunes_the_garbage_collector() -> None:
     own collector is untouched): start-up's objects frozen, young collections rarer."""
     program = (
         "import gc; from inventory.cli import serve; "
-        "before = gc.get_threshold(); serve._tune_garbage_collector(); "
+        "before = gc.get_threshold(); serve.tune_garbage_collector(); "
         "print(gc.get_freeze_count(), *before, *gc.get_threshold())"
     )
     done = subprocess.run(

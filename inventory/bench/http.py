@@ -89,6 +89,9 @@ from inventory.bench.reserve import Spread
 from inventory.errors import InventoryError
 
 SIDES: tuple[str, str] = ("api", "bare")
+#: Sides whose requests make holds, so each of their phases takes fresh request indices
+#: (the floor, with ``--floor``, is the third side: measured closed loop only).
+BOOKING_SIDES: frozenset[str] = frozenset({"api", "floor"})
 #: Phases of a round: closed loop; paced at a fraction of the bare max; paced at the same
 #: fraction of the api max (a rate both sides sustain, for the latency overhead alone).
 PHASES: tuple[str, str, str] = ("max", "paced", "paced_api")
@@ -143,6 +146,9 @@ class HttpBenchConfig:
     slots_per_schedule: int = 8
     #: Append-only file of the private Redis: off, everysec or always.
     aof: str = "off"
+    #: Also measure the floor (inventory/bench/floor.py: the bare handler plus the API's
+    #: reserve call and nothing else) in a closed-loop phase of each round.
+    floor: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -240,6 +246,8 @@ class HttpRound:
     max: dict[str, Phase]
     paced: dict[str, Phase]
     paced_api: dict[str, Phase]
+    #: The floor's closed-loop phase (with ``--floor``), run right after the two maxima.
+    floor_max: Phase | None = None
 
     @property
     def throughput_ratio(self) -> float:
@@ -271,11 +279,29 @@ class HttpRound:
         bare = self.max["bare"].server_cpu_us
         return self.max["api"].server_cpu_us / bare if bare else math.inf
 
+    @property
+    def floor_ratio(self) -> float | None:
+        """floor/bare successful answers per second, closed loop (None without a floor)."""
+        bare = self.max["bare"].rps
+        if self.floor_max is None:
+            return None
+        return self.floor_max.rps / bare if bare else 0.0
+
+    @property
+    def api_to_floor_ratio(self) -> float | None:
+        """api/floor successful answers per second, closed loop (None without a floor)."""
+        if self.floor_max is None:
+            return None
+        floor = self.floor_max.rps
+        return self.max["api"].rps / floor if floor else 0.0
+
     def phases(self) -> Iterator[Phase]:
-        """Every phase in the order it ran."""
+        """Every phase (the floor's last: it ran right after the maxima)."""
         for phase in PHASES:
             for side in self.order:
                 yield getattr(self, phase)[side]
+        if self.floor_max is not None:
+            yield self.floor_max
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +353,25 @@ class HttpBenchReport:
         return Spread.of([r.cpu_ratio for r in self.rounds])
 
     @property
+    def floor_ratio(self) -> Spread | None:
+        """floor/bare max throughput over the rounds (None without a floor)."""
+        ratios = [r.floor_ratio for r in self.rounds]
+        return Spread.of([x for x in ratios if x is not None]) if self.config.floor else None
+
+    @property
+    def api_to_floor_ratio(self) -> Spread | None:
+        """api/floor max throughput over the rounds (None without a floor)."""
+        ratios = [r.api_to_floor_ratio for r in self.rounds]
+        return Spread.of([x for x in ratios if x is not None]) if self.config.floor else None
+
+    def floor_spreads(self) -> dict[str, Spread] | None:
+        """The floor's closed-loop figures over the rounds (None without a floor)."""
+        phases = [r.floor_max for r in self.rounds if r.floor_max is not None]
+        if not phases:
+            return None
+        return _spreads(phases)
+
+    @property
     def errors(self) -> int:
         """Errors of every phase."""
         return sum(p.errors for r in self.rounds for p in r.phases())
@@ -338,19 +383,16 @@ class HttpBenchReport:
 
     def side_spreads(self, mode: str, side: str) -> dict[str, Spread]:
         """One side's figures in one mode over the rounds."""
-        phases = [getattr(r, mode)[side] for r in self.rounds]
-        return {
-            "rps": Spread.of([p.rps for p in phases]),
-            "p50_ms": Spread.of([p.p50_ms for p in phases]),
-            "p99_ms": Spread.of([p.p99_ms for p in phases]),
-            "server_cpu_us_per_req": Spread.of([p.server_cpu_us for p in phases]),
-            "redis_cpu_us_per_req": Spread.of([p.redis_cpu_us for p in phases]),
-            "generator_cpu_us_per_req": Spread.of([p.generator_cpu_us for p in phases]),
-        }
+        return _spreads([getattr(r, mode)[side] for r in self.rounds])
 
     def as_dict(self) -> dict[str, Any]:
         """The machine-readable report (what ``--json`` prints)."""
         c, s = self.config, self.setting
+        floor, api_to_floor, floor_max = (
+            self.floor_ratio,
+            self.api_to_floor_ratio,
+            self.floor_spreads(),
+        )
         return {
             "benchmark": "http",
             "throughput_ratio": _spread_dict(self.throughput_ratio, 4),
@@ -364,6 +406,15 @@ class HttpBenchReport:
                 "throughput_met": self.throughput_ratio.median >= TARGET_THROUGHPUT_RATIO,
                 "p99_met": self.paced_p99_ratio.median <= TARGET_P99_RATIO,
             },
+            "floor": (
+                None
+                if floor is None or api_to_floor is None or floor_max is None
+                else {
+                    "throughput_ratio": _spread_dict(floor, 4),
+                    "api_to_floor_ratio": _spread_dict(api_to_floor, 4),
+                    "max": {k: v.as_dict() for k, v in floor_max.items()},
+                }
+            ),
             "errors": self.errors,
             "flags": self.flags,
             "config": {
@@ -378,6 +429,7 @@ class HttpBenchReport:
                 "days": c.days,
                 "slots_per_schedule": c.slots_per_schedule,
                 "aof": c.aof,
+                "floor": c.floor,
             },
             "setting": {
                 "generator": s.generator,
@@ -408,6 +460,7 @@ class HttpBenchReport:
                     "max": {side: r.max[side].as_dict() for side in SIDES},
                     "paced": {side: r.paced[side].as_dict() for side in SIDES},
                     "paced_api": {side: r.paced_api[side].as_dict() for side in SIDES},
+                    "floor_max": None if r.floor_max is None else r.floor_max.as_dict(),
                 }
                 for r in self.rounds
             ],
@@ -430,7 +483,7 @@ class HttpBenchReport:
             f"{2 * c.slots_per_schedule} slots; reserves used {s.requests_used:,} of "
             f"{s.request_budget:,}",
             "",
-            f"{'round':>5}  {'phase':<9}  {'side':<4}  {'offered/s':>9}  {'ok/s':>8}  "
+            f"{'round':>5}  {'phase':<9}  {'side':<5}  {'offered/s':>9}  {'ok/s':>8}  "
             f"{'errors':>6}  {'p50 ms':>7}  {'p99 ms':>7}  {'server µs/req':>13}  "
             f"{'Redis µs/req':>12}  {'gen µs/req':>10}  {'gen %':>5}  {'other %':>7}",
         ]
@@ -438,7 +491,7 @@ class HttpBenchReport:
             for p in r.phases():
                 offered = f"{p.target_rps:,.0f}" if p.target_rps else "-"
                 lines.append(
-                    f"{r.index:>5}  {p.mode:<9}  {p.side:<4}  {offered:>9}  {p.rps:>8,.0f}  "
+                    f"{r.index:>5}  {p.mode:<9}  {p.side:<5}  {offered:>9}  {p.rps:>8,.0f}  "
                     f"{p.errors:>6}  {p.p50_ms:>7.2f}  {p.p99_ms:>7.2f}  "
                     f"{p.server_cpu_us:>13.1f}  {p.redis_cpu_us:>12.1f}  "
                     f"{p.generator_cpu_us:>10.1f}  {p.generator_busy_pct:>5.0f}  "
@@ -465,6 +518,20 @@ class HttpBenchReport:
                 f"{label:<26}{_fmt(bare, pattern):>26}  {_fmt(api_, pattern):>26}  "
                 + (f"{_fmt(ratio, '{:.3f}'):>22}" if ratio is not None else f"{'':>22}")
             )
+        floor, api_to_floor, floor_max = (
+            self.floor_ratio,
+            self.api_to_floor_ratio,
+            self.floor_spreads(),
+        )
+        if floor is not None and api_to_floor is not None and floor_max is not None:
+            lines += [
+                "",
+                "floor (the bare handler plus the API's reserve call, nothing else), max:",
+                f"  req/s {_fmt(floor_max['rps'], '{:,.0f}')}, server CPU µs/req "
+                f"{_fmt(floor_max['server_cpu_us_per_req'], '{:.1f}')}, Redis CPU µs/req "
+                f"{_fmt(floor_max['redis_cpu_us_per_req'], '{:.1f}')}",
+                f"  floor/bare {_fmt(floor, '{:.3f}')}; api/floor {_fmt(api_to_floor, '{:.3f}')}",
+            ]
         throughput = self.throughput_ratio.median
         p99 = self.paced_p99_ratio.median
         lines += [
@@ -477,6 +544,18 @@ class HttpBenchReport:
         ]
         lines += self.flags
         return "\n".join(lines)
+
+
+def _spreads(phases: Sequence[Phase]) -> dict[str, Spread]:
+    """Figures of like phases (one per round) as median [min-max]."""
+    return {
+        "rps": Spread.of([p.rps for p in phases]),
+        "p50_ms": Spread.of([p.p50_ms for p in phases]),
+        "p99_ms": Spread.of([p.p99_ms for p in phases]),
+        "server_cpu_us_per_req": Spread.of([p.server_cpu_us for p in phases]),
+        "redis_cpu_us_per_req": Spread.of([p.redis_cpu_us for p in phases]),
+        "generator_cpu_us_per_req": Spread.of([p.generator_cpu_us for p in phases]),
+    }
 
 
 def phase_flags(phases: Sequence[Phase], setting: Setting, *, overloaded: bool = True) -> list[str]:
@@ -903,13 +982,15 @@ def serve_bare(host: str, port: int, *, reuse_port: bool) -> None:
 
 
 def child_main(argv: Sequence[str] | None = None) -> int:
-    """The benchmark's child processes: ``bare`` (the bare server) and ``load``."""
+    """The benchmark's child processes: ``bare`` (the bare server), ``floor``
+    (inventory/bench/floor.py) and ``load``."""
     parser = argparse.ArgumentParser(prog="python -m inventory.bench.http")
     roles = parser.add_subparsers(dest="role", required=True)
-    bare = roles.add_parser("bare")
-    bare.add_argument("--host", default="127.0.0.1")
-    bare.add_argument("--port", type=int, required=True)
-    bare.add_argument("--reuse-port", action="store_true")
+    for role in ("bare", "floor"):
+        server = roles.add_parser(role)
+        server.add_argument("--host", default="127.0.0.1")
+        server.add_argument("--port", type=int, required=True)
+        server.add_argument("--reuse-port", action="store_true")
     load = roles.add_parser("load")
     load.add_argument("--plan", required=True)
     load.add_argument("--host", default="127.0.0.1")
@@ -922,6 +1003,11 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.role == "bare":
         serve_bare(args.host, args.port, reuse_port=args.reuse_port)
+        return 0
+    if args.role == "floor":
+        from inventory.bench.floor import serve_floor
+
+        serve_floor(args.host, args.port, reuse_port=args.reuse_port)
         return 0
     import uvloop
 
@@ -1057,8 +1143,11 @@ def _start_api(env: dict[str, str], workers: int, log_path: Path) -> _Server:
     return _Server("api", int(env["INVENTORY_PORT"]), [process], log_path)
 
 
-def _start_bare(port: int, workers: int, log_path: Path) -> _Server:
-    command = [sys.executable, "-m", "inventory.bench.http", "bare", "--port", str(port)]
+def _start_child_servers(
+    role: str, port: int, workers: int, log_path: Path, env: dict[str, str] | None = None
+) -> _Server:
+    """``workers`` processes of a child server role (bare, floor) sharing ``port``."""
+    command = [sys.executable, "-m", "inventory.bench.http", role, "--port", str(port)]
     if workers > 1:
         command.append("--reuse-port")
     processes = []
@@ -1067,13 +1156,14 @@ def _start_bare(port: int, workers: int, log_path: Path) -> _Server:
             processes.append(
                 subprocess.Popen(
                     command,
+                    env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )
             )
-    return _Server("bare", port, processes, log_path)
+    return _Server(role, port, processes, log_path)
 
 
 def _pin(pids: Sequence[int], cpus: set[int]) -> None:
@@ -1331,6 +1421,7 @@ class LiveBench:
             processes={
                 "api": config.workers,
                 "bare": config.workers,
+                **({"floor": config.workers} if config.floor else {}),
                 "generator": 1,
                 "redis": 1,
             },
@@ -1438,9 +1529,10 @@ class LiveBench:
         return json.loads(done.stdout.strip().splitlines()[-1]), "python"
 
     def phase(self, side: str, mode: str, seconds: float, rate: float = 0.0) -> Phase:
-        """One timed phase (``mode`` is one of PHASES) of one side; the API's phases
-        consume fresh request indices."""
-        start = self.next_index if side == "api" else 0
+        """One timed phase (``mode`` is one of PHASES) of one side; the phases of the
+        sides that book (the API and the floor) consume fresh request indices."""
+        booking = side in BOOKING_SIDES
+        start = self.next_index if booking else 0
         server = self.servers[side]
         server_before = server.cpu_s()
         redis_before = self._redis_cpu_s()
@@ -1456,7 +1548,7 @@ class LiveBench:
         own = time.process_time() - own_before
         redis_cpu = self._redis_cpu_s() - redis_before
         server_cpu = server.cpu_s() - server_before
-        if side == "api":
+        if booking:
             self.next_index = int(raw["used"])
         elapsed = float(raw["elapsed_s"])
         other: float | None = None
@@ -1506,7 +1598,7 @@ class LiveBench:
         if seconds <= 0:
             return
         self.say(f"warming up: {seconds:g} s per side")
-        for side in SIDES:
+        for side in self.servers:
             self.phase(side, "max", seconds)
         deadline = time.monotonic() + WARMUP_EXTRA_S
         while self.next_index < self.config.patients and time.monotonic() < deadline:
@@ -1523,17 +1615,23 @@ class LiveBench:
         for index in range(1, c.rounds + 1):
             order = SIDES if index % 2 else (SIDES[1], SIDES[0])
             maxed = {side: self.phase(side, "max", c.seconds) for side in order}
+            floor = self.phase("floor", "max", c.seconds) if c.floor else None
             rate = c.paced_fraction * maxed["bare"].rps
             paced = {side: self.phase(side, "paced", c.seconds, rate) for side in order}
             low = c.paced_fraction * maxed["api"].rps
             paced_api = {side: self.phase(side, "paced_api", c.seconds, low) for side in order}
-            result = HttpRound(index, order, maxed, paced, paced_api)
+            result = HttpRound(index, order, maxed, paced, paced_api, floor)
             rounds.append(result)
             self.say(
                 f"round {index}/{c.rounds}: bare {maxed['bare'].rps:,.0f}/s, "
                 f"api {maxed['api'].rps:,.0f}/s (ratio {result.throughput_ratio:.3f}); "
                 f"paced at {rate:,.0f}/s: p99 bare {paced['bare'].p99_ms:.2f} ms, "
                 f"api {paced['api'].p99_ms:.2f} ms (ratio {result.paced_p99_ratio:.2f})"
+                + (
+                    f"; floor {floor.rps:,.0f}/s (floor/bare {result.floor_ratio:.3f})"
+                    if floor is not None
+                    else ""
+                )
             )
         return rounds
 
@@ -1639,15 +1737,25 @@ def running_bench(
         seeded.plan.dump(plan_json)
         seeded.plan.dump_for_wrk(plan_wrk)
         wrk_script.write_text(_WRK_SCRIPT, encoding="utf-8")
-        say(f"starting {config.workers} API and {config.workers} bare process(es)")
+        say(
+            f"starting {config.workers} API and {config.workers} bare process(es)"
+            + (f" and {config.workers} floor process(es)" if config.floor else "")
+        )
         api = _start_api(env, config.workers, tmp / "api.log")
         stack.callback(api.stop)
-        bare = _start_bare(bare_port, config.workers, tmp / "bare.log")
+        bare = _start_child_servers("bare", bare_port, config.workers, tmp / "bare.log")
         stack.callback(bare.stop)
-        _wait_healthy(api)
-        _wait_healthy(bare)
+        servers = {"api": api, "bare": bare}
+        if config.floor:
+            floor = _start_child_servers(
+                "floor", free_port(), config.workers, tmp / "floor.log", env=env
+            )
+            stack.callback(floor.stop)
+            servers["floor"] = floor
+        for server in servers.values():
+            _wait_healthy(server)
         if server_cpus is not None:
-            _pin(api.pids() + bare.pids(), server_cpus)
+            _pin([pid for server in servers.values() for pid in server.pids()], server_cpus)
         pinned = (
             f"servers on CPU {sorted(server_cpus)[0]}, generator/Redis/Postgres on CPU "
             + ",".join(str(c) for c in sorted(other_cpus or ()))
@@ -1656,7 +1764,7 @@ def running_bench(
         )
         yield LiveBench(
             config=config,
-            servers={"api": api, "bare": bare},
+            servers=servers,
             plan_json=plan_json,
             plan_wrk=plan_wrk,
             wrk_script=wrk_script,
@@ -1747,6 +1855,12 @@ def register(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--database-url",
         help="create (and drop) a fresh database on this Postgres server; default: private",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the floor each round: the bare handler plus the API's reserve "
+        "call and nothing else (inventory/bench/floor.py), closed loop",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     sweep = parser.add_argument_group(
         "offered-load sweep",
@@ -1795,6 +1909,8 @@ def _http(args: argparse.Namespace) -> int:
     sweeping = args.sweep or args.plot is not None
     if not sweeping and (args.fractions is not None or args.api_fractions is not None):
         args._parser.error("--fractions and --api-fractions apply to --sweep only")
+    if sweeping and args.floor:
+        args._parser.error("--floor applies to the rounds only, not to --sweep")
     if args.seconds is None:
         from inventory.bench.sweep import SWEEP_SECONDS
 
@@ -1813,6 +1929,7 @@ def _http(args: argparse.Namespace) -> int:
             departments=args.departments,
             days=args.days,
             aof=args.aof,
+            floor=args.floor,
         )
     except ValueError as error:
         args._parser.error(str(error))

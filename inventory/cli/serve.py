@@ -82,7 +82,7 @@ def serve_process(
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
         await site.start()
-        _tune_garbage_collector()
+        tune_garbage_collector()
         url = f"http://{host}:{port}"
         # The event text is what scripts and tests wait for; one line per process.
         structlog.get_logger("inventory.serve").info(f"serving on {url}", url=url)
@@ -99,7 +99,7 @@ def serve_process(
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def _tune_garbage_collector() -> None:
+def tune_garbage_collector() -> None:
     """After start-up: freeze what start-up allocated (modules, the app, pools) so that
     full collections stop rescanning it (they paused the loop 24-32 ms under load), and
     collect the young generation less often. Cycles are still collected."""

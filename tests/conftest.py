@@ -12,8 +12,11 @@ prefixes and hash tags (Redis) and unique database or schema names (Postgres) in
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FrameType
 
 # Imported here, at collection time, on purpose: pytest rewrites the hypothesis package
 # (it is a plugin), and CPython 3.11.7 can fail that rewrite with "AST constructor recursion
@@ -30,6 +33,18 @@ from inventory.servers import (
     start_redis,
     start_redis_cluster,
 )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI time limit, ``kill``) ends the run as Ctrl-C does: pytest then
+    tears the session down, and the fixtures stop the servers they started. With the
+    default action the process died at once and left them running."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @dataclass(frozen=True)

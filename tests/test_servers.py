@@ -6,7 +6,11 @@ Real processes, no mocks. Each server is private to its test unless a session fi
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -322,3 +326,56 @@ async def test_create_database_returns_a_usable_dsn(postgres_server: ServerHandl
         assert await connection.fetchval("SELECT current_database()") == name
     finally:
         await connection.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the test session's own servers
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_terminated_test_run_stops_the_servers_it_started(tmp_path: Path) -> None:
+    """SIGTERM to a pytest run (a CI time limit, ``kill``) tears the session down like
+    Ctrl-C, so the Redis its session fixture started is stopped, not left running."""
+    pid_file = tmp_path / "redis.pid"
+    blocking = tmp_path / "test_blocks.py"
+    blocking.write_text(
+        "import time\n"
+        "from pathlib import Path\n\n\n"
+        "def test_blocks(redis_server):\n"
+        f"    Path({str(pid_file)!r}).write_text(str(redis_server.server.pid))\n"
+        "    time.sleep(120)\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVENTORY_TEST_")}
+    repo = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest"]
+    command += ["-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(blocking)]
+    run = subprocess.Popen(
+        command,
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert run.poll() is None, run.communicate()[0].decode(errors="replace")
+            assert time.monotonic() < deadline, "the blocking test never started"
+            time.sleep(0.05)
+        redis_pid = int(pid_file.read_text())
+        os.kill(redis_pid, 0)  # running while the test blocks
+        run.send_signal(signal.SIGTERM)
+        output = run.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    try:
+        os.kill(redis_pid, 0)
+        left_running = True
+        os.kill(redis_pid, signal.SIGKILL)  # this test must not leave it behind either
+    except ProcessLookupError:
+        left_running = False
+    assert run.returncode == 2, output  # pytest's "interrupted"
+    assert not left_running, f"the session's redis-server outlived the run:\n{output}"

@@ -3,15 +3,54 @@
 A spike must wait for a connection rather than fail: redis-py's default asyncio pool
 raises ``MaxConnectionsError`` past its limit, so standalone clients get a
 ``BlockingConnectionPool`` whose timeout turns into a 503 (``store_unavailable``).
+redis-py's async Cluster client has no blocking pool (each node's pool raises at once
+when full: redis/redis-py#3135), and a release spike sends every reserve of a popular
+department-day to the one node holding its tag; :class:`WaitingRedisCluster` makes its
+commands wait in the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+#: Connections per node left to pipelines (the /readyz backlog sample, the worker's
+#: batches), which do not go through the command gate.
+PIPELINE_HEADROOM = 4
+
+
+class WaitingRedisCluster(RedisCluster):
+    """A Cluster client whose commands wait up to ``pool_timeout_s`` for one of at most
+    ``max_connections - PIPELINE_HEADROOM`` in flight, then raise ``ConnectionError``
+    as ``BlockingConnectionPool`` does.
+
+    One gate for the process: commands in flight never exceed what a node's pool
+    allows, whichever nodes they go to (a per-node gate would need the slot's node
+    before the command is routed, which redis-py decides inside).
+    """
+
+    def __init__(self, *args: Any, pool_timeout_s: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit = max(1, int(kwargs.get("max_connections", 100)) - PIPELINE_HEADROOM)
+        self._in_flight = asyncio.Semaphore(limit)
+        self._pool_timeout_s = pool_timeout_s
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            # asyncio.timeout cancels a waiting acquire cleanly (no permit is lost).
+            async with asyncio.timeout(self._pool_timeout_s):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._in_flight.release()
 
 
 async def connect_redis(
@@ -28,8 +67,11 @@ async def connect_redis(
     must call ``connection.on_connect()`` itself); standalone servers only.
     """
     if cluster:
-        client: Any = RedisCluster.from_url(
-            url, decode_responses=True, max_connections=max_connections
+        client: Any = WaitingRedisCluster.from_url(
+            url,
+            decode_responses=True,
+            max_connections=max_connections,
+            pool_timeout_s=pool_timeout_s,
         )
         await client.initialize()
         return client

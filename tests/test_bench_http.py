@@ -47,7 +47,7 @@ def test_bench_http_rounds_with_the_floor(
         ]
     )
     report = json.loads(capsys.readouterr().out)
-    assert status == 0, report["flags"]
+    assert status == 0, (report["flags"], report["rounds"])
     assert report["errors"] == 0
     assert report["config"]["floor"] is True
     assert report["setting"]["processes"]["floor"] == 1

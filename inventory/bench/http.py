@@ -8,10 +8,14 @@ uvloop with orjson, and get byte-for-byte the same kind of request (bearer token
 Idempotency-Key, an ~80-byte JSON body) from the same generator:
 
 - **api**: ``inventory serve --workers N`` on a freshly migrated database: JWT check,
-  Idempotency-Key, body validation, one rate-limit script call, the slot's location
-  and the patient's ownership (both cached after first use), ``SlotStore.reserve``;
+  Idempotency-Key, body validation, the slot's location and the patient's ownership
+  (both cached after first use), ``SlotStore.reserve`` with the rate-limit buckets in
+  the same script call;
 - **bare**: N aiohttp processes whose ``POST /v1/holds`` parses the JSON body with
-  orjson and answers 201 with a JSON object of about the API's size; nothing else.
+  orjson and answers 201 with a JSON object of about the API's size; nothing else;
+- **floor** (with ``--floor``): the bare handler plus the API's own ``SlotStore.reserve``
+  and nothing else (:mod:`inventory.bench.floor`): what any handler reserving through
+  this store can reach here; measured closed loop only, right after the two maxima.
 
 The load is realistic rather than a single hot key: a hospital with ``departments`` x
 ``days`` department-days of released schedules (slots of capacity 10**9: nothing sells

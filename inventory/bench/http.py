@@ -688,8 +688,8 @@ _WRK_SCRIPT = """
 local accounts, slots, prefix = {}, {}, ""
 local start = 0
 -- A global, so that done() can read it from the thread (thread:get): how many request
--- indices the run took, which is more than it answered (wrk builds each connection's
--- next request before it is sent, and the last ones never are).
+-- indices the run took. That is more than it answered: the requests still in flight
+-- at the end, and (measured with wrk 4.1) one more that wrk builds but never sends.
 counter = 0
 local threads = {}
 

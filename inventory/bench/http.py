@@ -83,7 +83,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -1923,6 +1923,34 @@ def _progress(line: str) -> None:
     print(f"{_PROG}: {line}", file=sys.stderr, flush=True)
 
 
+#: What a run can fail with that is the environment's fault, not a bug: exit status 1.
+_RUN_ERRORS = (
+    RuntimeError,
+    OSError,
+    subprocess.SubprocessError,
+    redis.exceptions.RedisError,
+    InventoryError,
+)
+
+
+class _Report(Protocol):
+    @property
+    def errors(self) -> int: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def format_text(self) -> str: ...
+
+
+def _print_report(report: _Report, *, as_json: bool) -> int:
+    """Print the rounds' or the sweep's report; exit status 1 when a request failed."""
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(report.format_text())
+    return 1 if report.errors else 0
+
+
 def _http(args: argparse.Namespace) -> int:
     if args.redis_url and args.aof != "off":
         args._parser.error("--aof applies to the private Redis only, not with --redis-url")
@@ -1962,20 +1990,10 @@ def _http(args: argparse.Namespace) -> int:
             database_url=args.database_url,
             progress=_progress,
         )
-    except (
-        RuntimeError,
-        OSError,
-        subprocess.SubprocessError,
-        redis.exceptions.RedisError,
-        InventoryError,
-    ) as error:
+    except _RUN_ERRORS as error:
         print(f"{_PROG}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
-    else:
-        print(report.format_text())
-    return 1 if report.errors else 0
+    return _print_report(report, as_json=args.json)
 
 
 def _sweep(args: argparse.Namespace, config: HttpBenchConfig) -> int:
@@ -2009,20 +2027,10 @@ def _sweep(args: argparse.Namespace, config: HttpBenchConfig) -> int:
         if args.plot is not None:
             figures = sweep.write_sweep(report, args.plot)
             _progress(f"wrote {args.plot} and {figures}")
-    except (
-        RuntimeError,
-        OSError,
-        subprocess.SubprocessError,
-        redis.exceptions.RedisError,
-        InventoryError,
-    ) as error:
+    except _RUN_ERRORS as error:
         print(f"{_PROG}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
-    else:
-        print(report.format_text())
-    return 1 if report.errors else 0
+    return _print_report(report, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,19 @@
 Every domain outcome that is not a success is an :class:`InventoryError` with a stable
 machine ``code`` (what front ends switch on; never renamed) and the HTTP status the API
 answers with. Driver errors are wrapped at the adapter boundary (``raise ... from``).
+
+:data:`MESSAGES` is the code table: every code the API can answer with has its title in
+Chinese (zh-CN, the default of every answer) and in English (``Accept-Language: en``);
+a class's ``title`` is its English title. :data:`DETAILS` gives the Chinese of the
+details the API raises with (``detail``); tests/api/test_messages.py walks both.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, ClassVar
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Final, Literal, NamedTuple
 
 
 class InventoryError(Exception):
@@ -292,3 +298,214 @@ class OverloadedError(InventoryError):
     code = "overloaded"
     http_status = 503
     title = "The service is at capacity; retry shortly"
+
+
+# -- the code table: what a person reads ----------------------------------------------
+
+
+class Message(NamedTuple):
+    """A code's title in both languages of the API."""
+
+    zh: str
+    en: str
+
+
+#: The languages answers are written in; Chinese unless the caller prefers English.
+Language = Literal["zh", "en"]
+DEFAULT_LANGUAGE: Final[Language] = "zh"
+
+#: Every code's title. A new error class adds its code here (its ``title`` is ``en``).
+MESSAGES: Final[Mapping[str, Message]] = {
+    # the store's refusals
+    "inventory_error": Message("号源服务出错", "Inventory error"),
+    "store_unavailable": Message(
+        "号源服务暂时不可用，请使用同一 Idempotency-Key 重试",
+        "The inventory store is unavailable; retry with the same Idempotency-Key",
+    ),
+    "not_released": Message("该排班尚未放号", "The schedule's slots are not released yet"),
+    "schedule_suspended": Message("该排班已停诊", "The schedule is suspended (停诊)"),
+    "schedule_past": Message("该时段已开始就诊", "The session has already started"),
+    "sold_out": Message("该时段号源已约满", "The slot is sold out"),
+    "patient_rule": Message(
+        "该就诊人的预约规则不允许此操作", "A booking rule for this patient forbids it"
+    ),
+    "hold_expired": Message("锁号已超过支付期限", "The hold passed its payment deadline"),
+    "hold_not_found": Message("锁号或预约不存在", "No such hold or booking"),
+    "not_owner": Message("锁号或预约不存在", "No such hold or booking"),
+    "idempotency_key_reused": Message(
+        "该 Idempotency-Key 已用于另一个请求",
+        "This Idempotency-Key was used for a different request",
+    ),
+    "cancel_deadline_passed": Message(
+        "已过医院规定的退号截止时间", "The hospital's cancellation deadline has passed"
+    ),
+    "schedule_not_found": Message("排班不存在", "No such schedule"),
+    "slot_not_found": Message("号源时段不存在", "No such slot"),
+    "hold_not_active": Message("锁号已释放或已取消", "The hold was released or cancelled"),
+    "already_extended": Message("锁号只能延长一次", "A hold can be extended once"),
+    "extension_limit": Message("锁号已达到最长保留时间", "The hold is at its maximum lifetime"),
+    "capacity_below_taken": Message(
+        "号源数不能少于已锁定、已预约或待处理的数量",
+        "Capacity cannot go below the units held, booked or waiting",
+    ),
+    "store_fenced": Message(
+        "这部分号源正在重建，请稍后重试",
+        "This part of the inventory is being rebuilt; retry shortly",
+    ),
+    "patient_token_expired": Message(
+        "预约处理超时，请使用同一 Idempotency-Key 重试",
+        "The reservation took too long; retry with the same Idempotency-Key",
+    ),
+    "already_confirmed": Message("该锁号已确认为预约", "The hold is already a booking"),
+    "invalid_argument": Message("参数无效", "Invalid argument"),
+    "slot_schedule_mismatch": Message(
+        "该号源时段属于其他排班", "The slot belongs to another schedule"
+    ),
+    "store_unverified": Message(
+        "号源服务已重启，正在核对，请稍后重试",
+        "The inventory store restarted and is being checked; retry shortly",
+    ),
+    # the HTTP edge
+    "bad_request": Message("无法读取请求", "The request could not be read"),
+    "idempotency_key_required": Message(
+        "此操作需要 Idempotency-Key 请求头（1-64 个可打印 ASCII 字符）",
+        "This call needs an Idempotency-Key header (1-64 printable ASCII characters)",
+    ),
+    "validation_failed": Message("请求中有无效字段", "The request has invalid fields"),
+    "unauthenticated": Message("需要有效的访问令牌", "A valid bearer token is required"),
+    "forbidden": Message("此令牌无权执行该操作", "This token may not call this operation"),
+    "not_found": Message("未找到", "Not found"),
+    "conflict": Message("请求与当前状态冲突", "The request conflicts with the current state"),
+    "rate_limited": Message("请求过于频繁，请稍后再试", "Too many requests; retry later"),
+    "overloaded": Message("服务繁忙，请稍后重试", "The service is at capacity; retry shortly"),
+    "method_not_allowed": Message("不支持该请求方法", "Method not allowed"),
+    "body_too_large": Message("请求体过大", "Request entity too large"),
+    "unsupported_media_type": Message("不支持的内容类型", "Unsupported media type"),
+    "http_error": Message("请求无法处理", "The request could not be handled"),
+    "internal_error": Message("服务内部错误", "Internal error"),
+    # patients
+    "patient_identity_mismatch": Message(
+        "该身份证号已登记了不同的个人信息",
+        "This ID number is registered with different personal details",
+    ),
+    # Postgres
+    "database_unavailable": Message(
+        "数据库暂时不可用，请稍后使用同一 Idempotency-Key 重试",
+        "The database is unavailable; retry shortly with the same Idempotency-Key",
+    ),
+    "migration_failed": Message("数据库结构迁移失败", "The database schema could not be migrated"),
+    "migration_checksum_mismatch": Message(
+        "已执行的数据库迁移被修改过", "An applied migration was edited after it was applied"
+    ),
+    "outbox_entry_malformed": Message(
+        "发件箱记录无法解析为事件", "An outbox entry could not be read as an event"
+    ),
+    "outbox_concurrent_write": Message(
+        "本批事件中有事件已被并发提交", "An event of the batch was committed concurrently"
+    ),
+    # payments
+    "payment_error": Message("支付出错", "Payment error"),
+    "payments_disabled": Message("本服务未开通支付", "Payments are not enabled on this service"),
+    "payment_not_needed": Message("该锁号无需支付费用", "This hold has no fee to pay"),
+    "payment_required": Message("该锁号需支付后确认", "This hold is confirmed by paying it"),
+    "payment_closed": Message("该锁号的支付已关闭", "The payment of this hold was closed"),
+    "payment_provider_unavailable": Message(
+        "支付渠道暂时不可用，请稍后重试", "The payment provider is unavailable; retry shortly"
+    ),
+    "payment_provider_refused": Message(
+        "支付渠道拒绝了该请求", "The payment provider refused the request"
+    ),
+    "FAIL": Message("支付通知未被接受", "Notification refused"),
+    "refund_request_invalid": Message("退款请求无效", "Invalid refund request"),
+    # the HIS
+    "his_error": Message("医院系统出错", "The hospital system failed"),
+    "his_refused": Message("医院拒绝了该预约", "The hospital refused the booking"),
+    "his_unavailable": Message("医院系统暂时不可用", "The hospital system is unavailable"),
+    "his_circuit_open": Message("医院系统暂时不可用", "The hospital system is unavailable"),
+    "his_protocol": Message(
+        "医院系统返回了无效的应答", "The hospital system answered something invalid"
+    ),
+}
+
+#: The Chinese of the details the API raises with (a detail without an entry is shown
+#: in English answers only). Digits in a detail stand for ``{n}``.
+DETAILS: Final[Mapping[str, str]] = {
+    "no such hold": "锁号不存在",
+    "no such booking": "预约不存在",
+    "no such slot": "号源时段不存在",
+    "no such patient": "就诊人不存在",
+    "no such schedule": "排班不存在",
+    "no such hospital": "医院不存在",
+    "no refund for this booking": "该预约没有退款",
+    "token expired": "令牌已过期",
+    "malformed token": "令牌格式错误",
+    "unknown signing key": "未知的签名密钥",
+    "invalid token": "令牌无效",
+    "the token's subject is not a valid account id": "令牌中的账号无效",
+    "this operation needs an operator token": "此操作需要运营人员令牌",
+    "the body must be application/json": "请求体必须是 application/json",
+    "the body is larger than {n} bytes": "请求体超过 {n} 字节",
+    "the body is not valid JSON": "请求体不是有效的 JSON",
+    "this hold is a booking: cancel it with POST /v1/bookings/{id}/cancel": (
+        "该锁号已是预约：请用 POST /v1/bookings/{id}/cancel 取消"
+    ),
+    "this hold has a fee: it is confirmed when its payment is notified": (
+        "该锁号需付费：支付成功通知到达后自动确认"
+    ),
+    "a referenced hospital, department or doctor does not exist": "引用的医院、科室或医生不存在",
+    "the change breaks a catalogue rule": "该修改违反了目录规则",
+    "the change breaks a catalogue rule (a slot of another schedule, or a schedule moved "
+    "to another department or date)": (
+        "该修改违反了目录规则（号源属于其他排班，或排班被移到其他科室或日期）"
+    ),
+}
+
+_NUMBER = re.compile(r"\d+")
+
+
+def language_of(accept_language: str | None) -> Language:
+    """The answer's language from an ``Accept-Language`` header (RFC 9110 q-values):
+    English when an ``en`` range is preferred over every ``zh`` one, else Chinese."""
+    if not accept_language:
+        return DEFAULT_LANGUAGE
+    best: tuple[float, int, Language] | None = None
+    for position, part in enumerate(accept_language.split(",")):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-", 1)[0]
+        if primary not in ("zh", "en", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+        if not 0.0 < quality <= 1.0:
+            continue
+        language: Language = "en" if primary == "en" else DEFAULT_LANGUAGE
+        # Highest quality wins; on a tie, the range listed first.
+        if best is None or quality > best[0]:
+            best = (quality, position, language)
+    return best[2] if best else DEFAULT_LANGUAGE
+
+
+def title_in(code: str, language: Language) -> str:
+    """A code's title in ``language`` (an unknown code: the generic HTTP one)."""
+    message = MESSAGES.get(code) or MESSAGES["http_error"]
+    return message.en if language == "en" else message.zh
+
+
+def detail_in(detail: str, language: Language) -> str | None:
+    """A detail in ``language``: Chinese from :data:`DETAILS` (None when it has none)."""
+    if language == "en":
+        return detail
+    exact = DETAILS.get(detail)
+    if exact is not None:
+        return exact
+    numbers = _NUMBER.findall(detail)
+    if len(numbers) != 1:
+        return None
+    template = DETAILS.get(_NUMBER.sub("{n}", detail))
+    return None if template is None else template.replace("{n}", numbers[0])

@@ -18,7 +18,8 @@ from inventory.api.bodies import json_response, read_query
 from inventory.api.catalogue import day_schedules, schedule_availability
 from inventory.api.context import SERVICES
 from inventory.api.models import Id, Request
-from inventory.errors import InventoryError, NotFoundError
+from inventory.api.problems import request_language
+from inventory.errors import InventoryError, NotFoundError, title_in
 
 routes = web.RouteTableDef()
 
@@ -36,14 +37,16 @@ def envelope(data: Any) -> web.Response:
     return json_response({"code": 0, "message": "ok", "data": data})
 
 
-async def _enveloped(call: Callable[[], Awaitable[Any]]) -> web.Response:
+async def _enveloped(request: web.Request, call: Callable[[], Awaitable[Any]]) -> web.Response:
     try:
         return envelope(await call())
     except InventoryError as error:
+        # The same code and language rules as problem+json (every 404 is not_found).
+        code = NotFoundError.code if error.http_status == 404 else error.code
         body: dict[str, Any] = {
             "code": error.http_status * 100,
-            "message": error.title,
-            "error": error.code,
+            "message": title_in(code, request_language(request)),
+            "error": code,
             "data": None,
         }
         if "errors" in error.context:
@@ -59,7 +62,7 @@ async def doctor_schedule(request: web.Request) -> web.Response:
         query = read_query(request, DoctorScheduleQuery)
         return await day_schedules(request.app[SERVICES], query.deptId, query.date)
 
-    return await _enveloped(call)
+    return await _enveloped(request, call)
 
 
 @routes.get("/api/appointment/available")
@@ -73,4 +76,4 @@ async def appointment_available(request: web.Request) -> web.Response:
             raise NotFoundError("no such schedule")
         return found
 
-    return await _enveloped(call)
+    return await _enveloped(request, call)

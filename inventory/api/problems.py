@@ -5,6 +5,12 @@ store's refusal codes and the edge's validation codes), the HTTP status, a ``tit
 front end can show and, for validation, which field failed and why. No input produces
 a 500: an unexpected exception is logged with its request id and answered as a
 generic ``internal_error`` problem without details.
+
+``title`` and ``detail`` are in Chinese unless the request's ``Accept-Language``
+prefers English (the code table, ``inventory.errors.MESSAGES``); codes never change
+with the language. Every 404 is ``not_found``: a missing id, another account's object
+and an id that cannot exist look the same, so an answer never confirms that an id
+exists (the store's own 404 refusals, e.g. ``hold_not_found`` after a race, too).
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ import structlog
 from aiohttp import web
 
 from inventory.domain import Hold
-from inventory.errors import InventoryError, RateLimitedError
+from inventory.errors import (
+    InventoryError,
+    Language,
+    NotFoundError,
+    RateLimitedError,
+    detail_in,
+    language_of,
+    title_in,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -47,16 +61,33 @@ def _json_default(value: Any) -> Any:
     raise TypeError
 
 
+_CONTENT_LANGUAGE = {"zh": "zh-CN", "en": "en"}
+
+
+def request_language(request: web.Request) -> Language:
+    """The language of the request's answers (``Accept-Language``; Chinese by default)."""
+    return language_of(request.headers.get("Accept-Language"))
+
+
 def problem_response(
-    status: int, code: str, title: str, *, detail: str | None = None, **extra: Any
+    status: int,
+    code: str,
+    title: str,
+    *,
+    detail: str | None = None,
+    language: Language | None = None,
+    **extra: Any,
 ) -> web.Response:
-    """A problem+json response."""
+    """A problem+json response (``language``: the language title and detail are in)."""
     body: dict[str, Any] = {"type": TYPE_BASE + code, "title": title, "status": status}
     body["code"] = code
     if detail and detail != title:
         body["detail"] = detail
     body.update(extra)
     headers = {}
+    if language is not None:
+        headers["Content-Language"] = _CONTENT_LANGUAGE[language]
+        headers["Vary"] = "Accept-Language"
     if "retry_after_s" in extra:
         headers["Retry-After"] = str(extra["retry_after_s"])
     return web.Response(
@@ -67,13 +98,21 @@ def problem_response(
     )
 
 
-def error_response(error: InventoryError) -> web.Response:
-    """The problem+json answer for a domain or edge error."""
+def error_response(error: InventoryError, language: Language = "zh") -> web.Response:
+    """The problem+json answer for a domain or edge error, in ``language``."""
     extra = {k: v for k, v in error.context.items() if k in _PUBLIC_CONTEXT}
     if isinstance(error, RateLimitedError) or error.http_status == 503:
         extra.setdefault("retry_after_s", 1)
+    code = NotFoundError.code if error.http_status == 404 else error.code
+    # A detail of its own (not the class's title) is shown in the answer's language.
+    detail = None if error.detail == type(error).title else detail_in(error.detail, language)
     return problem_response(
-        error.http_status, error.code, error.title, detail=error.detail, **extra
+        error.http_status,
+        code,
+        title_in(code, language),
+        detail=detail,
+        language=language,
+        **extra,
     )
 
 
@@ -81,18 +120,21 @@ def problem_for(error: Exception, request: web.Request) -> web.Response:
     """The problem+json answer for an exception a handler raised (call it from the
     ``except`` block: an unexpected error is logged with its traceback and answered
     500). An HTTP exception below 400 (a redirect, 304) is no error: not for here."""
+    language = request_language(request)
     if isinstance(error, InventoryError):
         if error.http_status >= 500:
             log.warning("request.unavailable", code=error.code, path=request.path)
-        return error_response(error)
+        return error_response(error, language)
     if isinstance(error, web.HTTPException):
         code = _HTTP_CODES.get(error.status, f"http_{error.status}")
-        response = problem_response(error.status, code, error.reason)
+        response = problem_response(error.status, code, title_in(code, language), language=language)
         if error.status == 405 and "Allow" in error.headers:
             response.headers["Allow"] = error.headers["Allow"]
         return response
     log.exception("request.failed", path=request.path, method=request.method)
-    return problem_response(500, "internal_error", "Internal error")
+    return problem_response(
+        500, "internal_error", title_in("internal_error", language), language=language
+    )
 
 
 def hold_not_visible(hold: Hold | None, account_id: str) -> bool:

@@ -120,6 +120,9 @@ class Settings:
     reserve_rate_per_ip: RateLimit = field(default_factory=lambda: RateLimit(120, 60))
     #: Header naming the client address behind a trusted proxy ("" = use the peer).
     client_ip_header: str = ""
+    #: Proxies in front of the API that write the client header: the client is the
+    #: entry this many hops from the right (the part no client can write).
+    trusted_proxy_hops: int = 1
     availability_cache_s: float = 0.5
     expire_interval_s: float = 1.0
     #: The HIS's FHIR base URL; empty: no HIS flows (sync, submitter, reconciler).
@@ -222,6 +225,7 @@ class Settings:
                 "RESERVE_RATE_PER_IP", RateLimit.parse, defaults.reserve_rate_per_ip
             ),
             client_ip_header=get("CLIENT_IP_HEADER", str, ""),
+            trusted_proxy_hops=get("TRUSTED_PROXY_HOPS", positive_int, 1),
             availability_cache_s=get("AVAILABILITY_CACHE_S", float, 0.5),
             expire_interval_s=get("EXPIRE_INTERVAL_S", positive_float, 1.0),
             his_url=get("HIS_URL", str, ""),

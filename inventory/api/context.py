@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from inventory.api.admission import AdmissionGate
+from inventory.api.client_address import client_address
 from inventory.api.ratelimit import ReserveRateLimiter
 from inventory.backlog import BacklogCache
 from inventory.bookings import PgBookings
@@ -43,11 +44,8 @@ SERVICES = web.AppKey("services", Services)
 
 
 def client_ip(request: web.Request) -> str:
-    """The client's address: the trusted proxy header when configured, else the peer."""
-    header = request.app[SERVICES].settings.client_ip_header
-    if header:
-        forwarded = request.headers.get(header, "")
-        first = forwarded.split(",", 1)[0].strip()
-        if first:
-            return first
-    return request.remote or "unknown"
+    """The client's address: the trusted proxies' header when configured (the entry
+    ``trusted_proxy_hops`` from the right, see :mod:`inventory.api.client_address`),
+    else the peer."""
+    settings = request.app[SERVICES].settings
+    return client_address(request, settings.client_ip_header, settings.trusted_proxy_hops)

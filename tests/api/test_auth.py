@@ -31,6 +31,7 @@ import jwt
 import orjson
 import pytest
 from jwt.warnings import InsecureKeyLengthWarning
+from multidict import CIMultiDict
 
 from inventory.api.auth import TokenVerifier, mint_token
 from inventory.api.models import BookingCancel, HoldConfirm, HoldCreate, PatientCreate
@@ -625,6 +626,67 @@ async def test_address_rate_limit(limited_api: ApiServer, client: aiohttp.Client
     assert 1 <= retry_after <= 60
     answer = await _reserve(client, limited_api, uid("acct"), _address())
     assert answer.status == 404
+
+
+async def _reserve_via(
+    http: aiohttp.ClientSession, api: ApiServer, forwarded: dict[str, str] | list[tuple[str, str]]
+) -> int:
+    """A reserve of a missing slot with the proxy header(s) ``forwarded``: 404 when
+    past the limiter, 429 when the address is over its limit."""
+    headers = CIMultiDict(api.headers(uid("acct")) | {"Idempotency-Key": uuid.uuid4().hex})
+    headers.extend(forwarded)
+    async with http.post(
+        api.url + "/v1/holds",
+        json={"slot_id": "sl-none", "patient_id": "p-none", "channel": "app"},
+        headers=headers,
+    ) as answer:
+        await answer.read()
+        return answer.status
+
+
+async def test_address_spoofed_on_the_left_is_still_limited(
+    limited_api: ApiServer, client: aiohttp.ClientSession
+) -> None:
+    """Behind an appending proxy (nginx's $proxy_add_x_forwarded_for) a client that
+    writes a new address of its own on the left of each request is still one address:
+    the entry the proxy appended counts, and the 9th reserve answers 429."""
+    real = _address()
+    statuses = [
+        await _reserve_via(client, limited_api, {"X-Forwarded-For": f"198.51.100.{i + 1}, {real}"})
+        for i in range(IP_LIMIT + 3)
+    ]
+    assert statuses == [404] * IP_LIMIT + [429] * 3
+    # Another real client behind the same proxy is unaffected by the spoofer.
+    assert await _reserve_via(client, limited_api, {"X-Forwarded-For": _address()}) == 404
+
+
+async def test_address_behind_an_overwriting_proxy(
+    limited_api: ApiServer, client: aiohttp.ClientSession
+) -> None:
+    """Behind a proxy that overwrites the header with one address, that address is the
+    client's, and a header the proxy split into two lines is read as one list."""
+    real = _address()
+    statuses = [
+        await _reserve_via(client, limited_api, {"X-Forwarded-For": real}) for _ in range(IP_LIMIT)
+    ]
+    assert statuses == [404] * IP_LIMIT
+    lines = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-For", real)]
+    assert await _reserve_via(client, limited_api, lines) == 429
+
+
+async def test_malformed_client_header_falls_back_to_the_peer(
+    limited_api: ApiServer, client: aiohttp.ClientSession
+) -> None:
+    """Garbage, an empty entry or a name in the client header counts against the peer
+    address (the proxy's), never against a bucket the client picks."""
+    garbage = [f"not-an-address-{i}" for i in range(IP_LIMIT)] + ["", " , ", "unknown"]
+    statuses = [
+        await _reserve_via(client, limited_api, {"X-Forwarded-For": value}) for value in garbage
+    ]
+    # They all share 127.0.0.1's bucket, which other tests of this module may have
+    # used too: it runs out within this run, and stays out.
+    assert 429 in statuses
+    assert statuses[statuses.index(429) :] == [429] * (len(statuses) - statuses.index(429))
 
 
 async def test_admission_sheds_with_503_but_never_health(

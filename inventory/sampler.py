@@ -123,22 +123,30 @@ class WorkerHealth:
     interval_s: float
     #: /readyz fails above this many outbox entries waiting for the persister.
     max_backlog: int
-    #: loop.time() of the last loop turn and of the last good store sample.
+    #: loop.time() of the last loop turn and of the last good store sample (None: no
+    #: sample yet). loop.time() counts from the host's boot, so only differences of
+    #: two readings are ages.
     last_turn: float = 0.0
-    last_sample: float = 0.0
+    last_sample: float | None = None
     sample_error: str = ""
     #: Department-days the fence found diverged (as of the last good sample).
     fenced_tags: int = 0
+    #: loop.time() when the sampler started.
+    started: float = 0.0
 
     def checks(self, now: float) -> dict[str, str]:
         """Each part: "ok" or what is wrong with it."""
         stale_after = 3 * self.interval_s
-        found = {
-            "redis": "ok"
-            if now - self.last_sample <= stale_after
-            else f"failing: no store sample for {now - self.last_sample:.0f} s "
-            f"({self.sample_error or 'not sampled yet'})"[:200]
-        }
+        reason = self.sample_error or "sampling"
+        if self.last_sample is None:
+            redis_check = (
+                f"failing: no store sample yet, {now - self.started:.0f} s after start ({reason})"
+            )
+        elif now - self.last_sample <= stale_after:
+            redis_check = "ok"
+        else:
+            redis_check = f"failing: no store sample for {now - self.last_sample:.0f} s ({reason})"
+        found = {"redis": redis_check[:200]}
         if self.stats is not None:
             found["postgres"] = (
                 "ok"
@@ -216,7 +224,8 @@ async def run_sampler(
     /readyz fails while more than ``max_backlog`` outbox entries wait."""
     metrics.INVARIANT_VIOLATIONS.labels(source="sampler")  # exported at 0 from the start
     loop = asyncio.get_running_loop()
-    health = WorkerHealth(stats, interval_s, max_backlog, last_turn=loop.time())
+    started = loop.time()
+    health = WorkerHealth(stats, interval_s, max_backlog, last_turn=started, started=started)
     runner = await start_metrics_server(host, port, health) if port else None
     try:
         while not stop.is_set():

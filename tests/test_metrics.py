@@ -813,6 +813,10 @@ def test_worker_readiness_says_what_is_wrong() -> None:
     )
     checks = health.checks(now=200.0)
     assert checks["redis"].startswith("failing: no store sample for 100 s (Redis gone)")
+    never = WorkerHealth(stats, interval_s=5.0, max_backlog=50_000, started=5000.0)
+    assert never.checks(now=5002.0)["redis"] == (
+        "failing: no store sample yet, 2 s after start (sampling)"
+    )
     assert checks["postgres"] == "failing: persister writes retried (postgres: down)"
     assert checks["outbox"] == "lagging: 50001 entries waiting (bound 50000)"
     assert checks["fence"] == "ok"

@@ -61,3 +61,39 @@ async def test_a_fenced_tag_makes_the_worker_unready(scenario: Scenario) -> None
         # The server is shared by the session: leave no fenced tag for other samplers.
         await scenario.client.srem(keys.TAG_REGISTRY_KEY, scenario.tag)
         await scenario.client.delete(*scenario.tag_keys.as_list())
+
+
+async def test_readiness_right_after_start_gives_an_age_not_a_clock(scenario: Scenario) -> None:
+    """Before its first good sample (here: Redis unreachable) the worker's /readyz says
+    how long since start, not the host's monotonic clock as an "age"."""
+    from redis.asyncio import Redis
+
+    from inventory.store import SlotStore
+
+    if isinstance(scenario.client, RedisCluster):
+        pytest.skip("the worker's sampler is exercised on a single server here")
+    dead = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    store = SlotStore(dead, scenario.store.scripts)
+    port = free_port()
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(
+        run_sampler(store, stats=None, stop=stop, max_backlog=10, port=port, interval_s=0.1)
+    )
+    url = f"http://127.0.0.1:{port}/readyz"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    status, body = await _ready(http, url)
+                    if "Error" in body["checks"]["redis"]:
+                        break
+                await asyncio.sleep(0.05)
+        assert status == 503, body
+        redis_check = body["checks"]["redis"]
+        assert redis_check.startswith("failing: no store sample yet, "), redis_check
+        seconds = int(redis_check.split(", ", 1)[1].split(" s after start", 1)[0])
+        assert 0 <= seconds < 30, redis_check
+    finally:
+        stop.set()
+        await sampler
+        await dead.aclose()

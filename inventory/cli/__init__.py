@@ -43,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; return its exit status."""
+    from inventory.cli.failures import OUTAGE_ERRORS, report
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    status: int = args.handler(args)
+    try:
+        status: int = args.handler(args)
+    except OUTAGE_ERRORS as error:
+        # Redis or Postgres out of reach: one line and a non-zero exit, not a traceback.
+        return report(args.command, error)
     return status

@@ -49,16 +49,15 @@ async def _with_store(action: Callable[[Any, Any], Awaitable[int]]) -> int:
 
 
 def _run(name: str, action: Callable[[Any, Any], Awaitable[int]]) -> int:
-    from inventory.errors import InventoryError
+    from inventory.cli.failures import OUTAGE_ERRORS, report
 
     try:
         return asyncio.run(_with_store(action))
     except ConfigError as error:
         print(f"inventory {name}: {error}", file=sys.stderr)
         return 2
-    except (InventoryError, OSError) as error:
-        print(f"inventory {name}: {error}", file=sys.stderr)
-        return 1
+    except OUTAGE_ERRORS as error:
+        return report(name, error)
 
 
 def run_rebuild(args: argparse.Namespace) -> int:

@@ -93,6 +93,17 @@ def serve_process(
         runner.run(main())
 
 
+def _serve_child(settings: Settings, host: str, port: int, shutdown_timeout: float) -> None:
+    """One of N processes: Redis or Postgres out of reach at start-up ends it with one
+    line (the supervisor then exits non-zero), not a traceback per process."""
+    from inventory.cli.failures import OUTAGE_ERRORS, report
+
+    try:
+        serve_process(settings, host, port, shutdown_timeout, reuse_port=True)
+    except OUTAGE_ERRORS as error:
+        sys.exit(report("serve", error))
+
+
 #: Container allocations (net of frees) between young-generation collections; CPython's
 #: default is 700. A reserve allocates a few hundred short-lived containers that reference
 #: counting frees anyway, so the default ran a collection every few requests.
@@ -132,9 +143,8 @@ def _run_children(
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(
-            target=serve_process,
+            target=_serve_child,
             args=(settings, host, port, shutdown_timeout),
-            kwargs={"reuse_port": True},
             name=f"inventory-api-{i}",
         )
         for i in range(workers)

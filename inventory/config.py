@@ -242,6 +242,11 @@ class Settings:
             ),
             payments=PaymentSettings.from_env(env, problems),
         )
+        if "," in settings.redis_url and not settings.redis_cluster:
+            problems.append(
+                f"{PREFIX}REDIS_URL: several URLs name a Cluster's start-up nodes; "
+                f"set {PREFIX}REDIS_CLUSTER=true or give one URL"
+            )
         if for_api:
             problems += settings.problems()
         if problems:

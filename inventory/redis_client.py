@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: Connections per node left to pipelines (the /readyz backlog sample, the worker's
 #: batches), which do not go through the command gate.
@@ -53,6 +55,12 @@ class WaitingRedisCluster(RedisCluster):
             self._in_flight.release()
 
 
+def startup_urls(url: str) -> list[str]:
+    """The URLs of a comma-separated list: a Cluster's start-up nodes (any one that
+    answers is enough to discover the cluster, so one node down does not stop a start)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect_redis(
     url: str,
     *,
@@ -64,16 +72,21 @@ async def connect_redis(
     """A connected client for ``url`` (hiredis parses replies when installed).
 
     ``on_connect`` replaces redis-py's connection set-up for every new connection (it
-    must call ``connection.on_connect()`` itself); standalone servers only.
+    must call ``connection.on_connect()`` itself); standalone servers only. On Cluster
+    ``url`` may name several start-up nodes, comma-separated (:func:`startup_urls`);
+    credentials and options come from the first.
     """
     if cluster:
+        first, *others = startup_urls(url)
+        nodes = [urlsplit(other) for other in others]
         client: Any = WaitingRedisCluster.from_url(
-            url,
+            first,
+            startup_nodes=[ClusterNode(n.hostname or "127.0.0.1", n.port or 6379) for n in nodes],
             decode_responses=True,
             max_connections=max_connections,
             pool_timeout_s=pool_timeout_s,
         )
-        await client.initialize()
+        await _initialize_cluster(client)
         return client
     pool = BlockingConnectionPool.from_url(
         url,
@@ -87,3 +100,27 @@ async def connect_redis(
     client = Redis.from_pool(pool)
     await client.ping()
     return client
+
+
+async def _initialize_cluster(client: RedisCluster) -> None:
+    """Discover the cluster, starting while a master is down (its slots not failed over).
+
+    redis-py reads its command table from, and sends keyless commands (TIME, INFO) to,
+    the first master of the slot map, dead or not: the table is read first from any
+    start-up node that answers, and the default node is then the first master that
+    answers PING.
+    """
+    for node in list(client.nodes_manager.startup_nodes.values()):
+        try:
+            await client.commands_parser.initialize(node)
+            break
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            continue  # the next start-up node; if none answers, initialize() says so
+    await client.initialize()
+    for primary in client.get_primaries():
+        try:
+            await client.ping(target_nodes=primary)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            continue
+        client.set_default_node(primary)
+        return

@@ -603,7 +603,10 @@ class SlotStore:
 
 
 async def _redis_version(client: Any) -> str:
-    info = await _guard(client.info("server"))
+    # On Cluster ask the default node alone (one that answered): every node would fail
+    # the start while one master is down.
+    ask = {"target_nodes": RedisCluster.DEFAULT_NODE} if isinstance(client, RedisCluster) else {}
+    info = await _guard(client.info("server", **ask))
     if "redis_version" not in info:  # RedisCluster: one entry per node
         info = next(iter(info.values()))
     return str(info["redis_version"])

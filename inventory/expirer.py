@@ -7,29 +7,40 @@ loop; it keeps counts, hold states and the outbox current for slots nobody is re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
 from inventory import metrics
-from inventory.errors import InventoryError
+from inventory.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
 from inventory.store import ExpireResult, SlotStore
 
 log = structlog.get_logger(__name__)
 
+#: The longest wait between two failed sweeps.
+EXPIRER_BACKOFF_MAX_S = 5.0
+
 
 async def run_expirer(store: SlotStore, *, interval_s: float, stop: asyncio.Event) -> None:
     """Sweep every ``interval_s`` until ``stop`` is set; a failed sweep is logged and
-    retried at the next interval (Redis down must not end the loop)."""
+    retried after a jittered back-off (Redis down must not end the loop)."""
+    backoff = Backoff(interval_s, max(interval_s, EXPIRER_BACKOFF_MAX_S))
     while not stop.is_set():
         try:
             result: ExpireResult = await store.expire_all()
-        except InventoryError as error:
+        except TRANSIENT_ERRORS as error:
             metrics.observe_expire_failure()
-            log.warning("expirer.sweep_failed", code=error.code, error=str(error))
-        else:
-            metrics.observe_expire_sweep(result.changed, result.still_due)
-            if result.changed:
-                log.info("expirer.swept", tags=result.tags, changed=result.changed)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            delay = backoff.next_delay()
+            log.warning(
+                "expirer.sweep_failed",
+                code=getattr(error, "code", type(error).__name__),
+                error=str(error),
+                failures=backoff.failures,
+                retry_in_s=round(delay, 2),
+            )
+            await sleep_unless_stopped(stop, delay)
+            continue
+        backoff.reset()
+        metrics.observe_expire_sweep(result.changed, result.still_due)
+        if result.changed:
+            log.info("expirer.swept", tags=result.tags, changed=result.changed)
+        await sleep_unless_stopped(stop, interval_s)

@@ -28,13 +28,16 @@ from typing import Any
 import structlog
 
 from inventory import keys
-from inventory.db.errors import DatabaseUnavailableError
+from inventory.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.errors import InventoryError
 from inventory.store import SlotStore
 
 log = structlog.get_logger(__name__)
+
+#: The longest wait between two failed checks (Redis or Postgres away).
+FENCE_BACKOFF_MAX_S = 5.0
 
 
 class StoreUnverifiedError(InventoryError):
@@ -108,6 +111,9 @@ async def run_fence_monitor(
     last_run_id = ""
     last_full = 0.0
     loop = asyncio.get_running_loop()
+    # A failed check is tried again sooner than ``interval_s`` at first: the API refuses
+    # every change until a restarted server is verified, so the first answer counts.
+    backoff = Backoff(min(0.2, interval_s), max(interval_s, FENCE_BACKOFF_MAX_S))
     while not stop.is_set():
         try:
             run_id = await server_run_id(store.client)
@@ -117,10 +123,18 @@ async def run_fence_monitor(
                 log.info(
                     "fence.verified", run_id=run_id, tags=report.tags, fenced=len(report.fenced)
                 )
-        except (InventoryError, DatabaseUnavailableError, OSError) as error:
-            log.warning("fence.check_failed", error=str(error))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except TRANSIENT_ERRORS as error:
+            delay = backoff.next_delay()
+            log.warning(
+                "fence.check_failed",
+                error=f"{type(error).__name__}: {error}",
+                failures=backoff.failures,
+                retry_in_s=round(delay, 2),
+            )
+            await sleep_unless_stopped(stop, delay)
+            continue
+        backoff.reset()
+        await sleep_unless_stopped(stop, interval_s)
 
 
 class StoreVerification:

@@ -17,13 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis.exceptions
 import structlog
 from aiohttp import web
 
 from inventory import keys, metrics
 from inventory.backlog import TAGS_PER_ROUND_TRIP, outbox_verdict
-from inventory.errors import InventoryError
+from inventory.backoff import TRANSIENT_ERRORS
 from inventory.outbox import PersisterStats
 from inventory.store import SlotStore
 
@@ -234,7 +233,7 @@ async def run_sampler(
                 metrics.observe_persister(stats)
             try:
                 sample = await sample_store(store)
-            except (InventoryError, redis.exceptions.RedisError, OSError) as error:
+            except TRANSIENT_ERRORS as error:
                 metrics.SAMPLE_FAILURES.inc()
                 health.sample_error = f"{type(error).__name__}: {error}"
                 log.warning("sampler.sample_failed", error=health.sample_error)

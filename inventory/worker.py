@@ -4,7 +4,10 @@ Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgr
 expirer (due holds back to the pool), the fence monitor (Redis behind Postgres ->
 fenced tags; a verified server -> the API's gate opens) and the metrics sampler (its
 own /metrics port, see inventory/sampler.py). Each loop survives Redis or Postgres being
-down and resumes when they return.
+down (it logs a warning, backs off with jitter and resumes when they return, see
+inventory/backoff.py); a loop that fails with any other error stops the others and
+:func:`run_worker` raises :class:`WorkerLoopFailedError`, so the process exits non-zero
+and its supervisor starts it again.
 """
 
 from __future__ import annotations
@@ -31,13 +34,19 @@ log = structlog.get_logger(__name__)
 Loop = Callable[[asyncio.Event], Awaitable[None]]
 
 
-async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run every worker loop until ``stop`` is set (or a signal arrives)."""
+async def run_worker(
+    settings: Settings, *, stop: asyncio.Event | None = None, handle_signals: bool = True
+) -> None:
+    """Run every worker loop until ``stop`` is set (or a signal arrives).
+
+    Raises :class:`WorkerLoopFailedError` when a loop ends on its own (an unexpected
+    error), after stopping the others."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    if handle_signals:  # False when a caller (``inventory dev``) owns the signals
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
     client = await connect_redis(
         settings.redis_url,
         cluster=settings.redis_cluster,
@@ -74,17 +83,41 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         name: asyncio.create_task(coro, name=name) for name, coro in loops.items()
     }
     log.info("worker.started", loops=sorted(tasks))
+    failed: list[tuple[str, BaseException | None]] = []
     try:
-        done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+        done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task.exception() is not None:
-                log.error("worker.loop_failed", loop=task.get_name(), error=str(task.exception()))
-                stop.set()
+            if task.cancelled():
+                continue
+            error = task.exception()
+            # A loop ends by itself only when asked to stop; ending early, with or
+            # without an exception, leaves part of the worker silently dead.
+            if error is not None or not stop.is_set():
+                failed.append((task.get_name(), error))
+                log.error(
+                    "worker.loop_failed",
+                    loop=task.get_name(),
+                    error=f"{type(error).__name__}: {error}" if error else "returned early",
+                    exc_info=error,
+                )
     finally:
         stop.set()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await pool.close()
         await client.aclose()
+    if failed:
+        name, error = failed[0]
+        raise WorkerLoopFailedError(name) from error
+
+
+class WorkerLoopFailedError(Exception):
+    """A worker loop ended with an unexpected error (a bug, not an outage): the other
+    loops were stopped, and ``inventory worker`` exits non-zero so that its supervisor
+    restarts it."""
+
+    def __init__(self, loop: str) -> None:
+        super().__init__(f"the worker loop {loop!r} failed")
+        self.loop = loop
 
 
 def _persister_loop() -> Any:

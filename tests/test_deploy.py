@@ -59,6 +59,16 @@ def test_every_inventory_command_exists_in_the_cli() -> None:
     assert checked >= 4
 
 
+def test_every_long_running_service_is_restarted_when_it_dies() -> None:
+    """Each service but the one-shot migrate has a restart policy (a worker whose loop
+    failed exits non-zero and must come back without a human)."""
+    for name, service in _compose()["services"].items():
+        if name == "migrate":
+            assert service["restart"] == "no"
+            continue
+        assert service.get("restart") in ("always", "unless-stopped", "on-failure"), name
+
+
 def test_redis_keeps_an_fsynced_append_only_file_and_never_evicts() -> None:
     """The Redis service runs with appendonly yes, appendfsync always and noeviction."""
     command = " ".join(_compose()["services"]["redis"]["command"])

@@ -8,7 +8,10 @@ instead), migrates, runs the worker (persister, expirer, fence monitor, and the 
 sync, submitter and reconciler) and the API, and prints where everything is (the API,
 its docs, health and ``/metrics``, the worker's metrics and health on
 ``INVENTORY_WORKER_METRICS_PORT``, the servers, the simulator) with ready-made tokens.
-Ctrl-C stops all of it and removes the temporary servers.
+Supervision: the worker, and each child process it started (Redis, Postgres, the
+simulator), is started again when it dies, after a jittered back-off (logged as
+``dev.worker_restarting`` / ``dev.child_restarted``); Redis comes back on its
+append-only file. Ctrl-C stops all of it and removes the temporary servers.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from inventory.servers import ServerError, start_postgres, start_redis
 
@@ -58,22 +61,25 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     with tempfile.TemporaryDirectory(prefix="inventory-dev-") as scratch:
         started: list[Any] = []
+        children: dict[str, Child] = {}
         try:
             redis_url = os.environ.get("INVENTORY_REDIS_URL")
             if not redis_url:
                 redis = start_redis(Path(scratch) / "redis")
                 started.append(redis)
+                children["redis"] = redis
                 redis_url = redis.url
             database_url = os.environ.get("INVENTORY_DATABASE_URL")
             if not database_url:
                 postgres = start_postgres(Path(scratch) / "postgres")
                 started.append(postgres)
+                children["postgres"] = postgres
                 database_url = postgres.create_database("inventory")
             his_url = "" if args.no_his else os.environ.get("INVENTORY_HIS_URL", "")
             if not his_url and not args.no_his:
-                his_url = _start_his_sim(Path(scratch) / "his-sim", started)
+                his_url = _start_his_sim(Path(scratch) / "his-sim", started, children)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(_serve(args, redis_url, database_url, his_url))
+                runner.run(_serve(args, redis_url, database_url, his_url, children))
         except ServerError as error:
             print(f"inventory dev: {error}", file=sys.stderr)
             return 1
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_his_sim(directory: Path, started: list[Any]) -> str:
+def _start_his_sim(directory: Path, started: list[Any], children: dict[str, Child]) -> str:
     """The HIS simulator (demo hospital, 14 days) as a child process; its FHIR base."""
     from inventory.his.sim.process import SimProcess, SimStartError
 
@@ -99,7 +105,99 @@ def _start_his_sim(directory: Path, started: list[Any]) -> str:
             sim.stop()
 
     started.append(_Stop())
+    children["his-sim"] = sim
     return sim.fhir_url
+
+
+class Child(Protocol):
+    """A child process `inventory dev` started and restarts when it dies."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def restart(self) -> None: ...
+
+
+#: Back-off between restarts of a child (or the worker) that keeps dying: first wait,
+#: cap, and how long it must have run for the next death to start from the first wait.
+RESTART_INITIAL_S = 0.5
+RESTART_MAX_S = 30.0
+RESTART_STABLE_S = 60.0
+
+
+async def supervise_children(
+    children: dict[str, Child], stop: asyncio.Event, *, poll_s: float = 0.5
+) -> None:
+    """Restart each child that dies (Redis on its append-only file, Postgres on its data
+    directory, the HIS simulator on its state), with a jittered back-off per child, until
+    ``stop`` is set. A restart that fails is tried again after the next delay."""
+    import structlog
+
+    from inventory.backoff import Backoff, sleep_unless_stopped
+
+    log = structlog.get_logger("inventory.dev")
+    loop = asyncio.get_running_loop()
+    backoffs = {name: Backoff(RESTART_INITIAL_S, RESTART_MAX_S) for name in children}
+    started_at = dict.fromkeys(children, loop.time())
+    while not stop.is_set():
+        for name, child in children.items():
+            if stop.is_set() or child.running:
+                continue
+            backoff = backoffs[name]
+            if loop.time() - started_at[name] >= RESTART_STABLE_S:
+                backoff.reset()
+            delay = backoff.next_delay()
+            log.warning("dev.child_died", child=name, restart_in_s=round(delay, 2))
+            await sleep_unless_stopped(stop, delay)
+            if stop.is_set():
+                return
+            try:
+                await asyncio.to_thread(child.restart)
+            except Exception as error:  # the next round tries again, later
+                log.error("dev.child_restart_failed", child=name, error=str(error))
+                continue
+            started_at[name] = loop.time()
+            log.warning("dev.child_restarted", child=name, restarts=backoff.failures)
+        await sleep_unless_stopped(stop, poll_s)
+
+
+async def supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the worker until ``stop``; when it fails (a loop's unexpected error, or
+    Redis away at its start) start it again after a jittered back-off."""
+    import structlog
+
+    from inventory.backoff import Backoff, sleep_unless_stopped
+    from inventory.worker import run_worker
+
+    log = structlog.get_logger("inventory.dev")
+    loop = asyncio.get_running_loop()
+    backoff = Backoff(RESTART_INITIAL_S, RESTART_MAX_S)
+    while not stop.is_set():
+        # run_worker sets its stop event when it ends: give it one of its own per run.
+        own_stop = asyncio.Event()
+        relay = asyncio.create_task(_relay(stop, own_stop))
+        started = loop.time()
+        try:
+            await run_worker(settings, stop=own_stop, handle_signals=False)
+        except Exception as error:
+            if stop.is_set():
+                return
+            if loop.time() - started >= RESTART_STABLE_S:
+                backoff.reset()
+            delay = backoff.next_delay()
+            log.error(
+                "dev.worker_restarting",
+                error=f"{type(error).__name__}: {error}",
+                restart_in_s=round(delay, 2),
+            )
+            await sleep_unless_stopped(stop, delay)
+        finally:
+            relay.cancel()
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 async def _sync_his(settings: Any, redis_url: str, database_url: str) -> dict[str, Any]:
@@ -126,7 +224,11 @@ async def _sync_his(settings: Any, redis_url: str, database_url: str) -> dict[st
 
 
 async def _serve(
-    args: argparse.Namespace, redis_url: str, database_url: str, his_url: str = ""
+    args: argparse.Namespace,
+    redis_url: str,
+    database_url: str,
+    his_url: str = "",
+    children: dict[str, Child] | None = None,
 ) -> None:
     from aiohttp import web
 
@@ -138,7 +240,6 @@ async def _serve(
     from inventory.demo import seed_demo
     from inventory.redis_client import connect_redis
     from inventory.store import SlotStore
-    from inventory.worker import run_worker
 
     env = os.environ
     settings = Settings.from_env(
@@ -173,7 +274,8 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    worker = asyncio.create_task(run_worker(settings, stop=stop))
+    worker = asyncio.create_task(supervise_worker(settings, stop))
+    supervisor = asyncio.create_task(supervise_children(children or {}, stop))
     runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=10)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
@@ -188,6 +290,7 @@ async def _serve(
         his_url=his_url,
         demo=demo,
         worker_answers=bool(port) and await _answers(settings.host, port),
+        supervised=sorted(children or {}),
     )
     print("\n".join(lines), flush=True)
     try:
@@ -197,6 +300,8 @@ async def _serve(
         stop.set()
         with contextlib.suppress(Exception):
             await worker
+        with contextlib.suppress(Exception):
+            await supervisor
 
 
 #: How long the banner waits for the worker's metrics port to answer.
@@ -234,6 +339,7 @@ def banner(
     his_url: str,
     demo: dict[str, Any] | None,
     worker_answers: bool,
+    supervised: list[str] | None = None,
 ) -> list[str]:
     """The lines `inventory dev` prints: where everything is (the metrics of the API and
     of the worker included), and ready-made tokens."""
@@ -263,7 +369,10 @@ def banner(
             f"demo       hospital {demo['hospital_id']}: {demo['schedules']} schedules from "
             f"{demo['first_day']}; try {base}/v1/hospitals/{demo['hospital_id']}/departments"
         )
+    restarted = ", ".join(["worker", *(supervised or [])])
     lines += [
+        f"supervised {restarted}: restarted when they die (back-off "
+        f"{RESTART_INITIAL_S:g}-{RESTART_MAX_S:g} s, see the log)",
         f"token      {mint_token(settings, 'demo-account', ttl_s=24 * 3600)}",
         f"operator   {mint_token(settings, 'demo-operator', operator=True, ttl_s=24 * 3600)}",
         "ready: Ctrl-C stops everything",

@@ -19,11 +19,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run until SIGINT/SIGTERM."""
+    """Run until SIGINT/SIGTERM (exit 0); 1 when a loop failed, 2 on bad configuration."""
     import uvloop
 
     from inventory.logs import configure_logging
-    from inventory.worker import run_worker
+    from inventory.worker import WorkerLoopFailedError, run_worker
 
     try:
         settings = Settings.from_env(for_api=False)
@@ -32,5 +32,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run_worker(settings))
+        try:
+            runner.run(run_worker(settings))
+        except WorkerLoopFailedError as error:
+            # Non-zero, so that systemd's Restart=on-failure (or compose) starts it again.
+            print(f"inventory worker: {error}; exiting", file=sys.stderr)
+            return 1
     return 0

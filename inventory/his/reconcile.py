@@ -47,6 +47,7 @@ import redis.exceptions
 import structlog
 
 from inventory import keys
+from inventory.backoff import TRANSIENT_ERRORS
 from inventory.bookings import PgBookings
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
@@ -707,7 +708,7 @@ async def run_reconciler(
         stats.runs += 1
         try:
             report = await reconciler.reconcile(fix=True)
-        except (InventoryError, asyncpg.PostgresError, redis.exceptions.RedisError) as error:
+        except TRANSIENT_ERRORS as error:
             stats.failures += 1
             stats.last_error = _error(error)
             log.warning("his.reconcile_failed", error=stats.last_error)

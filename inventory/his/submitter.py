@@ -37,13 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
-import redis.exceptions
 import structlog
 
+from inventory.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
 from inventory.crypto import FieldCryptoError, FieldKeyring
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
-from inventory.errors import InventoryError
 from inventory.his.client import HisClient
 from inventory.his.compensation import (
     HIS_CANCELLED,
@@ -62,6 +61,9 @@ from inventory.his.types import HisPatient, HisRefusal
 from inventory.store import SlotStore
 
 log = structlog.get_logger(__name__)
+
+#: The longest wait between two failed rounds (HIS, Redis or Postgres away).
+SUBMITTER_BACKOFF_MAX_S = 30.0
 
 #: Refusals that end a booking: retrying cannot change the HIS's answer.
 REJECTING = frozenset(
@@ -360,6 +362,7 @@ async def run_submitter(submitter: Submitter, *, stop: asyncio.Event) -> None:
     Redis or Postgres away) is logged and retried."""
     config = submitter.config
     last_sweep = 0.0
+    backoff = Backoff(config.poll_interval_s, max(config.poll_interval_s, SUBMITTER_BACKOFF_MAX_S))
     while not stop.is_set():
         claimed = 0
         try:
@@ -367,9 +370,18 @@ async def run_submitter(submitter: Submitter, *, stop: asyncio.Event) -> None:
             if time.monotonic() - last_sweep >= config.sweep_interval_s:
                 last_sweep = time.monotonic()
                 await submitter.sweep()
-        except (InventoryError, asyncpg.PostgresError, redis.exceptions.RedisError) as error:
+        except TRANSIENT_ERRORS as error:
             submitter.stats.last_error = _text(error)
-            log.warning("his.submitter_failed", error=submitter.stats.last_error)
+            delay = backoff.next_delay()
+            log.warning(
+                "his.submitter_failed",
+                error=submitter.stats.last_error,
+                failures=backoff.failures,
+                retry_in_s=round(delay, 2),
+            )
+            await sleep_unless_stopped(stop, delay)
+            continue
+        backoff.reset()
         if claimed < config.batch_size:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=config.poll_interval_s)

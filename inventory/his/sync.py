@@ -31,10 +31,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
-import redis.exceptions
 import structlog
 
 from inventory import keys
+from inventory.backoff import TRANSIENT_ERRORS
 from inventory.bookings import PgBookings
 from inventory.catalogue import PgCatalogue
 from inventory.db.errors import DatabaseUnavailableError
@@ -553,7 +553,7 @@ async def run_schedule_sync(
         stats.rounds += 1
         try:
             report = await sync.sync()
-        except (InventoryError, asyncpg.PostgresError, redis.exceptions.RedisError) as error:
+        except TRANSIENT_ERRORS as error:
             stats.failures += 1
             stats.last_error = f"{type(error).__name__}: {error}"[:500]
             log.warning("his.sync_failed", error=stats.last_error)

@@ -58,6 +58,11 @@ class SimProcess:
         """The child's process id while it runs."""
         return self._process.pid if self._process is not None else None
 
+    @property
+    def running(self) -> bool:
+        """Whether the child is alive (False before :meth:`start` and after it died)."""
+        return self._process is not None and self._process.poll() is None
+
     def start(self) -> None:
         """Start the child and wait until ``/fhir/metadata`` answers."""
         self.directory.mkdir(parents=True, exist_ok=True)

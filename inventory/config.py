@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from inventory.crypto import BlindIndex, FieldKeyring
 from inventory.payments.settings import PaymentSettings
+from inventory.redis_client import is_sentinel_url, parse_sentinel_url
 
 T = TypeVar("T")
 
@@ -242,16 +243,41 @@ class Settings:
             ),
             payments=PaymentSettings.from_env(env, problems),
         )
-        if "," in settings.redis_url and not settings.redis_cluster:
+        if (
+            "," in settings.redis_url
+            and not settings.redis_cluster
+            and not settings.redis_sentinel  # a Sentinel URL lists its Sentinels
+        ):
             problems.append(
                 f"{PREFIX}REDIS_URL: several URLs name a Cluster's start-up nodes; "
                 f"set {PREFIX}REDIS_CLUSTER=true or give one URL"
             )
+        problems += settings.redis_problems()
         if for_api:
             problems += settings.problems()
         if problems:
             raise ConfigError(problems)
         return settings
+
+    @property
+    def redis_sentinel(self) -> bool:
+        """Whether ``redis_url`` reaches Redis through Sentinel (``redis+sentinel://``)."""
+        return is_sentinel_url(self.redis_url)
+
+    def redis_problems(self) -> list[str]:
+        """What is wrong with the Redis settings (every process needs Redis)."""
+        if not self.redis_sentinel:
+            return []
+        found: list[str] = []
+        try:
+            parse_sentinel_url(self.redis_url)
+        except ValueError as error:
+            found.append(f"{PREFIX}REDIS_URL: {error}")
+        if self.redis_cluster:
+            found.append(
+                f"{PREFIX}REDIS_CLUSTER: a redis+sentinel:// URL names one primary, not a Cluster"
+            )
+        return found
 
     def problems(self) -> list[str]:
         """What is missing or inconsistent for running the API."""

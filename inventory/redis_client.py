@@ -7,17 +7,25 @@ redis-py's async Cluster client has no blocking pool (each node's pool raises at
 when full: redis/redis-py#3135), and a release spike sends every reserve of a popular
 department-day to the one node holding its tag; :class:`WaitingRedisCluster` makes its
 commands wait in the same way.
+
+A ``redis+sentinel://`` URL (:func:`parse_sentinel_url`) connects through Redis Sentinel:
+every new connection asks the Sentinels for the current primary, so after a failover the
+clients follow the promoted replica without a restart (connections to the old primary fail
+or answer READONLY, are dropped, and the next one goes to the new primary). The pool is
+blocking as for a standalone server.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -61,6 +69,112 @@ def startup_urls(url: str) -> list[str]:
     return [part.strip() for part in url.split(",") if part.strip()]
 
 
+#: The URL scheme of a Redis reached through Sentinel.
+SENTINEL_SCHEME = "redis+sentinel"
+
+#: Sentinels answer within this, or discovery moves on to the next one.
+SENTINEL_SOCKET_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names: the Sentinels, the monitored primary's
+    service name, the database, and credentials (for the data nodes; the Sentinels' own
+    come from the ``sentinel_username`` / ``sentinel_password`` query parameters)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether ``url`` names a Redis reached through Sentinel."""
+    return urlsplit(url).scheme == SENTINEL_SCHEME
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``
+    (``?sentinel_password=...&sentinel_username=...`` for Sentinels that require AUTH).
+
+    Raises ValueError with what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"expected a {SENTINEL_SCHEME}:// URL")
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = credentials.partition(":")
+    sentinels: list[tuple[str, int]] = []
+    for item in filter(None, (h.strip() for h in hosts.split(","))):
+        host, sep, port_text = item.rpartition(":")
+        if not sep or not host or not port_text.isdecimal() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"Sentinel address {item!r} is not host:port")
+        sentinels.append((host.strip("[]"), int(port_text)))
+    if not sentinels:
+        raise ValueError("at least one Sentinel host:port is required")
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError("the path must be /SERVICE_NAME or /SERVICE_NAME/DB")
+    db = 0
+    if len(path) == 2:
+        if not path[1].isdecimal():
+            raise ValueError(f"database {path[1]!r} is not a number")
+        db = int(path[1])
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return SentinelTarget(
+        sentinels=tuple(sentinels),
+        service_name=path[0],
+        db=db,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        sentinel_username=query.get("sentinel_username") or None,
+        sentinel_password=query.get("sentinel_password") or None,
+    )
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (each new connection goes to the current primary) that waits for a
+    free connection as :class:`BlockingConnectionPool` does."""
+
+
+class SentinelRedis(Redis):
+    """A client of the primary Sentinel names; closing it closes the Sentinel clients."""
+
+    sentinel_manager: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            if self.sentinel_manager is not None:
+                await self.sentinel_manager.aclose()
+
+
+def sentinel_for(target: SentinelTarget) -> Sentinel:
+    """A redis-py Sentinel manager for ``target`` (no commands sent yet)."""
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": SENTINEL_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT_S,
+        "decode_responses": True,
+    }
+    if target.sentinel_password is not None:
+        sentinel_kwargs["password"] = target.sentinel_password
+        sentinel_kwargs["username"] = target.sentinel_username
+    return Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
+
+
+async def primary_address(url: str) -> tuple[str, int]:
+    """The (host, port) the Sentinels of ``url`` name as primary right now."""
+    sentinel = sentinel_for(parse_sentinel_url(url))
+    try:
+        host, port = await sentinel.discover_master(parse_sentinel_url(url).service_name)
+        return str(host), int(port)
+    finally:
+        await sentinel.aclose()
+
+
 async def connect_redis(
     url: str,
     *,
@@ -72,10 +186,39 @@ async def connect_redis(
     """A connected client for ``url`` (hiredis parses replies when installed).
 
     ``on_connect`` replaces redis-py's connection set-up for every new connection (it
-    must call ``connection.on_connect()`` itself); standalone servers only. On Cluster
+    must call ``connection.on_connect()`` itself); standalone and Sentinel only. On Cluster
     ``url`` may name several start-up nodes, comma-separated (:func:`startup_urls`);
-    credentials and options come from the first.
+    credentials and options come from the first. A ``redis+sentinel://`` URL connects to
+    the primary its Sentinels name.
     """
+    if is_sentinel_url(url):
+        if cluster:
+            raise ValueError("a redis+sentinel:// URL cannot be a Redis Cluster")
+        target = parse_sentinel_url(url)
+        sentinel = sentinel_for(target)
+        # redis-py's pool classes are untyped.
+        sentinel_pool = BlockingSentinelConnectionPool(  # type: ignore[no-untyped-call]
+            target.service_name,
+            sentinel,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            decode_responses=True,
+            health_check_interval=30,
+            redis_connect_func=on_connect,
+        )
+        sentinel_client = SentinelRedis(connection_pool=sentinel_pool)
+        # The client owns the pool (as from_pool does): aclose() closes its connections.
+        sentinel_client.auto_close_connection_pool = True
+        sentinel_client.sentinel_manager = sentinel
+        try:
+            await sentinel_client.ping()
+        except BaseException:
+            await sentinel_client.aclose()
+            raise
+        return sentinel_client
     if cluster:
         first, *others = startup_urls(url)
         nodes = [urlsplit(other) for other in others]

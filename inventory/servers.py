@@ -45,6 +45,7 @@ __all__ = [
     "LOOPBACK",
     "PostgresServer",
     "RedisClusterServers",
+    "RedisSentinelServers",
     "RedisServer",
     "ServerError",
     "ServerNotFoundError",
@@ -55,6 +56,7 @@ __all__ = [
     "start_postgres",
     "start_redis",
     "start_redis_cluster",
+    "start_redis_sentinel",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -533,6 +535,16 @@ class RedisServer:
         self.process = _spawn_redis(self.argv, self.port, self.dir, timeout)
         _LIVE.add(self)
 
+    def restart_empty(self, timeout: float = 10.0) -> None:
+        """SIGKILL the server, delete its append-only file, and start it again: it comes
+        back empty, under a new run id (a disk lost with the server)."""
+        self.kill()
+        shutil.rmtree(self.dir / "appendonlydir", ignore_errors=True)  # Redis 7
+        for name in ("appendonly.aof", "dump.rdb"):  # Redis 6.2; an RDB if anyone saved
+            (self.dir / name).unlink(missing_ok=True)
+        self.process = _spawn_redis(self.argv, self.port, self.dir, timeout)
+        _LIVE.add(self)
+
     def close(self) -> None:
         """Stop the server; its files stay in ``dir``."""
         self.stop()
@@ -837,6 +849,240 @@ def start_redis_cluster(
         for client in clients:
             client.close()
     return RedisClusterServers(nodes=nodes, replicas=replicas)
+
+
+# --------------------------------------------------------------------------------------------
+# Redis Sentinel
+# --------------------------------------------------------------------------------------------
+
+
+def _sentinel_config(
+    port: int, directory: Path, service: str, primary_port: int, quorum: int, down_after_ms: int
+) -> str:
+    # Sentinel rewrites this file (known replicas and peers, epochs): it must be writable.
+    return "\n".join(
+        [
+            f"port {port}",
+            f"bind {LOOPBACK}",
+            "daemonize no",
+            f"dir {directory}",
+            f"sentinel monitor {service} {LOOPBACK} {primary_port} {quorum}",
+            f"sentinel down-after-milliseconds {service} {down_after_ms}",
+            # Also the pause before a Sentinel retries a failover it started.
+            f"sentinel failover-timeout {service} {max(5000, 5 * down_after_ms)}",
+            f"sentinel parallel-syncs {service} 1",
+            "",
+        ]
+    )
+
+
+def _fields(reply: RespValue) -> dict[str, str]:
+    """A flat ``[name, value, ...]`` reply as a dict."""
+    items = reply if isinstance(reply, list) else []
+    return {str(k): str(v) for k, v in zip(items[::2], items[1::2], strict=True)}
+
+
+def _info(port: int, section: str) -> dict[str, str]:
+    """INFO ``section`` of the server on ``port`` as a dict ({} when unreachable)."""
+    try:
+        with _RespConnection(port, timeout=1.0) as client:
+            text = str(client.command("INFO", section))
+    except (OSError, ServerError):
+        return {}
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+@dataclass(eq=False)
+class RedisSentinelServers:
+    """A primary, its replica and Sentinels watching them, all on 127.0.0.1.
+
+    The data nodes run with the same persistence settings as :func:`start_redis`.
+    ``primary`` and ``replica`` are the roles at start; after a failover ask
+    :meth:`current_primary`.
+    """
+
+    service: str
+    primary: RedisServer
+    replica: RedisServer
+    sentinels: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:<p1>,127.0.0.1:<p2>,.../<service>`` for the service."""
+        hosts = ",".join(f"{s.host}:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    @property
+    def data_nodes(self) -> list[RedisServer]:
+        """The primary and the replica as started."""
+        return [self.primary, self.replica]
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the first Sentinel that answers names it."""
+        for sentinel in self.sentinels:
+            with contextlib.suppress(OSError, ServerError), _RespConnection(sentinel.port) as c:
+                reply = c.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+                if isinstance(reply, list) and len(reply) == 2:
+                    return int(str(reply[1]))
+        return None
+
+    def current_primary(self) -> RedisServer:
+        """The data node the Sentinels name as primary now."""
+        port = self.primary_port()
+        for node in self.data_nodes:
+            if node.port == port:
+                return node
+        raise ServerError(f"the Sentinels name port {port} as primary, not one of ours")
+
+    def wait_for_failover(self, old: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Wait until every Sentinel names another node than ``old`` as primary and that
+        node says it is a primary; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ports = set()
+            for sentinel in self.sentinels:
+                with contextlib.suppress(OSError, ServerError), _RespConnection(sentinel.port) as c:
+                    reply = c.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+                    if isinstance(reply, list) and len(reply) == 2:
+                        ports.add(int(str(reply[1])))
+            if len(ports) == 1 and old.port not in ports:
+                new = next(node for node in self.data_nodes if node.port in ports)
+                if _info(new.port, "replication").get("role") == "master":
+                    return new
+            time.sleep(_POLL_INTERVAL)
+        raise ServerStartError(
+            f"no failover away from port {old.port} within {timeout:.0f} s; Sentinel log:\n"
+            + _log_tail(self.sentinels[0].log_path)
+        )
+
+    def ready(self) -> bool:
+        """Whether a failover can happen now: the replica is in sync and every Sentinel
+        knows the replica and all its peers (they find each other within seconds)."""
+        return _sentinel_group_ready(self)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until :meth:`ready`."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"Sentinel group {self.service!r} did not form within {timeout:.0f} s; "
+                    f"first Sentinel's log:\n{_log_tail(self.sentinels[0].log_path)}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the Sentinels first (so they start no failover), then the data nodes."""
+        for server in [*self.sentinels, self.replica, self.primary]:
+            server.stop()
+
+    def close(self) -> None:
+        """Stop every process; files stay on disk."""
+        self.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _sentinel_group_ready(group: RedisSentinelServers) -> bool:
+    if _info(group.replica.port, "replication").get("master_link_status") != "up":
+        return False
+    for sentinel in group.sentinels:
+        try:
+            with _RespConnection(sentinel.port, timeout=1.0) as client:
+                state = _fields(client.command("SENTINEL", "MASTER", group.service))
+        except (OSError, ServerError):
+            return False
+        # A failover needs the peers (votes) and the replica (a candidate) known.
+        if (
+            state.get("num-other-sentinels") != str(len(group.sentinels) - 1)
+            or state.get("num-slaves") != "1"
+            or "s_down" in state.get("flags", "")
+        ):
+            return False
+    return True
+
+
+def start_redis_sentinel(
+    base_dir: Path,
+    *,
+    service: str = "inventory",
+    sentinels: int = 3,
+    down_after_ms: int = 1000,
+    wait: bool = True,
+    binary: Path | None = None,
+    timeout: float = 30.0,
+) -> RedisSentinelServers:
+    """Start a primary, one replica and ``sentinels`` Sentinels (``redis-server
+    --sentinel``) monitoring them as ``service`` with quorum ``sentinels // 2 + 1``; with
+    ``wait``, wait until a failover can happen (:meth:`RedisSentinelServers.ready`: it
+    takes a few seconds; without ``wait``, call ``wait_ready()`` before a fault).
+    ``down_after_ms``: how long a primary may be silent before a Sentinel thinks it down.
+
+    Raises:
+        ServerNotFoundError: no binary given and none found.
+        ServerStartError: a process did not start or the group did not form in time.
+    """
+    if sentinels < 1:
+        raise ValueError("at least one Sentinel is needed")
+    binary = binary if binary is not None else find_redis_server()
+    version = _redis_version(binary)
+    started: list[RedisServer] = []
+    try:
+        primary = start_redis(base_dir, binary=binary)
+        started.append(primary)
+        replica = start_redis(
+            base_dir, binary=binary, extra_args=["--replicaof", LOOPBACK, str(primary.port)]
+        )
+        started.append(replica)
+        watchers: list[RedisServer] = []
+        for _ in range(sentinels):
+            directory = Path(tempfile.mkdtemp(prefix="sentinel-", dir=base_dir)).resolve()
+            for attempt in range(_START_ATTEMPTS):
+                port = free_port()
+                config = directory / "sentinel.conf"
+                config.write_text(
+                    _sentinel_config(
+                        port, directory, service, primary.port, sentinels // 2 + 1, down_after_ms
+                    )
+                )
+                argv = [str(binary), str(config), "--sentinel"]
+                try:
+                    process = _spawn_redis(argv, port, directory, timeout)
+                except _PortInUseError:
+                    if attempt + 1 == _START_ATTEMPTS:
+                        raise
+                    continue
+                watcher = RedisServer(
+                    port=port,
+                    dir=directory,
+                    binary=binary,
+                    version=version,
+                    argv=argv,
+                    process=process,
+                )
+                _LIVE.add(watcher)
+                started.append(watcher)
+                watchers.append(watcher)
+                break
+        group = RedisSentinelServers(
+            service=service, primary=primary, replica=replica, sentinels=watchers
+        )
+        if wait:
+            group.wait_ready(timeout)
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+    return group
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,18 +1,28 @@
 """inventory.redis_client against a real Redis Cluster: a spike waits for a connection
-(up to the pool timeout) instead of failing at once, as on a standalone server."""
+(up to the pool timeout) instead of failing at once, as on a standalone server; and
+through real Sentinels: the client follows a failover to the promoted replica."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
-from inventory.redis_client import PIPELINE_HEADROOM, WaitingRedisCluster, connect_redis
-from inventory.servers import RedisClusterServers
+from inventory.config import ConfigError, Settings
+from inventory.redis_client import (
+    PIPELINE_HEADROOM,
+    SentinelTarget,
+    WaitingRedisCluster,
+    connect_redis,
+    parse_sentinel_url,
+)
+from inventory.servers import RedisClusterServers, start_redis_sentinel
 
 #: Commands sent at once, each holding its connection for HOLD_S (a BLPOP that times out).
 SPIKE = 12
@@ -75,3 +85,85 @@ async def test_cluster_command_that_waits_too_long_is_a_connection_error(
         assert await client.ping() is True
     finally:
         await client.aclose()
+
+
+def test_sentinel_url_names_sentinels_service_db_and_credentials() -> None:
+    """redis+sentinel://[user:password@]host:port,host:port/service[/db]?sentinel_password=."""
+    target = parse_sentinel_url(
+        "redis+sentinel://app:s%40cret@10.0.0.1:26379,sentinel-b:26380,[::1]:26381"
+        "/inventory/2?sentinel_password=watch"
+    )
+    assert target == SentinelTarget(
+        sentinels=(("10.0.0.1", 26379), ("sentinel-b", 26380), ("::1", 26381)),
+        service_name="inventory",
+        db=2,
+        username="app",
+        password="s@cret",
+        sentinel_password="watch",
+    )
+    assert "s@cret" not in repr(target)
+    assert "watch" not in repr(target)
+    assert parse_sentinel_url("redis+sentinel://h:1/svc").db == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel://h:1", "/SERVICE_NAME"),
+        ("redis+sentinel://h:1/svc/x", "not a number"),
+        ("redis+sentinel://h/svc", "not host:port"),
+        ("redis+sentinel://h:99999/svc", "not host:port"),
+        ("redis+sentinel:///svc", "at least one Sentinel"),
+    ],
+)
+def test_bad_sentinel_urls_are_configuration_problems(url: str, problem: str) -> None:
+    """A malformed Sentinel URL stops every process at start with a readable problem."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"INVENTORY_REDIS_URL": url}, for_api=False)
+    assert any(problem in p and "INVENTORY_REDIS_URL" in p for p in raised.value.problems)
+
+
+def test_sentinel_and_cluster_do_not_mix() -> None:
+    """INVENTORY_REDIS_CLUSTER with a Sentinel URL is refused, not half-applied."""
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER"):
+        Settings.from_env(
+            {"INVENTORY_REDIS_URL": "redis+sentinel://h:1/svc", "INVENTORY_REDIS_CLUSTER": "true"},
+            for_api=False,
+        )
+
+
+@pytest.mark.slow
+async def test_sentinel_client_follows_a_failover(tmp_path: Path) -> None:
+    """One client through Sentinel: kill -9 of the primary, and the same client writes to
+    the promoted replica without being rebuilt; every new connection runs the hook."""
+    group = start_redis_sentinel(tmp_path)
+    ports: list[int] = []
+
+    async def hook(connection: Any) -> None:
+        await connection.on_connect()
+        ports.append(connection.port)
+
+    try:
+        client = await connect_redis(group.url, max_connections=4, on_connect=hook)
+        try:
+            await client.set("before", "1")
+            assert ports == [group.primary.port]
+            await asyncio.sleep(0.3)  # replicated
+            group.primary.kill()
+            promoted = await asyncio.to_thread(group.wait_for_failover, group.primary, 30)
+            assert promoted is group.replica
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    await client.set("after", "2")
+                    break
+                except RedisConnectionError:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            assert await client.get("before") == "1"
+            assert ports[-1] == group.replica.port
+            assert (await client.info("replication"))["role"] == "master"
+        finally:
+            await client.aclose()
+    finally:
+        group.close()

@@ -33,6 +33,7 @@ from inventory.servers import (
     start_postgres,
     start_redis,
     start_redis_cluster,
+    start_redis_sentinel,
 )
 
 if TYPE_CHECKING:
@@ -213,6 +214,41 @@ def test_redis_kill_then_restart_keeps_acknowledged_writes(tmp_path: Path, tier:
         with redis.Redis.from_url(server.url) as client:
             assert client.get("counter") == b"100"
             assert client.llen("list") == 100
+
+
+def test_redis_restart_empty_comes_back_without_data(tmp_path: Path) -> None:
+    """restart_empty() kills the server and deletes its append-only file: it comes back
+    on the same port, empty, under a new run id."""
+    with start_redis(tmp_path) as server:
+        with redis.Redis.from_url(server.url) as client:
+            client.set("kept", "no")
+            run_id = client.info("server")["run_id"]
+        server.restart_empty()
+        with redis.Redis.from_url(server.url) as client:
+            assert client.dbsize() == 0
+            assert client.info("server")["run_id"] != run_id
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
+
+
+def test_sentinel_group_starts_with_the_same_persistence_and_stops(tmp_path: Path) -> None:
+    """A primary, a replica in sync and three Sentinels that know both and each other;
+    the data nodes keep every write (AOF always, noeviction); close() stops all five."""
+    with start_redis_sentinel(tmp_path) as group:
+        assert group.ready()
+        assert group.url.startswith("redis+sentinel://127.0.0.1:")
+        assert group.url.endswith("/inventory")
+        assert group.current_primary() is group.primary
+        for node in group.data_nodes:
+            with redis.Redis.from_url(node.url, decode_responses=True) as client:
+                config = client.config_get("*")
+                assert config["appendonly"] == "yes"
+                assert config["appendfsync"] == "always"
+                assert config["maxmemory-policy"] == "noeviction"
+        with redis.Redis.from_url(group.replica.url) as client:
+            assert client.info("replication")["role"] == "slave"
+        processes = [*group.sentinels, *group.data_nodes]
+    for server in processes:
+        _assert_stopped(server)
 
 
 def test_redis_on_taken_port_fails_with_log_tail(tmp_path: Path) -> None:

@@ -11,11 +11,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from inventory.crypto import BlindIndex, FieldKeyring
 from inventory.payments.settings import PaymentSettings
-from inventory.redis_client import is_sentinel_url, parse_sentinel_url
 
 T = TypeVar("T")
 
@@ -262,12 +262,16 @@ class Settings:
     @property
     def redis_sentinel(self) -> bool:
         """Whether ``redis_url`` reaches Redis through Sentinel (``redis+sentinel://``)."""
-        return is_sentinel_url(self.redis_url)
+        # The scheme inventory.redis_client.SENTINEL_SCHEME names, read without importing
+        # redis-py (reading the configuration should not load it).
+        return urlsplit(self.redis_url).scheme == "redis+sentinel"
 
     def redis_problems(self) -> list[str]:
         """What is wrong with the Redis settings (every process needs Redis)."""
         if not self.redis_sentinel:
             return []
+        from inventory.redis_client import parse_sentinel_url
+
         found: list[str] = []
         try:
             parse_sentinel_url(self.redis_url)

@@ -349,7 +349,8 @@ HIS_OUTCOMES: Final = frozenset(
 #: The outcomes that are failures of the HIS (a refusal is a valid answer).
 HIS_ERROR_KINDS: Final = frozenset({"unavailable", "protocol", "circuit_open"})
 HIS_CIRCUIT_STATES: Final = {"closed": 0, "half_open": 1, "open": 2}
-#: Kinds of reconciliation drift (issue 5); unknown kinds count as "other".
+#: Kinds of reconciliation drift (inventory/his/reconcile.py); unknown kinds count as
+#: "other".
 RECONCILIATION_KINDS: Final = frozenset(
     {
         "missing_in_his",
@@ -358,6 +359,8 @@ RECONCILIATION_KINDS: Final = frozenset(
         "status_mismatch",
         "capacity_changed",
         "schedule_suspended",
+        "schedule_resumed",
+        "new_schedule",
         "other_channel",
     }
 )

@@ -46,7 +46,7 @@ import orjson
 import redis.exceptions
 import structlog
 
-from inventory import keys
+from inventory import keys, metrics
 from inventory.backoff import TRANSIENT_ERRORS
 from inventory.bookings import PgBookings
 from inventory.db.pool import acquire
@@ -332,6 +332,9 @@ class Reconciler:
         report.finished_at = datetime.now(tz=UTC)
         if record:
             await self._finish(report, "completed", "")
+        # What is left unresolved is the drift a person must look at (what was fixed is
+        # gone): the gauge behind the InventoryReconciliationDrift alert.
+        metrics.observe_reconciliation(report.unresolved, at=time.time())
         return report
 
     # -- reading ----------------------------------------------------------------------

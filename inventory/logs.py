@@ -24,7 +24,7 @@ import sys
 import threading
 from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TextIO
 
 import orjson
 import structlog
@@ -210,20 +210,22 @@ def write_access(
     return True
 
 
-def _logger_factory(level: int) -> Any:
+def _logger_factory(level: int, text: TextIO) -> Any:
     global _info_writer
-    stream = getattr(sys.stdout, "buffer", None)
-    if stream is None:  # a text-only stdout (some test captures): write text lines
+    stream = getattr(text, "buffer", None)
+    if stream is None:  # a text-only stream (some test captures): write text lines
         _info_writer = None
-        return structlog.PrintLoggerFactory(sys.stdout), _dumps
+        return structlog.PrintLoggerFactory(text), _dumps
     logger = BatchedLineLogger(stream)
     _info_writer = logger if level <= logging.INFO else None
     return (lambda *_args: logger), _dumps_bytes
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+def configure_logging(level: int = logging.INFO, *, stream: TextIO | None = None) -> None:
     """JSON logs with ISO timestamps, context variables (request id) and PII masking, for
-    structlog and standard-library loggers alike."""
+    structlog and standard-library loggers alike, on ``stream`` (default: stdout; a
+    command whose stdout is its report logs to stderr)."""
+    stream = stream if stream is not None else sys.stdout
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
@@ -239,12 +241,12 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    factory, serializer = _logger_factory(level)
+    factory, serializer = _logger_factory(level, stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

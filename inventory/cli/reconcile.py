@@ -97,17 +97,9 @@ async def _reconcile(settings: Settings, policy: Any, *, fix: bool, days: int | 
 
 def _log_to_stderr() -> None:
     """JSON logs as everywhere, but on stderr: stdout is the report."""
-    import logging
-
-    import structlog
-
     from inventory.logs import configure_logging
 
-    configure_logging()
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
+    configure_logging(stream=sys.stderr)
 
 
 def _print_table(report: Any) -> None:

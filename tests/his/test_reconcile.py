@@ -67,6 +67,14 @@ async def run_cli(env: dict[str, str], *args: str) -> tuple[int, bytes, str]:
     return int(process.returncode or 0), out, err.decode(errors="replace")
 
 
+def assert_json_log_lines(err: str) -> None:
+    """Every line the command wrote to stderr is a JSON log object (not a bytes repr)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines, "the command logged nothing"
+    for line in lines:
+        assert isinstance(orjson.loads(line), dict), line
+
+
 def _subjects(report: Any) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for item in report.items:
@@ -270,6 +278,7 @@ async def test_cli_reports_as_json_and_fixes_with_a_policy(world: World, admin: 
     )
     code, out, err = await run_cli(env, "--json")
     assert code == 1, err
+    assert_json_log_lines(err)
     report = orjson.loads(out)
     assert report["mode"] == "report"
     assert set(report["counts"]) == set(KINDS)
@@ -287,3 +296,41 @@ async def test_cli_reports_as_json_and_fixes_with_a_policy(world: World, admin: 
         ("fix", ["other_channel"]),
         ("report", []),
     ]
+
+
+async def test_reconciliation_drift_reaches_the_workers_metrics(
+    world: World, admin: SimAdmin
+) -> None:
+    """A reconciliation that finds drift it may not fix sets
+    ``inventory_reconciliation_drift`` on the worker's /metrics (the alert's input)."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from inventory.sampler import WorkerHealth, start_metrics_server
+    from inventory.servers import free_port
+
+    slot = await world.fresh_slot(day=tomorrow() + timedelta(days=7))
+    await admin.book_other(slot.slot_id, "window")
+    port = free_port()
+    runner = await start_metrics_server(
+        "127.0.0.1", port, WorkerHealth(None, interval_s=5.0, max_backlog=1)
+    )
+    assert runner is not None
+    try:
+        report = await world.reconciler.reconcile(fix=False)
+        assert report.unresolved[OTHER_CHANNEL] >= 1
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as answer,
+        ):
+            text = await answer.text()
+    finally:
+        await runner.cleanup()
+    drift = {
+        sample.labels["kind"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "inventory_reconciliation_drift"
+        for sample in family.samples
+    }
+    assert drift[OTHER_CHANNEL] == report.unresolved[OTHER_CHANNEL]
+    assert drift[STATUS_MISMATCH] == 0

@@ -1,4 +1,4 @@
-"""Postgres: the durable record (DESIGN.md, durability contract).
+"""Postgres: the durable record (docs/schema.md).
 
 * :mod:`inventory.db.pool`: ``create_pool`` / ``connect`` (orjson jsonb codecs, timeouts)
   and the wrapping of "Postgres is not there" failures into DatabaseUnavailableError.

@@ -13,7 +13,7 @@ class DatabaseUnavailableError(InventoryError):
     """Postgres could not be reached or answered in time; the work may not have happened.
 
     A confirm that meets it answers 503: the booking is not yet durable, and a retry with
-    the same Idempotency-Key finishes it (DESIGN.md, durability contract).
+    the same Idempotency-Key finishes it (docs/durability.md).
     """
 
     code = "database_unavailable"

@@ -108,6 +108,7 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
             store,
             per_account=settings.reserve_rate_per_account,
             per_ip=settings.reserve_rate_per_ip,
+            client_ip_header=settings.client_ip_header,
         ),
         gate=gate,
         catalogue=catalogue,

@@ -106,3 +106,23 @@ def test_hadolint_accepts_the_dockerfile() -> None:
     assert HADOLINT is not None
     result = subprocess.run([HADOLINT, str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_ingress_is_the_only_way_in_and_the_api_reads_its_header() -> None:
+    """The nginx ingress is the only published API port and appends the peer to
+    X-Forwarded-For; the API reads that header with one trusted hop, so the per-address
+    limit counts patients, not the ingress."""
+    services = _compose()["services"]
+    ingress, api = services["ingress"], services["api"]
+    assert ingress["ports"] == ["8080:8080"]
+    assert "ports" not in api
+    [mount] = ingress["volumes"]
+    source, target = mount.split(":")[:2]
+    assert target == "/etc/nginx/nginx.conf"
+    conf = (COMPOSE.parent / source).read_text()
+    assert "server api:8080;" in conf
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in conf
+    environment = api["environment"]
+    assert environment["INVENTORY_CLIENT_IP_HEADER"] == "X-Forwarded-For"
+    assert environment["INVENTORY_TRUSTED_PROXY_HOPS"] == "1"
+    assert environment["INVENTORY_REDIS_URL"] == "redis://redis:6379/0"  # the shared part

@@ -11,34 +11,83 @@ on its own (:meth:`SlotStore.take_rate_limits`)."""
 
 from __future__ import annotations
 
+import ipaddress
+
+import structlog
+
 from inventory import keys, metrics
 from inventory.config import RateLimit
 from inventory.errors import RateLimitedError
 from inventory.store import RateBuckets, SlotStore
 
 _BUCKET_LABELS = {"acct": "account", "ip": "ip"}
+#: Reserves whose peer address is looked at for the missing-header warning. Behind an
+#: ingress every peer is the ingress, so the first requests tell; past them the check
+#: costs nothing on the hot path.
+_PEER_CHECKS = 1000
+
+log = structlog.get_logger(__name__)
+
+
+def is_internal_address(address: str) -> bool:
+    """Whether ``address`` is loopback or private (RFC 1918, ULA, link-local, ...): the
+    address of a proxy or load balancer, rarely of a patient's phone."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
 class ReserveRateLimiter:
     """The account's and the address's buckets; either one refusing refuses the
     request."""
 
-    def __init__(self, store: SlotStore, *, per_account: RateLimit, per_ip: RateLimit) -> None:
+    def __init__(
+        self,
+        store: SlotStore,
+        *,
+        per_account: RateLimit,
+        per_ip: RateLimit,
+        client_ip_header: str = "",
+    ) -> None:
         self._store = store
         self._limits = {
             kind: limit for kind, limit in (("acct", per_account), ("ip", per_ip)) if limit.enabled
         }
+        #: Reserves left to look at for a proxy in front of an API that reads no client
+        #: header (0: not looking, because the limit is off or the header is set).
+        self._peer_checks = _PEER_CHECKS if "ip" in self._limits and not client_ip_header else 0
 
     def buckets(self, *, account_id: str, client_ip: str) -> RateBuckets | None:
         """The request's buckets (None when no limit is on), for the reserve call."""
         if not self._limits:
             return None
+        if self._peer_checks:
+            self._check_peer(client_ip)
         names: list[str] = []
         args: list[float] = []
         for kind, limit in self._limits.items():
             names.append(keys.rate_limit_key(kind, account_id if kind == "acct" else client_ip))
             args += [limit.per_s * 1000 / limit.count, limit.count]
         return RateBuckets(tuple(names), tuple(args))
+
+    def _check_peer(self, client_ip: str) -> None:
+        """Warn once when reserves arrive from an internal address while no client
+        header is read: behind an ingress every patient then shares its one bucket, and
+        a release-day crowd is refused with 429 after the first few reserves."""
+        self._peer_checks -= 1
+        if is_internal_address(client_ip):
+            self._peer_checks = 0
+            log.warning(
+                "ratelimit.client_ip_header_missing",
+                peer=client_ip,
+                detail="the per-address reserve limit is on, INVENTORY_CLIENT_IP_HEADER is "
+                "not set and reserves come from a loopback or private address: behind a "
+                "proxy every client shares that address's bucket; set "
+                "INVENTORY_CLIENT_IP_HEADER (and INVENTORY_TRUSTED_PROXY_HOPS), or "
+                "INVENTORY_RESERVE_RATE_PER_IP=0/1 to turn the per-address limit off",
+            )
 
     async def count(self, buckets: RateBuckets | None) -> None:
         """Count one request in ``buckets`` now, by a call of its own:

@@ -27,6 +27,7 @@ from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES, Services
 from inventory.api.edge import edge_middleware
 from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.api.soldout import SoldOutSlots
 from inventory.autopipeline import AutoPipeline, pipelined_scripts, supports_url
 from inventory.bookings import PgBookings
 from inventory.catalogue import PgCatalogue
@@ -116,6 +117,7 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
         bookings=PgBookings(pool),
         db=pool,
         verification=verification,
+        sold_out=SoldOutSlots(settings.availability_cache_s),
     )
     refresher = asyncio.create_task(_refresh_policies(catalogue))
     try:
@@ -140,7 +142,11 @@ async def _refresh_policies(catalogue: PgCatalogue) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     """The booking API for ``settings``."""
-    gate = AdmissionGate(settings.max_in_flight, retry_after_s=settings.retry_after_s)
+    gate = AdmissionGate(
+        settings.max_in_flight,
+        retry_after_s=settings.retry_after_s,
+        retry_after_max_s=settings.retry_after_max_s,
+    )
     app = web.Application(
         middlewares=[edge_middleware(gate, access_log=settings.access_log)],
         client_max_size=settings.max_body_bytes,

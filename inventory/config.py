@@ -116,7 +116,10 @@ class Settings:
 
     #: Requests in flight per process; past it, 503 with Retry-After.
     max_in_flight: int = 512
+    #: The shortest ``Retry-After`` of an ``overloaded`` answer, and its bound: drawn at
+    #: random between them, wider the more the process sheds (inventory/api/admission.py).
     retry_after_s: int = 1
+    retry_after_max_s: int = 30
     reserve_rate_per_account: RateLimit = field(default_factory=lambda: RateLimit(20, 60))
     reserve_rate_per_ip: RateLimit = field(default_factory=lambda: RateLimit(120, 60))
     #: Header naming the client address behind a trusted proxy ("" = use the peer).
@@ -124,6 +127,8 @@ class Settings:
     #: Proxies in front of the API that write the client header: the client is the
     #: entry this many hops from the right (the part no client can write).
     trusted_proxy_hops: int = 1
+    #: A schedule's availability is cached this long per process, and a slot the
+    #: process saw sold out is refused this long without asking Redis (0: neither).
     availability_cache_s: float = 0.5
     expire_interval_s: float = 1.0
     #: The HIS's FHIR base URL; empty: no HIS flows (sync, submitter, reconciler).
@@ -219,6 +224,7 @@ class Settings:
             blind_index_key=get("BLIND_INDEX_KEY", str, ""),
             max_in_flight=get("MAX_IN_FLIGHT", positive_int, defaults.max_in_flight),
             retry_after_s=get("RETRY_AFTER_S", positive_int, defaults.retry_after_s),
+            retry_after_max_s=get("RETRY_AFTER_MAX_S", positive_int, defaults.retry_after_max_s),
             reserve_rate_per_account=get(
                 "RESERVE_RATE_PER_ACCOUNT", RateLimit.parse, defaults.reserve_rate_per_account
             ),

@@ -497,6 +497,11 @@ class SlotStore:
         raw = await _guard(self.client.hget(keys.tag_keys(tag).holds, hold_id))
         return Hold.from_record(orjson.loads(raw)) if raw else None
 
+    async def hold_exists(self, hold_id: str) -> bool:
+        """Whether a hold or booking with this id exists (one HEXISTS, no script)."""
+        tag = keys.tag_of_hold(hold_id)
+        return bool(await _guard(self.client.hexists(keys.tag_keys(tag).holds, hold_id)))
+
     async def slot_counts(self, tag: str, slot_ids: Iterable[str]) -> dict[str, SlotCounts]:
         """Counts of several slots of one tag, in one round trip."""
         ids = list(slot_ids)

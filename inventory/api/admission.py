@@ -1,12 +1,24 @@
 """Spike protection per process: a bounded number of requests in flight.
 
 Past the bound a request is answered at once with 503 and ``Retry-After`` instead of
-queueing: under a release storm a fast "come back in a second" keeps latency bounded
-for the requests being served and lets the process recover, where an unbounded queue
-would collapse it. Health, readiness and metrics are never shed.
+queueing: under a release storm a fast "come back later" keeps latency bounded for the
+requests being served and lets the process recover, where an unbounded queue would
+collapse it. Health, readiness and metrics are never shed.
+
+The ``Retry-After`` is drawn at random for every refusal, from ``retry_after_s`` up to
+a bound that grows with how many requests the process shed per request it answered in
+the last second (at most ``retry_after_max_s``). A fixed value sends every shed client
+back in the same second, a wave as large as the crowd against a process that answers a
+fraction of it; spread over a window about as many seconds wide as the crowd is larger
+than the process's answer rate, the clients come back at about the rate it can answer.
 """
 
 from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
 
 from inventory import metrics
 from inventory.errors import OverloadedError
@@ -15,13 +27,40 @@ EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class AdmissionGate:
-    """Counts requests in flight; refuses beyond ``limit``."""
+    """Counts requests in flight; refuses beyond ``limit``, with a jittered
+    ``Retry-After`` that grows with the shed rate (see the module's docstring)."""
 
-    def __init__(self, limit: int, *, retry_after_s: int = 1) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        retry_after_s: int = 1,
+        retry_after_max_s: int = 30,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self.limit = limit
         self.retry_after_s = retry_after_s
+        self.retry_after_max_s = max(retry_after_max_s, retry_after_s)
         self.in_flight = 0
         self.shed_total = 0
+        self._clock = clock
+        self._rng = rng or random.Random()
+        # Requests shed and answered in the current whole second of the clock, and in
+        # the one before it: the shed rate over the last second without a timer.
+        self._second = 0
+        self._shed = [0, 0]
+        self._answered = [0, 0]
+
+    def _roll(self) -> None:
+        second = int(self._clock())
+        if second != self._second:
+            if second == self._second + 1:
+                self._shed = [self._shed[1], 0]
+                self._answered = [self._answered[1], 0]
+            else:
+                self._shed, self._answered = [0, 0], [0, 0]
+            self._second = second
 
     def admit(self, path: str) -> bool:
         """Count a request in (True), or refuse it with ``overloaded`` (503); health,
@@ -31,10 +70,23 @@ class AdmissionGate:
         if self.in_flight >= self.limit:
             self.shed_total += 1
             metrics.ADMISSION_SHED.inc()
-            raise OverloadedError(retry_after_s=self.retry_after_s)
+            raise OverloadedError(retry_after_s=self.retry_after())
         self.in_flight += 1
         return True
 
     def leave(self) -> None:
         """A request counted in by :meth:`admit` is answered."""
         self.in_flight -= 1
+        self._roll()
+        self._answered[1] += 1
+
+    def retry_after(self) -> int:
+        """Count one refusal and draw its ``Retry-After``: uniform over whole seconds
+        from ``retry_after_s`` to ``retry_after_s * (1 + shed / answered)`` over the
+        last second, at most ``retry_after_max_s``."""
+        self._roll()
+        self._shed[1] += 1
+        shed = max(self._shed)
+        answered = max(max(self._answered), 1)
+        upper = self.retry_after_s + math.ceil(self.retry_after_s * shed / answered)
+        return self._rng.randint(self.retry_after_s, min(upper, self.retry_after_max_s))

@@ -152,6 +152,14 @@ async def schedule_availability(services: Services, schedule_id: str) -> dict[st
     items = []
     for slot in slots:
         found = counts.get(slot["id"])
+        if found is not None:
+            services.sold_out.saw_counts(
+                slot["id"],
+                tag,
+                remaining=found.remaining,
+                held=found.held,
+                waiting=found.waiting,
+            )
         items.append(
             {
                 "slot_id": slot["id"],

@@ -14,6 +14,7 @@ from aiohttp import web
 from inventory.api.admission import AdmissionGate
 from inventory.api.client_address import client_address
 from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.api.soldout import SoldOutSlots
 from inventory.backlog import BacklogCache
 from inventory.bookings import PgBookings
 from inventory.catalogue import PgCatalogue
@@ -38,6 +39,8 @@ class Services:
     verification: StoreVerification
     #: /readyz's outbox backlog, measured from Redis at most every couple of seconds.
     outbox_backlog: BacklogCache = field(default_factory=BacklogCache)
+    #: Slots seen sold out lately, refused without a store call (inventory/api/soldout.py).
+    sold_out: SoldOutSlots = field(default_factory=lambda: SoldOutSlots(0.0))
 
 
 SERVICES = web.AppKey("services", Services)

@@ -26,7 +26,12 @@ from inventory.api.models import (
 )
 from inventory.api.observability import count_reserve_outcomes, request_id_of
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
-from inventory.errors import NotFoundError, RateLimitedError, ValidationFailedError
+from inventory.errors import (
+    NotFoundError,
+    RateLimitedError,
+    SoldOutError,
+    ValidationFailedError,
+)
 from inventory.payments.errors import PaymentRequiredError
 from inventory.payments.refunds import request_refund
 
@@ -131,6 +136,14 @@ async def create_hold(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     body = await read_json(request, HoldCreate)
     services = request.app[SERVICES]
+    sold_out_tag = services.sold_out.tag_if_sold_out(body.slot_id)
+    if sold_out_tag is not None and not await services.store.hold_exists(
+        keys.hold_id_for(who.account_id, key, sold_out_tag)
+    ):
+        # Seen sold out within the availability cache's lifetime: answered without the
+        # reserve script, the rate-limit call or Postgres. A retry of a reserve that did
+        # take a unit (its key names an existing hold) goes on to get that hold back.
+        raise SoldOutError()
     limiter = services.limiter
     limits = limiter.buckets(account_id=who.account_id, client_ip=client_ip(request))
     location = services.catalogue.known_slot_location(body.slot_id)
@@ -162,6 +175,11 @@ async def create_hold(request: web.Request) -> web.Response:
         )
     except RateLimitedError as limited:
         limiter.refused(limited)
+        raise
+    except SoldOutError:
+        services.sold_out.saw_sold_out(
+            body.slot_id, keys.department_day_tag(location.department_id, location.visit_date)
+        )
         raise
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return json_response(hold_view(outcome.hold), status=201, headers=headers)

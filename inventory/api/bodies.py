@@ -1,5 +1,6 @@
-"""Reading request bodies and query strings: size-capped, orjson-parsed, validated by
-pydantic models with unknown fields refused (no mass assignment). Failures become
+"""Reading request bodies and query strings: size-capped, orjson-checked, validated by
+pydantic models with unknown fields refused (no mass assignment), bodies in pydantic's
+strict mode (JSON types are not coerced into one another). Failures become
 ``bad_request`` (unreadable) or ``validation_failed`` (each field and why); bad input
 never reaches Redis or Postgres."""
 
@@ -56,10 +57,17 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     if len(raw) > limit:
         raise BadRequestError(f"the body is larger than {limit} bytes")
     try:
-        data = orjson.loads(raw)
+        # orjson judges the syntax (NaN, lone surrogates and a BOM are not JSON: 400).
+        orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequestError("the body is not valid JSON") from None
-    return validate(model, data)
+    try:
+        # Strict, from the JSON itself: a JSON integer is no boolean and the reverse
+        # (``0``/``1`` for ``false``/``true``, ``true`` for 1, ``1.0`` for 1 are
+        # refused), a number is no date or instant; dates and instants are ISO text.
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as error:
+        raise ValidationFailedError(errors=validation_errors(error)) from None
 
 
 def read_query(request: web.Request, model: type[M]) -> M:

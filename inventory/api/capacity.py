@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import date
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import Field
@@ -22,12 +21,13 @@ from inventory.api.auth import principal
 from inventory.api.bodies import json_response, read_query
 from inventory.api.catalogue import path_id
 from inventory.api.context import SERVICES
-from inventory.api.models import Request
+from inventory.api.models import Day, Request
 from inventory.capacity.errors import CapacityError, InsufficientDataError
 from inventory.capacity.estimate import DepartmentEstimate
 from inventory.capacity.mms import MMsResult, mms_metrics
 from inventory.capacity.planning import max_arrival_rate_for_wait, min_servers_for_wait
 from inventory.capacity.records import estimate_department
+from inventory.capacity.validation import MAX_SERVERS
 from inventory.errors import ValidationFailedError
 
 routes = web.RouteTableDef()
@@ -39,38 +39,45 @@ MAX_PERIOD_DAYS = 366
 T = TypeVar("T")
 
 
+#: A rate per hour, a wait or a duration: a finite number above 0 (the bound is part of
+#: the OpenAPI document, and a refusal names the parameter that broke it).
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: Doctors: the model's supported range.
+Servers = Annotated[int, Field(ge=1, le=MAX_SERVERS)]
+
+
 class CapacityQuery(Request):
     """The M/M/s system: arrival and service rates per hour, doctors."""
 
-    arrival_rate: float
-    service_rate: float
-    servers: int
+    arrival_rate: Positive
+    service_rate: Positive
+    servers: Servers
 
 
 class MinServersQuery(Request):
     """Rates per hour and the target mean wait in queue, in minutes."""
 
-    arrival_rate: float
-    service_rate: float
-    max_wait_minutes: float
+    arrival_rate: Positive
+    service_rate: Positive
+    max_wait_minutes: Positive
 
 
 class MaxRateQuery(Request):
     """Service rate per hour, doctors, target mean wait (minutes), optional session length."""
 
-    service_rate: float
-    servers: int
-    max_wait_minutes: float
-    session_hours: float | None = None
+    service_rate: Positive
+    servers: Servers
+    max_wait_minutes: Positive
+    session_hours: Positive | None = None
 
 
 class DepartmentCapacityQuery(Request):
     """Period of visit dates (inclusive), doctors, and the service rate when none is known."""
 
-    from_: date = Field(alias="from")
-    to: date
-    servers: int
-    service_rate: float | None = None
+    from_: Day = Field(alias="from")
+    to: Annotated[Day, Field(description="not before from, at most 366 days after it")]
+    servers: Servers
+    service_rate: Positive | None = None
 
 
 def _refused(field: str, error: CapacityError) -> ValidationFailedError:

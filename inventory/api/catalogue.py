@@ -15,7 +15,7 @@ from aiohttp import web
 from inventory import keys
 from inventory.api.bodies import json_response, read_query, validate
 from inventory.api.context import SERVICES, Services
-from inventory.api.models import Id, Request
+from inventory.api.models import Day, Id, Request
 from inventory.errors import NotFoundError, ValidationFailedError
 
 routes = web.RouteTableDef()
@@ -26,7 +26,7 @@ class _IdPath(Request):
 
 
 class ScheduleDayQuery(Request):
-    date: date
+    date: Day
 
 
 def path_id(request: web.Request, name: str) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Annotated, Final
 
 from aiohttp import web
+from pydantic import Field
 
 from inventory import keys
 from inventory.api.auth import principal
@@ -47,7 +48,7 @@ class _BookingPath(Request):
 
 
 class BookingListQuery(Request):
-    limit: int = 50
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -249,8 +250,6 @@ async def list_bookings(request: web.Request) -> web.Response:
     """The account's bookings, newest first."""
     who = principal(request)
     query = read_query(request, BookingListQuery)
-    if not 1 <= query.limit <= 200:
-        raise ValidationFailedError(errors=[{"field": "limit", "reason": "must be 1-200"}])
     items = await request.app[SERVICES].bookings.list_for_account(who.account_id, query.limit)
     return json_response({"items": items})
 

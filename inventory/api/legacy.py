@@ -9,7 +9,6 @@ old clients that only read ``code`` and new ones that read the status both work.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +16,7 @@ from aiohttp import web
 from inventory.api.bodies import json_response, read_query
 from inventory.api.catalogue import day_schedules, schedule_availability
 from inventory.api.context import SERVICES
-from inventory.api.models import Id, Request
+from inventory.api.models import Day, Id, Request
 from inventory.api.problems import request_language
 from inventory.errors import InventoryError, NotFoundError, title_in
 
@@ -26,7 +25,7 @@ routes = web.RouteTableDef()
 
 class DoctorScheduleQuery(Request):
     deptId: Id  # the brief's parameter name
-    date: date
+    date: Day
 
 
 class AvailableQuery(Request):

@@ -7,11 +7,12 @@ account (no mass assignment). Ids are strings.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["slot-0800-1"])]
 
@@ -21,6 +22,24 @@ _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 Printable = Annotated[str, Field(pattern=_PRINTABLE)]
+
+
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
+def _day_text(value: object) -> object:
+    # pydantic alone reads a query string's "0" as 1970-01-01 (a Unix time).
+    if isinstance(value, str) and not _DAY_RE.fullmatch(value):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+#: A calendar date in a query string: ``YYYY-MM-DD`` only.
+Day = Annotated[
+    date,
+    BeforeValidator(_day_text),
+    Field(examples=["2026-12-01"], json_schema_extra={"pattern": f"^{_DAY_RE.pattern}$"}),
+]
 
 
 HoldId = Annotated[
@@ -131,13 +150,15 @@ class HospitalPolicyBody(Request):
     """A hospital's booking rules (see README, "Configuration (per hospital policy)")."""
 
     hold_ttl_s: Annotated[int, Field(ge=60, le=7200)] = 900
-    max_hold_s: Annotated[int, Field(ge=60, le=14400)] = 1800
+    max_hold_s: Annotated[int, Field(ge=60, le=14400, description="at least hold_ttl_s")] = 1800
     extend_s: Annotated[int, Field(ge=0, le=7200)] = 600
     one_per_day: bool = True
     max_open_per_patient: Annotated[int, Field(ge=0, le=100)] = 0
     blacklist: bool = False
     rerelease_min_s: Annotated[int, Field(ge=0, le=86400)] = 0
-    rerelease_max_s: Annotated[int, Field(ge=0, le=86400)] = 0
+    rerelease_max_s: Annotated[
+        int, Field(ge=0, le=86400, description="at least rerelease_min_s")
+    ] = 0
     token_window_s: Annotated[int, Field(ge=1, le=600)] = 10
 
 
@@ -174,7 +195,7 @@ class Session(StrEnum):
 class SlotPut(Request):
     slot_id: Id
     starts_at: datetime
-    ends_at: datetime
+    ends_at: Annotated[datetime, Field(description="after starts_at")]
     capacity: Annotated[int, Field(ge=0, le=10_000)]
 
 
@@ -187,9 +208,9 @@ class SchedulePut(Request):
     visit_date: date
     session: Session
     starts_at: datetime
-    ends_at: datetime
-    release_at: datetime
-    cancel_deadline: datetime
+    ends_at: Annotated[datetime, Field(description="after starts_at")]
+    release_at: Annotated[datetime, Field(description="not after starts_at")]
+    cancel_deadline: Annotated[datetime, Field(description="not after ends_at")]
     fee_fen: Annotated[int, Field(ge=0, le=10_000_000)]
     location: Annotated[Printable, Field(max_length=200)] = ""
     slots: Annotated[list[SlotPut], Field(min_length=1, max_length=200)]

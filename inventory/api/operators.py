@@ -56,6 +56,12 @@ async def put_hospital(request: web.Request) -> web.Response:
         ZoneInfo(body.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise _invalid("timezone", "unknown IANA time zone") from None
+    # The rules between two fields, named by the field to change (the policy parser
+    # below would name the whole policy).
+    if body.policy.max_hold_s < body.policy.hold_ttl_s:
+        raise _invalid("policy.max_hold_s", "must be at least hold_ttl_s")
+    if body.policy.rerelease_max_s < body.policy.rerelease_min_s:
+        raise _invalid("policy.rerelease_max_s", "must be at least rerelease_min_s")
     policy = body.policy.model_dump()
     try:
         parsed = policy_from_json(policy)

@@ -232,6 +232,7 @@ async def _serve(
 ) -> None:
     from aiohttp import web
 
+    from inventory.api.malformed import ApiRunner
     from inventory.app import create_app
     from inventory.catalogue import PgCatalogue
     from inventory.config import Settings
@@ -276,7 +277,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     worker = asyncio.create_task(supervise_worker(settings, stop))
     supervisor = asyncio.create_task(supervise_children(children or {}, stop))
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=10)
+    runner = ApiRunner(create_app(settings), access_log=None, shutdown_timeout=10)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     base = f"http://{args.host}:{args.port}"

@@ -72,13 +72,13 @@ def serve_process(
     async def main() -> None:
         from aiohttp import web
 
+        from inventory.api.malformed import ApiRunner
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        runner = web.AppRunner(
-            create_app(settings), access_log=None, shutdown_timeout=shutdown_timeout
-        )
+        runner = ApiRunner(create_app(settings), access_log=None, shutdown_timeout=shutdown_timeout)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
         await site.start()

@@ -5,7 +5,17 @@ For every tag: each slot's counts in Redis must satisfy
 once the persister has caught up with the tag (Postgres's last seq equals Redis's),
 Redis's capacity, held and booked counts must equal the Postgres projection (slot
 capacities, holds held and booked) and every booking Postgres has must be booked in
-Redis. A tag still catching up is reported as ``lagging``, not as drift.
+Redis. A tag still catching up is reported as ``lagging``, not as drift, with why:
+
+- Redis's seq is ahead of Postgres's (events not yet written);
+- the tag's outbox stream has entries delivered to a persister and not acknowledged
+  (XPENDING): a consumer that died mid-batch leaves them there until another one claims
+  them, and until then Postgres may miss them even when its highest seq matches;
+- Postgres's events of the tag have a gap (fewer rows than their span of seqs): an
+  event that never arrived, or one in ``dead_letters``.
+
+Lagging tags are not compared (their counts would show drift that is only delay), and
+they make ``inventory check`` exit non-zero: nothing has verified them yet.
 """
 
 from __future__ import annotations
@@ -15,10 +25,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import redis.exceptions
+
 from inventory import keys
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.domain import SlotCounts
+from inventory.outbox import GROUP
 from inventory.store import SlotStore
 
 
@@ -40,20 +53,35 @@ class CheckReport:
     tags: int = 0
     slots: int = 0
     lagging: list[str] = field(default_factory=list)
+    #: Why each lagging tag is lagging.
+    lag_reasons: dict[str, str] = field(default_factory=dict)
     fenced: list[str] = field(default_factory=list)
     violations: list[Drift] = field(default_factory=list)
     drift: list[Drift] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No invariant violation and no drift among the tags compared."""
         return not self.violations and not self.drift
+
+    @property
+    def settled(self) -> bool:
+        """``ok``, and every tag was compared (none lagging)."""
+        return self.ok and not self.lagging
+
+    def lag(self, tag: str, reason: str) -> None:
+        """Report ``tag`` as lagging because of ``reason``."""
+        self.lagging.append(tag)
+        self.lag_reasons[tag] = reason
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "settled": self.settled,
             "tags": self.tags,
             "slots": self.slots,
             "lagging": self.lagging,
+            "lag_reasons": self.lag_reasons,
             "fenced": self.fenced,
             "violations": [d.__dict__ for d in self.violations],
             "drift": [d.__dict__ for d in self.drift],
@@ -95,12 +123,26 @@ async def check_tag(store: SlotStore, pool: Any, tag: str, report: CheckReport) 
     visit_date = date(int(day[:4]), int(day[4:6]), int(day[6:]))
     async with acquire(pool, timeout_s=10.0) as connection:
         seq_row = await connection.fetchrow(QUERIES["get_tag_sequence"], tag)
+        span = await connection.fetchrow(QUERIES["get_tag_event_span"], tag)
         slots = await connection.fetch(QUERIES["list_tag_slots"], department_id, visit_date)
         holds = await connection.fetch(QUERIES["list_tag_open_holds"], tag)
     postgres_seq = int(seq_row["last_seq"]) if seq_row else 0
     if postgres_seq != redis_seq:
-        report.lagging.append(tag)
+        report.lag(tag, f"seq {redis_seq} in Redis, {postgres_seq} in Postgres")
         return
+    pending = await _pending_entries(store, tk.outbox)
+    if pending:
+        report.lag(tag, f"{pending} outbox entries delivered and not acknowledged")
+        return
+    if span is not None and span["events"]:
+        missing = int(span["last_seq"]) - int(span["first_seq"]) + 1 - int(span["events"])
+        if missing:
+            report.lag(
+                tag,
+                f"{missing} events missing in Postgres between seq {span['first_seq']} "
+                f"and {span['last_seq']} (on their way, or in dead_letters)",
+            )
+            return
     held: dict[str, int] = {}
     booked: dict[str, int] = {}
     for hold in holds:
@@ -129,6 +171,18 @@ async def check_tag(store: SlotStore, pool: Any, tag: str, report: CheckReport) 
         ):
             if redis_value != pg_value:
                 report.drift.append(Drift(tag, slot["id"], kind, redis_value, pg_value))
+
+
+async def _pending_entries(store: SlotStore, stream: str) -> int:
+    """Entries of ``stream`` delivered to the persisters' group and not acknowledged
+    (0 when the stream or the group does not exist)."""
+    try:
+        summary = await store.client.xpending(stream, GROUP)
+    except redis.exceptions.ResponseError as error:
+        if "NOGROUP" in str(error):
+            return 0
+        raise
+    return int(summary["pending"]) if summary else 0
 
 
 async def check(store: SlotStore, pool: Any) -> CheckReport:

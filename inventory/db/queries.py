@@ -75,6 +75,7 @@ class Queries(TypedDict):
     record_event: str
     record_events: str
     get_tag_sequence: str
+    get_tag_event_span: str
     list_tag_sequences: str
     list_all_tag_sequences: str
     list_tag_open_holds: str

@@ -489,6 +489,15 @@ FROM tag_sequences
 WHERE tag = ANY ($1::text[])
 ORDER BY tag;
 
+-- name: get_tag_event_span
+-- How many events Postgres holds for a tag, and their lowest and highest seq: fewer
+-- events than the span means a gap (an event still on its way, or dead-lettered), which
+-- tag_sequences.last_seq (the highest seq) cannot show.
+-- params: tag
+SELECT count(*) AS events, min(seq) AS first_seq, max(seq) AS last_seq
+FROM inventory_events
+WHERE tag = $1;
+
 -- name: list_all_tag_sequences
 -- Every tag Postgres has events of, with its highest seq: what the fence compares the
 -- Redis store against after a restart or failover.

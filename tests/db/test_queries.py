@@ -176,6 +176,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "stream_ids": ["1803862800000-0", "1803863100000-0"],
     },
     "get_tag_sequence": lambda s: {"tag": s.tag},
+    "get_tag_event_span": lambda s: {"tag": s.tag},
     "list_tag_sequences": lambda s: {"tags": [s.tag, "dept-x:20270308"]},
     "list_all_tag_sequences": lambda s: {},
     "list_tag_open_holds": lambda s: {"tag": s.tag},

@@ -94,6 +94,8 @@ async def world(private_redis: RedisServer, postgres_server: Any) -> AsyncIterat
         "tag": keys.department_day_tag(department, day),
         "bookings": PgBookings(pool),
         "port": private_redis.port,
+        "redis_url": private_redis.url,
+        "database_url": database_url,
     }
     await pool.close()
     await client.aclose()

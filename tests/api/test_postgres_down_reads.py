@@ -1,0 +1,123 @@
+"""What the API's reads answer while Postgres is down (docs/runbooks.md, "Postgres
+down"): catalogue reads answer 503 ``database_unavailable`` with Retry-After, except a
+schedule's slots the same process read within ``INVENTORY_AVAILABILITY_CACHE_S``; reserves
+of a slot the process knows keep working from Redis. An API process of its own on a
+private Postgres that the test stops and restarts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from inventory.db.migrate import migrate_database
+from inventory.servers import PostgresServer, free_port, start_postgres
+
+from .conftest import ApiServer, api_env, mark_store_verified, start_api, stop_api
+from .helpers import Catalogue, register_patient
+
+#: Long enough that the cached read below is certainly still fresh on a loaded machine.
+CACHE_S = 60
+
+
+@pytest.fixture(scope="module")
+def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A Postgres of this module's own: the test stops and starts it."""
+    server = start_postgres(tmp_path_factory.mktemp("reads-postgres"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+async def private_api(
+    private_postgres: PostgresServer,
+    redis_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[ApiServer]:
+    """An API process on the private Postgres, caching availability for CACHE_S."""
+    from inventory.config import Settings
+
+    database_url = private_postgres.create_database("reads")
+    await migrate_database(database_url)
+    await mark_store_verified(redis_server.url, database_url)
+    env = api_env(redis_server.url, database_url, free_port())
+    env["INVENTORY_AVAILABILITY_CACHE_S"] = str(CACHE_S)
+    log_path = tmp_path_factory.mktemp("reads-api") / "api.log"
+    process = start_api(env, log_path)
+    server = ApiServer(
+        url=f"http://127.0.0.1:{env['INVENTORY_PORT']}",
+        env=env,
+        settings=Settings.from_env({k: v for k, v in env.items() if k.startswith("INVENTORY_")}),
+        database_url=database_url,
+        log_path=log_path,
+        process=process,
+    )
+    try:
+        yield server
+    finally:
+        stop_api(process)
+
+
+async def _get(http: aiohttp.ClientSession, api: ApiServer, path: str) -> tuple[int, Any, str]:
+    async with http.get(api.url + path, headers=api.headers("reader")) as answer:
+        return (
+            answer.status,
+            await answer.json(content_type=None),
+            answer.headers.get("Retry-After", ""),
+        )
+
+
+async def test_catalogue_reads_while_postgres_is_down(
+    private_api: ApiServer, private_postgres: PostgresServer, http: aiohttp.ClientSession
+) -> None:
+    """Postgres down: the hospital list, the department's schedules and an unread
+    schedule's slots answer 503 database_unavailable with Retry-After; a schedule's slots
+    read just before come from the process's cache; a reserve of a known slot still
+    holds a unit; after the restart the reads answer 200 again."""
+    catalogue = await Catalogue(private_api, http).create()
+    read_id, (slot_id, *_), day = await catalogue.schedule([3, 3])
+    unread_id, _, _ = await catalogue.schedule([2], session="afternoon")
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    patient_id = await register_patient(private_api, http, account)
+    status, before, _ = await _get(http, private_api, f"/v1/schedules/{read_id}/slots")
+    assert status == 200, before
+    async with http.post(  # the process learns where the slot lives
+        private_api.url + "/v1/holds",
+        json={"slot_id": slot_id, "patient_id": patient_id, "channel": "app"},
+        headers=private_api.headers(account) | {"Idempotency-Key": uuid.uuid4().hex},
+    ) as answer:
+        assert answer.status == 201, await answer.text()
+        hold_id = (await answer.json())["hold_id"]
+    async with http.delete(
+        private_api.url + f"/v1/holds/{hold_id}", headers=private_api.headers(account)
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+    private_postgres.stop()
+    try:
+        down = [
+            "/v1/hospitals",
+            f"/v1/departments/{catalogue.department_id}/schedules?date={day.isoformat()}",
+            f"/v1/schedules/{unread_id}/slots",
+        ]
+        for path in down:
+            status, body, retry_after = await _get(http, private_api, path)
+            assert (status, body["code"]) == (503, "database_unavailable"), (path, body)
+            assert int(retry_after) >= 1
+        status, cached, _ = await _get(http, private_api, f"/v1/schedules/{read_id}/slots")
+        assert (status, cached) == (200, before)
+        async with http.post(
+            private_api.url + "/v1/holds",
+            json={"slot_id": slot_id, "patient_id": patient_id, "channel": "app"},
+            headers=private_api.headers(account) | {"Idempotency-Key": uuid.uuid4().hex},
+        ) as answer:
+            assert answer.status == 201, await answer.text()
+    finally:
+        private_postgres.restart()
+    for path in ["/v1/hospitals", f"/v1/schedules/{unread_id}/slots"]:
+        status, body, _ = await _get(http, private_api, path)
+        assert status == 200, (path, body)

@@ -52,18 +52,28 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
     """The app's ``SERVICES`` (Redis, the scripts, Postgres, the catalogue) from start-up
     to cleanup: a ``cleanup_ctx`` entry, also used by the benchmark's floor server."""
     settings = app[SETTINGS]
-    # The verified-store gate needs one server's run id; on Cluster it is not applied.
+    # The verified-store gate: per primary (every Cluster node), by its run id.
     verification = StoreVerification(
-        required=settings.require_verified_store and not settings.redis_cluster
+        required=settings.require_verified_store, cluster=settings.redis_cluster
     )
+    on_connect = None
+    if verification.required:
+        on_connect = (
+            verification.on_cluster_connect if settings.redis_cluster else verification.on_connect
+        )
     client = await connect_redis(
         settings.redis_url,
         cluster=settings.redis_cluster,
         max_connections=settings.redis_max_connections,
         pool_timeout_s=settings.redis_pool_timeout_s,
-        on_connect=verification.on_connect if verification.required else None,
+        on_connect=on_connect,
+        before_initialize=verification.attach,
     )
     verification.attach(client)
+    if verification.required and settings.redis_cluster:
+        # Every primary's run id and record before the first request: a verified
+        # cluster serves from the start.
+        await verification.refresh()
     # init_size=0: the API starts (and keeps taking holds) while Postgres is down.
     pool = await create_pool(
         settings.database_url, min_size=0, max_size=settings.database_pool_max, init_size=0

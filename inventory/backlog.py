@@ -213,6 +213,10 @@ class BacklogCache:
                 return self._figure
             raise
 
+    def age_s(self) -> float | None:
+        """Seconds since the figure :meth:`get` answers with was measured (None: never)."""
+        return None if self._figure is None else time.monotonic() - self._measured_at
+
     async def _measure(self, measure: Callable[[], Awaitable[OutboxBacklog]]) -> OutboxBacklog:
         try:
             figure = await asyncio.wait_for(measure(), MEASURE_TIMEOUT_S)

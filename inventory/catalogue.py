@@ -6,6 +6,8 @@ A schedule write runs inside one Postgres transaction that also loads the schedu
 Redis (``load_schedule``): if Redis refuses (say, capacity below what is taken) the
 Postgres change rolls back; if the commit fails after Redis took it, the caller's retry
 of the same write is idempotent. Slot locations never change, so they are cached.
+Every load passes the tag's sequence as Postgres recorded it, so a tag whose Redis
+history was lost is fenced rather than loaded afresh (lua/load_schedule.lua).
 """
 
 from __future__ import annotations
@@ -109,8 +111,11 @@ class PgCatalogue:
                     slot["capacity"],
                 )
             all_slots = await connection.fetch(QUERIES["list_schedule_slots"], row["id"])
+            spec = spec_from_rows(row, all_slots)
             await self._store.load_schedule(
-                spec_from_rows(row, all_slots), self.policies.get(row["hospital_id"])
+                spec,
+                self.policies.get(row["hospital_id"]),
+                postgres_seq=await _postgres_seq(connection, spec),
             )
 
     async def load_schedule_into_store(self, schedule_id: str) -> bool:
@@ -119,8 +124,11 @@ class PgCatalogue:
         if row is None:
             return False
         slots = await self.fetch("list_schedule_slots", schedule_id)
+        spec = spec_from_rows(row, slots)
+        async with acquire(self._pool, timeout_s=self._timeout) as connection:
+            postgres_seq = await _postgres_seq(connection, spec)
         await self._store.load_schedule(
-            spec_from_rows(row, slots), self.policies.get(row["hospital_id"])
+            spec, self.policies.get(row["hospital_id"]), postgres_seq=postgres_seq
         )
         return True
 
@@ -141,6 +149,15 @@ class PgCatalogue:
             else:
                 await self._store.reopen(tag, schedule_id, reason)
             return tag
+
+
+async def _postgres_seq(connection: asyncpg.Connection, spec: ScheduleSpec) -> int:
+    """The highest seq Postgres recorded for the schedule's tag (0: none yet). Read
+    before Redis is written: Postgres only learns seqs from Redis's own events, so a
+    healthy Redis is never below it, and a load into a tag that is gets fenced."""
+    tag = keys.department_day_tag(spec.department_id, spec.visit_date)
+    row = await connection.fetchrow(QUERIES["get_tag_sequence"], tag)
+    return 0 if row is None else int(row["last_seq"])
 
 
 def spec_from_rows(schedule: asyncpg.Record, slots: list[asyncpg.Record]) -> ScheduleSpec:

@@ -6,38 +6,61 @@ When it is (an empty store after a restart without its file, a failover that dro
 acknowledged writes, a restore from an old copy), units booked in the lost history would
 look free: an oversell. So:
 
-* the worker's fence monitor compares every tag after each Redis (re)start (a new
-  ``run_id``) and every ``interval`` seconds, and fences tags that are behind (they
-  refuse every state change with ``store_fenced`` until ``inventory rebuild``);
-* after a full comparison it records the server's ``run_id`` as verified; API processes
-  check that record on every new Redis connection (which is what follows a restart) and
-  refuse state changes with ``store_unverified`` until it matches, which closes the
-  window between a restart and the first comparison.
+* the worker's fence monitor reads the run id of every Redis primary (one server, or
+  every primary of a Cluster: a node's run id changes at every start, and a replica
+  promoted by a failover has its own) every ``interval`` seconds, compares the tags of
+  each primary whose run id is new to it with Postgres, and fences tags that are behind
+  (they refuse every state change with ``store_fenced`` until ``inventory rebuild``);
+  every ``30 * interval`` it compares every tag (a restore can also happen behind an
+  unchanged run id);
+* after a full comparison of a primary's tags it records that primary's run id as
+  verified, on the primary itself (a node that loses its data loses the record too).
+  API processes learn each primary's run id on every new connection to it (which is
+  what follows a restart) and refuse state changes with ``store_unverified`` on a tag
+  whose primary's run id is not verified, which closes the window between a restart
+  and the first comparison. On Cluster this is per node: a restarted node's tags are
+  refused, the other nodes' tags are served.
 
-On Redis Cluster the comparison and fencing work the same; the run-id gate is per
-server and is not applied (documented in docs/durability.md).
+The node of a standalone server (or of Sentinel's current master) is
+:data:`STANDALONE_NODE`; a Cluster node is named ``host:port`` as redis-py names it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.exceptions
 import structlog
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from inventory import keys
 from inventory.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.errors import InventoryError
-from inventory.store import SlotStore
+from inventory.store import GATED_CALL, SlotStore, store_error
 
 log = structlog.get_logger(__name__)
 
 #: The longest wait between two failed checks (Redis or Postgres away).
 FENCE_BACKOFF_MAX_S = 5.0
+
+#: Failures a check logs, backs off from and retries (a Cluster client also raises
+#: SlotNotCoveredError and RedisClusterUnreachableError, outside redis-py's RedisError).
+CHECK_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    redis.exceptions.RedisClusterException,
+)
+
+#: The node name of a standalone Redis server (one primary, whatever its address).
+STANDALONE_NODE = "standalone"
 
 
 class StoreUnverifiedError(InventoryError):
@@ -48,11 +71,14 @@ class StoreUnverifiedError(InventoryError):
 
 @dataclass
 class VerifyReport:
-    """One comparison of every tag."""
+    """One comparison of the tags of some primaries with Postgres."""
 
+    #: The run ids compared, joined (one server: its run id).
     run_id: str
     tags: int = 0
     fenced: list[str] = field(default_factory=list)
+    #: Node -> run id of every primary compared in full and recorded as verified.
+    verified: dict[str, str] = field(default_factory=dict)
 
 
 def _run_id(info: Any) -> str:
@@ -69,19 +95,113 @@ def _run_id_of_info_text(text: str) -> str:
     )
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def server_run_id(client: Any) -> str:
-    """The Redis server's run id (changes at every start)."""
+    """The Redis server's run id (changes at every start); on Cluster every primary's
+    run id, joined."""
     return _run_id(await client.info("server"))
 
 
-async def verify_store(store: SlotStore, pool: Any, *, batch: int = 200) -> VerifyReport:
-    """Compare every tag Postgres knows with Redis, fence those behind, then record the
-    server's run id as verified."""
-    run_id = await server_run_id(store.client)
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)
+
+
+async def primary_run_ids(client: Any) -> dict[str, str]:
+    """Node -> run id of every primary that answers (:data:`STANDALONE_NODE` for a
+    single server). On Cluster each primary is asked on its own, so a dead one is
+    left out instead of failing the others."""
+    if not is_cluster(client):
+        return {STANDALONE_NODE: str((await client.info("server"))["run_id"])}
+    primaries = client.get_primaries()
+    replies = await asyncio.gather(
+        *(client.info("server", target_nodes=node) for node in primaries),
+        return_exceptions=True,
+    )
+    found = {}
+    for node, reply in zip(primaries, replies, strict=True):
+        if isinstance(reply, BaseException):
+            if not isinstance(reply, Exception):
+                raise reply  # a cancellation is not a node's failure
+            log.debug("fence.node_unreachable", node=node.name, error=str(reply))
+            continue
+        found[node.name] = str(reply["run_id"])
+    return found
+
+
+def node_of_key(client: Any, key: str) -> str:
+    """The primary that holds ``key`` now, as this client's slot map says."""
+    if not is_cluster(client):
+        return STANDALONE_NODE
+    node = client.get_node_from_key(key)
+    if node is None:  # pragma: no cover - redis-py raises SlotNotCoveredError instead
+        raise redis.exceptions.SlotNotCoveredError(f"no node holds {key}")
+    return str(node.name)
+
+
+@functools.lru_cache(maxsize=4096)
+def hashtag_for_slot(slot: int) -> str:
+    """A short hash tag whose keys live in ``slot`` (found by trying names in turn)."""
+    for i in itertools.count():
+        candidate = f"vr{i}"
+        if key_slot(candidate.encode()) == slot:
+            return candidate
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def verified_record_key(client: Any, node: str) -> str | None:
+    """Where ``node``'s verification record lives: the standalone key, or on Cluster a
+    key in the lowest slot the node holds (so the record lives and dies with the
+    node's data). None when the slot map gives the node no slot."""
+    if not is_cluster(client):
+        return keys.VERIFIED_RUN_KEY
+    slots = client.nodes_manager.slots_cache
+    for slot in range(keys.CLUSTER_SLOTS):
+        owners = slots.get(slot)
+        if owners and owners[0].name == node:
+            return keys.node_verified_key(hashtag_for_slot(slot))
+    return None
+
+
+async def read_verified_record(client: Any, node: str) -> str | None:
+    """The run id ``node``'s verification record names, if any."""
+    key = verified_record_key(client, node)
+    if key is None:
+        return None
+    value = await client.get(key)
+    return None if value is None else _text(value)
+
+
+async def mark_verified(client: Any, node: str, run_id: str) -> None:
+    """Record that ``node`` running ``run_id`` was compared with Postgres in full."""
+    key = verified_record_key(client, node)
+    if key is not None:
+        await client.set(key, run_id)
+
+
+async def verify_store(
+    store: SlotStore, pool: Any, *, batch: int = 200, nodes: Collection[str] | None = None
+) -> VerifyReport:
+    """Compare the tags Postgres knows with Redis, fence those behind, then record the
+    run id of each primary compared as verified. ``nodes``: only the tags these
+    primaries hold (default: every primary's)."""
+    client = store.client
+    before = await primary_run_ids(client)
+    targets = set(before) if nodes is None else set(nodes) & set(before)
     async with acquire(pool, timeout_s=5.0) as connection:
         rows = await connection.fetch(QUERIES["list_all_tag_sequences"])
-    report = VerifyReport(run_id=run_id, tags=len(rows))
-    department_rows = [r for r in rows if not str(r["tag"]).startswith("p:")]
+    department_rows = [
+        r
+        for r in rows
+        if not str(r["tag"]).startswith("p:")
+        and node_of_key(client, keys.tag_keys(str(r["tag"])).meta) in targets
+    ]
+    report = VerifyReport(
+        run_id=",".join(sorted(before[n] for n in targets)), tags=len(department_rows)
+    )
     for start in range(0, len(department_rows), batch):
         chunk = department_rows[start : start + batch]
         results = await asyncio.gather(
@@ -96,19 +216,23 @@ async def verify_store(store: SlotStore, pool: Any, *, batch: int = 200) -> Veri
                     redis_seq=redis_seq,
                     postgres_seq=int(row["last_seq"]),
                 )
-    # Only a server that was compared in full is marked verified, and only if it is
-    # still the same server (it may have restarted while we compared).
-    if await server_run_id(store.client) == run_id:
-        await store.client.set(keys.VERIFIED_RUN_KEY, run_id)
+    # Only a primary whose tags were compared in full is marked verified, and only if
+    # it is still the same process (it may have restarted while we compared).
+    after = await primary_run_ids(client)
+    for node in sorted(targets):
+        if after.get(node) == before[node]:
+            await mark_verified(client, node, before[node])
+            report.verified[node] = before[node]
     return report
 
 
 async def run_fence_monitor(
     store: SlotStore, pool: Any, *, interval_s: float, stop: asyncio.Event
 ) -> None:
-    """Verify at start, whenever the server's run id changes, and every ``interval_s``
-    (a restore can also happen behind an unchanged address)."""
-    last_run_id = ""
+    """Compare a primary's tags whenever its run id is new (a restart, a replica
+    promoted), checked every ``interval_s``, and every tag every ``30 * interval_s``
+    (a restore can also happen behind an unchanged run id)."""
+    known: dict[str, str] = {}
     last_full = 0.0
     loop = asyncio.get_running_loop()
     # A failed check is tried again sooner than ``interval_s`` at first: the API refuses
@@ -116,14 +240,22 @@ async def run_fence_monitor(
     backoff = Backoff(min(0.2, interval_s), max(interval_s, FENCE_BACKOFF_MAX_S))
     while not stop.is_set():
         try:
-            run_id = await server_run_id(store.client)
-            if run_id != last_run_id or loop.time() - last_full >= 30 * interval_s:
-                report = await verify_store(store, pool)
-                last_run_id, last_full = run_id, loop.time()
+            run_ids = await primary_run_ids(store.client)
+            changed = {node for node, run_id in run_ids.items() if known.get(node) != run_id}
+            full = loop.time() - last_full >= 30 * interval_s
+            if changed or full:
+                report = await verify_store(store, pool, nodes=None if full else changed)
+                known.update(report.verified)
+                if full:
+                    last_full = loop.time()
                 log.info(
-                    "fence.verified", run_id=run_id, tags=report.tags, fenced=len(report.fenced)
+                    "fence.verified",
+                    run_id=report.run_id,
+                    nodes=sorted(report.verified),
+                    tags=report.tags,
+                    fenced=len(report.fenced),
                 )
-        except TRANSIENT_ERRORS as error:
+        except CHECK_ERRORS as error:
             delay = backoff.next_delay()
             log.warning(
                 "fence.check_failed",
@@ -138,21 +270,60 @@ async def run_fence_monitor(
 
 
 class StoreVerification:
-    """The API's gate: state changes only on a Redis server the fence has verified.
+    """The API's gate: state changes only on a Redis primary the fence has verified.
 
-    ``on_connect`` is redis-py's ``redis_connect_func``: it runs for every new
-    connection, so the first command after a Redis restart already sees the gate closed.
+    It knows, per primary, the run id it runs now (seen on every new connection to it)
+    and whether the fence has recorded that run id as verified. ``on_connect`` is
+    redis-py's ``redis_connect_func`` (standalone) and :meth:`on_cluster_connect` the
+    same for each Cluster node's connections: they run for every new connection, so
+    the first command after a node's restart already sees its gate closed; a state
+    change that itself opened the connection is refused there and then.
     """
 
-    def __init__(self, *, required: bool) -> None:
+    def __init__(self, *, required: bool, cluster: bool = False) -> None:
         self.required = required
-        self.verified = not required
+        self.cluster = cluster
+        #: Node -> the run id it runs now, as last seen.
+        self._run_ids: dict[str, str] = {}
+        #: Node -> the run id the fence's record verified.
+        self._verified: dict[str, str] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._client: Any = None
 
     def attach(self, client: Any) -> None:
-        """The client used to poll the verification record while the gate is closed."""
+        """The client used to poll the verification records while a gate is closed."""
         self._client = client
+
+    def node_verified(self, node: str) -> bool:
+        """Whether state changes on ``node`` are allowed."""
+        if not self.required:
+            return True
+        run_id = self._run_ids.get(node)
+        return bool(run_id) and self._verified.get(node) == run_id
+
+    @property
+    def verified(self) -> bool:
+        """Whether every primary known is verified (and one at least is known)."""
+        if not self.required:
+            return True
+        return bool(self._run_ids) and all(self.node_verified(n) for n in self._run_ids)
+
+    def unverified_nodes(self) -> list[str]:
+        """The primaries whose current run id is not verified."""
+        return sorted(n for n in self._run_ids if not self.node_verified(n))
+
+    def observe(self, node: str, run_id: str, *, verified: bool) -> None:
+        """``node`` runs ``run_id``, whose verification record matched or not."""
+        self._run_ids[node] = run_id
+        if verified and run_id:
+            self._verified[node] = run_id
+            return
+        self._verified.pop(node, None)
+        self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._wait_for_verification())
 
     async def on_connect(self, connection: Any) -> None:
         """Connection set-up (redis-py's own), then compare run id and record."""
@@ -161,11 +332,38 @@ class StoreVerification:
             return
         await connection.send_command("INFO", "server")
         info = await connection.read_response()
-        text = info.decode() if isinstance(info, bytes) else str(info)
         await connection.send_command("GET", keys.VERIFIED_RUN_KEY)
         marker = await connection.read_response()
-        marker_text = marker.decode() if isinstance(marker, bytes) else marker
-        self.check_connection(_run_id_of_info_text(text), marker_text)
+        self.check_connection(
+            _run_id_of_info_text(_text(info)), None if marker is None else _text(marker)
+        )
+        if GATED_CALL.get() and not self.verified:
+            # The state change that opened this connection passed the gate before
+            # the restart was seen: refuse it here (the autopipeline re-checks itself).
+            raise StoreUnverifiedError()
+
+    async def on_cluster_connect(self, connection: Any) -> None:
+        """The same for a connection to one Cluster node: its run id, its record (read
+        on the node itself), and a state change that opened this connection to a node
+        not verified is refused (:class:`StoreUnverifiedError`)."""
+        await connection.on_connect()
+        if not self.required:
+            return
+        node = f"{connection.host}:{connection.port}"
+        await connection.send_command("INFO", "server")
+        run_id = _run_id_of_info_text(_text(await connection.read_response()))
+        marker = None
+        key = None if self._client is None else verified_record_key(self._client, node)
+        if key is not None:
+            await connection.send_command("GET", key)
+            # A slot moved since the map was read: MOVED, so no record here (the
+            # watcher reads it through the client).
+            with contextlib.suppress(redis.exceptions.ResponseError):
+                value = await connection.read_response()
+                marker = None if value is None else _text(value)
+        self.observe(node, run_id, verified=marker == run_id)
+        if GATED_CALL.get() and not self.node_verified(node):
+            raise StoreUnverifiedError(f"node {node} restarted and is being checked")
 
     async def on_raw_connect(self, connection: Any) -> None:
         """The same check for clients that speak RESP themselves (inventory.autopipeline):
@@ -177,31 +375,61 @@ class StoreVerification:
         self.check_connection(_run_id_of_info_text(str(info)), marker)
 
     def check_connection(self, run_id: str, marker: str | None) -> None:
-        """Open or close the gate for a fresh connection to the server ``run_id``, whose
-        verification record reads ``marker``."""
+        """Open or close the gate for a fresh connection to the standalone server
+        ``run_id``, whose verification record reads ``marker``."""
         if not self.required:
             return
-        if run_id and marker == run_id:
-            self.verified = True
+        self.observe(STANDALONE_NODE, run_id, verified=bool(run_id) and marker == run_id)
+
+    async def refresh(self) -> None:
+        """Read every primary's run id and record through the attached client."""
+        client = self._client
+        if client is None:  # not attached yet (the first connect comes first)
             return
-        self.verified = False
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._wait_for_verification())
+        run_ids = await primary_run_ids(client)
+        if is_cluster(client):
+            # A node no longer a primary (removed, demoted) holds no tag to gate.
+            current = {node.name for node in client.get_primaries()}
+            for node in set(self._run_ids) - current:
+                self._run_ids.pop(node, None)
+                self._verified.pop(node, None)
+        for node, run_id in run_ids.items():
+            try:
+                marker = await read_verified_record(client, node)
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException):
+                marker = None  # the node went away again: asked at the next round
+            self._run_ids[node] = run_id
+            if marker == run_id:
+                self._verified[node] = run_id
+            else:
+                self._verified.pop(node, None)
 
     async def _wait_for_verification(self) -> None:
-        while not self.verified:
+        while self.required:
             await asyncio.sleep(0.2)
-            if self._client is None:  # not attached yet (the first connect comes first)
-                continue
             with contextlib.suppress(Exception):
-                run_id = await server_run_id(self._client)
-                if await self._client.get(keys.VERIFIED_RUN_KEY) == run_id:
-                    self.verified = True
+                await self.refresh()
+            if self._client is not None and self.verified:
+                return
 
-    def check(self) -> None:
-        """Raise :class:`StoreUnverifiedError` while the gate is closed."""
-        if not self.verified:
-            raise StoreUnverifiedError()
+    def check(self, key: str | None = None) -> None:
+        """Raise :class:`StoreUnverifiedError` unless the primary holding ``key`` (on a
+        single server, or with no key: every primary) is verified."""
+        if not self.required:
+            return
+        if not self.cluster or key is None or self._client is None:
+            if not self.verified:
+                self._start_watcher()
+                raise StoreUnverifiedError()
+            return
+        try:
+            node = node_of_key(self._client, key)
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
+            raise store_error(error) from error
+        if not self.node_verified(node):
+            # Also a primary this process has not met yet (a replica just promoted).
+            self._start_watcher()
+            raise StoreUnverifiedError(f"node {node} is being checked")
 
     async def close(self) -> None:
         if self._watcher is not None:

@@ -27,6 +27,9 @@ TAG_REGISTRY_KEY = "inv:tags"
 #: since it started; API processes refuse state changes on any other server.
 VERIFIED_RUN_KEY = "inv:verified_run_id"
 
+#: Hash slots of a Redis Cluster.
+CLUSTER_SLOTS = 16384
+
 #: SCAN pattern matching every outbox stream, both kinds of tag.
 OUTBOX_SCAN_PATTERN = "inv:{*}:outbox"
 
@@ -112,6 +115,12 @@ def patient_keys(patient_id: str) -> PatientKeys:
     """The keys of a patient's tag; all share the hash tag ``{p:<patient_id>}``."""
     prefix = f"inv:{{p:{check_id(patient_id, 'patient_id')}}}:"
     return PatientKeys(tokens=prefix + "tokens", bans=prefix + "bans", outbox=prefix + "outbox")
+
+
+def node_verified_key(hashtag: str) -> str:
+    """A Cluster primary's verification record: the run id the fence compared in full,
+    under a hash tag in one of the primary's own slots (see inventory/fence.py)."""
+    return f"inv:{{{hashtag}}}:verified_run_id"
 
 
 def rate_limit_key(kind: str, subject: str) -> str:

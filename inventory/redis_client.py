@@ -13,6 +13,14 @@ every new connection asks the Sentinels for the current primary, so after a fail
 clients follow the promoted replica without a restart (connections to the old primary fail
 or answer READONLY, are dropped, and the next one goes to the new primary). The pool is
 blocking as for a standalone server.
+
+A Cluster client fails fast on a node that is down: connecting gives up after
+:data:`CLUSTER_CONNECT_TIMEOUT_S` and a failed command is retried
+:data:`CLUSTER_RETRIES` time(s) after a short backoff (redis-py's default, ten retries
+with up to a second between them plus 0.25 s per ``CLUSTERDOWN``, held each failing
+request about 4 s: long enough to fill the API's admission cap during an outage). The
+answer is a 503 ``store_unavailable`` with Retry-After; the caller retries with the same
+Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -25,13 +33,23 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: Connections per node left to pipelines (the /readyz backlog sample, the worker's
 #: batches), which do not go through the command gate.
 PIPELINE_HEADROOM = 4
+#: How long a Cluster client waits for a node's TCP connection (loopback or one data
+#: centre: a live node accepts in milliseconds; a dead one refuses at once or never).
+CLUSTER_CONNECT_TIMEOUT_S = 0.5
+#: Retries of a failed Cluster command (after a topology refresh); one rides through
+#: a slot that just moved or a connection the server closed.
+CLUSTER_RETRIES = 1
+#: The backoff before that retry: at most this many seconds.
+CLUSTER_RETRY_CAP_S = 0.05
 
 
 class WaitingRedisCluster(RedisCluster):
@@ -182,12 +200,14 @@ async def connect_redis(
     max_connections: int = 64,
     pool_timeout_s: float = 5.0,
     on_connect: Callable[[Any], Awaitable[None]] | None = None,
+    before_initialize: Callable[[Any], None] | None = None,
 ) -> Any:
     """A connected client for ``url`` (hiredis parses replies when installed).
 
     ``on_connect`` replaces redis-py's connection set-up for every new connection (it
-    must call ``connection.on_connect()`` itself); standalone and Sentinel only. On Cluster
-    ``url`` may name several start-up nodes, comma-separated (:func:`startup_urls`);
+    must call ``connection.on_connect()`` itself); on Cluster, for every connection to
+    every node (``before_initialize`` sees a Cluster client before it first connects). On
+    Cluster ``url`` may name several start-up nodes, comma-separated (:func:`startup_urls`);
     credentials and options come from the first. A ``redis+sentinel://`` URL connects to
     the primary its Sentinels name.
     """
@@ -228,7 +248,20 @@ async def connect_redis(
             decode_responses=True,
             max_connections=max_connections,
             pool_timeout_s=pool_timeout_s,
+            socket_connect_timeout=CLUSTER_CONNECT_TIMEOUT_S,
+            retry=Retry(
+                ExponentialWithJitterBackoff(base=0.01, cap=CLUSTER_RETRY_CAP_S),
+                retries=CLUSTER_RETRIES,
+            ),
         )
+        if on_connect is not None:
+            # connection_kwargs is shared with the nodes manager (nodes found later);
+            # the start-up nodes took their own copy when they were built.
+            client.connection_kwargs["redis_connect_func"] = on_connect
+            for node in client.startup_nodes:
+                node.connection_kwargs["redis_connect_func"] = on_connect
+        if before_initialize is not None:
+            before_initialize(client)
         await _initialize_cluster(client)
         return client
     pool = BlockingConnectionPool.from_url(
@@ -267,3 +300,34 @@ async def _initialize_cluster(client: RedisCluster) -> None:
             continue
         client.set_default_node(primary)
         return
+
+
+class StoreNotReadyError(Exception):
+    """What makes the store unable to serve now (for readiness probes)."""
+
+
+async def check_store(client: Any) -> None:
+    """Raise :class:`StoreNotReadyError` (or the driver's error) unless the store can
+    serve: a single server answers PING; on Cluster every primary of the slot map
+    answers and reports ``cluster_state:ok`` (any node answers PING while the cluster
+    is down, so PING alone says nothing)."""
+    if not isinstance(client, RedisCluster):
+        await client.ping()
+        return
+    primaries = client.get_primaries()
+    replies = await asyncio.gather(
+        *(client.cluster_info(target_nodes=node) for node in primaries),
+        return_exceptions=True,
+    )
+    problems = []
+    for node, reply in zip(primaries, replies, strict=True):
+        if isinstance(reply, BaseException):
+            if not isinstance(reply, Exception):
+                raise reply
+            problems.append(f"{node.name} unreachable ({type(reply).__name__})")
+        elif str(reply.get("cluster_state")) != "ok":
+            problems.append(f"{node.name} reports cluster_state:{reply.get('cluster_state')}")
+    if not primaries:
+        problems.append("no primary known")
+    if problems:
+        raise StoreNotReadyError("; ".join(problems))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -66,6 +67,9 @@ GATED_SCRIPTS = frozenset(
         "patient_acquire",
     }
 )
+#: True while a gated script call runs: a connection opened for it to a Cluster node the
+#: fence has not verified refuses it (see inventory/fence.py, StoreVerification).
+GATED_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("gated_call", default=False)
 #: Clock margin between two Redis servers when reaping pending patient tokens.
 TOKEN_CLOCK_MARGIN_MS = 2_000
 
@@ -150,7 +154,7 @@ class SlotStore:
         rng: random.Random | None = None,
         reclaim_limit: int = 64,
         expire_batch: int = 200,
-        write_gate: Callable[[], None] | None = None,
+        write_gate: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.scripts = scripts
@@ -159,7 +163,8 @@ class SlotStore:
         self._rng = rng or random.Random()
         self.reclaim_limit = reclaim_limit
         self.expire_batch = expire_batch
-        #: Raises while state changes must be refused (the API's verified-store gate).
+        #: Raises while state changes on the node holding the given key must be
+        #: refused (the API's verified-store gate).
         self.write_gate = write_gate
         #: Rate-limit buckets ride in the reserve call itself on a single server; on
         #: Cluster they live under other hash tags than the tag's keys.
@@ -183,9 +188,14 @@ class SlotStore:
         return self._rng.randrange(1, 2**31 - 1)
 
     async def _call(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
-        if self.write_gate is not None and name in GATED_SCRIPTS:
-            self.write_gate()
-        return await _guard(self.scripts[name](keys=keys_, args=args))
+        if self.write_gate is None or name not in GATED_SCRIPTS:
+            return await _guard(self.scripts[name](keys=keys_, args=args))
+        self.write_gate(keys_[0])
+        token = GATED_CALL.set(True)
+        try:
+            return await _guard(self.scripts[name](keys=keys_, args=args))
+        finally:
+            GATED_CALL.reset(token)
 
     async def call_script(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
         """Run one registered script (for scripts outside the state machine, such as
@@ -253,8 +263,14 @@ class SlotStore:
 
     # -- set-up steps -----------------------------------------------------------------
 
-    async def load_schedule(self, spec: ScheduleSpec, policy: HospitalPolicy | None = None) -> str:
-        """Create or update a schedule and its slots' capacities; returns the event id."""
+    async def load_schedule(
+        self, spec: ScheduleSpec, policy: HospitalPolicy | None = None, *, postgres_seq: int = 0
+    ) -> str:
+        """Create or update a schedule and its slots' capacities; returns the event id.
+
+        ``postgres_seq`` is the highest seq Postgres recorded for the tag: a tag whose
+        Redis history is behind it (lost with a node's data) is fenced and the load
+        refused with ``store_fenced``, never started again from zero counts."""
         policy = policy or self.policies.for_hospital(spec.hospital_id)
         tag = keys.department_day_tag(spec.department_id, spec.visit_date)
         args: list[Any] = [
@@ -275,6 +291,7 @@ class SlotStore:
             keys.check_id(spec.hospital_id, "hospital_id"),
             spec.department_id,
             spec.visit_date.isoformat(),
+            postgres_seq,
             len(spec.slots),
         ]
         for slot in spec.slots:
@@ -617,16 +634,44 @@ async def _redis_version(client: Any) -> str:
     return str(info["redis_version"])
 
 
+#: Driver errors that say "the store cannot answer now", not "the store refused":
+#: an unreachable node, a Cluster that is down or has a slot without a node, a slot
+#: moving or a primary that is now a replica. Each is a 503 ``store_unavailable`` with
+#: Retry-After, never a 500.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
+    TimeoutError,
+)
+
+
+def store_error(error: Exception) -> InventoryError:
+    """The inventory error for a driver error (see :data:`UNAVAILABLE_ERRORS`)."""
+    if isinstance(error, TimeoutError) and not isinstance(error, redis.exceptions.RedisError):
+        return StoreUnavailableError("Redis call timed out")
+    if isinstance(error, UNAVAILABLE_ERRORS):
+        return StoreUnavailableError(str(error))
+    # redis-py strips the "OOM" prefix into its own class; match both to be sure.
+    if isinstance(error, redis.exceptions.OutOfMemoryError) or "OOM" in str(error):
+        return StoreUnavailableError("Redis is out of memory")
+    if isinstance(error, redis.exceptions.RedisClusterException):
+        # The client found no node to send to (the slot map is being rebuilt).
+        return StoreUnavailableError(str(error))
+    return InventoryError(f"Redis refused a script call: {error}")
+
+
 async def _guard(awaitable: Awaitable[T]) -> T:
     """Run a Redis call, wrapping driver failures at this adapter boundary."""
     try:
         return await awaitable
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-        raise StoreUnavailableError(str(error)) from error
-    except TimeoutError as error:
-        raise StoreUnavailableError("Redis call timed out") from error
-    except redis.exceptions.ResponseError as error:
-        # redis-py strips the "OOM" prefix into its own class; match both to be sure.
-        if isinstance(error, redis.exceptions.OutOfMemoryError) or "OOM" in str(error):
-            raise StoreUnavailableError("Redis is out of memory") from error
-        raise InventoryError(f"Redis refused a script call: {error}") from error
+    except (
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,
+        TimeoutError,
+    ) as error:
+        raise store_error(error) from error

@@ -3,6 +3,11 @@
   policy. A new slot starts with remaining = capacity; an existing slot's remaining
   moves by the change in capacity. Schedule status is left alone (suspend / reopen).
 
+  A load never starts counts from scratch on a tag whose history Redis has lost: when
+  the tag's seq is below the highest seq Postgres recorded for it (ARGV[18]; a node
+  restarted without its data, a failover that dropped writes), the tag is fenced here
+  and the load refused, exactly as the fence monitor would (see fence.lua).
+
   KEYS[1..8]  the department-day tag's keys, see includes/common.lua
   ARGV[1]  now_ms              logical clock in ms; 0 = the server's TIME
   ARGV[2]  tag                 the tag's name, stamped on every event
@@ -21,11 +26,12 @@
   ARGV[15] hospital_id
   ARGV[16] department_id
   ARGV[17] date                YYYY-MM-DD
-  ARGV[18] slot_count n, then ARGV[19..18+2n] slot_id, capacity pairs
+  ARGV[18] postgres_seq        the highest seq Postgres recorded for the tag (0: none)
+  ARGV[19] slot_count n, then ARGV[20..19+2n] slot_id, capacity pairs
 
   Returns {code, event_id, extra}
     0   OK
-   -17  store_fenced
+   -17  store_fenced            fenced before, or fenced now (Redis behind Postgres)
    -21  slot_schedule_mismatch  extra = slot that belongs to another schedule
    -16  capacity_below_taken    extra = slot whose held + booked + waiting exceed it
    -20  invalid_argument        extra = which
@@ -36,23 +42,27 @@
 local now = now_ms(ARGV[1])
 local tag, schedule = ARGV[2], ARGV[3]
 local numbers = {}
-for i = 4, 14 do
+for _, i in ipairs({4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 18}) do
   numbers[i] = tonumber(ARGV[i])
   if not numbers[i] or numbers[i] < 0 or numbers[i] ~= math.floor(numbers[i]) then
     return {E_INVALID_ARGUMENT, '', 'argv' .. i}
   end
 end
-local slot_count = tonumber(ARGV[18])
-if tag == '' or schedule == '' or not slot_count or #ARGV ~= 18 + 2 * slot_count then
+local slot_count = tonumber(ARGV[19])
+if tag == '' or schedule == '' or not slot_count or #ARGV ~= 19 + 2 * slot_count then
   return {E_INVALID_ARGUMENT, '', 'slots'}
 end
 if is_fenced() then
   return {E_STORE_FENCED, '', ''}
 end
+if (tonumber(redis.call('HGET', K_META, 'seq')) or 0) < numbers[18] then
+  redis.call('HSET', K_META, 'fenced', '1', 'tag', tag)
+  return {E_STORE_FENCED, '', 'behind'}
+end
 
 local caps = {}
 for i = 0, slot_count - 1 do
-  local slot, cap = ARGV[19 + 2 * i], tonumber(ARGV[20 + 2 * i])
+  local slot, cap = ARGV[20 + 2 * i], tonumber(ARGV[21 + 2 * i])
   if slot == '' or not cap or cap < 0 or cap ~= math.floor(cap) then
     return {E_INVALID_ARGUMENT, '', 'capacity'}
   end

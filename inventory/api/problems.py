@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import redis.exceptions
 import structlog
 from aiohttp import web
 
@@ -33,6 +34,7 @@ from inventory.errors import (
     language_of,
     title_in,
 )
+from inventory.store import store_error
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +123,10 @@ def problem_for(error: Exception, request: web.Request) -> web.Response:
     ``except`` block: an unexpected error is logged with its traceback and answered
     500). An HTTP exception below 400 (a redirect, 304) is no error: not for here."""
     language = request_language(request)
+    if isinstance(error, (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)):
+        # A Redis call made outside the store's own wrapping: an unreachable node or a
+        # Cluster that is down is a 503 with Retry-After here too, never a 500.
+        error = store_error(error)
     if isinstance(error, InventoryError):
         if error.http_status >= 500:
             log.warning("request.unavailable", code=error.code, path=request.path)

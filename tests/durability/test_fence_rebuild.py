@@ -275,3 +275,23 @@ async def test_gate_closes_after_a_restart(
     finally:
         await verification.close()
         await client.aclose()
+
+
+async def test_schedule_load_on_a_lost_tag_is_fenced(world: dict[str, Any]) -> None:
+    """A schedule loaded again (operator PUT, HIS sync) into a tag whose Redis history is
+    behind Postgres is refused and the tag fenced: no counts started from zero, 0 oversold."""
+    slot = world["slots"][0]
+    for _ in range(3):
+        await book(world, slot)
+    await persist_stream(world)
+    await world["client"].flushall()  # the tag's history is lost, Postgres keeps it
+    schedule_id = f"s-{world['department']}"
+    catalogue = PgCatalogue(world["pool"], world["store"])
+    with pytest.raises(errors.StoreFencedError):
+        await catalogue.load_schedule_into_store(schedule_id)
+    with pytest.raises(errors.StoreFencedError):
+        await sell_out(world["store"], world, slot)
+    assert await world["client"].hget(keys.tag_keys(world["tag"]).meta, "fenced") == "1"
+    await rebuild(world["store"], world["pool"], only_fenced=True)
+    assert await catalogue.load_schedule_into_store(schedule_id)
+    assert await sell_out(world["store"], world, slot) == 0

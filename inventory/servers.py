@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import importlib.util
 import os
 import pwd
@@ -741,6 +742,15 @@ def _replica_synced(client: _RespConnection) -> bool:
     return "master_link_status:up" in info.splitlines()
 
 
+def _knows_node(client: _RespConnection, node_id: str) -> bool:
+    """Whether the node behind ``client`` knows ``node_id`` (handshake over)."""
+    for line in str(client.command("CLUSTER", "NODES")).splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[0] == node_id and "handshake" not in fields[2]:
+            return True
+    return False
+
+
 def start_redis_cluster(
     base_dir: Path,
     *,
@@ -832,7 +842,11 @@ def start_redis_cluster(
                 "learn of every node",
             )
             for index, client in enumerate(clients[masters:]):
-                client.command("CLUSTER", "REPLICATE", ids[index % masters])
+                master_id = ids[index % masters]
+                # Known-nodes counts a node still in handshake under a temporary id:
+                # REPLICATE needs the master under its own id ("ERR Unknown node").
+                wait(functools.partial(_knows_node, client, master_id), f"learn of {master_id}")
+                client.command("CLUSTER", "REPLICATE", master_id)
         wait(
             lambda: all(_cluster_ready(client, total, len(replicas)) for client in clients),
             "reach cluster_state:ok",

@@ -6,6 +6,7 @@ master answers 503 store_unavailable with Retry-After, fast, and readiness says 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -47,11 +48,24 @@ class Deployment:
     worker: subprocess.Popen[bytes]
     pool: Any
     store: SlotStore
+    worker_env: dict[str, str]
+    tmp_path: Path
+
+    async def current_node_of(self, tag: str) -> RedisServer:
+        """The server holding ``tag`` once this client's slot map caught up (a command
+        to a dead node makes redis-py read the map again)."""
+        for _ in range(50):
+            try:
+                await self.store.client.hget(keys.tag_keys(tag).meta, "seq")
+                break
+            except Exception:  # the old primary, dead: the map is read again
+                await asyncio.sleep(0.2)
+        return self.node_of(tag)
 
     def node_of(self, tag: str) -> RedisServer:
         """The server holding ``tag`` now."""
         name = self.store.client.get_node_from_key(keys.tag_keys(tag).meta).name
-        return next(n for n in self.cluster.nodes if f"{n.host}:{n.port}" == name)
+        return next(n for n in self.cluster.all_nodes if f"{n.host}:{n.port}" == name)
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +86,16 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
     )
 
 
-@pytest.fixture
-async def deployment(
-    private_cluster: RedisClusterServers, postgres_server: Any, tmp_path: Path
+@contextlib.asynccontextmanager
+async def deploy(
+    cluster: RedisClusterServers, postgres_server: Any, tmp_path: Path
 ) -> AsyncIterator[Deployment]:
-    """The API and the worker (fence every 0.2 s) on the private Cluster, ready."""
-    for node in private_cluster.nodes:
-        if not node.running:
-            node.restart()
+    """The API and the worker (fence every 0.2 s) on ``cluster``, ready."""
     database_url = await create_database(postgres_server.url)
-    env = api_env(private_cluster.url, database_url, free_port())
+    env = api_env(cluster.url, database_url, free_port())
     env |= {"INVENTORY_REDIS_CLUSTER": "true", "INVENTORY_FENCE_INTERVAL_S": "0.2"}
-    worker = start_worker(env | {"INVENTORY_WORKER_METRICS_PORT": "0"}, tmp_path / "worker.log")
+    worker_env = env | {"INVENTORY_WORKER_METRICS_PORT": "0"}
+    worker = start_worker(worker_env, tmp_path / "worker.log")
     process = start_api(env, tmp_path / "api.log")
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("INVENTORY_")})
     api = ApiServer(
@@ -95,17 +107,30 @@ async def deployment(
         process=process,
     )
     pool = await create_pool(database_url, min_size=1, max_size=4)
-    client = await connect_redis(private_cluster.url, cluster=True)
+    client = await connect_redis(cluster.url, cluster=True)
     store = await SlotStore.connect_scripts(client)
+    deployment = Deployment(cluster, api, worker, pool, store, worker_env, tmp_path)
     try:
         async with aiohttp.ClientSession() as http:
             await wait_ready(http, api, timeout_s=30)
-        yield Deployment(private_cluster, api, worker, pool, store)
+        yield deployment
     finally:
         stop_api(process)
-        stop_api(worker)
+        stop_api(deployment.worker)
         await pool.close()
         await client.aclose()
+
+
+@pytest.fixture
+async def deployment(
+    private_cluster: RedisClusterServers, postgres_server: Any, tmp_path: Path
+) -> AsyncIterator[Deployment]:
+    """The API and the worker on the private Cluster, every node running."""
+    for node in private_cluster.nodes:
+        if not node.running:
+            node.restart()
+    async with deploy(private_cluster, postgres_server, tmp_path) as running:
+        yield running
 
 
 async def wait_ready(http: aiohttp.ClientSession, api: ApiServer, *, timeout_s: float) -> None:
@@ -374,3 +399,79 @@ async def availability(
     async with http.get(api.url + f"/v1/schedules/{schedule_id}/slots") as answer:
         body = await answer.json(content_type=None)
         return answer.status, body, answer.headers.get("Retry-After")
+
+
+@pytest.fixture(scope="module")
+def replicated_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterServers]:
+    """3 masters with a replica each, failing over after 1 s (Redis Cluster's own)."""
+    with start_redis_cluster(
+        tmp_path_factory.mktemp("cluster-failover"),
+        masters=3,
+        replicas_per_master=1,
+        node_timeout_ms=1000,
+    ) as cluster:
+        yield cluster
+
+
+async def test_promoted_replica_is_refused_until_the_fence_compared_it(
+    replicated_cluster: RedisClusterServers, postgres_server: Any, tmp_path: Path
+) -> None:
+    """A tag's master dies and Redis Cluster promotes its replica: the promoted node has a
+    run id no fence has compared, so the tag's changes answer 503 store_unverified (never
+    201, never 500) while no worker runs, tags of other nodes keep selling; once the worker
+    runs, its fence compares the new primary within seconds and the tag sells again."""
+    async with deploy(replicated_cluster, postgres_server, tmp_path) as deployment:
+        api = deployment.api
+        async with aiohttp.ClientSession() as http:
+            cat = await Catalogue(api, http).create()
+            _, slots, day = await cat.schedule([5])
+            tag = tag_of(cat, day)
+            master = deployment.node_of(tag)
+            other_day = next(
+                day + timedelta(days=n)
+                for n in range(1, 60)
+                if deployment.node_of(tag_of(cat, day + timedelta(days=n))) is not master
+            )
+            _, other_slots, _ = await cat.schedule([5], visit_date=other_day)
+            await book(http, api, slots[0])
+            stop_api(deployment.worker)  # no fence from here on
+            master.kill()
+            account = uid("acct")
+            patient = await register_patient(api, http, account)
+            seen: list[tuple[int, str]] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status, body, _ = await reserve(http, api, slots[0], account, patient)
+                seen.append((status, str(body.get("code"))))
+                assert status != 201, seen
+                assert status != 500, body
+                if (status, body.get("code")) == (503, "store_unverified"):
+                    break
+                await asyncio.sleep(0.2)
+            assert seen[-1] == (503, "store_unverified"), seen
+            promoted = await deployment.current_node_of(tag)
+            assert promoted is not master
+            assert promoted in replicated_cluster.replicas
+            for _ in range(5):  # the gate stays closed without the fence
+                status, body, _ = await reserve(http, api, slots[0], account, patient)
+                assert (status, body.get("code")) == (503, "store_unverified"), body
+                await asyncio.sleep(0.2)
+            other_account = uid("acct")
+            other_patient = await register_patient(api, http, other_account)
+            status, body, _ = await reserve(http, api, other_slots[0], other_account, other_patient)
+            assert status == 201, body
+
+            deployment.worker = start_worker(deployment.worker_env, tmp_path / "worker2.log")
+            started = time.monotonic()
+            while time.monotonic() - started < 20:
+                status, body, _ = await reserve(http, api, slots[0], account, patient)
+                assert status in (201, 503), body
+                if status == 201:
+                    break
+                assert body.get("code") in ("store_unverified", "store_unavailable"), body
+                await asyncio.sleep(0.2)
+            assert status == 201, body
+            # The replica had every write: nothing behind, nothing fenced.
+            assert not await fenced(deployment, tag)

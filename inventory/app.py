@@ -32,7 +32,7 @@ from inventory.autopipeline import AutoPipeline, pipelined_scripts, supports_url
 from inventory.bookings import PgBookings
 from inventory.catalogue import PgCatalogue
 from inventory.config import Settings
-from inventory.db.errors import DatabaseUnavailableError
+from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.db.pool import create_pool
 from inventory.domain import HospitalPolicy
 from inventory.fence import StoreVerification
@@ -145,7 +145,7 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
 
 async def _refresh_policies(catalogue: PgCatalogue) -> None:
     while True:
-        with contextlib.suppress(DatabaseUnavailableError):
+        with contextlib.suppress(DatabaseUnavailableError, DatabaseBusyError):
             await catalogue.load_policies()
         await asyncio.sleep(POLICY_REFRESH_S)
 

@@ -72,7 +72,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from inventory import keys, metrics
 from inventory.backlog import group_position
-from inventory.db.errors import DatabaseUnavailableError
+from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.db.pool import acquire, database_errors
 from inventory.errors import StoreUnavailableError
 from inventory.projection import (
@@ -828,7 +828,7 @@ class Persister:
         self.stats.db_failures += 1
         self.stats.db_available = False
         self.stats.last_error = f"postgres: {type(error).__name__}: {error}"
-        if isinstance(error, DatabaseUnavailableError | ConcurrentWriteError):
+        if isinstance(error, DatabaseUnavailableError | DatabaseBusyError | ConcurrentWriteError):
             log.warning("outbox.write_retry", error=self.stats.last_error)
         else:
             log.error("outbox.write_failed", error=self.stats.last_error, exc_info=error)

@@ -6,7 +6,7 @@ switch on stable codes and never on asyncpg's exception classes.
 
 from __future__ import annotations
 
-from inventory.errors import InventoryError
+from inventory.errors import InventoryError, OverloadedError
 
 
 class DatabaseUnavailableError(InventoryError):
@@ -19,6 +19,13 @@ class DatabaseUnavailableError(InventoryError):
     code = "database_unavailable"
     http_status = 503
     title = "The database is unavailable; retry shortly with the same Idempotency-Key"
+
+
+class DatabaseBusyError(OverloadedError):
+    """Every pooled connection stayed in use for the whole wait (or the event loop was
+    too busy to hand one over) while Postgres answers: the process is at capacity, not
+    the database down, so the answer is 503 ``overloaded`` (with Retry-After), which
+    points an operator to load, not to the Postgres runbook."""
 
 
 class MigrationError(InventoryError):

@@ -4,9 +4,12 @@ Every connection, pooled or single, gets the same set-up: ``json``/``jsonb`` val
 encoded and decoded with orjson (pass Python objects, not JSON text), sessions run in UTC
 with JIT off (short OLTP statements only pay its compile time), and statements have a
 client-side timeout. Failures that mean "Postgres is not there right now" (refused, reset,
-timed out, shutting down, too many connections, a read-only standby after a failover)
-surface as :class:`~inventory.db.errors.DatabaseUnavailableError`, which the API answers
-with 503; anything else (a constraint, a bad statement) propagates unchanged.
+timed out, shutting down, too many connections, a read-only standby after a failover, a
+connection the driver left in a state it cannot leave) surface as
+:class:`~inventory.db.errors.DatabaseUnavailableError`, which the API answers with 503,
+and the connection is discarded; a wait for a pooled connection that times out while
+Postgres answers is :class:`~inventory.db.errors.DatabaseBusyError` (503 ``overloaded``);
+anything else (a constraint, a bad statement) propagates unchanged.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import orjson
+import structlog
 from asyncpg import exceptions as pg_errors
 
-from inventory.db.errors import DatabaseUnavailableError
+from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
 
 __all__ = [
     "DEFAULT_COMMAND_TIMEOUT_S",
@@ -30,6 +34,7 @@ __all__ = [
     "create_pool",
     "database_errors",
     "init_connection",
+    "is_unavailable",
     "ping",
 ]
 
@@ -38,6 +43,8 @@ DEFAULT_COMMAND_TIMEOUT_S: Final = 10.0
 
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 """Limit for opening one connection (TCP, TLS, authentication)."""
+
+log = structlog.get_logger(__name__)
 
 _JSONB_BINARY_VERSION: Final = b"\x01"
 
@@ -55,6 +62,26 @@ UNAVAILABLE_ERRORS: Final[tuple[type[BaseException], ...]] = (
 )
 """Driver failures that mean Postgres cannot serve us now, not that the request is wrong."""
 
+_CLIENT_STATE_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    # The client's view of the connection broke (a protocol state it cannot leave, "cannot
+    # switch to state ...; another operation is in progress" after a lost or cancelled
+    # call): the connection is unusable, Postgres itself may be fine or gone.
+    pg_errors.InternalClientError,
+    # "connection is closed", "another operation is in progress", ... (but not its
+    # ValueError subclasses: a value asyncpg cannot encode, a bad option, are our bugs).
+    pg_errors.InterfaceError,
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether a driver failure means "Postgres cannot serve us now" (answered 503
+    ``database_unavailable``), as opposed to a wrong statement or value."""
+    if isinstance(error, UNAVAILABLE_ERRORS):
+        return True
+    return isinstance(error, _CLIENT_STATE_ERRORS) and not isinstance(
+        error, (ValueError, pg_errors.UnsupportedClientFeatureError)
+    )
+
 
 def describe(error: BaseException) -> str:
     """A one-line account of a driver failure, without the DSN (it may hold a password)."""
@@ -71,10 +98,16 @@ def database_errors() -> Iterator[None]:
     """
     try:
         yield
-    except UNAVAILABLE_ERRORS as error:
-        raise DatabaseUnavailableError(
-            f"Postgres is unavailable ({describe(error)})", cause=type(error).__name__
-        ) from error
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        raise _unavailable(error) from error
+
+
+def _unavailable(error: BaseException) -> DatabaseUnavailableError:
+    return DatabaseUnavailableError(
+        f"Postgres is unavailable ({describe(error)})", cause=type(error).__name__
+    )
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -181,10 +214,48 @@ async def acquire(
     """Borrow a connection; failures to get or use it become DatabaseUnavailableError.
 
     ``timeout_s`` bounds the wait for a free connection (None: wait as long as it takes).
+    A wait that times out while the pool holds live connections is
+    :class:`~inventory.db.errors.DatabaseBusyError` (503 ``overloaded``): Postgres
+    answers, this process asks more than its pool (or its CPU) serves. A connection
+    whose use failed as "unavailable" (see :func:`is_unavailable`) is terminated, never
+    handed to the next caller in a state the driver cannot leave.
     """
-    with database_errors():
-        async with pool.acquire(timeout=timeout_s) as connection:
-            yield connection
+    try:
+        connection = await pool.acquire(timeout=timeout_s)
+    except TimeoutError as error:
+        if pool.get_size() > 0:
+            raise DatabaseBusyError(
+                f"no pooled Postgres connection free within {timeout_s} s"
+            ) from error
+        raise _unavailable(error) from error
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        raise _unavailable(error) from error
+    failed = False
+    try:
+        yield connection
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        failed = True
+        connection.terminate()
+        raise _unavailable(error) from error
+    finally:
+        await _release(pool, connection, quiet=failed)
+
+
+async def _release(pool: asyncpg.Pool, connection: asyncpg.Connection, *, quiet: bool) -> None:
+    """Give the connection back. The pool resets it first; when that fails the pool
+    terminates it (and opens a new one on demand): the work before it is done or
+    rolled back either way, so a failed reset is logged, not raised."""
+    try:
+        await pool.release(connection)
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        if not quiet:
+            log.warning("db.release_failed", error=describe(error))
 
 
 async def ping(pool: asyncpg.Pool, *, timeout_s: float = 1.0) -> None:

@@ -37,7 +37,7 @@ from inventory import keys
 from inventory.backoff import TRANSIENT_ERRORS
 from inventory.bookings import PgBookings
 from inventory.catalogue import PgCatalogue
-from inventory.db.errors import DatabaseUnavailableError
+from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.domain import HoldState
@@ -221,7 +221,7 @@ class ScheduleSync:
                         slots.get(schedule.schedule_id, ()),
                         report,
                     )
-                except (DatabaseUnavailableError, StoreUnavailableError):
+                except (DatabaseUnavailableError, DatabaseBusyError, StoreUnavailableError):
                     raise  # everything else would fail too: the round ends here
                 except (InventoryError, asyncpg.PostgresError) as error:
                     # One schedule the store refuses (a fenced tag, say) must not hold up

@@ -8,12 +8,27 @@ from typing import Any
 import asyncpg
 import pytest
 
-from inventory.db.errors import DatabaseUnavailableError
+from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.db.pool import acquire, connect, create_pool, database_errors, ping
 from inventory.errors import InventoryError
 from inventory.servers import free_port
 from tests.conftest import ServerHandle
 from tests.db.conftest import database_url
+
+
+@pytest.fixture
+async def one_connection(migrated_url: str) -> Any:
+    """A pool of at most one connection, so the next caller gets what the last left."""
+    small = await create_pool(migrated_url, min_size=1, max_size=1)
+    try:
+        yield small
+    finally:
+        await small.close()
+
+
+async def _backend_pid(pool: asyncpg.Pool) -> int:
+    async with acquire(pool, timeout_s=5) as connection:
+        return int(await connection.fetchval("SELECT pg_backend_pid()"))
 
 
 def nowhere() -> str:
@@ -107,3 +122,66 @@ async def test_pool_sizes_are_checked() -> None:
     """min_size above max_size is a programming error, refused before any connection."""
     with pytest.raises(ValueError, match="min_size"):
         await create_pool(nowhere(), min_size=3, max_size=2)
+
+
+async def test_a_connection_busy_with_another_call_is_unavailable_and_discarded(
+    one_connection: asyncpg.Pool,
+) -> None:
+    """A second call on a connection whose first is still running (asyncpg's
+    InterfaceError "another operation is in progress", what a lost or cancelled call
+    leaves behind) is 503 database_unavailable, and the pool hands out a new connection
+    next, not the broken one."""
+    first = await _backend_pid(one_connection)
+    running: list[asyncio.Task[Any]] = []
+
+    async def two_calls_at_once() -> None:
+        async with acquire(one_connection, timeout_s=5) as connection:
+            running.append(asyncio.create_task(connection.execute("SELECT pg_sleep(2)")))
+            await asyncio.sleep(0.1)
+            await connection.fetchval("SELECT 1")
+
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        await two_calls_at_once()
+    assert isinstance(caught.value.__cause__, asyncpg.InterfaceError)
+    assert caught.value.http_status == 503
+    with pytest.raises(asyncpg.PostgresConnectionError):  # terminated under it
+        await running[0]
+    assert await _backend_pid(one_connection) != first
+
+
+async def test_an_internal_client_error_is_unavailable_and_discarded(
+    one_connection: asyncpg.Pool,
+) -> None:
+    """asyncpg's InternalClientError ("cannot switch to state 15; another operation is
+    in progress", seen in a confirm during a Postgres outage) is 503, never a 500, and
+    its connection is not reused."""
+    first = await _backend_pid(one_connection)
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        async with acquire(one_connection, timeout_s=5):
+            raise asyncpg.InternalClientError(
+                "cannot switch to state 15; another operation is in progress"
+            )
+    assert caught.value.context["cause"] == "InternalClientError"
+    assert await _backend_pid(one_connection) != first
+
+
+async def test_a_pool_wait_that_times_out_while_postgres_answers_is_overloaded(
+    one_connection: asyncpg.Pool,
+) -> None:
+    """Every pooled connection busy past the wait: 503 overloaded (the process is at
+    capacity), not database_unavailable (which sends an operator to the Postgres
+    runbook); with Postgres unreachable the same wait stays database_unavailable."""
+    async with acquire(one_connection, timeout_s=5):
+        with pytest.raises(DatabaseBusyError) as caught:
+            async with acquire(one_connection, timeout_s=0.2):
+                pass
+    assert caught.value.code == "overloaded"
+    assert caught.value.http_status == 503
+    assert not isinstance(caught.value, DatabaseUnavailableError)
+    lazy = await create_pool(nowhere(), min_size=0, max_size=1, init_size=0, connect_timeout_s=2)
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            async with acquire(lazy, timeout_s=0.5):
+                pass
+    finally:
+        await lazy.close()

@@ -123,7 +123,7 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
         ),
         gate=gate,
         catalogue=catalogue,
-        patients=PatientRegistry(pool, settings.keyring(), settings.blind_index()),
+        patients=PatientRegistry(pool, settings.keyring(), settings.blind_index(), redis=client),
         bookings=PgBookings(pool),
         db=pool,
         verification=verification,

@@ -14,7 +14,10 @@ import time
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+import redis.exceptions
+import structlog
 
+from inventory import keys
 from inventory.api.models import PatientCreate, PatientView
 from inventory.crypto import BlindIndex, FieldKeyring
 from inventory.db.pool import acquire
@@ -30,6 +33,8 @@ from inventory.identity import (
     mask_name,
     mask_resident_id,
 )
+
+log = structlog.get_logger(__name__)
 
 TABLE = "patients"
 #: How long a confirmed account-patient link is trusted without asking Postgres again,
@@ -60,8 +65,12 @@ class PatientRegistry:
         *,
         acquire_timeout_s: float = 5.0,
         link_cache_s: float = LINK_CACHE_S,
+        redis: Any = None,
     ) -> None:
+        """``redis`` (a redis-py asyncio client) keeps a copy of every link under the
+        patient's tag, read before Postgres is asked (None: Postgres only)."""
         self._pool = pool
+        self._redis = redis
         self._keyring = keyring
         self._index = index
         self._timeout = acquire_timeout_s
@@ -130,6 +139,8 @@ class PatientRegistry:
                     QUERIES["get_account_patient"], account_id, row["id"]
                 )
                 relation = existing["relation"] if existing is not None else relation
+        # After the commit: Redis holds a copy of committed links only.
+        await self._copy_link(str(row["id"]), account_id)
         return self._view(row, relation), linked is not None
 
     async def list_for_account(self, account_id: str) -> list[dict[str, Any]]:
@@ -144,17 +155,50 @@ class PatientRegistry:
         return self._links.get((account_id, patient_id), 0.0) > time.monotonic()
 
     async def belongs_to(self, patient_id: str, account_id: str) -> bool:
-        """May this account book for this patient? (positive answers cached briefly)"""
+        """May this account book for this patient? (positive answers cached briefly)
+
+        Asks, in turn: this process's memory, the link's copy in Redis, Postgres (the
+        source of truth; a link found there is copied to Redis). So a reserve needs
+        Postgres only for a link made before copies existed, or lost with Redis's data.
+        """
         now = time.monotonic()
         if self._links.get((account_id, patient_id), 0.0) > now:
             return True
-        async with acquire(self._pool, timeout_s=self._timeout) as connection:
-            linked = bool(
-                await connection.fetchval(QUERIES["account_has_patient"], account_id, patient_id)
-            )
+        linked = await self._linked_in_redis(patient_id, account_id)
+        if not linked:
+            async with acquire(self._pool, timeout_s=self._timeout) as connection:
+                linked = bool(
+                    await connection.fetchval(
+                        QUERIES["account_has_patient"], account_id, patient_id
+                    )
+                )
+            if linked:
+                await self._copy_link(patient_id, account_id)
         if linked:
             if len(self._links) > 100_000:
                 self._links.clear()
             lifetime = self._link_cache_s * random.uniform(0.75, 1.25)
             self._links[(account_id, patient_id)] = now + lifetime
         return linked
+
+    async def _linked_in_redis(self, patient_id: str, account_id: str) -> bool:
+        """The link's copy in Redis (False when absent, or Redis cannot answer: then
+        Postgres decides)."""
+        if self._redis is None:
+            return False
+        try:
+            found = await self._redis.hexists(keys.patient_accounts_key(patient_id), account_id)
+        except (redis.exceptions.RedisError, OSError) as error:
+            log.warning("patients.link_read_failed", error=f"{type(error).__name__}: {error}")
+            return False
+        return bool(found)
+
+    async def _copy_link(self, patient_id: str, account_id: str) -> None:
+        """Copy a committed link to Redis; a failure is logged, and repaired the next
+        time Postgres confirms the link."""
+        if self._redis is None:
+            return
+        try:
+            await self._redis.hset(keys.patient_accounts_key(patient_id), account_id, "1")
+        except (redis.exceptions.RedisError, OSError) as error:
+            log.warning("patients.link_copy_failed", error=f"{type(error).__name__}: {error}")

@@ -79,3 +79,51 @@ async def test_links_confirmed_together_run_out_at_different_times(pool: asyncpg
     assert min(lifetimes) >= 0.75 * 60 - 1
     assert max(lifetimes) <= 1.25 * 60 + 1
     assert max(lifetimes) - min(lifetimes) > 15  # 60 uniform draws over 30 s
+
+
+@pytest.fixture
+async def redis_client(redis_server: Any) -> AsyncIterator[Any]:
+    """A redis-py client on the session's Redis."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_links_are_copied_to_redis_and_answered_from_there(
+    pool: asyncpg.Pool, redis_client: Any
+) -> None:
+    """Registration copies the link to the patient's tag in Redis; a registry that never
+    saw the patient answers from that copy with Postgres unreachable; a link that is
+    only in Postgres is copied the first time Postgres confirms it."""
+    from inventory import keys
+    from inventory.db.errors import DatabaseUnavailableError
+    from inventory.servers import free_port
+
+    keyring, index = FieldKeyring.generate(), BlindIndex.generate()
+    writer = PatientRegistry(pool, keyring, index, redis=redis_client)
+    patient = await register(writer, "acct-r1", 7)
+    assert await redis_client.hkeys(keys.patient_accounts_key(patient)) == ["acct-r1"]
+
+    nowhere = await create_pool(
+        f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+        min_size=0,
+        max_size=1,
+        init_size=0,
+        connect_timeout_s=1,
+    )
+    try:
+        fresh = PatientRegistry(nowhere, keyring, index, redis=redis_client)
+        assert await fresh.belongs_to(patient, "acct-r1")
+        with pytest.raises(DatabaseUnavailableError):  # not in Redis: Postgres must say
+            await fresh.belongs_to(patient, "acct-other")
+    finally:
+        await nowhere.close()
+
+    await redis_client.delete(keys.patient_accounts_key(patient))  # a copy lost with Redis
+    repairing = PatientRegistry(pool, keyring, index, redis=redis_client)
+    assert await repairing.belongs_to(patient, "acct-r1")
+    assert await redis_client.hexists(keys.patient_accounts_key(patient), "acct-r1")

@@ -239,7 +239,10 @@ async def acquire(
         if not is_unavailable(error):
             raise
         failed = True
-        connection.terminate()
+        # A connection the server closed is already back in the pool (asyncpg detaches
+        # the proxy, and then refuses every call on it): nothing left to discard.
+        with contextlib.suppress(pg_errors.InterfaceError):
+            connection.terminate()
         raise _unavailable(error) from error
     finally:
         await _release(pool, connection, quiet=failed)

@@ -55,6 +55,11 @@ class Stack:
         self.processes.append(self.worker)
         return self.worker
 
+    def restart_api(self) -> None:
+        """A new API process in place of the old one (nothing remembered in memory)."""
+        stop_api(self.api.process)
+        self.api.process = start_api(self.api.env, self.api.log_path)
+
     def close(self) -> None:
         for process in [*self.processes, self.api.process]:
             stop_process(process)

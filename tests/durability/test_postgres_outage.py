@@ -1,0 +1,181 @@
+"""The API while Postgres is away, on a Postgres of this module's own that the tests stop,
+kill and whose backends they terminate: reserves keep working for patients the API
+process never saw (their account links are read from Redis), and a confirm answers
+200 or 503, never a 500, however its connection breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from inventory.db.migrate import migrate_database
+from inventory.servers import PostgresServer, start_postgres
+from tests.api.conftest import mark_store_verified
+
+from .stack import Stack, catalogue, open_stack, patients, reserve
+
+pytestmark = pytest.mark.slow
+
+#: How long Postgres stays stopped in the outage test (real: the server is stopped).
+OUTAGE_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A Postgres of this module's own: the tests stop and kill it."""
+    server = start_postgres(tmp_path_factory.mktemp("outage-postgres"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def stack(
+    private_postgres: PostgresServer, redis_server: Any, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    """An API process on the private Postgres (running again before each test)."""
+    if not private_postgres.running:
+        private_postgres.restart()
+    database_url = private_postgres.create_database(f"outage_{os.urandom(4).hex()}")
+    await migrate_database(database_url)
+    await mark_store_verified(redis_server.url, database_url)
+    running = open_stack(redis_server.url, database_url, tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()
+        if not private_postgres.running:
+            private_postgres.restart()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session (no keep-alive: the API process is restarted)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        yield session
+
+
+async def confirm(
+    stack: Stack, http: aiohttp.ClientSession, account: str, hold_id: str
+) -> tuple[int, str]:
+    """POST /v1/holds/{id}/confirm: (status, problem code or "")."""
+    async with http.post(
+        f"{stack.api.url}/v1/holds/{hold_id}/confirm",
+        json={"payment_ref": f"pay-{hold_id[-12:]}"},
+        headers=stack.api.headers(account),
+    ) as answer:
+        body = await answer.json(content_type=None)
+        return answer.status, str(body.get("code", ""))
+
+
+async def test_reserves_for_patients_never_seen_work_while_postgres_is_stopped(
+    stack: Stack, private_postgres: PostgresServer, http: aiohttp.ClientSession
+) -> None:
+    """Postgres stopped for a real outage: every patient registered before it (through
+    an earlier API process), reserves with 201 all through it; a confirm
+    meanwhile answers 503 database_unavailable and succeeds once Postgres is back."""
+    pairs = await patients(stack, http, 31)
+    slot = await catalogue(stack, http, 100)
+    stack.restart_api()  # a process that never saw these patients
+    first_account, first_patient = pairs.pop()
+    status, first = await reserve(stack, http, first_account, first_patient, slot)
+    assert status == 201, first  # the process now knows the slot, not the others' links
+    private_postgres.stop()
+    stopped = time.monotonic()
+    answers: Counter[tuple[int, str]] = Counter()
+    # Spread over the outage: patients come one after another, none seen before.
+    for index, (account, patient) in enumerate(pairs):
+        await asyncio.sleep(max(0.0, stopped + index * OUTAGE_S / len(pairs) - time.monotonic()))
+        status, body = await reserve(stack, http, account, patient, slot)
+        answers[(status, str(body.get("code", "")))] += 1
+    assert answers == Counter({(201, ""): len(pairs)}), answers
+    assert await confirm(stack, http, first_account, first["hold_id"]) == (
+        503,
+        "database_unavailable",
+    )
+    assert time.monotonic() - stopped >= OUTAGE_S - 1
+    private_postgres.restart()
+    deadline = time.monotonic() + 30
+    while (result := await confirm(stack, http, first_account, first["hold_id"]))[0] != 200:
+        assert result == (503, "database_unavailable"), result
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.5)
+
+
+async def _terminate_backends(private_postgres: PostgresServer, database: str, stop: Any) -> int:
+    """Terminate every backend of ``database`` every 20-80 ms until ``stop`` is set."""
+    killed = 0
+    admin = await asyncpg.connect(private_postgres.dsn)
+    try:
+        while not stop.is_set():
+            killed += int(
+                await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    database,
+                )
+            )
+            await asyncio.sleep(0.02 + 0.06 * (killed % 7) / 7)
+    finally:
+        await admin.close()
+    return killed
+
+
+async def test_confirms_never_answer_500_while_connections_break(
+    stack: Stack, private_postgres: PostgresServer, http: aiohttp.ClientSession
+) -> None:
+    """Confirms while every backend of the database is terminated again and again, then
+    while Postgres is killed (SIGKILL) and restarted: each answer is 200 or 503 (never
+    a 500), and every hold is booked in the end by retrying."""
+    pairs = await patients(stack, http, 24)
+    slot = await catalogue(stack, http, 100)
+    holds: list[tuple[str, str]] = []
+    for account, patient in pairs:
+        status, body = await reserve(stack, http, account, patient, slot)
+        assert status == 201, body
+        holds.append((account, body["hold_id"]))
+    database = stack.api.database_url.rsplit("/", 1)[1]
+    answers: Counter[tuple[int, str]] = Counter()
+    booked: set[str] = set()
+
+    async def confirm_until_booked(account: str, hold_id: str) -> None:
+        while hold_id not in booked:
+            status, code = await confirm(stack, http, account, hold_id)
+            answers[(status, code)] += 1
+            if status == 200:
+                booked.add(hold_id)
+            else:
+                await asyncio.sleep(0.05)
+
+    stop = asyncio.Event()
+    killer = asyncio.create_task(_terminate_backends(private_postgres, database, stop))
+    confirms = [asyncio.create_task(confirm_until_booked(a, h)) for a, h in holds[:12]]
+    await asyncio.sleep(3.0)
+    stop.set()
+    killed = await killer
+    # The same with the whole server gone at once, mid-confirm.
+    confirms += [asyncio.create_task(confirm_until_booked(a, h)) for a, h in holds[12:]]
+    await asyncio.sleep(0.2)
+    private_postgres.kill()
+    await asyncio.sleep(2.0)
+    private_postgres.restart()
+    await asyncio.wait_for(asyncio.gather(*confirms), timeout=60)
+    print(f"backends terminated: {killed}; answers: {dict(answers)}")
+    assert killed > 0
+    assert booked == {hold_id for _, hold_id in holds}
+    unexpected = {
+        k: n
+        for k, n in answers.items()
+        if k != (200, "") and k not in {(503, "database_unavailable"), (503, "overloaded")}
+    }
+    assert not unexpected, answers

@@ -5,13 +5,15 @@ Reads serve the patient's path; writes come from operators (and later the HIS sy
 A schedule write runs inside one Postgres transaction that also loads the schedule into
 Redis (``load_schedule``): if Redis refuses (say, capacity below what is taken) the
 Postgres change rolls back; if the commit fails after Redis took it, the caller's retry
-of the same write is idempotent. Slot locations never change, so they are cached.
+of the same write is idempotent. Slot locations never change, so they are cached (in
+memory, and in Redis beside the schedules, so that a reserve needs no Postgres).
 Every load passes the tag's sequence as Postgres recorded it, so a tag whose Redis
 history was lost is fenced rather than loaded afresh (lua/load_schedule.lua).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import fields
 from datetime import date, datetime
 from typing import Any
@@ -22,6 +24,7 @@ from inventory import keys
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.domain import HospitalPolicy, ScheduleSpec, SlotLocation, SlotSpec
+from inventory.errors import InventoryError
 from inventory.store import SlotStore
 
 _POLICY_FIELDS = {f.name for f in fields(HospitalPolicy)}
@@ -63,16 +66,25 @@ class PgCatalogue:
         return self._locations.get(slot_id)
 
     async def slot_location(self, slot_id: str) -> SlotLocation | None:
-        """Where a slot lives (cached: a slot never moves)."""
+        """Where a slot lives (cached: a slot never moves). Asks this process's memory,
+        then the record Redis keeps of every loaded schedule's slots, then Postgres (a
+        location found there is recorded in Redis): a reserve for a slot this process
+        has not served yet needs no Postgres, so holds keep working while it is down."""
         cached = self._locations.get(slot_id)
         if cached is not None:
             return cached
-        row = await self.fetchrow("get_slot_location", slot_id)
-        if row is None:
-            return None
-        location = SlotLocation(
-            row["hospital_id"], row["department_id"], row["visit_date"], row["schedule_id"]
-        )
+        location: SlotLocation | None = None
+        with contextlib.suppress(InventoryError):  # Redis away: Postgres decides
+            location = await self._store.slot_location(slot_id)
+        if location is None:
+            row = await self.fetchrow("get_slot_location", slot_id)
+            if row is None:
+                return None
+            location = SlotLocation(
+                row["hospital_id"], row["department_id"], row["visit_date"], row["schedule_id"]
+            )
+            with contextlib.suppress(InventoryError):  # repaired on the next miss
+                await self._store.copy_slot_locations([slot_id], location)
         self._locations[slot_id] = location
         return location
 

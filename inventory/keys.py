@@ -30,6 +30,10 @@ VERIFIED_RUN_KEY = "inv:verified_run_id"
 #: Hash slots of a Redis Cluster.
 CLUSTER_SLOTS = 16384
 
+#: Where each slot lives (slot id -> "hospital|department|yyyy-mm-dd|schedule"), written
+#: with its schedule: the API finds a slot it has not served yet without Postgres.
+SLOT_LOCATIONS_KEY = "inv:slot_locations"
+
 #: SCAN pattern matching every outbox stream, both kinds of tag.
 OUTBOX_SCAN_PATTERN = "inv:{*}:outbox"
 

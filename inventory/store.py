@@ -15,7 +15,7 @@ import hashlib
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -33,6 +33,7 @@ from inventory.domain import (
     ReserveRequest,
     ScheduleSpec,
     SlotCounts,
+    SlotLocation,
 )
 from inventory.errors import (
     LUA_OK,
@@ -300,7 +301,37 @@ class SlotStore:
         if int(reply[0]) != LUA_OK:
             raise refusal_for(int(reply[0]), detail=_text(reply[2]))
         await _guard(self.client.sadd(keys.TAG_REGISTRY_KEY, tag))
+        if spec.slots:
+            await self.copy_slot_locations(
+                [slot.slot_id for slot in spec.slots],
+                SlotLocation(
+                    spec.hospital_id, spec.department_id, spec.visit_date, spec.schedule_id
+                ),
+            )
         return _text(reply[1])
+
+    async def copy_slot_locations(self, slot_ids: list[str], location: SlotLocation) -> None:
+        """Record where these slots live (read by :meth:`slot_location`)."""
+        value = "|".join(
+            (
+                location.hospital_id,
+                location.department_id,
+                location.visit_date.isoformat(),
+                location.schedule_id,
+            )
+        )
+        await _guard(
+            self.client.hset(keys.SLOT_LOCATIONS_KEY, mapping=dict.fromkeys(slot_ids, value))
+        )
+
+    async def slot_location(self, slot_id: str) -> SlotLocation | None:
+        """Where a slot lives, as its schedule's last load recorded it (None: not
+        recorded, e.g. loaded before this record existed: ask Postgres)."""
+        value = await _guard(self.client.hget(keys.SLOT_LOCATIONS_KEY, slot_id))
+        if not value:
+            return None
+        hospital_id, department_id, visit_date, schedule_id = _text(value).split("|")
+        return SlotLocation(hospital_id, department_id, date.fromisoformat(visit_date), schedule_id)
 
     async def adjust_capacity(self, tag: str, slot_id: str, delta: int) -> SlotCounts:
         """Add (加号) or remove free units of a slot."""

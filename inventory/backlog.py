@@ -100,6 +100,15 @@ def outbox_verdict(entries: int, bound: int, oldest_age_s: float | None = None) 
     return f"lagging: {entries} entries waiting{oldest} (bound {bound})"
 
 
+def stale_remark(age_s: float | None, fresh_for_s: float) -> str:
+    """What a readiness check appends to a backlog figure older than ``fresh_for_s``
+    (served while a slow measurement goes on): its age, so it is never passed off as
+    current. "" for a fresh figure."""
+    if age_s is None or age_s <= fresh_for_s:
+        return ""
+    return f" (as measured {age_s:.0f} s ago: measuring is slow)"
+
+
 def _id_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 

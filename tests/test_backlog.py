@@ -20,6 +20,7 @@ from inventory.backlog import (
     group_position,
     measure_backlog,
     outbox_verdict,
+    stale_remark,
 )
 from inventory.config import ConfigError, Settings
 from inventory.outbox import GROUP
@@ -214,3 +215,29 @@ async def test_a_measurement_failing_after_its_probe_gave_up_is_not_an_unretriev
         loop.set_exception_handler(None)
         await client.aclose()
     assert unhandled == []
+
+
+async def test_a_stale_figure_is_served_with_its_age() -> None:
+    """While a slow measurement goes on, the previous figure answers with how old it is,
+    never passed off as current; a fresh figure carries no remark."""
+    release = asyncio.Event()
+    figure = OutboxBacklog(streams=1, lag=3)
+
+    async def slow() -> OutboxBacklog:
+        await release.wait()
+        return figure
+
+    cache = BacklogCache(max_age_s=0.0)
+    assert stale_remark(cache.age_s(), 0.5) == ""  # nothing measured yet
+    release.set()
+    await cache.get(slow, timeout_s=1)
+    assert stale_remark(cache.age_s(), 0.5) == ""
+    release.clear()
+    await asyncio.sleep(0.6)
+    assert await cache.get(slow, timeout_s=0.05) == figure  # served from the last one
+    remark = stale_remark(cache.age_s(), 0.5)
+    assert remark.startswith(" (as measured ")
+    assert remark.endswith(" s ago: measuring is slow)")
+    assert outbox_verdict(figure.entries, 10).startswith("ok")
+    release.set()
+    await asyncio.sleep(0.01)

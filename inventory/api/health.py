@@ -20,7 +20,7 @@ from aiohttp import web
 
 from inventory.api.bodies import json_response
 from inventory.api.context import SERVICES, Services
-from inventory.backlog import measure_backlog, outbox_verdict
+from inventory.backlog import measure_backlog, outbox_verdict, stale_remark
 from inventory.db.pool import ping
 from inventory.outbox import GROUP
 from inventory.redis_client import check_store
@@ -60,11 +60,9 @@ async def _outbox(services: Services) -> tuple[str, str]:
         return "outbox", _failing(error)
     bound = services.settings.ready_max_outbox_backlog
     verdict = outbox_verdict(backlog.entries, bound, backlog.oldest_age_s)
-    age = services.outbox_backlog.age_s()
-    if age is not None and age > services.outbox_backlog.max_age_s + CHECK_TIMEOUT_S:
-        # The last figure, served while a slow measurement goes on: said, not hidden.
-        verdict += f" (as measured {age:.0f} s ago: measuring is slow)"
-    return "outbox", verdict
+    # The last figure, served while a slow measurement goes on: said, not hidden.
+    cache = services.outbox_backlog
+    return "outbox", verdict + stale_remark(cache.age_s(), cache.max_age_s + CHECK_TIMEOUT_S)
 
 
 def _store(services: Services) -> tuple[str, str]:

@@ -295,3 +295,41 @@ async def test_schedule_load_on_a_lost_tag_is_fenced(world: dict[str, Any]) -> N
     await rebuild(world["store"], world["pool"], only_fenced=True)
     assert await catalogue.load_schedule_into_store(schedule_id)
     assert await sell_out(world["store"], world, slot) == 0
+
+
+async def test_first_change_after_a_restart_is_refused(
+    private_redis: RedisServer, world: dict[str, Any]
+) -> None:
+    """The state change whose own connection first meets a restarted Redis is refused
+    (store_unverified), not let through because it passed the gate before the restart
+    was seen."""
+    verification = StoreVerification(required=True)
+    client = await connect_redis(private_redis.url, on_connect=verification.on_connect)
+    verification.attach(client)
+    store = await SlotStore.connect_scripts(client, write_gate=verification.check)
+    try:
+        await verify_store(world["store"], world["pool"])
+        await wait_verified(verification)
+        private_redis.restart()
+        assert verification.verified  # not seen yet: no command since the restart
+        request = ReserveRequest(
+            world["hospital"],
+            world["department"],
+            world["day"],
+            world["slots"][0],
+            "a",
+            "p1",
+            "web",
+            "k1",
+        )
+        codes = []
+        for _ in range(3):  # the first may meet the dead pooled connection
+            with pytest.raises((StoreUnverifiedError, errors.StoreUnavailableError)) as refused:
+                await store.reserve(request)
+            codes.append(refused.value.code)
+        assert "store_unverified" in codes, codes
+        tk = keys.tag_keys(world["tag"])
+        assert await client.hget(tk.slots, f"{world['slots'][0]}:held") == "0"
+    finally:
+        await verification.close()
+        await client.aclose()

@@ -9,12 +9,13 @@ changes nothing twice.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 from inventory import keys
+from inventory.catalogue import zone_named
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.domain import Hold, HoldState
@@ -48,18 +49,31 @@ _BOOKING_FIELDS = (
     "hospital_id",
     "hospital_name",
 )
+#: Booking statuses a patient can still cancel (until the cancellation deadline).
+CANCELLABLE_STATUSES = frozenset({"confirmed", "submitted", "his_confirmed"})
 
 
 def _instant(ms: int) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
 
 
-def booking_row_view(row: asyncpg.Record) -> dict[str, Any]:
-    """A booking row as the API shows it (JSON-ready)."""
+def booking_row_view(row: asyncpg.Record, now: datetime | None = None) -> dict[str, Any]:
+    """A booking row (of ``booking_details``) as the API shows it (JSON-ready): instants
+    in the hospital's time zone with its offset; the cancellation deadline and whether
+    the booking can still be cancelled (``now``: this moment)."""
+    zone = zone_named(row["hospital_timezone"])
     view: dict[str, Any] = {}
     for name in _BOOKING_FIELDS:
         value = row[name]
-        view[name] = value.isoformat() if hasattr(value, "isoformat") else value
+        if isinstance(value, datetime):
+            view[name] = value.astimezone(zone).isoformat()
+        else:
+            view[name] = value.isoformat() if isinstance(value, date) else value
+    deadline: datetime = row["cancel_deadline"]
+    view["cancel_deadline"] = deadline.astimezone(zone).isoformat()
+    view["cancellable"] = (
+        row["status"] in CANCELLABLE_STATUSES and (now or datetime.now(tz=UTC)) < deadline
+    )
     return view
 
 

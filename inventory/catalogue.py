@@ -9,16 +9,24 @@ of the same write is idempotent. Slot locations never change, so they are cached
 memory, and in Redis beside the schedules, so that a reserve needs no Postgres).
 Every load passes the tag's sequence as Postgres recorded it, so a tag whose Redis
 history was lost is fenced rather than loaded afresh (lua/load_schedule.lua).
+
+What an answer needs to show a schedule's instants (its hospital's time zone) and its
+cancellation deadline is :class:`ScheduleTerms`, cached per schedule for a few seconds
+(an operator's change of the deadline shows everywhere within that; the cancel script
+enforces the deadline itself, from Redis).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
+import zoneinfo
 from dataclasses import fields
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+import structlog
 
 from inventory import keys
 from inventory.db.pool import acquire
@@ -28,6 +36,47 @@ from inventory.errors import InventoryError
 from inventory.store import SlotStore
 
 _POLICY_FIELDS = {f.name for f in fields(HospitalPolicy)}
+
+log = structlog.get_logger(__name__)
+
+#: The zone of a hospital whose configured zone this machine does not know.
+DEFAULT_ZONE: Final = zoneinfo.ZoneInfo("Asia/Shanghai")
+#: How long a schedule's terms are reused before Postgres is asked again.
+TERMS_TTL_S: Final = 5.0
+
+
+def zone_named(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA zone ``name`` (Asia/Shanghai when this machine does not know it)."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        log.warning("catalogue.unknown_timezone", timezone=name[:64])
+        return DEFAULT_ZONE
+
+
+def _ms(instant: datetime) -> int:
+    return int(instant.timestamp() * 1000)
+
+
+class ScheduleTerms(NamedTuple):
+    """What answers show of a schedule besides its rows: the hospital's time zone (every
+    instant is written in it) and the cancellation deadline as the cancel script
+    enforces it (the configured deadline, and never after the session starts)."""
+
+    zone: zoneinfo.ZoneInfo
+    cancel_deadline_ms: int
+
+    @classmethod
+    def of(
+        cls, zone: zoneinfo.ZoneInfo, cancel_deadline: datetime, starts_at: datetime
+    ) -> ScheduleTerms:
+        """The terms of a schedule row."""
+        return cls(zone, min(_ms(cancel_deadline), _ms(starts_at)))
+
+    def cancellable(self, now_ms: int | None = None) -> bool:
+        """Whether a booking of the schedule can still be cancelled (at ``now_ms``)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return now < self.cancel_deadline_ms
 
 
 def policy_from_json(data: dict[str, Any] | None) -> HospitalPolicy:
@@ -47,6 +96,10 @@ class PgCatalogue:
         self._locations: dict[str, SlotLocation] = {}
         #: hospital id -> policy; shared with the store's PolicyBook (same dict).
         self.policies: dict[str, HospitalPolicy] = {}
+        #: hospital id -> its time zone.
+        self.zones: dict[str, zoneinfo.ZoneInfo] = {}
+        #: schedule id -> (monotonic expiry, terms).
+        self._terms: dict[str, tuple[float, ScheduleTerms]] = {}
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async with acquire(self._pool, timeout_s=self._timeout) as connection:
@@ -60,6 +113,49 @@ class PgCatalogue:
         """Read every hospital's policy (at start-up and periodically)."""
         for row in await self.fetch("list_hospitals"):
             self.policies[row["id"]] = policy_from_json(row["policy"])
+            self.zones[row["id"]] = zone_named(row["timezone"])
+
+    async def zone(self, hospital_id: str) -> zoneinfo.ZoneInfo:
+        """A hospital's time zone (cached; Asia/Shanghai for an unknown hospital)."""
+        found = self.zones.get(hospital_id)
+        if found is None:
+            row = await self.fetchrow("get_hospital", hospital_id)
+            found = zone_named(row["timezone"]) if row is not None else DEFAULT_ZONE
+            if row is not None:
+                self.zones[hospital_id] = found
+        return found
+
+    def hospital_changed(self, hospital_id: str, timezone: str) -> None:
+        """An operator wrote the hospital: its zone, and its schedules' terms, anew."""
+        self.zones[hospital_id] = zone_named(timezone)
+        self._terms.clear()
+
+    def known_terms(self, schedule_id: str) -> ScheduleTerms | None:
+        """A schedule's terms if this process has fresh ones (no I/O)."""
+        cached = self._terms.get(schedule_id)
+        if cached is None or cached[0] < time.monotonic():
+            return None
+        return cached[1]
+
+    async def terms(self, schedule_id: str) -> ScheduleTerms | None:
+        """A schedule's terms (cached for ``TERMS_TTL_S``), or None if there is none."""
+        found = self.known_terms(schedule_id)
+        if found is not None:
+            return found
+        row = await self.fetchrow("get_schedule", schedule_id)
+        if row is None:
+            return None
+        return self.remember_terms(row)
+
+    def remember_terms(self, row: asyncpg.Record) -> ScheduleTerms:
+        """The terms of a ``get_schedule`` row, remembered for ``TERMS_TTL_S``."""
+        zone = zone_named(row["hospital_timezone"])
+        self.zones[row["hospital_id"]] = zone
+        found = ScheduleTerms.of(zone, row["cancel_deadline"], row["starts_at"])
+        if len(self._terms) > 100_000:
+            self._terms.clear()
+        self._terms[row["id"]] = (time.monotonic() + TERMS_TTL_S, found)
+        return found
 
     def known_slot_location(self, slot_id: str) -> SlotLocation | None:
         """Where a slot lives, if this process already knows (no I/O)."""
@@ -122,6 +218,7 @@ class PgCatalogue:
                     slot["ends_at"],
                     slot["capacity"],
                 )
+            self._terms.pop(row["id"], None)
             all_slots = await connection.fetch(QUERIES["list_schedule_slots"], row["id"])
             spec = spec_from_rows(row, all_slots)
             await self._store.load_schedule(

@@ -15,7 +15,9 @@ from aiohttp import web
 from inventory import keys
 from inventory.api.bodies import json_response, read_query, validate
 from inventory.api.context import SERVICES, Services
+from inventory.api.instants import instant_text, local_text
 from inventory.api.models import Day, Id, Request
+from inventory.catalogue import ScheduleTerms
 from inventory.errors import NotFoundError, ValidationFailedError
 
 routes = web.RouteTableDef()
@@ -35,10 +37,6 @@ def path_id(request: web.Request, name: str) -> str:
         return validate(_IdPath, {"value": request.match_info[name]}).value
     except ValidationFailedError:
         raise NotFoundError() from None
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 @routes.get("/v1/hospitals")
@@ -98,6 +96,8 @@ async def day_schedules(services: Services, department_id: str, day: date) -> li
     items = []
     for row in schedules:
         released = row["release_at"] <= now
+        zone = await catalogue.zone(row["hospital_id"])
+        terms = ScheduleTerms.of(zone, row["cancel_deadline"], row["starts_at"])
         items.append(
             {
                 "schedule_id": row["id"],
@@ -109,18 +109,20 @@ async def day_schedules(services: Services, department_id: str, day: date) -> li
                 },
                 "visit_date": row["visit_date"].isoformat(),
                 "session": row["session"],
-                "starts_at": _iso(row["starts_at"]),
-                "ends_at": _iso(row["ends_at"]),
+                "starts_at": local_text(row["starts_at"], zone),
+                "ends_at": local_text(row["ends_at"], zone),
                 "fee_fen": int(row["fee_fen"]),
                 "location": row["location"],
                 "status": row["status"],
                 "capacity": int(row["capacity"]),
                 "remaining": remaining.get(row["id"], 0),
-                "release_at": _iso(row["release_at"]),
+                "release_at": local_text(row["release_at"], zone),
                 "released": released,
                 "countdown_s": 0
                 if released
                 else int((row["release_at"] - now).total_seconds()) + 1,
+                "cancel_deadline": instant_text(terms.cancel_deadline_ms, zone),
+                "cancellable": terms.cancellable(),
             }
         )
     return items
@@ -146,6 +148,10 @@ async def schedule_availability(services: Services, schedule_id: str) -> dict[st
     schedule = await catalogue.fetchrow("get_schedule", schedule_id)
     if schedule is None:
         return None
+    terms = catalogue.remember_terms(schedule)
+    zone = terms.zone
+    cancel_deadline = instant_text(terms.cancel_deadline_ms, zone)
+    cancellable = terms.cancellable()
     slots = await catalogue.fetch("list_schedule_slots", schedule_id)
     tag = keys.department_day_tag(schedule["department_id"], schedule["visit_date"])
     counts = await services.store.slot_counts(tag, [s["id"] for s in slots])
@@ -163,16 +169,20 @@ async def schedule_availability(services: Services, schedule_id: str) -> dict[st
         items.append(
             {
                 "slot_id": slot["id"],
-                "starts_at": _iso(slot["starts_at"]),
-                "ends_at": _iso(slot["ends_at"]),
+                "starts_at": local_text(slot["starts_at"], zone),
+                "ends_at": local_text(slot["ends_at"], zone),
                 "capacity": int(slot["capacity"]),
                 "remaining": found.remaining if found else 0,
+                "cancel_deadline": cancel_deadline,
+                "cancellable": cancellable,
             }
         )
     return {
         "schedule_id": schedule_id,
         "status": schedule["status"],
-        "release_at": _iso(schedule["release_at"]),
+        "release_at": local_text(schedule["release_at"], zone),
+        "cancel_deadline": cancel_deadline,
+        "cancellable": cancellable,
         "items": items,
     }
 

@@ -6,9 +6,7 @@ token; another account's hold or booking answers 404 exactly like a missing one.
 
 from __future__ import annotations
 
-import functools
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from aiohttp import web
 from pydantic import Field
@@ -17,15 +15,16 @@ from inventory import keys
 from inventory.api.auth import principal
 from inventory.api.bodies import idempotency_key, json_response, read_json, read_query, validate
 from inventory.api.context import SERVICES, client_ip
+from inventory.api.instants import instant_text
 from inventory.api.models import (
     BookingCancel,
-    BookingView,
     HoldConfirm,
     HoldCreate,
     HoldId,
     Request,
 )
 from inventory.api.observability import count_reserve_outcomes, request_id_of
+from inventory.catalogue import ScheduleTerms
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
 from inventory.errors import (
     NotFoundError,
@@ -51,36 +50,16 @@ class BookingListQuery(Request):
     limit: Annotated[int, Field(ge=1, le=200)] = 50
 
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_NAIVE_EPOCH: Final = datetime(1970, 1, 1)
+#: Booking statuses a patient can still cancel (until the cancellation deadline).
+CANCELLABLE_STATES: Final = frozenset({HoldState.HELD, HoldState.BOOKED})
 
 
-def _instant(ms: int) -> datetime:
-    # Integer arithmetic: exact to the millisecond at any date (a float division is not).
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-@functools.lru_cache(maxsize=4096)
-def _second_text(seconds: int) -> str:
-    return (_NAIVE_EPOCH + timedelta(seconds=seconds)).isoformat()
-
-
-def instant_text(ms: int) -> str:
-    """An epoch-ms instant as the API writes it: the text pydantic gives the
-    ``datetime`` fields of the views (``2026-11-25T10:00:00.123000Z``, no fraction
-    when whole seconds). The whole-second part is remembered: in a release spike most
-    holds are made, and their deadlines fall, within the same few seconds (0.4 µs
-    instead of 1.1 in a microbenchmark; every reserve answer has two)."""
-    seconds, millis = divmod(ms, 1000)
-    if millis:
-        return f"{_second_text(seconds)}.{millis:03d}000Z"
-    return _second_text(seconds) + "Z"
-
-
-def hold_view(hold: Hold) -> dict[str, object]:
+def hold_view(hold: Hold, terms: ScheduleTerms, now_ms: int | None = None) -> dict[str, object]:
     """A hold as the API shows it: :class:`HoldView`'s JSON, built directly because it
     is on the reserve path (a pydantic model and its dump cost ~5 µs there);
-    tests/api/test_views.py checks the two agree."""
+    tests/api/test_views.py checks the two agree. ``cancellable``: the booking this
+    hold is (or becomes when paid) can still be cancelled now."""
+    zone = terms.zone
     return {
         "hold_id": hold.hold_id,
         "slot_id": hold.slot_id,
@@ -89,28 +68,30 @@ def hold_view(hold: Hold) -> dict[str, object]:
         "channel": hold.channel,
         "state": hold.state.value,
         "amount_fen": hold.amount_fen,
-        "created_at": instant_text(hold.created_ms),
-        "deadline": instant_text(hold.deadline_ms),
+        "created_at": instant_text(hold.created_ms, zone),
+        "deadline": instant_text(hold.deadline_ms, zone),
         "extended": hold.extended,
+        "cancel_deadline": instant_text(terms.cancel_deadline_ms, zone),
+        "cancellable": hold.state in CANCELLABLE_STATES and terms.cancellable(now_ms),
     }
 
 
-def booking_view_from_hold(hold: Hold) -> dict[str, object]:
-    """A booking straight from the store's record (before the HIS has it)."""
-    status = "confirmed" if hold.state is HoldState.BOOKED else hold.state.value
-    return BookingView(
-        booking_id=hold.hold_id,
-        hold_id=hold.hold_id,
-        slot_id=hold.slot_id,
-        schedule_id=hold.schedule_id,
-        patient_id=hold.patient_id,
-        status=status,
-        amount_fen=hold.amount_fen,
-        payment_ref=hold.payment_ref,
-        confirmed_at=_instant(hold.confirmed_ms) if hold.confirmed_ms else None,
-        visit_date=keys.visit_date_of_tag(keys.tag_of_hold(hold.hold_id)),
-        cancelled_at=_instant(hold.ended_ms) if hold.state is HoldState.CANCELLED else None,
-    ).model_dump(mode="json")
+async def schedule_terms(request: web.Request, schedule_id: str) -> ScheduleTerms:
+    """The terms of a hold's schedule (a schedule is never deleted while it has holds)."""
+    catalogue = request.app[SERVICES].catalogue
+    terms = catalogue.known_terms(schedule_id) or await catalogue.terms(schedule_id)
+    if terms is None:
+        raise NotFoundError("no such schedule")
+    return terms
+
+
+async def booking_view(request: web.Request, booking_id: str, account_id: str) -> dict[str, Any]:
+    """The whole booking view (as GET /v1/bookings/{id} answers it)."""
+    bookings = request.app[SERVICES].bookings
+    booking = await bookings.get_for_account(booking_id, account_id)
+    if booking is None:
+        raise NotFoundError("no such booking")
+    return booking
 
 
 def _hold_id(request: web.Request, name: str = "hold_id") -> str:
@@ -183,7 +164,8 @@ async def create_hold(request: web.Request) -> web.Response:
         )
         raise
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return json_response(hold_view(outcome.hold), status=201, headers=headers)
+    terms = await schedule_terms(request, outcome.hold.schedule_id)
+    return json_response(hold_view(outcome.hold, terms), status=201, headers=headers)
 
 
 @routes.get("/v1/holds/{hold_id}")
@@ -191,7 +173,7 @@ async def get_hold(request: web.Request) -> web.Response:
     """One of the account's holds."""
     who = principal(request)
     hold = await _own_hold(request, _hold_id(request), who.account_id)
-    return json_response(hold_view(hold))
+    return json_response(hold_view(hold, await schedule_terms(request, hold.schedule_id)))
 
 
 @routes.delete("/v1/holds/{hold_id}")
@@ -211,7 +193,8 @@ async def release_hold(request: web.Request) -> web.Response:
         reason="patient_released",
         request_id=request_id_of(request),
     )
-    return json_response(hold_view(outcome.hold))
+    terms = await schedule_terms(request, hold.schedule_id)
+    return json_response(hold_view(outcome.hold, terms))
 
 
 @routes.post("/v1/holds/{hold_id}/confirm")
@@ -234,7 +217,7 @@ async def confirm_hold(request: web.Request) -> web.Response:
         # Already booked by its payment (a front end confirming after paying): the
         # booking, answered like any confirm once it is durable (record is idempotent).
         await services.bookings.record(hold)
-        return json_response(booking_view_from_hold(hold))
+        return json_response(await booking_view(request, hold_id, who.account_id))
     outcome: HoldOutcome = await services.store.confirm(
         hold_id,
         account_id=who.account_id,
@@ -242,7 +225,7 @@ async def confirm_hold(request: web.Request) -> web.Response:
         request_id=request_id_of(request),
     )
     await services.bookings.record(outcome.hold)
-    return json_response(booking_view_from_hold(outcome.hold))
+    return json_response(await booking_view(request, hold_id, who.account_id))
 
 
 @routes.get("/v1/bookings")
@@ -259,10 +242,7 @@ async def get_booking(request: web.Request) -> web.Response:
     """One of the account's bookings."""
     who = principal(request)
     booking_id = _hold_id(request, "booking_id")
-    booking = await request.app[SERVICES].bookings.get_for_account(booking_id, who.account_id)
-    if booking is None:
-        raise NotFoundError("no such booking")
-    return json_response(booking)
+    return json_response(await booking_view(request, booking_id, who.account_id))
 
 
 @routes.post("/v1/bookings/{booking_id}/cancel")
@@ -285,4 +265,4 @@ async def cancel_booking(request: web.Request) -> web.Response:
     # A paid booking's fee goes back, once (GET /v1/bookings/{id}/refund shows it; the
     # payment loop requests it too if this process dies first).
     await request_refund(services.db, booking_id, None, body.reason, f"cancel:{booking_id}")
-    return json_response(booking_view_from_hold(outcome.hold))
+    return json_response(await booking_view(request, booking_id, who.account_id))

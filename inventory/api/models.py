@@ -12,7 +12,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["slot-0800-1"])]
 
@@ -61,6 +61,12 @@ class Channel(StrEnum):
     WEB = "web"
 
 
+class Session(StrEnum):
+    MORNING = "morning"
+    AFTERNOON = "afternoon"
+    EVENING = "evening"
+
+
 class HoldCreate(Request):
     slot_id: Id
     patient_id: Id
@@ -75,32 +81,160 @@ class BookingCancel(Request):
     reason: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")] = "patient_cancelled"
 
 
+#: An instant as answers write it: in the hospital's time zone, with its offset.
+Instant = Annotated[
+    datetime,
+    Field(
+        description="RFC 3339, in the hospital's time zone with its offset",
+        examples=["2026-12-09T08:00:00+08:00"],
+    ),
+]
+
+
+class HoldState(StrEnum):
+    """Where a hold is in its life (``booked``: paid, a booking)."""
+
+    HELD = "held"
+    BOOKED = "booked"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class BookingStatus(StrEnum):
+    """Where a booking is: ``confirmed`` (paid, durable), ``submitted`` (sent to the
+    HIS), ``his_confirmed`` (the HIS numbered it), ``rejected`` (the HIS refused it; the
+    fee is refunded), ``cancelled``, ``visited``, ``no_show``."""
+
+    CONFIRMED = "confirmed"
+    SUBMITTED = "submitted"
+    HIS_CONFIRMED = "his_confirmed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    VISITED = "visited"
+    NO_SHOW = "no_show"
+
+
+_CANCELLABLE = (
+    "whether a patient can cancel now: the booking (or the booking this hold becomes "
+    "when paid) is still open and the cancellation deadline has not passed"
+)
+_CANCEL_DEADLINE = (
+    "until when a booking can be cancelled: the hospital's deadline, never after the session starts"
+)
+_HOLD_EXAMPLE: dict[str, JsonValue] = {
+    "hold_id": "dep-cardio.20261209.abcdefghijklmnopqrstuvwx",
+    "slot_id": "slot-0800-1",
+    "schedule_id": "sch-20261209-am",
+    "patient_id": "p-7f3a9c",
+    "channel": "wechat",
+    "state": "held",
+    "amount_fen": 5000,
+    "created_at": "2026-12-02T08:00:01.250000+08:00",
+    "deadline": "2026-12-02T08:15:01.250000+08:00",
+    "extended": False,
+    "cancel_deadline": "2026-12-08T20:00:00+08:00",
+    "cancellable": True,
+}
+
+
 class HoldView(BaseModel):
+    """A hold: one unit of a slot taken for a patient until ``deadline``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_HOLD_EXAMPLE]})
+
     hold_id: str
     slot_id: str
     schedule_id: str
     patient_id: str
-    channel: str
-    state: str
-    amount_fen: int
-    created_at: datetime
-    deadline: datetime
+    channel: Channel
+    state: HoldState
+    amount_fen: Annotated[int, Field(description="the fee in fen")]
+    created_at: Instant
+    deadline: Annotated[Instant, Field(description="pay before this, or the hold ends")]
     extended: bool
+    cancel_deadline: Annotated[Instant, Field(description=_CANCEL_DEADLINE)]
+    cancellable: Annotated[bool, Field(description=_CANCELLABLE)]
+
+
+_BOOKING_EXAMPLE: dict[str, JsonValue] = {
+    "booking_id": "dep-cardio.20261209.abcdefghijklmnopqrstuvwx",
+    "hold_id": "dep-cardio.20261209.abcdefghijklmnopqrstuvwx",
+    "slot_id": "slot-0800-1",
+    "schedule_id": "sch-20261209-am",
+    "patient_id": "p-7f3a9c",
+    "status": "his_confirmed",
+    "amount_fen": 5000,
+    "payment_ref": "wx-4200001234",
+    "confirmed_at": "2026-12-02T08:03:12.480000+08:00",
+    "cancelled_at": None,
+    "cancel_reason": "",
+    "his_appointment_no": "A0012",
+    "visit_time": "2026-12-09T08:00:00+08:00",
+    "place": "门诊楼2层 心内科3诊室",
+    "visit_date": "2026-12-09",
+    "session": "morning",
+    "location": "门诊楼2层",
+    "slot_starts_at": "2026-12-09T08:00:00+08:00",
+    "slot_ends_at": "2026-12-09T08:30:00+08:00",
+    "doctor_id": "doc-li",
+    "doctor_name": "李明",
+    "doctor_title": "主任医师",
+    "department_id": "dep-cardio",
+    "department_name": "心内科",
+    "hospital_id": "h-demo",
+    "hospital_name": "示例医院",
+    "cancel_deadline": "2026-12-08T20:00:00+08:00",
+    "cancellable": True,
+}
 
 
 class BookingView(BaseModel):
-    booking_id: str
+    """A booking with where and when the visit is (every answer that returns a booking
+    returns this whole view: GET, confirm, cancel)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_BOOKING_EXAMPLE]})
+
+    booking_id: Annotated[str, Field(description="the hold's id: a booking keeps it")]
     hold_id: str
     slot_id: str
     schedule_id: str
     patient_id: str
-    status: str
-    amount_fen: int
+    status: BookingStatus
+    amount_fen: Annotated[int, Field(description="the fee paid, in fen")]
     payment_ref: str
-    confirmed_at: datetime | None
-    visit_date: date | None = None
-    cancelled_at: datetime | None = None
-    his_appointment_no: str | None = None
+    confirmed_at: Instant
+    cancelled_at: Instant | None
+    cancel_reason: str
+    his_appointment_no: Annotated[
+        str | None, Field(description="the hospital's appointment number, once it has one")
+    ]
+    visit_time: Annotated[Instant | None, Field(description="when to come, from the HIS")]
+    place: Annotated[str | None, Field(description="where to go, from the HIS")]
+    visit_date: date
+    session: Session
+    location: str
+    slot_starts_at: Instant
+    slot_ends_at: Instant
+    doctor_id: str
+    doctor_name: str
+    doctor_title: str
+    department_id: str
+    department_name: str
+    hospital_id: str
+    hospital_name: str
+    cancel_deadline: Annotated[Instant, Field(description=_CANCEL_DEADLINE)]
+    cancellable: Annotated[bool, Field(description=_CANCELLABLE)]
+
+
+class BookingList(BaseModel):
+    """The account's bookings, newest first."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"items": [_BOOKING_EXAMPLE]}]}
+    )
+
+    items: list[BookingView]
 
 
 class Relation(StrEnum):
@@ -134,16 +268,31 @@ class PatientCreate(Request):
     relation: Relation = Relation.SELF
 
 
+PATIENT_EXAMPLE: dict[str, JsonValue] = {
+    "patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0",
+    "name": "张*",
+    "gender": "male",
+    "birth_date": "1990-03-07",
+    "phone": "138****5678",
+    "resident_id": "1101**********002X",
+    "relation": "self",
+}
+
+
 class PatientView(BaseModel):
-    """A patient as an account sees it: personal data masked."""
+    """A patient as an account sees it: personal data masked. ``phone`` is the number
+    on record (the first registration's): another account linking the same person does
+    not change it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [PATIENT_EXAMPLE]})
 
     patient_id: str
     name: str
-    gender: str
+    gender: Gender
     birth_date: date
     phone: str
     resident_id: str
-    relation: str
+    relation: Relation
 
 
 class HospitalPolicyBody(Request):
@@ -184,12 +333,6 @@ class DoctorPut(Request):
     name: Name
     title: Annotated[Printable, Field(max_length=50)] = ""
     specialty: Annotated[Printable, Field(max_length=500)] = ""
-
-
-class Session(StrEnum):
-    MORNING = "morning"
-    AFTERNOON = "afternoon"
-    EVENING = "evening"
 
 
 class SlotPut(Request):

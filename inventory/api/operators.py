@@ -69,6 +69,7 @@ async def put_hospital(request: web.Request) -> web.Response:
         raise _invalid("policy", str(error)) from None
     row = await _write("upsert_hospital", request, hospital_id, body.name, body.timezone, policy)
     request.app[SERVICES].catalogue.policies[hospital_id] = parsed
+    request.app[SERVICES].catalogue.hospital_changed(hospital_id, body.timezone)
     return json_response(
         {
             "hospital_id": row["id"],

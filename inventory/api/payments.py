@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import tzinfo
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from inventory.api.auth import principal
 from inventory.api.bodies import json_response, read_json, validate
 from inventory.api.context import SERVICES
-from inventory.api.models import HoldId, Request
+from inventory.api.models import HoldId, Instant, Request
 from inventory.api.problems import problem_response
+from inventory.catalogue import DEFAULT_ZONE
 from inventory.db.pool import create_pool
 from inventory.errors import InventoryError, NotFoundError, ValidationFailedError
 from inventory.payments.errors import NotificationRefusedError
@@ -53,35 +54,86 @@ class PaymentCreate(Request):
     openid: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
 
 
+_REFUND_EXAMPLE: dict[str, JsonValue] = {
+    "refund_id": "rf-4b1c9e",
+    "booking_id": "dep-cardio.20261209.abcdefghijklmnopqrstuvwx",
+    "payment_id": "pay-9a8b7c",
+    "amount_fen": 5000,
+    "reason": "patient_cancelled",
+    "status": "pending",
+    "created_at": "2026-12-03T10:00:00+08:00",
+    "succeeded_at": None,
+}
+
+
 class RefundView(BaseModel):
+    """A booking's refund (a registration fee goes back whole, once)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_REFUND_EXAMPLE]})
+
     refund_id: str
     booking_id: str
     payment_id: str
     amount_fen: int
     reason: str
-    status: str
-    created_at: datetime
-    succeeded_at: datetime | None
+    status: Literal["pending", "succeeded", "failed"]
+    created_at: Instant
+    succeeded_at: Instant | None
+
+
+_PAYMENT_EXAMPLE: dict[str, JsonValue] = {
+    "payment_id": "pay-9a8b7c",
+    "hold_id": "dep-cardio.20261209.abcdefghijklmnopqrstuvwx",
+    "provider": "wechat",
+    "method": "jsapi",
+    "status": "pending",
+    "amount_fen": 5000,
+    "currency": "CNY",
+    "deadline": "2026-12-02T08:25:01.250000+08:00",
+    "paid_at": None,
+    "booking_id": None,
+    "created_at": "2026-12-02T08:01:00+08:00",
+    "prepay": {
+        "appId": "wx0123456789abcdef",
+        "timeStamp": "1796169660",
+        "nonceStr": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+        "package": "prepay_id=wx201410272009395522657a690389285100",
+        "signType": "RSA",
+        "paySign": "oR9d8PuhnIc+YZ8cBHFCwfgpaK9gd7vaRvkYD7rthRAZ...",
+    },
+    "refund": None,
+}
 
 
 class PaymentView(BaseModel):
+    """A hold's payment: pay with ``prepay``; ``booking_id`` once it booked the hold."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_PAYMENT_EXAMPLE]})
+
     payment_id: str
     hold_id: str
     provider: str
-    method: str
-    status: str
+    method: PaymentMethod
+    status: Literal["pending", "paid", "closed", "failed"]
     amount_fen: int
     currency: str
-    deadline: datetime | None
-    paid_at: datetime | None
+    deadline: Annotated[Instant | None, Field(description="the hold's payment deadline")]
+    paid_at: Instant | None
     booking_id: str | None
-    created_at: datetime
+    created_at: Instant
     #: jsapi: the parameters of wx.requestPayment; native: {"code_url"}; null once paid.
-    prepay: dict[str, str] | None
+    prepay: Annotated[
+        dict[str, str] | None,
+        Field(description="jsapi: wx.requestPayment's parameters; native: {code_url}"),
+    ]
     refund: RefundView | None
 
 
 class PaymentList(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"items": [_PAYMENT_EXAMPLE]}]}
+    )
+
     items: list[PaymentView]
 
 
@@ -159,6 +211,18 @@ def _path_id(request: web.Request, name: str) -> str:
     return str(getattr(parsed, name))
 
 
+async def _zone_of_hold(request: web.Request, hold_id: str) -> tzinfo:
+    """The time zone of a hold's hospital (its answers' instants are written in it)."""
+    services = request.app[SERVICES]
+    hold = await services.store.get_hold(hold_id)
+    schedule_id = hold.schedule_id if hold is not None else None
+    if schedule_id is None:  # gone from Redis (long after the visit): Postgres has it
+        row = await services.catalogue.fetchrow("get_hold", hold_id)
+        schedule_id = row["schedule_id"] if row is not None else None
+    terms = await services.catalogue.terms(schedule_id) if schedule_id else None
+    return terms.zone if terms is not None else DEFAULT_ZONE
+
+
 @routes.post("/v1/holds/{hold_id}/payments")
 async def start_payment(request: web.Request) -> web.Response:
     """Start paying one of the account's holds: the provider's prepay parameters. The
@@ -169,7 +233,8 @@ async def start_payment(request: web.Request) -> web.Response:
     payment, prepay, created = await request.app[PAYMENTS].start(
         hold_id, who.account_id, method=body.method.value, payer_openid=body.openid or ""
     )
-    return json_response(payment.view(prepay=prepay), status=201 if created else 200)
+    view = payment.view(prepay=prepay, zone=await _zone_of_hold(request, hold_id))
+    return json_response(view, status=201 if created else 200)
 
 
 @routes.get("/v1/holds/{hold_id}/payments")
@@ -177,7 +242,8 @@ async def list_payments(request: web.Request) -> web.Response:
     """The payment of one of the account's holds (with what it bought or its refund)."""
     who = principal(request)
     hold_id = _path_id(request, "hold_id")
-    items = await request.app[PAYMENTS].of_hold(hold_id, who.account_id)
+    zone = await _zone_of_hold(request, hold_id)
+    items = await request.app[PAYMENTS].of_hold(hold_id, who.account_id, zone=zone)
     return json_response({"items": items})
 
 
@@ -189,7 +255,7 @@ async def get_refund(request: web.Request) -> web.Response:
     refund = await booking_refund(request.app[SERVICES].db, who.account_id, booking_id)
     if refund is None:
         raise NotFoundError("no refund for this booking")
-    return json_response(refund.view())
+    return json_response(refund.view(zone=await _zone_of_hold(request, booking_id)))
 
 
 def _fail(status: int, reason: str, message: str) -> web.Response:

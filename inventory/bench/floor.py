@@ -64,8 +64,16 @@ async def _reserve(request: web.Request) -> web.Response:
         # A refusal (e.g. a run past its request budget) is an error the benchmark counts,
         # answered with the store's code rather than a logged traceback.
         return web.Response(status=refused.http_status, text=refused.code)
+    # The same view as the API's (in the hospital's zone, with the cancel deadline).
+    terms = services.catalogue.known_terms(location.schedule_id) or await services.catalogue.terms(
+        location.schedule_id
+    )
+    if terms is None:
+        raise web.HTTPNotFound()
     return web.Response(
-        status=201, body=orjson.dumps(hold_view(outcome.hold)), content_type="application/json"
+        status=201,
+        body=orjson.dumps(hold_view(outcome.hold, terms)),
+        content_type="application/json",
     )
 
 

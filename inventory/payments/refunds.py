@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -49,6 +49,11 @@ DUPLICATE_PAYMENT = "duplicate_payment"
 SUSPENDED = "suspended"
 AMOUNT_MISMATCH = "amount_mismatch"
 BOOKING_CANCELLED = "booking_cancelled"
+
+
+def local(value: datetime | None, zone: tzinfo) -> str | None:
+    """An instant as answers write it: in ``zone`` (the hospital's), with its offset."""
+    return value.astimezone(zone).isoformat() if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +92,8 @@ class Refund:
             created=created,
         )
 
-    def view(self) -> dict[str, Any]:
-        """As the API shows it (no provider internals)."""
+    def view(self, *, zone: tzinfo = UTC) -> dict[str, Any]:
+        """As the API shows it (no provider internals; instants in ``zone``)."""
         return {
             "refund_id": self.refund_id,
             "booking_id": self.booking_id,
@@ -96,8 +101,8 @@ class Refund:
             "amount_fen": self.amount_fen,
             "reason": self.reason,
             "status": self.status,
-            "created_at": self.created_at.isoformat(),
-            "succeeded_at": self.succeeded_at.isoformat() if self.succeeded_at else None,
+            "created_at": local(self.created_at, zone),
+            "succeeded_at": local(self.succeeded_at, zone),
         }
 
 

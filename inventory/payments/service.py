@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import structlog
@@ -122,8 +122,10 @@ class Payment:
         """From a row of the payment queries."""
         return cls(**{name: row[name] for name in cls.__slots__})
 
-    def view(self, *, refund: Refund | None = None, prepay: Prepay | None = None) -> dict[str, Any]:
-        """As the API shows it."""
+    def view(
+        self, *, refund: Refund | None = None, prepay: Prepay | None = None, zone: tzinfo = UTC
+    ) -> dict[str, Any]:
+        """As the API shows it (instants in ``zone``: the hospital's)."""
         return {
             "payment_id": self.payment_id,
             "hold_id": self.hold_id,
@@ -132,12 +134,12 @@ class Payment:
             "status": self.status,
             "amount_fen": self.amount_fen,
             "currency": self.currency,
-            "deadline": self.hold_deadline.isoformat() if self.hold_deadline else None,
-            "paid_at": self.paid_at.isoformat() if self.paid_at else None,
+            "deadline": refunds.local(self.hold_deadline, zone),
+            "paid_at": refunds.local(self.paid_at, zone),
             "booking_id": self.booking_id,
-            "created_at": self.created_at.isoformat(),
+            "created_at": refunds.local(self.created_at, zone),
             "prepay": dict(prepay.params) if prepay is not None else None,
-            "refund": refund.view() if refund is not None else None,
+            "refund": refund.view(zone=zone) if refund is not None else None,
         }
 
 
@@ -286,7 +288,9 @@ class Payments:
             row = await connection.fetchrow(QUERIES["get_payment"], payment_id)
         return Payment.from_row(row), False
 
-    async def of_hold(self, hold_id: str, account_id: str) -> list[dict[str, Any]]:
+    async def of_hold(
+        self, hold_id: str, account_id: str, *, zone: tzinfo = UTC
+    ) -> list[dict[str, Any]]:
         """The payments of one of the account's holds, as the API shows them."""
         await self._own_hold(hold_id, account_id)
         payment = await self._get(payment_id_for(hold_id))
@@ -294,7 +298,8 @@ class Payments:
             return []
         async with acquire(self.pool, timeout_s=self._timeout) as connection:
             row = await connection.fetchrow(QUERIES["get_payment_refund"], payment.payment_id)
-        return [payment.view(refund=Refund.from_row(row) if row is not None else None)]
+        refund = Refund.from_row(row) if row is not None else None
+        return [payment.view(refund=refund, zone=zone)]
 
     # -- settling ----------------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class Catalogue:
         released: bool = True,
         session: str = "morning",
         fee_fen: int = 5000,
+        cancel_deadline: datetime | None = None,
     ) -> tuple[str, list[str], date]:
         day = visit_date or (datetime.now(tz=UTC) + timedelta(days=3)).date()
         start = datetime(day.year, day.month, day.day, 1, 0, tzinfo=UTC)
@@ -92,7 +93,7 @@ class Catalogue:
                 "starts_at": start.isoformat(),
                 "ends_at": (start + timedelta(hours=4)).isoformat(),
                 "release_at": release.isoformat(),
-                "cancel_deadline": (start - timedelta(hours=12)).isoformat(),
+                "cancel_deadline": (cancel_deadline or start - timedelta(hours=12)).isoformat(),
                 "fee_fen": fee_fen,
                 "location": "Building 2, Room 301",
                 "slots": slots,

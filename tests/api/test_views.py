@@ -1,17 +1,26 @@
 """The reserve path's hand-built hold view against the pydantic model it stands in
-for: the same JSON for any hold, so the contract (OpenAPI, schemathesis) still holds."""
+for: the same JSON for any hold, so the contract (OpenAPI, schemathesis) still holds;
+and every instant in the hospital's time zone with its offset."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inventory.api.holds import _instant, hold_view, instant_text
+from inventory.api.holds import hold_view
+from inventory.api.instants import instant, instant_text
 from inventory.api.models import HoldView
+from inventory.catalogue import ScheduleTerms
 from inventory.domain import Hold, HoldState
 
-#: Epoch ms from 1970 to the last millisecond of year 9999.
-instants = st.integers(min_value=0, max_value=253_402_300_799_999)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+ZONES = [SHANGHAI, ZoneInfo("UTC"), ZoneInfo("Asia/Urumqi"), ZoneInfo("America/New_York")]
+
+#: Epoch ms from 1970 to the end of year 9998 (9999-12-31 in UTC+8 is past datetime.max).
+instants = st.integers(min_value=0, max_value=253_370_764_799_999)
 ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=64)
 
 
@@ -36,8 +45,11 @@ def holds(draw: st.DrawFn) -> Hold:
     )
 
 
-@given(holds())
-def test_hold_view_is_the_models_json(hold: Hold) -> None:
+@given(holds(), st.sampled_from(ZONES), instants, instants)
+def test_hold_view_is_the_models_json(hold: Hold, zone: ZoneInfo, deadline: int, now: int) -> None:
+    """The hand-built view is HoldView's JSON, instants written in the hospital's zone."""
+    terms = ScheduleTerms(zone, deadline)
+    view = hold_view(hold, terms, now)
     expected = HoldView(
         hold_id=hold.hold_id,
         slot_id=hold.slot_id,
@@ -46,15 +58,28 @@ def test_hold_view_is_the_models_json(hold: Hold) -> None:
         channel=hold.channel,
         state=hold.state.value,
         amount_fen=hold.amount_fen,
-        created_at=_instant(hold.created_ms),
-        deadline=_instant(hold.deadline_ms),
+        created_at=instant(hold.created_ms),
+        deadline=instant(hold.deadline_ms),
         extended=hold.extended,
-    ).model_dump(mode="json")
-    assert hold_view(hold) == expected
-    assert list(hold_view(hold)) == list(expected)  # and the same key order
+        cancel_deadline=instant(deadline),
+        cancellable=hold.state in (HoldState.HELD, HoldState.BOOKED) and now < deadline,
+    )
+    assert HoldView.model_validate(view) == expected
+    assert list(view) == list(expected.model_dump())  # and the same key order
+    for name in ("created_at", "deadline", "cancel_deadline"):
+        text = str(view[name])
+        assert text == getattr(expected, name).astimezone(zone).isoformat()
+        assert (
+            datetime.fromisoformat(text).utcoffset()
+            == getattr(expected, name).astimezone(zone).utcoffset()
+        )
 
 
 def test_instant_text_examples() -> None:
-    assert instant_text(0) == "1970-01-01T00:00:00Z"
-    assert instant_text(1_764_000_000_123) == "2025-11-24T16:00:00.123000Z"
-    assert instant_text(253_402_300_799_999) == "9999-12-31T23:59:59.999000Z"
+    """Instants read as the hospital's wall clock, with the offset (RFC 3339)."""
+    assert instant_text(0, SHANGHAI) == "1970-01-01T08:00:00+08:00"
+    assert instant_text(1_764_000_000_123, SHANGHAI) == "2025-11-25T00:00:00.123000+08:00"
+    # An 08:00 Beijing session is 08:00+08:00, never 00:00+00:00.
+    assert instant_text(1_796_774_400_000, SHANGHAI) == "2026-12-09T08:00:00+08:00"
+    assert instant_text(253_402_300_799_999, ZoneInfo("UTC")) == "9999-12-31T23:59:59.999000+00:00"
+    assert instant_text(1_796_774_400_000, ZoneInfo("UTC")) == "2026-12-09T00:00:00+00:00"

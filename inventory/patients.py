@@ -18,7 +18,7 @@ import redis.exceptions
 import structlog
 
 from inventory import keys
-from inventory.api.models import PatientCreate, PatientView
+from inventory.api.models import PatientCreate, PatientView, Relation
 from inventory.crypto import BlindIndex, FieldKeyring
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
@@ -93,7 +93,7 @@ class PatientRegistry:
             birth_date=row["birth_date"],
             phone=mask_mobile(self._decrypt(row, "phone")),
             resident_id=mask_resident_id(self._decrypt(row, "resident_id")),
-            relation=relation,
+            relation=Relation(relation),
         ).model_dump(mode="json")
 
     async def register(self, account_id: str, body: PatientCreate) -> tuple[dict[str, Any], bool]:

@@ -1,17 +1,82 @@
-"""``/openapi.json`` and a human docs page rendered from the same document (no
-JavaScript or CDN: the page must work on a hospital's closed network)."""
+"""``/openapi.json`` and the human docs page: Swagger UI rendering that document.
+
+Swagger UI's files come from the ``swagger-ui-py`` package (Apache-2.0, Swagger UI 5,
+which reads OpenAPI 3.1) and are served by this process under ``/docs/assets/``: the
+page fetches nothing from elsewhere, so it works on a hospital's closed network.
+"""
 
 from __future__ import annotations
 
-import html
+import importlib.util
 from functools import cache
+from pathlib import Path
+from typing import Final
 
 import orjson
 from aiohttp import web
 
 from inventory.api.openapi import build_openapi
+from inventory.errors import NotFoundError
 
 routes = web.RouteTableDef()
+
+
+def _assets_dir() -> Path:
+    # Found, not imported: the package's own code (framework glue) takes a second to
+    # import and is not needed to serve its files.
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+#: Where swagger-ui-py keeps Swagger UI's distribution files.
+ASSETS_DIR: Final = _assets_dir()
+#: The assets the page loads, and their content types (nothing else is served).
+ASSETS: Final = {
+    "swagger-ui.css": "text/css",
+    "index.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+    "LICENSE": "text/plain",
+}
+
+PAGE: Final = """<!doctype html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<title>slot-inventory API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+<link rel="stylesheet" href="/docs/assets/index.css">
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png" sizes="32x32">
+</head>
+<body>
+<noscript>This page needs JavaScript; the contract itself is
+<a href="/openapi.json">/openapi.json</a>.</noscript>
+<div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js" charset="utf-8"></script>
+<script src="/docs/assets/swagger-ui-standalone-preset.js" charset="utf-8"></script>
+<script>
+window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "/openapi.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    defaultModelsExpandDepth: 1,
+    defaultModelExpandDepth: 3,
+    showExtensions: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    plugins: [SwaggerUIBundle.plugins.DownloadUrl],
+    layout: "StandaloneLayout"
+  });
+};
+</script>
+</body>
+</html>
+"""
 
 
 @cache
@@ -25,36 +90,27 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=_document(), content_type="application/json")
 
 
-@cache
-def _page() -> str:
-    doc = build_openapi()
-    rows = []
-    for path, methods in doc["paths"].items():
-        for method, op in methods.items():
-            auth = (
-                "operator"
-                if "operator" in op.get("description", "")
-                else ("account" if op["security"] else "public")
-            )
-            statuses = ", ".join(sorted(op["responses"]))
-            rows.append(
-                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}"
-                f"</code></td><td>{html.escape(op['summary'])}</td><td>{auth}</td>"
-                f"<td>{statuses}</td></tr>"
-            )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>slot-inventory API</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;"
-        "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
-        f"<h1>{html.escape(doc['info']['title'])} {html.escape(doc['info']['version'])}</h1>"
-        f"<p>{html.escape(doc['info']['description'])} The machine-readable contract is "
-        "<a href='/openapi.json'>/openapi.json</a>; the guide is docs/api.md.</p>"
-        "<table><tr><th>method</th><th>path</th><th>what</th><th>auth</th><th>statuses</th>"
-        "</tr>" + "".join(rows) + "</table></body></html>"
-    )
-
-
 @routes.get("/docs")
 async def docs(request: web.Request) -> web.Response:
-    """The human-readable API reference."""
-    return web.Response(text=_page(), content_type="text/html")
+    """The human-readable API reference (Swagger UI over /openapi.json)."""
+    return web.Response(text=PAGE, content_type="text/html")
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return (ASSETS_DIR / name).read_bytes()
+
+
+@routes.get("/docs/assets/{name}")
+async def docs_asset(request: web.Request) -> web.Response:
+    """One of Swagger UI's files (cached by the browser for a day)."""
+    name = request.match_info["name"]
+    content_type = ASSETS.get(name)
+    if content_type is None:
+        raise NotFoundError("no such asset")
+    return web.Response(
+        body=_asset(name),
+        content_type=content_type,
+        charset="utf-8" if content_type.startswith("text/") else None,
+        headers={"Cache-Control": "public, max-age=86400"},
+    )

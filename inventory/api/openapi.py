@@ -1,20 +1,25 @@
 """The OpenAPI 3.1 document: the real contract of every route.
 
 Request bodies and query strings are the pydantic models the handlers validate with,
-so the document cannot drift from what the server accepts; responses are described by
-the models the handlers render or by the schemas below. A test checks that every
-route of the app is documented here and every documented route exists.
+so the document cannot drift from what the server accepts; response bodies are the
+view models of ``inventory.api.models``, ``inventory.api.views`` and the payments
+routes (they forbid unknown fields, so an answer with a field the contract lacks fails
+the contract tests). Every body has an example (:data:`REQUEST_EXAMPLES` for requests,
+each view model's own for answers); problem ``code``s are an enum of the code table.
+A test checks that every route of the app is documented here and every documented
+route exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import Any, Final
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import models
+from inventory.api import models, views
 from inventory.api.capacity import (
     CapacityQuery,
     DepartmentCapacityQuery,
@@ -25,17 +30,34 @@ from inventory.api.catalogue import ScheduleDayQuery
 from inventory.api.holds import BookingListQuery
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
 from inventory.api.payments import PaymentCreate, PaymentList, PaymentView, RefundView
+from inventory.errors import MESSAGES
+from inventory.identity import make_resident_id
 
 REF = "#/components/schemas/{model}"
 
+#: Codes that are never answered: every 404 is ``not_found`` (see inventory.api.problems).
+_NOT_ANSWERED: Final = frozenset(
+    {"hold_not_found", "not_owner", "slot_not_found", "schedule_not_found"}
+)
+#: Every code a problem can carry.
+PROBLEM_CODES: Final = sorted(set(MESSAGES) - _NOT_ANSWERED)
+
 PROBLEM = {
     "type": "object",
+    "description": "RFC 9457 problem details. `title` and `detail` are in Chinese unless "
+    "Accept-Language prefers English; `code` never changes with the language.",
     "required": ["type", "title", "status", "code"],
     "properties": {
         "type": {"type": "string"},
         "title": {"type": "string"},
         "status": {"type": "integer"},
-        "code": {"type": "string", "description": "stable machine code"},
+        "code": {
+            "description": "stable machine code",
+            "anyOf": [
+                {"type": "string", "enum": PROBLEM_CODES},
+                {"type": "string", "pattern": "^http_[0-9]{3}$"},
+            ],
+        },
         "detail": {"type": "string"},
         "errors": {
             "type": "array",
@@ -51,62 +73,87 @@ PROBLEM = {
         },
         "rule": {"type": "string"},
         "retry_after_s": {"type": "integer"},
+        "release_ms": {"type": "integer"},
+        "deadline_ms": {"type": "integer"},
+        "state": {"type": "string"},
+        "banned_until_ms": {"type": "integer"},
     },
+    "examples": [
+        {
+            "type": "https://slot-inventory.dev/problems/sold_out",
+            "title": "该时段号源已约满",
+            "status": 409,
+            "code": "sold_out",
+        },
+        {
+            "type": "https://slot-inventory.dev/problems/validation_failed",
+            "title": "The request has invalid fields",
+            "status": 422,
+            "code": "validation_failed",
+            "errors": [{"field": "resident_id", "reason": "check digit does not match"}],
+        },
+    ],
+}
+
+_EXAMPLE_DAY = date(1990, 3, 7)
+#: An example of every request body, by model (tests/api/test_openapi.py validates each).
+REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
+    models.HoldCreate: {
+        "slot_id": "slot-0800-1",
+        "patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0",
+        "channel": "wechat",
+    },
+    models.HoldConfirm: {"payment_ref": "wx-4200001234"},
+    models.BookingCancel: {"reason": "patient_cancelled"},
+    models.PatientCreate: {
+        "name": "张三",
+        "gender": "male",
+        "birth_date": _EXAMPLE_DAY.isoformat(),
+        "phone": "13812345678",
+        "resident_id": make_resident_id(_EXAMPLE_DAY, "male", seq=1),
+        "relation": "self",
+    },
+    models.HospitalPut: {
+        "name": "示例医院",
+        "timezone": "Asia/Shanghai",
+        "policy": {"hold_ttl_s": 900},
+    },
+    models.DepartmentPut: {"hospital_id": "h-demo", "parent_id": "dep-internal", "name": "心内科"},
+    models.DoctorPut: {
+        "hospital_id": "h-demo",
+        "department_id": "dep-cardio",
+        "name": "李明",
+        "title": "主任医师",
+        "specialty": "心律失常",
+    },
+    models.SchedulePut: {
+        "hospital_id": "h-demo",
+        "department_id": "dep-cardio",
+        "doctor_id": "doc-li",
+        "visit_date": "2026-12-09",
+        "session": "morning",
+        "starts_at": "2026-12-09T08:00:00+08:00",
+        "ends_at": "2026-12-09T12:00:00+08:00",
+        "release_at": "2026-12-02T08:00:00+08:00",
+        "cancel_deadline": "2026-12-08T20:00:00+08:00",
+        "fee_fen": 5000,
+        "location": "门诊楼2层",
+        "slots": [
+            {
+                "slot_id": "slot-0800-1",
+                "starts_at": "2026-12-09T08:00:00+08:00",
+                "ends_at": "2026-12-09T08:30:00+08:00",
+                "capacity": 4,
+            }
+        ],
+    },
+    models.CapacityPut: {"capacity": 5},
+    models.StatusChange: {"reason": "doctor_ill"},
+    PaymentCreate: {"method": "jsapi", "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
 }
 
 
-def _obj(required: list[str], **props: Any) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": props}
-
-
 STR = {"type": "string"}
-INT = {"type": "integer"}
-NUMBER = {"type": ["number", "null"]}
-NULLABLE_STR = {"type": ["string", "null"]}
-ITEMS = "items"
-
-SCHEDULE_ITEM = _obj(
-    ["schedule_id", "doctor", "remaining", "release_at", "released", "countdown_s"],
-    schedule_id=STR,
-    doctor=_obj(["doctor_id", "name"], doctor_id=STR, name=STR, title=STR, specialty=STR),
-    visit_date=STR,
-    session=STR,
-    starts_at=STR,
-    ends_at=STR,
-    fee_fen=INT,
-    location=STR,
-    status=STR,
-    capacity=INT,
-    remaining=INT,
-    release_at=STR,
-    released={"type": "boolean"},
-    countdown_s=INT,
-)
-AVAILABILITY = _obj(
-    ["schedule_id", "status", "items"],
-    schedule_id=STR,
-    status=STR,
-    release_at=STR,
-    items={
-        "type": "array",
-        "items": _obj(
-            ["slot_id", "remaining"],
-            slot_id=STR,
-            starts_at=STR,
-            ends_at=STR,
-            capacity=INT,
-            remaining=INT,
-        ),
-    },
-)
-
-
-def _list(item: dict[str, Any] | str) -> dict[str, Any]:
-    return _obj([ITEMS], items={"type": "array", "items": item})
-
-
-def _envelope(data: dict[str, Any]) -> dict[str, Any]:
-    return _obj(["code", "message", "data"], code=INT, message=STR, data=data)
 
 
 @dataclass(frozen=True)
@@ -132,18 +179,6 @@ _ACCOUNT_ERRORS = (401, 422, 503)
 _HOLD = models.HoldView
 _BOOKING = models.BookingView
 
-MMS_FIGURES = _obj(
-    ["utilization", "p_wait", "wq_hours", "w_hours", "lq", "l"],
-    arrival_rate=NUMBER,
-    service_rate=NUMBER,
-    servers=INT,
-    utilization=NUMBER,
-    p_wait=NUMBER,
-    wq_hours=NUMBER,
-    w_hours=NUMBER,
-    lq=NUMBER,
-    l=NUMBER,
-)
 _CAPACITY_ERRORS = (400, 401, 403, 422)
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -154,7 +189,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The process lives",
         "health",
         200,
-        _obj(["status"], status=STR),
+        views.Health,
     ),
     Operation(
         "get",
@@ -163,7 +198,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Ready to serve (Redis and Postgres answer, store verified, outbox backlog in bounds)",
         "health",
         200,
-        _obj(["status", "checks"], status=STR, checks={"type": "object"}),
+        views.Readiness,
         extra_ok=(503,),
     ),
     Operation(
@@ -182,7 +217,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Every hospital",
         "catalogue",
         200,
-        _list(_obj(["hospital_id", "name"], hospital_id=STR, name=STR, timezone=STR)),
+        views.HospitalList,
         errors=(503,),
     ),
     Operation(
@@ -192,11 +227,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "A hospital's departments as a tree",
         "catalogue",
         200,
-        _obj(
-            ["hospital_id", "departments"],
-            hospital_id=STR,
-            departments={"type": "array", "items": {"type": "object"}},
-        ),
+        views.DepartmentTree,
         errors=(404, 503),
     ),
     Operation(
@@ -206,7 +237,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "A department's doctors",
         "catalogue",
         200,
-        _list(_obj(["doctor_id", "name"], doctor_id=STR, name=STR, title=STR, specialty=STR)),
+        views.DoctorList,
         errors=(404, 503),
     ),
     Operation(
@@ -216,12 +247,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Schedules of a department on a date, with remaining counts",
         "catalogue",
         200,
-        _obj(
-            ["department_id", "date", "items"],
-            department_id=STR,
-            date=STR,
-            items={"type": "array", "items": SCHEDULE_ITEM},
-        ),
+        views.ScheduleDay,
         query=ScheduleDayQuery,
         errors=(404, 422, 503),
     ),
@@ -232,7 +258,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "A schedule's time windows with remaining counts",
         "catalogue",
         200,
-        AVAILABILITY,
+        views.Availability,
         errors=(404, 503),
         extra_ok=(304,),
     ),
@@ -256,7 +282,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The account's patients (masked)",
         "patients",
         200,
-        _list({"$ref": REF.format(model="PatientView")}),
+        views.PatientList,
         auth="account",
         errors=(401, 503),
     ),
@@ -315,7 +341,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The account's bookings",
         "bookings",
         200,
-        _list({"type": "object"}),
+        models.BookingList,
         auth="account",
         query=BookingListQuery,
         errors=(401, 422, 503),
@@ -327,7 +353,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "One of the account's bookings",
         "bookings",
         200,
-        {"type": "object", "required": ["booking_id", "status"]},
+        _BOOKING,
         auth="account",
         errors=(401, 404, 503),
     ),
@@ -396,7 +422,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Create or replace a hospital",
         "operator",
         200,
-        _obj(["hospital_id", "name"], hospital_id=STR, name=STR),
+        views.HospitalAnswer,
         auth="operator",
         body=models.HospitalPut,
         errors=(400, 401, 403, 404, 409, 422, 503),
@@ -409,7 +435,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Create or replace a department",
         "operator",
         200,
-        _obj(["department_id", "name"], department_id=STR, name=STR),
+        views.DepartmentAnswer,
         auth="operator",
         body=models.DepartmentPut,
         errors=(400, 401, 403, 404, 409, 422, 503),
@@ -422,7 +448,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Create or replace a doctor",
         "operator",
         200,
-        _obj(["doctor_id", "name"], doctor_id=STR, name=STR),
+        views.DoctorAnswer,
         auth="operator",
         body=models.DoctorPut,
         errors=(400, 401, 403, 404, 409, 422, 503),
@@ -435,7 +461,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Create or replace a schedule and its slots",
         "operator",
         200,
-        AVAILABILITY,
+        views.Availability,
         auth="operator",
         body=models.SchedulePut,
         errors=(400, 401, 403, 404, 409, 422, 503),
@@ -447,7 +473,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Set a slot's capacity (加号)",
         "operator",
         200,
-        AVAILABILITY,
+        views.Availability,
         auth="operator",
         body=models.CapacityPut,
         errors=(400, 401, 403, 404, 409, 422, 503),
@@ -459,7 +485,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Suspend a schedule (停诊)",
         "operator",
         200,
-        _obj(["schedule_id", "status"], schedule_id=STR, status=STR),
+        views.ScheduleStatusAnswer,
         auth="operator",
         body=models.StatusChange,
         errors=(400, 401, 403, 404, 409, 422, 503),
@@ -471,7 +497,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Reopen a suspended schedule",
         "operator",
         200,
-        _obj(["schedule_id", "status"], schedule_id=STR, status=STR),
+        views.ScheduleStatusAnswer,
         auth="operator",
         body=models.StatusChange,
         errors=(400, 401, 403, 404, 409, 422, 503),
@@ -483,7 +509,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "M/M/s figures of a clinic session (rates per hour; 422 when unstable)",
         "operator",
         200,
-        MMS_FIGURES,
+        views.MmsFigures,
         auth="operator",
         query=CapacityQuery,
         errors=_CAPACITY_ERRORS,
@@ -495,7 +521,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The fewest doctors keeping the mean wait in queue under max_wait_minutes",
         "operator",
         200,
-        _obj(["servers", "figures"], servers=INT, max_wait_minutes=NUMBER, figures=MMS_FIGURES),
+        views.MinServersAnswer,
         auth="operator",
         query=MinServersQuery,
         errors=_CAPACITY_ERRORS,
@@ -507,15 +533,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The most patients per hour (and per session) the doctors take under the target",
         "operator",
         200,
-        _obj(
-            ["max_arrival_rate", "patients_per_session"],
-            max_arrival_rate=NUMBER,
-            servers=INT,
-            service_rate=NUMBER,
-            max_wait_minutes=NUMBER,
-            session_hours=NUMBER,
-            patients_per_session={"type": ["integer", "null"]},
-        ),
+        views.MaxRateAnswer,
         auth="operator",
         query=MaxRateQuery,
         errors=_CAPACITY_ERRORS,
@@ -528,13 +546,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "(service_rate is needed while consultation lengths are not recorded)",
         "operator",
         200,
-        _obj(
-            ["department_id", "estimate", "figures"],
-            department_id=STR,
-            estimate={"type": "object"},
-            service_rate_source=STR,
-            figures=MMS_FIGURES,
-        ),
+        views.DepartmentCapacityAnswer,
         auth="operator",
         query=DepartmentCapacityQuery,
         errors=(*_CAPACITY_ERRORS, 404, 503),
@@ -546,7 +558,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Legacy: schedules of a department on a date",
         "legacy",
         200,
-        _envelope({"type": "array", "items": SCHEDULE_ITEM}),
+        views.LegacySchedules,
         query=DoctorScheduleQuery,
         errors=(404, 422, 503),
     ),
@@ -557,23 +569,47 @@ OPERATIONS: tuple[Operation, ...] = (
         "Legacy: a schedule's slots with remaining counts",
         "legacy",
         200,
-        _envelope(AVAILABILITY),
+        views.LegacyAvailability,
         query=AvailableQuery,
         errors=(404, 422, 503),
     ),
     Operation("get", "/openapi.json", "openapi", "This document", "docs", 200, {"type": "object"}),
-    Operation("get", "/docs", "docs", "Human-readable API reference", "docs", 200, STR),
+    Operation(
+        "get",
+        "/docs",
+        "docs",
+        "Human-readable API reference (Swagger UI over this document, served offline)",
+        "docs",
+        200,
+        STR,
+    ),
+    Operation(
+        "get",
+        "/docs/assets/{name}",
+        "docs_asset",
+        "One of Swagger UI's files for the docs page",
+        "docs",
+        200,
+        {"type": "string", "format": "binary"},
+        errors=(404,),
+    ),
 )
 
 _LEGACY = frozenset({"legacy_doctor_schedule", "legacy_appointment_available"})
 #: Operations that do not answer JSON.
-_CONTENT_TYPES = {"docs": "text/html", "metrics": "text/plain"}
+_CONTENT_TYPES = {
+    "docs": ("text/html",),
+    "metrics": ("text/plain",),
+    "docs_asset": ("text/css", "text/javascript", "image/png", "text/plain"),
+}
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template=REF)
     for name, sub in schema.pop("$defs", {}).items():
-        components[name] = sub
+        components.setdefault(name, sub)
+    if model in REQUEST_EXAMPLES:
+        schema["examples"] = [REQUEST_EXAMPLES[model]]
     components[model.__name__] = schema
     return {"$ref": REF.format(model=model.__name__)}
 
@@ -610,24 +646,24 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
 
 def _responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     body = op.response if isinstance(op.response, dict) else _schema(op.response, components)
-    content_type = _CONTENT_TYPES.get(op.operation_id, "application/json")
-    responses: dict[str, Any] = {
-        str(op.ok_status): {"description": "OK", "content": {content_type: {"schema": body}}}
+    content = {
+        content_type: {"schema": body}
+        for content_type in _CONTENT_TYPES.get(op.operation_id, ("application/json",))
     }
+    responses: dict[str, Any] = {str(op.ok_status): {"description": "OK", "content": content}}
+    if op.ok_status == 204:
+        responses["204"] = {"description": "Done (no body)"}
     for status in op.extra_ok:
         if status == 304:
             responses["304"] = {"description": "Not modified (ETag matched)"}
         else:
-            responses[str(status)] = {
-                "description": "OK",
-                "content": {content_type: {"schema": body}},
-            }
+            responses[str(status)] = {"description": "OK", "content": content}
     problem = {"$ref": REF.format(model="Problem")}
     for status in sorted({*op.errors, 400, 405, 500}):
         if str(status) in responses:
             continue
         if op.operation_id in _LEGACY and status not in (405, 500):
-            content = {"application/json": {"schema": _envelope({"type": "null"})}}
+            content = {"application/json": {"schema": _schema(views.LegacyError, components)}}
         else:
             content = {"application/problem+json": {"schema": problem}}
         responses[str(status)] = {"description": "Problem", "content": content}

@@ -437,6 +437,7 @@ DETAILS: Final[Mapping[str, str]] = {
     "no such schedule": "排班不存在",
     "no such hospital": "医院不存在",
     "no refund for this booking": "该预约没有退款",
+    "no such asset": "没有该文件",
     "token expired": "令牌已过期",
     "malformed token": "令牌格式错误",
     "unknown signing key": "未知的签名密钥",

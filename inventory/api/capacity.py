@@ -171,7 +171,9 @@ async def get_max_rate(request: web.Request) -> web.Response:
                 errors=[{"field": "session_hours", "reason": "must be a finite number > 0"}]
             )
         per_session = rate * hours
-        if not per_session < float("inf"):
+        # A count JSON can carry (orjson writes 64-bit integers; past that, and at inf,
+        # the rate is too large for a session count to mean anything).
+        if not per_session < 2**63:
             raise ValidationFailedError(
                 errors=[{"field": "session_hours", "reason": "too large for the arrival rate"}]
             )

@@ -165,3 +165,23 @@ async def test_the_docs_page_and_its_assets_are_served_offline(
         async with http.get(api_server.url + "/docs/assets/" + name) as answer:
             assert answer.status == 404, name
             assert (await answer.json())["code"] == "not_found"
+
+
+async def test_a_session_count_past_64_bits_is_refused(
+    api_server: ApiServer, http: aiohttp.ClientSession
+) -> None:
+    """max-rate whose patients per session would not fit JSON's integers answers 422."""
+    query = {
+        "service_rate": "1.1411929080885133e166",
+        "servers": "486",
+        "max_wait_minutes": "4.2159869499387227e307",
+        "session_hours": "1",
+    }
+    async with http.get(
+        api_server.url + "/v1/operator/capacity/max-rate",
+        params=query,
+        headers=api_server.headers("ops", operator=True),
+    ) as answer:
+        body = await answer.json(content_type=None)
+        assert answer.status == 422, body
+    assert body["errors"][0]["field"] == "session_hours"

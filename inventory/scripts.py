@@ -4,7 +4,11 @@ The scripts live in the top-level ``lua/`` folder, one file per operation, and s
 inside the wheel as ``inventory/lua``. A script may pull shared helpers in with a line
 ``--- @include "name"`` (resolved from ``lua/includes/name.lua``, each at most once, as
 BullMQ's loader does). Registration goes through redis-py's own ``register_script``,
-whose EVALSHA falls back to loading the script after a SCRIPT FLUSH or a restart.
+whose EVALSHA falls back to loading the script after a SCRIPT FLUSH or a restart. On
+Cluster that fallback (SCRIPT LOAD) goes to every master and fails while one is down, so
+there the fallback is an EVAL routed by the call's keys (:class:`ClusterScript`): a
+master that lost its script cache (a restart, a replica just promoted) serves its tags
+whatever happened to the others.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
 if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
+    from collections.abc import Iterable, Sequence
 
 #: Every operation script (lua/<name>.lua).
 SCRIPT_NAMES: tuple[str, ...] = (
@@ -91,6 +99,28 @@ def with_shebang(source: str) -> str:
     return "#!lua\n" + source
 
 
+class ClusterScript(AsyncScript):
+    """redis-py's script object, whose NOSCRIPT fallback on Cluster runs EVAL on the
+    node of the call's keys (which caches the script there) instead of SCRIPT LOAD on
+    every master."""
+
+    async def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        keys, args = list(keys or []), list(args or [])
+        target = client if client is not None else self.registered_client
+        if not isinstance(target, RedisCluster):
+            return await super().__call__(keys, args, client)
+        try:
+            return await target.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            source = self.script.decode() if isinstance(self.script, bytes) else str(self.script)
+            return await target.eval(source, len(keys), *keys, *args)
+
+
 @dataclass(frozen=True)
 class Scripts:
     """Every script registered on one client, as awaitable callables."""
@@ -103,10 +133,14 @@ class Scripts:
     @classmethod
     def register(cls, client: Any, *, shebang: bool, root: Traversable | None = None) -> Scripts:
         """Register every script on ``client`` (a redis-py asyncio Redis or RedisCluster)."""
-        by_name = {}
+        by_name: dict[str, AsyncScript] = {}
         for name in SCRIPT_NAMES:
             source = assemble(name, root)
-            by_name[name] = client.register_script(with_shebang(source) if shebang else source)
+            text = with_shebang(source) if shebang else source
+            if isinstance(client, RedisCluster):
+                by_name[name] = ClusterScript(client, text)
+            else:
+                by_name[name] = client.register_script(text)
         return cls(by_name)
 
 

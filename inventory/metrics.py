@@ -85,6 +85,12 @@ RATE_LIMITED: Final = Counter(
     "Reserve rate-limit refusals by bucket (account or client address).",
     ["bucket"],
 )
+RATE_LIMIT_UNAVAILABLE: Final = Counter(
+    "inventory_rate_limit_unavailable_total",
+    "Reserves let through without a rate-limit bucket whose Redis Cluster node was out of "
+    "reach (fail-open), by bucket.",
+    ["bucket"],
+)
 STORE_VERIFIED: Final = Gauge(
     "inventory_store_verified",
     "1 when every live API process's Redis server was verified by the fence, else 0.",
@@ -299,6 +305,7 @@ CHECK_LAST_RUN: Final = Gauge(
 # event (families of other roles are not exported, whatever they hold).
 for _bucket in ("account", "ip"):
     RATE_LIMITED.labels(bucket=_bucket)
+    RATE_LIMIT_UNAVAILABLE.labels(bucket=_bucket)
 for _outcome in ("ok", "replay"):
     RESERVE_OUTCOMES.labels(outcome=_outcome)
 for _result in ("ok", "failed"):
@@ -599,6 +606,7 @@ API_METRICS: Final = (
     RESERVE_OUTCOMES,
     ADMISSION_SHED,
     RATE_LIMITED,
+    RATE_LIMIT_UNAVAILABLE,
     STORE_VERIFIED,
 )
 WORKER_METRICS: Final = (

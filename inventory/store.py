@@ -106,6 +106,9 @@ class RateBuckets:
     keys: tuple[str, ...]
     #: interval_ms and burst of each bucket, in the order of ``keys``.
     args: tuple[float, ...]
+    #: Told the (1-based) buckets that could not be counted because their node was out
+    #: of reach, on Cluster, where the request then goes on without them (fail-open).
+    unavailable: Callable[[Sequence[int]], None] | None = field(default=None, compare=False)
 
 
 #: What the ``extra`` element of a hold step's refusal means, by return code.
@@ -215,18 +218,33 @@ class SlotStore:
         (with the refusing buckets) when any is over its limit (lua/rate_limit.lua).
 
         On Cluster each bucket has its own hash tag, so each gets its own call (sent
-        together) and counts on its own there."""
-        if self.folds_rate_limits or len(buckets.keys) == 1:
+        together) and counts on its own there; a bucket whose node is out of reach is
+        skipped (fail-open, reported to ``buckets.unavailable``): a rate limit must not
+        stop reserves for tags on live masters because an account's or an address's
+        bucket hashed to a dead one (docs/durability.md, "Redis Cluster")."""
+        if self.folds_rate_limits:
             retry_ms, refused = await self._rate_limit_call(buckets.keys, buckets.args)
         else:
             replies = await asyncio.gather(
                 *(
                     self._rate_limit_call((key,), buckets.args[2 * i : 2 * i + 2])
                     for i, key in enumerate(buckets.keys)
-                )
+                ),
+                return_exceptions=True,
             )
-            retry_ms = max(ms for ms, _ in replies)
-            refused = [i + 1 for i, (_, no) in enumerate(replies) if no]
+            counted: list[tuple[int, list[int]]] = []
+            unavailable: list[int] = []
+            for index, reply in enumerate(replies, start=1):
+                if isinstance(reply, BaseException):
+                    if not (isinstance(reply, Exception) and node_unreachable(reply)):
+                        raise reply
+                    unavailable.append(index)
+                else:
+                    counted.append((reply[0], [index] if reply[1] else []))
+            if unavailable and buckets.unavailable is not None:
+                buckets.unavailable(unavailable)
+            retry_ms = max((ms for ms, _ in counted), default=0)
+            refused = [i for _, no in counted for i in no]
         if refused:
             raise RateLimitedError.after_ms(retry_ms, refused)
 
@@ -653,6 +671,17 @@ class SlotStore:
             # A token left behind only makes the rule stricter until it is reaped.
             if not best_effort:
                 raise
+
+
+def node_unreachable(error: Exception) -> bool:
+    """Whether a store call failed because the node holding its keys is out of reach
+    (down, or its slots served by no master), not because of the call itself."""
+    if isinstance(error, StoreUnavailableError):
+        return True
+    cause = error.__cause__ if isinstance(error, InventoryError) else error
+    return isinstance(
+        cause, redis.exceptions.ClusterDownError | redis.exceptions.RedisClusterException
+    )
 
 
 async def _redis_version(client: Any) -> str:

@@ -538,6 +538,7 @@ def _allowed_labels() -> dict[str, dict[str, set[str] | re.Pattern[str]]]:
         "inventory_http_request_duration_seconds": _HTTP | {"status": status, "le": le},
         "inventory_reserve_outcomes": {"outcome": reserve | {"http_400", "http_413"}},
         "inventory_rate_limited": {"bucket": {"account", "ip"}},
+        "inventory_rate_limit_unavailable": {"bucket": {"account", "ip"}},
         "inventory_invariant_violations": {"source": {"sampler", "check"}},
         "inventory_expirer_sweeps": {"result": {"ok", "failed"}},
         "inventory_events": {"type": set(metrics.EVENT_TYPES) | {metrics.OTHER}},

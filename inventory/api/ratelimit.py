@@ -7,11 +7,17 @@ bucket). On a single Redis server they ride in the reserve script's own call (se
 Postgres first are counted by a call of their own beforehand (:meth:`count`), so a
 refused caller never reaches Postgres. On Redis Cluster the two buckets live under
 different hash tags, so each gets its own call there, sent together, and each counts
-on its own (:meth:`SlotStore.take_rate_limits`)."""
+on its own (:meth:`SlotStore.take_rate_limits`).
+
+On Cluster a bucket whose node is out of reach is skipped (fail-open) and counted in
+``inventory_rate_limit_unavailable_total``: a bucket hashes to any master, so failing
+closed would stop reserves for every tag, on live masters too, for the accounts and
+addresses whose buckets live on the dead one (docs/durability.md, "Redis Cluster")."""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 import structlog
 
@@ -70,7 +76,7 @@ class ReserveRateLimiter:
         for kind, limit in self._limits.items():
             names.append(keys.rate_limit_key(kind, account_id if kind == "acct" else client_ip))
             args += [limit.per_s * 1000 / limit.count, limit.count]
-        return RateBuckets(tuple(names), tuple(args))
+        return RateBuckets(tuple(names), tuple(args), unavailable=self.unavailable)
 
     def _check_peer(self, client_ip: str) -> None:
         """Warn once when reserves arrive from an internal address while no client
@@ -100,6 +106,12 @@ class ReserveRateLimiter:
         except RateLimitedError as limited:
             self.refused(limited)
             raise
+
+    def unavailable(self, indexes: Sequence[int]) -> None:
+        """Count buckets skipped because their node was out of reach, by bucket."""
+        kinds = list(self._limits)
+        for index in indexes:
+            metrics.RATE_LIMIT_UNAVAILABLE.labels(bucket=_BUCKET_LABELS[kinds[index - 1]]).inc()
 
     def refused(self, error: RateLimitedError) -> None:
         """Count a refusal in the metrics, by the bucket that refused."""

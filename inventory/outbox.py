@@ -35,6 +35,11 @@ Faults:
   (XPENDING's delivery count, which survives restarts) it is written to ``dead_letters``
   and acknowledged.
 * Redis down: the loop logs, backs off and resumes.
+* A Redis Cluster master down (or its slots served by no master): only its streams
+  wait. Discovery scans each master on its own, and every per-stream call that finds
+  its node out of reach sets that stream aside for ``retry_max_s`` (its entries stay
+  pending or undelivered, to be read again once the node or its promoted replica
+  answers); the other masters' streams go on being persisted.
 
 Test hook (never set it in production): ``INVENTORY_PERSISTER_CRASH_AFTER_COMMIT=<p>``
 makes the process exit at once (``os._exit(137)``, as if SIGKILLed) right after a batch
@@ -274,6 +279,9 @@ class _StreamState:
     retry_at: float = 0.0
     #: Another consumer group reads this stream too: acknowledged entries stay in it.
     shared: bool = False
+    #: Monotonic time before which the stream is left alone: its Cluster node was out
+    #: of reach (the other streams go on meanwhile).
+    down_until: float = 0.0
 
 
 class _Backoff:
@@ -291,6 +299,19 @@ class _Backoff:
         delay = self._next
         self._next = min(self._max, self._next * 2)
         return random.uniform(delay / 2, delay)
+
+
+#: A per-stream call that failed because the stream's node is out of reach (down, or its
+#: slots served by no master), not because of the call: on Cluster only that stream waits.
+_NODE_DOWN_ERRORS: Final = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+    StoreUnavailableError,
+    OSError,
+    TimeoutError,
+)
 
 
 def _is_poison_error(error: BaseException) -> bool:
@@ -457,19 +478,47 @@ class Persister:
     async def discover(self) -> int:
         """SCAN for outbox streams and join the new ones; returns how many are known."""
         found: set[str] = set()
-        for pattern in self.config.match:
-            async for key in self.redis.scan_iter(match=pattern, count=1000, _type="stream"):
-                found.add(_text(key))
+        complete = True
+        if self.cluster:
+            complete = await self._scan_masters(found)
+        else:
+            for pattern in self.config.match:
+                async for key in self.redis.scan_iter(match=pattern, count=1000, _type="stream"):
+                    found.add(_text(key))
         new = [s for s in sorted(found - self._streams.keys()) if await self._ensure_group(s)]
         for stream in new:
             self._streams[stream] = _StreamState()
         if new:
             # Before anything of theirs is acknowledged: whether another group reads them.
             await self._sample_streams(new)
-        for stream in set(self._streams) - found:
-            self._forget(stream)
+        if complete:
+            # A master that did not answer may still hold its streams: forget none then.
+            for stream in set(self._streams) - found:
+                self._forget(stream)
         self.stats.streams = len(self._streams)
         return len(self._streams)
+
+    async def _scan_masters(self, found: set[str]) -> bool:
+        """SCAN every Cluster master on its own into ``found``; False if one did not
+        answer (its streams are then neither found nor forgotten)."""
+        complete = True
+        for node in self.redis.get_primaries():
+            try:
+                for pattern in self.config.match:
+                    cursor = 0
+                    while True:
+                        cursor, batch = await node.execute_command(
+                            "SCAN", cursor, "MATCH", pattern, "COUNT", 1000, "TYPE", "stream"
+                        )
+                        found.update(_text(key) for key in batch)
+                        if int(cursor) == 0:
+                            break
+            except _NODE_DOWN_ERRORS as error:
+                complete = False
+                self.stats.redis_failures += 1
+                self.stats.last_error = f"redis: {node.name}: {type(error).__name__}: {error}"
+                log.warning("outbox.scan_failed", node=node.name, error=self.stats.last_error)
+        return complete
 
     async def _ensure_group(self, stream: str) -> bool:
         """Create the group at id 0 (every entry of the stream is read); False if the
@@ -503,9 +552,10 @@ class Persister:
                 self._forget(stream)
 
     async def sample(self) -> None:
-        """Sample each stream's lag and pending (XINFO GROUPS) into the stats."""
+        """Sample each stream's lag and pending (XINFO GROUPS) into the stats (streams
+        set aside keep their last figures)."""
         self._next_sample = time.monotonic() + self.config.stats_interval_s
-        await self._sample_streams(list(self._streams))
+        await self._sample_streams(self._reachable(time.monotonic()))
         self.stats.sampled_at = time.time()
 
     async def _sample_streams(self, streams: list[str]) -> None:
@@ -525,7 +575,9 @@ class Persister:
     async def _sample_stream(self, stream: str) -> tuple[int, int, bool] | None:
         try:
             groups = await self.redis.xinfo_groups(stream)
-        except redis.exceptions.ResponseError:
+        except redis.exceptions.ResponseError as error:
+            if isinstance(error, redis.exceptions.ClusterError):
+                raise  # its node is out of reach, the stream is not gone (see _each)
             self._forget(stream)  # the stream is gone
             return None
         ours = group_position(groups, self.config.group)
@@ -540,12 +592,48 @@ class Persister:
         self, streams: Sequence[str], call: Callable[[str], Awaitable[Any]]
     ) -> list[Any]:
         """``call`` on every stream, at most 16 at a time (the client's connection pool is
-        shared with the rest of the worker)."""
+        shared with the rest of the worker). On Cluster a stream whose node is out of
+        reach answers None and is set aside (:meth:`_set_aside`); the others go on."""
         results: list[Any] = []
         for start in range(0, len(streams), 16):
             chunk = streams[start : start + 16]
-            results += await asyncio.gather(*(call(s) for s in chunk))
+            if not self.cluster:
+                results += await asyncio.gather(*(call(s) for s in chunk))
+                continue
+            replies = await asyncio.gather(*(call(s) for s in chunk), return_exceptions=True)
+            down: list[str] = []
+            for stream, reply in zip(chunk, replies, strict=True):
+                if not isinstance(reply, BaseException):
+                    results.append(reply)
+                    continue
+                if not isinstance(reply, _NODE_DOWN_ERRORS):
+                    raise reply
+                down.append(stream)
+                self._set_aside(stream, reply)
+                results.append(None)
+            if down:
+                log.warning(
+                    "outbox.streams_unreachable",
+                    streams=len(down),
+                    first=down[0],
+                    error=self.stats.last_error,
+                    retry_in_s=self.config.retry_max_s,
+                )
         return results
+
+    def _set_aside(self, stream: str, error: BaseException) -> None:
+        """Leave a stream whose node is out of reach alone for ``retry_max_s``; what it
+        had read or committed and not acknowledged is read again from its pending list."""
+        self.stats.redis_failures += 1
+        self.stats.last_error = f"redis: {stream}: {type(error).__name__}: {error}"
+        state = self._streams.get(stream)
+        if state is not None:
+            state.cursor = "0-0"
+            state.down_until = time.monotonic() + self.config.retry_max_s
+
+    def _reachable(self, now: float) -> list[str]:
+        """The streams not set aside at ``now``."""
+        return [s for s, st in self._streams.items() if st.down_until <= now]
 
     # -- reading ----------------------------------------------------------------------
 
@@ -574,7 +662,7 @@ class Persister:
         due = {
             s: st.cursor
             for s, st in self._streams.items()
-            if st.cursor != ">" and st.retry_at <= now
+            if st.cursor != ">" and st.retry_at <= now and st.down_until <= now
         }
         if not due:
             return 0
@@ -618,7 +706,7 @@ class Persister:
         await self.redis.xack(stream, self.config.group, entry_id)
 
     async def _read_new(self, *, block_s: float | None) -> list[OutboxEntry]:
-        streams = list(self._streams)
+        streams = self._reachable(time.monotonic())
         entries: list[OutboxEntry] = []
         chunks = self._chunks(streams)
         for chunk in chunks:
@@ -644,56 +732,69 @@ class Persister:
     async def _read(
         self, cursors: dict[str, str], *, count: int, block_s: float | None
     ) -> list[tuple[str, list[Any]]]:
-        if not self.cluster or len(cursors) == 1:
+        if not self.cluster:
             return await self._xreadgroup(cursors, count=count, block_s=block_s)
         replies = await self._each(
             list(cursors),
             lambda s: self._xreadgroup({s: cursors[s]}, count=count, block_s=None),
         )
-        return [pair for reply in replies for pair in reply]
+        return [pair for reply in replies if reply is not None for pair in reply]
 
     async def _claim_and_persist(self) -> int:
         """XAUTOCLAIM entries idle on any consumer for claim_min_idle_s, and persist them."""
-        candidates = [s for s in self._streams if self.stats.pending.get(s, 1) > 0]
+        now = time.monotonic()
+        candidates = [s for s in self._reachable(now) if self.stats.pending.get(s, 1) > 0]
         handled = 0
         for stream in candidates:
-            start = "0-0"
-            while True:
-                try:
-                    reply = await self.redis.xautoclaim(
-                        stream,
-                        self.config.group,
-                        self.config.consumer,
-                        int(self.config.claim_min_idle_s * 1000),
-                        start_id=start,
-                        count=self.config.batch_size,
-                    )
-                except redis.exceptions.ResponseError as error:
-                    if not str(error).startswith("NOGROUP"):
-                        raise
-                    await self._repair_groups([stream])
-                    break
-                next_id, claimed = _text(reply[0]), reply[1]
-                deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
-                if deleted:
-                    self.stats.autoclaim_deleted += len(deleted)
-                    log.error(
-                        "outbox.autoclaim_deleted",
-                        stream=stream,
-                        entry_ids=deleted[:20],
-                        count=len(deleted),
-                        incident="pending outbox entries were deleted before they were "
-                        "persisted: their events are lost",
-                    )
-                entries = [e for e in (_entry(stream, i, f) for i, f in claimed) if e is not None]
-                if entries:
-                    self.stats.autoclaimed += len(entries)
-                    log.info("outbox.autoclaimed", stream=stream, count=len(entries))
-                    await self._persist(entries)
-                    handled += len(entries)
-                if next_id == "0-0":
-                    break
-                start = next_id
+            try:
+                handled += await self._claim_stream(stream)
+            except _NODE_DOWN_ERRORS as error:
+                if not self.cluster:
+                    raise
+                self._set_aside(stream, error)
+                log.warning("outbox.claim_failed", stream=stream, error=self.stats.last_error)
+        return handled
+
+    async def _claim_stream(self, stream: str) -> int:
+        """XAUTOCLAIM one stream's idle entries and persist them; returns how many."""
+        handled = 0
+        start = "0-0"
+        while True:
+            try:
+                reply = await self.redis.xautoclaim(
+                    stream,
+                    self.config.group,
+                    self.config.consumer,
+                    int(self.config.claim_min_idle_s * 1000),
+                    start_id=start,
+                    count=self.config.batch_size,
+                )
+            except redis.exceptions.ResponseError as error:
+                if not str(error).startswith("NOGROUP"):
+                    raise
+                await self._repair_groups([stream])
+                break
+            next_id, claimed = _text(reply[0]), reply[1]
+            deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
+            if deleted:
+                self.stats.autoclaim_deleted += len(deleted)
+                log.error(
+                    "outbox.autoclaim_deleted",
+                    stream=stream,
+                    entry_ids=deleted[:20],
+                    count=len(deleted),
+                    incident="pending outbox entries were deleted before they were "
+                    "persisted: their events are lost",
+                )
+            entries = [e for e in (_entry(stream, i, f) for i, f in claimed) if e is not None]
+            if entries:
+                self.stats.autoclaimed += len(entries)
+                log.info("outbox.autoclaimed", stream=stream, count=len(entries))
+                await self._persist(entries)
+                handled += len(entries)
+            if next_id == "0-0":
+                break
+            start = next_id
         return handled
 
     # -- writing ----------------------------------------------------------------------

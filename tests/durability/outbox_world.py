@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -163,9 +163,11 @@ async def open_world(
     slots_per_tag: int = 3,
     capacity: int = 100_000,
     patients: int = 40,
+    departments: Sequence[str] = (),
 ) -> AsyncIterator[World]:
     """A world on the Redis at ``redis_url`` (or ``client``, e.g. a Cluster's) and the
-    migrated database at ``database_url``."""
+    migrated database at ``database_url``; ``departments`` names the tags' departments
+    (to place them on given Cluster masters), fresh ones otherwise."""
     own_client = client is None
     if client is None:
         client = Redis.from_url(redis_url, decode_responses=True)
@@ -177,7 +179,11 @@ async def open_world(
     hospital_id = f"h-{uuid.uuid4().hex[:8]}"
     scenarios = [
         Scenario(store=store, clock=clock, client=client, hospital_id=hospital_id)
-        for _ in range(tags)
+        for _ in range(tags - len(departments))
+    ]
+    scenarios += [
+        Scenario(store=store, clock=clock, client=client, hospital_id=hospital_id, department_id=d)
+        for d in departments
     ]
     specs = [
         sc.schedule({f"slot-{sc.department_id}-{i}": capacity for i in range(slots_per_tag)})

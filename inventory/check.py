@@ -16,6 +16,13 @@ Redis. A tag still catching up is reported as ``lagging``, not as drift, with wh
 
 Lagging tags are not compared (their counts would show drift that is only delay), and
 they make ``inventory check`` exit non-zero: nothing has verified them yet.
+
+Postgres is checked on its own too, for every tag, fenced and lagging ones included: a
+slot whose open holds and bookings there outnumber its capacity is ``oversold``, an
+invariant violation (Redis may have been restarted without its data and the tag
+fenced since: the fence stops further sales, it does not undo one). A fenced tag cannot
+be compared with Redis until it is rebuilt: it is listed in ``fenced`` and fails the
+check.
 """
 
 from __future__ import annotations
@@ -61,8 +68,8 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        """No invariant violation and no drift among the tags compared."""
-        return not self.violations and not self.drift
+        """No invariant violation, no drift among the tags compared, no fenced tag."""
+        return not self.violations and not self.drift and not self.fenced
 
     @property
     def settled(self) -> bool:
@@ -116,9 +123,6 @@ async def check_tag(store: SlotStore, pool: Any, tag: str, report: CheckReport) 
             report.violations.append(
                 Drift(tag, slot, "conservation", dataclasses.asdict(slot_counts), None)
             )
-    if fenced:
-        report.fenced.append(tag)
-        return
     department_id, day = tag.split(":")
     visit_date = date(int(day[:4]), int(day[4:6]), int(day[6:]))
     async with acquire(pool, timeout_s=10.0) as connection:
@@ -126,6 +130,30 @@ async def check_tag(store: SlotStore, pool: Any, tag: str, report: CheckReport) 
         span = await connection.fetchrow(QUERIES["get_tag_event_span"], tag)
         slots = await connection.fetch(QUERIES["list_tag_slots"], department_id, visit_date)
         holds = await connection.fetch(QUERIES["list_tag_open_holds"], tag)
+    held: dict[str, int] = {}
+    booked: dict[str, int] = {}
+    for hold in holds:
+        bucket = held if hold["state"] == "held" else booked
+        bucket[hold["slot_id"]] = bucket.get(hold["slot_id"], 0) + 1
+    for slot in slots:
+        taken = held.get(slot["id"], 0) + booked.get(slot["id"], 0)
+        if taken > int(slot["capacity"]):
+            report.violations.append(
+                Drift(
+                    tag,
+                    slot["id"],
+                    "oversold",
+                    None,
+                    {
+                        "capacity": int(slot["capacity"]),
+                        "held": held.get(slot["id"], 0),
+                        "booked": booked.get(slot["id"], 0),
+                    },
+                )
+            )
+    if fenced:
+        report.fenced.append(tag)
+        return
     postgres_seq = int(seq_row["last_seq"]) if seq_row else 0
     if postgres_seq != redis_seq:
         report.lag(tag, f"seq {redis_seq} in Redis, {postgres_seq} in Postgres")
@@ -143,11 +171,7 @@ async def check_tag(store: SlotStore, pool: Any, tag: str, report: CheckReport) 
                 f"and {span['last_seq']} (on their way, or in dead_letters)",
             )
             return
-    held: dict[str, int] = {}
-    booked: dict[str, int] = {}
     for hold in holds:
-        bucket = held if hold["state"] == "held" else booked
-        bucket[hold["slot_id"]] = bucket.get(hold["slot_id"], 0) + 1
         record = await store.get_hold(hold["hold_id"])
         if record is None or record.state.value != hold["state"]:
             report.drift.append(

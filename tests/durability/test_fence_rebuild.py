@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -96,6 +99,9 @@ async def world(private_redis: RedisServer, postgres_server: Any) -> AsyncIterat
         "port": private_redis.port,
         "redis_url": private_redis.url,
         "database_url": database_url,
+        "catalogue": catalogue,
+        "doctor": doctor,
+        "start": start,
     }
     await pool.close()
     await client.aclose()
@@ -229,6 +235,141 @@ async def test_check_finds_drift_and_violations(world: dict[str, Any]) -> None:
     report = await check(world["store"], world["pool"])
     assert not report.ok
     assert [v.kind for v in report.violations] == ["conservation"]
+
+
+async def another_tag(world: dict[str, Any]) -> dict[str, Any]:
+    """The world with a second department-day tag of its own (3 slots of 3 units), whose
+    department sorts after the first's."""
+    department = f"zz-{uuid.uuid4().hex[:8]}"
+    async with world["pool"].acquire() as conn:
+        await conn.execute(
+            QUERIES["upsert_department"], department, world["hospital"], None, "D2", 0
+        )
+    start = world["start"]
+    slots = [
+        {
+            "slot_id": f"sl{i}-{department}",
+            "starts_at": start + timedelta(minutes=30 * i),
+            "ends_at": start + timedelta(minutes=30 * (i + 1)),
+            "capacity": 3,
+        }
+        for i in range(3)
+    ]
+    await world["catalogue"].put_schedule(
+        {
+            "schedule_id": f"s-{department}",
+            "hospital_id": world["hospital"],
+            "department_id": department,
+            "doctor_id": world["doctor"],
+            "visit_date": world["day"],
+            "session": "afternoon",
+            "starts_at": start,
+            "ends_at": start + timedelta(hours=4),
+            "release_at": start - timedelta(days=7),
+            "cancel_deadline": start - timedelta(hours=12),
+            "fee_fen": 5000,
+            "location": "",
+        },
+        slots,
+    )
+    return {
+        **world,
+        "department": department,
+        "slots": [s["slot_id"] for s in slots],
+        "tag": keys.department_day_tag(department, world["day"]),
+    }
+
+
+async def oversell_in_postgres(world: dict[str, Any], slot: str, capacity: int) -> None:
+    """Postgres's record of an oversold slot (what a node restarted without its data
+    and a reload of the schedule made possible): its capacity below its bookings."""
+    async with world["pool"].acquire() as conn:
+        await conn.execute("UPDATE slots SET capacity = $2 WHERE id = $1", slot, capacity)
+
+
+async def test_check_reports_an_oversold_slot_and_fenced_tags(world: dict[str, Any]) -> None:
+    """Postgres holding more bookings for a slot than its capacity is an `oversold`
+    violation even while the tag is fenced (not compared with Redis), and the fenced
+    tags are listed and fail the check."""
+    other = await another_tag(world)
+    await book(world, world["slots"][0])
+    await book(world, world["slots"][0])
+    await book(other, other["slots"][0])
+    await persist_stream(world)
+    await persist_stream(other)
+    assert (await check(world["store"], world["pool"])).ok
+    await oversell_in_postgres(world, world["slots"][0], 1)
+    await world["client"].flushall()
+    assert (await verify_store(world["store"], world["pool"])).fenced == [
+        world["tag"],
+        other["tag"],
+    ]
+    report = await check(world["store"], world["pool"])
+    assert not report.ok
+    assert report.fenced == [world["tag"], other["tag"]]
+    assert [(v.tag, v.slot, v.kind, v.postgres) for v in report.violations] == [
+        (world["tag"], world["slots"][0], "oversold", {"capacity": 1, "held": 0, "booked": 2})
+    ]
+
+
+async def test_rebuild_goes_on_past_an_oversold_tag_and_raises_it_when_asked(
+    world: dict[str, Any],
+) -> None:
+    """`rebuild --fenced` reports the oversold tag with its slot and rebuilds the next
+    tag all the same, exit 1; `--raise-oversold` then raises the slot's capacity to the
+    units sold (reported), in Postgres and Redis: the tag serves again, sells nothing
+    more on that slot, and the check passes."""
+    other = await another_tag(world)
+    booked = [await book(world, world["slots"][0]) for _ in range(2)]
+    other_booking = await book(other, other["slots"][0])
+    await persist_stream(world)
+    await persist_stream(other)
+    await oversell_in_postgres(world, world["slots"][0], 1)
+    await world["client"].flushall()
+    await verify_store(world["store"], world["pool"])
+    env = {
+        **os.environ,
+        "INVENTORY_REDIS_URL": world["redis_url"],
+        "INVENTORY_DATABASE_URL": world["database_url"],
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "inventory", "rebuild", "--fenced"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "rebuilt 1 tags" in done.stdout
+    assert "1 failed" in done.stdout
+    failure = done.stderr.rstrip().splitlines()
+    assert len(failure) == 1, done.stderr
+    assert failure[0].startswith(f"  {world['tag']}: not rebuilt: "), failure
+    assert f"slot {world['slots'][0]}: 2 open holds and bookings for capacity 1" in failure[0]
+    assert "--raise-oversold" in failure[0]
+    restored = await world["store"].get_hold(other_booking)
+    assert restored is not None
+    assert restored.state.value == "booked"
+    with pytest.raises(errors.StoreFencedError):
+        await sell_out(world["store"], world, world["slots"][1])
+
+    result = await rebuild(world["store"], world["pool"], tags=[world["tag"]], raise_oversold=True)
+    assert result.ok
+    assert [(r.slot, r.capacity, r.raised_to) for r in result.raised] == [(world["slots"][0], 1, 2)]
+    for hold_id in booked:
+        hold = await world["store"].get_hold(hold_id)
+        assert hold is not None
+        assert hold.state.value == "booked"
+    assert await sell_out(world["store"], world, world["slots"][0]) == 0
+    assert await sell_out(world["store"], world, world["slots"][1]) == 3
+    await persist_stream(world)
+    async with world["pool"].acquire() as conn:
+        capacity = await conn.fetchval(
+            "SELECT capacity FROM slots WHERE id = $1", world["slots"][0]
+        )
+    assert capacity == 2
 
 
 async def wait_verified(verification: StoreVerification) -> None:

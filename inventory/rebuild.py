@@ -6,6 +6,13 @@ replaces the tag's keys with that and lifts its fence. Patient tags get their to
 (one per open hold or booking) and bans back. A hold that was never persisted is lost,
 which the durability contract allows (the patient paid nothing); a confirmed booking
 never is, because confirm answers only after Postgres has it.
+
+A tag that cannot be rebuilt (its Redis node out of reach, or a slot Postgres records
+as oversold: more open holds and bookings than capacity) is reported with its reason
+and the others are rebuilt all the same. An oversold slot is only rebuilt when asked
+(``raise_oversold``): its capacity is raised, in Postgres and then in Redis, to the
+units already sold, and the raise is reported, so that the tag serves again (nothing
+more is sold on that slot) while the staff decide what to do with the extra patients.
 """
 
 from __future__ import annotations
@@ -14,24 +21,60 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import redis.exceptions
+
 from inventory import keys
 from inventory.catalogue import policy_from_json
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
+from inventory.errors import CapacityBelowTakenError, InventoryError
 from inventory.store import SlotStore, fingerprint
+
+#: What stops one tag's rebuild without stopping the others: a refusal or the store out
+#: of reach for that tag (its Cluster node down).
+_TAG_FAILURES = (
+    InventoryError,
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+)
 
 
 def _ms(value: Any) -> int:
     return int(value.timestamp() * 1000) if value is not None else 0
 
 
+@dataclass(frozen=True)
+class CapacityRaise:
+    """An oversold slot whose capacity a rebuild raised to the units already sold."""
+
+    tag: str
+    slot: str
+    capacity: int
+    raised_to: int
+
+
+@dataclass(frozen=True)
+class TagFailure:
+    """A tag a rebuild could not rebuild, and why."""
+
+    tag: str
+    reason: str
+
+
 @dataclass
 class RebuildReport:
-    """What a rebuild restored."""
+    """What a rebuild restored, raised and could not rebuild."""
 
     tags: list[str] = field(default_factory=list)
     holds: int = 0
     patients: int = 0
+    raised: list[CapacityRaise] = field(default_factory=list)
+    failed: list[TagFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every tag asked for was rebuilt."""
+        return not self.failed
 
 
 def hold_record(row: Any) -> dict[str, Any]:
@@ -56,25 +99,81 @@ def hold_record(row: Any) -> dict[str, Any]:
     }
 
 
-async def rebuild_tag(store: SlotStore, pool: Any, tag: str, *, attempts: int = 5) -> int:
+async def rebuild_tag(
+    store: SlotStore,
+    pool: Any,
+    tag: str,
+    *,
+    attempts: int = 5,
+    raise_oversold: bool = False,
+    raised: list[CapacityRaise] | None = None,
+) -> int:
     """Replace one tag's Redis state with Postgres's; returns the open holds restored.
 
     A persister may still commit entries of the tag's old stream while we read; if
     Postgres's sequence moved meanwhile, the state we wrote is already behind, so read
-    and replace again (the replacement is idempotent)."""
+    and replace again (the replacement is idempotent). An oversold slot refuses the
+    tag (:class:`CapacityBelowTakenError` naming the slots) unless ``raise_oversold``:
+    then its capacity is raised and the raise appended to ``raised``."""
     for _ in range(attempts):
-        seq_used, restored = await _rebuild_once(store, pool, tag)
+        seq_used, restored = await _rebuild_once(store, pool, tag, raise_oversold, raised)
         async with acquire(pool, timeout_s=10.0) as connection:
             row = await connection.fetchrow(QUERIES["get_tag_sequence"], tag)
         # seq_used + 1 is the rebuild's own store_rebuilt event, persisted already.
         if (int(row["last_seq"]) if row else 0) <= seq_used + 1:
             return restored
-    raise RuntimeError(
+    raise InventoryError(
         f"tag {tag}: Postgres kept moving during the rebuild; stop the persister and rebuild again"
     )
 
 
-async def _rebuild_once(store: SlotStore, pool: Any, tag: str) -> tuple[int, int]:
+async def _raise_oversold(
+    pool: Any,
+    tag: str,
+    slots: list[Any],
+    holds: list[Any],
+    raise_oversold: bool,
+    raised: list[CapacityRaise] | None,
+) -> list[dict[str, Any]]:
+    """The slots as the rebuild passes them: an oversold slot refuses the tag, or, with
+    ``raise_oversold``, gets its capacity raised in Postgres to the units taken."""
+    taken: dict[str, int] = {}
+    for hold in holds:
+        taken[hold["slot_id"]] = taken.get(hold["slot_id"], 0) + 1
+    oversold = [s for s in slots if taken.get(s["id"], 0) > int(s["capacity"])]
+    if oversold and not raise_oversold:
+        detail = "; ".join(
+            f"slot {s['id']}: {taken[s['id']]} open holds and bookings for capacity {s['capacity']}"
+            for s in oversold
+        )
+        raise CapacityBelowTakenError(
+            f"Postgres records the tag as oversold ({detail}); rebuild it with "
+            "--raise-oversold to raise those capacities to the units sold"
+        )
+    if oversold:
+        async with acquire(pool, timeout_s=10.0) as connection, connection.transaction():
+            for s in oversold:
+                await connection.fetch(QUERIES["raise_slot_capacity"], s["id"], taken[s["id"]])
+        for s in oversold:
+            if raised is not None:
+                raised.append(CapacityRaise(tag, s["id"], int(s["capacity"]), taken[s["id"]]))
+    return [
+        {
+            "id": s["id"],
+            "schedule": s["schedule_id"],
+            "cap": max(int(s["capacity"]), taken.get(s["id"], 0)),
+        }
+        for s in slots
+    ]
+
+
+async def _rebuild_once(
+    store: SlotStore,
+    pool: Any,
+    tag: str,
+    raise_oversold: bool = False,
+    raised: list[CapacityRaise] | None = None,
+) -> tuple[int, int]:
     department_id, day = tag.split(":")
     visit_date = date(int(day[:4]), int(day[4:6]), int(day[6:]))
     async with acquire(pool, timeout_s=10.0) as connection:
@@ -102,6 +201,7 @@ async def _rebuild_once(store: SlotStore, pool: Any, tag: str) -> tuple[int, int
         "date": visit_date.isoformat(),
     }
     seq = int(seq_row["last_seq"]) if seq_row else 0
+    slot_caps = await _raise_oversold(pool, tag, list(slots), list(holds), raise_oversold, raised)
     await store.replace_tag(
         tag,
         seq=seq,
@@ -118,9 +218,7 @@ async def _rebuild_once(store: SlotStore, pool: Any, tag: str) -> tuple[int, int
             }
             for s in schedules
         ],
-        slots=[
-            {"id": s["id"], "schedule": s["schedule_id"], "cap": int(s["capacity"])} for s in slots
-        ],
+        slots=slot_caps,
         holds=[hold_record(h) for h in holds],
     )
     await store.client.sadd(keys.TAG_REGISTRY_KEY, tag)
@@ -148,18 +246,42 @@ async def rebuild_patient_tags(store: SlotStore, pool: Any) -> int:
 
 
 async def rebuild(
-    store: SlotStore, pool: Any, *, tags: list[str] | None = None, only_fenced: bool = False
+    store: SlotStore,
+    pool: Any,
+    *,
+    tags: list[str] | None = None,
+    only_fenced: bool = False,
+    raise_oversold: bool = False,
 ) -> RebuildReport:
-    """Rebuild the given tags, every tag Postgres knows, or only the fenced ones."""
+    """Rebuild the given tags, every tag Postgres knows, or only the fenced ones. A tag
+    that fails is reported in ``failed`` and the others go on."""
     if tags is None:
         async with acquire(pool, timeout_s=10.0) as connection:
             rows = await connection.fetch(QUERIES["list_all_tag_sequences"])
         tags = [r["tag"] for r in rows if not str(r["tag"]).startswith("p:")]
     report = RebuildReport()
     for tag in tags:
-        if only_fenced and await store.client.hget(keys.tag_keys(tag).meta, "fenced") != "1":
+        try:
+            fenced = await store.client.hget(keys.tag_keys(tag).meta, "fenced") == "1"
+            if only_fenced and not fenced:
+                continue
+            report.holds += await rebuild_tag(
+                store, pool, tag, raise_oversold=raise_oversold, raised=report.raised
+            )
+        except _TAG_FAILURES as error:
+            report.failed.append(TagFailure(tag, _reason(error)))
             continue
-        report.holds += await rebuild_tag(store, pool, tag)
         report.tags.append(tag)
-    report.patients = await rebuild_patient_tags(store, pool)
+    try:
+        report.patients = await rebuild_patient_tags(store, pool)
+    except _TAG_FAILURES as error:
+        report.failed.append(TagFailure("patient tags", _reason(error)))
     return report
+
+
+def _reason(error: BaseException) -> str:
+    """One line: the error's own text (with its kind when the text alone is vague)."""
+    text = " ".join(str(error).split())
+    if isinstance(error, InventoryError) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -20,10 +20,17 @@ def register(subparsers: Any) -> None:
     )
     rebuild.add_argument("--tag", action="append", help="only this tag (repeatable)")
     rebuild.add_argument("--fenced", action="store_true", help="only tags that are fenced")
+    rebuild.add_argument(
+        "--raise-oversold",
+        action="store_true",
+        help="rebuild a tag Postgres records as oversold by raising each oversold slot's "
+        "capacity (in Postgres and Redis) to the units already sold; reported per slot",
+    )
     rebuild.set_defaults(handler=run_rebuild)
     check = subparsers.add_parser(
         "check",
-        help="compare Redis and Postgres for every slot; non-zero exit on drift or lag",
+        help="compare Redis and Postgres for every slot; non-zero exit on drift, lag, an "
+        "invariant violation (oversold included) or a fenced tag",
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument(
@@ -62,16 +69,30 @@ def _run(name: str, action: Callable[[Any, Any], Awaitable[int]]) -> int:
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    """Rebuild and print what was restored."""
+    """Rebuild and print what was restored, raised and not rebuilt; exit 1 if a tag
+    could not be rebuilt (the others are rebuilt all the same)."""
     from inventory.rebuild import rebuild
 
     async def action(store: Any, pool: Any) -> int:
-        report = await rebuild(store, pool, tags=args.tag, only_fenced=args.fenced)
+        report = await rebuild(
+            store,
+            pool,
+            tags=args.tag,
+            only_fenced=args.fenced,
+            raise_oversold=args.raise_oversold,
+        )
         print(
             f"rebuilt {len(report.tags)} tags, {report.holds} open holds and bookings, "
-            f"{report.patients} patients' tokens"
+            f"{report.patients} patients' tokens; {len(report.failed)} failed"
         )
-        return 0
+        for raised in report.raised:
+            print(
+                f"  {raised.tag} {raised.slot}: OVERSOLD, capacity raised from "
+                f"{raised.capacity} to {raised.raised_to}"
+            )
+        for failure in report.failed:
+            print(f"  {failure.tag}: not rebuilt: {failure.reason}", file=sys.stderr)
+        return 0 if report.ok else 1
 
     return _run("rebuild", action)
 
@@ -92,8 +113,8 @@ def _write_check_metrics(report: Any, path: str) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """Check and print a report; exit 1 on drift, an invariant violation or a tag
-    still lagging (not compared)."""
+    """Check and print a report; exit 1 on drift, an invariant violation, a fenced
+    tag or a tag still lagging (neither compared)."""
     from inventory.check import check
 
     async def action(store: Any, pool: Any) -> int:
@@ -115,7 +136,9 @@ def run_check(args: argparse.Namespace) -> int:
                 )
             for tag in report.lagging:
                 print(f"  {tag} lagging: {report.lag_reasons.get(tag, '')}")
-        # A lagging tag is not compared: nothing vouches for it yet.
+            for tag in report.fenced:
+                print(f"  {tag} fenced: not compared; rebuild it (inventory rebuild --fenced)")
+        # A lagging or fenced tag is not compared: nothing vouches for it yet.
         return 0 if report.settled else 1
 
     return _run("check", action)

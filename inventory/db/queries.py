@@ -76,6 +76,7 @@ class Queries(TypedDict):
     record_events: str
     get_tag_sequence: str
     get_tag_event_span: str
+    raise_slot_capacity: str
     list_tag_sequences: str
     list_all_tag_sequences: str
     list_tag_open_holds: str

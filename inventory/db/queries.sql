@@ -197,6 +197,14 @@ ON CONFLICT (id) DO UPDATE
 RETURNING id, schedule_id, starts_at, ends_at, capacity, created_at, updated_at,
           (xmax = 0) AS inserted;
 
+-- name: raise_slot_capacity
+-- `inventory rebuild --raise-oversold`: a slot's capacity raised to the units its open
+-- holds and bookings already take (never lowered), so Redis can be rebuilt from it.
+-- params: slot_id, capacity
+UPDATE slots SET capacity = $2, updated_at = now()
+WHERE id = $1 AND capacity < $2
+RETURNING id, capacity;
+
 
 -- ===================================================================== patients
 -- Registering: in one transaction, insert_patient; if it returns no row the ID number is

@@ -83,6 +83,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "status": "open",
     },
     "set_schedule_status": lambda s: {"schedule_id": s.afternoon, "status": "suspended"},
+    "raise_slot_capacity": lambda s: {"slot_id": s.slot_late, "capacity": 9},
     "upsert_slot": lambda s: {
         "slot_id": s.slot_late,
         "schedule_id": s.morning,

@@ -834,12 +834,21 @@ def start_redis_cluster(
         if replicas:
             # A node can only replicate a master it already knows.
             ids = [str(client.command("CLUSTER", "MYID")) for client in clients[:masters]]
+
+            def knows_its_master(index: int, client: _RespConnection) -> bool:
+                # Past the handshake a node is listed under its real id (known-nodes
+                # also counts nodes still in handshake, under temporary ids).
+                lines = str(client.command("CLUSTER", "NODES")).splitlines()
+                return any(
+                    line.startswith(ids[index % masters] + " ") and "handshake" not in line
+                    for line in lines
+                )
+
             wait(
                 lambda: all(
-                    str(client.command("CLUSTER", "INFO")).count(f"cluster_known_nodes:{total}")
-                    for client in clients
+                    knows_its_master(i, client) for i, client in enumerate(clients[masters:])
                 ),
-                "learn of every node",
+                "introduce every replica to its master",
             )
             for index, client in enumerate(clients[masters:]):
                 master_id = ids[index % masters]

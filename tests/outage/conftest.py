@@ -117,3 +117,15 @@ def wait_promoted(
             return time.monotonic() - started
         time.sleep(0.05)
     raise AssertionError(f"replica {replica.port} was not promoted within {timeout_s} s")
+
+
+def wait_serving(node: RedisServer, timeout_s: float = 30) -> None:
+    """Wait until a restarted node reports ``cluster_state:ok`` (it answers CLUSTERDOWN
+    for a moment after it rejoins)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with redis.Redis(host=node.host, port=node.port, decode_responses=True) as client:
+            if "cluster_state:ok" in str(client.execute_command("CLUSTER", "INFO")):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"node {node.port} did not reach cluster_state:ok in {timeout_s} s")

@@ -16,7 +16,7 @@ from inventory.servers import RedisClusterServers
 
 from ..durability.outbox_world import check_persisted, open_world
 from ..lua.conftest import VISIT_DATE
-from .conftest import cluster_url, department_on, kill_and_wait_flagged
+from .conftest import cluster_url, department_on, kill_and_wait_flagged, wait_serving
 
 #: How soon an event on a live master must be in Postgres (the persister polls every
 #: 0.1 s here; generous for a shared CPU, far below the outage it must not wait for).
@@ -78,6 +78,7 @@ async def test_live_masters_streams_reach_postgres_while_one_master_is_down(
                     delays.append(await _recorded(world.pool, outcome.hold.hold_id, PROMPT_S))
                 assert max(delays) < PROMPT_S
                 await asyncio.to_thread(cluster.nodes[0].restart)
+                await asyncio.to_thread(wait_serving, cluster.nodes[0])
             finally:
                 stop.set()
                 await running

@@ -39,6 +39,45 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from inventory.servers import MIN_REDIS_VERSION, version_text
+
+
+class UnsupportedRedisError(RuntimeError):
+    """The Redis server is older than :data:`inventory.servers.MIN_REDIS_VERSION`; the
+    service refuses to start on it (the message says which server, which version, and
+    what to do)."""
+
+
+async def require_supported_server(client: Any, url: str) -> str:
+    """The server's ``redis_version`` (the lowest of a Cluster's nodes); raises
+    :class:`UnsupportedRedisError` below the minimum.
+
+    Checked when a client connects, so every command refuses an old server at start-up
+    with one clear message, instead of running with script shebangs off and a backlog
+    figure that is wrong (``XINFO GROUPS`` has no ``lag`` before 7.0).
+    """
+    from inventory.cli.migrate import redact
+
+    info = await client.info("server")
+    # A RedisCluster client answers one entry per node.
+    nodes = [info] if "redis_version" in info else list(info.values())
+    versions = sorted(
+        (tuple(int(p) for p in str(node["redis_version"]).split(".") if p.isdigit()), node)
+        for node in nodes
+    )
+    lowest, node = versions[0]
+    if lowest < MIN_REDIS_VERSION:
+        wanted = version_text(MIN_REDIS_VERSION)
+        raise UnsupportedRedisError(
+            f"the Redis server at {redact(url)} is version {node['redis_version']}; "
+            f"slot-inventory needs Redis {wanted} or later (or Valkey): its scripts carry "
+            f"the {wanted} shebang and the outbox backlog is read from XINFO GROUPS's lag. "
+            "Upgrade the server, or for local use install the servers extra "
+            "(pip install 'slot-inventory[servers]') and let `inventory dev` start one."
+        )
+    return str(node["redis_version"])
+
+
 #: Connections per node left to pipelines (the /readyz backlog sample, the worker's
 #: batches), which do not go through the command gate.
 PIPELINE_HEADROOM = 4
@@ -201,6 +240,7 @@ async def connect_redis(
     pool_timeout_s: float = 5.0,
     on_connect: Callable[[Any], Awaitable[None]] | None = None,
     before_initialize: Callable[[Any], None] | None = None,
+    check_version: bool = True,
 ) -> Any:
     """A connected client for ``url`` (hiredis parses replies when installed).
 
@@ -210,6 +250,8 @@ async def connect_redis(
     Cluster ``url`` may name several start-up nodes, comma-separated (:func:`startup_urls`);
     credentials and options come from the first. A ``redis+sentinel://`` URL connects to
     the primary its Sentinels name.
+    Raises :class:`UnsupportedRedisError` for a server below the minimum version unless
+    ``check_version`` is False.
     """
     if is_sentinel_url(url):
         if cluster:
@@ -235,6 +277,8 @@ async def connect_redis(
         sentinel_client.sentinel_manager = sentinel
         try:
             await sentinel_client.ping()
+            if check_version:
+                await require_supported_server(sentinel_client, url)
         except BaseException:
             await sentinel_client.aclose()
             raise
@@ -263,6 +307,12 @@ async def connect_redis(
         if before_initialize is not None:
             before_initialize(client)
         await _initialize_cluster(client)
+        if check_version:
+            try:
+                await require_supported_server(client, url)
+            except BaseException:
+                await client.aclose()
+                raise
         return client
     pool = BlockingConnectionPool.from_url(
         url,
@@ -274,7 +324,13 @@ async def connect_redis(
     )
     # from_pool: the client owns the pool, so aclose() closes its connections too.
     client = Redis.from_pool(pool)
-    await client.ping()
+    try:
+        await client.ping()
+        if check_version:
+            await require_supported_server(client, url)
+    except BaseException:
+        await client.aclose()
+        raise
     return client
 
 

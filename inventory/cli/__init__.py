@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 
 # One module per command; the order is the order of `inventory --help`.
@@ -44,11 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; return its exit status."""
     from inventory.cli.failures import OUTAGE_ERRORS, report
+    from inventory.redis_client import UnsupportedRedisError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         status: int = args.handler(args)
+    except UnsupportedRedisError as error:
+        # Any command that reaches Redis refuses an old server the same way, at start-up.
+        print(f"inventory {args.command}: {error}", file=sys.stderr)
+        return 2
     except OUTAGE_ERRORS as error:
         # Redis or Postgres out of reach: one line and a non-zero exit, not a traceback.
         return report(args.command, error)

@@ -258,6 +258,8 @@ async def _serve(
             "INVENTORY_HIS_URL": his_url,
         }
     )
+    # Refuse an unsupported Redis (INVENTORY_REDIS_URL) before touching Postgres.
+    await (await connect_redis(redis_url)).aclose()
     applied = await migrate_database(database_url)
     demo: dict[str, Any] | None = None
     if his_url:

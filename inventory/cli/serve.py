@@ -66,6 +66,7 @@ def serve_process(
 
     from inventory.app import create_app
     from inventory.logs import configure_logging
+    from inventory.redis_client import UnsupportedRedisError
 
     configure_logging()
 
@@ -89,8 +90,13 @@ def serve_process(
         await stop.wait()
         await runner.cleanup()
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    except UnsupportedRedisError as error:
+        # Said once, plainly (a --workers child has no command line above it to say it).
+        print(f"inventory serve: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _serve_child(settings: Settings, host: str, port: int, shutdown_timeout: float) -> None:
@@ -178,4 +184,7 @@ def _run_children(
                 multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
     # A child stopped by our SIGTERM before its loop took over the signal stopped cleanly.
     clean = (0, -signal.SIGTERM)
-    return 0 if all(child.exitcode in clean for child in children) else 1
+    if all(child.exitcode in clean for child in children):
+        return 0
+    # Every process refused to start (e.g. a Redis below the minimum): the command did.
+    return 2 if all(child.exitcode == 2 for child in children) else 1

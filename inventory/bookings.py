@@ -20,6 +20,10 @@ from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.domain import Hold, HoldState
 
+#: Booking statuses that hold a unit of their slot (``rejected`` and ``cancelled`` gave
+#: theirs back).
+HOLDING_STATUSES = ("confirmed", "submitted", "his_confirmed", "visited", "no_show")
+
 #: Bookings API columns, in the order the API shows them.
 _BOOKING_FIELDS = (
     "booking_id",

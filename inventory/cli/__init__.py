@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+from inventory.cli import envfile
+from inventory.cli.envfile import ENV_FILE_VARIABLE
+
+#: Commands that write an environment file rather than read one (``dev --env-file``).
+WRITES_ENV_FILE = frozenset({"dev"})
 
 # One module per command; the order is the order of `inventory --help`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -39,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    for name, command in subparsers.choices.items():
+        if name in WRITES_ENV_FILE:
+            continue
+        command.add_argument(
+            "--env-file",
+            metavar="PATH",
+            help=f"read INVENTORY_* settings from this file first (e.g. the one `inventory dev` "
+            f"writes; default ${ENV_FILE_VARIABLE}); its values win over the environment's",
+        )
     return parser
 
 
@@ -49,6 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    env_file = None
+    if args.command not in WRITES_ENV_FILE:
+        env_file = getattr(args, "env_file", None) or os.environ.get(ENV_FILE_VARIABLE)
+    if env_file:
+        try:
+            envfile.apply(env_file)
+        except envfile.EnvFileError as error:
+            print(f"inventory {args.command}: --env-file: {error}", file=sys.stderr)
+            return 2
     try:
         status: int = args.handler(args)
     except UnsupportedRedisError as error:

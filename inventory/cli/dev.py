@@ -4,10 +4,17 @@ Uses ``INVENTORY_REDIS_URL`` and ``INVENTORY_DATABASE_URL`` when given; otherwis
 a private Redis and Postgres (system binaries when present, else the ones the
 ``servers`` extra ships) in a temporary folder. Starts the HIS simulator with its demo
 hospital and syncs its catalogue and schedules (``--no-his``: seeds inventory/demo.py
-instead), migrates, runs the worker (persister, expirer, fence monitor, and the HIS
-sync, submitter and reconciler) and the API, and prints where everything is (the API,
-its docs, health and ``/metrics``, the worker's metrics and health on
-``INVENTORY_WORKER_METRICS_PORT``, the servers, the simulator) with ready-made tokens.
+instead), starts the WeChat Pay simulator and turns payments on (``--no-payments``: off,
+and confirm books on any payment reference), migrates, runs the worker (persister,
+expirer, fence monitor, and the HIS sync, submitter and reconciler) and the API.
+
+Once the API answers ready it prints the banner: where everything is (the API, its docs,
+health and ``/metrics``, the worker's metrics and health, the servers, the simulators)
+with ready-made tokens; again on SIGUSR1. It writes its settings (URLs, keys) with the
+banner as comments to ``--env-file`` (``.inventory-dev.env``, readable by its owner
+only, removed at exit), which the other commands read with ``--env-file``. Logs go to
+stdout, or to ``--log-file``.
+
 Supervision: the worker, and each child process it started (Redis, Postgres, the
 simulator), is started again when it dies, after a jittered back-off (logged as
 ``dev.worker_restarting`` / ``dev.child_restarted``); Redis comes back on its
@@ -28,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from inventory.cli import envfile
 from inventory.servers import ServerError, start_postgres, start_redis
 
 if TYPE_CHECKING:
@@ -45,7 +53,28 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="no HIS simulator: seed the demo hospital from inventory/demo.py instead",
     )
+    parser.add_argument(
+        "--no-payments",
+        action="store_true",
+        help="no WeChat Pay simulator: payments off, confirm books on any payment reference",
+    )
+    parser.add_argument(
+        "--env-file",
+        default=DEFAULT_ENV_FILE,
+        metavar="PATH",
+        help=f"where to write the settings for other commands (default {DEFAULT_ENV_FILE}; "
+        "'' writes none)",
+    )
+    parser.add_argument(
+        "--log-file", metavar="PATH", help="write the logs there instead of to stdout"
+    )
     parser.set_defaults(handler=run)
+
+
+#: Where dev writes its settings unless told otherwise (the current directory).
+DEFAULT_ENV_FILE = ".inventory-dev.env"
+#: How long the banner waits for the API's /readyz to answer 200.
+READY_WAIT_S = 30.0
 
 
 def _key() -> str:
@@ -54,11 +83,24 @@ def _key() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack and block until Ctrl-C or SIGTERM."""
-    import uvloop
-
     from inventory.logs import configure_logging
 
-    configure_logging()
+    if not args.log_file:
+        configure_logging()
+        return _run(args)
+    try:
+        log = open(args.log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+    except OSError as error:
+        print(f"inventory dev: --log-file: {error}", file=sys.stderr)
+        return 2
+    with log:
+        configure_logging(stream=log)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvloop
+
     with tempfile.TemporaryDirectory(prefix="inventory-dev-") as scratch:
         started: list[Any] = []
         children: dict[str, Child] = {}
@@ -200,8 +242,9 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     target.set()
 
 
-async def _sync_his(settings: Any, redis_url: str, database_url: str) -> dict[str, Any]:
-    """One sync of the HIS's window into Postgres and Redis, before the API opens."""
+async def sync_his(settings: Any, redis_url: str, database_url: str) -> dict[str, Any]:
+    """One sync of the HIS's window into Postgres and Redis (before dev's API opens; the
+    load test's schedule at once)."""
     from inventory.db.pool import create_pool
     from inventory.his.flows import open_flows
     from inventory.redis_client import connect_redis
@@ -230,6 +273,40 @@ async def _serve(
     his_url: str = "",
     children: dict[str, Child] | None = None,
 ) -> None:
+    from inventory.redis_client import connect_redis
+
+    env = os.environ
+    # Refuse an unsupported Redis (INVENTORY_REDIS_URL) before touching Postgres.
+    await (await connect_redis(redis_url)).aclose()
+    base = f"http://{args.host}:{args.port}"
+    dev_env = {
+        "INVENTORY_REDIS_URL": redis_url,
+        "INVENTORY_DATABASE_URL": database_url,
+        "INVENTORY_HIS_URL": his_url,
+        "INVENTORY_JWT_KEYS": env.get("INVENTORY_JWT_KEYS") or f"dev:{_key()}",
+        "INVENTORY_FIELD_KEYS": env.get("INVENTORY_FIELD_KEYS") or f"dev:{_key()}",
+        "INVENTORY_FIELD_CURRENT_KEY": env.get("INVENTORY_FIELD_CURRENT_KEY") or "dev",
+        "INVENTORY_BLIND_INDEX_KEY": env.get("INVENTORY_BLIND_INDEX_KEY") or f"dev-index:{_key()}",
+        "INVENTORY_HOST": args.host,
+        "INVENTORY_PORT": str(args.port),
+    }
+    paysim: PaySimSite | None = None
+    if not args.no_payments and not env.get("INVENTORY_WECHAT_MCHID"):
+        paysim = await PaySimSite.start(notify_url=f"{_local(base)}/v1/payments/wechat/notify")
+        dev_env |= paysim.service_env
+    try:
+        await _run_stack(args, dev_env, paysim, children or {})
+    finally:
+        if paysim is not None:
+            await paysim.stop()
+
+
+async def _run_stack(
+    args: argparse.Namespace,
+    dev_env: dict[str, str],
+    paysim: PaySimSite | None,
+    children: dict[str, Child],
+) -> None:
     from aiohttp import web
 
     from inventory.api.malformed import ApiRunner
@@ -244,26 +321,14 @@ async def _serve(
 
     env = os.environ
     settings = Settings.from_env(
-        {
-            **{k: v for k, v in env.items() if k.startswith("INVENTORY_")},
-            "INVENTORY_REDIS_URL": redis_url,
-            "INVENTORY_DATABASE_URL": database_url,
-            "INVENTORY_JWT_KEYS": env.get("INVENTORY_JWT_KEYS") or f"dev:{_key()}",
-            "INVENTORY_FIELD_KEYS": env.get("INVENTORY_FIELD_KEYS") or f"dev:{_key()}",
-            "INVENTORY_FIELD_CURRENT_KEY": env.get("INVENTORY_FIELD_CURRENT_KEY") or "dev",
-            "INVENTORY_BLIND_INDEX_KEY": env.get("INVENTORY_BLIND_INDEX_KEY")
-            or f"dev-index:{_key()}",
-            "INVENTORY_HOST": args.host,
-            "INVENTORY_PORT": str(args.port),
-            "INVENTORY_HIS_URL": his_url,
-        }
+        {**{k: v for k, v in env.items() if k.startswith("INVENTORY_")}, **dev_env}
     )
-    # Refuse an unsupported Redis (INVENTORY_REDIS_URL) before touching Postgres.
-    await (await connect_redis(redis_url)).aclose()
+    redis_url, database_url = dev_env["INVENTORY_REDIS_URL"], dev_env["INVENTORY_DATABASE_URL"]
+    his_url = dev_env["INVENTORY_HIS_URL"]
     applied = await migrate_database(database_url)
     demo: dict[str, Any] | None = None
     if his_url:
-        demo = await _sync_his(settings, redis_url, database_url)
+        demo = await sync_his(settings, redis_url, database_url)
     elif not args.no_demo:
         client = await connect_redis(redis_url)
         pool = await create_pool(database_url, min_size=1, max_size=2)
@@ -278,33 +343,119 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     worker = asyncio.create_task(supervise_worker(settings, stop))
-    supervisor = asyncio.create_task(supervise_children(children or {}, stop))
+    supervisor = asyncio.create_task(supervise_children(children, stop))
     runner = ApiRunner(create_app(settings), access_log=None, shutdown_timeout=10)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     base = f"http://{args.host}:{args.port}"
     port = settings.worker_metrics_port
-    lines = banner(
-        settings,
-        base=base,
-        redis_url=redis_url,
-        database_url=database_url,
-        applied=len(applied),
-        his_url=his_url,
-        demo=demo,
-        worker_answers=bool(port) and await _answers(settings.host, port),
-        supervised=sorted(children or {}),
-    )
-    print("\n".join(lines), flush=True)
+    env_file = Path(args.env_file) if args.env_file else None
     try:
+        # The banner comes last, once the API answers ready (the worker has verified the
+        # store): start-up's log lines are above it, not after it.
+        ready = await _ready(_local(base))
+        worker_answers = bool(port) and await _answers(settings.host, port)
+        lines = banner(
+            settings,
+            base=base,
+            redis_url=redis_url,
+            database_url=database_url,
+            applied=len(applied),
+            his_url=his_url,
+            demo=demo,
+            worker_answers=worker_answers,
+            supervised=sorted(children),
+            paysim_url=None if paysim is None else paysim.url,
+            env_file=env_file,
+            log_file=args.log_file,
+            ready=ready,
+        )
+        if env_file is not None:
+            written = {name: value for name, value in dev_env.items() if value}
+            envfile.write(env_file, written, comments=_env_file_header(env_file, lines))
+
+        def show() -> None:
+            print("\n".join(lines), flush=True)
+
+        show()
+        loop.add_signal_handler(signal.SIGUSR1, show)
         await stop.wait()
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGUSR1)
+        if env_file is not None:
+            env_file.unlink(missing_ok=True)
         await runner.cleanup()
         stop.set()
         with contextlib.suppress(Exception):
             await worker
         with contextlib.suppress(Exception):
             await supervisor
+
+
+def _local(url: str) -> str:
+    """``url`` with a wildcard listen address replaced by loopback (for our own calls)."""
+    return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://127.0.0.1:")
+
+
+async def _ready(base: str, *, wait_s: float = READY_WAIT_S) -> bool:
+    """Whether the API's ``/readyz`` answers 200 within ``wait_s``."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while loop.time() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(f"{base}/readyz") as answer:
+                    if answer.status == 200:
+                        return True
+            await asyncio.sleep(0.2)
+    return False
+
+
+def _env_file_header(path: Path, lines: list[str]) -> list[str]:
+    return [
+        "inventory dev's settings, while it runs (removed when it stops). Use them with",
+        f"  inventory token --env-file {path} --sub demo-account",
+        f"  inventory loadtest --env-file {path} --host <api>",
+        f"  set -a; . {path if path.is_absolute() else './' + str(path)}; set +a",
+        "",
+        *lines,
+        "",
+    ]
+
+
+class PaySimSite:
+    """The WeChat Pay simulator (inventory/payments/paysim.py) served in this process on
+    a free loopback port, with fresh test keys for both sides."""
+
+    def __init__(self, runner: Any, url: str, service_env: dict[str, str]) -> None:
+        self._runner = runner
+        self.url = url
+        #: ``INVENTORY_WECHAT_*`` for the service talking to this simulator.
+        self.service_env = service_env
+
+    @classmethod
+    async def start(cls, *, notify_url: str) -> PaySimSite:
+        """Generate keys, serve the simulator, and say how the service reaches it."""
+        from aiohttp import web
+
+        from inventory.payments.paysim import KeySet, SimConfig, create_sim_app
+        from inventory.servers import LOOPBACK, free_port
+
+        # Two RSA key pairs: a fraction of a second, off the event loop.
+        keys = await asyncio.to_thread(KeySet.generate)
+        runner = web.AppRunner(create_sim_app(SimConfig.from_keys(keys)), access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, LOOPBACK, port).start()
+        url = f"http://{LOOPBACK}:{port}"
+        return cls(runner, url, keys.service_env(api_url=url, notify_url=notify_url))
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        await self._runner.cleanup()
 
 
 #: How long the banner waits for the worker's metrics port to answer.
@@ -343,9 +494,14 @@ def banner(
     demo: dict[str, Any] | None,
     worker_answers: bool,
     supervised: list[str] | None = None,
+    paysim_url: str | None = None,
+    env_file: Path | None = None,
+    log_file: str | None = None,
+    ready: bool = True,
 ) -> list[str]:
     """The lines `inventory dev` prints: where everything is (the metrics of the API and
-    of the worker included), and ready-made tokens."""
+    of the worker included), whether payments are on, where its settings and logs are,
+    and ready-made tokens."""
     from inventory.api.auth import mint_token
 
     port = settings.worker_metrics_port
@@ -367,17 +523,34 @@ def banner(
     ]
     if his_url:
         lines.append(f"his        {his_url}  (admin {his_url.removesuffix('/fhir')}/$admin)")
+    if paysim_url is not None:
+        lines.append(
+            f"payments   on: WeChat Pay simulator {paysim_url}  (the payer pays with "
+            f"POST {paysim_url}/sim/orders/<payment_id>/pay; --no-payments turns them off)"
+        )
+    elif settings.payments.enabled:
+        lines.append(f"payments   on: WeChat Pay at {settings.payments.api_url}")
+    else:
+        lines.append("payments   off: confirm books a hold on any payment reference")
     if demo:
         lines.append(
             f"demo       hospital {demo['hospital_id']}: {demo['schedules']} schedules from "
             f"{demo['first_day']}; try {base}/v1/hospitals/{demo['hospital_id']}/departments"
         )
+    if env_file is not None:
+        lines.append(
+            f"settings   {env_file}  (inventory token|loadtest|check ... --env-file {env_file})"
+        )
+    again = f"this banner again: kill -USR1 {os.getpid()}"
+    lines.append(f"logs       {log_file or 'stdout'}  ({again})")
     restarted = ", ".join(["worker", *(supervised or [])])
     lines += [
         f"supervised {restarted}: restarted when they die (back-off "
         f"{RESTART_INITIAL_S:g}-{RESTART_MAX_S:g} s, see the log)",
         f"token      {mint_token(settings, 'demo-account', ttl_s=24 * 3600)}",
         f"operator   {mint_token(settings, 'demo-operator', operator=True, ttl_s=24 * 3600)}",
-        "ready: Ctrl-C stops everything",
+        "ready: Ctrl-C stops everything"
+        if ready
+        else f"ready: NOT YET ({_local(base)}/readyz does not answer 200; see the log)",
     ]
     return lines

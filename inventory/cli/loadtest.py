@@ -1,12 +1,16 @@
 """`inventory loadtest`: the release-day Locust scenario, headless, then the invariants.
 
 Against a running stack (API, worker, Redis, Postgres): seed a schedule that releases at
-T0 (unless ``--department``/``--date`` name one), run ``locust --headless`` on
+T0 (unless ``--department``/``--date`` name one; with ``INVENTORY_HIS_URL`` set the
+schedule is added to the HIS simulator and synced from it, so the HIS accepts its
+bookings; it has no fee, so confirm books at once whether payments are on or not), run
+``locust --headless`` on
 loadtest/locustfile.py (with ``--workers N`` as a master and N local workers, so
 Locust's distributed mode is the same command), then check:
 
 - 0 oversold: no slot breaks ``remaining + held + booked + waiting == capacity`` in Redis,
-  and no slot has more live bookings than capacity in Postgres;
+  and no slot has more bookings that hold a unit (not ``rejected``, not ``cancelled``)
+  than capacity in Postgres;
 - Redis equals Postgres (``inventory check``, once the persister has caught up);
 - every paid booking present: each confirm that answered 200 is a booking in Postgres
   (cancelled if its cancel answered 200);
@@ -217,7 +221,8 @@ def seed(
             "ends_at": (start + timedelta(minutes=minutes * slots)).isoformat(),
             "release_at": (now + timedelta(seconds=release_in_s)).isoformat(),
             "cancel_deadline": (start - timedelta(hours=12)).isoformat(),
-            "fee_fen": 5000,
+            # No fee: confirm books at once, with payments on (`inventory dev`) or off.
+            "fee_fen": 0,
             "location": "Load test",
             "slots": [
                 {
@@ -231,6 +236,40 @@ def seed(
         },
     )
     return department, day.isoformat()
+
+
+def seed_his(
+    settings: Settings, *, release_in_s: float, slots: int, capacity: int
+) -> tuple[str, str]:
+    """A schedule releasing in ``release_in_s``, added to the HIS simulator at
+    ``INVENTORY_HIS_URL`` (an evening session three days ahead, no fee) and synced from it
+    into Postgres and Redis at once; returns (department id, visit date). Bookings of a
+    schedule the HIS does not know are rejected by it, so the load test's must be the
+    HIS's own."""
+    from inventory.cli.dev import sync_his
+
+    run = uuid.uuid4().hex[:8]
+    now = datetime.now(tz=settings.zone)
+    body = {
+        "id": f"lt-s-{run}",
+        "date": (now + timedelta(days=3)).date().isoformat(),
+        "session": "evening",
+        "slots": slots,
+        "capacity": capacity,
+        "fee_fen": 0,
+        "release_at": (now + timedelta(seconds=release_in_s)).isoformat(),
+    }
+    admin = settings.his_url.rstrip("/").removesuffix("/fhir") + "/$admin/schedules"
+    request = urllib.request.Request(
+        admin,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        made = json.loads(answer.read())
+    asyncio.run(sync_his(settings, settings.redis_url, settings.database_url))
+    return str(made["department"]), str(made["date"])
 
 
 # -- running Locust -------------------------------------------------------------------------
@@ -406,14 +445,7 @@ async def check_invariants(
             not report.violations,
             f"{len(report.violations)} conservation violations in {report.slots} slots",
         )
-        oversold = await pool.fetch(
-            """
-            SELECT s.id, s.capacity, count(b.id) AS booked
-            FROM slots s JOIN bookings b ON b.slot_id = s.id AND b.schedule_id = s.schedule_id
-            WHERE b.status <> 'cancelled'
-            GROUP BY s.id, s.capacity HAVING count(b.id) > s.capacity
-            """
-        )
+        oversold = await oversold_slots(pool)
         verdict.add("0 oversold (Postgres)", not oversold, f"{len(oversold)} slots over capacity")
         verdict.add(
             "Redis equals Postgres",
@@ -454,6 +486,24 @@ async def check_invariants(
     finally:
         await pool.close()
         await client.aclose()
+
+
+async def oversold_slots(pool: Any) -> list[Any]:
+    """Slots with more bookings that hold a unit than capacity (a rejected or cancelled
+    booking gave its unit back, and the unit may have been sold again)."""
+    from inventory.bookings import HOLDING_STATUSES
+
+    return list(
+        await pool.fetch(
+            """
+            SELECT s.id, s.capacity, count(b.id) AS booked
+            FROM slots s JOIN bookings b ON b.slot_id = s.id AND b.schedule_id = s.schedule_id
+            WHERE b.status = ANY($1::text[])
+            GROUP BY s.id, s.capacity HAVING count(b.id) > s.capacity
+            """,
+            list(HOLDING_STATUSES),
+        )
+    )
 
 
 def print_summary(verdict: Verdict, *, users: int, run_time: float, workers: int) -> None:
@@ -497,7 +547,22 @@ def run(args: argparse.Namespace) -> int:
     paid_log = out / "paid.jsonl"
     paid_log.unlink(missing_ok=True)
     try:
-        if api_settings is not None:
+        if api_settings is not None and api_settings.his_url:
+            if not args.allow_remote and not _is_loopback(api_settings.his_url):
+                print(
+                    "inventory loadtest: INVENTORY_HIS_URL is not loopback; the load test adds "
+                    "its schedule to a HIS simulator only (pass --allow-remote, or name a "
+                    "schedule with --department and --date)",
+                    file=sys.stderr,
+                )
+                return 2
+            department, day = seed_his(
+                api_settings,
+                release_in_s=wait_s + 1.5,  # Locust's own start-up
+                slots=args.slots,
+                capacity=args.capacity,
+            )
+        elif api_settings is not None:
             department, day = seed(
                 args.host,
                 api_settings,

@@ -680,13 +680,16 @@ async def admin_resume(request: web.Request) -> web.Response:
 
 
 async def admin_add_schedule(request: web.Request) -> web.Response:
-    """POST /$admin/schedules {doctor, date, session, slots?, capacity?, fee_fen?,
-    release_at?}: a new schedule appears in the HIS."""
+    """POST /$admin/schedules {doctor?, date, session, slots?, capacity?, fee_fen?,
+    release_at?, id?}: a new schedule appears in the HIS. Without ``doctor`` the first
+    doctor is taken; ``id`` names the schedule (its slots are ``<id>-1``, ...), so a
+    doctor can have a second schedule in a session (a load test's). The answer names
+    the schedule, its slots, department and date."""
     body = await _admin_body(request)
     state = request.app[SIM_STATE]
-    doctors = state.practitioners(ids=[str(body["doctor"])])
+    doctors = state.practitioners(ids=[str(body["doctor"])] if "doctor" in body else [])
     if not doctors:
-        raise SimNotFound(f"Practitioner/{body['doctor']}")
+        raise SimNotFound(f"Practitioner/{body.get('doctor', '')}")
     doctor = doctors[0]
     session = str(body.get("session", "morning"))
     if session not in SESSIONS:
@@ -706,11 +709,17 @@ async def admin_add_schedule(request: web.Request) -> web.Response:
         capacities=[int(c) for c in capacities],
         fee_fen=int(body.get("fee_fen", fees[doctor["title_code"]])),
         release_at=datetime.fromisoformat(str(release)) if release else None,
+        schedule_id=str(body["id"]) if body.get("id") else None,
     )
     if not state.add_schedules([schedule]):
         raise SimRefusal("conflict", f"Schedule/{schedule.schedule_id} exists")
     return admin_response(
-        {"schedule": schedule.schedule_id, "slots": [s.slot_id for s in schedule.slots]},
+        {
+            "schedule": schedule.schedule_id,
+            "slots": [s.slot_id for s in schedule.slots],
+            "department": doctor["department_id"],
+            "date": schedule.visit_date.isoformat(),
+        },
         status=201,
     )
 

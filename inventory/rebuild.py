@@ -3,7 +3,9 @@
 For each tag: its schedules and slot capacities, its open holds and bookings, the
 hospital's policy and the highest sequence Postgres recorded; one atomic script
 replaces the tag's keys with that and lifts its fence. Patient tags get their tokens
-(one per open hold or booking) and bans back. A hold that was never persisted is lost,
+(one per open hold or booking) and bans back, and every account-patient link and slot
+location is copied again (what reserves read while Postgres is down; ``--lookups`` does
+only that). A hold that was never persisted is lost,
 which the durability contract allows (the patient paid nothing); a confirmed booking
 never is, because confirm answers only after Postgres has it.
 
@@ -27,6 +29,7 @@ from inventory import keys
 from inventory.catalogue import policy_from_json
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
+from inventory.domain import SlotLocation
 from inventory.errors import CapacityBelowTakenError, InventoryError
 from inventory.store import SlotStore, fingerprint
 
@@ -75,6 +78,10 @@ class RebuildReport:
     def ok(self) -> bool:
         """Whether every tag asked for was rebuilt."""
         return not self.failed
+
+    #: Account-patient links and slot locations copied to Redis.
+    links: int = 0
+    slot_locations: int = 0
 
 
 def hold_record(row: Any) -> dict[str, Any]:
@@ -245,6 +252,51 @@ async def rebuild_patient_tags(store: SlotStore, pool: Any) -> int:
     return len(by_patient)
 
 
+#: Rows per page when copying links and slot locations.
+COPY_PAGE = 1000
+
+
+async def copy_lookups(store: SlotStore, pool: Any, *, page: int = COPY_PAGE) -> tuple[int, int]:
+    """Copy every account-patient link and every slot's location from Postgres to Redis
+    (what a reserve reads there while Postgres is down); returns (links, slots).
+
+    Only adds: safe on a live system, and idempotent."""
+    links = 0
+    after = ("", "")
+    while True:
+        async with acquire(pool, timeout_s=10.0) as connection:
+            rows = await connection.fetch(QUERIES["list_account_patient_links"], *after, page)
+        if not rows:
+            break
+        by_patient: dict[str, dict[str, str]] = {}
+        for row in rows:
+            by_patient.setdefault(row["patient_id"], {})[row["account_id"]] = "1"
+        pipe = store.client.pipeline(transaction=False)
+        for patient_id, accounts in by_patient.items():
+            pipe.hset(keys.patient_accounts_key(patient_id), mapping=accounts)
+        await pipe.execute()
+        links += len(rows)
+        after = (rows[-1]["patient_id"], rows[-1]["account_id"])
+    slots = 0
+    after_slot = ""
+    while True:
+        async with acquire(pool, timeout_s=10.0) as connection:
+            rows = await connection.fetch(QUERIES["list_slot_locations"], after_slot, page)
+        if not rows:
+            break
+        await store.copy_slot_location_map(
+            {
+                row["slot_id"]: SlotLocation(
+                    row["hospital_id"], row["department_id"], row["visit_date"], row["schedule_id"]
+                )
+                for row in rows
+            }
+        )
+        slots += len(rows)
+        after_slot = rows[-1]["slot_id"]
+    return links, slots
+
+
 async def rebuild(
     store: SlotStore,
     pool: Any,
@@ -253,7 +305,8 @@ async def rebuild(
     only_fenced: bool = False,
     raise_oversold: bool = False,
 ) -> RebuildReport:
-    """Rebuild the given tags, every tag Postgres knows, or only the fenced ones. A tag
+    """Rebuild the given tags, every tag Postgres knows, or only the fenced ones, then
+    copy the account-patient links and slot locations (see :func:`copy_lookups`). A tag
     that fails is reported in ``failed`` and the others go on."""
     if tags is None:
         async with acquire(pool, timeout_s=10.0) as connection:
@@ -276,6 +329,10 @@ async def rebuild(
         report.patients = await rebuild_patient_tags(store, pool)
     except _TAG_FAILURES as error:
         report.failed.append(TagFailure("patient tags", _reason(error)))
+    try:
+        report.links, report.slot_locations = await copy_lookups(store, pool)
+    except _TAG_FAILURES as error:
+        report.failed.append(TagFailure("links and slot locations", _reason(error)))
     return report
 
 

@@ -330,17 +330,18 @@ class SlotStore:
 
     async def copy_slot_locations(self, slot_ids: list[str], location: SlotLocation) -> None:
         """Record where these slots live (read by :meth:`slot_location`)."""
-        value = "|".join(
-            (
-                location.hospital_id,
-                location.department_id,
-                location.visit_date.isoformat(),
-                location.schedule_id,
+        await self.copy_slot_location_map(dict.fromkeys(slot_ids, location))
+
+    async def copy_slot_location_map(self, locations: Mapping[str, SlotLocation]) -> None:
+        """Record where each of these slots lives, in one call."""
+        mapping = {
+            slot_id: "|".join(
+                (loc.hospital_id, loc.department_id, loc.visit_date.isoformat(), loc.schedule_id)
             )
-        )
-        await _guard(
-            self.client.hset(keys.SLOT_LOCATIONS_KEY, mapping=dict.fromkeys(slot_ids, value))
-        )
+            for slot_id, loc in locations.items()
+        }
+        if mapping:
+            await _guard(self.client.hset(keys.SLOT_LOCATIONS_KEY, mapping=mapping))
 
     async def slot_location(self, slot_id: str) -> SlotLocation | None:
         """Where a slot lives, as its schedule's last load recorded it (None: not

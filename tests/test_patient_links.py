@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -127,3 +128,33 @@ async def test_links_are_copied_to_redis_and_answered_from_there(
     repairing = PatientRegistry(pool, keyring, index, redis=redis_client)
     assert await repairing.belongs_to(patient, "acct-r1")
     assert await redis_client.hexists(keys.patient_accounts_key(patient), "acct-r1")
+
+
+async def test_rebuild_copies_links_and_slot_locations(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """`inventory rebuild --lookups` (copy_lookups) copies every link and every slot's
+    location that Postgres has to Redis, in pages, so that links made before the copies
+    existed (or lost with Redis's data) serve reserves while Postgres is down."""
+    from redis.asyncio import Redis
+
+    from inventory import keys
+    from inventory.rebuild import copy_lookups
+    from inventory.servers import start_redis
+    from inventory.store import SlotStore
+    from tests.db.seed import VISIT, seed_all
+
+    seed = await seed_all(pool)
+    with start_redis(tmp_path / "redis") as server:  # fixed seed ids: a Redis of its own
+        client = Redis.from_url(server.url, decode_responses=True)
+        try:
+            store = await SlotStore.connect_scripts(client)
+            async with pool.acquire() as connection:
+                expected = await connection.fetchval("SELECT count(*) FROM account_patients")
+                slots = await connection.fetchval("SELECT count(*) FROM slots")
+            assert await copy_lookups(store, pool, page=2) == (expected, slots)
+            assert await client.hexists(keys.patient_accounts_key(seed.patient), seed.account)
+            location = await store.slot_location(seed.slot_early)
+            assert location is not None
+            assert (location.department_id, location.visit_date) == (seed.cardio, VISIT)
+            assert location.hospital_id == seed.hospital
+        finally:
+            await client.aclose()

@@ -26,6 +26,11 @@ def register(subparsers: Any) -> None:
         help="rebuild a tag Postgres records as oversold by raising each oversold slot's "
         "capacity (in Postgres and Redis) to the units already sold; reported per slot",
     )
+    rebuild.add_argument(
+        "--lookups",
+        action="store_true",
+        help="only copy account-patient links and slot locations to Redis (safe while live)",
+    )
     rebuild.set_defaults(handler=run_rebuild)
     check = subparsers.add_parser(
         "check",
@@ -70,10 +75,15 @@ def _run(name: str, action: Callable[[Any, Any], Awaitable[int]]) -> int:
 
 def run_rebuild(args: argparse.Namespace) -> int:
     """Rebuild and print what was restored, raised and not rebuilt; exit 1 if a tag
-    could not be rebuilt (the others are rebuilt all the same)."""
-    from inventory.rebuild import rebuild
+    could not be rebuilt (the others are rebuilt all the same). ``--lookups`` only copies
+    the account-patient links and slot locations."""
+    from inventory.rebuild import copy_lookups, rebuild
 
     async def action(store: Any, pool: Any) -> int:
+        if args.lookups:
+            links, slots = await copy_lookups(store, pool)
+            print(f"copied {links} account-patient links and {slots} slot locations")
+            return 0
         report = await rebuild(
             store,
             pool,
@@ -83,7 +93,8 @@ def run_rebuild(args: argparse.Namespace) -> int:
         )
         print(
             f"rebuilt {len(report.tags)} tags, {report.holds} open holds and bookings, "
-            f"{report.patients} patients' tokens; {len(report.failed)} failed"
+            f"{report.patients} patients' tokens, {report.links} account-patient links and "
+            f"{report.slot_locations} slot locations; {len(report.failed)} failed"
         )
         for raised in report.raised:
             print(

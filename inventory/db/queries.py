@@ -39,6 +39,7 @@ class Queries(TypedDict):
     list_schedule_slots: str
     list_tag_slots: str
     get_slot_location: str
+    list_slot_locations: str
     # catalogue writes
     upsert_hospital: str
     upsert_department: str
@@ -54,6 +55,7 @@ class Queries(TypedDict):
     unlink_account_patient: str
     account_has_patient: str
     list_account_patients: str
+    list_account_patient_links: str
     get_account_patient: str
     upsert_patient_ban: str
     list_patient_bans: str

@@ -122,6 +122,17 @@ FROM slots sl
 JOIN schedules s ON s.id = sl.schedule_id
 WHERE sl.id = $1;
 
+-- name: list_slot_locations
+-- Where every slot after slot_id lives, in slot id order, a page at a time: what
+-- `inventory rebuild` copies to Redis for reserves while Postgres is down.
+-- params: after_slot_id, limit
+SELECT sl.id AS slot_id, s.id AS schedule_id, s.hospital_id, s.department_id, s.visit_date
+FROM slots sl
+JOIN schedules s ON s.id = sl.schedule_id
+WHERE sl.id > $1
+ORDER BY sl.id
+LIMIT $2;
+
 
 -- ===================================================================== catalogue writes
 -- Operator and HIS-sync upserts: insert, or overwrite the row with the given values.
@@ -270,6 +281,16 @@ FROM account_patients ap
 JOIN patients p ON p.id = ap.patient_id
 WHERE ap.account_id = $1
 ORDER BY ap.created_at, p.id;
+
+-- name: list_account_patient_links
+-- Every account-patient link after (patient_id, account_id), in that order, a page at a
+-- time: what `inventory rebuild` copies to Redis for reserves while Postgres is down.
+-- params: after_patient_id, after_account_id, limit
+SELECT patient_id, account_id
+FROM account_patients
+WHERE (patient_id, account_id) > ($1, $2)
+ORDER BY patient_id, account_id
+LIMIT $3;
 
 -- name: get_account_patient
 -- One of the account's patients, or no row (also when it exists but is not linked).

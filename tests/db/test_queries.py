@@ -46,6 +46,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "list_schedule_slots": lambda s: {"schedule_id": s.morning},
     "list_tag_slots": lambda s: {"department_id": s.cardio, "visit_date": VISIT},
     "get_slot_location": lambda s: {"slot_id": s.slot_early},
+    "list_slot_locations": lambda s: {"after_slot_id": "", "limit": 100},
     "upsert_hospital": lambda s: {
         "hospital_id": "h-new",
         "name": "新医院",
@@ -112,6 +113,11 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "unlink_account_patient": lambda s: {"account_id": s.other_account, "patient_id": s.patient},
     "account_has_patient": lambda s: {"account_id": s.account, "patient_id": s.patient},
     "list_account_patients": lambda s: {"account_id": s.account},
+    "list_account_patient_links": lambda s: {
+        "after_patient_id": "",
+        "after_account_id": "",
+        "limit": 100,
+    },
     "get_account_patient": lambda s: {"account_id": s.account, "patient_id": s.patient},
     "upsert_patient_ban": lambda s: {
         "patient_id": s.patient,

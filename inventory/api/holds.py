@@ -187,12 +187,15 @@ async def release_hold(request: web.Request) -> web.Response:
             "this hold is a booking: cancel it with POST /v1/bookings/{id}/cancel",
             errors=[{"field": "hold_id", "reason": "is a booking"}],
         )
-    outcome = await request.app[SERVICES].store.release(
+    services = request.app[SERVICES]
+    outcome = await services.store.release(
         hold_id,
         account_id=who.account_id,
         reason="patient_released",
         request_id=request_id_of(request),
     )
+    # The unit is back (or waiting): this process stops refusing the slot from memory.
+    services.sold_out.saw_units(outcome.hold.slot_id)
     terms = await schedule_terms(request, hold.schedule_id)
     return json_response(hold_view(outcome.hold, terms))
 
@@ -262,6 +265,7 @@ async def cancel_booking(request: web.Request) -> web.Response:
         request_id=request_id_of(request),
     )
     await services.bookings.record(outcome.hold)
+    services.sold_out.saw_units(outcome.hold.slot_id)
     # A paid booking's fee goes back, once (GET /v1/bookings/{id}/refund shows it; the
     # payment loop requests it too if this process dies first).
     await request_refund(services.db, booking_id, None, body.reason, f"cancel:{booking_id}")

@@ -13,8 +13,10 @@ caches a schedule's availability (``INVENTORY_AVAILABILITY_CACHE_S``, 0.5 s):
   bounds how late this process learns of it). Units held or waiting are not enough:
   they come back by a deadline the counts do not show.
 
-A slot seen with units again is forgotten at once. So a ``sold_out`` answered from
-memory is at most that lifetime stale, and only ever for a slot that was sold out.
+A slot seen with units again, or one whose hold or booking this process just released,
+is forgotten at once; a unit freed elsewhere (another process, the expirer, added
+capacity) is seen when the memory runs out. So a ``sold_out`` answered from memory is
+at most that lifetime stale, and only ever for a slot that was sold out.
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ import orjson
 import pytest
 from jwt.warnings import InsecureKeyLengthWarning
 from multidict import CIMultiDict
+from redis.asyncio import Redis
 
+from inventory import keys
 from inventory.api.auth import TokenVerifier, mint_token
 from inventory.api.models import BookingCancel, HoldConfirm, HoldCreate, PatientCreate
 from inventory.api.openapi import OPERATIONS, Operation
@@ -677,18 +679,26 @@ async def test_address_behind_an_overwriting_proxy(
 
 
 async def test_malformed_client_header_falls_back_to_the_peer(
-    limited_api: ApiServer, client: aiohttp.ClientSession
+    limited_api: ApiServer, client: aiohttp.ClientSession, redis_server: Any
 ) -> None:
     """Garbage, an empty entry or a name in the client header counts against the peer
     address (the proxy's), never against a bucket the client picks."""
     garbage = [f"not-an-address-{i}" for i in range(IP_LIMIT)] + ["", " , ", "unknown"]
-    statuses = [
-        await _reserve_via(client, limited_api, {"X-Forwarded-For": value}) for value in garbage
-    ]
-    # They all share 127.0.0.1's bucket, which other tests of this module may have
-    # used too: it runs out within this run, and stays out.
-    assert 429 in statuses
-    assert statuses[statuses.index(429) :] == [429] * (len(statuses) - statuses.index(429))
+    peer_bucket = keys.rate_limit_key("ip", "127.0.0.1")
+    redis = Redis.from_url(redis_server.url)
+    try:
+        statuses = [
+            await _reserve_via(client, limited_api, {"X-Forwarded-For": value}) for value in garbage
+        ]
+        # They all share 127.0.0.1's bucket: it runs out within this run, and stays out.
+        assert 429 in statuses
+        assert statuses[statuses.index(429) :] == [429] * (len(statuses) - statuses.index(429))
+        assert not await redis.exists(keys.rate_limit_key("ip", garbage[0]))
+    finally:
+        # Every test server of the session counts loopback in this one bucket (with
+        # its own rate): this server's 8/60 must not leave it exhausted for them.
+        await redis.delete(peer_bucket)
+        await redis.aclose()
 
 
 async def test_admission_sheds_with_503_but_never_health(

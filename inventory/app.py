@@ -26,6 +26,7 @@ from inventory.api.auth import VERIFIER, TokenVerifier
 from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES, Services
 from inventory.api.edge import edge_middleware
+from inventory.api.idempotency import idempotency_middleware
 from inventory.api.ratelimit import ReserveRateLimiter
 from inventory.api.soldout import SoldOutSlots
 from inventory.autopipeline import AutoPipeline, pipelined_scripts, supports_url
@@ -158,7 +159,8 @@ def create_app(settings: Settings) -> web.Application:
         retry_after_max_s=settings.retry_after_max_s,
     )
     app = web.Application(
-        middlewares=[edge_middleware(gate, access_log=settings.access_log)],
+        # The edge first: idempotency's refusals are problem+json like every other.
+        middlewares=[edge_middleware(gate, access_log=settings.access_log), idempotency_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

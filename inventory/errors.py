@@ -239,6 +239,15 @@ class BadRequestError(InventoryError):
     title = "The request could not be read"
 
 
+class IdempotencyKeyInUseError(InventoryError):
+    """A request with this Idempotency-Key is still running; ``context['retry_after_s']``
+    says when to ask again (the answer is then the first request's)."""
+
+    code = "idempotency_key_in_use"
+    http_status = 409
+    title = "A request with this Idempotency-Key is still running; retry shortly"
+
+
 class IdempotencyKeyRequiredError(BadRequestError):
     code = "idempotency_key_required"
     title = "This call needs an Idempotency-Key header (1-64 printable ASCII characters)"
@@ -370,6 +379,10 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "idempotency_key_required": Message(
         "此操作需要 Idempotency-Key 请求头（1-64 个可打印 ASCII 字符）",
         "This call needs an Idempotency-Key header (1-64 printable ASCII characters)",
+    ),
+    "idempotency_key_in_use": Message(
+        "使用该 Idempotency-Key 的请求仍在处理中，请稍后重试",
+        "A request with this Idempotency-Key is still running; retry shortly",
     ),
     "validation_failed": Message("请求中有无效字段", "The request has invalid fields"),
     "unauthenticated": Message("需要有效的访问令牌", "A valid bearer token is required"),

@@ -277,6 +277,52 @@ RECONCILIATION_LAST_RUN: Final = Gauge(
     multiprocess_mode="max",
 )
 
+# -- api: payments -----------------------------------------------------------------------
+
+PAYMENT_NOTIFICATIONS_REFUSED: Final = Counter(
+    "inventory_payment_notifications_refused_total",
+    "WeChat Pay notifications answered non-2xx (the provider notifies again), by reason: "
+    "the check that failed, or not_settled when Redis or Postgres could not settle it.",
+    ["reason"],
+)
+
+# -- worker: money and the HIS queue, sampled from Postgres -----------------------------
+
+PAYMENTS_PENDING: Final = Gauge(
+    "inventory_payments_pending",
+    "Payments started and not yet paid, closed or failed, at the last sample.",
+    multiprocess_mode="mostrecent",
+)
+PAYMENT_OLDEST_PENDING_AGE: Final = Gauge(
+    "inventory_payment_oldest_pending_age_seconds",
+    "Age of the oldest pending payment (0: none).",
+    multiprocess_mode="mostrecent",
+)
+REFUNDS_OPEN: Final = Gauge(
+    "inventory_refunds_open",
+    "Refunds not yet succeeded, by status: pending (not tried or in progress) or failed "
+    "(the last attempt failed; retried with back-off).",
+    ["status"],
+    multiprocess_mode="mostrecent",
+)
+REFUND_OLDEST_OPEN_AGE: Final = Gauge(
+    "inventory_refund_oldest_open_age_seconds",
+    "Age of the oldest refund not yet succeeded (0: none): how long a patient has waited.",
+    multiprocess_mode="mostrecent",
+)
+HIS_SUBMISSION_QUEUE: Final = Gauge(
+    "inventory_his_submission_queue",
+    "Bookings not yet accepted by the HIS, by status: confirmed (not sent) or submitted "
+    "(sent, no answer yet). Exported when the worker runs the HIS flows.",
+    ["status"],
+    multiprocess_mode="mostrecent",
+)
+HIS_SUBMISSION_OLDEST_AGE: Final = Gauge(
+    "inventory_his_submission_oldest_age_seconds",
+    "Seconds since the oldest booking waiting for the HIS last changed (0: none).",
+    multiprocess_mode="mostrecent",
+)
+
 # -- check: `inventory check` ------------------------------------------------------------
 
 CHECK_DRIFT: Final = Gauge(
@@ -371,6 +417,34 @@ RECONCILIATION_KINDS: Final = frozenset(
         "other_channel",
     }
 )
+#: Why a payment notification was refused (inventory/payments/wechat.py and service.py);
+#: anything else (Redis or Postgres down, a fenced tag) is "not_settled".
+NOTIFICATION_REFUSALS: Final = frozenset(
+    {
+        "signature_missing",
+        "signature_type",
+        "unknown_serial",
+        "timestamp_outside_window",
+        "signature_invalid",
+        "nonce_replayed",
+        "replay_check_unavailable",
+        "bad_notification",
+        "decrypt_failed",
+        "merchant_mismatch",
+        "not_paid",
+        "payments_disabled",
+        "unknown_order",
+        "transaction_mismatch",
+        "amount_mismatch",
+        "body_too_large",
+    }
+)
+NOT_SETTLED: Final = "not_settled"
+REFUND_OPEN_STATUSES: Final = ("pending", "failed")
+HIS_WAITING_STATUSES: Final = ("confirmed", "submitted")
+for _reason in (*NOTIFICATION_REFUSALS, NOT_SETTLED):  # at 0, so increase() sees the first
+    PAYMENT_NOTIFICATIONS_REFUSED.labels(reason=_reason)
+
 #: Kinds of `inventory check` drift (inventory/check.py) as labels.
 CHECK_KINDS: Final = frozenset({"capacity", "held", "booked", "hold_state", "slot_missing"})
 
@@ -574,6 +648,26 @@ def observe_reconciliation(drift_by_kind: Mapping[str, int], *, at: float) -> No
     RECONCILIATION_LAST_RUN.set(at)
 
 
+def observe_notification_refused(reason: str) -> None:
+    """A payment notification answered non-2xx, by the refusal's reason."""
+    label = reason if reason in NOTIFICATION_REFUSALS else NOT_SETTLED
+    PAYMENT_NOTIFICATIONS_REFUSED.labels(reason=label).inc()
+
+
+def observe_open_money_and_his_queue(row: Mapping[str, Any], *, his_queue: bool) -> None:
+    """One sample of ``sample_open_money_and_his_queue`` (the HIS queue only when the
+    worker runs the HIS flows: without them every booking stays confirmed)."""
+    PAYMENTS_PENDING.set(row["payments_pending"])
+    PAYMENT_OLDEST_PENDING_AGE.set(row["payment_oldest_pending_s"] or 0.0)
+    for status in REFUND_OPEN_STATUSES:
+        REFUNDS_OPEN.labels(status=status).set(row[f"refunds_{status}"])
+    REFUND_OLDEST_OPEN_AGE.set(row["refund_oldest_open_s"] or 0.0)
+    if his_queue:
+        for status in HIS_WAITING_STATUSES:
+            HIS_SUBMISSION_QUEUE.labels(status=status).set(row[f"his_{status}_waiting"])
+        HIS_SUBMISSION_OLDEST_AGE.set(row["his_oldest_waiting_s"] or 0.0)
+
+
 def check_kind(kind: str) -> str:
     """The label of an `inventory check` drift kind (hold drift names the hold: cut it)."""
     if kind.startswith("hold "):
@@ -608,6 +702,7 @@ API_METRICS: Final = (
     RATE_LIMITED,
     RATE_LIMIT_UNAVAILABLE,
     STORE_VERIFIED,
+    PAYMENT_NOTIFICATIONS_REFUSED,
 )
 WORKER_METRICS: Final = (
     HOLDS_ACTIVE,
@@ -645,6 +740,12 @@ WORKER_METRICS: Final = (
     HIS_CIRCUIT_TRANSITIONS,
     RECONCILIATION_DRIFT,
     RECONCILIATION_LAST_RUN,
+    PAYMENTS_PENDING,
+    PAYMENT_OLDEST_PENDING_AGE,
+    REFUNDS_OPEN,
+    REFUND_OLDEST_OPEN_AGE,
+    HIS_SUBMISSION_QUEUE,
+    HIS_SUBMISSION_OLDEST_AGE,
 )
 CHECK_METRICS: Final = (
     INVARIANT_VIOLATIONS,

@@ -114,6 +114,20 @@ async def sample_store(store: SlotStore) -> StoreSample:
     return sample
 
 
+async def sample_records(pool: Any, *, his_queue: bool) -> None:
+    """Sample what is still open in Postgres into gauges: pending payments, open refunds
+    and (``his_queue``: when this worker runs the HIS flows) bookings waiting for the
+    HIS, each with the age of its oldest. One query over partial indexes."""
+    from inventory.db.pool import acquire
+    from inventory.db.queries import QUERIES
+
+    async with acquire(pool, timeout_s=SAMPLE_INTERVAL_S) as connection:
+        row = await connection.fetchrow(
+            QUERIES["sample_open_money_and_his_queue"], timeout=SAMPLE_INTERVAL_S
+        )
+    metrics.observe_open_money_and_his_queue(row, his_queue=his_queue)
+
+
 @dataclass
 class WorkerHealth:
     """What the worker's /healthz and /readyz report."""
@@ -217,10 +231,13 @@ async def run_sampler(
     host: str = "127.0.0.1",
     port: int = 0,
     interval_s: float = SAMPLE_INTERVAL_S,
+    pool: Any = None,
+    his_queue: bool = False,
 ) -> None:
     """Serve ``/metrics`` (and health) on ``port`` (0: none) and sample every
     ``interval_s`` until ``stop``; a failed sample is counted and logged, never fatal.
-    /readyz fails while more than ``max_backlog`` outbox entries wait."""
+    /readyz fails while more than ``max_backlog`` outbox entries wait. With a Postgres
+    ``pool``, each turn also samples the open payments, refunds and HIS queue."""
     metrics.INVARIANT_VIOLATIONS.labels(source="sampler")  # exported at 0 from the start
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -241,6 +258,13 @@ async def run_sampler(
                 health.last_sample = loop.time()
                 health.sample_error = ""
                 health.fenced_tags = sample.fenced_tags
+            if pool is not None:
+                try:
+                    await sample_records(pool, his_queue=his_queue)
+                except TRANSIENT_ERRORS as error:
+                    # Postgres down: its own alerts say so; the gauges keep their value.
+                    metrics.SAMPLE_FAILURES.inc()
+                    log.warning("sampler.records_failed", error=f"{type(error).__name__}: {error}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
     finally:

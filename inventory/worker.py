@@ -71,6 +71,8 @@ async def run_worker(
             max_backlog=settings.ready_max_outbox_backlog,
             host=settings.host,
             port=settings.worker_metrics_port,
+            pool=pool,
+            his_queue=bool(settings.his_url),
         ),
     }
     persister = _persister_loop()

@@ -562,6 +562,11 @@ def _allowed_labels() -> dict[str, dict[str, set[str] | re.Pattern[str]]]:
             "kind": set(metrics.RECONCILIATION_KINDS) | {metrics.OTHER}
         },
         "inventory_check_drift": {"kind": set(metrics.CHECK_KINDS) | {metrics.OTHER}},
+        "inventory_payment_notifications_refused": {
+            "reason": set(metrics.NOTIFICATION_REFUSALS) | {metrics.NOT_SETTLED}
+        },
+        "inventory_refunds_open": {"status": set(metrics.REFUND_OPEN_STATUSES)},
+        "inventory_his_submission_queue": {"status": set(metrics.HIS_WAITING_STATUSES)},
     }
 
 

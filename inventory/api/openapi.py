@@ -28,6 +28,7 @@ from inventory.api.capacity import (
 )
 from inventory.api.catalogue import ScheduleDayQuery
 from inventory.api.holds import BookingListQuery
+from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
 from inventory.api.payments import PaymentCreate, PaymentList, PaymentView, RefundView
 from inventory.errors import MESSAGES
@@ -632,12 +633,13 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
             params.append(
                 {"name": name, "in": "query", "required": name in required, "schema": prop}
             )
-    if op.idempotency_key:
+    if op.idempotency_key or (op.method.upper(), op.path) in IDEMPOTENT_ROUTES:
         params.append(
             {
                 "name": "Idempotency-Key",
                 "in": "header",
-                "required": True,
+                # Optional where it is recorded in Postgres (inventory/api/idempotency.py).
+                "required": op.idempotency_key,
                 "schema": {"type": "string", "pattern": "^[!-~]{1,64}$"},
             }
         )

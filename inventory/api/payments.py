@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from inventory import metrics
 from inventory.api.auth import principal
 from inventory.api.bodies import json_response, read_json, validate
 from inventory.api.context import SERVICES
@@ -260,6 +261,7 @@ async def get_refund(request: web.Request) -> web.Response:
 
 def _fail(status: int, reason: str, message: str) -> web.Response:
     """WeChat Pay's failure answer ({"code": "FAIL", "message"}) as problem+json."""
+    metrics.observe_notification_refused(reason)
     return problem_response(
         status, "FAIL", "Notification not accepted", message=message, reason=reason
     )

@@ -91,6 +91,7 @@ class Queries(TypedDict):
     get_idempotency_key: str
     complete_idempotency_key: str
     release_idempotency_key: str
+    take_over_idempotency_key: str
     prune_idempotency_keys: str
     # HIS flows: sync, submitter, reconciler
     list_window_schedules: str
@@ -110,6 +111,7 @@ class Queries(TypedDict):
     start_reconciliation_run: str
     finish_reconciliation_run: str
     add_reconciliation_items: str
+    sample_open_money_and_his_queue: str
     # payments and refunds
     insert_payment: str
     get_payment: str

@@ -616,6 +616,15 @@ DELETE FROM idempotency_keys
 WHERE account_id = $1 AND key = $2 AND completed_at IS NULL
 RETURNING account_id, key;
 
+-- name: take_over_idempotency_key
+-- Drop a claim that never got a response and is older than abandoned_s seconds (its
+-- request's process died), when it is still the claim read (same created_at).
+-- params: account_id, key, created_at, abandoned_s
+DELETE FROM idempotency_keys
+WHERE account_id = $1 AND key = $2 AND completed_at IS NULL AND created_at = $3
+  AND created_at < now() - make_interval(secs => $4::double precision)
+RETURNING account_id, key;
+
 -- name: prune_idempotency_keys
 -- Delete keys older than retention_s seconds, never younger than 24 hours.
 -- params: retention_s
@@ -1029,3 +1038,21 @@ CROSS JOIN unnest($2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[])
     AS f (kind, subject, detail, action, error)
 WHERE r.id = $1
 RETURNING id;
+
+-- name: sample_open_money_and_his_queue
+-- The worker's sample of what is still open (each from a partial index): payments waiting
+-- for the provider, refunds not yet succeeded, bookings not yet accepted by the HIS, each
+-- with the age in seconds of its oldest (NULL when there is none).
+-- params:
+SELECT
+    (SELECT count(*) FROM payments WHERE status = 'pending') AS payments_pending,
+    (SELECT extract(epoch FROM now() - min(created_at))::float8
+       FROM payments WHERE status = 'pending') AS payment_oldest_pending_s,
+    (SELECT count(*) FROM refunds WHERE status = 'pending') AS refunds_pending,
+    (SELECT count(*) FROM refunds WHERE status = 'failed') AS refunds_failed,
+    (SELECT extract(epoch FROM now() - min(created_at))::float8
+       FROM refunds WHERE status <> 'succeeded') AS refund_oldest_open_s,
+    (SELECT count(*) FROM bookings WHERE status = 'confirmed') AS his_confirmed_waiting,
+    (SELECT count(*) FROM bookings WHERE status = 'submitted') AS his_submitted_waiting,
+    (SELECT extract(epoch FROM now() - min(updated_at))::float8
+       FROM bookings WHERE status IN ('confirmed', 'submitted')) AS his_oldest_waiting_s;

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,12 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     },
     "release_idempotency_key": lambda s: {"account_id": s.account, "key": "k"},
     "prune_idempotency_keys": lambda s: {"retention_s": 86400},
+    "take_over_idempotency_key": lambda s: {
+        "account_id": s.account,
+        "key": "k",
+        "created_at": datetime(2027, 3, 1, tzinfo=UTC),
+        "abandoned_s": 120.0,
+    },
     "insert_payment": lambda s: {
         "payment_id": "pay-sample-0001",
         "hold_id": new_hold_id(s, "pay"),
@@ -304,6 +310,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "fixed": {"missing_in_his": 1},
         "error": "",
     },
+    "sample_open_money_and_his_queue": lambda s: {},
     "add_reconciliation_items": lambda s: {
         "run_id": 1,
         "kinds": ["missing_in_his"],

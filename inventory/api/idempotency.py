@@ -1,0 +1,216 @@
+"""``Idempotency-Key`` on the mutating routes that are not a reserve, recorded in
+Postgres (``idempotency_keys``, docs/schema.md).
+
+A reserve keeps its key in Redis, inside the script that makes the hold, atomically with
+it. Every other mutating route (``ROUTES``) takes an optional key, handled here, in one
+middleware, so no handler changes:
+
+* the first request with a key claims it (``INSERT ... ON CONFLICT DO NOTHING``), runs,
+  and stores its answer when that answer is not a server error;
+* a retry with the same key and the same request (method, path and body; the JSON body
+  compared with sorted keys) gets the stored answer again, marked
+  ``Idempotent-Replayed: true``, and nothing runs twice;
+* the same key with a different request is refused, ``idempotency_key_reused`` (as a
+  reserve's);
+* a retry while the first request still runs waits for its answer (up to ``WAIT_S``),
+  then 409 ``idempotency_key_in_use`` with Retry-After;
+* a request that ends in an error (a refusal, Postgres down, a crash of the handler)
+  drops its claim, so its retry runs again: refusals are answered by the state, not by
+  the record. A claim left behind by a process that died is taken over after
+  ``ABANDONED_S``.
+
+Keys are per account (the token's subject); records are kept at least 24 hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import time
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from inventory.api.auth import principal
+from inventory.api.bodies import MAX_BODY_BYTES
+from inventory.api.context import SERVICES
+from inventory.api.problems import Handler
+from inventory.db.errors import DatabaseUnavailableError
+from inventory.db.pool import acquire
+from inventory.db.queries import QUERIES
+from inventory.errors import (
+    BadRequestError,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyRequiredError,
+    IdempotencyKeyReusedError,
+)
+
+HEADER: Final = "Idempotency-Key"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+#: Routes (method, path template) whose key is recorded here.
+ROUTES: Final = frozenset(
+    {
+        ("DELETE", "/v1/holds/{hold_id}"),
+        ("POST", "/v1/holds/{hold_id}/confirm"),
+        ("POST", "/v1/holds/{hold_id}/payments"),
+        ("POST", "/v1/bookings/{booking_id}/cancel"),
+        ("POST", "/v1/patients"),
+        ("PUT", "/v1/operator/hospitals/{hospital_id}"),
+        ("PUT", "/v1/operator/departments/{department_id}"),
+        ("PUT", "/v1/operator/doctors/{doctor_id}"),
+        ("PUT", "/v1/operator/schedules/{schedule_id}"),
+        ("PUT", "/v1/operator/slots/{slot_id}/capacity"),
+        ("POST", "/v1/operator/schedules/{schedule_id}/suspend"),
+        ("POST", "/v1/operator/schedules/{schedule_id}/reopen"),
+    }
+)
+#: How long a retry waits for the first request's answer before 409.
+WAIT_S: Final = 10.0
+#: A claim this old without an answer belongs to a process that died: taken over.
+ABANDONED_S: Final = 120.0
+_ACQUIRE_TIMEOUT_S: Final = 5.0
+_KEY_RE: Final = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def digest_of(method: str, path: str, raw: bytes) -> str:
+    """A request's fingerprint: method, path and body (JSON with sorted keys, so a
+    client's serialiser does not matter; other bytes as they are)."""
+    try:
+        body = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
+    except orjson.JSONDecodeError:
+        body = raw  # the handler refuses it; a retry must still send the same bytes
+    digest = hashlib.sha256(f"{method} {path}\n".encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
+async def fingerprint(request: web.Request) -> str:
+    """The fingerprint of ``request`` (see :func:`digest_of`)."""
+    limit = request.app[MAX_BODY_BYTES]
+    try:
+        raw = await request.read()  # kept by aiohttp: the handler reads it again
+    except web.HTTPRequestEntityTooLarge:
+        raise BadRequestError(f"the body is larger than {limit} bytes") from None
+    return digest_of(request.method, request.path, raw)
+
+
+def _replay(row: Any) -> web.Response:
+    body = row["response_body"]
+    return web.Response(
+        status=int(row["response_status"]),
+        body=orjson.dumps(body) if body is not None else None,
+        content_type="application/json" if body is not None else None,
+        headers={REPLAYED_HEADER: "true"},
+    )
+
+
+def _recordable(response: web.StreamResponse) -> Any:
+    """The JSON body to keep of ``response`` (None: no body), or ``...`` when it is not
+    kept (a server error, or an answer that is not JSON)."""
+    if not isinstance(response, web.Response) or response.status >= 500:
+        return ...
+    body = response.body
+    if not body:
+        return None
+    if not isinstance(body, bytes) or response.content_type not in (
+        "application/json",
+        "application/problem+json",
+    ):
+        return ...
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ...
+
+
+async def _run_once(
+    request: web.Request, handler: Handler, account_id: str, key: str, operation: str, digest: str
+) -> web.StreamResponse:
+    pool = request.app[SERVICES].db
+    deadline = time.monotonic() + WAIT_S
+    pause = 0.02
+    while True:
+        async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
+            claimed = await connection.fetchrow(
+                QUERIES["claim_idempotency_key"], account_id, key, operation, digest
+            )
+            row = (
+                None
+                if claimed is not None
+                else await connection.fetchrow(QUERIES["get_idempotency_key"], account_id, key)
+            )
+        if claimed is not None:
+            return await _run_claimed(request, handler, account_id, key)
+        if row is None:
+            continue  # released between our claim and our read: claim again
+        if row["operation"] != operation or row["fingerprint"] != digest:
+            raise IdempotencyKeyReusedError()
+        if row["response_status"] is not None:
+            return _replay(row)
+        if await _abandoned(pool, row, account_id, key):
+            continue
+        if time.monotonic() >= deadline:
+            raise IdempotencyKeyInUseError(retry_after_s=1)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.25)
+
+
+async def _abandoned(pool: Any, row: Any, account_id: str, key: str) -> bool:
+    """Drop a claim older than ABANDONED_S that never got an answer; whether it was."""
+    async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
+        dropped = await connection.fetchrow(
+            QUERIES["take_over_idempotency_key"], account_id, key, row["created_at"], ABANDONED_S
+        )
+    return dropped is not None
+
+
+async def _run_claimed(
+    request: web.Request, handler: Handler, account_id: str, key: str
+) -> web.StreamResponse:
+    pool = request.app[SERVICES].db
+    try:
+        response = await handler(request)
+    except BaseException:
+        await _release(pool, account_id, key)
+        raise
+    body = _recordable(response)
+    if body is ...:
+        await _release(pool, account_id, key)
+        return response
+    async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
+        await connection.execute(
+            QUERIES["complete_idempotency_key"], account_id, key, response.status, body
+        )
+    return response
+
+
+async def _release(pool: Any, account_id: str, key: str) -> None:
+    """Drop the claim so a retry runs; shielded, so a cancelled request still drops it.
+    If Postgres is gone too, the claim is taken over after ABANDONED_S."""
+
+    async def release() -> None:
+        async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
+            await connection.execute(QUERIES["release_idempotency_key"], account_id, key)
+
+    with contextlib.suppress(DatabaseUnavailableError, asyncio.CancelledError):
+        await asyncio.shield(release())
+
+
+@web.middleware
+async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record and replay the answers of ``ROUTES`` called with an Idempotency-Key."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return await handler(request)
+    resource = request.match_info.route.resource
+    operation = (request.method, resource.canonical if resource is not None else "")
+    if operation not in ROUTES:
+        return await handler(request)
+    if not _KEY_RE.fullmatch(key):
+        raise IdempotencyKeyRequiredError()
+    who = principal(request)
+    digest = await fingerprint(request)
+    return await _run_once(request, handler, who.account_id, key, " ".join(operation), digest)

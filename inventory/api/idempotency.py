@@ -32,13 +32,14 @@ import time
 from typing import Any, Final
 
 import orjson
+import structlog
 from aiohttp import web
 
 from inventory.api.auth import principal
 from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES
 from inventory.api.problems import Handler
-from inventory.db.errors import DatabaseUnavailableError
+from inventory.backoff import TRANSIENT_ERRORS
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.errors import (
@@ -73,6 +74,8 @@ WAIT_S: Final = 10.0
 ABANDONED_S: Final = 120.0
 _ACQUIRE_TIMEOUT_S: Final = 5.0
 _KEY_RE: Final = re.compile(r"[\x21-\x7e]{1,64}")
+
+log = structlog.get_logger(__name__)
 
 
 def digest_of(method: str, path: str, raw: bytes) -> str:
@@ -180,22 +183,28 @@ async def _run_claimed(
     if body is ...:
         await _release(pool, account_id, key)
         return response
-    async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
-        await connection.execute(
-            QUERIES["complete_idempotency_key"], account_id, key, response.status, body
-        )
+    try:
+        async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
+            await connection.execute(
+                QUERIES["complete_idempotency_key"], account_id, key, response.status, body
+            )
+    except TRANSIENT_ERRORS as error:
+        # The work is done: answer it. The claim stays open, so a retry waits (409),
+        # then takes it over after ABANDONED_S and is answered by the state.
+        log.warning("idempotency.record_failed", error=f"{type(error).__name__}: {error}")
     return response
 
 
 async def _release(pool: Any, account_id: str, key: str) -> None:
-    """Drop the claim so a retry runs; shielded, so a cancelled request still drops it.
-    If Postgres is gone too, the claim is taken over after ABANDONED_S."""
+    """Drop the claim so a retry runs. If Postgres is gone too, the claim is taken over
+    after ABANDONED_S."""
 
     async def release() -> None:
         async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
             await connection.execute(QUERIES["release_idempotency_key"], account_id, key)
 
-    with contextlib.suppress(DatabaseUnavailableError, asyncio.CancelledError):
+    # Shielded: a cancelled request still drops its claim (the cancellation goes on).
+    with contextlib.suppress(*TRANSIENT_ERRORS):
         await asyncio.shield(release())
 
 

@@ -77,8 +77,9 @@ async def test_catalogue_reads_while_postgres_is_down(
 ) -> None:
     """Postgres down: the hospital list, the department's schedules and an unread
     schedule's slots answer 503 database_unavailable with Retry-After; a schedule's slots
-    read just before come from the process's cache; a reserve of a known slot still
-    holds a unit; after the restart the reads answer 200 again."""
+    read just before come from the process's cache; a reserve still holds a unit, and
+    releasing it works without an Idempotency-Key (503 with one: the key's record needs
+    Postgres); after the restart the reads answer 200 again."""
     catalogue = await Catalogue(private_api, http).create()
     read_id, (slot_id, *_), day = await catalogue.schedule([3, 3])
     unread_id, _, _ = await catalogue.schedule([2], session="afternoon")
@@ -116,6 +117,16 @@ async def test_catalogue_reads_while_postgres_is_down(
             headers=private_api.headers(account) | {"Idempotency-Key": uuid.uuid4().hex},
         ) as answer:
             assert answer.status == 201, await answer.text()
+            hold_id = (await answer.json())["hold_id"]
+        # A release with an Idempotency-Key needs Postgres for its record; without a
+        # key it is Redis's alone (docs/api.md, "Idempotency").
+        release = private_api.url + f"/v1/holds/{hold_id}"
+        keyed = private_api.headers(account) | {"Idempotency-Key": uuid.uuid4().hex}
+        async with http.delete(release, headers=keyed) as answer:
+            problem = await answer.json(content_type=None)
+            assert (answer.status, problem["code"]) == (503, "database_unavailable")
+        async with http.delete(release, headers=private_api.headers(account)) as answer:
+            assert answer.status == 200, await answer.text()
     finally:
         private_postgres.restart()
     for path in ["/v1/hospitals", f"/v1/schedules/{unread_id}/slots"]:

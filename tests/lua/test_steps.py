@@ -394,6 +394,25 @@ async def test_suspend_and_reopen_are_idempotent(scenario: Scenario) -> None:
         await scenario.store.suspend(scenario.tag, "no-such-schedule", "x")
 
 
+async def test_load_schedule_behind_postgres_fences_instead_of_loading(
+    scenario: Scenario,
+) -> None:
+    """A load told that Postgres recorded more of the tag's history than Redis holds (a
+    store that lost it) fences the tag and writes nothing; in step, it loads."""
+    spec = scenario.schedule({"slot-a": 2})
+    await scenario.store.load_schedule(spec, postgres_seq=0)
+    await scenario.store.reserve(scenario.request("slot-a"))
+    seq = int(await scenario.client.hget(scenario.tag_keys.meta, "seq"))
+    await scenario.store.load_schedule(spec, postgres_seq=seq)  # in step: a retry
+    before = await outbox(scenario)
+    with pytest.raises(errors.StoreFencedError):
+        await scenario.store.load_schedule(spec, postgres_seq=seq + 5)
+    assert await scenario.client.hget(scenario.tag_keys.meta, "fenced") == "1"
+    assert await outbox(scenario) == before
+    counts = await scenario.store.slot_counts(scenario.tag, ["slot-a"])
+    assert counts["slot-a"] == SlotCounts(2, 1, 1, 0, 0)
+
+
 async def test_fenced_tag_refuses_every_step(scenario: Scenario) -> None:
     """A tag marked fenced (state older than Postgres) refuses all state changes."""
     schedule_id = await open_slot(scenario)

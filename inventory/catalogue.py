@@ -29,6 +29,7 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 import structlog
 
 from inventory import keys
+from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
 from inventory.domain import HospitalPolicy, ScheduleSpec, SlotLocation, SlotSpec
@@ -137,25 +138,61 @@ class PgCatalogue:
             return None
         return cached[1]
 
-    async def terms(self, schedule_id: str) -> ScheduleTerms | None:
-        """A schedule's terms (cached for ``TERMS_TTL_S``), or None if there is none."""
+    async def terms(
+        self, schedule_id: str, *, location: SlotLocation | None = None
+    ) -> ScheduleTerms | None:
+        """A schedule's terms (cached for ``TERMS_TTL_S``), or None if there is none.
+
+        With the ``location`` of one of its slots (the reserve path has it) the terms
+        come from the schedule as its tag holds it in Redis when this process knows the
+        hospital's zone, so a reserve does not wait for Postgres; and while Postgres
+        cannot answer, from Redis with the default zone (instants are the same, written
+        with another offset) rather than failing a hold that was already taken."""
         found = self.known_terms(schedule_id)
         if found is not None:
             return found
-        row = await self.fetchrow("get_schedule", schedule_id)
+        if location is not None and location.hospital_id in self.zones:
+            from_store = await self._terms_from_store(schedule_id, location)
+            if from_store is not None:
+                return self._remember(schedule_id, from_store)
+        try:
+            row = await self.fetchrow("get_schedule", schedule_id)
+        except (DatabaseUnavailableError, DatabaseBusyError):
+            from_store = await self._terms_from_store(schedule_id, location) if location else None
+            if from_store is None:
+                raise
+            return from_store  # not remembered: Postgres's answer replaces it when back
         if row is None:
             return None
         return self.remember_terms(row)
+
+    async def _terms_from_store(
+        self, schedule_id: str, location: SlotLocation
+    ) -> ScheduleTerms | None:
+        tag = keys.department_day_tag(location.department_id, location.visit_date)
+        try:
+            times = await self._store.schedule_times(tag, schedule_id)
+        except InventoryError:
+            return None
+        if times is None:
+            return None
+        start_ms, deadline_ms = times
+        zone = self.zones.get(location.hospital_id, DEFAULT_ZONE)
+        return ScheduleTerms(zone, min(deadline_ms, start_ms))
+
+    def _remember(self, schedule_id: str, found: ScheduleTerms) -> ScheduleTerms:
+        if len(self._terms) > 100_000:
+            self._terms.clear()
+        self._terms[schedule_id] = (time.monotonic() + TERMS_TTL_S, found)
+        return found
 
     def remember_terms(self, row: asyncpg.Record) -> ScheduleTerms:
         """The terms of a ``get_schedule`` row, remembered for ``TERMS_TTL_S``."""
         zone = zone_named(row["hospital_timezone"])
         self.zones[row["hospital_id"]] = zone
-        found = ScheduleTerms.of(zone, row["cancel_deadline"], row["starts_at"])
-        if len(self._terms) > 100_000:
-            self._terms.clear()
-        self._terms[row["id"]] = (time.monotonic() + TERMS_TTL_S, found)
-        return found
+        return self._remember(
+            row["id"], ScheduleTerms.of(zone, row["cancel_deadline"], row["starts_at"])
+        )
 
     def known_slot_location(self, slot_id: str) -> SlotLocation | None:
         """Where a slot lives, if this process already knows (no I/O)."""

@@ -343,6 +343,19 @@ class SlotStore:
         if mapping:
             await _guard(self.client.hset(keys.SLOT_LOCATIONS_KEY, mapping=mapping))
 
+    async def schedule_times(self, tag: str, schedule_id: str) -> tuple[int, int] | None:
+        """A loaded schedule's (session start, cancellation deadline) in ms, as its tag
+        holds them (None: not loaded in this tag)."""
+        start, deadline = await _guard(
+            self.client.hmget(
+                keys.tag_keys(tag).schedules,
+                [f"{schedule_id}:start_ms", f"{schedule_id}:cancel_deadline_ms"],
+            )
+        )
+        if start is None or deadline is None:
+            return None
+        return int(start), int(deadline)
+
     async def slot_location(self, slot_id: str) -> SlotLocation | None:
         """Where a slot lives, as its schedule's last load recorded it (None: not
         recorded, e.g. loaded before this record existed: ask Postgres)."""

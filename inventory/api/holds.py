@@ -25,7 +25,7 @@ from inventory.api.models import (
 )
 from inventory.api.observability import count_reserve_outcomes, request_id_of
 from inventory.catalogue import ScheduleTerms
-from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest
+from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest, SlotLocation
 from inventory.errors import (
     NotFoundError,
     RateLimitedError,
@@ -76,10 +76,15 @@ def hold_view(hold: Hold, terms: ScheduleTerms, now_ms: int | None = None) -> di
     }
 
 
-async def schedule_terms(request: web.Request, schedule_id: str) -> ScheduleTerms:
-    """The terms of a hold's schedule (a schedule is never deleted while it has holds)."""
+async def schedule_terms(
+    request: web.Request, schedule_id: str, location: SlotLocation | None = None
+) -> ScheduleTerms:
+    """The terms of a hold's schedule (a schedule is never deleted while it has holds);
+    ``location`` (one of its slots') lets them come from Redis (see PgCatalogue.terms)."""
     catalogue = request.app[SERVICES].catalogue
-    terms = catalogue.known_terms(schedule_id) or await catalogue.terms(schedule_id)
+    terms = catalogue.known_terms(schedule_id) or await catalogue.terms(
+        schedule_id, location=location
+    )
     if terms is None:
         raise NotFoundError("no such schedule")
     return terms
@@ -164,7 +169,7 @@ async def create_hold(request: web.Request) -> web.Response:
         )
         raise
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    terms = await schedule_terms(request, outcome.hold.schedule_id)
+    terms = await schedule_terms(request, outcome.hold.schedule_id, location)
     return json_response(hold_view(outcome.hold, terms), status=201, headers=headers)
 
 

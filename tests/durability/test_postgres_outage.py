@@ -180,3 +180,74 @@ async def test_confirms_never_answer_500_while_connections_break(
         if k != (200, "") and k not in {(503, "database_unavailable"), (503, "overloaded")}
     }
     assert not unexpected, answers
+
+
+@pytest.fixture
+async def one_connection_stack(
+    private_postgres: PostgresServer, redis_server: Any, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    """An API process whose Postgres pool holds one connection."""
+    if not private_postgres.running:
+        private_postgres.restart()
+    database_url = private_postgres.create_database(f"busy_{os.urandom(4).hex()}")
+    await migrate_database(database_url)
+    await mark_store_verified(redis_server.url, database_url)
+    running = open_stack(
+        redis_server.url,
+        database_url,
+        tmp_path,
+        extra_env={"INVENTORY_DATABASE_POOL_MAX": "1"},
+    )
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+async def test_a_busy_pool_is_overloaded_and_reserves_do_not_wait_for_it(
+    one_connection_stack: Stack, redis_server: Any, http: aiohttp.ClientSession
+) -> None:
+    """Postgres healthy but the API's only pooled connection stuck in a slow statement:
+    reserves answer 201 at once (their look-ups are read from Redis), and a request that
+    must wait for the pool past its limit answers 503 overloaded with Retry-After, not
+    database_unavailable (which would send an operator to the Postgres runbook)."""
+    from redis.asyncio import Redis
+
+    from inventory import keys
+
+    stack = one_connection_stack
+    pairs = await patients(stack, http, 4)
+    slot = await catalogue(stack, http, 10)
+    stack.restart_api()
+    unseen_account, unseen_patient = pairs.pop()
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    await client.delete(keys.patient_accounts_key(unseen_patient))  # Postgres must say
+    await client.aclose()
+    admin = await asyncpg.connect(stack.api.database_url)
+    slow: asyncio.Task[Any] | None = None
+    try:
+        transaction = admin.transaction()
+        await transaction.start()
+        await admin.execute("LOCK TABLE bookings IN ACCESS EXCLUSIVE MODE")
+        slow = asyncio.create_task(  # takes the only connection and waits on the lock
+            http.get(stack.api.url + "/v1/bookings", headers=stack.api.headers(pairs[0][0]))
+        )
+        await asyncio.sleep(0.5)
+        for account, patient in pairs:
+            started = time.monotonic()
+            status, body = await reserve(stack, http, account, patient, slot)
+            assert status == 201, body
+            assert time.monotonic() - started < 2.0
+        async with http.post(
+            stack.api.url + "/v1/holds",
+            json={"slot_id": slot, "patient_id": unseen_patient, "channel": "app"},
+            headers={**stack.api.headers(unseen_account), "Idempotency-Key": "busy-pool-1"},
+        ) as answer:
+            body = await answer.json(content_type=None)
+            assert (answer.status, body["code"]) == (503, "overloaded"), body
+            assert int(answer.headers["Retry-After"]) >= 1
+    finally:
+        await transaction.rollback()
+        await admin.close()
+        if slow is not None:
+            (await slow).release()

@@ -33,6 +33,7 @@ import functools
 import itertools
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.exceptions
@@ -44,6 +45,7 @@ from inventory import keys
 from inventory.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
 from inventory.db.pool import acquire
 from inventory.db.queries import QUERIES
+from inventory.domain import HoldState
 from inventory.errors import InventoryError
 from inventory.store import GATED_CALL, SlotStore, store_error
 
@@ -182,17 +184,54 @@ async def mark_verified(client: Any, node: str, run_id: str) -> None:
         await client.set(key, run_id)
 
 
+#: How far back the fence looks for bookings whose confirm event Postgres has not
+#: recorded (far beyond any persister lag the backlog alerts would let pass).
+BOOKING_CHECK_WINDOW = timedelta(days=1)
+
+
+async def _tags_missing_bookings(
+    store: SlotStore, connection: Any, targets: Collection[str]
+) -> dict[str, list[str]]:
+    """Tags held by ``targets`` whose Redis lacks a booking Postgres has and whose
+    confirm event Postgres never recorded. Confirm writes Postgres after Redis, so Redis
+    had it; if Redis no longer does, the event was lost with Redis (a failover, a lost
+    file) before the persister took it, and the tag's sequence cannot show it: Postgres
+    never saw that seq. Such a unit would look free: an oversell."""
+    rows = await connection.fetch(
+        QUERIES["list_bookings_without_confirm_event"],
+        datetime.now(tz=UTC) - BOOKING_CHECK_WINDOW,
+    )
+    missing: dict[str, list[str]] = {}
+    for row in rows:
+        tag = str(row["tag"])
+        if node_of_key(store.client, keys.tag_keys(tag).meta) not in targets:
+            continue
+        record = await store.get_hold(row["hold_id"])
+        # booked, or cancelled since (cancel also changes Redis first).
+        if record is None or record.state not in (HoldState.BOOKED, HoldState.CANCELLED):
+            missing.setdefault(tag, []).append(str(row["hold_id"]))
+    return missing
+
+
 async def verify_store(
-    store: SlotStore, pool: Any, *, batch: int = 200, nodes: Collection[str] | None = None
+    store: SlotStore,
+    pool: Any,
+    *,
+    batch: int = 200,
+    nodes: Collection[str] | None = None,
+    check_bookings: bool = True,
 ) -> VerifyReport:
     """Compare the tags Postgres knows with Redis, fence those behind, then record the
     run id of each primary compared as verified. ``nodes``: only the tags these
-    primaries hold (default: every primary's)."""
+    primaries hold (default: every primary's). ``check_bookings`` also fences tags
+    missing a recent booking whose events Postgres never got
+    (:func:`_tags_missing_bookings`)."""
     client = store.client
     before = await primary_run_ids(client)
     targets = set(before) if nodes is None else set(nodes) & set(before)
     async with acquire(pool, timeout_s=5.0) as connection:
         rows = await connection.fetch(QUERIES["list_all_tag_sequences"])
+        missing = await _tags_missing_bookings(store, connection, targets) if check_bookings else {}
     department_rows = [
         r
         for r in rows
@@ -202,13 +241,17 @@ async def verify_store(
     report = VerifyReport(
         run_id=",".join(sorted(before[n] for n in targets)), tags=len(department_rows)
     )
+    for tag, hold_ids in missing.items():
+        await store.fence_if_behind(tag, 2**62)  # whatever its seq
+        report.fenced.append(tag)
+        log.warning("fence.booking_missing", tag=tag, hold_ids=hold_ids)
     for start in range(0, len(department_rows), batch):
         chunk = department_rows[start : start + batch]
         results = await asyncio.gather(
             *(store.fence_if_behind(r["tag"], int(r["last_seq"])) for r in chunk)
         )
         for row, (fenced, redis_seq) in zip(chunk, results, strict=True):
-            if fenced:
+            if fenced and row["tag"] not in missing:
                 report.fenced.append(row["tag"])
                 log.warning(
                     "fence.tag_fenced",
@@ -244,7 +287,10 @@ async def run_fence_monitor(
             changed = {node for node, run_id in run_ids.items() if known.get(node) != run_id}
             full = loop.time() - last_full >= 30 * interval_s
             if changed or full:
-                report = await verify_store(store, pool, nodes=None if full else changed)
+                # Lost bookings are looked for when a primary changed (not every round).
+                report = await verify_store(
+                    store, pool, nodes=None if full else changed, check_bookings=bool(changed)
+                )
                 known.update(report.verified)
                 if full:
                     last_full = loop.time()

@@ -81,6 +81,7 @@ class Queries(TypedDict):
     raise_slot_capacity: str
     list_tag_sequences: str
     list_all_tag_sequences: str
+    list_bookings_without_confirm_event: str
     list_tag_open_holds: str
     list_open_patient_holds: str
     list_current_bans: str

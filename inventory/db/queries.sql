@@ -535,6 +535,22 @@ SELECT tag, last_seq, updated_at
 FROM tag_sequences
 ORDER BY tag;
 
+-- name: list_bookings_without_confirm_event
+-- Bookings confirmed since $1 whose booking_confirmed event Postgres has not recorded (no
+-- history row held -> booked): the persister has not got to it yet, or Redis lost the
+-- event (a failover, a lost file) before anyone persisted it. After a Redis restart or
+-- failover the fence looks each one up in Redis: the tag's sequence cannot show such a
+-- loss, since Postgres never saw the lost seq.
+-- params: since
+SELECT b.id AS hold_id, b.tag
+FROM bookings b
+WHERE b.confirmed_at >= $1
+  AND b.status NOT IN ('cancelled', 'rejected')
+  AND NOT EXISTS (
+      SELECT 1 FROM booking_status_history h
+      WHERE h.hold_id = b.id AND h.from_status = 'held' AND h.to_status = 'booked')
+ORDER BY b.tag, b.id;
+
 -- name: list_tag_open_holds
 -- The open holds and bookings of one tag (state held or booked): with the tag's
 -- schedules and slots, what a rebuild of the tag restores into Redis.

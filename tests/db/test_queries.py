@@ -186,6 +186,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "get_tag_event_span": lambda s: {"tag": s.tag},
     "list_tag_sequences": lambda s: {"tags": [s.tag, "dept-x:20270308"]},
     "list_all_tag_sequences": lambda s: {},
+    "list_bookings_without_confirm_event": lambda s: {"since": at(VISIT, 0) - timedelta(days=400)},
     "list_tag_open_holds": lambda s: {"tag": s.tag},
     "list_open_patient_holds": lambda s: {},
     "list_current_bans": lambda s: {},

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from redis.asyncio.sentinel import Sentinel
 
 from inventory.api import capacity as capacity_routes
 from inventory.api import catalogue as catalogue_routes
@@ -38,7 +39,7 @@ from inventory.db.pool import create_pool
 from inventory.domain import HospitalPolicy
 from inventory.fence import StoreVerification
 from inventory.patients import PatientRegistry
-from inventory.redis_client import connect_redis
+from inventory.redis_client import connect_redis, parse_sentinel_url, sentinel_for
 from inventory.scripts import server_supports_shebang
 from inventory.store import GATED_SCRIPTS, PolicyBook, SlotStore
 
@@ -83,7 +84,27 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
     # The store and the catalogue share one dict: the catalogue keeps it current.
     policies = PolicyBook(by_hospital=catalogue_policies)
     pipeline: AutoPipeline | None = None
-    if (
+    sentinel: Sentinel | None = None
+    if settings.redis_autopipeline and not settings.redis_cluster and settings.redis_sentinel:
+        # Every connect asks the Sentinels for the primary, as the redis-py client does.
+        target = parse_sentinel_url(settings.redis_url)
+        manager = sentinel = sentinel_for(target)
+
+        async def primary() -> tuple[str, int]:
+            host, port = await manager.discover_master(target.service_name)
+            return str(host), int(port)
+
+        pipeline = AutoPipeline(
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            resolve=primary,
+            timeout_s=settings.redis_pool_timeout_s,
+            connect_timeout_s=settings.redis_pool_timeout_s,
+            client_name="inventory-api-scripts",
+            on_connect=verification.on_raw_connect if verification.required else None,
+        )
+    elif (
         settings.redis_autopipeline
         and not settings.redis_cluster
         and supports_url(settings.redis_url)
@@ -97,6 +118,7 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
             client_name="inventory-api-scripts",
             on_connect=verification.on_raw_connect if verification.required else None,
         )
+    if pipeline is not None:
         await pipeline.connect()
         version = str((await client.info("server"))["redis_version"])
         scripts = pipelined_scripts(
@@ -141,6 +163,8 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
         if pipeline is not None:
             await pipeline.aclose()
+        if sentinel is not None:
+            await sentinel.aclose()
         await client.aclose()
 
 

@@ -120,11 +120,13 @@ class PipelinedConnection(asyncio.Protocol):
         reader.feed(data)
         waiters = self._waiters
         answered = 0
+        demoted = False
         try:
             reply = reader.gets()
             while reply is not False:
                 future = waiters.popleft()
                 answered += 1
+                demoted = demoted or isinstance(reply, redis.exceptions.ReadOnlyError)
                 if not future.done():  # a cancelled caller still has its reply consumed
                     if isinstance(reply, redis.exceptions.RedisError):
                         future.set_exception(reply)
@@ -138,6 +140,10 @@ class PipelinedConnection(asyncio.Protocol):
             self._abort(redis.exceptions.ConnectionError("Redis sent a reply nobody asked for"))
         else:
             self._answered += answered
+            if demoted:
+                # The server became a replica (a failover): the next call reconnects, and
+                # with a resolver it goes to the primary the Sentinels name now.
+                self._abort(redis.exceptions.ConnectionError("the primary became a replica"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f": {exc}" if exc is not None else ""
@@ -257,6 +263,7 @@ class AutoPipeline:
         timeout_s: float | None = 5.0,
         client_name: str | None = None,
         on_connect: ConnectHook | None = None,
+        resolve: Callable[[], Awaitable[tuple[str, int]]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -268,6 +275,8 @@ class AutoPipeline:
         self.timeout_s = timeout_s
         self.client_name = client_name
         self.on_connect = on_connect
+        #: Asked for (host, port) before every connect (Sentinel: the current primary).
+        self.resolve = resolve
         self.stats = PipelineStats()
         #: The connection calls go to; None until connected and after it is lost.
         self.connection: PipelinedConnection | None = None
@@ -327,6 +336,9 @@ class AutoPipeline:
         where = self.path or f"{self.host}:{self.port}"
         try:
             async with asyncio.timeout(self.connect_timeout_s):
+                if self.resolve is not None:
+                    self.host, self.port = await self.resolve()
+                    where = f"{self.host}:{self.port}"
                 if self.path is not None:
                     _, connection = await loop.create_unix_connection(
                         lambda: PipelinedConnection(self, loop), self.path

@@ -89,7 +89,7 @@ class Settings:
     redis_max_connections: int = 64
     redis_pool_timeout_s: float = 5.0
     #: Script calls share one auto-pipelined connection per process
-    #: (inventory/autopipeline.py); standalone redis:// and unix:// only, ignored on Cluster.
+    #: (inventory/autopipeline.py); redis://, unix:// and redis+sentinel://, not on Cluster.
     redis_autopipeline: bool = True
     database_url: str = field(default="postgresql://127.0.0.1:5432/inventory", repr=False)
     database_pool_max: int = 10

@@ -322,3 +322,30 @@ def test_urls() -> None:
     assert not supports_url("rediss://h")
     with pytest.raises(ValueError, match="rediss"):
         AutoPipeline.from_url("rediss://h:1/0")
+
+
+async def test_a_demoted_primary_drops_the_connection(tmp_path: Path) -> None:
+    """A server that turned into a replica answers READONLY: the connection is dropped, so
+    the next call reconnects (through a resolver: to the new primary) instead of every
+    script failing on the old one until a restart."""
+    with start_redis(tmp_path / "a") as old, start_redis(tmp_path / "b") as new:
+        addresses = [(old.host, old.port)]
+
+        async def resolve() -> tuple[str, int]:
+            return addresses[-1]
+
+        client = AutoPipeline(resolve=resolve, timeout_s=5.0)
+        try:
+            assert await client.execute("SET", "k", "1") == "OK"
+            first = client.connection
+            with redis.Redis(port=old.port) as admin:
+                admin.replicaof(new.host, new.port)
+            addresses.append((new.host, new.port))
+            with pytest.raises(redis.exceptions.ReadOnlyError):
+                await client.execute("SET", "k", "2")
+            assert not client.connected
+            assert await client.execute("SET", "k", "3") == "OK"
+            assert client.connection is not first
+            assert client.port == new.port
+        finally:
+            await client.aclose()

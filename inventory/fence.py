@@ -12,7 +12,9 @@ look free: an oversell. So:
   each primary whose run id is new to it with Postgres, and fences tags that are behind
   (they refuse every state change with ``store_fenced`` until ``inventory rebuild``);
   every ``30 * interval`` it compares every tag (a restore can also happen behind an
-  unchanged run id);
+  unchanged run id); a primary with a new run id also has its recent bookings whose
+  confirm event Postgres has not recorded looked up (a lost confirm leaves no trace in
+  the sequence);
 * after a full comparison of a primary's tags it records that primary's run id as
   verified, on the primary itself (a node that loses its data loses the record too).
   API processes learn each primary's run id on every new connection to it (which is

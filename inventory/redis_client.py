@@ -222,16 +222,6 @@ def sentinel_for(target: SentinelTarget) -> Sentinel:
     return Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
 
 
-async def primary_address(url: str) -> tuple[str, int]:
-    """The (host, port) the Sentinels of ``url`` name as primary right now."""
-    sentinel = sentinel_for(parse_sentinel_url(url))
-    try:
-        host, port = await sentinel.discover_master(parse_sentinel_url(url).service_name)
-        return str(host), int(port)
-    finally:
-        await sentinel.aclose()
-
-
 async def connect_redis(
     url: str,
     *,

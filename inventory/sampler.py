@@ -260,7 +260,11 @@ async def run_sampler(
                 health.fenced_tags = sample.fenced_tags
             if pool is not None:
                 try:
-                    await sample_records(pool, his_queue=his_queue)
+                    # Bounded: a Postgres that hangs must not stall the loop's turns
+                    # (the store's sample and /healthz come from them).
+                    await asyncio.wait_for(
+                        sample_records(pool, his_queue=his_queue), timeout=interval_s / 2
+                    )
                 except TRANSIENT_ERRORS as error:
                     # Postgres down: its own alerts say so; the gauges keep their value.
                     metrics.SAMPLE_FAILURES.inc()

@@ -119,3 +119,49 @@ async def test_open_money_and_the_his_queue_are_sampled(pool: asyncpg.Pool) -> N
     assert found[("inventory_payments_pending", ())] == 0
     assert found[("inventory_his_submission_queue", (("status", "confirmed"),))] == 0
     assert found[("inventory_his_submission_oldest_age_seconds", ())] == 0
+
+
+async def test_the_worker_sampler_serves_the_money_gauges(
+    pool: asyncpg.Pool, redis_server: ServerHandle
+) -> None:
+    """The worker's sampler, given the worker's pool, fills the gauges on its own
+    /metrics within one turn (a failed refund shows as failed)."""
+    import asyncio
+
+    from inventory.redis_client import connect_redis
+    from inventory.sampler import run_sampler
+    from inventory.servers import free_port
+    from inventory.store import SlotStore
+
+    seed = await seed_all(pool)
+    await paid_payment(pool, seed)
+    await request_refund(pool, seed.booking, None, "his_rejected", "k-sampler")
+    async with pool.acquire() as c:
+        await c.execute("UPDATE refunds SET status = 'failed'")
+    client = await connect_redis(redis_server.url)
+    store = await SlotStore.connect_scripts(client)
+    stop = asyncio.Event()
+    port = free_port()
+    task = asyncio.create_task(
+        run_sampler(
+            store, stats=None, stop=stop, max_backlog=1, port=port, pool=pool, his_queue=False
+        )
+    )
+    try:
+        found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        key = ("inventory_refunds_open", (("status", "failed"),))
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                        found = samples(await answer.text())
+                except aiohttp.ClientConnectionError:
+                    continue
+                if found.get(key) == 1:
+                    break
+        assert found.get(key) == 1
+    finally:
+        stop.set()
+        await task
+        await client.aclose()

@@ -372,7 +372,12 @@ async def _run_stack(
         )
         if env_file is not None:
             written = {name: value for name, value in dev_env.items() if value}
-            envfile.write(env_file, written, comments=_env_file_header(env_file, lines))
+            try:
+                envfile.write(env_file, written, comments=_env_file_header(env_file, lines))
+            except OSError as error:
+                # A read-only working directory: the stack still runs; say so once.
+                print(f"inventory dev: cannot write {env_file}: {error}", file=sys.stderr)
+                env_file = None
 
         def show() -> None:
             print("\n".join(lines), flush=True)

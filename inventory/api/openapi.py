@@ -96,6 +96,17 @@ PROBLEM = {
     ],
 }
 
+#: Every operation reads it for the language of its problems' title and detail.
+ACCEPT_LANGUAGE: Final = {
+    "name": "Accept-Language",
+    "in": "header",
+    "required": False,
+    "description": "Problems' title and detail are in Chinese (zh-CN) unless this prefers "
+    "English (q-values count); the code is the same in both.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9*,;=. -]{0,200}$"},
+    "examples": {"chinese": {"value": "zh-CN,zh;q=0.9"}, "english": {"value": "en-US,en;q=0.8"}},
+}
+
 _EXAMPLE_DAY = date(1990, 3, 7)
 #: An example of every request body, by model (tests/api/test_openapi.py validates each).
 REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
@@ -643,6 +654,7 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
                 "schema": {"type": "string", "pattern": "^[!-~]{1,64}$"},
             }
         )
+    params.append(ACCEPT_LANGUAGE)
     return params
 
 

@@ -80,6 +80,13 @@ def test_statuses_and_codes_are_enums() -> None:
     assert set(codes) <= set(MESSAGES)
 
 
+def test_every_operation_documents_accept_language() -> None:
+    """Accept-Language (the problems' language) is a parameter of every operation."""
+    for op in OPERATIONS:
+        names = [p["name"] for p in DOCUMENT["paths"][op.path][op.method]["parameters"]]
+        assert "Accept-Language" in names, op.operation_id
+
+
 def test_field_names_are_in_the_schemas() -> None:
     """Field names a front end needs appear in the schemas, with their rules."""
     patient = SCHEMAS["PatientCreate"]

@@ -18,7 +18,9 @@ A Cluster client fails fast on a node that is down: connecting gives up after
 :data:`CLUSTER_CONNECT_TIMEOUT_S` and a failed command is retried
 :data:`CLUSTER_RETRIES` time(s) after a short backoff (redis-py's default, ten retries
 with up to a second between them plus 0.25 s per ``CLUSTERDOWN``, held each failing
-request about 4 s: long enough to fill the API's admission cap during an outage). The
+request about 4 s: long enough to fill the API's admission cap during an outage), and
+a node that said the whole cluster is down is taken at its word for
+:data:`CLUSTER_DOWN_HOLD_S` (redis-py waits 0.25 s at every such answer). The
 answer is a 503 ``store_unavailable`` with Retry-After; the caller retries with the same
 Idempotency-Key.
 """
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
@@ -89,6 +92,9 @@ CLUSTER_CONNECT_TIMEOUT_S = 0.5
 CLUSTER_RETRIES = 1
 #: The backoff before that retry: at most this many seconds.
 CLUSTER_RETRY_CAP_S = 0.05
+#: After a node answered "CLUSTERDOWN The cluster is down", its commands are answered so
+#: at once for this long (then it is asked again): recovery is seen at most this late.
+CLUSTER_DOWN_HOLD_S = 0.5
 
 
 class WaitingRedisCluster(RedisCluster):
@@ -101,11 +107,45 @@ class WaitingRedisCluster(RedisCluster):
     before the command is routed, which redis-py decides inside).
     """
 
+    #: Errors a command is retried on (within :data:`CLUSTER_RETRIES`). Not CLUSTERDOWN:
+    #: redis-py already waits 0.25 s and reads the slot map again before raising it, and
+    #: a cluster that is down stays so for seconds; one more round only doubled the wait
+    #: of every request (and a reserve meets it twice: rate limits, then the hold).
+    # redis-py types the attribute as its own four-class tuple.
+    ERRORS_ALLOW_RETRY = (  # type: ignore[assignment]
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.SlotNotCoveredError,
+    )
+
     def __init__(self, *args: Any, pool_timeout_s: float = 5.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         limit = max(1, int(kwargs.get("max_connections", 100)) - PIPELINE_HEADROOM)
         self._in_flight = asyncio.Semaphore(limit)
         self._pool_timeout_s = pool_timeout_s
+        #: Node name -> loop time until which it is taken as saying "cluster down".
+        self._cluster_down_until: dict[str, float] = {}
+
+    async def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
+        """redis-py's send to one node, answered at once with ``CLUSTERDOWN`` for
+        :data:`CLUSTER_DOWN_HOLD_S` after that node last said the whole cluster is down:
+        redis-py waits 0.25 s and reads the slot map again at every such answer, and a
+        reserve makes several calls, so each failing request took about a second."""
+        loop = asyncio.get_running_loop()
+        down_until = self._cluster_down_until.get(target_node.name, 0.0)
+        if down_until > loop.time():
+            raise redis.exceptions.ClusterDownError(
+                f"The cluster is down (as {target_node.name} said less than "
+                f"{CLUSTER_DOWN_HOLD_S:g} s ago)"
+            )
+        try:
+            return await super()._execute_command(target_node, *args, **kwargs)
+        except redis.exceptions.ClusterDownError as error:
+            # "Hash slot not served" concerns one slot (other keys of the node are
+            # fine); "The cluster is down" is the node's whole state.
+            if "cluster is down" in str(error).lower():
+                self._cluster_down_until[target_node.name] = loop.time() + CLUSTER_DOWN_HOLD_S
+            raise
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:

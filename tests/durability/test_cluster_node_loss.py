@@ -92,7 +92,8 @@ async def deploy(
 ) -> AsyncIterator[Deployment]:
     """The API and the worker (fence every 0.2 s) on ``cluster``, ready."""
     database_url = await create_database(postgres_server.url)
-    env = api_env(cluster.url, database_url, free_port())
+    # Every node as a start-up node: a process (re)started while one is dead still starts.
+    env = api_env(",".join(node.url for node in cluster.all_nodes), database_url, free_port())
     env |= {"INVENTORY_REDIS_CLUSTER": "true", "INVENTORY_FENCE_INTERVAL_S": "0.2"}
     worker_env = env | {"INVENTORY_WORKER_METRICS_PORT": "0"}
     worker = start_worker(worker_env, tmp_path / "worker.log")

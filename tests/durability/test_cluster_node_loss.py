@@ -352,7 +352,10 @@ async def test_dead_master_answers_503_fast_and_readiness_fails(deployment: Depl
             )
             assert (status, body.get("code")) == (503, "store_unavailable"), body
             assert retry_after
-            assert took < 1.0, took
+            # Well under the 4-9 s a failing request took before the client failed fast;
+            # measured 0.3-2.2 s here (redis-py rereads the slot map once per call, and a
+            # reserve makes several), so the bound leaves room for two shared CPUs.
+            assert took < 3.0, took
             status, body, retry_after = await availability(http, api, other_schedule)
             assert (status, body.get("code")) == (503, "store_unavailable"), body
             assert retry_after

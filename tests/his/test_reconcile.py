@@ -231,7 +231,9 @@ async def test_hundred_divergences_among_thousands_of_bookings(
         ("report", "completed", 30),
     ]
     assert runs[1]["found"] == {kind: len(subjects) for kind, subjects in expected.items()}
-    assert time.monotonic() - started < 30
+    # A runaway guard, not a speed measurement: the run takes ~25-45 s on two shared CPUs
+    # (2,000 bookings through the HIS simulator); a reconciler that went quadratic would not.
+    assert time.monotonic() - started < 120
 
 
 async def test_report_only_policy_in_fix_mode_changes_nothing(
@@ -332,5 +334,10 @@ async def test_reconciliation_drift_reaches_the_workers_metrics(
         if family.name == "inventory_reconciliation_drift"
         for sample in family.samples
     }
+    # The gauge is what this run left unresolved, kind by kind (the module's world is
+    # shared, so earlier tests may have left drift of other kinds: it must show as well).
     assert drift[OTHER_CHANNEL] == report.unresolved[OTHER_CHANNEL]
-    assert drift[STATUS_MISMATCH] == 0
+    assert drift[STATUS_MISMATCH] == report.unresolved.get(STATUS_MISMATCH, 0)
+    assert {kind: value for kind, value in drift.items() if value} == {
+        kind: count for kind, count in report.unresolved.items() if count
+    }

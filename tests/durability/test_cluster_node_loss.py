@@ -350,7 +350,11 @@ async def test_dead_master_answers_503_fast_and_readiness_fails(deployment: Depl
             status, body, took, retry_after = await reserve_answer(
                 http, api, other_slots[0], account, patient
             )
-            assert (status, body.get("code")) == (503, "store_unavailable"), body
+            # A 503 to retry, never a 500. With Redis 7.0 it is store_unavailable; with the
+            # pip-shipped Valkey 9 it was store_unverified once (the change met a node on a
+            # new connection, whose run id the gate had not checked yet): both are safe.
+            assert status == 503, body
+            assert body.get("code") in ("store_unavailable", "store_unverified"), body
             assert retry_after
             # Well under the 4-9 s a failing request took before the client failed fast;
             # measured 0.3-2.2 s here (redis-py rereads the slot map once per call, and a

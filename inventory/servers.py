@@ -404,6 +404,21 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
+class _ClosedOnExit:
+    """``with`` closes the object: one place for the servers' and connections' block."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()  # type: ignore[attr-defined]  # every subclass defines close
+
+
 # Servers still running; stopped at interpreter exit so a crashed test session or an
 # unhandled error in `inventory dev` does not leave orphans holding ports.
 _LIVE: set[_Closable] = set()
@@ -562,7 +577,7 @@ def _spawn_redis(
 
 
 @dataclass(eq=False)
-class RedisServer:
+class RedisServer(_ClosedOnExit):
     """A redis-server child process listening on 127.0.0.1 with its files in ``dir``."""
 
     port: int
@@ -636,17 +651,6 @@ class RedisServer:
         """Stop the server; its files stay in ``dir``."""
         self.stop()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def start_redis(
     base_dir: Path,
@@ -716,7 +720,7 @@ def start_redis(
 RespValue: TypeAlias = str | int | list["RespValue"] | None
 
 
-class _RespConnection:
+class _RespConnection(_ClosedOnExit):
     """Minimal synchronous RESP2 client for the few admin commands of cluster set-up.
 
     Kept local instead of using redis-py so this module needs nothing beyond the standard
@@ -730,17 +734,6 @@ class _RespConnection:
     def close(self) -> None:
         self._reader.close()
         self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def command(self, *args: str | int) -> RespValue:
         """Send one command and return its reply; an error reply raises ServerError."""
@@ -772,7 +765,7 @@ class _RespConnection:
 
 
 @dataclass(eq=False)
-class RedisClusterServers:
+class RedisClusterServers(_ClosedOnExit):
     """Cluster-enabled redis-server nodes: masters sharing the 16384 slots evenly, and
     optionally replicas (``replicas[i]`` started as a replica of ``nodes[i]``; after a
     failover the roles are whatever the cluster made of them)."""
@@ -803,17 +796,6 @@ class RedisClusterServers:
     def close(self) -> None:
         """Stop every node; their files stay on disk."""
         self.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _cluster_ready(client: _RespConnection, total: int, replicas: int) -> bool:
@@ -1012,7 +994,7 @@ def _info(port: int, section: str) -> dict[str, str]:
 
 
 @dataclass(eq=False)
-class RedisSentinelServers:
+class RedisSentinelServers(_ClosedOnExit):
     """A primary, its replica and Sentinels watching them, all on 127.0.0.1.
 
     The data nodes run with the same persistence settings as :func:`start_redis`.
@@ -1098,17 +1080,6 @@ class RedisSentinelServers:
     def close(self) -> None:
         """Stop every process; files stay on disk."""
         self.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _sentinel_group_ready(group: RedisSentinelServers) -> bool:
@@ -1448,7 +1419,7 @@ def _spawn_postgres(
 
 
 @dataclass(eq=False)
-class PostgresServer:
+class PostgresServer(_ClosedOnExit):
     """A postgres child process on 127.0.0.1 with trust auth for the ``postgres`` role.
 
     ``root_dir`` holds ``data/`` (the cluster), ``socket/`` and ``postgres.log``. ``run_as``
@@ -1552,17 +1523,6 @@ class PostgresServer:
             output = (result.stdout + result.stderr).strip()
             raise ServerError(f"createdb {name!r} failed: {output}")
         return self.dsn_for(name)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def start_postgres(

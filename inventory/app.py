@@ -2,7 +2,7 @@
 
 Resources (Redis, Postgres, scripts) open and close with the app in ``cleanup_ctx``;
 script calls share one auto-pipelined Redis connection per process unless
-``INVENTORY_REDIS_AUTOPIPELINE=false`` (see inventory/autopipeline.py);
+``INVENTORY_REDIS_AUTOPIPELINE=false`` (see inventory/store/autopipeline.py);
 handlers reach them through the typed ``SERVICES`` key. Middlewares, outermost first:
 request id, metrics and access log (inventory/api/observability.py), problem+json for
 every error, then the in-flight admission gate.
@@ -30,18 +30,18 @@ from inventory.api.edge import edge_middleware
 from inventory.api.idempotency import idempotency_middleware
 from inventory.api.ratelimit import ReserveRateLimiter
 from inventory.api.soldout import SoldOutSlots
-from inventory.autopipeline import AutoPipeline, pipelined_scripts, supports_url
-from inventory.bookings import PgBookings
-from inventory.catalogue import PgCatalogue
-from inventory.config import Settings
-from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
-from inventory.db.pool import create_pool
 from inventory.domain import HospitalPolicy
-from inventory.fence import StoreVerification
-from inventory.patients import PatientRegistry
-from inventory.redis_client import connect_redis, parse_sentinel_url, sentinel_for
-from inventory.scripts import server_supports_shebang
-from inventory.store import GATED_SCRIPTS, PolicyBook, SlotStore
+from inventory.ops.config import Settings
+from inventory.record.bookings import PgBookings
+from inventory.record.catalogue import PgCatalogue
+from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
+from inventory.record.patients import PatientRegistry
+from inventory.record.pool import create_pool
+from inventory.store.autopipeline import AutoPipeline, pipelined_scripts, supports_url
+from inventory.store.connection import connect_redis, parse_sentinel_url, sentinel_for
+from inventory.store.fence import StoreVerification
+from inventory.store.scripts import server_supports_shebang
+from inventory.store.slot_store import GATED_SCRIPTS, PolicyBook, SlotStore
 
 #: How often each process re-reads hospital policies written by other processes.
 POLICY_REFRESH_S = 30.0

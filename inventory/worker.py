@@ -3,9 +3,9 @@
 Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
 expirer (due holds back to the pool), the fence monitor (Redis behind Postgres ->
 fenced tags; a verified server -> the API's gate opens) and the metrics sampler (its
-own /metrics port, see inventory/sampler.py). Each loop survives Redis or Postgres being
+own /metrics port, see inventory/ops/sampler.py). Each loop survives Redis or Postgres being
 down (it logs a warning, backs off with jitter and resumes when they return, see
-inventory/backoff.py); a loop that fails with any other error stops the others and
+inventory/ops/backoff.py); a loop that fails with any other error stops the others and
 :func:`run_worker` raises :class:`WorkerLoopFailedError`, so the process exits non-zero
 and its supervisor starts it again.
 """
@@ -21,13 +21,13 @@ from typing import Any
 
 import structlog
 
-from inventory.config import Settings
-from inventory.db.pool import create_pool
-from inventory.expirer import run_expirer
-from inventory.fence import run_fence_monitor
-from inventory.redis_client import connect_redis
-from inventory.sampler import MeteredPersisterStats, run_sampler
-from inventory.store import SlotStore
+from inventory.ops.config import Settings
+from inventory.ops.sampler import MeteredPersisterStats, run_sampler
+from inventory.record.pool import create_pool
+from inventory.store.connection import connect_redis
+from inventory.store.expirer import run_expirer
+from inventory.store.fence import run_fence_monitor
+from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)
 
@@ -123,9 +123,9 @@ class WorkerLoopFailedError(Exception):
 
 
 def _persister_loop() -> Any:
-    """The persister's entry point (inventory.outbox.run_persister)."""
+    """The persister's entry point (inventory.record.persister.run_persister)."""
     try:
-        module = importlib.import_module("inventory.outbox")
+        module = importlib.import_module("inventory.record.persister")
     except ModuleNotFoundError:
         return None
     return getattr(module, "run_persister", None)

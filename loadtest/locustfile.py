@@ -108,14 +108,14 @@ def _token_for(account: str) -> str:
             _tokens = [t.strip() for t in Path(path).read_text().splitlines() if t.strip()]
         return _tokens[next(_serial) % len(_tokens)]
     from inventory.api.auth import mint_token
-    from inventory.config import Settings
+    from inventory.ops.config import Settings
 
     settings = Settings.from_env()
     return mint_token(settings, account, ttl_s=6 * 3600)
 
 
 def _patient_body() -> dict[str, Any]:
-    from inventory.identity import make_resident_id
+    from inventory.privacy.identity import make_resident_id
 
     rng = random.Random()
     born = date(1950, 1, 1) + timedelta(days=rng.randrange(25_000))

@@ -2,7 +2,7 @@
 
 Servers come from the environment when given (``INVENTORY_TEST_REDIS_URL``,
 ``INVENTORY_TEST_DATABASE_URL``) and are otherwise started privately by
-:mod:`inventory.servers` in a temporary folder and stopped at the end of the session.
+:mod:`inventory.devtools.servers` in a temporary folder and stopped at the end of the session.
 
 A test must never FLUSHALL/FLUSHDB, drop databases or otherwise wipe a server whose handle is
 not ``disposable``: it may be somebody's real server. Tests isolate themselves with unique key
@@ -25,7 +25,7 @@ from types import FrameType
 import hypothesis  # noqa: F401
 import pytest
 
-from inventory.servers import (
+from inventory.devtools.servers import (
     PostgresServer,
     RedisClusterServers,
     RedisServer,

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import yaml
 
-from inventory import metrics
+from inventory.ops import metrics
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy" / "prometheus" / "alerts.yml"

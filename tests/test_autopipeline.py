@@ -15,17 +15,17 @@ import pytest
 import redis.exceptions
 from redis.asyncio import Redis
 
-from inventory import keys
-from inventory.autopipeline import (
+from inventory.devtools.servers import free_port, start_redis
+from inventory.store import keys
+from inventory.store.autopipeline import (
     AutoPipeline,
     PipelinedConnection,
     PipelinedScript,
     pipelined_scripts,
     supports_url,
 )
-from inventory.fence import StoreUnverifiedError, StoreVerification
-from inventory.servers import free_port, start_redis
-from inventory.store import GATED_SCRIPTS
+from inventory.store.fence import StoreUnverifiedError, StoreVerification
+from inventory.store.slot_store import GATED_SCRIPTS
 
 ECHO = "return {KEYS[1], ARGV[1], tonumber(ARGV[2])}"
 COUNT = "return redis.call('INCR', KEYS[1])"

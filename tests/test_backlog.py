@@ -1,4 +1,4 @@
-"""The outbox backlog as the API's /readyz measures it (inventory/backlog.py): lag and
+"""The outbox backlog as the API's /readyz measures it (inventory/store/backlog.py): lag and
 pending per consumer group, the oldest entry waiting, the verdict, and the cache that
 bounds how often and how long a probe measures."""
 
@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from inventory.backlog import (
+from inventory.devtools.servers import start_redis
+from inventory.ops.config import ConfigError, Settings
+from inventory.record.persister import GROUP
+from inventory.store.backlog import (
     BacklogCache,
     OutboxBacklog,
     group_position,
@@ -22,9 +25,6 @@ from inventory.backlog import (
     outbox_verdict,
     stale_remark,
 )
-from inventory.config import ConfigError, Settings
-from inventory.outbox import GROUP
-from inventory.servers import start_redis
 
 
 @pytest.fixture

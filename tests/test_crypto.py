@@ -1,4 +1,4 @@
-"""inventory.crypto: field encryption bound to its place, key rotation, the blind index."""
+"""inventory.privacy.crypto: field encryption bound to its place, key rotation, the blind index."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inventory.crypto import (
+from inventory.privacy.crypto import (
     BlindIndex,
     EncryptedField,
     FieldCryptoError,

@@ -100,7 +100,7 @@ def test_docs_cite_only_the_repository() -> None:
         ("[up](../../outside.md)", 1),
         ("[abs](/etc/passwd)", 1),
         ("`inventory/no_such_module.py`", 1),
-        ("[ok](metrics.md#labels), [web](https://example.org/x.md), `inventory/metrics.py`", 0),
+        ("[ok](metrics.md#labels), [web](https://example.org/x.md), `inventory/ops/metrics.py`", 0),
     ],
 )
 def test_the_check_finds_each_kind_of_outside_reference(text: str, expected: int) -> None:

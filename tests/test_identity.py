@@ -1,4 +1,4 @@
-"""inventory.identity: canonical forms, the GB 11643 checks, masks and the PII scanner."""
+"""inventory.privacy.identity: canonical forms, the GB 11643 checks, masks and the PII scanner."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inventory.identity import (
+from inventory.privacy.identity import (
     ERROR_CODES,
     Gender,
     IdentityError,

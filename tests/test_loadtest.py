@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from inventory.servers import free_port, start_redis
+from inventory.devtools.servers import free_port, start_redis
 
 from .api.conftest import api_env, create_database, start_api
 from .test_metrics import _stop, _wait_http

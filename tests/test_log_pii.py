@@ -24,8 +24,8 @@ import aiohttp
 import orjson
 import pytest
 
-from inventory.identity import find_pii, make_resident_id
-from inventory.servers import free_port
+from inventory.devtools.servers import free_port
+from inventory.privacy.identity import find_pii, make_resident_id
 
 from .api.conftest import (
     ApiServer,
@@ -93,7 +93,7 @@ def pii_api(
     redis_server: Any, postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """An API process of this module's own, logging to its own file."""
-    from inventory.config import Settings
+    from inventory.ops.config import Settings
 
     database_url = asyncio.run(create_database(postgres_server.url))
     asyncio.run(mark_store_verified(redis_server.url, database_url))

@@ -11,7 +11,7 @@ import threading
 
 import orjson
 
-from inventory.logs import BatchedLineLogger
+from inventory.ops.logs import BatchedLineLogger
 
 
 class CountingStream(io.BytesIO):
@@ -96,7 +96,7 @@ def test_a_process_writes_every_line_before_it_exits() -> None:
     a loop that then ends (and the process exits) all reach stdout, in order."""
     program = """
 import asyncio, structlog
-from inventory.logs import configure_logging
+from inventory.ops.logs import configure_logging
 configure_logging()
 log = structlog.get_logger("t")
 async def main():
@@ -135,7 +135,7 @@ def test_write_access_writes_what_structlog_writes() -> None:
     method), timestamp aside."""
     program = """
 import asyncio, structlog
-from inventory.logs import configure_logging, write_access
+from inventory.ops.logs import configure_logging, write_access
 configure_logging()
 log = structlog.get_logger("inventory.api.access")
 fields = {"method": "X13912345678", "route": "unmatched", "path": "/v1/x/13812345678",
@@ -161,7 +161,7 @@ asyncio.run(main())
 def test_write_access_declines_when_info_is_not_written() -> None:
     program = """
 import logging
-from inventory.logs import configure_logging, write_access
+from inventory.ops.logs import configure_logging, write_access
 configure_logging(logging.WARNING)
 print(write_access("rid", "GET", "/v1/holds", "/v1/holds", 201, 0.5))
 """
@@ -187,7 +187,7 @@ def test_a_warning_before_os_exit_is_not_lost() -> None:
     the warning, and the INFO line waiting before it, must be in the output."""
     program = """
 import asyncio, os, structlog
-from inventory.logs import configure_logging
+from inventory.ops.logs import configure_logging
 configure_logging()
 log = structlog.get_logger("t")
 async def main():

@@ -32,11 +32,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 from redis.asyncio import Redis
 
-from inventory import keys, metrics
 from inventory.api.openapi import OPERATIONS
-from inventory.config import Settings
+from inventory.devtools.servers import free_port, start_redis
 from inventory.errors import InventoryError
-from inventory.servers import free_port, start_redis
+from inventory.ops import metrics
+from inventory.ops.config import Settings
+from inventory.store import keys
 
 from .api.conftest import ApiServer, api_env, create_database, start_api, stop_api
 from .api.helpers import Catalogue, patient_body, register_patient, uid
@@ -739,7 +740,7 @@ def test_events_feed_expiries_rereleases_and_hold_age() -> None:
 def test_persister_stats_map_to_metrics() -> None:
     """observe_persister sets the gauges and advances counters by what the totals
     gained; MeteredPersisterStats observes each committed batch once."""
-    from inventory.sampler import MeteredPersisterStats
+    from inventory.ops.sampler import MeteredPersisterStats
 
     stats = MeteredPersisterStats()
     batches = _sample("inventory_persist_batches_total")
@@ -809,8 +810,8 @@ def test_roles_export_only_their_families() -> None:
 def test_worker_readiness_says_what_is_wrong() -> None:
     """The worker's readiness names each failing part: no recent store sample, Postgres
     writes retried, an outbox backlog past its bound, fenced department-days."""
-    from inventory.outbox import PersisterStats
-    from inventory.sampler import WorkerHealth
+    from inventory.ops.sampler import WorkerHealth
+    from inventory.record.persister import PersisterStats
 
     stats = PersisterStats(db_available=False, last_error="postgres: down")
     stats.total_lag, stats.total_pending = 50_000, 1

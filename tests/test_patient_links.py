@@ -14,11 +14,11 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 import pytest
 
 from inventory.api.models import Gender, PatientCreate
-from inventory.crypto import BlindIndex, FieldKeyring
-from inventory.db.pool import create_pool
-from inventory.db.queries import QUERIES
-from inventory.identity import make_resident_id
-from inventory.patients import PatientRegistry
+from inventory.privacy.crypto import BlindIndex, FieldKeyring
+from inventory.privacy.identity import make_resident_id
+from inventory.record.patients import PatientRegistry
+from inventory.record.pool import create_pool
+from inventory.record.queries import QUERIES
 from tests.api.conftest import create_database
 
 
@@ -100,9 +100,9 @@ async def test_links_are_copied_to_redis_and_answered_from_there(
     """Registration copies the link to the patient's tag in Redis; a registry that never
     saw the patient answers from that copy with Postgres unreachable; a link that is
     only in Postgres is copied the first time Postgres confirms it."""
-    from inventory import keys
-    from inventory.db.errors import DatabaseUnavailableError
-    from inventory.servers import free_port
+    from inventory.devtools.servers import free_port
+    from inventory.record.errors import DatabaseUnavailableError
+    from inventory.store import keys
 
     keyring, index = FieldKeyring.generate(), BlindIndex.generate()
     writer = PatientRegistry(pool, keyring, index, redis=redis_client)
@@ -136,10 +136,10 @@ async def test_rebuild_copies_links_and_slot_locations(pool: asyncpg.Pool, tmp_p
     existed (or lost with Redis's data) serve reserves while Postgres is down."""
     from redis.asyncio import Redis
 
-    from inventory import keys
-    from inventory.rebuild import copy_lookups
-    from inventory.servers import start_redis
-    from inventory.store import SlotStore
+    from inventory.devtools.servers import start_redis
+    from inventory.store import keys
+    from inventory.store.rebuild import copy_lookups
+    from inventory.store.slot_store import SlotStore
     from tests.db.seed import VISIT, seed_all
 
     seed = await seed_all(pool)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from inventory.cli import COMMAND_MODULES, build_parser, serve
-from inventory.config import Settings
+from inventory.ops.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""inventory.redis_client against a real Redis Cluster: a spike waits for a connection
+"""inventory.store.connection against a real Redis Cluster: a spike waits for a connection
 (up to the pool timeout) instead of failing at once, as on a standalone server; and
 through real Sentinels: the client follows a failover to the promoted replica."""
 
@@ -14,15 +14,15 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
-from inventory.config import ConfigError, Settings
-from inventory.redis_client import (
+from inventory.devtools.servers import RedisClusterServers, start_redis_sentinel
+from inventory.ops.config import ConfigError, Settings
+from inventory.store.connection import (
     PIPELINE_HEADROOM,
     SentinelTarget,
     WaitingRedisCluster,
     connect_redis,
     parse_sentinel_url,
 )
-from inventory.servers import RedisClusterServers, start_redis_sentinel
 
 #: Commands sent at once, each holding its connection for HOLD_S (a BLPOP that times out).
 SPIKE = 12

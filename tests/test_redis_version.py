@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from inventory.redis_client import UnsupportedRedisError, connect_redis
-from inventory.servers import MIN_REDIS_VERSION, RedisServer, free_port, start_redis
+from inventory.devtools.servers import MIN_REDIS_VERSION, RedisServer, free_port, start_redis
+from inventory.store.connection import UnsupportedRedisError, connect_redis
 
 
 def _redis_6_2() -> Path:

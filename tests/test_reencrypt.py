@@ -14,11 +14,11 @@ import pytest
 
 from inventory.api.models import Gender, PatientCreate
 from inventory.cli import main
-from inventory.crypto import BlindIndex, FieldKeyring
-from inventory.db.pool import create_pool
-from inventory.identity import make_resident_id
-from inventory.patients import TABLE, PatientRegistry
-from inventory.reencrypt import reencrypt_patients
+from inventory.privacy.crypto import BlindIndex, FieldKeyring
+from inventory.privacy.identity import make_resident_id
+from inventory.record.patients import TABLE, PatientRegistry
+from inventory.record.pool import create_pool
+from inventory.record.reencrypt import reencrypt_patients
 from tests.api.conftest import create_database
 
 K1 = os.urandom(32)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from inventory.scripts import SCRIPT_NAMES, ScriptLoadError, assemble, lua_root
+from inventory.store.scripts import SCRIPT_NAMES, ScriptLoadError, assemble, lua_root
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,7 @@ def test_wheel_ships_the_scripts(tmp_path: Path) -> None:
     )
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "from inventory.scripts import lua_root, assemble; "
+        "from inventory.store.scripts import lua_root, assemble; "
         "print(lua_root()); assemble('reserve')"
     )
     found = subprocess.run(

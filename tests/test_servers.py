@@ -1,4 +1,4 @@
-"""inventory.servers: binary discovery tiers, start/stop, crash and restart, Redis Cluster.
+"""inventory.devtools.servers: binary discovery tiers, start/stop, crash and restart, Redis Cluster.
 
 Real processes, no mocks. Each server is private to its test unless a session fixture is used.
 """
@@ -24,7 +24,7 @@ import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from inventory.servers import (
+from inventory.devtools.servers import (
     INSTALL_HINT,
     MIN_REDIS_VERSION,
     PostgresServer,

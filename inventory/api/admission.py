@@ -20,8 +20,8 @@ import random
 import time
 from collections.abc import Callable
 
-from inventory import metrics
 from inventory.errors import OverloadedError
+from inventory.ops import metrics
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 

@@ -24,9 +24,9 @@ from typing import Final
 import jwt
 from aiohttp import web
 
-from inventory.config import Settings
 from inventory.errors import ForbiddenError, UnauthenticatedError
-from inventory.keys import ID_RE
+from inventory.ops.config import Settings
+from inventory.store.keys import ID_RE
 
 ALGORITHM = "HS256"
 OPERATOR_ROLE = "operator"

@@ -12,13 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
-from inventory import keys
 from inventory.api.bodies import json_response, read_query, validate
 from inventory.api.context import SERVICES, Services
 from inventory.api.instants import instant_text, local_text
 from inventory.api.models import Day, Id, Request
-from inventory.catalogue import ScheduleTerms
 from inventory.errors import NotFoundError, ValidationFailedError
+from inventory.record.catalogue import ScheduleTerms
+from inventory.store import keys
 
 routes = web.RouteTableDef()
 

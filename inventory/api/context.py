@@ -15,13 +15,13 @@ from inventory.api.admission import AdmissionGate
 from inventory.api.client_address import client_address
 from inventory.api.ratelimit import ReserveRateLimiter
 from inventory.api.soldout import SoldOutSlots
-from inventory.backlog import BacklogCache
-from inventory.bookings import PgBookings
-from inventory.catalogue import PgCatalogue
-from inventory.config import Settings
-from inventory.fence import StoreVerification
-from inventory.patients import PatientRegistry
-from inventory.store import SlotStore
+from inventory.ops.config import Settings
+from inventory.record.bookings import PgBookings
+from inventory.record.catalogue import PgCatalogue
+from inventory.record.patients import PatientRegistry
+from inventory.store.backlog import BacklogCache
+from inventory.store.fence import StoreVerification
+from inventory.store.slot_store import SlotStore
 
 
 @dataclass

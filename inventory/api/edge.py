@@ -17,7 +17,6 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from inventory import metrics
 from inventory.api.admission import AdmissionGate
 from inventory.api.observability import (
     REQUEST_ID_HEADER,
@@ -27,6 +26,7 @@ from inventory.api.observability import (
     route_template,
 )
 from inventory.api.problems import Handler, problem_for
+from inventory.ops import metrics
 
 log = structlog.get_logger("inventory.api.access")
 

@@ -6,7 +6,7 @@ and the outbox backlog is within ``INVENTORY_READY_MAX_OUTBOX_BACKLOG``. On Redi
 Cluster "Redis answers" means every primary of the slot map answers and reports
 ``cluster_state:ok``, and "verified" means every primary's current run id is (a node
 answering PING says nothing of a cluster that is down). The API runs no persister, so
-it measures the backlog from Redis itself (inventory/backlog.py), at most every couple
+it measures the backlog from Redis itself (inventory/store/backlog.py), at most every couple
 of seconds; a figure older than that (measuring is slow) is served marked with its age.
 Each check says what is wrong in the body; each waits at most :data:`CHECK_TIMEOUT_S`.
 """
@@ -20,10 +20,10 @@ from aiohttp import web
 
 from inventory.api.bodies import json_response
 from inventory.api.context import SERVICES, Services
-from inventory.backlog import measure_backlog, outbox_verdict, stale_remark
-from inventory.db.pool import ping
-from inventory.outbox import GROUP
-from inventory.redis_client import check_store
+from inventory.record.persister import GROUP
+from inventory.record.pool import ping
+from inventory.store.backlog import measure_backlog, outbox_verdict, stale_remark
+from inventory.store.connection import check_store
 
 routes = web.RouteTableDef()
 

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Final
 from aiohttp import web
 from pydantic import Field
 
-from inventory import keys
 from inventory.api.auth import principal
 from inventory.api.bodies import idempotency_key, json_response, read_json, read_query, validate
 from inventory.api.context import SERVICES, client_ip
@@ -24,7 +23,6 @@ from inventory.api.models import (
     Request,
 )
 from inventory.api.observability import count_reserve_outcomes, request_id_of
-from inventory.catalogue import ScheduleTerms
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest, SlotLocation
 from inventory.errors import (
     NotFoundError,
@@ -34,6 +32,8 @@ from inventory.errors import (
 )
 from inventory.payments.errors import PaymentRequiredError
 from inventory.payments.refunds import request_refund
+from inventory.record.catalogue import ScheduleTerms
+from inventory.store import keys
 
 routes = web.RouteTableDef()
 

@@ -39,15 +39,15 @@ from inventory.api.auth import principal
 from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES
 from inventory.api.problems import Handler
-from inventory.backoff import TRANSIENT_ERRORS
-from inventory.db.pool import acquire
-from inventory.db.queries import QUERIES
 from inventory.errors import (
     BadRequestError,
     IdempotencyKeyInUseError,
     IdempotencyKeyRequiredError,
     IdempotencyKeyReusedError,
 )
+from inventory.ops.backoff import TRANSIENT_ERRORS
+from inventory.record.pool import acquire
+from inventory.record.queries import QUERIES
 
 HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"

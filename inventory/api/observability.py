@@ -22,12 +22,12 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from inventory import metrics
 from inventory.api.context import SERVICES
 from inventory.api.problems import Handler
 from inventory.errors import InventoryError
-from inventory.identity import find_pii
-from inventory.logs import write_access
+from inventory.ops import metrics
+from inventory.ops.logs import write_access
+from inventory.privacy.identity import find_pii
 
 log = structlog.get_logger("inventory.api.access")
 

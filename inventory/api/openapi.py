@@ -32,7 +32,7 @@ from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
 from inventory.api.payments import PaymentCreate, PaymentList, PaymentView, RefundView
 from inventory.errors import MESSAGES
-from inventory.identity import make_resident_id
+from inventory.privacy.identity import make_resident_id
 
 REF = "#/components/schemas/{model}"
 

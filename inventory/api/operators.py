@@ -22,8 +22,8 @@ from inventory.api.models import (
     SchedulePut,
     StatusChange,
 )
-from inventory.catalogue import policy_from_json
 from inventory.errors import ConflictError, NotFoundError, ValidationFailedError
+from inventory.record.catalogue import policy_from_json
 
 routes = web.RouteTableDef()
 

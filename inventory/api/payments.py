@@ -21,19 +21,19 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from inventory import metrics
 from inventory.api.auth import principal
 from inventory.api.bodies import json_response, read_json, validate
 from inventory.api.context import SERVICES
 from inventory.api.models import HoldId, Instant, Request
 from inventory.api.problems import problem_response
-from inventory.catalogue import DEFAULT_ZONE
-from inventory.db.pool import create_pool
 from inventory.errors import InventoryError, NotFoundError, ValidationFailedError
+from inventory.ops import metrics
 from inventory.payments.errors import NotificationRefusedError
 from inventory.payments.refunds import booking_refund
 from inventory.payments.service import Payments, run_payment_loops
 from inventory.payments.wechat import RedisReplayGuard, WeChatPay, WeChatPayConfig
+from inventory.record.catalogue import DEFAULT_ZONE
+from inventory.record.pool import create_pool
 
 log = structlog.get_logger(__name__)
 

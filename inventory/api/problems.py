@@ -34,7 +34,7 @@ from inventory.errors import (
     language_of,
     title_in,
 )
-from inventory.store import store_error
+from inventory.store.slot_store import store_error
 
 log = structlog.get_logger(__name__)
 

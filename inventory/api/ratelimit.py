@@ -21,10 +21,11 @@ from collections.abc import Sequence
 
 import structlog
 
-from inventory import keys, metrics
-from inventory.config import RateLimit
 from inventory.errors import RateLimitedError
-from inventory.store import RateBuckets, SlotStore
+from inventory.ops import metrics
+from inventory.ops.config import RateLimit
+from inventory.store import keys
+from inventory.store.slot_store import RateBuckets, SlotStore
 
 _BUCKET_LABELS = {"acct": "account", "ip": "ip"}
 #: Reserves whose peer address is looked at for the missing-header warning. Behind an

@@ -20,7 +20,7 @@ Idempotency-Key, an ~80-byte JSON body) from the same generator:
 The load is realistic rather than a single hot key: a hospital with ``departments`` x
 ``days`` department-days of released schedules (slots of capacity 10**9: nothing sells
 out), ``patients`` accounts with one real-name patient each (registered through
-:class:`~inventory.patients.PatientRegistry`), pre-minted tokens, rate limits set far
+:class:`~inventory.record.patients.PatientRegistry`), pre-minted tokens, rate limits set far
 above the load (but still checked). Request ``i`` books patient ``i mod P`` on
 department-day ``(i div P) mod D``: every patient appears once per P requests (so the
 warm-up fills the API's caches) and no patient asks twice for the same department-day
@@ -1238,16 +1238,16 @@ async def _seed(
     """Catalogue (Postgres + Redis), patients, tokens; the fence's comparison if asked."""
     from redis.asyncio import Redis
 
-    from inventory import keys
     from inventory.api.auth import mint_token
     from inventory.api.models import PatientCreate
-    from inventory.catalogue import PgCatalogue
-    from inventory.db.pool import acquire, create_pool
-    from inventory.db.queries import QUERIES
-    from inventory.fence import verify_store
-    from inventory.identity import make_resident_id
-    from inventory.patients import PatientRegistry
-    from inventory.store import SlotStore
+    from inventory.privacy.identity import make_resident_id
+    from inventory.record.catalogue import PgCatalogue
+    from inventory.record.patients import PatientRegistry
+    from inventory.record.pool import acquire, create_pool
+    from inventory.record.queries import QUERIES
+    from inventory.store import keys
+    from inventory.store.fence import verify_store
+    from inventory.store.slot_store import SlotStore
 
     client = Redis.from_url(redis_url, decode_responses=True)
     pool = await create_pool(database_url, min_size=1, max_size=16)
@@ -1358,7 +1358,7 @@ def _schedule(
 async def _create_database(server_url: str) -> str:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
-    from inventory.db.migrate import migrate_database
+    from inventory.record.migrate import migrate_database
 
     name = f"bench_http_{uuid.uuid4().hex[:12]}"
     connection = await asyncpg.connect(server_url)
@@ -1385,7 +1385,7 @@ async def _drop_database(server_url: str, database_url: str) -> None:
 async def _delete_tags(redis_url: str, tags: Sequence[str]) -> None:
     from redis.asyncio import Redis
 
-    from inventory import keys
+    from inventory.store import keys
 
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -1695,8 +1695,8 @@ def running_bench(
     """Servers (private unless URLs are given), a seeded database, the API and the bare
     handler serving and pinned: everything but the timed phases. All of it is stopped,
     dropped or deleted on exit."""
-    from inventory.config import Settings
-    from inventory.servers import free_port, start_postgres, start_redis
+    from inventory.devtools.servers import free_port, start_postgres, start_redis
+    from inventory.ops.config import Settings
 
     say = progress or (lambda _line: None)
     wrk = _choose_wrk(config.generator)

@@ -45,13 +45,13 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from redis.asyncio import Redis
 
-from inventory import keys
-from inventory.db.pool import create_pool
-from inventory.db.queries import QUERIES
 from inventory.domain import HospitalPolicy, ReserveRequest, ScheduleSpec, SlotSpec
 from inventory.errors import InventoryError
-from inventory.outbox import GROUP
-from inventory.store import PolicyBook, SlotStore
+from inventory.record.persister import GROUP
+from inventory.record.pool import create_pool
+from inventory.record.queries import QUERIES
+from inventory.store import keys
+from inventory.store.slot_store import PolicyBook, SlotStore
 
 #: One open hold or booking per patient per day would refuse most of a random load.
 _POLICY = HospitalPolicy(one_per_day=False, hold_ttl_s=3600, max_hold_s=3600)
@@ -665,7 +665,7 @@ def _main(args: argparse.Namespace) -> int:
     import json
     import tempfile
 
-    from inventory.servers import ServerError
+    from inventory.devtools.servers import ServerError
 
     try:
         config = PersisterBenchConfig(
@@ -700,8 +700,8 @@ def _main(args: argparse.Namespace) -> int:
 async def _with_servers(
     args: argparse.Namespace, config: PersisterBenchConfig, tmp: Path
 ) -> PersisterBenchReport:
-    from inventory.db.migrate import migrate_database
-    from inventory.servers import start_postgres, start_redis
+    from inventory.devtools.servers import start_postgres, start_redis
+    from inventory.record.migrate import migrate_database
 
     with contextlib.ExitStack() as servers:
         redis_url = args.redis_url

@@ -1,4 +1,4 @@
-"""Reserve steps per second through :class:`~inventory.store.SlotStore`, against bare
+"""Reserve steps per second through :class:`~inventory.store.slot_store.SlotStore`, against bare
 EVALSHA of the same script from a plain redis-py client, in the same run.
 
 Both sides run the very same ``reserve`` script on the same slot of the benchmark's own
@@ -44,10 +44,10 @@ from urllib.parse import urlsplit
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from inventory import keys
 from inventory.domain import ReserveRequest, ScheduleSpec, SlotSpec
 from inventory.errors import LUA_OK, InventoryError
-from inventory.store import SERVER_TIME, SlotStore
+from inventory.store import keys
+from inventory.store.slot_store import SERVER_TIME, SlotStore
 
 SIDES: tuple[str, str] = ("store", "bare")
 

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; return its exit status."""
     from inventory.cli.failures import OUTAGE_ERRORS, report
-    from inventory.redis_client import UnsupportedRedisError
+    from inventory.store.connection import UnsupportedRedisError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -35,8 +35,8 @@ import redis.exceptions
 from inventory.bench import http as http_bench
 from inventory.bench import persister as persister_bench
 from inventory.bench.reserve import BenchConfig, ReserveBenchReport, run_reserve_bench
+from inventory.devtools.servers import ServerError, start_redis
 from inventory.errors import InventoryError
-from inventory.servers import ServerError, start_redis
 
 _PROG = "inventory bench reserve"
 _T = TypeVar("_T")

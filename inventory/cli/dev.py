@@ -3,7 +3,7 @@
 Uses ``INVENTORY_REDIS_URL`` and ``INVENTORY_DATABASE_URL`` when given; otherwise starts
 a private Redis and Postgres (system binaries when present, else the ones the
 ``servers`` extra ships) in a temporary folder. Starts the HIS simulator with its demo
-hospital and syncs its catalogue and schedules (``--no-his``: seeds inventory/demo.py
+hospital and syncs its catalogue and schedules (``--no-his``: seeds inventory/devtools/demo.py
 instead), starts the WeChat Pay simulator and turns payments on (``--no-payments``: off,
 and confirm books on any payment reference), migrates, runs the worker (persister,
 expirer, fence monitor, and the HIS sync, submitter and reconciler) and the API.
@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from inventory.cli import envfile
-from inventory.servers import ServerError, start_postgres, start_redis
+from inventory.devtools.servers import ServerError, start_postgres, start_redis
 
 if TYPE_CHECKING:
-    from inventory.config import Settings
+    from inventory.ops.config import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-his",
         action="store_true",
-        help="no HIS simulator: seed the demo hospital from inventory/demo.py instead",
+        help="no HIS simulator: seed the demo hospital from inventory/devtools/demo.py instead",
     )
     parser.add_argument(
         "--no-payments",
@@ -83,7 +83,7 @@ def _key() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack and block until Ctrl-C or SIGTERM."""
-    from inventory.logs import configure_logging
+    from inventory.ops.logs import configure_logging
 
     if not args.log_file:
         configure_logging()
@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _start_his_sim(directory: Path, started: list[Any], children: dict[str, Child]) -> str:
     """The HIS simulator (demo hospital, 14 days) as a child process; its FHIR base."""
-    from inventory.his.sim.process import SimProcess, SimStartError
+    from inventory.simulators.his.process import SimProcess, SimStartError
 
     sim = SimProcess(directory, seed_rng=None)
     try:
@@ -175,7 +175,7 @@ async def supervise_children(
     ``stop`` is set. A restart that fails is tried again after the next delay."""
     import structlog
 
-    from inventory.backoff import Backoff, sleep_unless_stopped
+    from inventory.ops.backoff import Backoff, sleep_unless_stopped
 
     log = structlog.get_logger("inventory.dev")
     loop = asyncio.get_running_loop()
@@ -208,7 +208,7 @@ async def supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
     Redis away at its start) start it again after a jittered back-off."""
     import structlog
 
-    from inventory.backoff import Backoff, sleep_unless_stopped
+    from inventory.ops.backoff import Backoff, sleep_unless_stopped
     from inventory.worker import run_worker
 
     log = structlog.get_logger("inventory.dev")
@@ -245,10 +245,10 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
 async def sync_his(settings: Any, redis_url: str, database_url: str) -> dict[str, Any]:
     """One sync of the HIS's window into Postgres and Redis (before dev's API opens; the
     load test's schedule at once)."""
-    from inventory.db.pool import create_pool
     from inventory.his.flows import open_flows
-    from inventory.redis_client import connect_redis
-    from inventory.store import SlotStore
+    from inventory.record.pool import create_pool
+    from inventory.store.connection import connect_redis
+    from inventory.store.slot_store import SlotStore
 
     client = await connect_redis(redis_url)
     pool = await create_pool(database_url, min_size=1, max_size=6)
@@ -273,7 +273,7 @@ async def _serve(
     his_url: str = "",
     children: dict[str, Child] | None = None,
 ) -> None:
-    from inventory.redis_client import connect_redis
+    from inventory.store.connection import connect_redis
 
     env = os.environ
     # Refuse an unsupported Redis (INVENTORY_REDIS_URL) before touching Postgres.
@@ -311,13 +311,13 @@ async def _run_stack(
 
     from inventory.api.malformed import ApiRunner
     from inventory.app import create_app
-    from inventory.catalogue import PgCatalogue
-    from inventory.config import Settings
-    from inventory.db.migrate import migrate_database
-    from inventory.db.pool import create_pool
-    from inventory.demo import seed_demo
-    from inventory.redis_client import connect_redis
-    from inventory.store import SlotStore
+    from inventory.devtools.demo import seed_demo
+    from inventory.ops.config import Settings
+    from inventory.record.catalogue import PgCatalogue
+    from inventory.record.migrate import migrate_database
+    from inventory.record.pool import create_pool
+    from inventory.store.connection import connect_redis
+    from inventory.store.slot_store import SlotStore
 
     env = os.environ
     settings = Settings.from_env(
@@ -432,7 +432,7 @@ def _env_file_header(path: Path, lines: list[str]) -> list[str]:
 
 
 class PaySimSite:
-    """The WeChat Pay simulator (inventory/payments/paysim.py) served in this process on
+    """The WeChat Pay simulator (inventory/simulators/paysim.py) served in this process on
     a free loopback port, with fresh test keys for both sides."""
 
     def __init__(self, runner: Any, url: str, service_env: dict[str, str]) -> None:
@@ -446,8 +446,8 @@ class PaySimSite:
         """Generate keys, serve the simulator, and say how the service reaches it."""
         from aiohttp import web
 
-        from inventory.payments.paysim import KeySet, SimConfig, create_sim_app
-        from inventory.servers import LOOPBACK, free_port
+        from inventory.devtools.servers import LOOPBACK, free_port
+        from inventory.simulators.paysim import KeySet, SimConfig, create_sim_app
 
         # Two RSA key pairs: a fraction of a second, off the event loop.
         keys = await asyncio.to_thread(KeySet.generate)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from inventory.config import ConfigError, Settings
+from inventory.ops.config import ConfigError, Settings
 
 
 def register(subparsers: Any) -> None:
@@ -47,9 +47,9 @@ def register(subparsers: Any) -> None:
 
 
 async def _with_store(action: Callable[[Any, Any], Awaitable[int]]) -> int:
-    from inventory.db.pool import create_pool
-    from inventory.redis_client import connect_redis
-    from inventory.store import SlotStore
+    from inventory.record.pool import create_pool
+    from inventory.store.connection import connect_redis
+    from inventory.store.slot_store import SlotStore
 
     settings = Settings.from_env(for_api=False)
     client = await connect_redis(settings.redis_url, cluster=settings.redis_cluster)
@@ -77,7 +77,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     """Rebuild and print what was restored, raised and not rebuilt; exit 1 if a tag
     could not be rebuilt (the others are rebuilt all the same). ``--lookups`` only copies
     the account-patient links and slot locations."""
-    from inventory.rebuild import copy_lookups, rebuild
+    from inventory.store.rebuild import copy_lookups, rebuild
 
     async def action(store: Any, pool: Any) -> int:
         if args.lookups:
@@ -111,7 +111,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
 def _write_check_metrics(report: Any, path: str) -> None:
     import time
 
-    from inventory import metrics
+    from inventory.ops import metrics
 
     metrics.observe_check(
         violations=len(report.violations),
@@ -126,7 +126,7 @@ def _write_check_metrics(report: Any, path: str) -> None:
 def run_check(args: argparse.Namespace) -> int:
     """Check and print a report; exit 1 on drift, an invariant violation, a fenced
     tag or a tag still lagging (neither compared)."""
-    from inventory.check import check
+    from inventory.record.check import check
 
     async def action(store: Any, pool: Any) -> int:
         report = await check(store, pool)

@@ -84,7 +84,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Open the state, seed it, apply changes, serve until a signal."""
-    from inventory.his.sim.faults import FaultConfig
+    from inventory.simulators.his.faults import FaultConfig
 
     try:
         faults = FaultConfig(
@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _open_state(args: argparse.Namespace, rng: random.Random) -> Any:
     from inventory.his.fhir import SYSTEMS
-    from inventory.his.sim.seed import seed_demo
-    from inventory.his.sim.state import SimNotFound, SimRefusal, SimState
+    from inventory.simulators.his.seed import seed_demo
+    from inventory.simulators.his.state import SimNotFound, SimRefusal, SimState
 
     Path(args.state).parent.mkdir(parents=True, exist_ok=True)
     state = SimState(args.state)
@@ -167,7 +167,7 @@ async def _serve(args: argparse.Namespace, state: Any, faults: Any, rng: random.
 
     from aiohttp import web
 
-    from inventory.his.sim.app import FHIR_BASE, create_sim_app
+    from inventory.simulators.his.app import FHIR_BASE, create_sim_app
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from inventory.config import ConfigError, Settings
+from inventory.ops.config import ConfigError, Settings
 
 MAX_USERS = 10_000
 MAX_RUN_TIME_S = 3600
@@ -419,10 +419,10 @@ async def check_invariants(
     verdict: Verdict,
 ) -> None:
     """Expire, wait for the persister, then compare Redis, Postgres and the paid log."""
-    from inventory.check import check
-    from inventory.db.pool import create_pool
-    from inventory.redis_client import connect_redis
-    from inventory.store import SlotStore
+    from inventory.record.check import check
+    from inventory.record.pool import create_pool
+    from inventory.store.connection import connect_redis
+    from inventory.store.slot_store import SlotStore
 
     client = await connect_redis(settings.redis_url, cluster=settings.redis_cluster)
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)
@@ -491,7 +491,7 @@ async def check_invariants(
 async def oversold_slots(pool: Any) -> list[Any]:
     """Slots with more bookings that hold a unit than capacity (a rejected or cancelled
     booking gave its unit back, and the unit may have been sold again)."""
-    from inventory.bookings import HOLDING_STATUSES
+    from inventory.record.bookings import HOLDING_STATUSES
 
     return list(
         await pool.fetch(

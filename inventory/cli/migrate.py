@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from asyncpg import exceptions as pg_errors  # type: ignore[import-untyped]
 
-from inventory.db.errors import DatabaseUnavailableError, MigrationError
-from inventory.db.migrate import migrate_database
+from inventory.record.errors import DatabaseUnavailableError, MigrationError
+from inventory.record.migrate import migrate_database
 
 _PROG = "inventory migrate"
 ENV_DATABASE_URL = "INVENTORY_DATABASE_URL"

@@ -28,7 +28,7 @@ import signal
 import sys
 from typing import Any
 
-from inventory.config import ConfigError, Settings
+from inventory.ops.config import ConfigError, Settings
 
 _PROG = "inventory persist"
 
@@ -119,7 +119,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the persister until SIGINT/SIGTERM."""
-    from inventory.logs import configure_logging
+    from inventory.ops.logs import configure_logging
 
     try:
         settings = Settings.from_env(for_api=False)
@@ -139,9 +139,9 @@ async def _persist(args: argparse.Namespace, settings: Settings) -> int:
     import redis.exceptions
     import structlog
 
-    from inventory.db.pool import create_pool
-    from inventory.outbox import PersisterConfig, PersisterStats, run_persister
-    from inventory.redis_client import connect_redis
+    from inventory.record.persister import PersisterConfig, PersisterStats, run_persister
+    from inventory.record.pool import create_pool
+    from inventory.store.connection import connect_redis
 
     log = structlog.get_logger("inventory.cli.persist")
     cluster = settings.redis_cluster if args.cluster is None else args.cluster

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from inventory.config import ConfigError, Settings
+from inventory.ops.config import ConfigError, Settings
 
 
 def register(subparsers: Any) -> None:
@@ -75,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
 async def _reconcile(settings: Settings, policy: Any, *, fix: bool, days: int | None) -> Any:
     from datetime import timedelta
 
-    from inventory.db.pool import create_pool
     from inventory.his.flows import open_flows
-    from inventory.redis_client import connect_redis
-    from inventory.store import SlotStore
+    from inventory.record.pool import create_pool
+    from inventory.store.connection import connect_redis
+    from inventory.store.slot_store import SlotStore
 
     client = await connect_redis(settings.redis_url, cluster=settings.redis_cluster)
     pool = await create_pool(settings.database_url, min_size=1, max_size=4)
@@ -97,7 +97,7 @@ async def _reconcile(settings: Settings, policy: Any, *, fix: bool, days: int | 
 
 def _log_to_stderr() -> None:
     """JSON logs as everywhere, but on stderr: stdout is the report."""
-    from inventory.logs import configure_logging
+    from inventory.ops.logs import configure_logging
 
     configure_logging(stream=sys.stderr)
 

@@ -16,7 +16,7 @@ import asyncio
 import sys
 from typing import Any
 
-from inventory.config import ConfigError, Settings
+from inventory.ops.config import ConfigError, Settings
 
 _PROG = "inventory reencrypt"
 
@@ -34,8 +34,8 @@ def register(subparsers: Any) -> None:
 
 
 async def _reencrypt(settings: Settings, keyring: Any, batch: int) -> Any:
-    from inventory.db.pool import create_pool
-    from inventory.reencrypt import reencrypt_patients
+    from inventory.record.pool import create_pool
+    from inventory.record.reencrypt import reencrypt_patients
 
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)
     try:

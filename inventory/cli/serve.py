@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from inventory.config import ConfigError, Settings
+from inventory.ops.config import ConfigError, Settings
 
 
 def register(subparsers: Any) -> None:
@@ -65,8 +65,8 @@ def serve_process(
     import uvloop
 
     from inventory.app import create_app
-    from inventory.logs import configure_logging
-    from inventory.redis_client import UnsupportedRedisError
+    from inventory.ops.logs import configure_logging
+    from inventory.store.connection import UnsupportedRedisError
 
     configure_logging()
 
@@ -167,7 +167,7 @@ def _run_children(
     for child in children:
         child.start()
     # The supervisor serves nothing, but importing the command line may have created
-    # metric files under its own pid (modules that import inventory.metrics): drop them,
+    # metric files under its own pid (modules that import inventory.ops.metrics): drop them,
     # or its never-verified gauge would hold the "every live process" minimum at 0.
     multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if multiproc_dir:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from inventory.api.auth import mint_token
-from inventory.config import ConfigError, Settings
+from inventory.ops.config import ConfigError, Settings
 
 
 def register(subparsers: Any) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from inventory.config import ConfigError, Settings
+from inventory.ops.config import ConfigError, Settings
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM (exit 0); 1 when a loop failed, 2 on bad configuration."""
     import uvloop
 
-    from inventory.logs import configure_logging
+    from inventory.ops.logs import configure_logging
     from inventory.worker import WorkerLoopFailedError, run_worker
 
     try:

@@ -7,5 +7,5 @@ The public API, for the flows built on it:
   :class:`~inventory.his.client.FhirHisClient` and :class:`~inventory.his.client.HisClientConfig`;
 - the types in :mod:`inventory.his.types`;
 - the errors in :mod:`inventory.his.errors`;
-- :class:`~inventory.his.sim.process.SimProcess` to run the simulator as a child process.
+- :class:`~inventory.simulators.his.process.SimProcess` to run the simulator as a child process.
 """

@@ -24,12 +24,12 @@ from typing import Any, Literal
 import orjson
 import structlog
 
-from inventory import keys
-from inventory.db.pool import acquire
-from inventory.db.queries import QUERIES
 from inventory.domain import Hold, HoldState
 from inventory.errors import InventoryError
-from inventory.store import SlotStore
+from inventory.record.pool import acquire
+from inventory.record.queries import QUERIES
+from inventory.store import keys
+from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)
 

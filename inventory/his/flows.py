@@ -15,10 +15,6 @@ from typing import Any
 
 import structlog
 
-from inventory import metrics
-from inventory.catalogue import PgCatalogue
-from inventory.config import Settings
-from inventory.db.pool import create_pool
 from inventory.his.client import FhirHisClient, HisClientConfig
 from inventory.his.reconcile import (
     ReconcileConfig,
@@ -35,7 +31,11 @@ from inventory.his.submitter import (
     run_submitter,
 )
 from inventory.his.sync import ScheduleSync, SyncConfig, SyncStats, run_schedule_sync
-from inventory.store import SlotStore
+from inventory.ops import metrics
+from inventory.ops.config import Settings
+from inventory.record.catalogue import PgCatalogue
+from inventory.record.pool import create_pool
+from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)
 

@@ -46,18 +46,19 @@ import orjson
 import redis.exceptions
 import structlog
 
-from inventory import keys, metrics
-from inventory.backoff import TRANSIENT_ERRORS
-from inventory.bookings import PgBookings
-from inventory.db.pool import acquire
-from inventory.db.queries import QUERIES
 from inventory.domain import Hold, HoldState
 from inventory.errors import InventoryError
 from inventory.his.client import HisClient
 from inventory.his.compensation import HIS_CANCELLED, end_booking, reason_code, release_unit
 from inventory.his.sync import ScheduleSync, SyncReport
 from inventory.his.types import HisAppointment, HisSchedule, HisSlot
-from inventory.store import SlotStore
+from inventory.ops import metrics
+from inventory.ops.backoff import TRANSIENT_ERRORS
+from inventory.record.bookings import PgBookings
+from inventory.record.pool import acquire
+from inventory.record.queries import QUERIES
+from inventory.store import keys
+from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)
 

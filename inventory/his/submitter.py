@@ -39,10 +39,6 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import structlog
 
-from inventory.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
-from inventory.crypto import FieldCryptoError, FieldKeyring
-from inventory.db.pool import acquire
-from inventory.db.queries import QUERIES
 from inventory.his.client import HisClient
 from inventory.his.compensation import (
     HIS_CANCELLED,
@@ -58,7 +54,11 @@ from inventory.his.errors import (
     HisUnavailableError,
 )
 from inventory.his.types import HisPatient, HisRefusal
-from inventory.store import SlotStore
+from inventory.ops.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
+from inventory.privacy.crypto import FieldCryptoError, FieldKeyring
+from inventory.record.pool import acquire
+from inventory.record.queries import QUERIES
+from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)
 

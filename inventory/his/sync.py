@@ -33,13 +33,6 @@ from zoneinfo import ZoneInfo
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import structlog
 
-from inventory import keys
-from inventory.backoff import TRANSIENT_ERRORS
-from inventory.bookings import PgBookings
-from inventory.catalogue import PgCatalogue
-from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
-from inventory.db.pool import acquire
-from inventory.db.queries import QUERIES
 from inventory.domain import HoldState
 from inventory.errors import CapacityBelowTakenError, InventoryError, StoreUnavailableError
 from inventory.his.client import HisClient
@@ -50,7 +43,14 @@ from inventory.his.compensation import (
     release_unit,
 )
 from inventory.his.types import HisCatalogue, HisDoctor, HisSchedule
-from inventory.store import SlotStore
+from inventory.ops.backoff import TRANSIENT_ERRORS
+from inventory.record.bookings import PgBookings
+from inventory.record.catalogue import PgCatalogue
+from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
+from inventory.record.pool import acquire
+from inventory.record.queries import QUERIES
+from inventory.store import keys
+from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)
 

@@ -29,12 +29,12 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
-from inventory import keys
-from inventory.db.pool import acquire, database_errors
-from inventory.db.queries import QUERIES
-from inventory.keys import InvalidIdError
 from inventory.payments.errors import RefundRequestError
 from inventory.payments.ids import refund_id_for
+from inventory.record.pool import acquire, database_errors
+from inventory.record.queries import QUERIES
+from inventory.store import keys
+from inventory.store.keys import InvalidIdError
 
 #: Reasons are short snake_case codes (the refunds table checks the same).
 REASON_RE = re.compile(r"[a-z_]{1,40}")

@@ -32,10 +32,6 @@ from typing import Any
 
 import structlog
 
-from inventory.bookings import PgBookings
-from inventory.catalogue import PgCatalogue
-from inventory.db.pool import acquire
-from inventory.db.queries import QUERIES
 from inventory.domain import Hold, HoldState, ReserveRequest
 from inventory.errors import (
     AlreadyConfirmedError,
@@ -72,7 +68,11 @@ from inventory.payments.provider import (
 )
 from inventory.payments.refunds import Refund, refund_payment, request_refund
 from inventory.payments.settings import PaymentSettings
-from inventory.store import SlotStore
+from inventory.record.bookings import PgBookings
+from inventory.record.catalogue import PgCatalogue
+from inventory.record.pool import acquire
+from inventory.record.queries import QUERIES
+from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)
 

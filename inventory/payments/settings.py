@@ -1,5 +1,5 @@
 """Payment settings: the merchant's WeChat Pay identity and keys, read with the rest of
-:class:`inventory.config.Settings` (``Settings.payments``) from ``INVENTORY_*`` variables.
+:class:`inventory.ops.config.Settings` (``Settings.payments``) from ``INVENTORY_*`` variables.
 
 Payments are off while ``INVENTORY_WECHAT_MCHID`` is empty. The APIv3 key and the
 merchant private key never appear in ``repr`` or logs. Keys are given as base64 of their

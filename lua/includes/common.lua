@@ -3,7 +3,7 @@
   `--- @include "common"`. Everything here is `local`: Redis refuses globals.
 
   Every state-machine script of a department-day tag receives the same eight KEYS,
-  in this order (inventory/keys.py builds them; nowhere else does):
+  in this order (inventory/store/keys.py builds them; nowhere else does):
     KEYS[1] meta         hash   seq, fenced, tag, policy (hold_ttl_ms, max_hold_ms,
                                 extend_ms, one_per_day, rerelease_min_ms, rerelease_max_ms)
     KEYS[2] schedules    hash   "<schedule>:<field>" -> value

@@ -1,6 +1,6 @@
 --[[
   Keys of a patient tag, for the rules that span department-day tags (the
-  at-most-N-open rule and the blacklist). inventory/keys.py builds them:
+  at-most-N-open rule and the blacklist). inventory/store/keys.py builds them:
     KEYS[1] tokens  zset  "<hold_id>" -> the token's pending deadline (ms), or +inf
                           once settled: one token per open hold or booking of the patient
     KEYS[2] bans    hash  "<hospital_id>" or "*" -> banned until (ms)

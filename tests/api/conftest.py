@@ -25,8 +25,8 @@ import asyncpg
 import pytest
 
 from inventory.api.auth import mint_token
-from inventory.config import Settings
-from inventory.servers import free_port
+from inventory.devtools.servers import free_port
+from inventory.ops.config import Settings
 
 
 def _key() -> str:
@@ -77,9 +77,9 @@ async def mark_store_verified(redis_url: str, database_url: str) -> None:
     so the API's verified-store gate opens."""
     from redis.asyncio import Redis
 
-    from inventory.db.pool import create_pool
-    from inventory.fence import verify_store
-    from inventory.store import SlotStore
+    from inventory.record.pool import create_pool
+    from inventory.store.fence import verify_store
+    from inventory.store.slot_store import SlotStore
 
     client = Redis.from_url(redis_url, decode_responses=True)
     pool = await create_pool(database_url, min_size=1, max_size=2)
@@ -92,7 +92,7 @@ async def mark_store_verified(redis_url: str, database_url: str) -> None:
 
 async def create_database(server_url: str) -> str:
     """A fresh, migrated database on the session's Postgres; returns its URL."""
-    from inventory.db.migrate import migrate
+    from inventory.record.migrate import migrate
 
     name = f"api_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(server_url)

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from inventory.identity import make_resident_id
+from inventory.privacy.identity import make_resident_id
 
 from .conftest import ApiServer
 

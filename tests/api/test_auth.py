@@ -34,14 +34,14 @@ from jwt.warnings import InsecureKeyLengthWarning
 from multidict import CIMultiDict
 from redis.asyncio import Redis
 
-from inventory import keys
 from inventory.api.auth import TokenVerifier, mint_token
 from inventory.api.models import BookingCancel, HoldConfirm, HoldCreate, PatientCreate
 from inventory.api.openapi import OPERATIONS, Operation
 from inventory.app import create_app
-from inventory.config import Settings
+from inventory.devtools.servers import free_port
 from inventory.errors import UnauthenticatedError
-from inventory.servers import free_port
+from inventory.ops.config import Settings
+from inventory.store import keys
 
 from .conftest import (
     ApiServer,

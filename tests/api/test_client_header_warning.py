@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from inventory.api.ratelimit import ReserveRateLimiter, is_internal_address
-from inventory.config import RateLimit
+from inventory.ops.config import RateLimit
 
 from .conftest import ApiServer
 from .helpers import uid

@@ -22,9 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 from yarl import URL
 
-from inventory import keys
 from inventory.api.openapi import OPERATIONS, Operation
-from inventory.identity import make_resident_id
+from inventory.privacy.identity import make_resident_id
+from inventory.store import keys
 
 from .conftest import ApiServer
 from .helpers import Catalogue, patient_body, register_patient, uid

@@ -15,12 +15,12 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from inventory.backlog import registered_streams
-from inventory.config import Settings
-from inventory.db.migrate import migrate_database
-from inventory.db.pool import create_pool
-from inventory.outbox import Persister, PersisterConfig
-from inventory.servers import RedisServer, free_port, start_redis
+from inventory.devtools.servers import RedisServer, free_port, start_redis
+from inventory.ops.config import Settings
+from inventory.record.migrate import migrate_database
+from inventory.record.persister import Persister, PersisterConfig
+from inventory.record.pool import create_pool
+from inventory.store.backlog import registered_streams
 
 from ..db.conftest import scratch_database
 from .conftest import ApiServer, api_env, mark_store_verified, start_api, stop_api

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from inventory.db.migrate import migrate_database
-from inventory.servers import PostgresServer, free_port, start_postgres
+from inventory.devtools.servers import PostgresServer, free_port, start_postgres
+from inventory.record.migrate import migrate_database
 
 from .conftest import ApiServer, api_env, mark_store_verified, start_api, stop_api
 from .helpers import Catalogue, register_patient
@@ -40,7 +40,7 @@ async def private_api(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[ApiServer]:
     """An API process on the private Postgres, caching availability for CACHE_S."""
-    from inventory.config import Settings
+    from inventory.ops.config import Settings
 
     database_url = private_postgres.create_database("reads")
     await migrate_database(database_url)

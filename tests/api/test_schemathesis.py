@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from inventory.api.openapi import OPERATIONS, build_openapi
-from inventory.identity import birth_date_of, gender_of, make_resident_id
+from inventory.privacy.identity import birth_date_of, gender_of, make_resident_id
 
 from .conftest import ApiServer
 from .helpers import Catalogue, register_patient

@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from inventory.config import Settings
-from inventory.servers import free_port
-from inventory.store import SlotStore
+from inventory.devtools.servers import free_port
+from inventory.ops.config import Settings
+from inventory.store.slot_store import SlotStore
 
 from .conftest import ApiServer, api_env, create_database, mark_store_verified, start_api, stop_api
 from .helpers import Catalogue, register_patient, uid

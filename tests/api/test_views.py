@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from inventory.api.holds import hold_view
 from inventory.api.instants import instant, instant_text
 from inventory.api.models import HoldView
-from inventory.catalogue import ScheduleTerms
 from inventory.domain import Hold, HoldState
+from inventory.record.catalogue import ScheduleTerms
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ZONES = [SHANGHAI, ZoneInfo("UTC"), ZoneInfo("Asia/Urumqi"), ZoneInfo("America/New_York")]

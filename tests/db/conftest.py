@@ -15,8 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from inventory.db.migrate import migrate_database
-from inventory.db.pool import create_pool
+from inventory.record.migrate import migrate_database
+from inventory.record.pool import create_pool
 from tests.conftest import ServerHandle
 from tests.db.seed import Seed, seed_all
 

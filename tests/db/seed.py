@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from inventory import keys
-from inventory.db.queries import bind
+from inventory.record.queries import bind
+from inventory.store import keys
 
 CHINA = timezone(timedelta(hours=8))
 VISIT = date(2027, 3, 8)

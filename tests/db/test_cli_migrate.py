@@ -9,8 +9,8 @@ import pytest
 
 from inventory.cli import main
 from inventory.cli.migrate import redact
-from inventory.db.migrate import load_migrations
-from inventory.servers import free_port
+from inventory.devtools.servers import free_port
+from inventory.record.migrate import load_migrations
 from tests.conftest import ServerHandle
 from tests.db.conftest import scratch_database
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from inventory.db.errors import DatabaseUnavailableError, MigrationChecksumError, MigrationError
-from inventory.db.migrate import (
+from inventory.devtools.servers import free_port
+from inventory.record.errors import DatabaseUnavailableError, MigrationChecksumError, MigrationError
+from inventory.record.migrate import (
     Migration,
     applied_migrations,
     checksum_of,
@@ -23,8 +24,7 @@ from inventory.db.migrate import (
     migrate_database,
     pending_migrations,
 )
-from inventory.db.pool import connect
-from inventory.servers import free_port
+from inventory.record.pool import connect
 from tests.conftest import ServerHandle
 from tests.db.conftest import scratch_database
 
@@ -207,8 +207,8 @@ def test_wheel_ships_migrations_and_queries(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("slot_inventory-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for migration in load_migrations():
-        assert f"inventory/db/migrations/{migration.filename}" in names
-    assert "inventory/db/queries.sql" in names
+        assert f"inventory/record/migrations/{migration.filename}" in names
+    assert "inventory/record/queries.sql" in names
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)],
@@ -217,7 +217,7 @@ def test_wheel_ships_migrations_and_queries(tmp_path: Path) -> None:
     )
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import inventory.db.migrate as m, inventory.db.queries as q; "
+        "import inventory.record.migrate as m, inventory.record.queries as q; "
         "print(m.__file__); print(len(m.load_migrations())); print(len(q.QUERIES))"
     )
     found = subprocess.run(

@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from inventory.db.errors import DatabaseBusyError, DatabaseUnavailableError
-from inventory.db.pool import acquire, connect, create_pool, database_errors, ping
+from inventory.devtools.servers import free_port
 from inventory.errors import InventoryError
-from inventory.servers import free_port
+from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
+from inventory.record.pool import acquire, connect, create_pool, database_errors, ping
 from tests.conftest import ServerHandle
 from tests.db.conftest import database_url
 

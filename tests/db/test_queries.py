@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from inventory import keys
-from inventory.db.errors import QueryLoadError
-from inventory.db.queries import NAMED_QUERIES, QUERIES, bind, parse_queries
+from inventory.record.errors import QueryLoadError
+from inventory.record.queries import NAMED_QUERIES, QUERIES, bind, parse_queries
+from inventory.store import keys
 from tests.db.conftest import rolled_back
 from tests.db.seed import (
     NEXT_DAY,

@@ -25,13 +25,14 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from inventory import errors, keys
-from inventory.db.pool import create_pool
-from inventory.db.queries import QUERIES
+from inventory import errors
 from inventory.domain import HoldState, HospitalPolicy, ScheduleSpec
-from inventory.outbox import GROUP
-from inventory.projection import HOLD_EVENTS
-from inventory.store import PolicyBook, SlotStore
+from inventory.record.persister import GROUP
+from inventory.record.pool import create_pool
+from inventory.record.projection import HOLD_EVENTS
+from inventory.record.queries import QUERIES
+from inventory.store import keys
+from inventory.store.slot_store import PolicyBook, SlotStore
 
 from ..lua.conftest import START, ManualClock, Scenario
 

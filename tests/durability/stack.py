@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from inventory.config import Settings
-from inventory.servers import free_port
+from inventory.devtools.servers import free_port
+from inventory.ops.config import Settings
 from tests.api.conftest import ApiServer, api_env, start_api, stop_api
 from tests.api.helpers import Catalogue, register_patient
 
@@ -142,8 +142,8 @@ async def wait_verified(redis_url: str, *, timeout_s: float = 30.0) -> None:
     gate then opens)."""
     from redis.asyncio import Redis
 
-    from inventory import keys
-    from inventory.fence import server_run_id
+    from inventory.store import keys
+    from inventory.store.fence import server_run_id
 
     client = Redis.from_url(redis_url, decode_responses=True)
 

@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from inventory import keys
-from inventory.config import Settings
-from inventory.servers import free_port
+from inventory.devtools.servers import free_port
+from inventory.ops.config import Settings
+from inventory.store import keys
 
 from ..api.conftest import ApiServer, api_env, create_database, start_api, stop_api
 from ..api.helpers import Catalogue, register_patient

@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from inventory import keys
-from inventory.check import check
-from inventory.outbox import GROUP
+from inventory.record.check import check
+from inventory.record.persister import GROUP
+from inventory.store import keys
 
 from .test_fence_rebuild import book, persist_stream, private_redis, world
 

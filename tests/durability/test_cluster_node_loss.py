@@ -20,14 +20,20 @@ from typing import Any
 import aiohttp
 import pytest
 
-from inventory import errors, keys
-from inventory.catalogue import PgCatalogue
-from inventory.config import Settings
-from inventory.db.pool import create_pool
-from inventory.rebuild import rebuild
-from inventory.redis_client import connect_redis
-from inventory.servers import RedisClusterServers, RedisServer, free_port, start_redis_cluster
-from inventory.store import SlotStore
+from inventory import errors
+from inventory.devtools.servers import (
+    RedisClusterServers,
+    RedisServer,
+    free_port,
+    start_redis_cluster,
+)
+from inventory.ops.config import Settings
+from inventory.record.catalogue import PgCatalogue
+from inventory.record.pool import create_pool
+from inventory.store import keys
+from inventory.store.connection import connect_redis
+from inventory.store.rebuild import rebuild
+from inventory.store.slot_store import SlotStore
 
 from ..api.conftest import ApiServer, api_env, create_database, start_api, stop_api
 from ..api.helpers import Catalogue, register_patient, uid

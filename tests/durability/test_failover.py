@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from inventory import keys
-from inventory.servers import (
+from inventory.devtools.servers import (
     RedisSentinelServers,
     RedisServer,
     start_redis,
     start_redis_sentinel,
 )
+from inventory.store import keys
 
 from .storm import (
     Stack,

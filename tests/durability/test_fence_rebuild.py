@@ -19,18 +19,19 @@ import pytest
 import redis.exceptions
 from redis.asyncio import Redis
 
-from inventory import errors, keys
-from inventory.bookings import PgBookings
-from inventory.catalogue import PgCatalogue
-from inventory.check import check
-from inventory.db.pool import create_pool
-from inventory.db.queries import QUERIES
+from inventory import errors
+from inventory.devtools.servers import RedisServer, start_redis
 from inventory.domain import ReserveRequest
-from inventory.fence import StoreUnverifiedError, StoreVerification, verify_store
-from inventory.rebuild import rebuild
-from inventory.redis_client import connect_redis
-from inventory.servers import RedisServer, start_redis
-from inventory.store import SlotStore
+from inventory.record.bookings import PgBookings
+from inventory.record.catalogue import PgCatalogue
+from inventory.record.check import check
+from inventory.record.pool import create_pool
+from inventory.record.queries import QUERIES
+from inventory.store import keys
+from inventory.store.connection import connect_redis
+from inventory.store.fence import StoreUnverifiedError, StoreVerification, verify_store
+from inventory.store.rebuild import rebuild
+from inventory.store.slot_store import SlotStore
 
 from ..api.conftest import create_database
 

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from inventory import keys
-from inventory.bookings import PgBookings
-from inventory.db.migrate import migrate_database
-from inventory.db.queries import QUERIES
-from inventory.outbox import GROUP, Persister, PersisterConfig
-from inventory.projection import HOLD_EVENTS, OutboxEntry
-from inventory.servers import RedisClusterServers, RedisServer, start_redis
+from inventory.devtools.servers import RedisClusterServers, RedisServer, start_redis
+from inventory.record.bookings import PgBookings
+from inventory.record.migrate import migrate_database
+from inventory.record.persister import GROUP, Persister, PersisterConfig
+from inventory.record.projection import HOLD_EVENTS, OutboxEntry
+from inventory.record.queries import QUERIES
+from inventory.store import keys
 
 from ..db.conftest import scratch_database
 from .outbox_world import Load, World, check_persisted, open_world, world_streams

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis.exceptions
 
-from inventory.db.migrate import migrate_database
-from inventory.outbox import Persister, PersisterConfig, PersisterStats
-from inventory.servers import PostgresServer, RedisServer, start_postgres, start_redis
+from inventory.devtools.servers import PostgresServer, RedisServer, start_postgres, start_redis
+from inventory.record.migrate import migrate_database
+from inventory.record.persister import Persister, PersisterConfig, PersisterStats
 
 from ..db.conftest import scratch_database
 from .outbox_world import (

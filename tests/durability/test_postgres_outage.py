@@ -17,8 +17,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from inventory.db.migrate import migrate_database
-from inventory.servers import PostgresServer, start_postgres
+from inventory.devtools.servers import PostgresServer, start_postgres
+from inventory.record.migrate import migrate_database
 from tests.api.conftest import mark_store_verified
 
 from .stack import Stack, catalogue, open_stack, patients, reserve
@@ -213,7 +213,7 @@ async def test_a_busy_pool_is_overloaded_and_reserves_do_not_wait_for_it(
     database_unavailable (which would send an operator to the Postgres runbook)."""
     from redis.asyncio import Redis
 
-    from inventory import keys
+    from inventory.store import keys
 
     stack = one_connection_stack
     pairs = await patients(stack, http, 4)

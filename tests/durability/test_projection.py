@@ -6,9 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from inventory import keys
-from inventory.outbox import PersisterConfig, _is_poison_error
-from inventory.projection import (
+from inventory.record.persister import PersisterConfig, _is_poison_error
+from inventory.record.projection import (
     ADD_STATUS_HISTORIES,
     UPSERT_HOLDS,
     MalformedEntryError,
@@ -17,6 +16,7 @@ from inventory.projection import (
     TagEvent,
     parse_entry,
 )
+from inventory.store import keys
 
 TAG = "dept-1:20270308"
 HOLD = keys.hold_id_for("acct-1", "key-1", TAG)

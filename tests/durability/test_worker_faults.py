@@ -20,9 +20,9 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from inventory.config import Settings
-from inventory.db.migrate import migrate_database
-from inventory.servers import RedisServer, free_port, start_redis
+from inventory.devtools.servers import RedisServer, free_port, start_redis
+from inventory.ops.config import Settings
+from inventory.record.migrate import migrate_database
 from tests.api.conftest import ApiServer, api_env
 
 from ..db.conftest import scratch_database

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 
 from inventory.his.client import FhirHisClient, HisClientConfig
-from inventory.his.sim.process import SimProcess
 from inventory.his.types import HisSlot
+from inventory.simulators.his.process import SimProcess
 
 CHINA = ZoneInfo("Asia/Shanghai")
 

@@ -16,8 +16,8 @@ from inventory.his.errors import (
     HisUnavailableError,
 )
 from inventory.his.resilience import BreakerState
-from inventory.his.sim.process import SimProcess
 from inventory.his.types import HisPatient, HisRefusal
+from inventory.simulators.his.process import SimProcess
 from tests.his.conftest import SimAdmin, booking_id, client_config, tomorrow
 
 # --------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ import pytest
 from inventory.api.auth import mint_token
 from inventory.cli import envfile
 from inventory.cli.dev import banner as dev_banner
-from inventory.config import Settings
-from inventory.servers import free_port
+from inventory.devtools.servers import free_port
+from inventory.ops.config import Settings
 from tests.api.helpers import patient_body
 from tests.his.conftest import CHINA
 

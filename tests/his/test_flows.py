@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 
 from inventory import errors
-from inventory.config import Settings
 from inventory.his.flows import his_loops
-from inventory.his.sim.process import SimProcess
 from inventory.his.submitter import keyring_patients
+from inventory.ops.config import Settings
+from inventory.simulators.his.process import SimProcess
 from tests.api.conftest import api_env, mark_store_verified, start_api, stop_api
 from tests.api.helpers import register_patient
 from tests.his.conftest import SimAdmin
@@ -49,7 +49,7 @@ async def api(
     world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[dict[str, Any]]:
     """An API process over the world's Redis and database (the store verified first)."""
-    from inventory.servers import free_port
+    from inventory.devtools.servers import free_port
 
     await mark_store_verified(world.redis.url, world.database_url)
     port = free_port()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from inventory.cli.loadtest import oversold_slots
-from inventory.his.sim.process import SimProcess
+from inventory.simulators.his.process import SimProcess
 from tests.his.conftest import SimAdmin
 from tests.his.world import World, open_world
 

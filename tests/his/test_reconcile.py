@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 import pytest
 
-from inventory import keys
 from inventory.his.reconcile import (
     CAPACITY_CHANGED,
     DEFAULT_FIX,
@@ -30,7 +29,8 @@ from inventory.his.reconcile import (
     STATUS_MISMATCH,
     ReconcilePolicy,
 )
-from inventory.his.sim.process import SimProcess
+from inventory.simulators.his.process import SimProcess
+from inventory.store import keys
 from tests.his.conftest import SimAdmin
 from tests.his.world import World, open_world, tomorrow
 
@@ -308,8 +308,8 @@ async def test_reconciliation_drift_reaches_the_workers_metrics(
     import aiohttp
     from prometheus_client.parser import text_string_to_metric_families
 
-    from inventory.sampler import WorkerHealth, start_metrics_server
-    from inventory.servers import free_port
+    from inventory.devtools.servers import free_port
+    from inventory.ops.sampler import WorkerHealth, start_metrics_server
 
     slot = await world.fresh_slot(day=tomorrow() + timedelta(days=7))
     await admin.book_other(slot.slot_id, "window")

@@ -14,8 +14,8 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from inventory.his import mapping
 from inventory.his.client import FhirHisClient
 from inventory.his.fhir import FHIR_JSON, SYSTEMS
-from inventory.his.sim.process import SimProcess
 from inventory.his.types import HisPatient, HisRefusal
+from inventory.simulators.his.process import SimProcess
 from tests.his.conftest import CHINA, SimAdmin, booking_id, client_config, tomorrow
 
 

@@ -16,18 +16,18 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from inventory.bookings import PgBookings
-from inventory.catalogue import PgCatalogue
-from inventory.db.pool import create_pool
-from inventory.db.queries import QUERIES, bind
+from inventory.devtools.servers import RedisServer, start_redis
 from inventory.domain import ReserveRequest, SlotCounts
 from inventory.his.client import FhirHisClient
 from inventory.his.reconcile import ReconcileConfig, ReconcilePolicy, Reconciler
-from inventory.his.sim.process import SimProcess
 from inventory.his.submitter import PatientLookup, Submitter, SubmitterConfig
 from inventory.his.sync import ScheduleSync, SyncConfig
-from inventory.servers import RedisServer, start_redis
-from inventory.store import SlotStore
+from inventory.record.bookings import PgBookings
+from inventory.record.catalogue import PgCatalogue
+from inventory.record.pool import create_pool
+from inventory.record.queries import QUERIES, bind
+from inventory.simulators.his.process import SimProcess
+from inventory.store.slot_store import SlotStore
 from tests.api.conftest import create_database
 from tests.his.conftest import CHINA, SimAdmin, client_config
 

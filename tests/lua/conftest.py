@@ -17,9 +17,9 @@ import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from inventory import keys
 from inventory.domain import HospitalPolicy, ReserveRequest, ScheduleSpec, SlotSpec
-from inventory.store import PolicyBook, SlotStore
+from inventory.store import keys
+from inventory.store.slot_store import PolicyBook, SlotStore
 
 CHINA = timezone(timedelta(hours=8))
 #: The logical "now" every test starts at: a week before the visit date below.

@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from inventory import errors, keys
+from inventory import errors
 from inventory.domain import HoldOutcome, HospitalPolicy, SlotCounts
-from inventory.store import TOKEN_CLOCK_MARGIN_MS, SlotStore
+from inventory.store import keys
+from inventory.store.slot_store import TOKEN_CLOCK_MARGIN_MS, SlotStore
 
 from .conftest import ManualClock, Scenario, fresh_id, make_store
 

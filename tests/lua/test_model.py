@@ -33,7 +33,6 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from inventory import keys
 from inventory.domain import (
     Hold,
     HoldOutcome,
@@ -45,8 +44,9 @@ from inventory.domain import (
     SlotSpec,
 )
 from inventory.errors import InventoryError
-from inventory.scripts import Scripts, server_supports_shebang
-from inventory.store import TOKEN_CLOCK_MARGIN_MS, PolicyBook, SlotStore
+from inventory.store import keys
+from inventory.store.scripts import Scripts, server_supports_shebang
+from inventory.store.slot_store import TOKEN_CLOCK_MARGIN_MS, PolicyBook, SlotStore
 
 from .conftest import CHINA, ManualClock, Scenario, fresh_id, make_store
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from inventory.errors import InventoryError
-from inventory.scripts import SCRIPT_NAMES, assemble, lua_root
+from inventory.store.scripts import SCRIPT_NAMES, assemble, lua_root
 
 from .test_model import machine_factory
 

@@ -10,10 +10,10 @@ from redis.asyncio.cluster import RedisCluster
 
 from inventory import errors
 from inventory.api.ratelimit import ReserveRateLimiter
-from inventory.config import RateLimit
 from inventory.domain import HospitalPolicy
 from inventory.errors import InventoryError, RateLimitedError
-from inventory.store import RateBuckets
+from inventory.ops.config import RateLimit
+from inventory.store.slot_store import RateBuckets
 
 from .conftest import ManualClock, Scenario, fresh_id, make_store
 

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from inventory import keys
-from inventory.sampler import run_sampler
-from inventory.servers import free_port
+from inventory.devtools.servers import free_port
+from inventory.ops.sampler import run_sampler
+from inventory.store import keys
 
 from .conftest import Scenario
 
@@ -68,7 +68,7 @@ async def test_readiness_right_after_start_gives_an_age_not_a_clock(scenario: Sc
     how long since start, not the host's monotonic clock as an "age"."""
     from redis.asyncio import Redis
 
-    from inventory.store import SlotStore
+    from inventory.store.slot_store import SlotStore
 
     if isinstance(scenario.client, RedisCluster):
         pytest.skip("the worker's sampler is exercised on a single server here")

@@ -10,7 +10,7 @@ import pytest
 
 from inventory import errors
 from inventory.domain import HoldState, HospitalPolicy, SlotCounts
-from inventory.keys import hold_id_for
+from inventory.store.keys import hold_id_for
 
 from .conftest import START, Scenario, make_store
 

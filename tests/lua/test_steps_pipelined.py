@@ -1,5 +1,5 @@
 """The whole of test_steps.py again, with the store's scripts on the auto-pipelined client
-(inventory/autopipeline.py) instead of redis-py's AsyncScript: same replies, same errors,
+(inventory/store/autopipeline.py) instead of redis-py's AsyncScript: same replies, same errors,
 SCRIPT FLUSH survived. Standalone Redis only (the client does not speak Cluster); the
 tests read and poke keys through a redis-py client as before."""
 
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from inventory.autopipeline import AutoPipeline, pipelined_scripts
 from inventory.domain import HospitalPolicy
-from inventory.scripts import server_supports_shebang
-from inventory.store import PolicyBook, SlotStore
+from inventory.store.autopipeline import AutoPipeline, pipelined_scripts
+from inventory.store.scripts import server_supports_shebang
+from inventory.store.slot_store import PolicyBook, SlotStore
 
 from . import test_steps
 from .conftest import ManualClock, Scenario

@@ -14,9 +14,14 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from inventory import keys
-from inventory.db.migrate import migrate_database
-from inventory.servers import CLUSTER_SLOTS, RedisClusterServers, RedisServer, start_redis_cluster
+from inventory.devtools.servers import (
+    CLUSTER_SLOTS,
+    RedisClusterServers,
+    RedisServer,
+    start_redis_cluster,
+)
+from inventory.record.migrate import migrate_database
+from inventory.store import keys
 
 from ..db.conftest import scratch_database
 

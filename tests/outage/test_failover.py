@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import redis
 
+from inventory.devtools.servers import start_redis_cluster
 from inventory.domain import HoldState
 from inventory.errors import InventoryError
-from inventory.outbox import Persister, PersisterConfig
-from inventory.redis_client import connect_redis
-from inventory.servers import start_redis_cluster
+from inventory.record.persister import Persister, PersisterConfig
+from inventory.store.connection import connect_redis
 
 from ..durability.outbox_world import check_persisted, open_world
 from ..lua.conftest import VISIT_DATE

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from inventory import keys
-from inventory.config import ConfigError, Settings
-from inventory.redis_client import connect_redis
-from inventory.servers import RedisClusterServers, free_port, start_redis_cluster
+from inventory.devtools.servers import RedisClusterServers, free_port, start_redis_cluster
+from inventory.ops.config import ConfigError, Settings
+from inventory.store import keys
+from inventory.store.connection import connect_redis
 
 from ..api.conftest import api_env
 from .conftest import NODE_TIMEOUT_MS, cluster_url, department_on, kill_and_wait_flagged

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from inventory.db.queries import QUERIES
-from inventory.outbox import Persister, PersisterConfig
-from inventory.redis_client import connect_redis
-from inventory.servers import RedisClusterServers
+from inventory.devtools.servers import RedisClusterServers
+from inventory.record.persister import Persister, PersisterConfig
+from inventory.record.queries import QUERIES
+from inventory.store.connection import connect_redis
 
 from ..durability.outbox_world import check_persisted, open_world
 from ..lua.conftest import VISIT_DATE

@@ -12,14 +12,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from inventory import keys, metrics
 from inventory.api.ratelimit import ReserveRateLimiter
-from inventory.config import RateLimit
+from inventory.devtools.servers import RedisClusterServers
 from inventory.domain import HospitalPolicy
 from inventory.errors import RateLimitedError
-from inventory.redis_client import connect_redis
-from inventory.servers import RedisClusterServers
-from inventory.store import PolicyBook, SlotStore
+from inventory.ops import metrics
+from inventory.ops.config import RateLimit
+from inventory.store import keys
+from inventory.store.connection import connect_redis
+from inventory.store.slot_store import PolicyBook, SlotStore
 
 from ..api.helpers import Catalogue, register_patient
 from ..durability.test_cluster_node_loss import deploy

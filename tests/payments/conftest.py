@@ -1,4 +1,4 @@
-"""Payments against real processes: the pay simulator (``python -m inventory.payments.paysim
+"""Payments against real processes: the pay simulator (``python -m inventory.simulators.paysim
 serve``) and an API server configured for WeChat Pay with test keys generated here, on the
 session's Redis and a migrated database of its own.
 
@@ -23,9 +23,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from inventory.config import Settings
-from inventory.payments.paysim import KeySet
-from inventory.servers import free_port
+from inventory.devtools.servers import free_port
+from inventory.ops.config import Settings
+from inventory.simulators.paysim import KeySet
 from tests.api.conftest import (
     ApiServer,
     api_env,
@@ -57,7 +57,7 @@ def start_paysim(keys: KeySet, log_path: Path) -> PaySimServer:
     env = dict(os.environ) | keys.sim_env(port=port)
     log = log_path.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "inventory.payments.paysim", "serve", "--port", str(port)],
+        [sys.executable, "-m", "inventory.simulators.paysim", "serve", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -13,13 +13,13 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from inventory import keys
-from inventory.payments.paysim import (
+from inventory.simulators.paysim import (
     KeySet,
     notification_body,
     signature_headers,
     transaction_resource,
 )
+from inventory.store import keys
 from tests.api.conftest import ApiServer
 from tests.api.helpers import Catalogue, register_patient, uid
 

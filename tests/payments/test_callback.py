@@ -17,8 +17,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from inventory.payments.paysim import KeySet, new_rsa_key, signature_headers
 from inventory.payments.wechat import encrypt_resource
+from inventory.simulators.paysim import KeySet, new_rsa_key, signature_headers
 from tests.api.conftest import ApiServer
 
 from .helpers import (

@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inventory import metrics
-from inventory.db.pool import create_pool
-from inventory.payments.paysim import KeySet
+from inventory.ops import metrics
+from inventory.ops.sampler import sample_records
 from inventory.payments.refunds import request_refund
-from inventory.sampler import sample_records
+from inventory.record.pool import create_pool
+from inventory.simulators.paysim import KeySet
 from tests.api.conftest import ApiServer
 from tests.conftest import ServerHandle
 from tests.db.conftest import scratch_database
@@ -65,7 +65,7 @@ async def test_refused_notifications_are_counted_by_reason(
 @pytest.fixture
 async def pool(postgres_server: ServerHandle) -> AsyncIterator[asyncpg.Pool]:
     """A migrated, seeded database of this test's own (one confirmed booking)."""
-    from inventory.db.migrate import migrate_database
+    from inventory.record.migrate import migrate_database
 
     async with scratch_database(postgres_server) as url:
         await migrate_database(url)
@@ -128,10 +128,10 @@ async def test_the_worker_sampler_serves_the_money_gauges(
     /metrics within one turn (a failed refund shows as failed)."""
     import asyncio
 
-    from inventory.redis_client import connect_redis
-    from inventory.sampler import run_sampler
-    from inventory.servers import free_port
-    from inventory.store import SlotStore
+    from inventory.devtools.servers import free_port
+    from inventory.ops.sampler import run_sampler
+    from inventory.store.connection import connect_redis
+    from inventory.store.slot_store import SlotStore
 
     seed = await seed_all(pool)
     await paid_payment(pool, seed)

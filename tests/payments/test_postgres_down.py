@@ -14,9 +14,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from inventory.db.migrate import migrate_database
-from inventory.payments.paysim import KeySet
-from inventory.servers import PostgresServer, free_port, start_postgres
+from inventory.devtools.servers import PostgresServer, free_port, start_postgres
+from inventory.record.migrate import migrate_database
+from inventory.simulators.paysim import KeySet
 from tests.api.conftest import ApiServer, mark_store_verified, stop_api
 
 from .conftest import PaySimServer, api_server_for, payment_api_env

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from inventory import keys
-from inventory.db.pool import create_pool
-from inventory.db.queries import QUERIES
 from inventory.payments.errors import RefundRequestError
 from inventory.payments.ids import payment_id_for, refund_id_for
 from inventory.payments.refunds import booking_refund, request_refund
+from inventory.record.pool import create_pool
+from inventory.record.queries import QUERIES
+from inventory.store import keys
 from tests.conftest import ServerHandle
 from tests.db.conftest import scratch_database
 from tests.db.seed import Seed, seed_all
@@ -26,7 +26,7 @@ NOW = datetime(2027, 3, 1, 1, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 async def pool(postgres_server: ServerHandle) -> AsyncIterator[asyncpg.Pool]:
     """A migrated, seeded database of this module's own."""
-    from inventory.db.migrate import migrate_database
+    from inventory.record.migrate import migrate_database
 
     async with scratch_database(postgres_server) as url:
         await migrate_database(url)

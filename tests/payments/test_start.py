@@ -8,8 +8,8 @@ from datetime import datetime
 import aiohttp
 import pytest
 
-from inventory.payments.paysim import KeySet
 from inventory.payments.wechat import signed_message, verify
+from inventory.simulators.paysim import KeySet
 from tests.api.conftest import ApiServer
 
 from .conftest import PaySimServer

@@ -1,4 +1,4 @@
-"""`inventory bench http --floor`: a smoke test of the rounds and the floor, not a timing."""
+"""`python -m bench http --floor`: a smoke test of the rounds and the floor, not a timing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from inventory.cli import main
+from bench.cli import main
 
 
 def test_bench_http_rounds_with_the_floor(
@@ -21,7 +21,6 @@ def test_bench_http_rounds_with_the_floor(
     reserve returned one), and the run's keys are gone afterwards."""
     status = main(
         [
-            "bench",
             "http",
             "--redis-url",
             redis_server.url,
@@ -72,6 +71,6 @@ def test_bench_http_rounds_with_the_floor(
 def test_bench_http_refuses_the_floor_with_the_sweep(capsys: pytest.CaptureFixture[str]) -> None:
     """The floor is a phase of the rounds; the sweep has none."""
     with pytest.raises(SystemExit) as exited:
-        main(["bench", "http", "--sweep", "--floor"])
+        main(["http", "--sweep", "--floor"])
     assert exited.value.code == 2
     assert "--floor applies to the rounds only" in capsys.readouterr().err

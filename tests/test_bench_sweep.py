@@ -1,4 +1,4 @@
-"""`inventory bench http --sweep --plot`: a smoke test of the sweep and its plot, not a timing."""
+"""`python -m bench http --sweep --plot`: a smoke test of the sweep and its plot, not a timing."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import redis
 
-from inventory.bench import sweep
-from inventory.bench.http import HttpBenchConfig
-from inventory.cli import main
+from bench import sweep
+from bench.cli import main
+from bench.http import HttpBenchConfig
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -43,7 +43,6 @@ def test_bench_http_sweep_writes_a_png_and_its_figures(
     png = tmp_path / "plots" / "sweep.png"
     status = main(
         [
-            "bench",
             "http",
             "--redis-url",
             redis_server.url,
@@ -89,7 +88,7 @@ def test_bench_http_sweep_writes_a_png_and_its_figures(
             assert point[side]["error_rate"] == 0
             assert 0 < point[side]["p50_ms"] <= point[side]["p99_ms"]
     again = tmp_path / "again.png"
-    assert sweep.main(["replot", str(png.with_suffix(".json")), str(again)]) == 0
+    assert main(["replot", str(png.with_suffix(".json")), str(again)]) == 0
     assert again.read_bytes().startswith(_PNG_SIGNATURE)
     with redis.Redis.from_url(redis_server.url) as client:
         assert list(client.scan_iter(match="inv:{bench-*", count=1000)) == []

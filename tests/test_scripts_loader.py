@@ -63,7 +63,8 @@ def test_every_script_has_a_complete_header() -> None:
 
 
 def test_wheel_ships_the_scripts(tmp_path: Path) -> None:
-    """A built wheel contains every script and include under inventory/lua."""
+    """A built wheel contains every script and include under inventory/lua, and no
+    benchmark."""
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(REPO)],
         check=True,
@@ -75,6 +76,8 @@ def test_wheel_ships_the_scripts(tmp_path: Path) -> None:
         assert f"inventory/lua/{name}.lua" in names
     for include in (REPO / "lua" / "includes").glob("*.lua"):
         assert f"inventory/lua/includes/{include.name}" in names
+    # The benchmarks are run from a checkout; the service ships without them.
+    assert not [n for n in names if n.startswith(("bench/", "inventory/bench/"))]
     # Installed from the wheel, the package finds its scripts inside itself.
     target = tmp_path / "site"
     subprocess.run(

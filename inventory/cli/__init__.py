@@ -32,7 +32,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.reencrypt",
     "inventory.cli.token",
     "inventory.cli.capacity",
-    "inventory.cli.bench",
     "inventory.cli.loadtest",
 )
 

@@ -1,4 +1,4 @@
-"""`inventory bench persister` end to end: a smoke test of the command, not a timing."""
+"""`python -m bench persister` end to end: a smoke test of the command, not a timing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from inventory.cli import main
+from bench.cli import main
 
 
 def test_bench_persister_reports_rates_and_a_drain_and_loses_nothing(
@@ -18,7 +18,6 @@ def test_bench_persister_reports_rates_and_a_drain_and_loses_nothing(
     drain time, 0 lost; its keys and its scratch database are gone afterwards."""
     status = main(
         [
-            "bench",
             "persister",
             "--redis-url",
             redis_server.url,

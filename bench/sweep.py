@@ -1,10 +1,10 @@
 """Throughput and latency of the API and the bare handler against offered load.
 
-``inventory bench http --sweep [--plot PATH]`` runs the servers, data and generator of
-:mod:`inventory.bench.http` (one :class:`~inventory.bench.http.LiveBench`, the same
+``python -m bench http --sweep [--plot PATH]`` runs the servers, data and generator of
+:mod:`bench.http` (one :class:`~bench.http.LiveBench`, the same
 phases) in a different order:
 
-1. the warm-up of the rounds (:meth:`~inventory.bench.http.LiveBench.warm_up`: until every
+1. the warm-up of the rounds (:meth:`~bench.http.LiveBench.warm_up`: until every
    patient has reserved once) and one closed-loop **max** phase per side, as in a round;
 2. **points**: open-loop paced phases of both sides at a series of offered rates, from
    fractions of the bare side's max (well below the API's ceiling up to past the bare
@@ -18,18 +18,17 @@ Per point and side it records the offered rate, the successful answers per secon
 error rate, p50 and p99 (measured from the write, like every paced phase of
 ``bench http``: past saturation the generator's connections, one request in flight each,
 bound the queue, so the latency there is that of a closed loop at ``connections``), and
-the CPU figures of :class:`~inventory.bench.http.Phase`.
+the CPU figures of :class:`~bench.http.Phase`.
 
 With ``--plot PATH`` it writes a PNG (matplotlib, Agg) of two panels, achieved throughput
 and p50/p99 against offered rate, api and bare, with the date, the machine, the versions
 and the processes in a footnote, and the figures as JSON beside it (``PATH`` with the
-suffix ``.json``); ``python -m inventory.bench.sweep replot FILE.json [FILE.png]`` draws
+suffix ``.json``); ``python -m bench.sweep replot FILE.json [FILE.png]`` draws
 the PNG again from the JSON alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib.metadata
@@ -45,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from inventory.bench.http import (
+from bench.http import (
     DISTURBED_PCT,
     PACED_SHORTFALL,
     SIDES,
@@ -599,20 +598,3 @@ def write_sweep(report: SweepReport, png: Path) -> Path:
     figures.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     write_plot(data, png)
     return figures
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m inventory.bench.sweep replot FILE.json [FILE.png]``."""
-    parser = argparse.ArgumentParser(prog="python -m inventory.bench.sweep")
-    commands = parser.add_subparsers(dest="command", required=True)
-    replot = commands.add_parser("replot", help="draw the PNG again from a sweep's JSON")
-    replot.add_argument("figures", type=Path)
-    replot.add_argument("png", type=Path, nargs="?", help="default: FIGURES with .png")
-    args = parser.parse_args(argv)
-    data = json.loads(args.figures.read_text(encoding="utf-8"))
-    write_plot(data, args.png or args.figures.with_suffix(".png"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

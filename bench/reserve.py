@@ -34,11 +34,13 @@ import math
 import os
 import secrets
 import statistics
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.exceptions
@@ -62,6 +64,8 @@ _BARE_FINGERPRINT = "0" * 32
 
 #: Other processes using more than this (% of one core) during a phase: a disturbed run.
 DISTURBED_PCT = 5.0
+
+_T = TypeVar("_T")
 
 #: One call of one side: None when it created a hold, else a short reason.
 Call = Callable[[], Awaitable[str | None]]
@@ -616,3 +620,46 @@ def _where(url: str) -> str:
     """``host:port/db`` of a Redis URL, without any credentials."""
     rest = url.split("://", 1)[-1]
     return rest.rsplit("@", 1)[-1]
+
+
+def run_loop(coroutine: Coroutine[Any, Any, _T], loop: str) -> _T:
+    """Run ``coroutine`` on the named event loop ("uvloop" or "asyncio")."""
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coroutine)
+    return asyncio.run(coroutine)
+
+
+def run_reserve(
+    config: BenchConfig,
+    *,
+    redis_url: str | None,
+    aof: str,
+    loop: str,
+    progress: Callable[[str], None],
+) -> ReserveBenchReport:
+    """The whole run: on the Redis at ``redis_url``, or on a private redis-server (with
+    the append-only file ``aof``: off, everysec or always) started in a temporary folder
+    and stopped at the end."""
+    if redis_url:
+        return run_loop(
+            run_reserve_bench(redis_url, config, loop_name=loop, progress=progress), loop
+        )
+    from inventory.devtools.servers import start_redis
+
+    with tempfile.TemporaryDirectory(prefix="inventory-bench-") as tmp:
+        progress("starting a private redis-server")
+        with start_redis(
+            Path(tmp),
+            appendonly=aof != "off",
+            appendfsync=aof if aof != "off" else "everysec",
+        ) as server:
+            where = f"private redis-server on {server.host}:{server.port}, AOF {aof}"
+            return run_loop(
+                run_reserve_bench(
+                    server.url, config, redis_where=where, loop_name=loop, progress=progress
+                ),
+                loop,
+            )

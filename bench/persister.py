@@ -24,10 +24,8 @@ the drain also waits for the persister's next retry (at most ``retry_max_s``, 2 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import math
 import os
 import random
 import secrets
@@ -36,7 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -590,131 +588,31 @@ def offered_default_note(report: PersisterBenchReport, asked: float) -> None:
         )
 
 
-__all__: Sequence[str] = (
-    "PersisterBenchConfig",
-    "PersisterBenchReport",
-    "describe_url",
-    "offered_default_note",
-    "run_persister_bench",
-)
-
-
-# -- command line (`inventory bench persister`) -----------------------------------------
-
-_PROG = "inventory bench persister"
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def register(benches: Any) -> None:
-    """Add ``persister`` to ``inventory bench``'s benchmarks."""
-    parser = benches.add_parser(
-        "persister",
-        help="persister events/s vs the offered rate, and drain time after an outage",
-        description=(
-            "Offers store steps at a steady rate while `inventory persist` runs as its own "
-            "process; prints events offered and persisted per second, then freezes the "
-            "persister for --outage seconds under the same load and prints how long the "
-            "backlog takes to drain (and drain/outage). See docs/benchmarks.md."
-        ),
-    )
-    parser.add_argument(
-        "--redis-url",
-        help="use this Redis (only the run's own keys, deleted at the end); default: a "
-        "private redis-server in a temporary folder",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        help="a Postgres server on which the run may create (and then drop) a scratch "
-        "database; default: a private Postgres in a temporary folder",
-    )
-    parser.add_argument("--rate", type=_positive, default=1500.0, help="steps/s (default 1500)")
-    parser.add_argument("--seconds", type=_positive, default=10.0, help="steady phase (10)")
-    parser.add_argument("--outage", type=_positive, default=10.0, help="seconds stopped (10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds (2)")
-    parser.add_argument("--batch-size", type=_count, default=500, help="(default 500)")
-    parser.add_argument("--tags", type=_count, default=4, help="outbox streams (default 4)")
-    parser.add_argument("--concurrency", type=_count, default=16, help="callers (default 16)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(handler=_main)
-
-
-def _progress(line: str) -> None:
-    print(f"{_PROG}: {line}", file=sys.stderr, flush=True)
-
-
-def _main(args: argparse.Namespace) -> int:
-    import json
-    import tempfile
-
-    from inventory.devtools.servers import ServerError
-
-    try:
-        config = PersisterBenchConfig(
-            rate=args.rate,
-            seconds=args.seconds,
-            outage_s=args.outage,
-            warmup_s=max(0.0, args.warmup),
-            batch_size=args.batch_size,
-            tags=args.tags,
-            concurrency=args.concurrency,
-        )
-    except ValueError as error:
-        print(f"{_PROG}: {error}", file=sys.stderr)
-        return 2
-    try:
-        with tempfile.TemporaryDirectory(prefix="inventory-bench-persister-") as tmp:
-            report = asyncio.run(_with_servers(args, config, Path(tmp)))
-    except ServerError as error:
-        print(f"{_PROG}: cannot start a private server: {error}", file=sys.stderr)
-        return 1
-    except (OSError, InventoryError, RuntimeError) as error:
-        print(f"{_PROG}: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    offered_default_note(report, config.rate)
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
-    else:
-        print(report.format_text())
-    return 1 if report.lost or report.steps_failed else 0
-
-
-async def _with_servers(
-    args: argparse.Namespace, config: PersisterBenchConfig, tmp: Path
+async def run_with_servers(
+    config: PersisterBenchConfig,
+    *,
+    redis_url: str | None,
+    postgres_url: str | None,
+    work_dir: Path,
+    progress: Callable[[str], None],
 ) -> PersisterBenchReport:
+    """The whole run: on the given Redis (or a private one, AOF always) and a scratch
+    database created on the given Postgres server (or a private one) and dropped at the
+    end; the private servers live in ``work_dir`` and are stopped at the end."""
     from inventory.devtools.servers import start_postgres, start_redis
     from inventory.record.migrate import migrate_database
 
     with contextlib.ExitStack() as servers:
-        redis_url = args.redis_url
         redis_where = describe_url(redis_url) if redis_url else ""
         if not redis_url:
-            _progress("starting a private redis-server (AOF always)")
-            redis_server = servers.enter_context(start_redis(tmp / "redis"))
+            progress("starting a private redis-server (AOF always)")
+            redis_server = servers.enter_context(start_redis(work_dir / "redis"))
             redis_url, redis_where = redis_server.url, "private redis-server, AOF always"
-        admin_url = args.postgres_url
+        admin_url = postgres_url
         postgres_where = describe_url(admin_url) if admin_url else ""
         if not admin_url:
-            _progress("starting a private Postgres")
-            postgres = servers.enter_context(start_postgres(tmp / "postgres"))
+            progress("starting a private Postgres")
+            postgres = servers.enter_context(start_postgres(work_dir / "postgres"))
             admin_url, postgres_where = postgres.dsn, f"private Postgres {postgres.version}"
         name = f"bench_persister_{secrets.token_hex(6)}"
         admin = await asyncpg.connect(admin_url)
@@ -729,10 +627,10 @@ async def _with_servers(
                 redis_url,
                 database_url,
                 config,
-                work_dir=tmp,
+                work_dir=work_dir,
                 redis_where=redis_where,
                 postgres_where=postgres_where,
-                progress=_progress,
+                progress=progress,
             )
         finally:
             admin = await asyncpg.connect(admin_url)

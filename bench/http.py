@@ -1,6 +1,6 @@
 """Reserves through the real HTTP API against a bare aiohttp JSON POST handler, same run.
 
-``inventory bench http`` answers: what fraction of a bare aiohttp handler's throughput
+``python -m bench http`` answers: what fraction of a bare aiohttp handler's throughput
 does ``POST /v1/holds`` keep, and how much worse is its p99 at the same offered rate?
 
 Both servers run side by side for the whole run, as the same number of processes, on
@@ -14,7 +14,7 @@ Idempotency-Key, an ~80-byte JSON body) from the same generator:
 - **bare**: N aiohttp processes whose ``POST /v1/holds`` parses the JSON body with
   orjson and answers 201 with a JSON object of about the API's size; nothing else;
 - **floor** (with ``--floor``): the bare handler plus the API's own ``SlotStore.reserve``
-  and nothing else (:mod:`inventory.bench.floor`): what any handler reserving through
+  and nothing else (:mod:`bench.floor`): what any handler reserving through
   this store can reach here; measured closed loop only, right after the two maxima.
 
 The load is realistic rather than a single hot key: a hospital with ``departments`` x
@@ -43,7 +43,7 @@ non-2xx answer or socket error counts as an error, not as throughput.
 
 ``--sweep`` (or ``--plot PATH``) runs, on the same servers, data and generator, both sides
 at a series of offered rates instead of rounds, and draws throughput and latency against
-offered load (:mod:`inventory.bench.sweep`).
+offered load (:mod:`bench.sweep`).
 
 The generator is a separate process; it must never be the bottleneck: its CPU per
 request is reported, and a generator above 90 % of a core is flagged. With one server
@@ -83,14 +83,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-import redis.exceptions
-
-from inventory.bench.reserve import Spread
-from inventory.errors import InventoryError
+from bench.reserve import Spread
 
 SIDES: tuple[str, str] = ("api", "bare")
 #: Sides whose requests make holds, so each of their phases takes fresh request indices
@@ -150,7 +147,7 @@ class HttpBenchConfig:
     slots_per_schedule: int = 8
     #: Append-only file of the private Redis: off, everysec or always.
     aof: str = "off"
-    #: Also measure the floor (inventory/bench/floor.py: the bare handler plus the API's
+    #: Also measure the floor (bench/floor.py: the bare handler plus the API's
     #: reserve call and nothing else) in a closed-loop phase of each round.
     floor: bool = False
 
@@ -763,7 +760,7 @@ class _RequestMaker:
 
 
 # ----------------------------------------------------------------------------------------
-# The Python load generator (runs in its own process: `python -m inventory.bench.http load`)
+# The Python load generator (runs in its own process: `python -m bench.http load`)
 # ----------------------------------------------------------------------------------------
 
 _CONTENT_LENGTH = re.compile(rb"\r\n[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-[Ll][Ee][Nn][Gg][Tt][Hh]: *(\d+)")
@@ -950,7 +947,7 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------
-# The bare handler (runs in its own processes: `python -m inventory.bench.http bare`)
+# The bare handler (runs in its own processes: `python -m bench.http bare`)
 # ----------------------------------------------------------------------------------------
 
 
@@ -1000,8 +997,8 @@ def serve_bare(host: str, port: int, *, reuse_port: bool) -> None:
 
 def child_main(argv: Sequence[str] | None = None) -> int:
     """The benchmark's child processes: ``bare`` (the bare server), ``floor``
-    (inventory/bench/floor.py) and ``load``."""
-    parser = argparse.ArgumentParser(prog="python -m inventory.bench.http")
+    (bench/floor.py) and ``load``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.http")
     roles = parser.add_subparsers(dest="role", required=True)
     for role in ("bare", "floor"):
         server = roles.add_parser(role)
@@ -1022,7 +1019,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
         serve_bare(args.host, args.port, reuse_port=args.reuse_port)
         return 0
     if args.role == "floor":
-        from inventory.bench.floor import serve_floor
+        from bench.floor import serve_floor
 
         serve_floor(args.host, args.port, reuse_port=args.reuse_port)
         return 0
@@ -1164,7 +1161,7 @@ def _start_child_servers(
     role: str, port: int, workers: int, log_path: Path, env: dict[str, str] | None = None
 ) -> _Server:
     """``workers`` processes of a child server role (bare, floor) sharing ``port``."""
-    command = [sys.executable, "-m", "inventory.bench.http", role, "--port", str(port)]
+    command = [sys.executable, "-m", "bench.http", role, "--port", str(port)]
     if workers > 1:
         command.append("--reuse-port")
     processes = []
@@ -1173,7 +1170,7 @@ def _start_child_servers(
             processes.append(
                 subprocess.Popen(
                     command,
-                    env=env,
+                    env=child_environment(env),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -1181,6 +1178,20 @@ def _start_child_servers(
                 )
             )
     return _Server(role, port, processes, log_path)
+
+
+#: The folder that holds the bench package: a checkout's root, not on the path of a
+#: child started elsewhere than there (the benchmarks are not installed with the service).
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def child_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with the checkout first on PYTHONPATH, so that
+    ``python -m bench.http ...`` finds the package from any working directory."""
+    child = dict(os.environ if env is None else env)
+    path = child.get("PYTHONPATH")
+    child["PYTHONPATH"] = str(_CHECKOUT) + (os.pathsep + path if path else "")
+    return child
 
 
 def _pin(pids: Sequence[int], cpus: set[int]) -> None:
@@ -1406,8 +1417,8 @@ class LiveBench:
     """The live run: servers, generator, plan files and the request counter.
 
     :func:`running_bench` yields one with both sides serving; :meth:`phase` runs one
-    timed phase of one side (the rounds of ``inventory bench http`` and the offered-load
-    sweep of :mod:`inventory.bench.sweep` are both built from it)."""
+    timed phase of one side (the rounds of ``python -m bench http`` and the offered-load
+    sweep of :mod:`bench.sweep` are both built from it)."""
 
     config: HttpBenchConfig
     servers: dict[str, _Server]
@@ -1519,7 +1530,7 @@ class LiveBench:
         command = [
             sys.executable,
             "-m",
-            "inventory.bench.http",
+            "bench.http",
             "load",
             "--plan",
             str(self.plan_json),
@@ -1538,6 +1549,7 @@ class LiveBench:
         ]
         done = subprocess.run(
             command,
+            env=child_environment(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -1804,233 +1816,6 @@ def running_bench(
             },
             say=say,
         )
-
-
-# ----------------------------------------------------------------------------------------
-# Command line: `inventory bench http`
-# ----------------------------------------------------------------------------------------
-
-_PROG = "inventory bench http"
-
-
-def register(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``http`` to ``inventory bench``."""
-    from inventory.cli.bench import _non_negative_float, _positive_float, _positive_int
-
-    parser = benches.add_parser(
-        "http",
-        help="POST /v1/holds through the API vs a bare aiohttp JSON POST handler",
-        description=(
-            "Reserve throughput and latency of the real API (POST /v1/holds) against a bare "
-            "aiohttp JSON POST handler: same process count, uvloop, orjson, request size, "
-            "machine and run, interleaved rounds. Prints both throughputs and their ratio, "
-            "and p50/p99 of both at the same paced rate (a fraction of the bare maximum)."
-        ),
-    )
-    parser.add_argument(
-        "--workers", type=_positive_int, default=1, help="server processes per side (default 1)"
-    )
-    parser.add_argument(
-        "--seconds",
-        type=_positive_float,
-        default=None,
-        help="per phase (default 10; with --sweep 4, per point and side)",
-    )
-    parser.add_argument("--rounds", type=_positive_int, default=3, help="(default 3)")
-    parser.add_argument(
-        "--connections", type=_positive_int, default=64, help="keep-alive connections (default 64)"
-    )
-    parser.add_argument(
-        "--warmup", type=_non_negative_float, default=3.0, help="untimed seconds per side"
-    )
-    parser.add_argument(
-        "--paced-fraction",
-        type=_positive_float,
-        default=0.5,
-        help="paced rate as a fraction of the bare maximum of the round (default 0.5)",
-    )
-    parser.add_argument(
-        "--generator",
-        choices=GENERATORS,
-        default="auto",
-        help="closed-loop generator: wrk when installed (auto), or the Python one",
-    )
-    parser.add_argument(
-        "--pin",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="servers on the last CPU, the rest elsewhere (auto: with 1 worker, >= 2 CPUs)",
-    )
-    parser.add_argument("--patients", type=_positive_int, default=10_000)
-    parser.add_argument("--departments", type=_positive_int, default=20)
-    parser.add_argument("--days", type=_positive_int, default=7)
-    parser.add_argument(
-        "--aof",
-        choices=("off", "everysec", "always"),
-        default="off",
-        help="append-only file of the private Redis (default off)",
-    )
-    parser.add_argument("--redis-url", help="use this Redis (only the run's own tags touched)")
-    parser.add_argument(
-        "--database-url",
-        help="create (and drop) a fresh database on this Postgres server; default: private",
-    )
-    parser.add_argument(
-        "--floor",
-        action="store_true",
-        help="also measure the floor each round: the bare handler plus the API's reserve "
-        "call and nothing else (inventory/bench/floor.py), closed loop",
-    )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    sweep = parser.add_argument_group(
-        "offered-load sweep",
-        "instead of rounds: both maxima, then both sides open loop at a series of offered "
-        "rates (see inventory/bench/sweep.py); --rounds and --paced-fraction do not apply",
-    )
-    sweep.add_argument("--sweep", action="store_true", help="run the sweep")
-    sweep.add_argument(
-        "--plot",
-        type=Path,
-        metavar="PATH",
-        help="write the sweep's plot (PNG) to PATH and its figures beside it (.json; implies "
-        "--sweep; needs matplotlib: the bench extra)",
-    )
-    sweep.add_argument(
-        "--fractions",
-        type=_fractions,
-        default=None,
-        metavar="F,F,...",
-        help="offered rates as fractions of the bare max (default "
-        "0.1,0.25,0.5,0.75,1,1.2; '' for none)",
-    )
-    sweep.add_argument(
-        "--api-fractions",
-        type=_fractions,
-        default=None,
-        metavar="F,F,...",
-        help="... and of the api max (default 0.5,0.8,1,1.25; '' for none)",
-    )
-    parser.set_defaults(handler=_http, _parser=parser)
-
-
-def _fractions(text: str) -> tuple[float, ...]:
-    from inventory.cli.bench import _positive_float
-
-    return tuple(_positive_float(part) for part in text.split(",") if part.strip())
-
-
-def _progress(line: str) -> None:
-    print(f"{_PROG}: {line}", file=sys.stderr, flush=True)
-
-
-#: What a run can fail with that is the environment's fault, not a bug: exit status 1.
-_RUN_ERRORS = (
-    RuntimeError,
-    OSError,
-    subprocess.SubprocessError,
-    redis.exceptions.RedisError,
-    InventoryError,
-)
-
-
-class _Report(Protocol):
-    @property
-    def errors(self) -> int: ...
-
-    def as_dict(self) -> dict[str, Any]: ...
-
-    def format_text(self) -> str: ...
-
-
-def _print_report(report: _Report, *, as_json: bool) -> int:
-    """Print the rounds' or the sweep's report; exit status 1 when a request failed."""
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
-    else:
-        print(report.format_text())
-    return 1 if report.errors else 0
-
-
-def _http(args: argparse.Namespace) -> int:
-    if args.redis_url and args.aof != "off":
-        args._parser.error("--aof applies to the private Redis only, not with --redis-url")
-    sweeping = args.sweep or args.plot is not None
-    if not sweeping and (args.fractions is not None or args.api_fractions is not None):
-        args._parser.error("--fractions and --api-fractions apply to --sweep only")
-    if sweeping and args.floor:
-        args._parser.error("--floor applies to the rounds only, not to --sweep")
-    if args.seconds is None:
-        from inventory.bench.sweep import SWEEP_SECONDS
-
-        args.seconds = SWEEP_SECONDS if sweeping else 10.0
-    try:
-        config = HttpBenchConfig(
-            workers=args.workers,
-            seconds=args.seconds,
-            rounds=args.rounds,
-            connections=args.connections,
-            warmup_seconds=args.warmup,
-            paced_fraction=args.paced_fraction,
-            generator=args.generator,
-            pin={"auto": None, "on": True, "off": False}[args.pin],
-            patients=args.patients,
-            departments=args.departments,
-            days=args.days,
-            aof=args.aof,
-            floor=args.floor,
-        )
-    except ValueError as error:
-        args._parser.error(str(error))
-    if sweeping:
-        return _sweep(args, config)
-    try:
-        report = run_http_bench(
-            config,
-            redis_url=args.redis_url,
-            database_url=args.database_url,
-            progress=_progress,
-        )
-    except _RUN_ERRORS as error:
-        print(f"{_PROG}: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    return _print_report(report, as_json=args.json)
-
-
-def _sweep(args: argparse.Namespace, config: HttpBenchConfig) -> int:
-    from inventory.bench import sweep
-
-    try:
-        sweep_config = sweep.SweepConfig(
-            config,
-            bare_fractions=sweep.BARE_FRACTIONS if args.fractions is None else args.fractions,
-            api_fractions=sweep.API_FRACTIONS if args.api_fractions is None else args.api_fractions,
-        )
-    except ValueError as error:
-        args._parser.error(str(error))
-    if args.plot is not None:
-        # Fail before minutes of measuring, not after.
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print(
-                f"{_PROG}: --plot needs matplotlib: pip install 'slot-inventory[bench]'",
-                file=sys.stderr,
-            )
-            return 1
-    try:
-        report = sweep.run_sweep(
-            sweep_config,
-            redis_url=args.redis_url,
-            database_url=args.database_url,
-            progress=_progress,
-        )
-        if args.plot is not None:
-            figures = sweep.write_sweep(report, args.plot)
-            _progress(f"wrote {args.plot} and {figures}")
-    except _RUN_ERRORS as error:
-        print(f"{_PROG}: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    return _print_report(report, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -1256,8 +1256,8 @@ async def _seed(
     from inventory.record.patients import PatientRegistry
     from inventory.record.pool import acquire, create_pool
     from inventory.record.queries import QUERIES
+    from inventory.recovery.fence import verify_store
     from inventory.store import keys
-    from inventory.store.fence import verify_store
     from inventory.store.slot_store import SlotStore
 
     client = Redis.from_url(redis_url, decode_responses=True)

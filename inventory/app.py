@@ -37,9 +37,9 @@ from inventory.record.catalogue import PgCatalogue
 from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.record.patients import PatientRegistry
 from inventory.record.pool import create_pool
+from inventory.recovery.fence import StoreVerification
 from inventory.store.autopipeline import AutoPipeline, pipelined_scripts, supports_url
 from inventory.store.connection import connect_redis, parse_sentinel_url, sentinel_for
-from inventory.store.fence import StoreVerification
 from inventory.store.scripts import server_supports_shebang
 from inventory.store.slot_store import GATED_SCRIPTS, PolicyBook, SlotStore
 

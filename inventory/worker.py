@@ -24,9 +24,9 @@ import structlog
 from inventory.ops.config import Settings
 from inventory.ops.sampler import MeteredPersisterStats, run_sampler
 from inventory.record.pool import create_pool
+from inventory.recovery.fence import run_fence_monitor
 from inventory.store.connection import connect_redis
 from inventory.store.expirer import run_expirer
-from inventory.store.fence import run_fence_monitor
 from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)

@@ -16,6 +16,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from inventory.devtools.servers import free_port, start_redis
+from inventory.recovery.fence import StoreUnverifiedError, StoreVerification
 from inventory.store import keys
 from inventory.store.autopipeline import (
     AutoPipeline,
@@ -24,7 +25,6 @@ from inventory.store.autopipeline import (
     pipelined_scripts,
     supports_url,
 )
-from inventory.store.fence import StoreUnverifiedError, StoreVerification
 from inventory.store.slot_store import GATED_SCRIPTS
 
 ECHO = "return {KEYS[1], ARGV[1], tonumber(ARGV[2])}"

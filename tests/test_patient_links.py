@@ -137,8 +137,8 @@ async def test_rebuild_copies_links_and_slot_locations(pool: asyncpg.Pool, tmp_p
     from redis.asyncio import Redis
 
     from inventory.devtools.servers import start_redis
+    from inventory.recovery.rebuild import copy_lookups
     from inventory.store import keys
-    from inventory.store.rebuild import copy_lookups
     from inventory.store.slot_store import SlotStore
     from tests.db.seed import VISIT, seed_all
 

@@ -19,8 +19,8 @@ from inventory.ops.config import Settings
 from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.patients import PatientRegistry
+from inventory.recovery.fence import StoreVerification
 from inventory.store.backlog import BacklogCache
-from inventory.store.fence import StoreVerification
 from inventory.store.slot_store import SlotStore
 
 

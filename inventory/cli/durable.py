@@ -77,7 +77,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     """Rebuild and print what was restored, raised and not rebuilt; exit 1 if a tag
     could not be rebuilt (the others are rebuilt all the same). ``--lookups`` only copies
     the account-patient links and slot locations."""
-    from inventory.store.rebuild import copy_lookups, rebuild
+    from inventory.recovery.rebuild import copy_lookups, rebuild
 
     async def action(store: Any, pool: Any) -> int:
         if args.lookups:
@@ -126,7 +126,7 @@ def _write_check_metrics(report: Any, path: str) -> None:
 def run_check(args: argparse.Namespace) -> int:
     """Check and print a report; exit 1 on drift, an invariant violation, a fenced
     tag or a tag still lagging (neither compared)."""
-    from inventory.record.check import check
+    from inventory.recovery.check import check
 
     async def action(store: Any, pool: Any) -> int:
         report = await check(store, pool)

@@ -419,8 +419,8 @@ async def check_invariants(
     verdict: Verdict,
 ) -> None:
     """Expire, wait for the persister, then compare Redis, Postgres and the paid log."""
-    from inventory.record.check import check
     from inventory.record.pool import create_pool
+    from inventory.recovery.check import check
     from inventory.store.connection import connect_redis
     from inventory.store.slot_store import SlotStore
 

@@ -16,10 +16,10 @@ import asyncio
 import os
 import sys
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from asyncpg import exceptions as pg_errors  # type: ignore[import-untyped]
 
+from inventory.ops.redact import redact
 from inventory.record.errors import DatabaseUnavailableError, MigrationError
 from inventory.record.migrate import migrate_database
 
@@ -48,19 +48,6 @@ def register(subparsers: Any) -> None:
         help="give up connecting after this long (default: 10)",
     )
     parser.set_defaults(handler=run)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-    except ValueError:
-        return "<unparsable URL>"
 
 
 def _fail(message: str) -> int:

@@ -50,6 +50,8 @@ from types import TracebackType
 from typing import Protocol, Self, TypeAlias
 from urllib.parse import quote
 
+from inventory.store.version import MIN_REDIS_VERSION, version_text
+
 __all__ = [
     "CLUSTER_SLOTS",
     "INSTALL_HINT",
@@ -81,12 +83,6 @@ INSTALL_HINT = "pip install 'slot-inventory[servers]'"
 
 CLUSTER_SLOTS = 16384
 """Number of hash slots of a Redis Cluster."""
-
-MIN_REDIS_VERSION: tuple[int, int] = (7, 0)
-"""The oldest Redis the service runs on: script shebangs (``#!lua`` flags, so an
-out-of-memory server refuses a script before it starts) and ``XINFO GROUPS``'s ``lag``
-(the outbox backlog of ``/readyz`` and the metrics) arrived in 7.0. Valkey reports a
-``redis_version`` of 7.2 or later."""
 
 SERVERS_ENV = "INVENTORY_SERVERS"
 """``pip``: look only at the binaries the pip packages ship (no PATH, no system dirs)."""
@@ -158,11 +154,6 @@ def _pip_only() -> bool:
 
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
-
-
-def version_text(version: tuple[int, ...]) -> str:
-    """``(7, 0)`` as ``7.0``."""
-    return ".".join(str(part) for part in version)
 
 
 def _redis_usable(binary: Path, tried: list[str]) -> bool:

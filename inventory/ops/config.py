@@ -140,7 +140,7 @@ class Settings:
     #: Kinds the reconciler fixes by itself (docs/his.md, "Reconciliation").
     reconcile_policy: str = "default"
     #: Refuse state changes on a Redis server the fence has not yet compared with
-    #: Postgres since it started (see inventory/store/fence.py).
+    #: Postgres since it started (see inventory/recovery/fence.py).
     require_verified_store: bool = True
     fence_interval_s: float = 1.0
     max_body_bytes: int = 16 * 1024

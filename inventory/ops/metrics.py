@@ -445,7 +445,7 @@ HIS_WAITING_STATUSES: Final = ("confirmed", "submitted")
 for _reason in (*NOTIFICATION_REFUSALS, NOT_SETTLED):  # at 0, so increase() sees the first
     PAYMENT_NOTIFICATIONS_REFUSED.labels(reason=_reason)
 
-#: Kinds of `inventory check` drift (inventory/record/check.py) as labels.
+#: Kinds of `inventory check` drift (inventory/recovery/check.py) as labels.
 CHECK_KINDS: Final = frozenset({"capacity", "held", "booked", "hold_state", "slot_missing"})
 
 #: A stable error code: what RESERVE_OUTCOMES accepts as a label value.

@@ -22,7 +22,7 @@ The promises are redis-py's:
   connection, because later replies could no longer be matched to their callers.
 
 ``on_connect`` runs after every (re)connection before any queued call is written
-(the API's verified-store gate, see :mod:`inventory.store.fence`); script calls that had to
+(the API's verified-store gate, see :mod:`inventory.recovery.fence`); script calls that had to
 wait for a connection check their gate again afterwards, so the first call after a
 Redis restart already sees the gate closed.
 

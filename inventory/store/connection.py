@@ -42,11 +42,12 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from inventory.devtools.servers import MIN_REDIS_VERSION, version_text
+from inventory.ops.redact import redact
+from inventory.store.version import MIN_REDIS_VERSION, version_text
 
 
 class UnsupportedRedisError(RuntimeError):
-    """The Redis server is older than :data:`inventory.devtools.servers.MIN_REDIS_VERSION`; the
+    """The Redis server is older than :data:`inventory.store.version.MIN_REDIS_VERSION`; the
     service refuses to start on it (the message says which server, which version, and
     what to do)."""
 
@@ -59,8 +60,6 @@ async def require_supported_server(client: Any, url: str) -> str:
     with one clear message, instead of running with script shebangs off and a backlog
     figure that is wrong (``XINFO GROUPS`` has no ``lag`` before 7.0).
     """
-    from inventory.cli.migrate import redact
-
     info = await client.info("server")
     # A RedisCluster client answers one entry per node.
     nodes = [info] if "redis_version" in info else list(info.values())

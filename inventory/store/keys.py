@@ -123,7 +123,7 @@ def patient_keys(patient_id: str) -> PatientKeys:
 
 def node_verified_key(hashtag: str) -> str:
     """A Cluster primary's verification record: the run id the fence compared in full,
-    under a hash tag in one of the primary's own slots (see inventory/store/fence.py)."""
+    under a hash tag in one of the primary's own slots (see inventory/recovery/fence.py)."""
     return f"inv:{{{hashtag}}}:verified_run_id"
 
 

@@ -69,7 +69,7 @@ GATED_SCRIPTS = frozenset(
     }
 )
 #: True while a gated script call runs: a connection opened for it to a Cluster node the
-#: fence has not verified refuses it (see inventory/store/fence.py, StoreVerification).
+#: fence has not verified refuses it (see inventory/recovery/fence.py, StoreVerification).
 GATED_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("gated_call", default=False)
 #: Clock margin between two Redis servers when reaping pending patient tokens.
 TOKEN_CLOCK_MARGIN_MS = 2_000

@@ -78,7 +78,7 @@ async def mark_store_verified(redis_url: str, database_url: str) -> None:
     from redis.asyncio import Redis
 
     from inventory.record.pool import create_pool
-    from inventory.store.fence import verify_store
+    from inventory.recovery.fence import verify_store
     from inventory.store.slot_store import SlotStore
 
     client = Redis.from_url(redis_url, decode_responses=True)

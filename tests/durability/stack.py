@@ -142,8 +142,8 @@ async def wait_verified(redis_url: str, *, timeout_s: float = 30.0) -> None:
     gate then opens)."""
     from redis.asyncio import Redis
 
+    from inventory.recovery.fence import server_run_id
     from inventory.store import keys
-    from inventory.store.fence import server_run_id
 
     client = Redis.from_url(redis_url, decode_responses=True)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from inventory.record.check import check
 from inventory.record.persister import GROUP
+from inventory.recovery.check import check
 from inventory.store import keys
 
 from .test_fence_rebuild import book, persist_stream, private_redis, world

@@ -30,9 +30,9 @@ from inventory.devtools.servers import (
 from inventory.ops.config import Settings
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.pool import create_pool
+from inventory.recovery.rebuild import rebuild
 from inventory.store import keys
 from inventory.store.connection import connect_redis
-from inventory.store.rebuild import rebuild
 from inventory.store.slot_store import SlotStore
 
 from ..api.conftest import ApiServer, api_env, create_database, start_api, stop_api

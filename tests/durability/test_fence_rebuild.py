@@ -24,13 +24,13 @@ from inventory.devtools.servers import RedisServer, start_redis
 from inventory.domain import ReserveRequest
 from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
-from inventory.record.check import check
 from inventory.record.pool import create_pool
 from inventory.record.queries import QUERIES
+from inventory.recovery.check import check
+from inventory.recovery.fence import StoreUnverifiedError, StoreVerification, verify_store
+from inventory.recovery.rebuild import rebuild
 from inventory.store import keys
 from inventory.store.connection import connect_redis
-from inventory.store.fence import StoreUnverifiedError, StoreVerification, verify_store
-from inventory.store.rebuild import rebuild
 from inventory.store.slot_store import SlotStore
 
 from ..api.conftest import create_database

@@ -1,7 +1,7 @@
 --[[
   adjust_capacity: add units to a slot (加号) or take free units away.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms   logical clock in ms; 0 = the server's TIME
   ARGV[2]  slot_id
   ARGV[3]  delta    units to add (negative: to remove; only free units can go)
@@ -14,7 +14,12 @@
    -20  invalid_argument
   Emits: capacity_adjusted.
 ]]
---- @include "common"
+--- @include "tag"
+--- @include "codes"
+--- @include "clock"
+--- @include "meta"
+--- @include "slots"
+--- @include "events"
 
 local now = now_ms(ARGV[1])
 local slot, delta = ARGV[2], tonumber(ARGV[3])

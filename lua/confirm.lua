@@ -1,7 +1,7 @@
 --[[
   confirm: turn a hold into a booking once it is paid, before its deadline.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms        logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed     seeds the anti-scalping delay if the hold turns out to be due
   ARGV[3]  hold_id
@@ -22,7 +22,16 @@
    -20  invalid_argument
   Emits: booking_confirmed; or hold_expired when it finds the hold due.
 ]]
---- @include "common"
+--- @include "tag"
+--- @include "codes"
+--- @include "clock"
+--- @include "random"
+--- @include "meta"
+--- @include "holds"
+--- @include "schedules"
+--- @include "timers"
+--- @include "end_hold"
+--- @include "events"
 
 local now = now_ms(ARGV[1])
 seed_rng(ARGV[2])

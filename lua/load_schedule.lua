@@ -8,7 +8,7 @@
   restarted without its data, a failover that dropped writes), the tag is fenced here
   and the load refused, exactly as the fence monitor would (see fence.lua).
 
-  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms              logical clock in ms; 0 = the server's TIME
   ARGV[2]  tag                 the tag's name, stamped on every event
   ARGV[3]  schedule_id
@@ -37,7 +37,12 @@
    -20  invalid_argument        extra = which
   Emits: schedule_loaded (with the slots and capacities as JSON).
 ]]
---- @include "common"
+--- @include "tag"
+--- @include "codes"
+--- @include "clock"
+--- @include "meta"
+--- @include "slots"
+--- @include "events"
 
 local now = now_ms(ARGV[1])
 local tag, schedule = ARGV[2], ARGV[3]

@@ -3,7 +3,7 @@
   fence. The caller reads Postgres (schedules, slot capacities, open holds and
   bookings) and passes it here; the replacement is one atomic step.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
   ARGV[1]  tag
   ARGV[2]  seq     the tag's highest seq in Postgres: new events continue after it
   ARGV[3]  meta    JSON object of the tag's policy fields (hold_ttl_ms, max_hold_ms,
@@ -22,7 +22,12 @@
    -20  invalid_argument
   Emits: store_rebuilt (with the seq it restarts from); the outbox restarts empty.
 ]]
---- @include "common"
+--- @include "tag"
+--- @include "codes"
+--- @include "timers"
+--- @include "holds"
+--- @include "patient_holds"
+--- @include "events"
 
 local tag, seq = ARGV[1], tonumber(ARGV[2])
 if tag == '' or not seq then

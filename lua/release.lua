@@ -2,7 +2,7 @@
   release: give a held or booked unit back to its slot; a booking being released is
   a cancellation, allowed until the schedule's cancellation deadline.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms      logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed   seeds the anti-scalping delay of the freed unit
   ARGV[3]  hold_id     a hold id (bookings keep the id of the hold they came from)
@@ -22,7 +22,15 @@
    -20  invalid_argument
   Emits: hold_released or booking_cancelled; hold_expired when it finds the hold due.
 ]]
---- @include "common"
+--- @include "tag"
+--- @include "codes"
+--- @include "clock"
+--- @include "random"
+--- @include "meta"
+--- @include "holds"
+--- @include "schedules"
+--- @include "end_hold"
+--- @include "events"
 
 local now = now_ms(ARGV[1])
 seed_rng(ARGV[2])

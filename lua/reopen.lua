@@ -1,7 +1,7 @@
 --[[
   reopen: open a suspended schedule again; its free units can be reserved at once.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms       logical clock in ms; 0 = the server's TIME
   ARGV[2]  schedule_id
   ARGV[3]  reason
@@ -14,7 +14,10 @@
    -20  invalid_argument
   Emits: schedule_reopened.
 ]]
---- @include "common"
+--- @include "tag"
+--- @include "codes"
+--- @include "clock"
+--- @include "meta"
 --- @include "schedule_status"
 
 local now = now_ms(ARGV[1])

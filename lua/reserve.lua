@@ -1,7 +1,7 @@
 --[[
   reserve: take one unit of a slot for a patient, as a hold with a payment deadline.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/common.lua
+  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
   KEYS[9..]   optional: rate-limit buckets checked first, all-or-nothing, by GCRA
               (includes/gcra.lua); the API passes its per-account and per-address
               buckets here on a single Redis server (one call instead of two)
@@ -39,8 +39,17 @@
   Emits: hold_created (plus hold_expired / unit_returned for every due timer reclaimed).
   Checks everything before its first write; reclaim writes are whole steps of their own.
 ]]
---- @include "common"
+--- @include "tag"
+--- @include "codes"
+--- @include "clock"
+--- @include "random"
 --- @include "gcra"
+--- @include "holds"
+--- @include "schedules"
+--- @include "patient_holds"
+--- @include "timers"
+--- @include "due_timers"
+--- @include "events"
 
 local now = now_ms(ARGV[1])
 seed_rng(ARGV[2])

@@ -1,5 +1,11 @@
--- The clock that judges deadlines: the caller's logical now_ms when it is a positive
--- integer (tests, replays), otherwise the Redis server's TIME.
+--[[
+  clock: the clock that judges deadlines: the Redis server's TIME of the tag's primary,
+  unless the caller passes its own logical now (tests and replays pass theirs that way).
+
+  Provides:
+    now_ms(override) -> ms   `override` when it is a positive integer, else TIME in ms
+  Expects: nothing.
+]]
 local function now_ms(override)
   local given = tonumber(override)
   if given and given > 0 then

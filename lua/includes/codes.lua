@@ -1,4 +1,14 @@
--- Return codes shared by every script; inventory/errors.py mirrors them (LUA_CODES).
+--[[
+  codes: the return codes shared by every script; inventory/errors.py mirrors them
+  (LUA_CODES, and RateLimitedError for E_RATE_LIMITED).
+
+  Every script answers an array whose first element is one of these: OK or REPLAY
+  (a success; REPLAY = a retry answered with what the first call did) or an E_* code
+  (a refusal: the step changed nothing).
+
+  Provides: OK, REPLAY and the E_* constants below.
+  Expects: nothing.
+]]
 local OK = 0
 local REPLAY = 1
 local E_NOT_RELEASED = -1

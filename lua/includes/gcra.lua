@@ -1,14 +1,18 @@
--- Rate limits by GCRA (the generic cell rate algorithm: a token bucket kept as one
--- timestamp, its "theoretical arrival time"), over several buckets at once and
--- all-or-nothing: a request is counted in every bucket only when every bucket allows it.
---
--- Bucket i (1..n) is KEYS[key_base + i], a string holding its arrival time (ms) that
--- expires when the bucket is full again (idle callers cost no memory), with
--- ARGV[arg_base + 2i - 1] = interval_ms (period / count, what one request "costs") and
--- ARGV[arg_base + 2i] = burst (count, how many may arrive at once).
---
--- Returns nil when allowed (and counted), {retry_after_ms, i, ...} naming the refusing
--- buckets when refused (nothing counted), or false when an interval or burst is invalid.
+--[[
+  gcra: rate limits by GCRA (the generic cell rate algorithm: a token bucket kept as one
+  timestamp, its "theoretical arrival time"), over several buckets at once and
+  all-or-nothing: a request is counted in every bucket only when every bucket allows it.
+
+  Provides:
+    take_rate_limits(now, key_base, arg_base, n)
+      -> nil when allowed (and counted), {retry_after_ms, i, ...} naming the refusing
+         buckets when refused (nothing counted), or false when an interval or burst is
+         invalid
+  Expects: bucket i (1..n) is KEYS[key_base + i], a string holding its arrival time (ms)
+    that expires when the bucket is full again (idle callers cost no memory), with
+    ARGV[arg_base + 2i - 1] = interval_ms (period / count, what one request "costs") and
+    ARGV[arg_base + 2i] = burst (count, how many may arrive at once).
+]]
 local function take_rate_limits(now, key_base, arg_base, n)
   local new_tats = {}
   local refused = {0}

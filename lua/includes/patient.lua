@@ -1,6 +1,7 @@
 --[[
-  Keys of a patient tag, for the rules that span department-day tags (the
-  at-most-N-open rule and the blacklist). inventory/store/keys.py builds them:
+  patient: the keys of a patient tag, bound to named locals, for the rules that span
+  department-day tags (the at-most-N-open rule and the blacklist).
+  inventory/store/keys.py builds them:
     KEYS[1] tokens  zset  "<hold_id>" -> the token's pending deadline (ms), or +inf
                           once settled: one token per open hold or booking of the patient
     KEYS[2] bans    hash  "<hospital_id>" or "*" -> banned until (ms)
@@ -12,5 +13,8 @@
   process that dies between the steps leaves a pending token: patient_reap drops it
   once its deadline (plus a clock margin) is over and the hold does not exist, which
   is then certain never to happen.
+
+  Provides: K_TOKENS, K_BANS, K_PATIENT_OUTBOX (constants: the key names above).
+  Expects: the three keys as KEYS[1..3].
 ]]
 local K_TOKENS, K_BANS, K_PATIENT_OUTBOX = KEYS[1], KEYS[2], KEYS[3]

@@ -1,5 +1,15 @@
--- Shared by suspend.lua and reopen.lua: move a schedule to `status`, idempotently.
--- Returns {code, event_id}: OK with the event, REPLAY if it already had that status.
+--[[
+  schedule_status: move a schedule to a status, idempotently (suspend.lua, reopen.lua).
+
+  Provides:
+    set_schedule_status(schedule, status, event_type, reason, now) -> {code, event_id}
+      OK with the event, REPLAY if it already had that status, E_SCHEDULE_NOT_FOUND
+  Expects: tag (K_SCHEDULES), codes, events (emit).
+]]
+--- @include "tag"
+--- @include "codes"
+--- @include "events"
+
 local function set_schedule_status(schedule, status, event_type, reason, now)
   local current = redis.call('HGET', K_SCHEDULES, schedule .. ':status')
   if not current then

@@ -104,7 +104,7 @@ MUTANTS = [
     # A held unit past its deadline (not yet swept) still counts for one_per_day.
     Mutant(
         "logical_expiry_ignored",
-        "includes/common.lua",
+        "includes/holds.lua",
         "(rec.state == 'held' and rec.deadline > now)",
         "rec.state == 'held'",
     ),
@@ -137,23 +137,23 @@ MUTANTS = [
     # A released or expired unit never returns to the pool (no anti-scalping wait).
     Mutant(
         "free_unit_loses_unit",
-        "includes/common.lua",
+        "includes/end_hold.lua",
         "    redis.call('HINCRBY', K_SLOTS, slot .. ':rem', 1)\n    return\n",
         "    return\n",
     ),
     # Freed units skip the anti-scalping wait.
-    Mutant("rerelease_delay_skipped", "includes/common.lua", "if hi <= 0 then", "if true then"),
+    Mutant("rerelease_delay_skipped", "includes/end_hold.lua", "if hi <= 0 then", "if true then"),
     # Events are counted but never written to the outbox.
     Mutant(
         "xadd_removed",
-        "includes/common.lua",
+        "includes/events.lua",
         "return redis.call('XADD', K_OUTBOX, '*', unpack(entry))",
         "return ''",
     ),
     # emit returns before writing anything.
     Mutant(
         "emit_returns_early",
-        "includes/common.lua",
+        "includes/events.lua",
         "  local seq = redis.call('HINCRBY', K_META, 'seq', 1)",
         "  do return '' end\n  local seq = redis.call('HINCRBY', K_META, 'seq', 1)",
     ),

@@ -1,0 +1,59 @@
+--[[
+  end_hold: end an open hold or booking and free its unit, to the pool at once or
+  through the tag's anti-scalping wait.
+
+  Provides:
+    free_unit(slot, id, now)                 the unit returns now, or waits a random delay
+                                             within the tag's rerelease window (counted in
+                                             `wait` meanwhile, with a "w" timer)
+    end_hold(rec, new_state, now, reason) -> event_id, json, counts
+                                             new_state: expired, released or cancelled
+  Expects: tag (K_SLOTS), meta (policy_number), random (next_random, seeded by the
+    script), timers, holds (save_hold), patient_holds, events (emit_hold).
+]]
+--- @include "tag"
+--- @include "meta"
+--- @include "random"
+--- @include "timers"
+--- @include "holds"
+--- @include "patient_holds"
+--- @include "events"
+
+-- A freed unit goes back to the pool at once, or, when the tag's anti-scalping window
+-- is set, waits a random delay within it (counted in `wait` meanwhile).
+local function free_unit(slot, id, now)
+  local lo = policy_number('rerelease_min_ms')
+  local hi = policy_number('rerelease_max_ms')
+  if hi <= 0 then
+    redis.call('HINCRBY', K_SLOTS, slot .. ':rem', 1)
+    return
+  end
+  if lo > hi then lo = hi end
+  local delay = lo + (next_random() % (hi - lo + 1))
+  redis.call('HINCRBY', K_SLOTS, slot .. ':wait', 1)
+  add_timer(slot, 'w', id, now + delay)
+end
+
+local EVENT_FOR_END = {
+  expired = 'hold_expired', released = 'hold_released', cancelled = 'booking_cancelled',
+}
+
+-- Ends an open hold or booking: its unit leaves `held` (or `booked`), the record
+-- records how it ended, the patient index forgets it, and the unit is freed.
+-- Returns what emit_hold returns (the event's stream id, the record's JSON, the counts).
+local function end_hold(rec, new_state, now, reason)
+  local was = rec.state
+  if was == 'held' then
+    redis.call('HINCRBY', K_SLOTS, rec.slot .. ':held', -1)
+    remove_timer(rec.slot, 'h', rec.id, rec.deadline)
+  else
+    redis.call('HINCRBY', K_SLOTS, rec.slot .. ':booked', -1)
+  end
+  rec.state = new_state
+  rec.ended = now
+  rec.reason = reason
+  local json = save_hold(rec)
+  remove_patient_hold(rec.patient, rec.id)
+  free_unit(rec.slot, rec.id, now)
+  return emit_hold(EVENT_FOR_END[new_state], now, rec, {'from', was, 'reason', reason}, json)
+end

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio.sentinel import Sentinel
 
 from inventory.api import capacity as capacity_routes
 from inventory.api import catalogue as catalogue_routes
@@ -38,10 +37,14 @@ from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.record.patients import PatientRegistry
 from inventory.record.pool import create_pool
 from inventory.recovery.fence import StoreVerification
-from inventory.store.autopipeline import AutoPipeline, pipelined_scripts, supports_url
-from inventory.store.connection import connect_redis, parse_sentinel_url, sentinel_for
-from inventory.store.scripts import server_supports_shebang
-from inventory.store.slot_store import GATED_SCRIPTS, PolicyBook, SlotStore
+from inventory.store.autopipeline import AutoPipeline, supports_url
+from inventory.store.connection import (
+    RedisClient,
+    connect_redis,
+    parse_sentinel_url,
+    sentinel_for,
+)
+from inventory.store.slot_store import PolicyBook, SlotStore
 
 #: How often each process re-reads hospital policies written by other processes.
 POLICY_REFRESH_S = 30.0
@@ -49,15 +52,71 @@ POLICY_REFRESH_S = 30.0
 SETTINGS = web.AppKey("settings", Settings)
 GATE = web.AppKey("gate", AdmissionGate)
 
+#: The auto-pipelined connection's name in ``CLIENT LIST``.
+SCRIPTS_CLIENT_NAME = "inventory-api-scripts"
+
 
 async def services_context(app: web.Application) -> AsyncIterator[None]:
     """The app's ``SERVICES`` (Redis, the scripts, Postgres, the catalogue) from start-up
-    to cleanup: a ``cleanup_ctx`` entry, also used by the benchmark's floor server."""
+    to cleanup: a ``cleanup_ctx`` entry, also used by the benchmark's floor server.
+
+    Whatever opened before a failing step is closed again (the exit stack), so a start
+    that fails leaves no connection behind."""
     settings = app[SETTINGS]
-    # The verified-store gate: per primary (every Cluster node), by its run id.
-    verification = StoreVerification(
-        required=settings.require_verified_store, cluster=settings.redis_cluster
-    )
+    async with contextlib.AsyncExitStack() as stack:
+        # The verified-store gate: per primary (every Cluster node), by its run id.
+        verification = StoreVerification(
+            required=settings.require_verified_store, cluster=settings.redis_cluster
+        )
+        # A first connection to an unverified server starts its watcher.
+        stack.push_async_callback(verification.close)
+        client = await _connect_client(settings, verification)
+        stack.push_async_callback(client.aclose)
+        # Again before the client closes: the watcher polls through it.
+        stack.push_async_callback(verification.close)
+        pipeline = await _connect_pipeline(settings, verification, stack)
+        catalogue_policies: dict[str, HospitalPolicy] = {}
+        store = await SlotStore.connect_scripts(
+            client,
+            pipeline=pipeline,
+            reconnect_gate=verification.check,
+            # The store and the catalogue share one dict: the catalogue keeps it current.
+            policies=PolicyBook(by_hospital=catalogue_policies),
+            write_gate=verification.check,
+        )
+        # init_size=0: the API starts (and keeps taking holds) while Postgres is down.
+        pool = await create_pool(
+            settings.database_url, min_size=0, max_size=settings.database_pool_max, init_size=0
+        )
+        stack.push_async_callback(pool.close)
+        catalogue = PgCatalogue(pool, store)
+        catalogue.policies = catalogue_policies
+        app[SERVICES] = Services(
+            settings=settings,
+            store=store,
+            limiter=ReserveRateLimiter(
+                store,
+                per_account=settings.reserve_rate_per_account,
+                per_ip=settings.reserve_rate_per_ip,
+                client_ip_header=settings.client_ip_header,
+            ),
+            gate=app[GATE],
+            catalogue=catalogue,
+            patients=PatientRegistry(
+                pool, settings.keyring(), settings.blind_index(), redis=client
+            ),
+            bookings=PgBookings(pool),
+            db=pool,
+            verification=verification,
+            sold_out=SoldOutSlots(settings.availability_cache_s),
+        )
+        stack.push_async_callback(_cancel, asyncio.create_task(_refresh_policies(catalogue)))
+        yield
+
+
+async def _connect_client(settings: Settings, verification: StoreVerification) -> RedisClient:
+    """The redis-py client (reads, the gate's watcher; the scripts too without the
+    auto-pipeline), its connections checked by the gate when it is required."""
     on_connect = None
     if verification.required:
         on_connect = (
@@ -73,25 +132,33 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
     )
     verification.attach(client)
     if verification.required and settings.redis_cluster:
-        # Every primary's run id and record before the first request: a verified
-        # cluster serves from the start.
-        await verification.refresh()
-    # init_size=0: the API starts (and keeps taking holds) while Postgres is down.
-    pool = await create_pool(
-        settings.database_url, min_size=0, max_size=settings.database_pool_max, init_size=0
-    )
-    catalogue_policies: dict[str, HospitalPolicy] = {}
-    # The store and the catalogue share one dict: the catalogue keeps it current.
-    policies = PolicyBook(by_hospital=catalogue_policies)
-    pipeline: AutoPipeline | None = None
-    sentinel: Sentinel | None = None
-    if settings.redis_autopipeline and not settings.redis_cluster and settings.redis_sentinel:
+        try:
+            # Every primary's run id and record before the first request: a verified
+            # cluster serves from the start.
+            await verification.refresh()
+        except BaseException:
+            await client.aclose()
+            raise
+    return client
+
+
+async def _connect_pipeline(
+    settings: Settings, verification: StoreVerification, stack: contextlib.AsyncExitStack
+) -> AutoPipeline | None:
+    """The connected auto-pipeline script calls share (closed by ``stack``), or None
+    where it does not serve: turned off, a Cluster, or a URL scheme it does not speak."""
+    if not settings.redis_autopipeline or settings.redis_cluster:
+        return None
+    on_connect = verification.on_raw_connect if verification.required else None
+    timeout_s = settings.redis_pool_timeout_s
+    if settings.redis_sentinel:
         # Every connect asks the Sentinels for the primary, as the redis-py client does.
         target = parse_sentinel_url(settings.redis_url)
-        manager = sentinel = sentinel_for(target)
+        sentinel = sentinel_for(target)
+        stack.push_async_callback(sentinel.aclose)
 
         async def primary() -> tuple[str, int]:
-            host, port = await manager.discover_master(target.service_name)
+            host, port = await sentinel.discover_master(target.service_name)
             return str(host), int(port)
 
         pipeline = AutoPipeline(
@@ -99,73 +166,30 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
             username=target.username,
             password=target.password,
             resolve=primary,
-            timeout_s=settings.redis_pool_timeout_s,
-            connect_timeout_s=settings.redis_pool_timeout_s,
-            client_name="inventory-api-scripts",
-            on_connect=verification.on_raw_connect if verification.required else None,
+            timeout_s=timeout_s,
+            connect_timeout_s=timeout_s,
+            client_name=SCRIPTS_CLIENT_NAME,
+            on_connect=on_connect,
         )
-    elif (
-        settings.redis_autopipeline
-        and not settings.redis_cluster
-        and supports_url(settings.redis_url)
-    ):
-        # Script calls go through one auto-pipelined connection; other commands (reads,
-        # the gate's watcher) keep using the redis-py client.
+    elif supports_url(settings.redis_url):
         pipeline = AutoPipeline.from_url(
             settings.redis_url,
-            timeout_s=settings.redis_pool_timeout_s,
-            connect_timeout_s=settings.redis_pool_timeout_s,
-            client_name="inventory-api-scripts",
-            on_connect=verification.on_raw_connect if verification.required else None,
+            timeout_s=timeout_s,
+            connect_timeout_s=timeout_s,
+            client_name=SCRIPTS_CLIENT_NAME,
+            on_connect=on_connect,
         )
-    if pipeline is not None:
-        await pipeline.connect()
-        version = str((await client.info("server"))["redis_version"])
-        scripts = pipelined_scripts(
-            pipeline,
-            shebang=server_supports_shebang(version),
-            gate=verification.check,
-            gated=GATED_SCRIPTS,
-        )
-        store = SlotStore(client, scripts, policies=policies, write_gate=verification.check)
     else:
-        store = await SlotStore.connect_scripts(
-            client, policies=policies, write_gate=verification.check
-        )
-    catalogue = PgCatalogue(pool, store)
-    catalogue.policies = catalogue_policies
-    gate = app[GATE]
-    app[SERVICES] = Services(
-        settings=settings,
-        store=store,
-        limiter=ReserveRateLimiter(
-            store,
-            per_account=settings.reserve_rate_per_account,
-            per_ip=settings.reserve_rate_per_ip,
-            client_ip_header=settings.client_ip_header,
-        ),
-        gate=gate,
-        catalogue=catalogue,
-        patients=PatientRegistry(pool, settings.keyring(), settings.blind_index(), redis=client),
-        bookings=PgBookings(pool),
-        db=pool,
-        verification=verification,
-        sold_out=SoldOutSlots(settings.availability_cache_s),
-    )
-    refresher = asyncio.create_task(_refresh_policies(catalogue))
-    try:
-        yield
-    finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
-        await verification.close()
-        await pool.close()
-        if pipeline is not None:
-            await pipeline.aclose()
-        if sentinel is not None:
-            await sentinel.aclose()
-        await client.aclose()
+        return None
+    stack.push_async_callback(pipeline.aclose)
+    await pipeline.connect()
+    return pipeline
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _refresh_policies(catalogue: PgCatalogue) -> None:

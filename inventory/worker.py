@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import structlog
 
+from inventory.his.flows import his_loops
 from inventory.ops.config import Settings
 from inventory.ops.sampler import MeteredPersisterStats, run_sampler
+from inventory.record.persister import run_persister
 from inventory.record.pool import create_pool
 from inventory.recovery.fence import run_fence_monitor
 from inventory.store.connection import connect_redis
@@ -47,14 +49,27 @@ async def run_worker(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-    client = await connect_redis(
-        settings.redis_url,
-        cluster=settings.redis_cluster,
-        max_connections=settings.redis_max_connections,
-        pool_timeout_s=settings.redis_pool_timeout_s,
-    )
-    pool = await create_pool(settings.database_url, min_size=0, max_size=4, init_size=0)
-    store = await SlotStore.connect_scripts(client)
+    async with contextlib.AsyncExitStack() as resources:
+        client = await connect_redis(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
+        )
+        resources.push_async_callback(client.aclose)
+        pool = await create_pool(settings.database_url, min_size=0, max_size=4, init_size=0)
+        resources.push_async_callback(pool.close)
+        store = await SlotStore.connect_scripts(client)
+        failed = await _run_loops(settings, store, pool, stop)
+    if failed:
+        name, error = failed[0]
+        raise WorkerLoopFailedError(name) from error
+
+
+async def _run_loops(
+    settings: Settings, store: SlotStore, pool: asyncpg.Pool, stop: asyncio.Event
+) -> list[tuple[str, BaseException | None]]:
+    """Run the loops until ``stop`` is set or one ends; the loops that failed."""
 
     async def fence(tag: str) -> None:
         # A diverged history seen by the persister: fence the tag whatever its seq.
@@ -74,13 +89,10 @@ async def run_worker(
             pool=pool,
             his_queue=bool(settings.his_url),
         ),
+        "persister": run_persister(store.client, pool, stop=stop, on_diverged=fence, stats=stats),
     }
-    persister = _persister_loop()
-    if persister is not None:
-        loops["persister"] = persister(client, pool, stop=stop, on_diverged=fence, stats=stats)
     if settings.his_url:  # the HIS flows: schedule sync, submitter, reconciler
-        his_flows = importlib.import_module("inventory.his.flows")
-        loops |= his_flows.his_loops(settings, store, stop=stop)
+        loops |= his_loops(settings, store, stop=stop)
     tasks: dict[str, asyncio.Task[None]] = {
         name: asyncio.create_task(coro, name=name) for name, coro in loops.items()
     }
@@ -105,11 +117,7 @@ async def run_worker(
     finally:
         stop.set()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
-        await pool.close()
-        await client.aclose()
-    if failed:
-        name, error = failed[0]
-        raise WorkerLoopFailedError(name) from error
+    return failed
 
 
 class WorkerLoopFailedError(Exception):
@@ -120,12 +128,3 @@ class WorkerLoopFailedError(Exception):
     def __init__(self, loop: str) -> None:
         super().__init__(f"the worker loop {loop!r} failed")
         self.loop = loop
-
-
-def _persister_loop() -> Any:
-    """The persister's entry point (inventory.record.persister.run_persister)."""
-    try:
-        module = importlib.import_module("inventory.record.persister")
-    except ModuleNotFoundError:
-        return None
-    return getattr(module, "run_persister", None)

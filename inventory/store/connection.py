@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.exceptions
@@ -44,6 +44,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inventory.ops.redact import redact
 from inventory.store.version import MIN_REDIS_VERSION, version_text
+
+#: The redis-py client the service uses: a single server (also one reached through
+#: Sentinel) or a Cluster.
+RedisClient: TypeAlias = Redis | RedisCluster
 
 
 class UnsupportedRedisError(RuntimeError):
@@ -270,7 +274,7 @@ async def connect_redis(
     on_connect: Callable[[Any], Awaitable[None]] | None = None,
     before_initialize: Callable[[Any], None] | None = None,
     check_version: bool = True,
-) -> Any:
+) -> RedisClient:
     """A connected client for ``url`` (hiredis parses replies when installed).
 
     ``on_connect`` replaces redis-py's connection set-up for every new connection (it
@@ -315,7 +319,7 @@ async def connect_redis(
     if cluster:
         first, *others = startup_urls(url)
         nodes = [urlsplit(other) for other in others]
-        client: Any = WaitingRedisCluster.from_url(
+        cluster_client = WaitingRedisCluster.from_url(
             first,
             startup_nodes=[ClusterNode(n.hostname or "127.0.0.1", n.port or 6379) for n in nodes],
             decode_responses=True,
@@ -330,19 +334,19 @@ async def connect_redis(
         if on_connect is not None:
             # connection_kwargs is shared with the nodes manager (nodes found later);
             # the start-up nodes took their own copy when they were built.
-            client.connection_kwargs["redis_connect_func"] = on_connect
-            for node in client.startup_nodes:
+            cluster_client.connection_kwargs["redis_connect_func"] = on_connect
+            for node in cluster_client.startup_nodes:
                 node.connection_kwargs["redis_connect_func"] = on_connect
         if before_initialize is not None:
-            before_initialize(client)
-        await _initialize_cluster(client)
-        if check_version:
-            try:
-                await require_supported_server(client, url)
-            except BaseException:
-                await client.aclose()
-                raise
-        return client
+            before_initialize(cluster_client)
+        try:
+            await _initialize_cluster(cluster_client)
+            if check_version:
+                await require_supported_server(cluster_client, url)
+        except BaseException:
+            await cluster_client.aclose()
+            raise
+        return cluster_client
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,

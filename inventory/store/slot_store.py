@@ -47,6 +47,7 @@ from inventory.errors import (
     refusal_for,
 )
 from inventory.store import keys
+from inventory.store.autopipeline import AutoPipeline, pipelined_scripts
 from inventory.store.scripts import Scripts, server_supports_shebang
 
 T = TypeVar("T")
@@ -175,10 +176,26 @@ class SlotStore:
         self.folds_rate_limits = not isinstance(client, RedisCluster)
 
     @classmethod
-    async def connect_scripts(cls, client: Any, **kwargs: Any) -> SlotStore:
-        """Register the scripts on ``client`` (with ``#!lua`` on Redis 7+) and build a store."""
-        version = await _redis_version(client)
-        scripts = Scripts.register(client, shebang=server_supports_shebang(version))
+    async def connect_scripts(
+        cls,
+        client: Any,
+        *,
+        pipeline: AutoPipeline | None = None,
+        reconnect_gate: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> SlotStore:
+        """Register the scripts (with ``#!lua`` on Redis 7+) and build a store.
+
+        Script calls go through ``pipeline`` when given (one auto-pipelined connection;
+        the steps in :data:`GATED_SCRIPTS` check ``reconnect_gate`` again after it
+        reconnects), else through ``client``, which serves every other command."""
+        shebang = server_supports_shebang(await _redis_version(client))
+        if pipeline is None:
+            scripts = Scripts.register(client, shebang=shebang)
+        else:
+            scripts = pipelined_scripts(
+                pipeline, shebang=shebang, gate=reconnect_gate, gated=GATED_SCRIPTS
+            )
         return cls(client, scripts, **kwargs)
 
     # -- plumbing ---------------------------------------------------------------------

@@ -51,6 +51,84 @@ class RateLimit:
         return self.count > 0
 
 
+class _EnvReader:
+    """Reads ``INVENTORY_*`` variables: an unset or empty one is its default, and every
+    value that does not parse is noted in ``problems`` (all reported together)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        """``PREFIX + name`` parsed, else ``default`` (and a problem if it did not parse)."""
+        raw = self.env.get(PREFIX + name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as error:
+            self.problems.append(f"{PREFIX}{name}: {error}")
+            return default
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port_or_zero(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number, or 0 for none")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _notify_window(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 3600:
+        raise ValueError("must be 1-3600 seconds")
+    return value
+
+
+def _payment_settings(env: _EnvReader) -> PaymentSettings:
+    """``INVENTORY_WECHAT_*`` and ``INVENTORY_PAYMENT_*`` (inventory/payments/settings.py
+    says what each means and checks them together)."""
+    get = env.get
+    defaults = PaymentSettings()
+    return PaymentSettings(
+        mchid=get("WECHAT_MCHID", str, ""),
+        appid=get("WECHAT_APPID", str, ""),
+        apiv3_key=get("WECHAT_APIV3_KEY", str, ""),
+        merchant_key=get("WECHAT_MERCHANT_KEY", str, ""),
+        merchant_serial=get("WECHAT_MERCHANT_SERIAL", str, ""),
+        platform_keys=get("WECHAT_PLATFORM_KEYS", str, ""),
+        api_url=get("WECHAT_API_URL", str, defaults.api_url),
+        notify_url=get("WECHAT_NOTIFY_URL", str, ""),
+        notify_window_s=get("PAYMENT_NOTIFY_WINDOW_S", _notify_window, defaults.notify_window_s),
+        loop_interval_s=get("PAYMENT_LOOP_INTERVAL_S", _positive_float, defaults.loop_interval_s),
+        close_grace_s=get("PAYMENT_CLOSE_GRACE_S", _positive_float, defaults.close_grace_s),
+        run_loops=get("PAYMENT_LOOPS", _boolean, True),
+    )
+
+
 def _parse_keys(text: str) -> dict[str, bytes]:
     """``kid:base64,kid2:base64`` (urlsafe or standard base64, at least 32 bytes each)."""
     keys: dict[str, bytes] = {}
@@ -162,57 +240,20 @@ class Settings:
         """Build from ``INVENTORY_*`` variables; :class:`ConfigError` lists every problem.
 
         ``for_api=False`` (worker, rebuild, check) does not ask for the API's keys."""
-        env = os.environ if environ is None else environ
-        problems: list[str] = []
+        env = _EnvReader(os.environ if environ is None else environ)
+        get = env.get
         defaults = cls()
-
-        def get(name: str, parse: Callable[[str], T], default: T) -> T:
-            raw = env.get(PREFIX + name)
-            if raw is None or raw == "":
-                return default
-            try:
-                return parse(raw)
-            except (ValueError, TypeError) as error:
-                problems.append(f"{PREFIX}{name}: {error}")
-                return default
-
-        def boolean(text: str) -> bool:
-            lowered = text.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected true or false, got {text!r}")
-
-        def positive_int(text: str) -> int:
-            value = int(text)
-            if value <= 0:
-                raise ValueError("must be a positive integer")
-            return value
-
-        def port_or_zero(text: str) -> int:
-            value = int(text)
-            if not 0 <= value <= 65535:
-                raise ValueError("must be a port number, or 0 for none")
-            return value
-
-        def positive_float(text: str) -> float:
-            value = float(text)
-            if not value > 0:
-                raise ValueError("must be a positive number")
-            return value
-
         settings = cls(
             redis_url=get("REDIS_URL", str, defaults.redis_url),
-            redis_cluster=get("REDIS_CLUSTER", boolean, False),
-            redis_max_connections=get("REDIS_MAX_CONNECTIONS", positive_int, 64),
-            redis_pool_timeout_s=get("REDIS_POOL_TIMEOUT_S", positive_float, 5.0),
-            redis_autopipeline=get("REDIS_AUTOPIPELINE", boolean, True),
+            redis_cluster=get("REDIS_CLUSTER", _boolean, False),
+            redis_max_connections=get("REDIS_MAX_CONNECTIONS", _positive_int, 64),
+            redis_pool_timeout_s=get("REDIS_POOL_TIMEOUT_S", _positive_float, 5.0),
+            redis_autopipeline=get("REDIS_AUTOPIPELINE", _boolean, True),
             database_url=get("DATABASE_URL", str, defaults.database_url),
-            database_pool_max=get("DATABASE_POOL_MAX", positive_int, 10),
-            access_log=get("ACCESS_LOG", boolean, True),
+            database_pool_max=get("DATABASE_POOL_MAX", _positive_int, 10),
+            access_log=get("ACCESS_LOG", _boolean, True),
             host=get("HOST", str, defaults.host),
-            port=get("PORT", positive_int, defaults.port),
+            port=get("PORT", _positive_int, defaults.port),
             timezone=get("TIMEZONE", str, defaults.timezone),
             jwt_issuer=get("JWT_ISSUER", str, defaults.jwt_issuer),
             jwt_audience=get("JWT_AUDIENCE", str, defaults.jwt_audience),
@@ -222,9 +263,9 @@ class Settings:
             field_keys=get("FIELD_KEYS", str, ""),
             field_current_key=get("FIELD_CURRENT_KEY", str, ""),
             blind_index_key=get("BLIND_INDEX_KEY", str, ""),
-            max_in_flight=get("MAX_IN_FLIGHT", positive_int, defaults.max_in_flight),
-            retry_after_s=get("RETRY_AFTER_S", positive_int, defaults.retry_after_s),
-            retry_after_max_s=get("RETRY_AFTER_MAX_S", positive_int, defaults.retry_after_max_s),
+            max_in_flight=get("MAX_IN_FLIGHT", _positive_int, defaults.max_in_flight),
+            retry_after_s=get("RETRY_AFTER_S", _positive_int, defaults.retry_after_s),
+            retry_after_max_s=get("RETRY_AFTER_MAX_S", _positive_int, defaults.retry_after_max_s),
             reserve_rate_per_account=get(
                 "RESERVE_RATE_PER_ACCOUNT", RateLimit.parse, defaults.reserve_rate_per_account
             ),
@@ -232,23 +273,24 @@ class Settings:
                 "RESERVE_RATE_PER_IP", RateLimit.parse, defaults.reserve_rate_per_ip
             ),
             client_ip_header=get("CLIENT_IP_HEADER", str, ""),
-            trusted_proxy_hops=get("TRUSTED_PROXY_HOPS", positive_int, 1),
+            trusted_proxy_hops=get("TRUSTED_PROXY_HOPS", _positive_int, 1),
             availability_cache_s=get("AVAILABILITY_CACHE_S", float, 0.5),
-            expire_interval_s=get("EXPIRE_INTERVAL_S", positive_float, 1.0),
+            expire_interval_s=get("EXPIRE_INTERVAL_S", _positive_float, 1.0),
             his_url=get("HIS_URL", str, ""),
-            his_sync_interval_s=get("HIS_SYNC_INTERVAL_S", positive_float, 60.0),
-            his_booking_window_days=get("HIS_BOOKING_WINDOW_DAYS", positive_int, 14),
-            reconcile_interval_s=get("RECONCILE_INTERVAL_S", positive_float, 300.0),
+            his_sync_interval_s=get("HIS_SYNC_INTERVAL_S", _positive_float, 60.0),
+            his_booking_window_days=get("HIS_BOOKING_WINDOW_DAYS", _positive_int, 14),
+            reconcile_interval_s=get("RECONCILE_INTERVAL_S", _positive_float, 300.0),
             reconcile_policy=get("RECONCILE_POLICY", _reconcile_policy, "default"),
-            require_verified_store=get("REQUIRE_VERIFIED_STORE", boolean, True),
-            fence_interval_s=get("FENCE_INTERVAL_S", positive_float, 1.0),
-            max_body_bytes=get("MAX_BODY_BYTES", positive_int, defaults.max_body_bytes),
-            worker_metrics_port=get("WORKER_METRICS_PORT", port_or_zero, 9101),
+            require_verified_store=get("REQUIRE_VERIFIED_STORE", _boolean, True),
+            fence_interval_s=get("FENCE_INTERVAL_S", _positive_float, 1.0),
+            max_body_bytes=get("MAX_BODY_BYTES", _positive_int, defaults.max_body_bytes),
+            worker_metrics_port=get("WORKER_METRICS_PORT", _port_or_zero, 9101),
             ready_max_outbox_backlog=get(
-                "READY_MAX_OUTBOX_BACKLOG", positive_int, defaults.ready_max_outbox_backlog
+                "READY_MAX_OUTBOX_BACKLOG", _positive_int, defaults.ready_max_outbox_backlog
             ),
-            payments=PaymentSettings.from_env(env, problems),
+            payments=_payment_settings(env),
         )
+        problems = env.problems
         if (
             "," in settings.redis_url
             and not settings.redis_cluster

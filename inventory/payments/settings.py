@@ -1,5 +1,6 @@
 """Payment settings: the merchant's WeChat Pay identity and keys, read with the rest of
-:class:`inventory.ops.config.Settings` (``Settings.payments``) from ``INVENTORY_*`` variables.
+:class:`inventory.ops.config.Settings` (``Settings.payments``) from ``INVENTORY_*`` variables
+(that module alone reads the environment; this one says what is valid).
 
 Payments are off while ``INVENTORY_WECHAT_MCHID`` is empty. The APIv3 key and the
 merchant private key never appear in ``repr`` or logs. Keys are given as base64 of their
@@ -24,9 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -36,8 +35,6 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
     load_pem_public_key,
 )
-
-T = TypeVar("T")
 
 #: WeChat Pay's APIv3 key is 32 bytes (AES-256).
 APIV3_KEY_BYTES = 32
@@ -121,58 +118,6 @@ class PaymentSettings:
     def enabled(self) -> bool:
         """Payments are on (a merchant id is configured)."""
         return bool(self.mchid)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], problems: list[str]) -> PaymentSettings:
-        """Read ``INVENTORY_WECHAT_*`` and ``INVENTORY_PAYMENT_*``; unparsable values are
-        added to ``problems``."""
-        prefix = "INVENTORY_"
-        defaults = cls()
-
-        def get(name: str, parse: Callable[[str], T], default: T) -> T:
-            raw = env.get(prefix + name)
-            if raw is None or raw == "":
-                return default
-            try:
-                return parse(raw)
-            except (ValueError, TypeError) as error:
-                problems.append(f"{prefix}{name}: {error}")
-                return default
-
-        def positive(text: str) -> float:
-            value = float(text)
-            if not value > 0:
-                raise ValueError("must be a positive number")
-            return value
-
-        def window(text: str) -> int:
-            value = int(text)
-            if not 1 <= value <= 3600:
-                raise ValueError("must be 1-3600 seconds")
-            return value
-
-        def boolean(text: str) -> bool:
-            lowered = text.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected true or false, got {text!r}")
-
-        return cls(
-            mchid=get("WECHAT_MCHID", str, ""),
-            appid=get("WECHAT_APPID", str, ""),
-            apiv3_key=get("WECHAT_APIV3_KEY", str, ""),
-            merchant_key=get("WECHAT_MERCHANT_KEY", str, ""),
-            merchant_serial=get("WECHAT_MERCHANT_SERIAL", str, ""),
-            platform_keys=get("WECHAT_PLATFORM_KEYS", str, ""),
-            api_url=get("WECHAT_API_URL", str, defaults.api_url),
-            notify_url=get("WECHAT_NOTIFY_URL", str, ""),
-            notify_window_s=get("PAYMENT_NOTIFY_WINDOW_S", window, defaults.notify_window_s),
-            loop_interval_s=get("PAYMENT_LOOP_INTERVAL_S", positive, defaults.loop_interval_s),
-            close_grace_s=get("PAYMENT_CLOSE_GRACE_S", positive, defaults.close_grace_s),
-            run_loops=get("PAYMENT_LOOPS", boolean, True),
-        )
 
     def problems(self) -> list[str]:
         """What is missing or wrong for taking payments (nothing when payments are off)."""

@@ -10,8 +10,8 @@
     python -m bench persister [--redis-url URL] [--postgres-url URL] [--rate R] [--json]
     python -m bench replot FIGURES.json [PLOT.png]
 
-Every argument parser of the benchmarks is here; the modules beside it measure and
-report. Without ``--redis-url`` (and ``--database-url`` or
+Every argument parser of the benchmarks is here (the http benchmark's child processes'
+too); the modules beside it measure and report. Without ``--redis-url`` (and ``--database-url`` or
 ``--postgres-url``) private servers are started in a temporary folder and stopped at the
 end. Progress goes to stderr, the report to stdout (JSON with ``--json``); see
 docs/benchmarks.md.
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.http import GENERATORS
+from bench.http.config import GENERATORS, MODES
 
 PROG = "python -m bench"
 
@@ -293,6 +293,28 @@ def _add_replot(benches: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_replot, _parser=parser)
 
 
+def build_child_parser() -> argparse.ArgumentParser:
+    """The http benchmark's child processes (``python -m bench.http.child``): ``bare`` (the
+    bare server), ``floor`` (the floor server) and ``load`` (the Python generator)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.http.child")
+    roles = parser.add_subparsers(dest="role", required=True)
+    for role in ("bare", "floor"):
+        server = roles.add_parser(role)
+        server.add_argument("--host", default="127.0.0.1")
+        server.add_argument("--port", type=int, required=True)
+        server.add_argument("--reuse-port", action="store_true")
+    load = roles.add_parser("load")
+    load.add_argument("--plan", required=True)
+    load.add_argument("--host", default="127.0.0.1")
+    load.add_argument("--port", type=int, required=True)
+    load.add_argument("--mode", choices=MODES, required=True)
+    load.add_argument("--connections", type=int, required=True)
+    load.add_argument("--seconds", type=float, required=True)
+    load.add_argument("--rate", type=float, default=0.0)
+    load.add_argument("--start", type=int, default=0)
+    return parser
+
+
 # -- running them ---------------------------------------------------------------------------
 
 
@@ -400,8 +422,9 @@ def _http_errors() -> tuple[type[BaseException], ...]:
 
 
 def _http(args: argparse.Namespace) -> int:
-    from bench.http import HttpBenchConfig, run_http_bench
-    from bench.sweep import SWEEP_SECONDS
+    from bench.http.config import HttpBenchConfig
+    from bench.http.run import run_http_bench
+    from bench.http.sweep import SWEEP_SECONDS
 
     if args.redis_url and args.aof != "off":
         args._parser.error("--aof applies to the private Redis only, not with --redis-url")
@@ -447,7 +470,7 @@ def _http(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace, config: Any) -> int:
-    from bench import sweep
+    from bench.http import sweep
 
     try:
         sweep_config = sweep.SweepConfig(
@@ -529,7 +552,7 @@ def _persister(args: argparse.Namespace) -> int:
 
 
 def _replot(args: argparse.Namespace) -> int:
-    from bench.sweep import write_plot
+    from bench.http.sweep import write_plot
 
     data = json.loads(args.figures.read_text(encoding="utf-8"))
     write_plot(data, args.png or args.figures.with_suffix(".png"))

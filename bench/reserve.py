@@ -33,10 +33,9 @@ import itertools
 import math
 import os
 import secrets
-import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -46,6 +45,7 @@ from urllib.parse import urlsplit
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from bench.stats import Spread, percentile_ms
 from inventory.domain import ReserveRequest, ScheduleSpec, SlotSpec
 from inventory.errors import LUA_OK, InventoryError
 from inventory.store import keys
@@ -90,24 +90,6 @@ class BenchConfig:
             raise ValueError("concurrency must be at least 1")
         if not (self.warmup_seconds >= 0 and math.isfinite(self.warmup_seconds)):
             raise ValueError("warmup_seconds must not be negative")
-
-
-@dataclass(frozen=True, slots=True)
-class Spread:
-    """Median and range of one figure over the rounds."""
-
-    median: float
-    min: float
-    max: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Spread:
-        """The spread of ``values`` (at least one)."""
-        return cls(statistics.median(values), min(values), max(values))
-
-    def as_dict(self) -> dict[str, float]:
-        """``{"median", "min", "max"}``."""
-        return {"median": self.median, "min": self.min, "max": self.max}
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,14 +283,6 @@ def _fmt(spread: Spread, pattern: str) -> str:
         f"{pattern.format(spread.median)} "
         f"[{pattern.format(spread.min)}-{pattern.format(spread.max)}]"
     )
-
-
-def _percentile_ms(sorted_ns: Sequence[int], fraction: float) -> float:
-    """Nearest-rank percentile of sorted nanosecond durations, in ms."""
-    if not sorted_ns:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_ns)))
-    return sorted_ns[rank - 1] / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,8 +480,8 @@ async def _drive(
         failures=failures,
         first_failure=first_failure,
         elapsed_s=elapsed,
-        p50_ms=_percentile_ms(latencies, 0.50),
-        p99_ms=_percentile_ms(latencies, 0.99),
+        p50_ms=percentile_ms(latencies, 0.50),
+        p99_ms=percentile_ms(latencies, 0.99),
         client_cpu_us=cpu / total * 1e6,
         redis_cpu_us=redis_cpu / total * 1e6,
         redis_bytes_per_hold=memory / holds if holds else 0.0,

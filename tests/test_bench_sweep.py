@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import redis
 
-from bench import sweep
 from bench.cli import main
-from bench.http import HttpBenchConfig
+from bench.http import sweep
+from bench.http.config import HttpBenchConfig
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

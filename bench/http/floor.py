@@ -1,7 +1,7 @@
 """The floor of ``python -m bench http --floor``: the bare handler plus the reserve call.
 
 A reserve cannot cost less than the bare JSON POST handler plus the store call it makes.
-This server is exactly that: the bare handler of :mod:`bench.http` (orjson in
+This server is exactly that: the bare handler of :mod:`bench.http.bare_server` (orjson in
 and out, no middleware) around the API's own ``SlotStore.reserve``, built by the API's
 own ``services_context`` from the same ``INVENTORY_*`` environment (same scripts, same
 auto-pipelined Redis connection, same catalogue cache). It does nothing else: no token,
@@ -10,7 +10,7 @@ no admission gate. Its throughput against the bare handler is what this machine 
 *any* handler that reserves through this store; the API's own handling is the
 difference between the API and the floor.
 
-Run by the benchmark as ``python -m bench.http floor --port P``; it books each
+Run by the benchmark as ``python -m bench.http.child floor --port P``; it books each
 request's patient under the account ``floor-<patient>`` (the bearer token is not read),
 on request indices of its own, so its holds never meet the API's.
 """

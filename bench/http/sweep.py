@@ -1,10 +1,10 @@
 """Throughput and latency of the API and the bare handler against offered load.
 
 ``python -m bench http --sweep [--plot PATH]`` runs the servers, data and generator of
-:mod:`bench.http` (one :class:`~bench.http.LiveBench`, the same
+:mod:`bench.http` (one :class:`~bench.http.live.LiveBench`, the same
 phases) in a different order:
 
-1. the warm-up of the rounds (:meth:`~bench.http.LiveBench.warm_up`: until every
+1. the warm-up of the rounds (:meth:`~bench.http.live.LiveBench.warm_up`: until every
    patient has reserved once) and one closed-loop **max** phase per side, as in a round;
 2. **points**: open-loop paced phases of both sides at a series of offered rates, from
    fractions of the bare side's max (well below the API's ceiling up to past the bare
@@ -18,12 +18,12 @@ Per point and side it records the offered rate, the successful answers per secon
 error rate, p50 and p99 (measured from the write, like every paced phase of
 ``bench http``: past saturation the generator's connections, one request in flight each,
 bound the queue, so the latency there is that of a closed loop at ``connections``), and
-the CPU figures of :class:`~bench.http.Phase`.
+the CPU figures of :class:`~bench.http.report.Phase`.
 
 With ``--plot PATH`` it writes a PNG (matplotlib, Agg) of two panels, achieved throughput
 and p50/p99 against offered rate, api and bare, with the date, the machine, the versions
 and the processes in a footnote, and the figures as JSON beside it (``PATH`` with the
-suffix ``.json``); ``python -m bench.sweep replot FILE.json [FILE.png]`` draws
+suffix ``.json``); ``python -m bench replot FILE.json [FILE.png]`` draws
 the PNG again from the JSON alone.
 """
 
@@ -44,17 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.http import (
-    DISTURBED_PCT,
-    PACED_SHORTFALL,
-    SIDES,
-    HttpBenchConfig,
-    LiveBench,
-    Phase,
-    Setting,
-    phase_flags,
-    running_bench,
-)
+from bench.http.config import DISTURBED_PCT, PACED_SHORTFALL, SIDES, HttpBenchConfig
+from bench.http.live import LiveBench
+from bench.http.report import Phase, Setting, phase_flags
+from bench.http.run import running_bench
 
 #: Offered rates as fractions of the bare side's closed-loop max: from far below the
 #: API's ceiling to past the bare handler's.

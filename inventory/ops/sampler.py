@@ -25,13 +25,12 @@ from inventory.ops.backoff import TRANSIENT_ERRORS
 from inventory.record.persister import PersisterStats
 from inventory.store import keys
 from inventory.store.backlog import TAGS_PER_ROUND_TRIP, outbox_verdict
-from inventory.store.slot_store import SlotStore
+from inventory.store.slot_store import SlotStore, counts_of_slots_hash
 
 log = structlog.get_logger(__name__)
 
 #: Seconds between samples.
 SAMPLE_INTERVAL_S: Final = 5.0
-_COUNT_FIELDS: Final = ("cap", "rem", "held", "booked", "wait")
 
 
 class MeteredPersisterStats(PersisterStats):
@@ -55,27 +54,6 @@ class StoreSample:
     violating_slots: int
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _slot_fields(raw: dict[str, Any]) -> dict[str, dict[str, int]]:
-    slots: dict[str, dict[str, int]] = {}
-    for name, value in raw.items():
-        slot, _, part = str(name).rpartition(":")
-        if part in _COUNT_FIELDS:
-            slots.setdefault(slot, {})[part] = _int(value)
-    return slots
-
-
-def _violates(fields: dict[str, int]) -> bool:
-    parts = [fields.get(name, 0) for name in ("rem", "held", "booked", "wait")]
-    return sum(parts) != fields.get("cap", 0) or min(parts) < 0
-
-
 async def _read_tags(client: Any, tags: Sequence[str]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for tag in tags:
@@ -97,10 +75,10 @@ async def sample_store(store: SlotStore) -> StoreSample:
             raw_slots, fence_flag = replies[2 * i], replies[2 * i + 1]
             if str(fence_flag) == "1":
                 fenced += 1
-            for fields in _slot_fields(raw_slots or {}).values():
-                held += fields.get("held", 0)
-                waiting += fields.get("wait", 0)
-                if _violates(fields):
+            for counts in counts_of_slots_hash(raw_slots or {}).values():
+                held += counts.held
+                waiting += counts.waiting
+                if not counts.conserved:
                     violating += 1
     sample = StoreSample(len(tags), held, waiting, fenced, violating)
     metrics.TAGS.set(sample.tags)

@@ -34,12 +34,11 @@ from typing import Any
 
 import redis.exceptions
 
-from inventory.domain import SlotCounts
 from inventory.record.persister import GROUP
 from inventory.record.pool import acquire
 from inventory.record.queries import QUERIES
 from inventory.store import keys
-from inventory.store.slot_store import SlotStore
+from inventory.store.slot_store import SlotStore, counts_of_slots_hash
 
 
 @dataclass
@@ -95,27 +94,13 @@ class CheckReport:
         }
 
 
-def _slot_counts(raw: dict[str, str]) -> dict[str, SlotCounts]:
-    fields: dict[str, dict[str, int]] = {}
-    for name, value in raw.items():
-        slot, _, part = name.rpartition(":")
-        if part in ("cap", "rem", "held", "booked", "wait"):
-            fields.setdefault(slot, {})[part] = int(value)
-    return {
-        slot: SlotCounts(
-            f.get("cap", 0), f.get("rem", 0), f.get("held", 0), f.get("booked", 0), f.get("wait", 0)
-        )
-        for slot, f in fields.items()
-    }
-
-
 async def check_tag(store: SlotStore, pool: Any, tag: str, report: CheckReport) -> None:
     """Check one tag into ``report``."""
     tk = keys.tag_keys(tag)
     raw_slots = await store.client.hgetall(tk.slots)
     meta = await store.client.hmget(tk.meta, ["seq", "fenced"])
     redis_seq, fenced = int(meta[0] or 0), meta[1] == "1"
-    counts = _slot_counts(raw_slots)
+    counts = counts_of_slots_hash(raw_slots)
     report.tags += 1
     report.slots += len(counts)
     for slot, slot_counts in counts.items():

@@ -168,7 +168,7 @@ async def _raise_oversold(
         {
             "id": s["id"],
             "schedule": s["schedule_id"],
-            "cap": max(int(s["capacity"]), taken.get(s["id"], 0)),
+            "capacity": max(int(s["capacity"]), taken.get(s["id"], 0)),
         }
         for s in slots
     ]

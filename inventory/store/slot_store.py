@@ -16,7 +16,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -137,9 +137,46 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: A slot's counts by their wire names: the fields ``{slot}:cap``, ``{slot}:rem``, ...
+#: of a tag's slots hash, the keys of the outbox events' payloads (which the Postgres
+#: projection reads) and the scripts' own names. Stored hashes and events keep them;
+#: Python says capacity, remaining, held, booked, waiting, and this module is the one
+#: place that translates between the two.
+WIRE_COUNT_NAMES: Final = {
+    "capacity": "cap",
+    "remaining": "rem",
+    "held": "held",
+    "booked": "booked",
+    "waiting": "wait",
+}
+_COUNT_OF_WIRE_NAME: Final = {wire: name for name, wire in WIRE_COUNT_NAMES.items()}
+
+
 def _counts(reply: Sequence[Any], start: int) -> SlotCounts:
-    rem, held, booked, wait, cap = (int(v) for v in reply[start : start + 5])
-    return SlotCounts(capacity=cap, remaining=rem, held=held, booked=booked, waiting=wait)
+    # The scripts answer rem, held, booked, wait, cap (lua/reserve.lua's header).
+    remaining, held, booked, waiting, capacity = (int(v) for v in reply[start : start + 5])
+    return SlotCounts(
+        capacity=capacity, remaining=remaining, held=held, booked=booked, waiting=waiting
+    )
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0  # not a count: the slot then fails SlotCounts.conserved
+
+
+def counts_of_slots_hash(raw: Mapping[Any, Any]) -> dict[str, SlotCounts]:
+    """Every slot's counts in a tag's slots hash as ``HGETALL`` answers it (a count
+    missing from the hash reads 0); the hash's other fields are left out."""
+    found: dict[str, dict[str, int]] = {}
+    for field_name, value in raw.items():
+        slot_id, _, wire = _text(field_name).rpartition(":")
+        name = _COUNT_OF_WIRE_NAME.get(wire)
+        if name is not None:
+            found.setdefault(slot_id, dict.fromkeys(WIRE_COUNT_NAMES, 0))[name] = _count(value)
+    return {slot_id: SlotCounts(**counts) for slot_id, counts in found.items()}
 
 
 class SlotStore:
@@ -572,13 +609,18 @@ class SlotStore:
         holds: Sequence[Mapping[str, Any]],
     ) -> int:
         """Replace a tag's state with what Postgres recorded and lift its fence;
-        returns the units free afterwards (see lua/rebuild.lua)."""
+        returns the units free afterwards (see lua/rebuild.lua). Each of ``slots`` is
+        ``{"id", "schedule", "capacity"}``."""
+        wire_slots = [
+            {"id": s["id"], "schedule": s["schedule"], WIRE_COUNT_NAMES["capacity"]: s["capacity"]}
+            for s in slots
+        ]
         args = [
             tag,
             seq,
             orjson.dumps(dict(meta)).decode(),
             orjson.dumps(list(schedules)).decode(),
-            orjson.dumps(list(slots)).decode(),
+            orjson.dumps(wire_slots).decode(),
             orjson.dumps(list(holds)).decode(),
         ]
         reply = await self._call("rebuild", keys.tag_keys(tag).as_list(), args)
@@ -602,17 +644,19 @@ class SlotStore:
     async def slot_counts(self, tag: str, slot_ids: Iterable[str]) -> dict[str, SlotCounts]:
         """Counts of several slots of one tag, in one round trip."""
         ids = list(slot_ids)
-        fields = [f"{s}:{f}" for s in ids for f in ("cap", "rem", "held", "booked", "wait")]
+        fields = [f"{s}:{wire}" for s in ids for wire in WIRE_COUNT_NAMES.values()]
         if not fields:
             return {}
         values = await _guard(self.client.hmget(keys.tag_keys(tag).slots, fields))
+        width = len(WIRE_COUNT_NAMES)
         result = {}
         for i, slot_id in enumerate(ids):
-            chunk = values[i * 5 : i * 5 + 5]
-            if chunk[0] is None:
+            chunk = values[i * width : (i + 1) * width]
+            if chunk[0] is None:  # no such slot
                 continue
-            cap, rem, held, booked, wait = (int(v) for v in chunk)
-            result[slot_id] = SlotCounts(cap, rem, held, booked, wait)
+            result[slot_id] = SlotCounts(
+                **dict(zip(WIRE_COUNT_NAMES, map(_count, chunk), strict=True))
+            )
         return result
 
     # -- patient tag ------------------------------------------------------------------

@@ -12,7 +12,6 @@ route exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
 
@@ -31,6 +30,7 @@ from inventory.api.holds import BookingListQuery
 from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
 from inventory.api.payments import PaymentCreate, PaymentList, PaymentView, RefundView
+from inventory.api.routing import Operation
 from inventory.errors import MESSAGES
 from inventory.privacy.identity import make_resident_id
 
@@ -168,25 +168,6 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
 STR = {"type": "string"}
 
 
-@dataclass(frozen=True)
-class Operation:
-    """One documented route."""
-
-    method: str
-    path: str
-    operation_id: str
-    summary: str
-    tag: str
-    ok_status: int
-    response: type[BaseModel] | dict[str, Any]
-    auth: str | None = None  # "account" or "operator"
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    errors: tuple[int, ...] = ()
-    idempotency_key: bool = False
-    extra_ok: tuple[int, ...] = field(default=())
-
-
 _ACCOUNT_ERRORS = (401, 422, 503)
 _HOLD = models.HoldView
 _BOOKING = models.BookingView
@@ -221,6 +202,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "health",
         200,
         STR,
+        content_types=("text/plain",),
     ),
     Operation(
         "get",
@@ -573,6 +555,7 @@ OPERATIONS: tuple[Operation, ...] = (
         views.LegacySchedules,
         query=DoctorScheduleQuery,
         errors=(404, 422, 503),
+        error_body=views.LegacyError,
     ),
     Operation(
         "get",
@@ -584,6 +567,7 @@ OPERATIONS: tuple[Operation, ...] = (
         views.LegacyAvailability,
         query=AvailableQuery,
         errors=(404, 422, 503),
+        error_body=views.LegacyError,
     ),
     Operation("get", "/openapi.json", "openapi", "This document", "docs", 200, {"type": "object"}),
     Operation(
@@ -594,6 +578,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "docs",
         200,
         STR,
+        content_types=("text/html",),
     ),
     Operation(
         "get",
@@ -604,16 +589,9 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         {"type": "string", "format": "binary"},
         errors=(404,),
+        content_types=("text/css", "text/javascript", "image/png", "text/plain"),
     ),
 )
-
-_LEGACY = frozenset({"legacy_doctor_schedule", "legacy_appointment_available"})
-#: Operations that do not answer JSON.
-_CONTENT_TYPES = {
-    "docs": ("text/html",),
-    "metrics": ("text/plain",),
-    "docs_asset": ("text/css", "text/javascript", "image/png", "text/plain"),
-}
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
@@ -660,10 +638,7 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
 
 def _responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     body = op.response if isinstance(op.response, dict) else _schema(op.response, components)
-    content = {
-        content_type: {"schema": body}
-        for content_type in _CONTENT_TYPES.get(op.operation_id, ("application/json",))
-    }
+    content = {content_type: {"schema": body} for content_type in op.content_types}
     responses: dict[str, Any] = {str(op.ok_status): {"description": "OK", "content": content}}
     if op.ok_status == 204:
         responses["204"] = {"description": "Done (no body)"}
@@ -676,8 +651,8 @@ def _responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     for status in sorted({*op.errors, 400, 405, 500}):
         if str(status) in responses:
             continue
-        if op.operation_id in _LEGACY and status not in (405, 500):
-            content = {"application/json": {"schema": _schema(views.LegacyError, components)}}
+        if op.error_body is not None and status not in (405, 500):
+            content = {"application/json": {"schema": _schema(op.error_body, components)}}
         else:
             content = {"application/problem+json": {"schema": problem}}
         responses[str(status)] = {"description": "Problem", "content": content}

@@ -18,19 +18,26 @@ from typing import Any
 
 from aiohttp import web
 
+from inventory.api import views
 from inventory.api.bodies import json_response
 from inventory.api.context import SERVICES, Services
+from inventory.api.routing import Routes
 from inventory.record.persister import GROUP
 from inventory.record.pool import ping
 from inventory.store.backlog import measure_backlog, outbox_verdict, stale_remark
 from inventory.store.connection import check_store
 
-routes = web.RouteTableDef()
+routes = Routes(tag="health")
 
 CHECK_TIMEOUT_S = 1.0
 
 
-@routes.get("/healthz")
+@routes.get(
+    "/healthz",
+    operation_id="healthz",
+    summary="The process lives",
+    response=views.Health,
+)
 async def healthz(request: web.Request) -> web.Response:
     """The process lives."""
     return json_response({"status": "ok"})
@@ -79,7 +86,13 @@ def _passes(state: str) -> bool:
     return state == "ok" or state.startswith("ok (")
 
 
-@routes.get("/readyz")
+@routes.get(
+    "/readyz",
+    operation_id="readyz",
+    summary="Ready to serve (Redis and Postgres answer, store verified, outbox backlog in bounds)",
+    response=views.Readiness,
+    extra_ok=(503,),
+)
 async def readyz(request: web.Request) -> web.Response:
     """Ready when Redis and Postgres answer, the store is verified and the outbox
     backlog is within bounds; 503 with what is failing otherwise."""

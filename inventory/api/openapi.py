@@ -18,7 +18,7 @@ from typing import Any, Final
 from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import models, views
+from inventory.api import health, models, views
 from inventory.api.capacity import (
     CapacityQuery,
     DepartmentCapacityQuery,
@@ -175,25 +175,7 @@ _BOOKING = models.BookingView
 _CAPACITY_ERRORS = (400, 401, 403, 422)
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation(
-        "get",
-        "/healthz",
-        "healthz",
-        "The process lives",
-        "health",
-        200,
-        views.Health,
-    ),
-    Operation(
-        "get",
-        "/readyz",
-        "readyz",
-        "Ready to serve (Redis and Postgres answer, store verified, outbox backlog in bounds)",
-        "health",
-        200,
-        views.Readiness,
-        extra_ok=(503,),
-    ),
+    *health.routes.operations,
     Operation(
         "get",
         "/metrics",

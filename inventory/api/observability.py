@@ -24,6 +24,7 @@ from aiohttp import web
 
 from inventory.api.context import SERVICES
 from inventory.api.problems import Handler
+from inventory.api.routing import Routes
 from inventory.errors import InventoryError
 from inventory.ops import metrics
 from inventory.ops.logs import write_access
@@ -31,7 +32,7 @@ from inventory.privacy.identity import find_pii
 
 log = structlog.get_logger("inventory.api.access")
 
-routes = web.RouteTableDef()
+routes = Routes(tag="health")
 
 REQUEST_ID_HEADER: Final = "X-Request-Id"
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
@@ -124,7 +125,13 @@ def count_reserve_outcomes(handler: Handler) -> Handler:
     return counted
 
 
-@routes.get("/metrics")
+@routes.get(
+    "/metrics",
+    operation_id="metrics",
+    summary="Prometheus metrics of every API process (text format; see docs/metrics.md)",
+    response={"type": "string"},
+    content_types=("text/plain",),
+)
 async def metrics_endpoint(request: web.Request) -> web.Response:
     """Prometheus metrics of every API process (text format)."""
     body = await asyncio.to_thread(metrics.exposition, "api")

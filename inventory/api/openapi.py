@@ -18,7 +18,7 @@ from typing import Any, Final
 from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import health, models, views
+from inventory.api import health, models, observability, views
 from inventory.api.capacity import (
     CapacityQuery,
     DepartmentCapacityQuery,
@@ -176,16 +176,7 @@ _CAPACITY_ERRORS = (400, 401, 403, 422)
 
 OPERATIONS: tuple[Operation, ...] = (
     *health.routes.operations,
-    Operation(
-        "get",
-        "/metrics",
-        "metrics",
-        "Prometheus metrics of every API process (text format; see docs/metrics.md)",
-        "health",
-        200,
-        STR,
-        content_types=("text/plain",),
-    ),
+    *observability.routes.operations,
     Operation(
         "get",
         "/v1/hospitals",

@@ -12,15 +12,17 @@ from typing import Any
 
 from aiohttp import web
 
+from inventory.api import views
 from inventory.api.bodies import json_response, read_query, validate
 from inventory.api.context import SERVICES, Services
 from inventory.api.instants import instant_text, local_text
 from inventory.api.models import Day, Id, Request
+from inventory.api.routing import Routes
 from inventory.errors import NotFoundError, ValidationFailedError
 from inventory.record.catalogue import ScheduleTerms
 from inventory.store import keys
 
-routes = web.RouteTableDef()
+routes = Routes(tag="catalogue")
 
 
 class _IdPath(Request):
@@ -39,7 +41,13 @@ def path_id(request: web.Request, name: str) -> str:
         raise NotFoundError() from None
 
 
-@routes.get("/v1/hospitals")
+@routes.get(
+    "/v1/hospitals",
+    operation_id="list_hospitals",
+    summary="Every hospital",
+    response=views.HospitalList,
+    errors=(503,),
+)
 async def list_hospitals(request: web.Request) -> web.Response:
     """Every hospital."""
     rows = await request.app[SERVICES].catalogue.fetch("list_hospitals")
@@ -47,7 +55,13 @@ async def list_hospitals(request: web.Request) -> web.Response:
     return json_response({"items": items})
 
 
-@routes.get("/v1/hospitals/{hospital_id}/departments")
+@routes.get(
+    "/v1/hospitals/{hospital_id}/departments",
+    operation_id="department_tree",
+    summary="A hospital's departments as a tree",
+    response=views.DepartmentTree,
+    errors=(404, 503),
+)
 async def department_tree(request: web.Request) -> web.Response:
     """A hospital's departments as a tree."""
     hospital_id = path_id(request, "hospital_id")
@@ -64,7 +78,13 @@ async def department_tree(request: web.Request) -> web.Response:
     return json_response({"hospital_id": hospital_id, "departments": roots})
 
 
-@routes.get("/v1/departments/{department_id}/doctors")
+@routes.get(
+    "/v1/departments/{department_id}/doctors",
+    operation_id="department_doctors",
+    summary="A department's doctors",
+    response=views.DoctorList,
+    errors=(404, 503),
+)
 async def department_doctors(request: web.Request) -> web.Response:
     """A department's doctors with title (职称) and specialty (擅长)."""
     department_id = path_id(request, "department_id")
@@ -128,7 +148,14 @@ async def day_schedules(services: Services, department_id: str, day: date) -> li
     return items
 
 
-@routes.get("/v1/departments/{department_id}/schedules")
+@routes.get(
+    "/v1/departments/{department_id}/schedules",
+    operation_id="department_schedules",
+    summary="Schedules of a department on a date, with remaining counts",
+    response=views.ScheduleDay,
+    query=ScheduleDayQuery,
+    errors=(404, 422, 503),
+)
 async def department_schedules(request: web.Request) -> web.Response:
     """The department's schedules on a date (``?date=YYYY-MM-DD``)."""
     department_id = path_id(request, "department_id")
@@ -187,7 +214,14 @@ async def schedule_availability(services: Services, schedule_id: str) -> dict[st
     }
 
 
-@routes.get("/v1/schedules/{schedule_id}/slots")
+@routes.get(
+    "/v1/schedules/{schedule_id}/slots",
+    operation_id="schedule_slots",
+    summary="A schedule's time windows with remaining counts",
+    response=views.Availability,
+    errors=(404, 503),
+    extra_ok=(304,),
+)
 async def schedule_slots(request: web.Request) -> web.Response:
     """A schedule's time windows with remaining counts (briefly cached, with an ETag)."""
     schedule_id = path_id(request, "schedule_id")

@@ -18,14 +18,13 @@ from typing import Any, Final
 from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import health, models, observability, views
+from inventory.api import catalogue, health, models, observability, views
 from inventory.api.capacity import (
     CapacityQuery,
     DepartmentCapacityQuery,
     MaxRateQuery,
     MinServersQuery,
 )
-from inventory.api.catalogue import ScheduleDayQuery
 from inventory.api.holds import BookingListQuery
 from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
@@ -177,58 +176,7 @@ _CAPACITY_ERRORS = (400, 401, 403, 422)
 OPERATIONS: tuple[Operation, ...] = (
     *health.routes.operations,
     *observability.routes.operations,
-    Operation(
-        "get",
-        "/v1/hospitals",
-        "list_hospitals",
-        "Every hospital",
-        "catalogue",
-        200,
-        views.HospitalList,
-        errors=(503,),
-    ),
-    Operation(
-        "get",
-        "/v1/hospitals/{hospital_id}/departments",
-        "department_tree",
-        "A hospital's departments as a tree",
-        "catalogue",
-        200,
-        views.DepartmentTree,
-        errors=(404, 503),
-    ),
-    Operation(
-        "get",
-        "/v1/departments/{department_id}/doctors",
-        "department_doctors",
-        "A department's doctors",
-        "catalogue",
-        200,
-        views.DoctorList,
-        errors=(404, 503),
-    ),
-    Operation(
-        "get",
-        "/v1/departments/{department_id}/schedules",
-        "department_schedules",
-        "Schedules of a department on a date, with remaining counts",
-        "catalogue",
-        200,
-        views.ScheduleDay,
-        query=ScheduleDayQuery,
-        errors=(404, 422, 503),
-    ),
-    Operation(
-        "get",
-        "/v1/schedules/{schedule_id}/slots",
-        "schedule_slots",
-        "A schedule's time windows with remaining counts",
-        "catalogue",
-        200,
-        views.Availability,
-        errors=(404, 503),
-        extra_ok=(304,),
-    ),
+    *catalogue.routes.operations,
     Operation(
         "post",
         "/v1/patients",

@@ -18,7 +18,7 @@ from typing import Any, Final
 from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import catalogue, health, models, observability, views
+from inventory.api import catalogue, health, models, observability, patients, views
 from inventory.api.capacity import (
     CapacityQuery,
     DepartmentCapacityQuery,
@@ -177,30 +177,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *health.routes.operations,
     *observability.routes.operations,
     *catalogue.routes.operations,
-    Operation(
-        "post",
-        "/v1/patients",
-        "create_patient",
-        "Register a real-name patient",
-        "patients",
-        201,
-        models.PatientView,
-        auth="account",
-        body=models.PatientCreate,
-        errors=(400, 401, 409, 422, 503),
-        extra_ok=(200,),
-    ),
-    Operation(
-        "get",
-        "/v1/patients",
-        "list_patients",
-        "The account's patients (masked)",
-        "patients",
-        200,
-        views.PatientList,
-        auth="account",
-        errors=(401, 503),
-    ),
+    *patients.routes.operations,
     Operation(
         "post",
         "/v1/holds",

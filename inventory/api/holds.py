@@ -17,12 +17,16 @@ from inventory.api.context import SERVICES, client_ip
 from inventory.api.instants import instant_text
 from inventory.api.models import (
     BookingCancel,
+    BookingList,
+    BookingView,
     HoldConfirm,
     HoldCreate,
     HoldId,
+    HoldView,
     Request,
 )
 from inventory.api.observability import count_reserve_outcomes, request_id_of
+from inventory.api.routing import Routes
 from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest, SlotLocation
 from inventory.errors import (
     NotFoundError,
@@ -35,7 +39,7 @@ from inventory.payments.refunds import request_refund
 from inventory.record.catalogue import ScheduleTerms
 from inventory.store import keys
 
-routes = web.RouteTableDef()
+routes = Routes(tag="holds")
 
 
 class _HoldPath(Request):
@@ -115,7 +119,17 @@ async def _own_hold(request: web.Request, hold_id: str, account_id: str) -> Hold
     return hold
 
 
-@routes.post("/v1/holds")
+@routes.post(
+    "/v1/holds",
+    operation_id="create_hold",
+    summary="Reserve one unit of a slot",
+    ok_status=201,
+    response=HoldView,
+    auth="account",
+    body=HoldCreate,
+    idempotency_key=True,
+    errors=(400, 401, 404, 409, 422, 429, 503),
+)
 @count_reserve_outcomes
 async def create_hold(request: web.Request) -> web.Response:
     """Reserve one unit of a slot for one of the account's patients."""
@@ -173,7 +187,14 @@ async def create_hold(request: web.Request) -> web.Response:
     return json_response(hold_view(outcome.hold, terms), status=201, headers=headers)
 
 
-@routes.get("/v1/holds/{hold_id}")
+@routes.get(
+    "/v1/holds/{hold_id}",
+    operation_id="get_hold",
+    summary="One of the account's holds",
+    response=HoldView,
+    auth="account",
+    errors=(401, 404, 503),
+)
 async def get_hold(request: web.Request) -> web.Response:
     """One of the account's holds."""
     who = principal(request)
@@ -181,7 +202,14 @@ async def get_hold(request: web.Request) -> web.Response:
     return json_response(hold_view(hold, await schedule_terms(request, hold.schedule_id)))
 
 
-@routes.delete("/v1/holds/{hold_id}")
+@routes.delete(
+    "/v1/holds/{hold_id}",
+    operation_id="release_hold",
+    summary="Give a hold back",
+    response=HoldView,
+    auth="account",
+    errors=(401, 404, 409, 422, 503),
+)
 async def release_hold(request: web.Request) -> web.Response:
     """Give a hold back before paying (a booking is cancelled with /cancel instead)."""
     who = principal(request)
@@ -205,7 +233,16 @@ async def release_hold(request: web.Request) -> web.Response:
     return json_response(hold_view(outcome.hold, terms))
 
 
-@routes.post("/v1/holds/{hold_id}/confirm")
+@routes.post(
+    "/v1/holds/{hold_id}/confirm",
+    operation_id="confirm_hold",
+    summary="Confirm a paid hold, answered once the booking is durable (with payments on:"
+    " holds without a fee only; the provider confirms the others)",
+    response=BookingView,
+    auth="account",
+    body=HoldConfirm,
+    errors=(400, 401, 404, 409, 422, 503),
+)
 async def confirm_hold(request: web.Request) -> web.Response:
     """Confirm a paid hold: the answer comes only once the booking is in Postgres."""
     who = principal(request)
@@ -236,7 +273,16 @@ async def confirm_hold(request: web.Request) -> web.Response:
     return json_response(await booking_view(request, hold_id, who.account_id))
 
 
-@routes.get("/v1/bookings")
+@routes.get(
+    "/v1/bookings",
+    operation_id="list_bookings",
+    summary="The account's bookings",
+    tag="bookings",
+    response=BookingList,
+    auth="account",
+    query=BookingListQuery,
+    errors=(401, 422, 503),
+)
 async def list_bookings(request: web.Request) -> web.Response:
     """The account's bookings, newest first."""
     who = principal(request)
@@ -245,7 +291,15 @@ async def list_bookings(request: web.Request) -> web.Response:
     return json_response({"items": items})
 
 
-@routes.get("/v1/bookings/{booking_id}")
+@routes.get(
+    "/v1/bookings/{booking_id}",
+    operation_id="get_booking",
+    summary="One of the account's bookings",
+    tag="bookings",
+    response=BookingView,
+    auth="account",
+    errors=(401, 404, 503),
+)
 async def get_booking(request: web.Request) -> web.Response:
     """One of the account's bookings."""
     who = principal(request)
@@ -253,7 +307,16 @@ async def get_booking(request: web.Request) -> web.Response:
     return json_response(await booking_view(request, booking_id, who.account_id))
 
 
-@routes.post("/v1/bookings/{booking_id}/cancel")
+@routes.post(
+    "/v1/bookings/{booking_id}/cancel",
+    operation_id="cancel_booking",
+    summary="Cancel a booking (until the cancellation deadline)",
+    tag="bookings",
+    response=BookingView,
+    auth="account",
+    body=BookingCancel,
+    errors=(400, 401, 404, 409, 422, 503),
+)
 async def cancel_booking(request: web.Request) -> web.Response:
     """Cancel a booking, until the hospital's cancellation deadline."""
     who = principal(request)

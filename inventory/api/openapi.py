@@ -18,14 +18,13 @@ from typing import Any, Final
 from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import catalogue, health, models, observability, patients, views
+from inventory.api import catalogue, health, holds, models, observability, patients, views
 from inventory.api.capacity import (
     CapacityQuery,
     DepartmentCapacityQuery,
     MaxRateQuery,
     MinServersQuery,
 )
-from inventory.api.holds import BookingListQuery
 from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
 from inventory.api.payments import PaymentCreate, PaymentList, PaymentView, RefundView
@@ -178,89 +177,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *observability.routes.operations,
     *catalogue.routes.operations,
     *patients.routes.operations,
-    Operation(
-        "post",
-        "/v1/holds",
-        "create_hold",
-        "Reserve one unit of a slot",
-        "holds",
-        201,
-        _HOLD,
-        auth="account",
-        body=models.HoldCreate,
-        idempotency_key=True,
-        errors=(400, 401, 404, 409, 422, 429, 503),
-    ),
-    Operation(
-        "get",
-        "/v1/holds/{hold_id}",
-        "get_hold",
-        "One of the account's holds",
-        "holds",
-        200,
-        _HOLD,
-        auth="account",
-        errors=(401, 404, 503),
-    ),
-    Operation(
-        "delete",
-        "/v1/holds/{hold_id}",
-        "release_hold",
-        "Give a hold back",
-        "holds",
-        200,
-        _HOLD,
-        auth="account",
-        errors=(401, 404, 409, 422, 503),
-    ),
-    Operation(
-        "post",
-        "/v1/holds/{hold_id}/confirm",
-        "confirm_hold",
-        "Confirm a paid hold, answered once the booking is durable (with payments on:"
-        " holds without a fee only; the provider confirms the others)",
-        "holds",
-        200,
-        _BOOKING,
-        auth="account",
-        body=models.HoldConfirm,
-        errors=(400, 401, 404, 409, 422, 503),
-    ),
-    Operation(
-        "get",
-        "/v1/bookings",
-        "list_bookings",
-        "The account's bookings",
-        "bookings",
-        200,
-        models.BookingList,
-        auth="account",
-        query=BookingListQuery,
-        errors=(401, 422, 503),
-    ),
-    Operation(
-        "get",
-        "/v1/bookings/{booking_id}",
-        "get_booking",
-        "One of the account's bookings",
-        "bookings",
-        200,
-        _BOOKING,
-        auth="account",
-        errors=(401, 404, 503),
-    ),
-    Operation(
-        "post",
-        "/v1/bookings/{booking_id}/cancel",
-        "cancel_booking",
-        "Cancel a booking (until the cancellation deadline)",
-        "bookings",
-        200,
-        _BOOKING,
-        auth="account",
-        body=models.BookingCancel,
-        errors=(400, 401, 404, 409, 422, 503),
-    ),
+    *holds.routes.operations,
     Operation(
         "post",
         "/v1/holds/{hold_id}/payments",

@@ -18,7 +18,7 @@ from typing import Any, Final
 from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import catalogue, health, holds, models, observability, patients, views
+from inventory.api import catalogue, health, holds, models, observability, patients, payments, views
 from inventory.api.capacity import (
     CapacityQuery,
     DepartmentCapacityQuery,
@@ -27,7 +27,7 @@ from inventory.api.capacity import (
 )
 from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
-from inventory.api.payments import PaymentCreate, PaymentList, PaymentView, RefundView
+from inventory.api.payments import PaymentCreate
 from inventory.api.routing import Operation
 from inventory.errors import MESSAGES
 from inventory.privacy.identity import make_resident_id
@@ -178,52 +178,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *catalogue.routes.operations,
     *patients.routes.operations,
     *holds.routes.operations,
-    Operation(
-        "post",
-        "/v1/holds/{hold_id}/payments",
-        "start_payment",
-        "Start paying a hold: the provider's prepay parameters (extends the hold once)",
-        "payments",
-        201,
-        PaymentView,
-        auth="account",
-        body=PaymentCreate,
-        errors=(400, 401, 404, 409, 422, 502, 503),
-        extra_ok=(200,),
-    ),
-    Operation(
-        "get",
-        "/v1/holds/{hold_id}/payments",
-        "list_hold_payments",
-        "A hold's payment: status, the booking it bought or its refund",
-        "payments",
-        200,
-        PaymentList,
-        auth="account",
-        errors=(401, 404, 503),
-    ),
-    Operation(
-        "get",
-        "/v1/bookings/{booking_id}/refund",
-        "get_booking_refund",
-        "A booking's refund and its status",
-        "payments",
-        200,
-        RefundView,
-        auth="account",
-        errors=(401, 404, 503),
-    ),
-    Operation(
-        "post",
-        "/v1/payments/wechat/notify",
-        "wechat_pay_notify",
-        "WeChat Pay notification (signed Wechatpay-* headers, encrypted resource); "
-        "204 once settled, else {code: FAIL, message} so it is sent again",
-        "payments",
-        204,
-        {"type": "object"},
-        errors=(400, 401, 404, 409, 413, 503),
-    ),
+    *payments.routes.operations,
     Operation(
         "put",
         "/v1/operator/hospitals/{hospital_id}",

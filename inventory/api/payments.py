@@ -26,6 +26,7 @@ from inventory.api.bodies import json_response, read_json, validate
 from inventory.api.context import SERVICES
 from inventory.api.models import HoldId, Instant, Request
 from inventory.api.problems import problem_response
+from inventory.api.routing import Routes
 from inventory.errors import InventoryError, NotFoundError, ValidationFailedError
 from inventory.ops import metrics
 from inventory.payments.errors import NotificationRefusedError
@@ -37,7 +38,7 @@ from inventory.record.pool import create_pool
 
 log = structlog.get_logger(__name__)
 
-routes = web.RouteTableDef()
+routes = Routes(tag="payments")
 
 NOTIFY_PATH = "/v1/payments/wechat/notify"
 
@@ -224,7 +225,17 @@ async def _zone_of_hold(request: web.Request, hold_id: str) -> tzinfo:
     return terms.zone if terms is not None else DEFAULT_ZONE
 
 
-@routes.post("/v1/holds/{hold_id}/payments")
+@routes.post(
+    "/v1/holds/{hold_id}/payments",
+    operation_id="start_payment",
+    summary="Start paying a hold: the provider's prepay parameters (extends the hold once)",
+    ok_status=201,
+    response=PaymentView,
+    auth="account",
+    body=PaymentCreate,
+    errors=(400, 401, 404, 409, 422, 502, 503),
+    extra_ok=(200,),
+)
 async def start_payment(request: web.Request) -> web.Response:
     """Start paying one of the account's holds: the provider's prepay parameters. The
     first start extends the hold once; a repeat returns the same payment."""
@@ -238,7 +249,14 @@ async def start_payment(request: web.Request) -> web.Response:
     return json_response(view, status=201 if created else 200)
 
 
-@routes.get("/v1/holds/{hold_id}/payments")
+@routes.get(
+    "/v1/holds/{hold_id}/payments",
+    operation_id="list_hold_payments",
+    summary="A hold's payment: status, the booking it bought or its refund",
+    response=PaymentList,
+    auth="account",
+    errors=(401, 404, 503),
+)
 async def list_payments(request: web.Request) -> web.Response:
     """The payment of one of the account's holds (with what it bought or its refund)."""
     who = principal(request)
@@ -248,7 +266,14 @@ async def list_payments(request: web.Request) -> web.Response:
     return json_response({"items": items})
 
 
-@routes.get("/v1/bookings/{booking_id}/refund")
+@routes.get(
+    "/v1/bookings/{booking_id}/refund",
+    operation_id="get_booking_refund",
+    summary="A booking's refund and its status",
+    response=RefundView,
+    auth="account",
+    errors=(401, 404, 503),
+)
 async def get_refund(request: web.Request) -> web.Response:
     """The refund of one of the account's bookings, with its status."""
     who = principal(request)
@@ -267,7 +292,15 @@ def _fail(status: int, reason: str, message: str) -> web.Response:
     )
 
 
-@routes.post(NOTIFY_PATH)
+@routes.post(
+    NOTIFY_PATH,
+    operation_id="wechat_pay_notify",
+    summary="WeChat Pay notification (signed Wechatpay-* headers, encrypted resource); "
+    "204 once settled, else {code: FAIL, message} so it is sent again",
+    ok_status=204,
+    response={"type": "object"},
+    errors=(400, 401, 404, 409, 413, 503),
+)
 async def wechat_notify(request: web.Request) -> web.Response:
     """WeChat Pay's payment notification: verified over the raw body, then settled; 204
     only after the booking or the refund request is committed."""

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from aiohttp import web
 
+from inventory.api import views
 from inventory.api.auth import principal
 from inventory.api.bodies import json_response, read_json
 from inventory.api.catalogue import path_id, schedule_availability
@@ -22,10 +23,11 @@ from inventory.api.models import (
     SchedulePut,
     StatusChange,
 )
+from inventory.api.routing import Routes
 from inventory.errors import ConflictError, NotFoundError, ValidationFailedError
 from inventory.record.catalogue import policy_from_json
 
-routes = web.RouteTableDef()
+routes = Routes(tag="operator")
 
 
 def _invalid(field: str, reason: str) -> ValidationFailedError:
@@ -46,7 +48,16 @@ async def _write(query: str, request: web.Request, *args: Any) -> asyncpg.Record
     return row
 
 
-@routes.put("/v1/operator/hospitals/{hospital_id}")
+@routes.put(
+    "/v1/operator/hospitals/{hospital_id}",
+    operation_id="put_hospital",
+    summary="Create or replace a hospital",
+    response=views.HospitalAnswer,
+    auth="operator",
+    body=HospitalPut,
+    errors=(400, 401, 403, 404, 409, 422, 503),
+    extra_ok=(201,),
+)
 async def put_hospital(request: web.Request) -> web.Response:
     """Create or replace a hospital and its booking policy."""
     principal(request, operator=True)
@@ -81,7 +92,16 @@ async def put_hospital(request: web.Request) -> web.Response:
     )
 
 
-@routes.put("/v1/operator/departments/{department_id}")
+@routes.put(
+    "/v1/operator/departments/{department_id}",
+    operation_id="put_department",
+    summary="Create or replace a department",
+    response=views.DepartmentAnswer,
+    auth="operator",
+    body=DepartmentPut,
+    errors=(400, 401, 403, 404, 409, 422, 503),
+    extra_ok=(201,),
+)
 async def put_department(request: web.Request) -> web.Response:
     """Create or replace a department (``parent_id`` makes it a sub-department)."""
     principal(request, operator=True)
@@ -107,7 +127,16 @@ async def put_department(request: web.Request) -> web.Response:
     )
 
 
-@routes.put("/v1/operator/doctors/{doctor_id}")
+@routes.put(
+    "/v1/operator/doctors/{doctor_id}",
+    operation_id="put_doctor",
+    summary="Create or replace a doctor",
+    response=views.DoctorAnswer,
+    auth="operator",
+    body=DoctorPut,
+    errors=(400, 401, 403, 404, 409, 422, 503),
+    extra_ok=(201,),
+)
 async def put_doctor(request: web.Request) -> web.Response:
     """Create or replace a doctor."""
     principal(request, operator=True)
@@ -154,7 +183,15 @@ def _check_schedule(body: SchedulePut) -> None:
             raise _invalid(f"slots.{i}.ends_at", "must be after starts_at")
 
 
-@routes.put("/v1/operator/schedules/{schedule_id}")
+@routes.put(
+    "/v1/operator/schedules/{schedule_id}",
+    operation_id="put_schedule",
+    summary="Create or replace a schedule and its slots",
+    response=views.Availability,
+    auth="operator",
+    body=SchedulePut,
+    errors=(400, 401, 403, 404, 409, 422, 503),
+)
 async def put_schedule(request: web.Request) -> web.Response:
     """Create or replace a schedule and its slots, in Postgres and the inventory."""
     principal(request, operator=True)
@@ -180,7 +217,15 @@ async def put_schedule(request: web.Request) -> web.Response:
     return json_response(view)
 
 
-@routes.put("/v1/operator/slots/{slot_id}/capacity")
+@routes.put(
+    "/v1/operator/slots/{slot_id}/capacity",
+    operation_id="put_capacity",
+    summary="Set a slot's capacity (加号)",
+    response=views.Availability,
+    auth="operator",
+    body=CapacityPut,
+    errors=(400, 401, 403, 404, 409, 422, 503),
+)
 async def put_capacity(request: web.Request) -> web.Response:
     """Set a slot's capacity (加号 raises it); never below what is held or booked."""
     principal(request, operator=True)
@@ -231,13 +276,29 @@ async def _set_status(request: web.Request, status: str) -> web.Response:
     return json_response({"schedule_id": schedule_id, "status": status})
 
 
-@routes.post("/v1/operator/schedules/{schedule_id}/suspend")
+@routes.post(
+    "/v1/operator/schedules/{schedule_id}/suspend",
+    operation_id="suspend_schedule",
+    summary="Suspend a schedule (停诊)",
+    response=views.ScheduleStatusAnswer,
+    auth="operator",
+    body=StatusChange,
+    errors=(400, 401, 403, 404, 409, 422, 503),
+)
 async def suspend_schedule(request: web.Request) -> web.Response:
     """Suspend a schedule (停诊): reserves and confirms are refused from now on."""
     return await _set_status(request, "suspended")
 
 
-@routes.post("/v1/operator/schedules/{schedule_id}/reopen")
+@routes.post(
+    "/v1/operator/schedules/{schedule_id}/reopen",
+    operation_id="reopen_schedule",
+    summary="Reopen a suspended schedule",
+    response=views.ScheduleStatusAnswer,
+    auth="operator",
+    body=StatusChange,
+    errors=(400, 401, 403, 404, 409, 422, 503),
+)
 async def reopen_schedule(request: web.Request) -> web.Response:
     """Reopen a suspended schedule."""
     return await _set_status(request, "open")

@@ -17,11 +17,13 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import Field
 
+from inventory.api import views
 from inventory.api.auth import principal
 from inventory.api.bodies import json_response, read_query
 from inventory.api.catalogue import path_id
 from inventory.api.context import SERVICES
 from inventory.api.models import Day, Request
+from inventory.api.routing import Routes
 from inventory.capacity.errors import CapacityError, InsufficientDataError
 from inventory.capacity.estimate import DepartmentEstimate
 from inventory.capacity.mms import MMsResult, mms_metrics
@@ -30,7 +32,10 @@ from inventory.capacity.records import estimate_department
 from inventory.capacity.validation import MAX_SERVERS
 from inventory.errors import ValidationFailedError
 
-routes = web.RouteTableDef()
+routes = Routes(tag="operator")
+#: What every capacity route may answer instead of figures: an operator's token is needed
+#: (401, 403), and a malformed or unanswerable question is refused (400, 422).
+_ERRORS = (400, 401, 403, 422)
 
 _MINUTES_PER_HOUR = 60.0
 #: The longest period a department estimate reads, in days.
@@ -116,7 +121,15 @@ def _wait_hours(minutes: float) -> float:
     return minutes / _MINUTES_PER_HOUR
 
 
-@routes.get("/v1/operator/capacity")
+@routes.get(
+    "/v1/operator/capacity",
+    operation_id="get_capacity",
+    summary="M/M/s figures of a clinic session (rates per hour; 422 when unstable)",
+    response=views.MmsFigures,
+    auth="operator",
+    query=CapacityQuery,
+    errors=_ERRORS,
+)
 async def get_capacity(request: web.Request) -> web.Response:
     """The exact M/M/s figures of a system (422 when unstable or nonsense)."""
     principal(request, operator=True)
@@ -127,7 +140,15 @@ async def get_capacity(request: web.Request) -> web.Response:
     return json_response(_figures(result))
 
 
-@routes.get("/v1/operator/capacity/min-servers")
+@routes.get(
+    "/v1/operator/capacity/min-servers",
+    operation_id="get_capacity_min_servers",
+    summary="The fewest doctors keeping the mean wait in queue under max_wait_minutes",
+    response=views.MinServersAnswer,
+    auth="operator",
+    query=MinServersQuery,
+    errors=_ERRORS,
+)
 async def get_min_servers(request: web.Request) -> web.Response:
     """The fewest doctors that keep the mean wait in queue under the target."""
     principal(request, operator=True)
@@ -147,7 +168,15 @@ async def get_min_servers(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/v1/operator/capacity/max-rate")
+@routes.get(
+    "/v1/operator/capacity/max-rate",
+    operation_id="get_capacity_max_rate",
+    summary="The most patients per hour (and per session) the doctors take under the target",
+    response=views.MaxRateAnswer,
+    auth="operator",
+    query=MaxRateQuery,
+    errors=_ERRORS,
+)
 async def get_max_rate(request: web.Request) -> web.Response:
     """The most patients per hour (and per session) the doctors take under the target."""
     principal(request, operator=True)
@@ -188,7 +217,16 @@ def _estimate_view(estimate: DepartmentEstimate) -> dict[str, Any]:
     return view
 
 
-@routes.get("/v1/operator/departments/{department_id}/capacity")
+@routes.get(
+    "/v1/operator/departments/{department_id}/capacity",
+    operation_id="get_department_capacity",
+    summary="A department's rates estimated from its bookings, fed into the M/M/s model "
+    "(service_rate is needed while consultation lengths are not recorded)",
+    response=views.DepartmentCapacityAnswer,
+    auth="operator",
+    query=DepartmentCapacityQuery,
+    errors=(*_ERRORS, 404, 503),
+)
 async def get_department_capacity(request: web.Request) -> web.Response:
     """A department's rates estimated from its bookings, fed into the M/M/s model."""
     principal(request, operator=True)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
 from inventory.api import (
+    capacity,
     catalogue,
     health,
     holds,
@@ -28,12 +29,6 @@ from inventory.api import (
     patients,
     payments,
     views,
-)
-from inventory.api.capacity import (
-    CapacityQuery,
-    DepartmentCapacityQuery,
-    MaxRateQuery,
-    MinServersQuery,
 )
 from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
@@ -190,55 +185,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *holds.routes.operations,
     *payments.routes.operations,
     *operators.routes.operations,
-    Operation(
-        "get",
-        "/v1/operator/capacity",
-        "get_capacity",
-        "M/M/s figures of a clinic session (rates per hour; 422 when unstable)",
-        "operator",
-        200,
-        views.MmsFigures,
-        auth="operator",
-        query=CapacityQuery,
-        errors=_CAPACITY_ERRORS,
-    ),
-    Operation(
-        "get",
-        "/v1/operator/capacity/min-servers",
-        "get_capacity_min_servers",
-        "The fewest doctors keeping the mean wait in queue under max_wait_minutes",
-        "operator",
-        200,
-        views.MinServersAnswer,
-        auth="operator",
-        query=MinServersQuery,
-        errors=_CAPACITY_ERRORS,
-    ),
-    Operation(
-        "get",
-        "/v1/operator/capacity/max-rate",
-        "get_capacity_max_rate",
-        "The most patients per hour (and per session) the doctors take under the target",
-        "operator",
-        200,
-        views.MaxRateAnswer,
-        auth="operator",
-        query=MaxRateQuery,
-        errors=_CAPACITY_ERRORS,
-    ),
-    Operation(
-        "get",
-        "/v1/operator/departments/{department_id}/capacity",
-        "get_department_capacity",
-        "A department's rates estimated from its bookings, fed into the M/M/s model "
-        "(service_rate is needed while consultation lengths are not recorded)",
-        "operator",
-        200,
-        views.DepartmentCapacityAnswer,
-        auth="operator",
-        query=DepartmentCapacityQuery,
-        errors=(*_CAPACITY_ERRORS, 404, 503),
-    ),
+    *capacity.routes.operations,
     Operation(
         "get",
         "/api/doctor/schedule",

@@ -13,14 +13,16 @@ from typing import Any
 
 from aiohttp import web
 
+from inventory.api import views
 from inventory.api.bodies import json_response, read_query
 from inventory.api.catalogue import day_schedules, schedule_availability
 from inventory.api.context import SERVICES
 from inventory.api.models import Day, Id, Request
 from inventory.api.problems import request_language
+from inventory.api.routing import Routes
 from inventory.errors import InventoryError, NotFoundError, title_in
 
-routes = web.RouteTableDef()
+routes = Routes(tag="legacy")
 
 
 class DoctorScheduleQuery(Request):
@@ -53,7 +55,15 @@ async def _enveloped(request: web.Request, call: Callable[[], Awaitable[Any]]) -
         return json_response(body, status=error.http_status)
 
 
-@routes.get("/api/doctor/schedule")
+@routes.get(
+    "/api/doctor/schedule",
+    operation_id="legacy_doctor_schedule",
+    summary="Legacy: schedules of a department on a date",
+    response=views.LegacySchedules,
+    query=DoctorScheduleQuery,
+    errors=(404, 422, 503),
+    error_body=views.LegacyError,
+)
 async def doctor_schedule(request: web.Request) -> web.Response:
     """Schedules of a department on a date (legacy envelope)."""
 
@@ -64,7 +74,15 @@ async def doctor_schedule(request: web.Request) -> web.Response:
     return await _enveloped(request, call)
 
 
-@routes.get("/api/appointment/available")
+@routes.get(
+    "/api/appointment/available",
+    operation_id="legacy_appointment_available",
+    summary="Legacy: a schedule's slots with remaining counts",
+    response=views.LegacyAvailability,
+    query=AvailableQuery,
+    errors=(404, 422, 503),
+    error_body=views.LegacyError,
+)
 async def appointment_available(request: web.Request) -> web.Response:
     """A schedule's slots with remaining counts (legacy envelope)."""
 

@@ -23,15 +23,14 @@ from inventory.api import (
     catalogue,
     health,
     holds,
+    legacy,
     models,
     observability,
     operators,
     patients,
     payments,
-    views,
 )
 from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
-from inventory.api.legacy import AvailableQuery, DoctorScheduleQuery
 from inventory.api.payments import PaymentCreate
 from inventory.api.routing import Operation
 from inventory.errors import MESSAGES
@@ -186,30 +185,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *payments.routes.operations,
     *operators.routes.operations,
     *capacity.routes.operations,
-    Operation(
-        "get",
-        "/api/doctor/schedule",
-        "legacy_doctor_schedule",
-        "Legacy: schedules of a department on a date",
-        "legacy",
-        200,
-        views.LegacySchedules,
-        query=DoctorScheduleQuery,
-        errors=(404, 422, 503),
-        error_body=views.LegacyError,
-    ),
-    Operation(
-        "get",
-        "/api/appointment/available",
-        "legacy_appointment_available",
-        "Legacy: a schedule's slots with remaining counts",
-        "legacy",
-        200,
-        views.LegacyAvailability,
-        query=AvailableQuery,
-        errors=(404, 422, 503),
-        error_body=views.LegacyError,
-    ),
+    *legacy.routes.operations,
     Operation("get", "/openapi.json", "openapi", "This document", "docs", 200, {"type": "object"}),
     Operation(
         "get",

@@ -16,10 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from inventory.api import capacity as capacity_routes
-from inventory.api import catalogue as catalogue_routes
-from inventory.api import docs, health, holds, legacy, observability, operators
-from inventory.api import patients as patient_routes
+from inventory.api import docs, observability, openapi
 from inventory.api import payments as payment_routes
 from inventory.api.admission import AdmissionGate
 from inventory.api.auth import VERIFIER, TokenVerifier
@@ -28,6 +25,7 @@ from inventory.api.context import SERVICES, Services
 from inventory.api.edge import edge_middleware
 from inventory.api.idempotency import idempotency_middleware
 from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.api.routes import TABLES
 from inventory.api.soldout import SoldOutSlots
 from inventory.domain import HospitalPolicy
 from inventory.ops.config import Settings
@@ -218,17 +216,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(services_context)
     app.cleanup_ctx.append(payment_routes.payment_context)
     app.cleanup_ctx.append(observability.sample_process)
-    for module in (
-        health,
-        catalogue_routes,
-        patient_routes,
-        holds,
-        operators,
-        capacity_routes,
-        legacy,
-        docs,
-        observability,
-        payment_routes,
-    ):
-        app.add_routes(module.routes)
+    app[docs.DOCUMENT] = openapi.document
+    for table in TABLES:
+        app.add_routes(table)
     return app

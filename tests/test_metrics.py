@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 from redis.asyncio import Redis
 
-from inventory.api.openapi import OPERATIONS
+from inventory.api.routes import OPERATIONS
 from inventory.devtools.servers import free_port, start_redis
 from inventory.errors import InventoryError
 from inventory.ops import metrics

@@ -8,17 +8,20 @@ page fetches nothing from elsewhere, so it works on a hospital's closed network.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Final
 
-import orjson
 from aiohttp import web
 
-from inventory.api.openapi import build_openapi
+from inventory.api.routing import Routes
 from inventory.errors import NotFoundError
 
-routes = web.RouteTableDef()
+routes = Routes(tag="docs")
+#: The OpenAPI document's bytes, set by the app: the document describes every route
+#: table, this one's among them, so this module cannot import it.
+DOCUMENT: Final = web.AppKey[Callable[[], bytes]]("openapi_document")
 
 
 def _assets_dir() -> Path:
@@ -79,18 +82,24 @@ window.onload = function () {
 """
 
 
-@cache
-def _document() -> bytes:
-    return orjson.dumps(build_openapi())
-
-
-@routes.get("/openapi.json")
+@routes.get(
+    "/openapi.json",
+    operation_id="openapi",
+    summary="This document",
+    response={"type": "object"},
+)
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document."""
-    return web.Response(body=_document(), content_type="application/json")
+    return web.Response(body=request.app[DOCUMENT](), content_type="application/json")
 
 
-@routes.get("/docs")
+@routes.get(
+    "/docs",
+    operation_id="docs",
+    summary="Human-readable API reference (Swagger UI over this document, served offline)",
+    response={"type": "string"},
+    content_types=("text/html",),
+)
 async def docs(request: web.Request) -> web.Response:
     """The human-readable API reference (Swagger UI over /openapi.json)."""
     return web.Response(text=PAGE, content_type="text/html")
@@ -101,7 +110,14 @@ def _asset(name: str) -> bytes:
     return (ASSETS_DIR / name).read_bytes()
 
 
-@routes.get("/docs/assets/{name}")
+@routes.get(
+    "/docs/assets/{name}",
+    operation_id="docs_asset",
+    summary="One of Swagger UI's files for the docs page",
+    response={"type": "string", "format": "binary"},
+    errors=(404,),
+    content_types=("text/css", "text/javascript", "image/png", "text/plain"),
+)
 async def docs_asset(request: web.Request) -> web.Response:
     """One of Swagger UI's files (cached by the browser for a day)."""
     name = request.match_info["name"]

@@ -6,32 +6,24 @@ view models of ``inventory.api.models``, ``inventory.api.views`` and the payment
 routes (they forbid unknown fields, so an answer with a field the contract lacks fails
 the contract tests). Every body has an example (:data:`REQUEST_EXAMPLES` for requests,
 each view model's own for answers); problem ``code``s are an enum of the code table.
-A test checks that every route of the app is documented here and every documented
-route exists.
+The operations are the routes' own declarations (``inventory.api.routing``), walked in
+the order of ``inventory.api.routes``; a test checks that the app serves exactly them.
 """
 
 from __future__ import annotations
 
 from datetime import date
+from functools import cache
 from typing import Any, Final
 
+import orjson
 from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import (
-    capacity,
-    catalogue,
-    health,
-    holds,
-    legacy,
-    models,
-    observability,
-    operators,
-    patients,
-    payments,
-)
+from inventory.api import models
 from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.payments import PaymentCreate
+from inventory.api.routes import OPERATIONS
 from inventory.api.routing import Operation
 from inventory.errors import MESSAGES
 from inventory.privacy.identity import make_resident_id
@@ -167,50 +159,6 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
 }
 
 
-STR = {"type": "string"}
-
-
-_ACCOUNT_ERRORS = (401, 422, 503)
-_HOLD = models.HoldView
-_BOOKING = models.BookingView
-
-_CAPACITY_ERRORS = (400, 401, 403, 422)
-
-OPERATIONS: tuple[Operation, ...] = (
-    *health.routes.operations,
-    *observability.routes.operations,
-    *catalogue.routes.operations,
-    *patients.routes.operations,
-    *holds.routes.operations,
-    *payments.routes.operations,
-    *operators.routes.operations,
-    *capacity.routes.operations,
-    *legacy.routes.operations,
-    Operation("get", "/openapi.json", "openapi", "This document", "docs", 200, {"type": "object"}),
-    Operation(
-        "get",
-        "/docs",
-        "docs",
-        "Human-readable API reference (Swagger UI over this document, served offline)",
-        "docs",
-        200,
-        STR,
-        content_types=("text/html",),
-    ),
-    Operation(
-        "get",
-        "/docs/assets/{name}",
-        "docs_asset",
-        "One of Swagger UI's files for the docs page",
-        "docs",
-        200,
-        {"type": "string", "format": "binary"},
-        errors=(404,),
-        content_types=("text/css", "text/javascript", "image/png", "text/plain"),
-    ),
-)
-
-
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template=REF)
     for name, sub in schema.pop("$defs", {}).items():
@@ -314,3 +262,13 @@ def build_openapi() -> dict[str, Any]:
             },
         },
     }
+
+
+def document() -> bytes:
+    """The document as served (``/openapi.json``): built once per process."""
+    return _encoded()
+
+
+@cache
+def _encoded() -> bytes:
+    return orjson.dumps(build_openapi())

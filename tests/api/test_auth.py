@@ -1,7 +1,7 @@
 """Who may call what, and how much: the authorization matrix (G13), rate limits and spike
 protection (G17), and the server process itself (workers, graceful stop, `inventory token`).
 
-The matrix is generated from ``inventory.api.openapi.OPERATIONS``: every operation that
+The matrix is generated from ``inventory.api.routes.OPERATIONS``: every operation that
 needs a token is tried with every kind of bad token, with the old rotation key, with an
 account token where an operator is needed, and with another account's objects.
 Rate limits and admission run against a second server process configured with small
@@ -36,7 +36,8 @@ from redis.asyncio import Redis
 
 from inventory.api.auth import TokenVerifier, mint_token
 from inventory.api.models import BookingCancel, HoldConfirm, HoldCreate, PatientCreate
-from inventory.api.openapi import OPERATIONS, Operation
+from inventory.api.routes import OPERATIONS
+from inventory.api.routing import Operation
 from inventory.app import create_app
 from inventory.devtools.servers import free_port
 from inventory.errors import UnauthenticatedError

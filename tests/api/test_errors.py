@@ -3,7 +3,7 @@ process: the right status, an RFC 9457 problem+json body with a stable ``code`` 
 validation, each field and why), and never a 500.
 
 Route-wide checks (wrong method, unreadable bodies, unknown fields, invalid path ids) are
-generated from ``inventory.api.openapi.OPERATIONS``, so a new endpoint is covered without
+generated from ``inventory.api.routes.OPERATIONS``, so a new endpoint is covered without
 touching this file.
 """
 
@@ -22,7 +22,8 @@ import pytest
 import redis.asyncio as aioredis
 from yarl import URL
 
-from inventory.api.openapi import OPERATIONS, Operation
+from inventory.api.routes import OPERATIONS
+from inventory.api.routing import Operation
 from inventory.privacy.identity import make_resident_id
 from inventory.store import keys
 

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from inventory.api.idempotency import ROUTES, WAIT_S, digest_of
-from inventory.api.openapi import OPERATIONS
+from inventory.api.routes import OPERATIONS
 
 from .conftest import ApiServer
 from .helpers import Catalogue, patient_body, register_patient, uid

@@ -7,7 +7,9 @@ service itself."""
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -15,8 +17,11 @@ import pytest
 from pydantic import BaseModel
 
 from inventory.api import models, views
-from inventory.api.openapi import OPERATIONS, PROBLEM_CODES, REQUEST_EXAMPLES, build_openapi
+from inventory.api.openapi import PROBLEM_CODES, REQUEST_EXAMPLES, build_openapi
+from inventory.api.routes import OPERATIONS
+from inventory.app import create_app
 from inventory.errors import MESSAGES
+from inventory.ops.config import Settings
 
 from .conftest import ApiServer
 from .helpers import Catalogue, register_patient, uid
@@ -57,6 +62,29 @@ def test_every_body_is_a_generated_schema_with_a_valid_example(op: Any) -> None:
     assert schema.get("additionalProperties") is False, op.operation_id
     for example in _examples(op.response):
         op.response.model_validate(example)
+
+
+def test_every_served_route_is_exactly_one_declared_operation() -> None:
+    """The app serves each declared operation once and nothing undeclared, and operation
+    ids are unique: the routes and the document come from the same declarations."""
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1",
+        database_url="postgresql://127.0.0.1:1/none",
+        jwt_keys={"k1": secrets.token_bytes(32)},
+        jwt_current_key="k1",
+    )
+    app = create_app(settings)  # routes only: its resources open on start-up
+    served = Counter(
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        # aiohttp answers HEAD for every GET by itself.
+        if route.method != "HEAD" and route.resource is not None
+    )
+    declared = Counter((op.method, op.path) for op in OPERATIONS)
+    assert served == declared
+    assert set(served.values()) == {1}
+    assert set(Counter(op.operation_id for op in OPERATIONS).values()) == {1}
+    assert list(DOCUMENT["paths"]) == list(dict.fromkeys(op.path for op in OPERATIONS))
 
 
 def test_statuses_and_codes_are_enums() -> None:

@@ -37,7 +37,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from inventory.api.openapi import OPERATIONS, build_openapi
+from inventory.api.openapi import build_openapi
+from inventory.api.routes import OPERATIONS
 from inventory.privacy.identity import birth_date_of, gender_of, make_resident_id
 
 from .conftest import ApiServer

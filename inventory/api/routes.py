@@ -1,0 +1,41 @@
+"""Every route table of the API, in the order the OpenAPI document lists them.
+
+The app adds exactly these tables (``inventory.app``) and the document describes exactly
+their operations (``inventory.api.openapi``): each route is declared once, on its
+handler's decorator (``inventory.api.routing``). A new route module is added here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from inventory.api import (
+    capacity,
+    catalogue,
+    docs,
+    health,
+    holds,
+    legacy,
+    observability,
+    operators,
+    patients,
+    payments,
+)
+from inventory.api.routing import Operation, Routes
+
+TABLES: Final[tuple[Routes, ...]] = (
+    health.routes,
+    observability.routes,
+    catalogue.routes,
+    patients.routes,
+    holds.routes,
+    payments.routes,
+    operators.routes,
+    capacity.routes,
+    legacy.routes,
+    docs.routes,
+)
+#: Every route's operation, in the document's order.
+OPERATIONS: Final[tuple[Operation, ...]] = tuple(
+    operation for table in TABLES for operation in table.operations
+)

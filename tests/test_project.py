@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from inventory.cli import COMMAND_MODULES, build_parser, serve
+from inventory.cli import COMMAND_MODULES, build_parser
+from inventory.ops import gc_tuning
 from inventory.ops.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,8 +110,8 @@ def test_serve_tunes_the_garbage_collector() -> None:
     """What an API process does after start-up (in a fresh interpreter, so this test's
     own collector is untouched): start-up's objects frozen, young collections rarer."""
     program = (
-        "import gc; from inventory.cli import serve; "
-        "before = gc.get_threshold(); serve.tune_garbage_collector(); "
+        "import gc; from inventory.ops import gc_tuning; "
+        "before = gc.get_threshold(); gc_tuning.tune_garbage_collector(); "
         "print(gc.get_freeze_count(), *before, *gc.get_threshold())"
     )
     done = subprocess.run(
@@ -118,5 +119,5 @@ def test_serve_tunes_the_garbage_collector() -> None:
     )
     frozen, young, middle, old, *after = (int(v) for v in done.stdout.split())
     assert frozen > 1000
-    assert after == [serve.GC_YOUNG_THRESHOLD, middle, old]
-    assert young < serve.GC_YOUNG_THRESHOLD
+    assert after == [gc_tuning.GC_YOUNG_THRESHOLD, middle, old]
+    assert young < gc_tuning.GC_YOUNG_THRESHOLD

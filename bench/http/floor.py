@@ -28,10 +28,10 @@ from inventory.api.admission import AdmissionGate
 from inventory.api.context import SERVICES
 from inventory.api.holds import hold_view
 from inventory.app import GATE, SETTINGS, services_context
-from inventory.cli.serve import tune_garbage_collector
 from inventory.domain import ReserveRequest
 from inventory.errors import InventoryError
 from inventory.ops.config import Settings
+from inventory.ops.gc_tuning import tune_garbage_collector
 
 #: Prefix of the accounts the floor books under (it reads no token); the store takes
 #: account ids of at most 64 letters, digits, "_" or "-".

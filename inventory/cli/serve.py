@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -65,6 +64,7 @@ def serve_process(
     import uvloop
 
     from inventory.app import create_app
+    from inventory.ops.gc_tuning import tune_garbage_collector
     from inventory.ops.logs import configure_logging
     from inventory.store.connection import UnsupportedRedisError
 
@@ -108,22 +108,6 @@ def _serve_child(settings: Settings, host: str, port: int, shutdown_timeout: flo
         serve_process(settings, host, port, shutdown_timeout, reuse_port=True)
     except OUTAGE_ERRORS as error:
         sys.exit(report("serve", error))
-
-
-#: Container allocations (net of frees) between young-generation collections; CPython's
-#: default is 700. A reserve allocates a few hundred short-lived containers that reference
-#: counting frees anyway, so the default ran a collection every few requests.
-GC_YOUNG_THRESHOLD = 20_000
-
-
-def tune_garbage_collector() -> None:
-    """After start-up: freeze what start-up allocated (modules, the app, pools) so that
-    full collections stop rescanning it (they paused the loop 24-32 ms under load), and
-    collect the young generation less often. Cycles are still collected."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _supervise(

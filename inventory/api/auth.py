@@ -6,8 +6,9 @@ chosen by the token's ``kid`` among the configured keys, so keys can rotate; iss
 audience, expiry and issued-at are required and checked. The account comes only from
 ``sub``; operators carry ``"operator"`` in ``roles``.
 
-Checking an HS256 signature and the claims costs about 50 µs, a fifth of a reserve's
-CPU, and a front end sends the same token for every request of a session. So each
+Checking an HS256 signature and the claims is one of the largest single costs of a
+reserve (docs/benchmarks.md), and a front end sends the same token for every request of
+a session. So each
 process remembers the tokens it has verified, by their exact text (signature
 included), until they expire: a remembered token is byte-for-byte one that passed
 every check, and its expiry is checked again on each use. The keys are fixed for the

@@ -3,9 +3,9 @@ telemetry (latency and status by route, the access-log line; observability), the
 admission gate (admission), and problem+json for every error (problems).
 
 One coroutine frame instead of one per concern: a request's task resumes through
-every frame of its chain at each await, and under load each layer measured several
-µs of a reserve's CPU (docs/benchmarks.md), so the concerns live in their modules and
-meet only here.
+every frame of its chain at each await, and under load each layer cost a reserve
+measurable CPU (docs/benchmarks.md), so the concerns live in their modules and meet only
+here.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ CANCELLABLE_STATES: Final = frozenset({HoldState.HELD, HoldState.BOOKED})
 
 def hold_view(hold: Hold, terms: ScheduleTerms, now_ms: int | None = None) -> dict[str, object]:
     """A hold as the API shows it: :class:`HoldView`'s JSON, built directly because it
-    is on the reserve path (a pydantic model and its dump cost ~5 µs there);
+    is on the reserve path, where a pydantic model and its dump cost measurably
+    (docs/benchmarks.md);
     tests/api/test_views.py checks the two agree. ``cancellable``: the booking this
     hold is (or becomes when paid) can still be cancelled now."""
     zone = terms.zone

@@ -49,8 +49,9 @@ REQUEST_ID_KEY: Final = "inventory.request_id"
 
 
 #: Request ids are correlation ids, not secrets (they are echoed and logged): drawn from
-#: a per-process generator seeded from the OS. A system call per request for them
-#: (``secrets``) measured ~10 µs of a request's CPU under load on these VMs.
+#: a per-process generator seeded from the OS, because a system call per request for
+#: them (``secrets``) cost far more under load than its microbenchmark suggests
+#: (docs/benchmarks.md).
 _ids = random.Random()
 
 

@@ -174,7 +174,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    #: One JSON access-log line per request (about a tenth of a reserve's CPU at peak);
+    #: One JSON access-log line per request (its cost per reserve: docs/benchmarks.md);
     #: off when the ingress already logs requests. Metrics are kept either way.
     access_log: bool = True
     timezone: str = "Asia/Shanghai"

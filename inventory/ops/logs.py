@@ -10,8 +10,9 @@ that hold one (``name``, ``patient_name``) are masked by field name.
 structlog's own lines are written by :class:`BatchedLineLogger`: the lines of one
 event-loop iteration leave in one write, not one write and flush each. The access log
 (one INFO line per request) takes a shorter path to the same writer, :func:`write_access`:
-the same line without structlog's processor chain and generic masking walk, which cost
-about 15 µs of a reserve's ~150 µs of CPU.
+the same line without structlog's processor chain and generic masking walk, because
+it is written for every request and those steps were a measurable share of a reserve's
+CPU (docs/benchmarks.md, "Costs the code refers to").
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def _mask_pii(
 
 
 def _dumps(value: Any, **_options: Any) -> str:
-    # orjson: several times faster than json.dumps on the access log's hot path; a value
-    # it cannot serialize is written as its repr() (already masked above).
+    # orjson rather than json.dumps: this encodes every request's access-log line
+    # (docs/benchmarks.md); a value it cannot serialize is written as its repr()
+    # (already masked above).
     return orjson.dumps(value, default=repr).decode()
 
 

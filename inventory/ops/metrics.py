@@ -461,8 +461,8 @@ def bounded(value: str, allowed: Iterable[str]) -> str:
 
 
 #: Labelled children looked up before, by their raw inputs: ``labels()`` takes a lock and
-#: builds its key on every call, a few microseconds on each request. Bounded, because a
-#: raw input (an unknown HTTP method) can come from outside.
+#: builds its key on every call, and every request would pay that (docs/benchmarks.md).
+#: Bounded, because a raw input (an unknown HTTP method) can come from outside.
 _CHILDREN_CACHE_MAX: Final = 4096
 _request_children: dict[tuple[str, str, int], Any] = {}
 _reserve_children: dict[str, Any] = {}

@@ -105,8 +105,8 @@ def _bulk(name: str, types: Sequence[str]) -> str | None:
     ordering rules live in one place (queries.sql). None when the query no longer has
     that shape (then rows are written one by one with the named query itself).
 
-    One statement for a batch instead of one per row roughly halves the time Postgres
-    spends on the holds of a batch (measured; see docs/durability.md).
+    One statement for a batch instead of one per row spares Postgres the per-statement
+    work of every row (the drain rate it bought: docs/durability.md).
     """
     text: str = QUERIES[name]  # type: ignore[literal-required]
     values = "VALUES (" + ", ".join(f"${i}" for i in range(1, len(types) + 1)) + ")"

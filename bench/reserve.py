@@ -49,6 +49,7 @@ from bench.stats import Spread, percentile_ms
 from inventory.domain import ReserveRequest, ScheduleSpec, SlotSpec
 from inventory.errors import LUA_OK, InventoryError
 from inventory.store import keys
+from inventory.store.connection import RedisClient
 from inventory.store.slot_store import SERVER_TIME, SlotStore
 
 SIDES: tuple[str, str] = ("store", "bare")
@@ -403,12 +404,12 @@ def _b32(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").lower()
 
 
-async def _redis_cpu_s(client: Redis) -> float:
+async def _redis_cpu_s(client: RedisClient) -> float:
     info: dict[str, Any] = await client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-async def _redis_memory(client: Redis) -> int:
+async def _redis_memory(client: RedisClient) -> int:
     info: dict[str, Any] = await client.info("memory")
     return int(info["used_memory"])
 
@@ -432,7 +433,7 @@ async def _drive(
     make_call: Callable[[int], Call],
     config: BenchConfig,
     seconds: float,
-    probe: Redis,
+    probe: RedisClient,
     redis_is_local: bool,
 ) -> SideRound:
     """Run ``concurrency`` workers of one side for ``seconds``; gather their figures."""
@@ -489,7 +490,7 @@ async def _drive(
     )
 
 
-async def delete_target(client: Redis, target: BenchTarget) -> None:
+async def delete_target(client: RedisClient, target: BenchTarget) -> None:
     """Delete every key of ``target``'s tag and its entry in the tag registry.
 
     DEL, not UNLINK: the memory is freed before the next timed phase starts, instead of
@@ -517,7 +518,7 @@ async def _phase(
     streams the other side grew.
     """
     target = BenchTarget.fresh(datetime.now(_CHINA).date())
-    probe: Redis = store.client
+    probe = store.client
     try:
         await store.load_schedule(target.schedule(datetime.now(_CHINA)))
         return await _drive(side, calls(target), config, seconds, probe, redis_is_local)

@@ -25,6 +25,7 @@ from inventory.ops.backoff import TRANSIENT_ERRORS
 from inventory.record.persister import PersisterStats
 from inventory.store import keys
 from inventory.store.backlog import TAGS_PER_ROUND_TRIP, outbox_verdict
+from inventory.store.connection import RedisClient
 from inventory.store.slot_store import SlotStore, counts_of_slots_hash
 
 log = structlog.get_logger(__name__)
@@ -54,7 +55,7 @@ class StoreSample:
     violating_slots: int
 
 
-async def _read_tags(client: Any, tags: Sequence[str]) -> list[Any]:
+async def _read_tags(client: RedisClient, tags: Sequence[str]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for tag in tags:
         tk = keys.tag_keys(tag)

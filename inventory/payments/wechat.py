@@ -62,6 +62,7 @@ from inventory.payments.provider import (
     TradeState,
     Transaction,
 )
+from inventory.store.connection import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -190,7 +191,7 @@ class ReplayGuard(Protocol):
 class RedisReplayGuard:
     """Nonces in Redis, one key per (serial, nonce), set with NX and an expiry."""
 
-    def __init__(self, client: Any, *, prefix: str = "inv:pay:nonce") -> None:
+    def __init__(self, client: RedisClient, *, prefix: str = "inv:pay:nonce") -> None:
         self._client = client
         self._prefix = prefix
 

@@ -33,6 +33,7 @@ from inventory.privacy.identity import (
 from inventory.record.pool import acquire
 from inventory.record.queries import QUERIES
 from inventory.store import keys
+from inventory.store.connection import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +66,7 @@ class PatientRegistry:
         *,
         acquire_timeout_s: float = 5.0,
         link_cache_s: float = LINK_CACHE_S,
-        redis: Any = None,
+        redis: RedisClient | None = None,
     ) -> None:
         """``redis`` (a redis-py asyncio client) keeps a copy of every link under the
         patient's tag, read before Postgres is asked (None: Postgres only)."""

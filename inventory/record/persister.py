@@ -68,12 +68,13 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import redis.exceptions
 import structlog
 from redis.asyncio.cluster import RedisCluster
+from redis.typing import KeyT, StreamIdT
 
 from inventory.errors import StoreUnavailableError
 from inventory.ops import metrics
@@ -92,6 +93,7 @@ from inventory.record.projection import (
 )
 from inventory.store import keys
 from inventory.store.backlog import group_position
+from inventory.store.connection import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -360,7 +362,7 @@ class Persister:
 
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         pool: asyncpg.Pool,
         *,
         config: PersisterConfig | None = None,
@@ -480,8 +482,8 @@ class Persister:
         """SCAN for outbox streams and join the new ones; returns how many are known."""
         found: set[str] = set()
         complete = True
-        if self.cluster:
-            complete = await self._scan_masters(found)
+        if isinstance(self.redis, RedisCluster):
+            complete = await self._scan_masters(self.redis, found)
         else:
             for pattern in self.config.match:
                 async for key in self.redis.scan_iter(match=pattern, count=1000, _type="stream"):
@@ -499,11 +501,11 @@ class Persister:
         self.stats.streams = len(self._streams)
         return len(self._streams)
 
-    async def _scan_masters(self, found: set[str]) -> bool:
+    async def _scan_masters(self, cluster: RedisCluster, found: set[str]) -> bool:
         """SCAN every Cluster master on its own into ``found``; False if one did not
         answer (its streams are then neither found nor forgotten)."""
         complete = True
-        for node in self.redis.get_primaries():
+        for node in cluster.get_primaries():
             try:
                 for pattern in self.config.match:
                     cursor = 0
@@ -645,7 +647,8 @@ class Persister:
             reply = await self.redis.xreadgroup(
                 self.config.group,
                 self.config.consumer,
-                cursors,
+                # redis-py only reads the mapping (its dict type is invariant).
+                cast("dict[KeyT, StreamIdT]", cursors),
                 count=count,
                 block=None if block_s is None else max(1, int(block_s * 1000)),
             )
@@ -1097,7 +1100,7 @@ _BOOKING_EVENTS = frozenset({"booking_confirmed", "booking_cancelled"})
 
 
 async def run_persister(
-    redis: Any,
+    redis: RedisClient,
     pool: asyncpg.Pool,
     *,
     stop: asyncio.Event,

@@ -36,11 +36,12 @@ import itertools
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis.exceptions
 import structlog
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.crc import key_slot
 
 from inventory.domain import HoldState
@@ -49,6 +50,8 @@ from inventory.ops.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stoppe
 from inventory.record.pool import acquire
 from inventory.record.queries import QUERIES
 from inventory.store import keys
+from inventory.store.autopipeline import PipelinedConnection
+from inventory.store.connection import RedisClient
 from inventory.store.slot_store import GATED_CALL, SlotStore, store_error
 
 log = structlog.get_logger(__name__)
@@ -103,22 +106,22 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def server_run_id(client: Any) -> str:
+async def server_run_id(client: RedisClient) -> str:
     """The Redis server's run id (changes at every start); on Cluster every primary's
     run id, joined."""
     return _run_id(await client.info("server"))
 
 
-def is_cluster(client: Any) -> bool:
+def is_cluster(client: RedisClient) -> TypeGuard[RedisCluster]:
     """Whether ``client`` talks to a Redis Cluster."""
     return isinstance(client, RedisCluster)
 
 
-async def primary_run_ids(client: Any) -> dict[str, str]:
+async def primary_run_ids(client: RedisClient) -> dict[str, str]:
     """Node -> run id of every primary that answers (:data:`STANDALONE_NODE` for a
     single server). On Cluster each primary is asked on its own, so a dead one is
     left out instead of failing the others."""
-    if not is_cluster(client):
+    if not isinstance(client, RedisCluster):
         return {STANDALONE_NODE: str((await client.info("server"))["run_id"])}
     primaries = client.get_primaries()
     replies = await asyncio.gather(
@@ -136,9 +139,9 @@ async def primary_run_ids(client: Any) -> dict[str, str]:
     return found
 
 
-def node_of_key(client: Any, key: str) -> str:
+def node_of_key(client: RedisClient, key: str) -> str:
     """The primary that holds ``key`` now, as this client's slot map says."""
-    if not is_cluster(client):
+    if not isinstance(client, RedisCluster):
         return STANDALONE_NODE
     node = client.get_node_from_key(key)
     if node is None:  # pragma: no cover - redis-py raises SlotNotCoveredError instead
@@ -156,11 +159,11 @@ def hashtag_for_slot(slot: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def verified_record_key(client: Any, node: str) -> str | None:
+def verified_record_key(client: RedisClient, node: str) -> str | None:
     """Where ``node``'s verification record lives: the standalone key, or on Cluster a
     key in the lowest slot the node holds (so the record lives and dies with the
     node's data). None when the slot map gives the node no slot."""
-    if not is_cluster(client):
+    if not isinstance(client, RedisCluster):
         return keys.VERIFIED_RUN_KEY
     slots = client.nodes_manager.slots_cache
     for slot in range(keys.CLUSTER_SLOTS):
@@ -170,7 +173,7 @@ def verified_record_key(client: Any, node: str) -> str | None:
     return None
 
 
-async def read_verified_record(client: Any, node: str) -> str | None:
+async def read_verified_record(client: RedisClient, node: str) -> str | None:
     """The run id ``node``'s verification record names, if any."""
     key = verified_record_key(client, node)
     if key is None:
@@ -179,7 +182,7 @@ async def read_verified_record(client: Any, node: str) -> str | None:
     return None if value is None else _text(value)
 
 
-async def mark_verified(client: Any, node: str, run_id: str) -> None:
+async def mark_verified(client: RedisClient, node: str, run_id: str) -> None:
     """Record that ``node`` running ``run_id`` was compared with Postgres in full."""
     key = verified_record_key(client, node)
     if key is not None:
@@ -336,9 +339,9 @@ class StoreVerification:
         #: Node -> the run id the fence's record verified.
         self._verified: dict[str, str] = {}
         self._watcher: asyncio.Task[None] | None = None
-        self._client: Any = None
+        self._client: RedisClient | None = None
 
-    def attach(self, client: Any) -> None:
+    def attach(self, client: RedisClient) -> None:
         """The client used to poll the verification records while a gate is closed."""
         self._client = client
 
@@ -373,7 +376,7 @@ class StoreVerification:
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._wait_for_verification())
 
-    async def on_connect(self, connection: Any) -> None:
+    async def on_connect(self, connection: AbstractConnection) -> None:
         """Connection set-up (redis-py's own), then compare run id and record."""
         await connection.on_connect()
         if not self.required:
@@ -390,7 +393,7 @@ class StoreVerification:
             # the restart was seen: refuse it here (the autopipeline re-checks itself).
             raise StoreUnverifiedError()
 
-    async def on_cluster_connect(self, connection: Any) -> None:
+    async def on_cluster_connect(self, connection: Connection) -> None:
         """The same for a connection to one Cluster node: its run id, its record (read
         on the node itself), and a state change that opened this connection to a node
         not verified is refused (:class:`StoreUnverifiedError`)."""
@@ -413,7 +416,7 @@ class StoreVerification:
         if GATED_CALL.get() and not self.node_verified(node):
             raise StoreUnverifiedError(f"node {node} restarted and is being checked")
 
-    async def on_raw_connect(self, connection: Any) -> None:
+    async def on_raw_connect(self, connection: PipelinedConnection) -> None:
         """The same check for clients that speak RESP themselves (inventory.store.autopipeline):
         ``await connection.execute(*args)`` answers one command on the fresh connection."""
         if not self.required:

@@ -24,6 +24,7 @@ from datetime import date
 from typing import Any
 
 import redis.exceptions
+from redis.typing import EncodableT
 
 from inventory.domain import SlotLocation
 from inventory.errors import CapacityBelowTakenError, InventoryError
@@ -268,7 +269,7 @@ async def copy_lookups(store: SlotStore, pool: Any, *, page: int = COPY_PAGE) ->
             rows = await connection.fetch(QUERIES["list_account_patient_links"], *after, page)
         if not rows:
             break
-        by_patient: dict[str, dict[str, str]] = {}
+        by_patient: dict[str, dict[EncodableT, EncodableT]] = {}
         for row in rows:
             by_patient.setdefault(row["patient_id"], {})[row["account_id"]] = "1"
         pipe = store.client.pipeline(transaction=False)

@@ -37,7 +37,7 @@ import hashlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -45,9 +45,6 @@ import redis.exceptions
 from redis._parsers import BaseParser  # redis-py's error-reply -> exception table
 
 from inventory.store.scripts import SCRIPT_NAMES, Scripts, assemble, with_shebang
-
-if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
 
 #: URL schemes this client speaks (rediss:// needs TLS: use redis-py there).
 SUPPORTED_SCHEMES = frozenset({"redis", "unix"})
@@ -500,6 +497,4 @@ def pipelined_scripts(
             with_shebang(source) if shebang else source,
             gate=gate if name in gated_names else None,
         )
-    # Scripts is typed over redis-py's AsyncScript; PipelinedScript is call-compatible
-    # (keys=, args=, .sha, .script), which is all the store uses.
-    return Scripts(cast("dict[str, AsyncScript]", by_name))
+    return Scripts(by_name)

@@ -26,6 +26,7 @@ import redis.exceptions
 import structlog
 
 from inventory.store import keys
+from inventory.store.connection import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -113,19 +114,19 @@ def _id_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 
 
-async def registered_streams(client: Any) -> list[str]:
+async def registered_streams(client: RedisClient) -> list[str]:
     """The outbox stream of every registered department-day tag."""
     tags = await client.smembers(keys.TAG_REGISTRY_KEY)
     return sorted(keys.tag_keys(_text(tag)).outbox for tag in tags)
 
 
-async def _redis_now_ms(client: Any) -> int:
+async def _redis_now_ms(client: RedisClient) -> int:
     seconds, micros = await client.time()
     return int(seconds) * 1000 + int(micros) // 1000
 
 
 async def measure_backlog(
-    client: Any, *, group: str, streams: Sequence[str] | None = None
+    client: RedisClient, *, group: str, streams: Sequence[str] | None = None
 ) -> OutboxBacklog:
     """Measure the backlog of ``streams`` (default: :func:`registered_streams`) for the
     consumer ``group``. Redis errors other than a missing stream propagate."""

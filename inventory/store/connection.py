@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
@@ -56,7 +57,7 @@ class UnsupportedRedisError(RuntimeError):
     what to do)."""
 
 
-async def require_supported_server(client: Any, url: str) -> str:
+async def require_supported_server(client: RedisClient, url: str) -> str:
     """The server's ``redis_version`` (the lowest of a Cluster's nodes); raises
     :class:`UnsupportedRedisError` below the minimum.
 
@@ -129,7 +130,7 @@ class WaitingRedisCluster(RedisCluster):
         #: Node name -> loop time until which it is taken as saying "cluster down".
         self._cluster_down_until: dict[str, float] = {}
 
-    async def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
         """redis-py's send to one node, answered at once with ``CLUSTERDOWN`` for
         :data:`CLUSTER_DOWN_HOLD_S` after that node last said the whole cluster is down:
         redis-py waits 0.25 s and reads the slot map again at every such answer, and a
@@ -271,8 +272,8 @@ async def connect_redis(
     cluster: bool = False,
     max_connections: int = 64,
     pool_timeout_s: float = 5.0,
-    on_connect: Callable[[Any], Awaitable[None]] | None = None,
-    before_initialize: Callable[[Any], None] | None = None,
+    on_connect: Callable[[Connection], Awaitable[None]] | None = None,
+    before_initialize: Callable[[RedisCluster], None] | None = None,
     check_version: bool = True,
 ) -> RedisClient:
     """A connected client for ``url`` (hiredis parses replies when installed).
@@ -395,7 +396,7 @@ class StoreNotReadyError(Exception):
     """What makes the store unable to serve now (for readiness probes)."""
 
 
-async def check_store(client: Any) -> None:
+async def check_store(client: RedisClient) -> None:
     """Raise :class:`StoreNotReadyError` (or the driver's error) unless the store can
     serve: a single server answers PING; on Cluster every primary of the slot map
     answers and reports ``cluster_state:ok`` (any node answers PING while the cluster

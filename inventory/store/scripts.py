@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+from redis.typing import ScriptTextT
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Awaitable, Iterable, Mapping, Sequence
 
 #: Every operation script (lua/<name>.lua).
 SCRIPT_NAMES: tuple[str, ...] = (
@@ -99,6 +101,24 @@ def with_shebang(source: str) -> str:
     return "#!lua\n" + source
 
 
+class ScriptCall(Protocol):
+    """One registered script, called as ``await script(keys=[...], args=[...])``:
+    redis-py's ``AsyncScript`` (:meth:`Scripts.register`) or the auto-pipeline's
+    ``PipelinedScript`` (inventory.store.autopipeline.pipelined_scripts)."""
+
+    @property
+    def sha(self) -> str:
+        """The script's SHA1 digest (what EVALSHA names)."""
+
+    @property
+    def script(self) -> ScriptTextT:
+        """The script's source as registered."""
+
+    def __call__(
+        self, keys: Sequence[Any] | None = None, args: Iterable[Any] | None = None
+    ) -> Awaitable[Any]: ...
+
+
 class ClusterScript(AsyncScript):
     """redis-py's script object, whose NOSCRIPT fallback on Cluster runs EVAL on the
     node of the call's keys (which caches the script there) instead of SCRIPT LOAD on
@@ -108,7 +128,7 @@ class ClusterScript(AsyncScript):
         self,
         keys: Sequence[Any] | None = None,
         args: Iterable[Any] | None = None,
-        client: Any = None,
+        client: Redis | RedisCluster | None = None,
     ) -> Any:
         keys, args = list(keys or []), list(args or [])
         target = client if client is not None else self.registered_client
@@ -125,15 +145,17 @@ class ClusterScript(AsyncScript):
 class Scripts:
     """Every script registered on one client, as awaitable callables."""
 
-    by_name: dict[str, AsyncScript]
+    by_name: Mapping[str, ScriptCall]
 
-    def __getitem__(self, name: str) -> AsyncScript:
+    def __getitem__(self, name: str) -> ScriptCall:
         return self.by_name[name]
 
     @classmethod
-    def register(cls, client: Any, *, shebang: bool, root: Traversable | None = None) -> Scripts:
+    def register(
+        cls, client: Redis | RedisCluster, *, shebang: bool, root: Traversable | None = None
+    ) -> Scripts:
         """Register every script on ``client`` (a redis-py asyncio Redis or RedisCluster)."""
-        by_name: dict[str, AsyncScript] = {}
+        by_name: dict[str, ScriptCall] = {}
         for name in SCRIPT_NAMES:
             source = assemble(name, root)
             text = with_shebang(source) if shebang else source

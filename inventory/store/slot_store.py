@@ -16,12 +16,13 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import orjson
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
+from redis.typing import EncodableT, ZSetScoredMembers
 
 from inventory.domain import (
     OPEN_STATES,
@@ -48,6 +49,7 @@ from inventory.errors import (
 )
 from inventory.store import keys
 from inventory.store.autopipeline import AutoPipeline, pipelined_scripts
+from inventory.store.connection import RedisClient
 from inventory.store.scripts import Scripts, server_supports_shebang
 
 T = TypeVar("T")
@@ -188,7 +190,7 @@ class SlotStore:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         scripts: Scripts,
         *,
         policies: PolicyBook | None = None,
@@ -215,7 +217,7 @@ class SlotStore:
     @classmethod
     async def connect_scripts(
         cls,
-        client: Any,
+        client: RedisClient,
         *,
         pipeline: AutoPipeline | None = None,
         reconnect_gate: Callable[[], None] | None = None,
@@ -388,7 +390,7 @@ class SlotStore:
 
     async def copy_slot_location_map(self, locations: Mapping[str, SlotLocation]) -> None:
         """Record where each of these slots lives, in one call."""
-        mapping = {
+        mapping: dict[EncodableT, EncodableT] = {
             slot_id: "|".join(
                 (loc.hospital_id, loc.department_id, loc.visit_date.isoformat(), loc.schedule_id)
             )
@@ -677,7 +679,8 @@ class SlotStore:
         pairs = await _guard(
             self.client.zrange(keys.patient_keys(patient_id).tokens, 0, -1, withscores=True)
         )
-        return {_text(member): float(score) for member, score in pairs}
+        # WITHSCORES: (member, score) pairs.
+        return {_text(member): float(score) for member, score in cast(ZSetScoredMembers, pairs)}
 
     async def _acquire_patient_token(
         self, request: ReserveRequest, hold_id: str, policy: HospitalPolicy
@@ -759,7 +762,7 @@ def node_unreachable(error: Exception) -> bool:
     )
 
 
-async def _redis_version(client: Any) -> str:
+async def _redis_version(client: RedisClient) -> str:
     # On Cluster ask the default node alone (one that answered): every node would fail
     # the start while one master is down.
     ask = {"target_nodes": RedisCluster.DEFAULT_NODE} if isinstance(client, RedisCluster) else {}

@@ -128,7 +128,7 @@ async def _own_hold(request: web.Request, hold_id: str, account_id: str) -> Hold
     response=HoldView,
     auth="account",
     body=HoldCreate,
-    idempotency_key=True,
+    idempotency="required",
     errors=(400, 401, 404, 409, 422, 429, 503),
 )
 @count_reserve_outcomes
@@ -210,6 +210,7 @@ async def get_hold(request: web.Request) -> web.Response:
     response=HoldView,
     auth="account",
     errors=(401, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def release_hold(request: web.Request) -> web.Response:
     """Give a hold back before paying (a booking is cancelled with /cancel instead)."""
@@ -243,6 +244,7 @@ async def release_hold(request: web.Request) -> web.Response:
     auth="account",
     body=HoldConfirm,
     errors=(400, 401, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def confirm_hold(request: web.Request) -> web.Response:
     """Confirm a paid hold: the answer comes only once the booking is in Postgres."""
@@ -317,6 +319,7 @@ async def get_booking(request: web.Request) -> web.Response:
     auth="account",
     body=BookingCancel,
     errors=(400, 401, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def cancel_booking(request: web.Request) -> web.Response:
     """Cancel a booking, until the hospital's cancellation deadline."""

@@ -2,8 +2,8 @@
 Postgres (``idempotency_keys``, docs/schema.md).
 
 A reserve keeps its key in Redis, inside the script that makes the hold, atomically with
-it. Every other mutating route (``ROUTES``) takes an optional key, handled here, in one
-middleware, so no handler changes:
+it. Every other mutating route (``ROUTES``: declared ``idempotency="recorded"``) takes an
+optional key, handled here, in one middleware, so no handler changes:
 
 * the first request with a key claims it (``INSERT ... ON CONFLICT DO NOTHING``), runs,
   and stores its answer when that answer is not a server error;
@@ -39,6 +39,7 @@ from inventory.api.auth import principal
 from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES
 from inventory.api.problems import Handler
+from inventory.api.routes import OPERATIONS
 from inventory.errors import (
     BadRequestError,
     IdempotencyKeyInUseError,
@@ -51,22 +52,10 @@ from inventory.record.queries import QUERIES
 
 HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
-#: Routes (method, path template) whose key is recorded here.
+#: Routes (method, path template) whose key is recorded here: those declared
+#: ``idempotency="recorded"`` (``inventory.api.routing``).
 ROUTES: Final = frozenset(
-    {
-        ("DELETE", "/v1/holds/{hold_id}"),
-        ("POST", "/v1/holds/{hold_id}/confirm"),
-        ("POST", "/v1/holds/{hold_id}/payments"),
-        ("POST", "/v1/bookings/{booking_id}/cancel"),
-        ("POST", "/v1/patients"),
-        ("PUT", "/v1/operator/hospitals/{hospital_id}"),
-        ("PUT", "/v1/operator/departments/{department_id}"),
-        ("PUT", "/v1/operator/doctors/{doctor_id}"),
-        ("PUT", "/v1/operator/schedules/{schedule_id}"),
-        ("PUT", "/v1/operator/slots/{slot_id}/capacity"),
-        ("POST", "/v1/operator/schedules/{schedule_id}/suspend"),
-        ("POST", "/v1/operator/schedules/{schedule_id}/reopen"),
-    }
+    (op.method.upper(), op.path) for op in OPERATIONS if op.idempotency == "recorded"
 )
 #: How long a retry waits for the first request's answer before 409.
 WAIT_S: Final = 10.0

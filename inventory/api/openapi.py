@@ -21,7 +21,6 @@ from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
 from inventory.api import models
-from inventory.api.idempotency import ROUTES as IDEMPOTENT_ROUTES
 from inventory.api.payments import PaymentCreate
 from inventory.api.routes import OPERATIONS
 from inventory.api.routing import Operation
@@ -187,13 +186,13 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
             params.append(
                 {"name": name, "in": "query", "required": name in required, "schema": prop}
             )
-    if op.idempotency_key or (op.method.upper(), op.path) in IDEMPOTENT_ROUTES:
+    if op.idempotency is not None:
         params.append(
             {
                 "name": "Idempotency-Key",
                 "in": "header",
                 # Optional where it is recorded in Postgres (inventory/api/idempotency.py).
-                "required": op.idempotency_key,
+                "required": op.idempotency == "required",
                 "schema": {"type": "string", "pattern": "^[!-~]{1,64}$"},
             }
         )

@@ -57,6 +57,7 @@ async def _write(query: str, request: web.Request, *args: Any) -> asyncpg.Record
     body=HospitalPut,
     errors=(400, 401, 403, 404, 409, 422, 503),
     extra_ok=(201,),
+    idempotency="recorded",
 )
 async def put_hospital(request: web.Request) -> web.Response:
     """Create or replace a hospital and its booking policy."""
@@ -101,6 +102,7 @@ async def put_hospital(request: web.Request) -> web.Response:
     body=DepartmentPut,
     errors=(400, 401, 403, 404, 409, 422, 503),
     extra_ok=(201,),
+    idempotency="recorded",
 )
 async def put_department(request: web.Request) -> web.Response:
     """Create or replace a department (``parent_id`` makes it a sub-department)."""
@@ -136,6 +138,7 @@ async def put_department(request: web.Request) -> web.Response:
     body=DoctorPut,
     errors=(400, 401, 403, 404, 409, 422, 503),
     extra_ok=(201,),
+    idempotency="recorded",
 )
 async def put_doctor(request: web.Request) -> web.Response:
     """Create or replace a doctor."""
@@ -191,6 +194,7 @@ def _check_schedule(body: SchedulePut) -> None:
     auth="operator",
     body=SchedulePut,
     errors=(400, 401, 403, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def put_schedule(request: web.Request) -> web.Response:
     """Create or replace a schedule and its slots, in Postgres and the inventory."""
@@ -225,6 +229,7 @@ async def put_schedule(request: web.Request) -> web.Response:
     auth="operator",
     body=CapacityPut,
     errors=(400, 401, 403, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def put_capacity(request: web.Request) -> web.Response:
     """Set a slot's capacity (加号 raises it); never below what is held or booked."""
@@ -284,6 +289,7 @@ async def _set_status(request: web.Request, status: str) -> web.Response:
     auth="operator",
     body=StatusChange,
     errors=(400, 401, 403, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def suspend_schedule(request: web.Request) -> web.Response:
     """Suspend a schedule (停诊): reserves and confirms are refused from now on."""
@@ -298,6 +304,7 @@ async def suspend_schedule(request: web.Request) -> web.Response:
     auth="operator",
     body=StatusChange,
     errors=(400, 401, 403, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def reopen_schedule(request: web.Request) -> web.Response:
     """Reopen a suspended schedule."""

@@ -24,6 +24,7 @@ routes = Routes(tag="patients")
     body=PatientCreate,
     errors=(400, 401, 409, 422, 503),
     extra_ok=(200,),
+    idempotency="recorded",
 )
 async def create_patient(request: web.Request) -> web.Response:
     """Register a real-name patient for the account (201), or confirm the link (200)."""

@@ -235,6 +235,7 @@ async def _zone_of_hold(request: web.Request, hold_id: str) -> tzinfo:
     body=PaymentCreate,
     errors=(400, 401, 404, 409, 422, 502, 503),
     extra_ok=(200,),
+    idempotency="recorded",
 )
 async def start_payment(request: web.Request) -> web.Response:
     """Start paying one of the account's holds: the provider's prepay parameters. The

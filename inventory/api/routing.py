@@ -22,6 +22,10 @@ from inventory.api.problems import Handler
 
 #: Who may call a route: an account's token, a token with the operator role.
 Auth = Literal["account", "operator"]
+#: How a route takes an ``Idempotency-Key``: ``required`` by the reserve (kept in Redis by
+#: the script that makes the hold), ``recorded`` where an optional key's answer is kept
+#: in Postgres and replayed to a retry (``inventory.api.idempotency``).
+Idempotency = Literal["required", "recorded"]
 #: What a route answers: a view model, or a JSON Schema for what no model describes.
 Answer = type[BaseModel] | dict[str, Any]
 
@@ -44,8 +48,7 @@ class Operation:
     query: type[BaseModel] | None = None
     #: Error statuses the route answers besides 400, 405 and 500 (which every route may).
     errors: tuple[int, ...] = ()
-    #: A required ``Idempotency-Key`` (the reserve, keyed in Redis).
-    idempotency_key: bool = False
+    idempotency: Idempotency | None = None
     #: Other success statuses: the same body, or 304 without one.
     extra_ok: tuple[int, ...] = ()
     content_types: tuple[str, ...] = ("application/json",)
@@ -67,7 +70,7 @@ class Declaration(TypedDict):
     body: NotRequired[type[BaseModel]]
     query: NotRequired[type[BaseModel]]
     errors: NotRequired[tuple[int, ...]]
-    idempotency_key: NotRequired[bool]
+    idempotency: NotRequired[Idempotency]
     extra_ok: NotRequired[tuple[int, ...]]
     content_types: NotRequired[tuple[str, ...]]
     error_body: NotRequired[type[BaseModel]]
@@ -113,7 +116,7 @@ class Routes:
             body=declared.get("body"),
             query=declared.get("query"),
             errors=declared.get("errors", ()),
-            idempotency_key=declared.get("idempotency_key", False),
+            idempotency=declared.get("idempotency"),
             extra_ok=declared.get("extra_ok", ()),
             content_types=declared.get("content_types", ("application/json",)),
             error_body=declared.get("error_body"),

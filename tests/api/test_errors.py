@@ -145,7 +145,7 @@ def auth_headers(api: ApiServer, op: Operation, account: str = "acct-errors") ->
     headers: dict[str, str] = {}
     if op.auth:
         headers |= api.headers(account, operator=op.auth == "operator")
-    if op.idempotency_key:
+    if op.idempotency == "required":
         headers["Idempotency-Key"] = uuid.uuid4().hex
     return headers
 

@@ -24,9 +24,10 @@ from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES, Services
 from inventory.api.edge import edge_middleware
 from inventory.api.idempotency import idempotency_middleware
-from inventory.api.ratelimit import ReserveRateLimiter
 from inventory.api.routes import TABLES
-from inventory.api.soldout import SoldOutSlots
+from inventory.booking.ratelimit import ReserveRateLimiter
+from inventory.booking.reservations import Reservations
+from inventory.booking.soldout import SoldOutSlots
 from inventory.domain import HospitalPolicy
 from inventory.ops.config import Settings
 from inventory.record.bookings import PgBookings
@@ -89,24 +90,35 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(pool.close)
         catalogue = PgCatalogue(pool, store)
         catalogue.policies = catalogue_policies
-        app[SERVICES] = Services(
-            settings=settings,
+        patients = PatientRegistry(pool, settings.keyring(), settings.blind_index(), redis=client)
+        bookings = PgBookings(pool)
+        sold_out = SoldOutSlots(settings.availability_cache_s)
+        reservations = Reservations(
             store=store,
+            catalogue=catalogue,
+            patients=patients,
+            bookings=bookings,
             limiter=ReserveRateLimiter(
                 store,
                 per_account=settings.reserve_rate_per_account,
                 per_ip=settings.reserve_rate_per_ip,
                 client_ip_header=settings.client_ip_header,
             ),
+            sold_out=sold_out,
+            db=pool,
+            payments_enabled=settings.payments.enabled,
+        )
+        app[SERVICES] = Services(
+            settings=settings,
+            store=store,
+            reservations=reservations,
             gate=app[GATE],
             catalogue=catalogue,
-            patients=PatientRegistry(
-                pool, settings.keyring(), settings.blind_index(), redis=client
-            ),
-            bookings=PgBookings(pool),
+            patients=patients,
+            bookings=bookings,
             db=pool,
             verification=verification,
-            sold_out=SoldOutSlots(settings.availability_cache_s),
+            sold_out=sold_out,
         )
         stack.push_async_callback(_cancel, asyncio.create_task(_refresh_policies(catalogue)))
         yield

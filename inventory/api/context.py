@@ -13,8 +13,8 @@ from aiohttp import web
 
 from inventory.api.admission import AdmissionGate
 from inventory.api.client_address import client_address
-from inventory.api.ratelimit import ReserveRateLimiter
-from inventory.api.soldout import SoldOutSlots
+from inventory.booking.reservations import Reservations
+from inventory.booking.soldout import SoldOutSlots
 from inventory.ops.config import Settings
 from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
@@ -30,7 +30,8 @@ class Services:
 
     settings: Settings
     store: SlotStore
-    limiter: ReserveRateLimiter
+    #: The hold steps (reserve, release, confirm, cancel) with their limits and caches.
+    reservations: Reservations
     gate: AdmissionGate
     catalogue: PgCatalogue
     patients: PatientRegistry
@@ -39,7 +40,7 @@ class Services:
     verification: StoreVerification
     #: /readyz's outbox backlog, measured from Redis at most every couple of seconds.
     outbox_backlog: BacklogCache = field(default_factory=BacklogCache)
-    #: Slots seen sold out lately, refused without a store call (inventory/api/soldout.py).
+    #: Slots seen sold out lately, refused without a store call (inventory/booking/soldout.py).
     sold_out: SoldOutSlots = field(default_factory=lambda: SoldOutSlots(0.0))
 
 

@@ -1,12 +1,13 @@
 """Holds and bookings: reserve, look, release, confirm, cancel.
 
-Handlers are thin: parse -> one domain call -> render. The account comes only from the
-token; another account's hold or booking answers 404 exactly like a missing one.
+Handlers are thin: parse -> one call of the booking service
+(:class:`~inventory.booking.reservations.Reservations`) -> render. The account comes only
+from the token; another account's hold or booking answers 404 exactly like a missing one.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from aiohttp import web
 from pydantic import Field
@@ -27,17 +28,9 @@ from inventory.api.models import (
 )
 from inventory.api.observability import count_reserve_outcomes, request_id_of
 from inventory.api.routing import Routes
-from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest, SlotLocation
-from inventory.errors import (
-    NotFoundError,
-    RateLimitedError,
-    SoldOutError,
-    ValidationFailedError,
-)
-from inventory.payments.errors import PaymentRequiredError
-from inventory.payments.refunds import request_refund
+from inventory.domain import Hold, HoldState
+from inventory.errors import NotFoundError, ValidationFailedError
 from inventory.record.catalogue import ScheduleTerms
-from inventory.store import keys
 
 routes = Routes(tag="holds")
 
@@ -81,29 +74,6 @@ def hold_view(hold: Hold, terms: ScheduleTerms, now_ms: int | None = None) -> di
     }
 
 
-async def schedule_terms(
-    request: web.Request, schedule_id: str, location: SlotLocation | None = None
-) -> ScheduleTerms:
-    """The terms of a hold's schedule (a schedule is never deleted while it has holds);
-    ``location`` (one of its slots') lets them come from Redis (see PgCatalogue.terms)."""
-    catalogue = request.app[SERVICES].catalogue
-    terms = catalogue.known_terms(schedule_id) or await catalogue.terms(
-        schedule_id, location=location
-    )
-    if terms is None:
-        raise NotFoundError("no such schedule")
-    return terms
-
-
-async def booking_view(request: web.Request, booking_id: str, account_id: str) -> dict[str, Any]:
-    """The whole booking view (as GET /v1/bookings/{id} answers it)."""
-    bookings = request.app[SERVICES].bookings
-    booking = await bookings.get_for_account(booking_id, account_id)
-    if booking is None:
-        raise NotFoundError("no such booking")
-    return booking
-
-
 def _hold_id(request: web.Request, name: str = "hold_id") -> str:
     model = _HoldPath if name == "hold_id" else _BookingPath
     try:
@@ -111,13 +81,6 @@ def _hold_id(request: web.Request, name: str = "hold_id") -> str:
     except ValidationFailedError:
         raise NotFoundError() from None
     return str(getattr(parsed, name))
-
-
-async def _own_hold(request: web.Request, hold_id: str, account_id: str) -> Hold:
-    hold = await request.app[SERVICES].store.get_hold(hold_id)
-    if hold is None or hold.account_id != account_id:
-        raise NotFoundError("no such hold")
-    return hold
 
 
 @routes.post(
@@ -137,55 +100,19 @@ async def create_hold(request: web.Request) -> web.Response:
     who = principal(request)
     key = idempotency_key(request)
     body = await read_json(request, HoldCreate)
-    services = request.app[SERVICES]
-    sold_out_tag = services.sold_out.tag_if_sold_out(body.slot_id)
-    if sold_out_tag is not None and not await services.store.hold_exists(
-        keys.hold_id_for(who.account_id, key, sold_out_tag)
-    ):
-        # Seen sold out within the availability cache's lifetime: answered without the
-        # reserve script, the rate-limit call or Postgres. A retry of a reserve that did
-        # take a unit (its key names an existing hold) goes on to get that hold back.
-        raise SoldOutError()
-    limiter = services.limiter
-    limits = limiter.buckets(account_id=who.account_id, client_ip=client_ip(request))
-    location = services.catalogue.known_slot_location(body.slot_id)
-    if location is None or not services.patients.known_link(body.patient_id, who.account_id):
-        # Postgres must be asked: count the request first, by a call of its own, so a
-        # caller over its limit is refused before it costs Postgres anything. Known
-        # slots and patients (the spike's hot path) are counted by the reserve call.
-        await limiter.count(limits)
-        limits = None
-        location = await services.catalogue.slot_location(body.slot_id)
-        if location is None:
-            raise NotFoundError("no such slot")
-        if not await services.patients.belongs_to(body.patient_id, who.account_id):
-            raise NotFoundError("no such patient")
-    try:
-        outcome = await services.store.reserve(
-            ReserveRequest(
-                hospital_id=location.hospital_id,
-                department_id=location.department_id,
-                visit_date=location.visit_date,
-                slot_id=body.slot_id,
-                account_id=who.account_id,
-                patient_id=body.patient_id,
-                channel=body.channel.value,
-                idempotency_key=key,
-            ),
-            request_id=request_id_of(request),
-            rate_limits=limits,
-        )
-    except RateLimitedError as limited:
-        limiter.refused(limited)
-        raise
-    except SoldOutError:
-        services.sold_out.saw_sold_out(
-            body.slot_id, keys.department_day_tag(location.department_id, location.visit_date)
-        )
-        raise
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    terms = await schedule_terms(request, outcome.hold.schedule_id, location)
-    return json_response(hold_view(outcome.hold, terms), status=201, headers=headers)
+    reservation = await request.app[SERVICES].reservations.reserve(
+        account_id=who.account_id,
+        patient_id=body.patient_id,
+        slot_id=body.slot_id,
+        channel=body.channel.value,
+        idempotency_key=key,
+        client_ip=client_ip(request),
+        request_id=request_id_of(request),
+    )
+    headers = {"Idempotent-Replayed": "true"} if reservation.replayed else None
+    return json_response(
+        hold_view(reservation.hold, reservation.terms), status=201, headers=headers
+    )
 
 
 @routes.get(
@@ -199,8 +126,10 @@ async def create_hold(request: web.Request) -> web.Response:
 async def get_hold(request: web.Request) -> web.Response:
     """One of the account's holds."""
     who = principal(request)
-    hold = await _own_hold(request, _hold_id(request), who.account_id)
-    return json_response(hold_view(hold, await schedule_terms(request, hold.schedule_id)))
+    found = await request.app[SERVICES].reservations.hold(
+        _hold_id(request), account_id=who.account_id
+    )
+    return json_response(hold_view(found.hold, found.terms))
 
 
 @routes.delete(
@@ -215,24 +144,10 @@ async def get_hold(request: web.Request) -> web.Response:
 async def release_hold(request: web.Request) -> web.Response:
     """Give a hold back before paying (a booking is cancelled with /cancel instead)."""
     who = principal(request)
-    hold_id = _hold_id(request)
-    hold = await _own_hold(request, hold_id, who.account_id)
-    if hold.state is HoldState.BOOKED:
-        raise ValidationFailedError(
-            "this hold is a booking: cancel it with POST /v1/bookings/{id}/cancel",
-            errors=[{"field": "hold_id", "reason": "is a booking"}],
-        )
-    services = request.app[SERVICES]
-    outcome = await services.store.release(
-        hold_id,
-        account_id=who.account_id,
-        reason="patient_released",
-        request_id=request_id_of(request),
+    released = await request.app[SERVICES].reservations.release(
+        _hold_id(request), account_id=who.account_id, request_id=request_id_of(request)
     )
-    # The unit is back (or waiting): this process stops refusing the slot from memory.
-    services.sold_out.saw_units(outcome.hold.slot_id)
-    terms = await schedule_terms(request, hold.schedule_id)
-    return json_response(hold_view(outcome.hold, terms))
+    return json_response(hold_view(released.hold, released.terms))
 
 
 @routes.post(
@@ -251,29 +166,13 @@ async def confirm_hold(request: web.Request) -> web.Response:
     who = principal(request)
     hold_id = _hold_id(request)
     body = await read_json(request, HoldConfirm)
-    hold = await _own_hold(request, hold_id, who.account_id)
-    services = request.app[SERVICES]
-    if services.settings.payments.enabled and hold.amount_fen > 0:
-        # With a payment provider, a front end's own "payment reference" proves
-        # nothing: a hold with a fee is confirmed by the provider's verified
-        # notification only (POST /v1/holds/{id}/payments, then the callback).
-        if hold.state is not HoldState.BOOKED:
-            raise PaymentRequiredError(
-                "this hold has a fee: it is confirmed when its payment is notified",
-                state=hold.state.value,
-            )
-        # Already booked by its payment (a front end confirming after paying): the
-        # booking, answered like any confirm once it is durable (record is idempotent).
-        await services.bookings.record(hold)
-        return json_response(await booking_view(request, hold_id, who.account_id))
-    outcome: HoldOutcome = await services.store.confirm(
+    booking = await request.app[SERVICES].reservations.confirm(
         hold_id,
         account_id=who.account_id,
         payment_ref=body.payment_ref,
         request_id=request_id_of(request),
     )
-    await services.bookings.record(outcome.hold)
-    return json_response(await booking_view(request, hold_id, who.account_id))
+    return json_response(booking)
 
 
 @routes.get(
@@ -307,7 +206,10 @@ async def get_booking(request: web.Request) -> web.Response:
     """One of the account's bookings."""
     who = principal(request)
     booking_id = _hold_id(request, "booking_id")
-    return json_response(await booking_view(request, booking_id, who.account_id))
+    booking = await request.app[SERVICES].reservations.booking(
+        booking_id, account_id=who.account_id
+    )
+    return json_response(booking)
 
 
 @routes.post(
@@ -326,19 +228,10 @@ async def cancel_booking(request: web.Request) -> web.Response:
     who = principal(request)
     booking_id = _hold_id(request, "booking_id")
     body = await read_json(request, BookingCancel)
-    services = request.app[SERVICES]
-    hold = await _own_hold(request, booking_id, who.account_id)
-    if hold.state not in (HoldState.BOOKED, HoldState.CANCELLED):
-        raise NotFoundError("no such booking")
-    outcome = await services.store.release(
+    booking = await request.app[SERVICES].reservations.cancel(
         booking_id,
         account_id=who.account_id,
         reason=body.reason,
         request_id=request_id_of(request),
     )
-    await services.bookings.record(outcome.hold)
-    services.sold_out.saw_units(outcome.hold.slot_id)
-    # A paid booking's fee goes back, once (GET /v1/bookings/{id}/refund shows it; the
-    # payment loop requests it too if this process dies first).
-    await request_refund(services.db, booking_id, None, body.reason, f"cancel:{booking_id}")
-    return json_response(await booking_view(request, booking_id, who.account_id))
+    return json_response(booking)

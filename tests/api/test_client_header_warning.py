@@ -11,7 +11,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from inventory.api.ratelimit import ReserveRateLimiter, is_internal_address
+from inventory.booking.ratelimit import ReserveRateLimiter, is_internal_address
 from inventory.ops.config import RateLimit
 
 from .conftest import ApiServer

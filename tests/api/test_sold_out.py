@@ -1,4 +1,4 @@
-"""The sold-out fast path (inventory/api/soldout.py) through a real API process on the
+"""The sold-out fast path (inventory/booking/soldout.py) through a real API process on the
 session's Redis and Postgres: a slot the process saw sold out is refused for the
 availability cache's lifetime without the reserve script or Postgres, a retried reserve
 that took a unit still gets its hold back, a slot with units (held or waiting ones

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from inventory import errors
-from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.booking.ratelimit import ReserveRateLimiter
 from inventory.domain import HospitalPolicy
 from inventory.errors import InventoryError, RateLimitedError
 from inventory.ops.config import RateLimit

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from inventory.api.ratelimit import ReserveRateLimiter
+from inventory.booking.ratelimit import ReserveRateLimiter
 from inventory.devtools.servers import RedisClusterServers
 from inventory.domain import HospitalPolicy
 from inventory.errors import RateLimitedError

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 
 class HoldState(StrEnum):
@@ -188,3 +188,37 @@ class ReserveRequest:
     patient_id: str
     channel: str
     idempotency_key: str
+
+
+class Relation(StrEnum):
+    """Who the patient is to the account holder (就诊人)."""
+
+    SELF = "self"
+    CHILD = "child"
+    PARENT = "parent"
+    SPOUSE = "spouse"
+    OTHER = "other"
+
+
+class Gender(StrEnum):
+    MALE = "male"
+    FEMALE = "female"
+
+
+class PatientDetails(Protocol):
+    """A real-name patient as an account registers it, before any check: what the
+    patient record (inventory/record/patients.py) validates, encrypts and links. The
+    API's request body is one; the record never needs to know the API's types."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def gender(self) -> Gender: ...
+    @property
+    def birth_date(self) -> date: ...
+    @property
+    def phone(self) -> str: ...
+    @property
+    def resident_id(self) -> str: ...
+    @property
+    def relation(self) -> Relation: ...

@@ -14,6 +14,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
+# The patient's value types belong to the domain (the patient record reads them too);
+# they are part of this contract all the same, so they are named from here as well.
+from inventory.domain import Gender, Relation
+
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["slot-0800-1"])]
 
 #: Free text shown to people (names, titles, places): no control characters, which
@@ -235,21 +239,6 @@ class BookingList(BaseModel):
     )
 
     items: list[BookingView]
-
-
-class Relation(StrEnum):
-    """Who the patient is to the account holder (就诊人)."""
-
-    SELF = "self"
-    CHILD = "child"
-    PARENT = "parent"
-    SPOUSE = "spouse"
-    OTHER = "other"
-
-
-class Gender(StrEnum):
-    MALE = "male"
-    FEMALE = "female"
 
 
 class PatientCreate(Request):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from datetime import date
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import redis.exceptions
 import structlog
 
-from inventory.api.models import PatientCreate, PatientView, Relation
+from inventory.domain import Gender, PatientDetails, Relation
 from inventory.errors import ConflictError, ValidationFailedError
 from inventory.privacy.crypto import BlindIndex, FieldKeyring
 from inventory.privacy.identity import (
@@ -55,6 +56,30 @@ def _invalid(error: IdentityError) -> ValidationFailedError:
     )
 
 
+def patient_view(
+    *,
+    patient_id: str,
+    name: str,
+    gender: str,
+    birth_date: date,
+    phone: str,
+    resident_id: str,
+    relation: str,
+) -> dict[str, Any]:
+    """A patient as an account sees it (the API's ``PatientView`` JSON), from fields
+    already masked. An unknown gender or relation raises ValueError, as the model's
+    validation did: the table's checks keep them out."""
+    return {
+        "patient_id": patient_id,
+        "name": name,
+        "gender": Gender(gender).value,
+        "birth_date": birth_date.isoformat(),
+        "phone": phone,
+        "resident_id": resident_id,
+        "relation": Relation(relation).value,
+    }
+
+
 class PatientRegistry:
     """Patients in Postgres, with their personal data encrypted."""
 
@@ -87,17 +112,17 @@ class PatientRegistry:
         )
 
     def _view(self, row: asyncpg.Record, relation: str) -> dict[str, Any]:
-        return PatientView(
+        return patient_view(
             patient_id=row["id"],
             name=mask_name(self._decrypt(row, "name")),
             gender=row["gender"],
             birth_date=row["birth_date"],
             phone=mask_mobile(self._decrypt(row, "phone")),
             resident_id=mask_resident_id(self._decrypt(row, "resident_id")),
-            relation=Relation(relation),
-        ).model_dump(mode="json")
+            relation=relation,
+        )
 
-    async def register(self, account_id: str, body: PatientCreate) -> tuple[dict[str, Any], bool]:
+    async def register(self, account_id: str, body: PatientDetails) -> tuple[dict[str, Any], bool]:
         """Register (or link) a patient for the account; (view, newly linked)."""
         try:
             resident_id = canonical_resident_id(body.resident_id)

@@ -1,10 +1,11 @@
-"""The reserve path's hand-built hold view against the pydantic model it stands in
-for: the same JSON for any hold, so the contract (OpenAPI, schemathesis) still holds;
-and every instant in the hospital's time zone with its offset."""
+"""The hand-built views against the pydantic models they stand in for: the reserve
+path's hold view and the patient record's patient view give the same JSON for any
+input, so the contract (OpenAPI, schemathesis) still holds; and every instant in the
+hospital's time zone with its offset."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from hypothesis import given
@@ -12,9 +13,10 @@ from hypothesis import strategies as st
 
 from inventory.api.holds import hold_view
 from inventory.api.instants import instant, instant_text
-from inventory.api.models import HoldView
-from inventory.domain import Hold, HoldState
+from inventory.api.models import HoldView, PatientView
+from inventory.domain import Gender, Hold, HoldState, Relation
 from inventory.record.catalogue import ScheduleTerms
+from inventory.record.patients import patient_view
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ZONES = [SHANGHAI, ZoneInfo("UTC"), ZoneInfo("Asia/Urumqi"), ZoneInfo("America/New_York")]
@@ -73,6 +75,29 @@ def test_hold_view_is_the_models_json(hold: Hold, zone: ZoneInfo, deadline: int,
             datetime.fromisoformat(text).utcoffset()
             == getattr(expected, name).astimezone(zone).utcoffset()
         )
+
+
+@given(
+    st.text(max_size=40),
+    st.sampled_from(list(Gender)),
+    st.dates(min_value=date(1, 1, 1)),
+    st.sampled_from(list(Relation)),
+)
+def test_patient_view_is_the_models_json(
+    name: str, gender: Gender, birth_date: date, relation: Relation
+) -> None:
+    """The patient record's view (built without the API's model) is PatientView's JSON."""
+    fields = {
+        "patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0",
+        "name": name,
+        "birth_date": birth_date,
+        "phone": "138****5678",
+        "resident_id": "1101**********002X",
+    }
+    view = patient_view(**fields, gender=gender.value, relation=relation.value)
+    expected = PatientView(**fields, gender=gender, relation=relation)
+    assert view == expected.model_dump(mode="json")
+    assert list(view) == list(expected.model_dump())  # and the same key order
 
 
 def test_instant_text_examples() -> None:

@@ -238,8 +238,8 @@ async def get_department_capacity(request: web.Request) -> web.Response:
         raise ValidationFailedError(
             errors=[{"field": "to", "reason": f"the period is limited to {MAX_PERIOD_DAYS} days"}]
         )
-    rows = await request.app[SERVICES].catalogue.fetch(
-        "list_department_booking_outcomes", department_id, query.from_, query.to
+    rows = await request.app[SERVICES].bookings.department_outcomes(
+        department_id, query.from_, query.to
     )
     estimate = _guard("from", lambda: estimate_department(department_id, rows))
     arrival = estimate.effective_arrival_rate_per_hour

@@ -50,7 +50,7 @@ def path_id(request: web.Request, name: str) -> str:
 )
 async def list_hospitals(request: web.Request) -> web.Response:
     """Every hospital."""
-    rows = await request.app[SERVICES].catalogue.fetch("list_hospitals")
+    rows = await request.app[SERVICES].catalogue.hospitals()
     items = [{"hospital_id": r["id"], "name": r["name"], "timezone": r["timezone"]} for r in rows]
     return json_response({"items": items})
 
@@ -66,11 +66,11 @@ async def department_tree(request: web.Request) -> web.Response:
     """A hospital's departments as a tree."""
     hospital_id = path_id(request, "hospital_id")
     catalogue = request.app[SERVICES].catalogue
-    if await catalogue.fetchrow("get_hospital", hospital_id) is None:
+    if await catalogue.hospital(hospital_id) is None:
         raise NotFoundError("no such hospital")
     nodes: dict[str, dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
-    for row in await catalogue.fetch("list_department_tree", hospital_id):
+    for row in await catalogue.department_tree(hospital_id):
         node = {"department_id": row["id"], "name": row["name"], "children": []}
         nodes[row["id"]] = node
         parent = nodes.get(row["parent_id"]) if row["parent_id"] else None
@@ -88,7 +88,7 @@ async def department_tree(request: web.Request) -> web.Response:
 async def department_doctors(request: web.Request) -> web.Response:
     """A department's doctors with title (职称) and specialty (擅长)."""
     department_id = path_id(request, "department_id")
-    rows = await request.app[SERVICES].catalogue.fetch("list_department_doctors", department_id)
+    rows = await request.app[SERVICES].catalogue.department_doctors(department_id)
     items = [
         {"doctor_id": r["id"], "name": r["name"], "title": r["title"], "specialty": r["specialty"]}
         for r in rows
@@ -100,10 +100,10 @@ async def day_schedules(services: Services, department_id: str, day: date) -> li
     """Each schedule of a department on a day with its doctor, fee, remaining count,
     release time and, before release, a countdown."""
     catalogue = services.catalogue
-    schedules = await catalogue.fetch("list_department_schedules", department_id, day)
+    schedules = await catalogue.day_schedules(department_id, day)
     if not schedules:
         return []
-    slots = await catalogue.fetch("list_tag_slots", department_id, day)
+    slots = await catalogue.day_slots(department_id, day)
     tag = keys.department_day_tag(department_id, day)
     counts = await services.store.slot_counts(tag, [s["id"] for s in slots])
     remaining: dict[str, int] = {}
@@ -172,14 +172,14 @@ _availability_cache: dict[str, tuple[float, bytes, str]] = {}
 async def schedule_availability(services: Services, schedule_id: str) -> dict[str, Any] | None:
     """A schedule's slots (time windows) with remaining counts, or None."""
     catalogue = services.catalogue
-    schedule = await catalogue.fetchrow("get_schedule", schedule_id)
+    schedule = await catalogue.schedule(schedule_id)
     if schedule is None:
         return None
     terms = catalogue.remember_terms(schedule)
     zone = terms.zone
     cancel_deadline = instant_text(terms.cancel_deadline_ms, zone)
     cancellable = terms.cancellable()
-    slots = await catalogue.fetch("list_schedule_slots", schedule_id)
+    slots = await catalogue.schedule_slots(schedule_id)
     tag = keys.department_day_tag(schedule["department_id"], schedule["visit_date"])
     counts = await services.store.slot_counts(tag, [s["id"] for s in slots])
     items = []

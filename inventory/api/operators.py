@@ -4,7 +4,6 @@ with the operator role. Writes are PUTs of the whole object, so a retry is harml
 
 from __future__ import annotations
 
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -32,20 +31,6 @@ routes = Routes(tag="operator")
 
 def _invalid(field: str, reason: str) -> ValidationFailedError:
     return ValidationFailedError(errors=[{"field": field, "reason": reason}])
-
-
-async def _write(query: str, request: web.Request, *args: Any) -> asyncpg.Record:
-    """Run one upsert; a broken reference or constraint is the caller's conflict."""
-    try:
-        row = await request.app[SERVICES].catalogue.fetchrow(query, *args)
-    except asyncpg.ForeignKeyViolationError as error:
-        raise ConflictError("a referenced hospital, department or doctor does not exist") from (
-            error
-        )
-    except asyncpg.IntegrityConstraintViolationError as error:
-        raise ConflictError("the change breaks a catalogue rule") from error
-    assert row is not None
-    return row
 
 
 @routes.put(
@@ -79,7 +64,9 @@ async def put_hospital(request: web.Request) -> web.Response:
         parsed = policy_from_json(policy)
     except ValueError as error:
         raise _invalid("policy", str(error)) from None
-    row = await _write("upsert_hospital", request, hospital_id, body.name, body.timezone, policy)
+    row = await request.app[SERVICES].catalogue.put_hospital(
+        hospital_id, body.name, body.timezone, policy
+    )
     request.app[SERVICES].catalogue.policies[hospital_id] = parsed
     request.app[SERVICES].catalogue.hospital_changed(hospital_id, body.timezone)
     return json_response(
@@ -109,14 +96,12 @@ async def put_department(request: web.Request) -> web.Response:
     principal(request, operator=True)
     department_id = path_id(request, "department_id")
     body = await read_json(request, DepartmentPut)
-    row = await _write(
-        "upsert_department",
-        request,
+    row = await request.app[SERVICES].catalogue.put_department(
         department_id,
-        body.hospital_id,
-        body.parent_id,
-        body.name,
-        body.sort_order,
+        hospital_id=body.hospital_id,
+        parent_id=body.parent_id,
+        name=body.name,
+        sort_order=body.sort_order,
     )
     return json_response(
         {
@@ -145,15 +130,13 @@ async def put_doctor(request: web.Request) -> web.Response:
     principal(request, operator=True)
     doctor_id = path_id(request, "doctor_id")
     body = await read_json(request, DoctorPut)
-    row = await _write(
-        "upsert_doctor",
-        request,
+    row = await request.app[SERVICES].catalogue.put_doctor(
         doctor_id,
-        body.hospital_id,
-        body.department_id,
-        body.name,
-        body.title,
-        body.specialty,
+        hospital_id=body.hospital_id,
+        department_id=body.department_id,
+        name=body.name,
+        title=body.title,
+        specialty=body.specialty,
     )
     return json_response(
         {
@@ -240,8 +223,8 @@ async def put_capacity(request: web.Request) -> web.Response:
     location = await services.catalogue.slot_location(slot_id)
     if location is None:
         raise NotFoundError("no such slot")
-    row = await services.catalogue.fetchrow("get_schedule", location.schedule_id)
-    slots = await services.catalogue.fetch("list_schedule_slots", location.schedule_id)
+    row = await services.catalogue.schedule(location.schedule_id)
+    slots = await services.catalogue.schedule_slots(location.schedule_id)
     assert row is not None
     schedule = {
         "schedule_id": row["id"],

@@ -219,8 +219,7 @@ async def _zone_of_hold(request: web.Request, hold_id: str) -> tzinfo:
     hold = await services.store.get_hold(hold_id)
     schedule_id = hold.schedule_id if hold is not None else None
     if schedule_id is None:  # gone from Redis (long after the visit): Postgres has it
-        row = await services.catalogue.fetchrow("get_hold", hold_id)
-        schedule_id = row["schedule_id"] if row is not None else None
+        schedule_id = await services.bookings.hold_schedule_id(hold_id)
     terms = await services.catalogue.terms(schedule_id) if schedule_id else None
     return terms.zone if terms is not None else DEFAULT_ZONE
 

@@ -138,3 +138,21 @@ class PgBookings:
         async with acquire(self._pool, timeout_s=self._timeout) as connection:
             row = await connection.fetchrow(QUERIES["get_account_booking"], account_id, booking_id)
         return booking_row_view(row) if row is not None else None
+
+    async def department_outcomes(
+        self, department_id: str, first: date, last: date
+    ) -> list[asyncpg.Record]:
+        """Every booking of a department with a visit date from ``first`` to ``last``
+        (inclusive), as the capacity estimator reads it (inventory/capacity/records.py)."""
+        async with acquire(self._pool, timeout_s=self._timeout) as connection:
+            return list(
+                await connection.fetch(
+                    QUERIES["list_department_booking_outcomes"], department_id, first, last
+                )
+            )
+
+    async def hold_schedule_id(self, hold_id: str) -> str | None:
+        """The schedule of a hold the record has (None: it has no such hold)."""
+        async with acquire(self._pool, timeout_s=self._timeout) as connection:
+            row = await connection.fetchrow(QUERIES["get_hold"], hold_id)
+        return str(row["schedule_id"]) if row is not None else None

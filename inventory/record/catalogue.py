@@ -29,7 +29,7 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 import structlog
 
 from inventory.domain import HospitalPolicy, ScheduleSpec, SlotLocation, SlotSpec
-from inventory.errors import InventoryError
+from inventory.errors import ConflictError, InventoryError
 from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.record.pool import acquire
 from inventory.record.queries import QUERIES
@@ -102,17 +102,101 @@ class PgCatalogue:
         #: schedule id -> (monotonic expiry, terms).
         self._terms: dict[str, tuple[float, ScheduleTerms]] = {}
 
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async with acquire(self._pool, timeout_s=self._timeout) as connection:
             return list(await connection.fetch(QUERIES[query], *args))  # type: ignore[literal-required]
 
-    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+    async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         async with acquire(self._pool, timeout_s=self._timeout) as connection:
             return await connection.fetchrow(QUERIES[query], *args)  # type: ignore[literal-required]
 
+    async def _write(self, query: str, *args: Any) -> asyncpg.Record:
+        """One upsert's row; a broken reference or constraint is the caller's conflict."""
+        try:
+            row = await self._fetchrow(query, *args)
+        except asyncpg.ForeignKeyViolationError as error:
+            raise ConflictError(
+                "a referenced hospital, department or doctor does not exist"
+            ) from error
+        except asyncpg.IntegrityConstraintViolationError as error:
+            raise ConflictError("the change breaks a catalogue rule") from error
+        assert row is not None
+        return row
+
+    # -- reads (rows and columns as docs/schema.md lists them) --------------------------
+
+    async def hospitals(self) -> list[asyncpg.Record]:
+        """Every hospital, by name."""
+        return await self._fetch("list_hospitals")
+
+    async def hospital(self, hospital_id: str) -> asyncpg.Record | None:
+        """One hospital, or None."""
+        return await self._fetchrow("get_hospital", hospital_id)
+
+    async def department_tree(self, hospital_id: str) -> list[asyncpg.Record]:
+        """A hospital's departments in tree order (a parent before its children)."""
+        return await self._fetch("list_department_tree", hospital_id)
+
+    async def department_doctors(self, department_id: str) -> list[asyncpg.Record]:
+        """A department's doctors, by name."""
+        return await self._fetch("list_department_doctors", department_id)
+
+    async def day_schedules(self, department_id: str, day: date) -> list[asyncpg.Record]:
+        """A department's schedules on a visit date, with their doctors."""
+        return await self._fetch("list_department_schedules", department_id, day)
+
+    async def day_slots(self, department_id: str, day: date) -> list[asyncpg.Record]:
+        """Every slot of a department's schedules on a visit date (one tag's slots)."""
+        return await self._fetch("list_tag_slots", department_id, day)
+
+    async def schedule(self, schedule_id: str) -> asyncpg.Record | None:
+        """One schedule with its doctor, department and hospital, or None."""
+        return await self._fetchrow("get_schedule", schedule_id)
+
+    async def schedule_slots(self, schedule_id: str) -> list[asyncpg.Record]:
+        """A schedule's slots in time order."""
+        return await self._fetch("list_schedule_slots", schedule_id)
+
+    # -- operators' writes of the catalogue around schedules ------------------------------
+
+    async def put_hospital(
+        self, hospital_id: str, name: str, timezone: str, policy: dict[str, Any]
+    ) -> asyncpg.Record:
+        """Create or replace a hospital (its row, with ``inserted``)."""
+        return await self._write("upsert_hospital", hospital_id, name, timezone, policy)
+
+    async def put_department(
+        self,
+        department_id: str,
+        *,
+        hospital_id: str,
+        parent_id: str | None,
+        name: str,
+        sort_order: int,
+    ) -> asyncpg.Record:
+        """Create or replace a department (its row, with ``inserted``)."""
+        return await self._write(
+            "upsert_department", department_id, hospital_id, parent_id, name, sort_order
+        )
+
+    async def put_doctor(
+        self,
+        doctor_id: str,
+        *,
+        hospital_id: str,
+        department_id: str,
+        name: str,
+        title: str,
+        specialty: str,
+    ) -> asyncpg.Record:
+        """Create or replace a doctor (its row, with ``inserted``)."""
+        return await self._write(
+            "upsert_doctor", doctor_id, hospital_id, department_id, name, title, specialty
+        )
+
     async def load_policies(self) -> None:
         """Read every hospital's policy (at start-up and periodically)."""
-        for row in await self.fetch("list_hospitals"):
+        for row in await self.hospitals():
             self.policies[row["id"]] = policy_from_json(row["policy"])
             self.zones[row["id"]] = zone_named(row["timezone"])
 
@@ -120,7 +204,7 @@ class PgCatalogue:
         """A hospital's time zone (cached; Asia/Shanghai for an unknown hospital)."""
         found = self.zones.get(hospital_id)
         if found is None:
-            row = await self.fetchrow("get_hospital", hospital_id)
+            row = await self.hospital(hospital_id)
             found = zone_named(row["timezone"]) if row is not None else DEFAULT_ZONE
             if row is not None:
                 self.zones[hospital_id] = found
@@ -156,7 +240,7 @@ class PgCatalogue:
             if from_store is not None:
                 return self._remember(schedule_id, from_store)
         try:
-            row = await self.fetchrow("get_schedule", schedule_id)
+            row = await self.schedule(schedule_id)
         except (DatabaseUnavailableError, DatabaseBusyError):
             from_store = await self._terms_from_store(schedule_id, location) if location else None
             if from_store is None:
@@ -210,7 +294,7 @@ class PgCatalogue:
         with contextlib.suppress(InventoryError):  # Redis away: Postgres decides
             location = await self._store.slot_location(slot_id)
         if location is None:
-            row = await self.fetchrow("get_slot_location", slot_id)
+            row = await self._fetchrow("get_slot_location", slot_id)
             if row is None:
                 return None
             location = SlotLocation(
@@ -266,10 +350,10 @@ class PgCatalogue:
 
     async def load_schedule_into_store(self, schedule_id: str) -> bool:
         """(Re)load one schedule from Postgres into Redis; False if there is none."""
-        row = await self.fetchrow("get_schedule", schedule_id)
+        row = await self.schedule(schedule_id)
         if row is None:
             return False
-        slots = await self.fetch("list_schedule_slots", schedule_id)
+        slots = await self.schedule_slots(schedule_id)
         spec = spec_from_rows(row, slots)
         async with acquire(self._pool, timeout_s=self._timeout) as connection:
             postgres_seq = await _postgres_seq(connection, spec)

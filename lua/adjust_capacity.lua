@@ -17,11 +17,12 @@
 --- @include "tag"
 --- @include "codes"
 --- @include "clock"
+--- @include "step"
 --- @include "meta"
 --- @include "slots"
 --- @include "events"
 
-local now = now_ms(ARGV[1])
+local step = new_step(now_ms(ARGV[1]))
 local slot, delta = ARGV[2], tonumber(ARGV[3])
 if slot == '' or not delta or delta ~= math.floor(delta) then
   return {E_INVALID_ARGUMENT, '', 0, 0, 0, 0, 0}
@@ -39,5 +40,5 @@ end
 
 redis.call('HINCRBY', K_SLOTS, slot .. ':cap', delta)
 redis.call('HINCRBY', K_SLOTS, slot .. ':rem', delta)
-local event_id = emit('capacity_adjusted', now, {'delta', delta}, slot)
+local event_id = emit(step, 'capacity_adjusted', {'delta', delta}, slot)
 return {OK, event_id, unpack(counts_array(slot_counts(slot)))}

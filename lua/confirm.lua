@@ -25,7 +25,7 @@
 --- @include "tag"
 --- @include "codes"
 --- @include "clock"
---- @include "random"
+--- @include "step"
 --- @include "meta"
 --- @include "holds"
 --- @include "schedules"
@@ -33,10 +33,9 @@
 --- @include "end_hold"
 --- @include "events"
 
-local now = now_ms(ARGV[1])
-seed_rng(ARGV[2])
+local step = new_step(now_ms(ARGV[1]), ARGV[2], ARGV[6])
+local now = step.now
 local hold_id, account, payment_ref = ARGV[3], ARGV[4], ARGV[5]
-request_id = ARGV[6] or ''
 if hold_id == '' or payment_ref == '' then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
 end
@@ -64,7 +63,7 @@ if rec.state ~= 'held' then
   return hold_reply(E_HOLD_NOT_ACTIVE, nil, rec, rec.state)
 end
 if rec.deadline <= now then
-  local event_id, json, counts = end_hold(rec, 'expired', now, 'deadline')
+  local event_id, json, counts = end_hold(step, rec, 'expired', 'deadline')
   return hold_reply(E_HOLD_EXPIRED, event_id, rec, nil, json, counts)
 end
 local sched = schedule_fields(rec.schedule)
@@ -79,7 +78,7 @@ rec.state = 'booked'
 rec.payment_ref = payment_ref
 rec.confirmed = now
 local json = save_hold(rec)
-local event_id, _, counts = emit_hold('booking_confirmed', now, rec, {
+local event_id, _, counts = emit_hold(step, 'booking_confirmed', rec, {
   'amount', rec.amount, 'payment_ref', payment_ref,
 }, json)
 return hold_reply(OK, event_id, rec, nil, json, counts)

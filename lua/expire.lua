@@ -18,12 +18,12 @@
 --- @include "tag"
 --- @include "codes"
 --- @include "clock"
---- @include "random"
+--- @include "step"
 --- @include "meta"
 --- @include "due_timers"
 
-local now = now_ms(ARGV[1])
-seed_rng(ARGV[2])
+local step = new_step(now_ms(ARGV[1]), ARGV[2])
+local now = step.now
 local limit = tonumber(ARGV[3])
 if not limit or limit < 1 then
   return {E_INVALID_ARGUMENT, 0, 0}
@@ -36,6 +36,6 @@ local due = redis.call('ZRANGEBYSCORE', K_TIMERS, '-inf', now, 'WITHSCORES', 'LI
 local changed = 0
 for i = 1, #due, 2 do
   local slot, kind, id = string.match(due[i], '^(.-)|(%a)|(.+)$')
-  changed = changed + run_timer(slot, kind, id, tonumber(due[i + 1]), now)
+  changed = changed + run_timer(step, slot, kind, id, tonumber(due[i + 1]))
 end
 return {OK, changed, redis.call('ZCOUNT', K_TIMERS, '-inf', now)}

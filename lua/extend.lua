@@ -24,15 +24,15 @@
 --- @include "tag"
 --- @include "codes"
 --- @include "clock"
---- @include "random"
+--- @include "step"
 --- @include "meta"
 --- @include "holds"
 --- @include "timers"
 --- @include "end_hold"
 --- @include "events"
 
-local now = now_ms(ARGV[1])
-seed_rng(ARGV[2])
+local step = new_step(now_ms(ARGV[1]), ARGV[2])
+local now = step.now
 local hold_id, account = ARGV[3], ARGV[4]
 if hold_id == '' then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
@@ -58,7 +58,7 @@ if rec.state ~= 'held' then
   return hold_reply(E_HOLD_NOT_ACTIVE, nil, rec, rec.state)
 end
 if rec.deadline <= now then
-  local event_id, json, counts = end_hold(rec, 'expired', now, 'deadline')
+  local event_id, json, counts = end_hold(step, rec, 'expired', 'deadline')
   return hold_reply(E_HOLD_EXPIRED, event_id, rec, nil, json, counts)
 end
 if rec.extended == 1 then
@@ -75,6 +75,6 @@ add_timer(rec.slot, 'h', rec.id, new_deadline)
 rec.deadline = new_deadline
 rec.extended = 1
 local json = save_hold(rec)
-local event_id, _, counts = emit_hold('hold_extended', now, rec, {'deadline', new_deadline},
+local event_id, _, counts = emit_hold(step, 'hold_extended', rec, {'deadline', new_deadline},
   json)
 return hold_reply(OK, event_id, rec, nil, json, counts)

@@ -40,11 +40,12 @@
 --- @include "tag"
 --- @include "codes"
 --- @include "clock"
+--- @include "step"
 --- @include "meta"
 --- @include "slots"
 --- @include "events"
 
-local now = now_ms(ARGV[1])
+local step = new_step(now_ms(ARGV[1]))
 local tag, schedule = ARGV[2], ARGV[3]
 local numbers = {}
 for _, i in ipairs({4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 18}) do
@@ -105,7 +106,7 @@ for _, pair in ipairs(caps) do
   redis.call('HSET', K_SLOTS, slot .. ':cap', cap)
   listed[slot] = cap
 end
-local event_id = emit('schedule_loaded', now, {
+local event_id = emit(step, 'schedule_loaded', {
   'schedule', schedule, 'release_ms', numbers[4], 'start_ms', numbers[5],
   'end_ms', numbers[6], 'cancel_deadline_ms', numbers[7], 'fee', numbers[8],
   'status', redis.call('HGET', K_SCHEDULES, schedule .. ':status'), 'slots', cjson.encode(listed),

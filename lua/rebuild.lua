@@ -24,6 +24,7 @@
 ]]
 --- @include "tag"
 --- @include "codes"
+--- @include "step"
 --- @include "timers"
 --- @include "holds"
 --- @include "patient_holds"
@@ -78,5 +79,5 @@ for _, rec in ipairs(holds) do
   save_hold(rec)
   add_patient_hold(rec.patient, rec.id)
 end
-emit('store_rebuilt', tonumber(redis.call('TIME')[1]) * 1000, {'from_seq', seq})
+emit(new_step(tonumber(redis.call('TIME')[1]) * 1000), 'store_rebuilt', {'from_seq', seq})
 return {OK, free}

@@ -25,17 +25,16 @@
 --- @include "tag"
 --- @include "codes"
 --- @include "clock"
---- @include "random"
+--- @include "step"
 --- @include "meta"
 --- @include "holds"
 --- @include "schedules"
 --- @include "end_hold"
 --- @include "events"
 
-local now = now_ms(ARGV[1])
-seed_rng(ARGV[2])
+local step = new_step(now_ms(ARGV[1]), ARGV[2], ARGV[7])
+local now = step.now
 local hold_id, account, reason, force = ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1'
-request_id = ARGV[7] or ''
 if hold_id == '' or reason == '' then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
 end
@@ -55,10 +54,10 @@ if rec.state ~= 'held' and rec.state ~= 'booked' then
 end
 if rec.state == 'held' then
   if rec.deadline <= now then
-    local event_id, json, counts = end_hold(rec, 'expired', now, 'deadline')
+    local event_id, json, counts = end_hold(step, rec, 'expired', 'deadline')
     return hold_reply(E_HOLD_EXPIRED, event_id, rec, nil, json, counts)
   end
-  local event_id, json, counts = end_hold(rec, 'released', now, reason)
+  local event_id, json, counts = end_hold(step, rec, 'released', reason)
   return hold_reply(OK, event_id, rec, nil, json, counts)
 end
 
@@ -69,5 +68,5 @@ if not force then
     return hold_reply(E_CANCEL_DEADLINE_PASSED, nil, rec, deadline)
   end
 end
-local event_id, json, counts = end_hold(rec, 'cancelled', now, reason)
+local event_id, json, counts = end_hold(step, rec, 'cancelled', reason)
 return hold_reply(OK, event_id, rec, nil, json, counts)

@@ -17,14 +17,15 @@
 --- @include "tag"
 --- @include "codes"
 --- @include "clock"
+--- @include "step"
 --- @include "meta"
 --- @include "schedule_status"
 
-local now = now_ms(ARGV[1])
+local step = new_step(now_ms(ARGV[1]))
 if ARGV[2] == '' or ARGV[3] == '' then
   return {E_INVALID_ARGUMENT, ''}
 end
 if is_fenced() then
   return {E_STORE_FENCED, ''}
 end
-return set_schedule_status(ARGV[2], 'open', 'schedule_reopened', ARGV[3], now)
+return set_schedule_status(step, ARGV[2], 'open', 'schedule_reopened', ARGV[3])

@@ -42,7 +42,7 @@
 --- @include "tag"
 --- @include "codes"
 --- @include "clock"
---- @include "random"
+--- @include "step"
 --- @include "gcra"
 --- @include "holds"
 --- @include "schedules"
@@ -51,13 +51,12 @@
 --- @include "due_timers"
 --- @include "events"
 
-local now = now_ms(ARGV[1])
-seed_rng(ARGV[2])
+local step = new_step(now_ms(ARGV[1]), ARGV[2], ARGV[11])
+local now = step.now
 local hold_id, slot, account, patient = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local channel, fingerprint = ARGV[7], ARGV[8]
 local token_deadline = tonumber(ARGV[9])
 local reclaim_limit = tonumber(ARGV[10])
-request_id = ARGV[11] or ''
 local buckets = #KEYS - 8
 if hold_id == '' or slot == '' or account == '' or patient == '' or not token_deadline
   or not reclaim_limit or buckets < 0 or #ARGV ~= 11 + 2 * buckets then
@@ -79,7 +78,7 @@ local meta = redis.call('HMGET', K_META, 'fenced', 'one_per_day', 'hold_ttl_ms',
 if meta[1] == '1' then
   return hold_reply(E_STORE_FENCED, nil, nil)
 end
-tag_name = meta[4] or ''
+step.tag = meta[4] or ''
 
 local existing = load_hold(hold_id)
 if existing then
@@ -123,7 +122,7 @@ end
 
 -- The refusal a release storm mostly gets, so it reads as little as it can.
 if remaining <= 0 then
-  if reclaim_slot(slot, now, reclaim_limit) > 0 then
+  if reclaim_slot(step, slot, reclaim_limit) > 0 then
     -- Reclaiming ended due holds, maybe this patient's own: read both again.
     remaining = tonumber(redis.call('HGET', K_SLOTS, slot .. ':rem')) or 0
     patient_ids = nil
@@ -151,7 +150,7 @@ patient_ids = patient_ids or patient_holds(patient)
 patient_ids[#patient_ids + 1] = hold_id
 set_patient_holds(patient, patient_ids)
 add_timer(slot, 'h', hold_id, deadline)
-local event_id = emit_hold('hold_created', now, rec, {
+local event_id = emit_hold(step, 'hold_created', rec, {
   'channel', channel, 'amount', sched.fee, 'deadline', deadline,
 }, json, counts)
 return hold_reply(OK, event_id, rec, nil, json, counts)

@@ -62,6 +62,33 @@ def test_every_script_has_a_complete_header() -> None:
         assert "KEYS[1" in header, name
 
 
+#: A top-level declaration of an include: ``local NAME = ...``, ``local A, B = ...``,
+#: ``local function name(...)``.
+_TOP_LOCAL_RE = re.compile(r"^local (?!function\b)([\w, ]+?)\s*(?:=|$)", re.MULTILINE)
+_TOP_FUNCTION_RE = re.compile(r"^local function (\w+)", re.MULTILINE)
+
+
+def test_includes_share_no_mutable_state() -> None:
+    """Includes declare only functions and UPPER_CASE constants, and nothing assigns a
+    name an include declared: what a step carries (its clock, request id, random
+    numbers) is passed to the helpers, never left in a variable scripts overwrite."""
+    root = Path(str(lua_root()))
+    includes = sorted((root / "includes").glob("*.lua"))
+    declared: set[str] = set()
+    for include in includes:
+        text = include.read_text(encoding="utf-8")
+        for names in _TOP_LOCAL_RE.findall(text):
+            for name in (part.strip() for part in names.split(",")):
+                assert name.isupper(), f"includes/{include.name}: {name} is not a constant"
+                declared.add(name)
+        declared.update(_TOP_FUNCTION_RE.findall(text))
+    for path in [*root.glob("*.lua"), *includes]:
+        text = path.read_text(encoding="utf-8")
+        for name in declared:
+            assigned = re.search(rf"^[ \t]*{name}[ \t]*=(?!=)", text, re.MULTILINE)
+            assert assigned is None, f"{path.name} assigns {name}, declared by an include"
+
+
 def test_wheel_ships_the_scripts(tmp_path: Path) -> None:
     """A built wheel contains every script and include under inventory/lua, and no
     benchmark."""

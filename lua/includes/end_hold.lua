@@ -3,17 +3,17 @@
   through the tag's anti-scalping wait.
 
   Provides:
-    free_unit(slot, id, now)                 the unit returns now, or waits a random delay
+    free_unit(step, slot, id)                the unit returns now, or waits a random delay
                                              within the tag's rerelease window (counted in
                                              `wait` meanwhile, with a "w" timer)
-    end_hold(rec, new_state, now, reason) -> event_id, json, counts
+    end_hold(step, rec, new_state, reason) -> event_id, json, counts
                                              new_state: expired, released or cancelled
-  Expects: tag (K_SLOTS), meta (policy_number), random (next_random, seeded by the
-    script), timers, holds (save_hold), patient_holds, events (emit_hold).
+  Expects: tag (K_SLOTS), meta (policy_number), a step from step.lua (its clock and
+    random numbers), timers, holds (save_hold), patient_holds, events (emit_hold).
 ]]
 --- @include "tag"
 --- @include "meta"
---- @include "random"
+--- @include "step"
 --- @include "timers"
 --- @include "holds"
 --- @include "patient_holds"
@@ -21,7 +21,7 @@
 
 -- A freed unit goes back to the pool at once, or, when the tag's anti-scalping window
 -- is set, waits a random delay within it (counted in `wait` meanwhile).
-local function free_unit(slot, id, now)
+local function free_unit(step, slot, id)
   local lo = policy_number('rerelease_min_ms')
   local hi = policy_number('rerelease_max_ms')
   if hi <= 0 then
@@ -29,9 +29,9 @@ local function free_unit(slot, id, now)
     return
   end
   if lo > hi then lo = hi end
-  local delay = lo + (next_random() % (hi - lo + 1))
+  local delay = lo + (next_random(step) % (hi - lo + 1))
   redis.call('HINCRBY', K_SLOTS, slot .. ':wait', 1)
-  add_timer(slot, 'w', id, now + delay)
+  add_timer(slot, 'w', id, step.now + delay)
 end
 
 local EVENT_FOR_END = {
@@ -41,7 +41,7 @@ local EVENT_FOR_END = {
 -- Ends an open hold or booking: its unit leaves `held` (or `booked`), the record
 -- records how it ended, the patient index forgets it, and the unit is freed.
 -- Returns what emit_hold returns (the event's stream id, the record's JSON, the counts).
-local function end_hold(rec, new_state, now, reason)
+local function end_hold(step, rec, new_state, reason)
   local was = rec.state
   if was == 'held' then
     redis.call('HINCRBY', K_SLOTS, rec.slot .. ':held', -1)
@@ -50,10 +50,10 @@ local function end_hold(rec, new_state, now, reason)
     redis.call('HINCRBY', K_SLOTS, rec.slot .. ':booked', -1)
   end
   rec.state = new_state
-  rec.ended = now
+  rec.ended = step.now
   rec.reason = reason
   local json = save_hold(rec)
   remove_patient_hold(rec.patient, rec.id)
-  free_unit(rec.slot, rec.id, now)
-  return emit_hold(EVENT_FOR_END[new_state], now, rec, {'from', was, 'reason', reason}, json)
+  free_unit(step, rec.slot, rec.id)
+  return emit_hold(step, EVENT_FOR_END[new_state], rec, {'from', was, 'reason', reason}, json)
 end

@@ -1,37 +1,34 @@
 --[[
   events: the tag's outbox. Every state change appends one event, stamped with the
-  tag's next sequence number, its name and the step's clock.
+  tag's next sequence number, its name, the step's clock and its request id.
 
   Provides:
-    request_id                the API request that caused this step, if the caller passed
-                              one: stamped on every event ("rid") so the worker's handling
-                              of the same booking logs the same request id
-    tag_name                  the tag's name, stamped on every event: read at most once per
-                              step (a step that read the meta hash anyway may set it)
-    emit(event_type, now, fields, slot, counts) -> event_id, counts
-    emit_hold(event_type, now, rec, fields, json, counts) -> event_id, json, counts
-  Expects: tag (K_META, K_OUTBOX), slots (slot_counts).
+    emit(step, event_type, fields, slot, counts) -> event_id, counts
+    emit_hold(step, event_type, rec, fields, json, counts) -> event_id, json, counts
+  Expects: tag (K_META, K_OUTBOX), slots (slot_counts), a step from step.lua (its
+    clock, request id and tag name, which emit reads once and keeps in it).
 ]]
 --- @include "tag"
 --- @include "slots"
-
-local request_id = ''
-local tag_name = nil
+--- @include "step"
 
 -- Appends one event, stamped with the tag's next sequence number, and returns its
 -- stream id. `fields` is a flat list of name, value pairs; the slot's counts after
 -- the change are added when `slot` is given, and then also returned (second value) so
 -- that a reply built right after the step need not read them again. A step that
 -- already knows the counts after its change passes them as `counts` (read otherwise).
-local function emit(event_type, now, fields, slot, counts)
+local function emit(step, event_type, fields, slot, counts)
   local seq = redis.call('HINCRBY', K_META, 'seq', 1)
-  if not tag_name then
-    tag_name = redis.call('HGET', K_META, 'tag') or ''
+  local tag = step.tag
+  if not tag then
+    tag = redis.call('HGET', K_META, 'tag') or ''
+    step.tag = tag
   end
-  local entry = {'type', event_type, 'seq', seq, 'at', now, 'tag', tag_name}
+  local entry = {'type', event_type, 'seq', seq, 'at', step.now, 'tag', tag}
   local n = 8
-  if request_id ~= '' then
-    entry[9], entry[10], n = 'rid', request_id, 10
+  local rid = step.rid
+  if rid ~= '' then
+    entry[9], entry[10], n = 'rid', rid, 10
   end
   for i = 1, #fields do
     entry[n + i] = fields[i]
@@ -53,7 +50,7 @@ end
 -- slot's counts after the step when the step knows them (read here when nil).
 -- Returns the event's stream id, the record's JSON and the slot's counts after the
 -- step: exactly what hold_reply needs, so a step's reply reads and encodes nothing.
-local function emit_hold(event_type, now, rec, fields, json, counts)
+local function emit_hold(step, event_type, rec, fields, json, counts)
   json = json or cjson.encode(rec)
   local all = {'hold', rec.id, 'schedule', rec.schedule, 'account', rec.account,
     'patient', rec.patient}
@@ -62,6 +59,6 @@ local function emit_hold(event_type, now, rec, fields, json, counts)
   end
   all[#all + 1] = 'record'
   all[#all + 1] = json
-  local event_id, c = emit(event_type, now, all, rec.slot, counts)
+  local event_id, c = emit(step, event_type, all, rec.slot, counts)
   return event_id, json, c
 end

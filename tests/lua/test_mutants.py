@@ -77,7 +77,7 @@ MUTANTS = [
     Mutant(
         "reserve_without_reclaim",
         "reserve.lua",
-        "if reclaim_slot(slot, now, reclaim_limit) > 0 then",
+        "if reclaim_slot(step, slot, reclaim_limit) > 0 then",
         "if false then",
     ),
     # The one-open-hold-per-patient-per-day rule is skipped.
@@ -120,7 +120,7 @@ MUTANTS = [
         "sold_out_emits_before_refusing",
         "reserve.lua",
         "    return hold_reply(E_SOLD_OUT, nil, nil)",
-        "    emit('hold_created', now, {'hold', hold_id}, slot)\n"
+        "    emit(step, 'hold_created', {'hold', hold_id}, slot)\n"
         "    return hold_reply(E_SOLD_OUT, nil, nil)",
     ),
     # Confirm accepts a payment after the hold's deadline.

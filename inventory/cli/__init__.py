@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; return its exit status."""
     from inventory.cli.failures import OUTAGE_ERRORS, report
+    from inventory.ops.config import ConfigError
     from inventory.store.connection import UnsupportedRedisError
 
     parser = build_parser()
@@ -75,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     try:
         status: int = args.handler(args)
+    except ConfigError as error:
+        # Every command reads its settings the same way and refuses bad ones so.
+        print(f"inventory {args.command}: {error}", file=sys.stderr)
+        return 2
     except UnsupportedRedisError as error:
         # Any command that reaches Redis refuses an old server the same way, at start-up.
         print(f"inventory {args.command}: {error}", file=sys.stderr)

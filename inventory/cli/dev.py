@@ -242,7 +242,7 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     target.set()
 
 
-async def sync_his(settings: Any, redis_url: str, database_url: str) -> dict[str, Any]:
+async def sync_his(settings: Settings, redis_url: str, database_url: str) -> dict[str, Any]:
     """One sync of the HIS's window into Postgres and Redis (before dev's API opens; the
     load test's schedule at once)."""
     from inventory.his.flows import open_flows
@@ -250,15 +250,14 @@ async def sync_his(settings: Any, redis_url: str, database_url: str) -> dict[str
     from inventory.store.connection import connect_redis
     from inventory.store.slot_store import SlotStore
 
-    client = await connect_redis(redis_url)
-    pool = await create_pool(database_url, min_size=1, max_size=6)
-    flows = await open_flows(settings, await SlotStore.connect_scripts(client), pool=pool)
-    try:
+    async with contextlib.AsyncExitStack() as resources:
+        client = await connect_redis(redis_url)
+        resources.push_async_callback(client.aclose)
+        pool = await create_pool(database_url, min_size=1, max_size=6)
+        resources.push_async_callback(pool.close)
+        flows = await open_flows(settings, await SlotStore.connect_scripts(client), pool=pool)
+        resources.push_async_callback(flows.client.close)
         report = await flows.sync.sync()
-    finally:
-        await flows.client.close()
-        await pool.close()
-        await client.aclose()
     return {
         "hospital_id": flows.sync.hospital_id,
         "schedules": report.schedules,

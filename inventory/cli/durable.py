@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from inventory.ops.config import ConfigError, Settings
+from inventory.ops.config import Settings
+
+if TYPE_CHECKING:
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+
+    from inventory.recovery.check import CheckReport
+    from inventory.store.slot_store import SlotStore
 
 
 def register(subparsers: Any) -> None:
@@ -46,31 +53,27 @@ def register(subparsers: Any) -> None:
     check.set_defaults(handler=run_check)
 
 
-async def _with_store(action: Callable[[Any, Any], Awaitable[int]]) -> int:
+#: What a command does with the store and the Postgres pool; returns the exit status.
+Action = Callable[["SlotStore", "asyncpg.Pool"], Awaitable[int]]
+
+
+async def _with_store(action: Action) -> int:
     from inventory.record.pool import create_pool
     from inventory.store.connection import connect_redis
     from inventory.store.slot_store import SlotStore
 
     settings = Settings.from_env(for_api=False)
-    client = await connect_redis(settings.redis_url, cluster=settings.redis_cluster)
-    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
-    try:
+    async with contextlib.AsyncExitStack() as resources:
+        client = await connect_redis(settings.redis_url, cluster=settings.redis_cluster)
+        resources.push_async_callback(client.aclose)
+        pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+        resources.push_async_callback(pool.close)
         return await action(await SlotStore.connect_scripts(client), pool)
-    finally:
-        await pool.close()
-        await client.aclose()
 
 
-def _run(name: str, action: Callable[[Any, Any], Awaitable[int]]) -> int:
-    from inventory.cli.failures import OUTAGE_ERRORS, report
-
-    try:
-        return asyncio.run(_with_store(action))
-    except ConfigError as error:
-        print(f"inventory {name}: {error}", file=sys.stderr)
-        return 2
-    except OUTAGE_ERRORS as error:
-        return report(name, error)
+def _run(action: Action) -> int:
+    # A bad configuration or a server out of reach is reported by inventory.cli.main.
+    return asyncio.run(_with_store(action))
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
@@ -79,7 +82,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     the account-patient links and slot locations."""
     from inventory.recovery.rebuild import copy_lookups, rebuild
 
-    async def action(store: Any, pool: Any) -> int:
+    async def action(store: SlotStore, pool: asyncpg.Pool) -> int:
         if args.lookups:
             links, slots = await copy_lookups(store, pool)
             print(f"copied {links} account-patient links and {slots} slot locations")
@@ -105,10 +108,10 @@ def run_rebuild(args: argparse.Namespace) -> int:
             print(f"  {failure.tag}: not rebuilt: {failure.reason}", file=sys.stderr)
         return 0 if report.ok else 1
 
-    return _run("rebuild", action)
+    return _run(action)
 
 
-def _write_check_metrics(report: Any, path: str) -> None:
+def _write_check_metrics(report: CheckReport, path: str) -> None:
     import time
 
     from inventory.ops import metrics
@@ -128,7 +131,7 @@ def run_check(args: argparse.Namespace) -> int:
     tag or a tag still lagging (neither compared)."""
     from inventory.recovery.check import check
 
-    async def action(store: Any, pool: Any) -> int:
+    async def action(store: SlotStore, pool: asyncpg.Pool) -> int:
         report = await check(store, pool)
         if args.metrics_file:
             _write_check_metrics(report, args.metrics_file)
@@ -152,4 +155,4 @@ def run_check(args: argparse.Namespace) -> int:
         # A lagging or fenced tag is not compared: nothing vouches for it yet.
         return 0 if report.settled else 1
 
-    return _run("check", action)
+    return _run(action)

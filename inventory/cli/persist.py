@@ -28,29 +28,10 @@ import signal
 import sys
 from typing import Any
 
-from inventory.ops.config import ConfigError, Settings
+from inventory.cli.arguments import positive_float, positive_int
+from inventory.ops.config import Settings
 
 _PROG = "inventory persist"
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -80,37 +61,37 @@ def register(subparsers: Any) -> None:
         metavar="PATTERN",
         help="SCAN pattern of the streams to persist (repeatable; default inv:{*}:outbox)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=500)
+    parser.add_argument("--batch-size", type=positive_int, default=500)
     parser.add_argument(
         "--writers",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="transactions written at once over disjoint streams (default 2)",
     )
     parser.add_argument(
-        "--block", type=_positive_float, default=1.0, help="seconds a read blocks (default 1)"
+        "--block", type=positive_float, default=1.0, help="seconds a read blocks (default 1)"
     )
     parser.add_argument(
         "--min-idle",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         help="take over entries pending this many seconds on another consumer (default 30)",
     )
     parser.add_argument(
         "--scan-interval",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         help="seconds between SCANs for new streams (default 2)",
     )
     parser.add_argument(
         "--max-attempts",
-        type=_positive_int,
+        type=positive_int,
         default=5,
         help="deliveries before a failing entry goes to dead_letters (default 5)",
     )
     parser.add_argument(
         "--stats-interval",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         help="seconds between lag samples and summary lines (default 5)",
     )
@@ -121,11 +102,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the persister until SIGINT/SIGTERM."""
     from inventory.ops.logs import configure_logging
 
-    try:
-        settings = Settings.from_env(for_api=False)
-    except ConfigError as error:
-        print(f"{_PROG}: {error}", file=sys.stderr)
-        return 2
+    settings = Settings.from_env(for_api=False)
     configure_logging()
     try:
         import uvloop

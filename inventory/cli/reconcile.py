@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from inventory.ops.config import ConfigError, Settings
+from inventory.cli.arguments import positive_int
+from inventory.ops.config import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -36,7 +37,9 @@ def register(subparsers: Any) -> None:
         "--policy",
         help="kinds to fix, e.g. default,-other_channel,status_mismatch (docs/his.md)",
     )
-    parser.add_argument("--days", type=int, help="visit dates from today (default: the window)")
+    parser.add_argument(
+        "--days", type=positive_int, help="visit dates from today (default: the window)"
+    )
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.set_defaults(handler=run, fix=False)
 
@@ -47,17 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from inventory.errors import InventoryError
     from inventory.his.reconcile import ReconcilePolicy
 
+    settings = Settings.from_env(for_api=False)
     try:
-        settings = Settings.from_env(for_api=False)
         policy = ReconcilePolicy.parse(args.policy or settings.reconcile_policy)
-    except (ConfigError, ValueError) as error:
+    except ValueError as error:
         print(f"inventory reconcile: {error}", file=sys.stderr)
         return 2
     if not settings.his_url:
         print("inventory reconcile: INVENTORY_HIS_URL is not set", file=sys.stderr)
-        return 2
-    if args.days is not None and args.days < 1:
-        print("inventory reconcile: --days must be at least 1", file=sys.stderr)
         return 2
     _log_to_stderr()
     try:

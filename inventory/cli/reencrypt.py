@@ -16,7 +16,8 @@ import asyncio
 import sys
 from typing import Any
 
-from inventory.ops.config import ConfigError, Settings
+from inventory.cli.arguments import positive_int
+from inventory.ops.config import Settings
 
 _PROG = "inventory reencrypt"
 
@@ -28,7 +29,7 @@ def register(subparsers: Any) -> None:
         help="re-encrypt patients' personal data under the current field key (key rotation)",
     )
     parser.add_argument(
-        "--batch", type=int, default=500, metavar="N", help="rows per transaction (500)"
+        "--batch", type=positive_int, default=500, metavar="N", help="rows per transaction (500)"
     )
     parser.set_defaults(handler=run_reencrypt)
 
@@ -48,13 +49,10 @@ def run_reencrypt(args: argparse.Namespace) -> int:
     """Re-encrypt and print the counts; exit 1 if any row could not be decrypted."""
     from inventory.errors import InventoryError
 
-    if args.batch < 1:
-        print(f"{_PROG}: --batch must be at least 1", file=sys.stderr)
-        return 2
+    settings = Settings.from_env(for_api=False)
     try:
-        settings = Settings.from_env(for_api=False)
         keyring = settings.keyring()
-    except (ConfigError, ValueError) as error:
+    except ValueError as error:
         print(f"{_PROG}: {error}", file=sys.stderr)
         return 2
     try:

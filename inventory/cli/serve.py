@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from inventory.ops.config import ConfigError, Settings
+from inventory.cli.arguments import positive_int
+from inventory.ops.config import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +32,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("serve", help="run the booking API")
     parser.add_argument("--host", help="address to listen on (default INVENTORY_HOST)")
     parser.add_argument("--port", type=int, help="port (default INVENTORY_PORT)")
-    parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    parser.add_argument(
+        "--workers", type=positive_int, default=1, help="processes sharing the port"
+    )
     parser.add_argument(
         "--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight work"
     )
@@ -40,16 +43,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the configuration, then serve until a signal."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        print(f"inventory serve: {error}", file=sys.stderr)
-        return 2
+    settings = Settings.from_env()
     host = args.host or settings.host
     port = args.port or settings.port
-    if args.workers < 1:
-        print("inventory serve: --workers must be at least 1", file=sys.stderr)
-        return 2
     if args.workers == 1:
         serve_process(settings, host, port, args.shutdown_timeout, reuse_port=False)
         return 0

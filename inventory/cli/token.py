@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from inventory.api.auth import mint_token
-from inventory.ops.config import ConfigError, Settings
+from inventory.ops.config import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -22,10 +22,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print one token."""
+    settings = Settings.from_env()
     try:
-        settings = Settings.from_env()
         print(mint_token(settings, args.sub, operator=args.operator, ttl_s=args.ttl))
-    except (ConfigError, ValueError) as error:
+    except ValueError as error:
         print(f"inventory token: {error}", file=sys.stderr)
         return 2
     return 0

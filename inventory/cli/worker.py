@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from inventory.ops.config import ConfigError, Settings
+from inventory.ops.config import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -25,11 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from inventory.ops.logs import configure_logging
     from inventory.worker import WorkerLoopFailedError, run_worker
 
-    try:
-        settings = Settings.from_env(for_api=False)
-    except ConfigError as error:
-        print(f"inventory worker: {error}", file=sys.stderr)
-        return 2
+    settings = Settings.from_env(for_api=False)
     configure_logging()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         try:

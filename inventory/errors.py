@@ -291,7 +291,8 @@ class RateLimitedError(InventoryError):
     ``context['buckets']`` which of the buckets checked refused (1-based, in the order
     they were passed; not shown to the caller)."""
 
-    #: lua/reserve.lua's refusal when a rate-limit bucket passed with it is over.
+    #: The refusal of lua/rate_limit.lua, and of lua/reserve.lua for the buckets passed
+    #: with it, when a rate-limit bucket is over.
     lua_code: ClassVar[int] = -22
     code = "rate_limited"
     http_status = 429

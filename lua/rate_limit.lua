@@ -14,10 +14,11 @@
   ARGV[2i]       interval_ms  of bucket i: period / count, the time one request "costs"
   ARGV[2i+1]     burst        of bucket i: count, how many requests may arrive at once
 
-  Returns {allowed, retry_after_ms, refusing bucket indexes...}
-    {1, 0}          allowed (and counted in every bucket)
-    {0, ms, i, ...} refused by buckets i, ... (1-based); the caller may retry after ms
-    {-20, 0}        invalid_argument (an interval, burst or count of ARGV that is wrong)
+  Returns {code, retry_after_ms, refusing bucket indexes...}
+    0   OK                allowed, and counted in every bucket: {0, 0}
+   -22  rate_limited      refused, counted in none: {-22, ms, i, ...} names the refusing
+                          buckets i, ... (1-based); the caller may retry after ms
+   -20  invalid_argument  an interval, burst or count of ARGV that is wrong: {-20, 0}
   Emits: nothing (not inventory state).
 ]]
 --- @include "codes"
@@ -32,6 +33,6 @@ if refused == false then
   return {E_INVALID_ARGUMENT, 0}
 end
 if refused then
-  return {0, unpack(refused)}
+  return {E_RATE_LIMITED, unpack(refused)}
 end
-return {1, 0}
+return {OK, 0}

@@ -309,12 +309,13 @@ class SlotStore:
     ) -> tuple[int, list[int]]:
         """One rate_limit call: (ms to wait, refusing buckets), ``(0, [])`` if counted."""
         reply = await self._call("rate_limit", list(bucket_keys), [self.script_now(), *bucket_args])
-        allowed = int(reply[0])
-        if allowed == 1:
+        code = int(reply[0])
+        if code == LUA_OK:
             return 0, []
-        if allowed != 0:  # invalid_argument, as the same buckets passed to reserve get
-            raise refusal_for(allowed, detail=f"rate_limit refused its arguments ({allowed})")
-        return int(reply[1]), [int(i) for i in reply[2:]]
+        if code == RateLimitedError.lua_code:
+            return int(reply[1]), [int(i) for i in reply[2:]]
+        # invalid_argument, as the same buckets passed to reserve get
+        raise refusal_for(code, detail=f"rate_limit refused its arguments ({code})")
 
     def _hold_outcome(self, reply: Sequence[Any], **context: Any) -> HoldOutcome:
         code = int(reply[0])

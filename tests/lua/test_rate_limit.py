@@ -93,6 +93,18 @@ async def test_bad_arguments_are_refused(scenario: Scenario, args: list[Any]) ->
     assert [int(part) for part in reply] == [-20, 0]
 
 
+async def test_reply_codes(scenario: Scenario) -> None:
+    """A counted request answers OK and a refused one rate_limited with the wait and the
+    refusing bucket: the codes of every script (lua/includes/codes.lua), as reserve
+    answers for the same buckets."""
+    key = f"inv:rl:{{t:{fresh_id('k')}}}"
+    args = [scenario.clock.now_ms, 60_000, 1]
+    counted = await scenario.store.call_script("rate_limit", [key], args)
+    refused = await scenario.store.call_script("rate_limit", [key], args)
+    assert [int(part) for part in counted] == [errors.LUA_OK, 0]
+    assert [int(part) for part in refused] == [RateLimitedError.lua_code, 60_000, 1]
+
+
 async def test_limiter_raises_on_a_refused_argument(scenario: Scenario) -> None:
     """A script refusing the limiter's own arguments is a bug, never 'allowed'."""
     limits = ReserveRateLimiter(

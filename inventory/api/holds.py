@@ -100,7 +100,7 @@ async def create_hold(request: web.Request) -> web.Response:
     who = principal(request)
     key = idempotency_key(request)
     body = await read_json(request, HoldCreate)
-    reservation = await request.app[SERVICES].reservations.reserve(
+    outcome, terms = await request.app[SERVICES].reservations.reserve(
         account_id=who.account_id,
         patient_id=body.patient_id,
         slot_id=body.slot_id,
@@ -109,10 +109,8 @@ async def create_hold(request: web.Request) -> web.Response:
         client_ip=client_ip(request),
         request_id=request_id_of(request),
     )
-    headers = {"Idempotent-Replayed": "true"} if reservation.replayed else None
-    return json_response(
-        hold_view(reservation.hold, reservation.terms), status=201, headers=headers
-    )
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return json_response(hold_view(outcome.hold, terms), status=201, headers=headers)
 
 
 @routes.get(
@@ -126,10 +124,10 @@ async def create_hold(request: web.Request) -> web.Response:
 async def get_hold(request: web.Request) -> web.Response:
     """One of the account's holds."""
     who = principal(request)
-    found = await request.app[SERVICES].reservations.hold(
+    hold, terms = await request.app[SERVICES].reservations.hold(
         _hold_id(request), account_id=who.account_id
     )
-    return json_response(hold_view(found.hold, found.terms))
+    return json_response(hold_view(hold, terms))
 
 
 @routes.delete(
@@ -144,10 +142,10 @@ async def get_hold(request: web.Request) -> web.Response:
 async def release_hold(request: web.Request) -> web.Response:
     """Give a hold back before paying (a booking is cancelled with /cancel instead)."""
     who = principal(request)
-    released = await request.app[SERVICES].reservations.release(
+    outcome, terms = await request.app[SERVICES].reservations.release(
         _hold_id(request), account_id=who.account_id, request_id=request_id_of(request)
     )
-    return json_response(hold_view(released.hold, released.terms))
+    return json_response(hold_view(outcome.hold, terms))
 
 
 @routes.post(

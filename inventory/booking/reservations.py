@@ -14,11 +14,11 @@ bookings: another account's answers :class:`NotFoundError` exactly like a missin
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from inventory.booking.ratelimit import ReserveRateLimiter
 from inventory.booking.soldout import SoldOutSlots
-from inventory.domain import Hold, HoldState, ReserveRequest, SlotLocation
+from inventory.domain import Hold, HoldOutcome, HoldState, ReserveRequest, SlotLocation
 from inventory.errors import NotFoundError, RateLimitedError, SoldOutError, ValidationFailedError
 from inventory.payments.errors import PaymentRequiredError
 from inventory.payments.refunds import request_refund
@@ -27,15 +27,6 @@ from inventory.record.catalogue import PgCatalogue, ScheduleTerms
 from inventory.record.patients import PatientRegistry
 from inventory.store import keys
 from inventory.store.slot_store import SlotStore
-
-
-class Reservation(NamedTuple):
-    """A hold as a step left it, with the terms of its schedule (what its view shows)."""
-
-    hold: Hold
-    terms: ScheduleTerms
-    #: The step was a retry answered with the hold its first try made.
-    replayed: bool = False
 
 
 class Reservations:
@@ -74,13 +65,14 @@ class Reservations:
         idempotency_key: str,
         client_ip: str,
         request_id: str,
-    ) -> Reservation:
-        """Reserve one unit of a slot for one of the account's patients.
+    ) -> tuple[HoldOutcome, ScheduleTerms]:
+        """Reserve one unit of a slot for one of the account's patients: the store's
+        outcome (the hold; ``replayed`` when a retry with the same idempotency key is
+        answered with the hold its first try made) and the terms of its schedule.
 
         Raises what the store refuses with (``sold_out``, ``rate_limited`` with its
         ``retry_after_s``, ...), and :class:`NotFoundError` for a slot or patient that
-        does not exist or is not the account's. A retry with the same idempotency key
-        answers the hold its first try made (``replayed``)."""
+        does not exist or is not the account's."""
         store = self._store
         sold_out_tag = self._sold_out.tag_if_sold_out(slot_id)
         if sold_out_tag is not None and not await store.hold_exists(
@@ -128,20 +120,22 @@ class Reservations:
                 slot_id, keys.department_day_tag(location.department_id, location.visit_date)
             )
             raise
-        hold = outcome.hold
-        # Terms this process knows need no coroutine of their own (the hot path's case).
-        terms = catalogue.known_terms(hold.schedule_id) or await self.terms(
-            hold.schedule_id, location
-        )
-        return Reservation(hold, terms, outcome.replayed)
+        schedule_id = outcome.hold.schedule_id
+        # Terms this process knows need no coroutine of their own (the hot path's case),
+        # and a plain pair is the cheapest answer to build: this runs on every reserve.
+        terms = catalogue.known_terms(schedule_id) or await self.terms(schedule_id, location)
+        return outcome, terms
 
-    async def hold(self, hold_id: str, *, account_id: str) -> Reservation:
-        """One of the account's holds."""
+    async def hold(self, hold_id: str, *, account_id: str) -> tuple[Hold, ScheduleTerms]:
+        """One of the account's holds, with the terms of its schedule."""
         hold = await self._own_hold(hold_id, account_id)
-        return Reservation(hold, await self.terms(hold.schedule_id))
+        return hold, await self.terms(hold.schedule_id)
 
-    async def release(self, hold_id: str, *, account_id: str, request_id: str) -> Reservation:
-        """Give a hold back before paying (a booking is cancelled with :meth:`cancel`)."""
+    async def release(
+        self, hold_id: str, *, account_id: str, request_id: str
+    ) -> tuple[HoldOutcome, ScheduleTerms]:
+        """Give a hold back before paying (a booking is cancelled with :meth:`cancel`):
+        the store's outcome and the terms of the hold's schedule."""
         hold = await self._own_hold(hold_id, account_id)
         if hold.state is HoldState.BOOKED:
             raise ValidationFailedError(
@@ -153,7 +147,7 @@ class Reservations:
         )
         # The unit is back (or waiting): this process stops refusing the slot from memory.
         self._sold_out.saw_units(outcome.hold.slot_id)
-        return Reservation(outcome.hold, await self.terms(hold.schedule_id), outcome.replayed)
+        return outcome, await self.terms(hold.schedule_id)
 
     async def confirm(
         self, hold_id: str, *, account_id: str, payment_ref: str, request_id: str

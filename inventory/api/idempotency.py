@@ -47,8 +47,7 @@ from inventory.errors import (
     IdempotencyKeyReusedError,
 )
 from inventory.ops.backoff import TRANSIENT_ERRORS
-from inventory.record.pool import acquire
-from inventory.record.queries import QUERIES
+from inventory.record import idempotency as record
 
 HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
@@ -61,7 +60,6 @@ ROUTES: Final = frozenset(
 WAIT_S: Final = 10.0
 #: A claim this old without an answer belongs to a process that died: taken over.
 ABANDONED_S: Final = 120.0
-_ACQUIRE_TIMEOUT_S: Final = 5.0
 _KEY_RE: Final = re.compile(r"[\x21-\x7e]{1,64}")
 
 log = structlog.get_logger(__name__)
@@ -125,16 +123,8 @@ async def _run_once(
     deadline = time.monotonic() + WAIT_S
     pause = 0.02
     while True:
-        async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
-            claimed = await connection.fetchrow(
-                QUERIES["claim_idempotency_key"], account_id, key, operation, digest
-            )
-            row = (
-                None
-                if claimed is not None
-                else await connection.fetchrow(QUERIES["get_idempotency_key"], account_id, key)
-            )
-        if claimed is not None:
+        claimed, row = await record.claim(pool, account_id, key, operation, digest)
+        if claimed:
             return await _run_claimed(request, handler, account_id, key)
         if row is None:
             continue  # released between our claim and our read: claim again
@@ -152,11 +142,7 @@ async def _run_once(
 
 async def _abandoned(pool: Any, row: Any, account_id: str, key: str) -> bool:
     """Drop a claim older than ABANDONED_S that never got an answer; whether it was."""
-    async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
-        dropped = await connection.fetchrow(
-            QUERIES["take_over_idempotency_key"], account_id, key, row["created_at"], ABANDONED_S
-        )
-    return dropped is not None
+    return await record.take_over(pool, account_id, key, row["created_at"], ABANDONED_S)
 
 
 async def _run_claimed(
@@ -173,10 +159,7 @@ async def _run_claimed(
         await _release(pool, account_id, key)
         return response
     try:
-        async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
-            await connection.execute(
-                QUERIES["complete_idempotency_key"], account_id, key, response.status, body
-            )
+        await record.complete(pool, account_id, key, response.status, body)
     except TRANSIENT_ERRORS as error:
         # The work is done: answer it. The claim stays open, so a retry waits (409),
         # then takes it over after ABANDONED_S and is answered by the state.
@@ -188,13 +171,9 @@ async def _release(pool: Any, account_id: str, key: str) -> None:
     """Drop the claim so a retry runs. If Postgres is gone too, the claim is taken over
     after ABANDONED_S."""
 
-    async def release() -> None:
-        async with acquire(pool, timeout_s=_ACQUIRE_TIMEOUT_S) as connection:
-            await connection.execute(QUERIES["release_idempotency_key"], account_id, key)
-
     # Shielded: a cancelled request still drops its claim (the cancellation goes on).
     with contextlib.suppress(*TRANSIENT_ERRORS):
-        await asyncio.shield(release())
+        await asyncio.shield(record.release(pool, account_id, key))
 
 
 @web.middleware

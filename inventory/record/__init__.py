@@ -3,7 +3,8 @@
 * :mod:`~inventory.record.persister`: the loop that reads the outbox streams and commits them.
 * :mod:`~inventory.record.projection`: one event into rows, idempotently.
 * :mod:`~inventory.record.bookings`, :mod:`~inventory.record.catalogue`,
-  :mod:`~inventory.record.patients`: the records the API reads and writes.
+  :mod:`~inventory.record.patients`, :mod:`~inventory.record.idempotency`: the records
+  the API reads and writes.
 * :mod:`~inventory.record.reencrypt`: moving personal data to the current key.
 * :mod:`~inventory.record.pool`: ``create_pool`` / ``connect`` (orjson jsonb codecs,
   timeouts) and the wrapping of "Postgres is not there" into DatabaseUnavailableError.

@@ -9,10 +9,10 @@
   ARGV[1]  postgres_seq  the highest seq Postgres recorded for the tag
   ARGV[2]  tag           the tag's name (written when the store has lost even the meta)
 
-  Returns {fenced, redis_seq}
-    {1, seq}  fenced now or already
-    {0, seq}  in step (Redis seq >= Postgres seq)
-   -20 as fenced = invalid_argument
+  Returns {code, redis_seq, fenced}
+    0   OK                {0, seq, 1} fenced now or already; {0, seq, 0} in step
+                          (Redis seq >= Postgres seq)
+   -20  invalid_argument  {-20, 0, 0}
   Emits: nothing (the tag's outbox may itself be stale).
 ]]
 --- @include "codes"
@@ -20,14 +20,14 @@
 local K_META = KEYS[1]
 local postgres_seq = tonumber(ARGV[1])
 if not postgres_seq or ARGV[2] == '' then
-  return {E_INVALID_ARGUMENT, 0}
+  return {E_INVALID_ARGUMENT, 0, 0}
 end
 local redis_seq = tonumber(redis.call('HGET', K_META, 'seq')) or 0
 if redis.call('HGET', K_META, 'fenced') == '1' then
-  return {1, redis_seq}
+  return {OK, redis_seq, 1}
 end
 if redis_seq < postgres_seq then
   redis.call('HSET', K_META, 'fenced', '1', 'tag', ARGV[2])
-  return {1, redis_seq}
+  return {OK, redis_seq, 1}
 end
-return {0, redis_seq}
+return {OK, redis_seq, 0}

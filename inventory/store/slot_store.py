@@ -597,9 +597,9 @@ class SlotStore:
     async def fence_if_behind(self, tag: str, postgres_seq: int) -> tuple[bool, int]:
         """Fence ``tag`` if Redis's sequence is below Postgres's; (fenced, redis seq)."""
         reply = await self._call("fence", keys.tag_keys(tag).as_list(), [postgres_seq, tag])
-        if int(reply[0]) < 0:
+        if int(reply[0]) != LUA_OK:
             raise refusal_for(int(reply[0]))
-        return int(reply[0]) == 1, int(reply[1])
+        return int(reply[2]) == 1, int(reply[1])
 
     async def replace_tag(
         self,

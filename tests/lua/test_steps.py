@@ -10,6 +10,7 @@ import pytest
 
 from inventory import errors
 from inventory.domain import HoldState, HospitalPolicy, SlotCounts
+from inventory.store import keys
 from inventory.store.keys import hold_id_for
 
 from .conftest import START, Scenario, make_store
@@ -433,6 +434,26 @@ async def test_fenced_tag_refuses_every_step(scenario: Scenario) -> None:
         with pytest.raises(errors.StoreFencedError):
             await step
     assert (await scenario.store.expire_all()).changed == 0
+
+
+async def test_fence_reply_codes(scenario: Scenario) -> None:
+    """fence answers OK with Redis's seq and whether the tag is fenced: 0 in step, 1
+    behind Postgres (and the tag is fenced); invalid_argument without a tag name."""
+    await open_slot(scenario)
+    tag_keys = scenario.tag_keys.as_list()
+    seq = int(await scenario.client.hget(scenario.tag_keys.meta, "seq"))
+    try:
+        in_step = await scenario.store.call_script("fence", tag_keys, [seq, scenario.tag])
+        bad = await scenario.store.call_script("fence", tag_keys, [seq + 1, ""])
+        behind = await scenario.store.call_script("fence", tag_keys, [seq + 1, scenario.tag])
+        assert [int(part) for part in in_step] == [errors.LUA_OK, seq, 0]
+        assert [int(part) for part in bad] == [errors.InvalidArgumentError.lua_code, 0, 0]
+        assert [int(part) for part in behind] == [errors.LUA_OK, seq, 1]
+        assert await scenario.store.fence_if_behind(scenario.tag, 0) == (True, seq)
+    finally:
+        # The server is shared by the session: leave no fenced tag for its samplers.
+        await scenario.client.srem(keys.TAG_REGISTRY_KEY, scenario.tag)
+        await scenario.client.delete(*tag_keys)
 
 
 async def test_state_keys_never_expire(scenario: Scenario) -> None:

@@ -4,7 +4,8 @@
 
   Every script answers an array whose first element is one of these: OK or REPLAY
   (a success; REPLAY = a retry answered with what the first call did) or an E_* code
-  (a refusal: the step changed nothing).
+  (a refusal: the step asked for did not happen; a hold found past its deadline on the
+  way is expired first, a step of its own with its own event).
 
   Provides: OK, REPLAY and the E_* constants below.
   Expects: nothing.

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC_ROOTS = ("docs", "deploy", "loadtest")
 DOC_SUFFIXES = frozenset({".md", ".yml", ".yaml", ".json", ".py", ".txt", ".toml"})
 #: Top-level folders of the repository a doc may name files in.
-REPO_DIRS = ("inventory", "tests", "docs", "deploy", "lua", "loadtest")
+REPO_DIRS = ("inventory", "bench", "tests", "docs", "deploy", "lua", "loadtest")
 
 #: Material that is not in the repository, and paths of a machine.
 FORBIDDEN = (

@@ -18,13 +18,13 @@ answers (201, 409, 503, 429, ...), requests per patient, the patients still bein
 to come back at the deadline, units sold; the CPU of the client, the API, the worker and
 Redis, and the machine's load. Afterwards it checks that no unit was sold twice: the
 distinct holds the crowd was given, the slot's counts in Redis and its open holds in
-Postgres are at most the units, and ``inventory check`` (Redis against Postgres, every
-slot's invariant) passes once the worker has persisted the run's events.
+Postgres are at most the units, and the service's own check (what ``inventory check``
+runs: Redis against Postgres, every slot's invariant) passes once the worker has
+persisted the run's events.
 
-``--server-python`` measures another build: that Python runs the worker, the API,
-``inventory check`` and the seeding and counting steps (:mod:`bench.crowd_stack`), so
-an older commit checked out with its own virtual environment is measured on its own
-code by this harness.
+``--server-python`` measures another build: that Python runs the worker, the API and
+the seeding and checking steps (:mod:`bench.crowd_stack`), so an older commit checked
+out with its own virtual environment is measured on its own code by this harness.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from bench.crowd_client import CLIENT_BUSY_PCT, Crowd, CrowdResult, Patient, add
 
 _STACK_SCRIPT = Path(__file__).with_name("crowd_stack.py")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-#: Longest wait for ``inventory check`` to find every event of the run in Postgres.
+#: Longest wait for the service's check to find every event of the run in Postgres.
 SETTLE_S = 120.0
 
 
@@ -581,7 +581,7 @@ def _flags(report: CrowdReport) -> list[str]:
             f"{report.config.deadline_s:g} s deadline"
         )
     if not report.sold_at_most_once:
-        found.append("OVERSOLD OR UNCHECKED: see the counts and inventory check above")
+        found.append("OVERSOLD OR UNCHECKED: see the counts and the service's check above")
     return found
 
 

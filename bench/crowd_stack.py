@@ -6,7 +6,7 @@ seeded rows and keys, and the counts read afterwards must then be that build's, 
 harness's. So these steps run as a script under the measured build's Python::
 
     <build python> bench/crowd_stack.py seed --patients N --units U --plan PATH
-    <build python> bench/crowd_stack.py count --plan PATH
+    <build python> bench/crowd_stack.py verify --plan PATH --settle-s S
 
 Run as a script (not ``-m``), the script's own folder heads ``sys.path``, so
 ``import inventory`` finds the measured build's package, never the harness's checkout.
@@ -20,7 +20,9 @@ numbers are encrypted and indexed as the API would do it) and a token each; then
 the fence's comparison once, so the API's verified-store gate is open from its first
 request. It writes the plan (slot, tag, tokens, patient ids) as JSON.
 
-``count`` prints the slot's counts in Redis and its holds in Postgres as JSON.
+``verify`` runs the service's own check (what ``inventory check`` runs), again while the
+worker is still persisting the run's events, and prints its report with the slot's
+counts in Redis and its holds in Postgres, as JSON.
 """
 
 from __future__ import annotations
@@ -152,40 +154,6 @@ async def seed(patients: int, units: int) -> dict[str, Any]:
         await client.aclose()
 
 
-async def count(plan: dict[str, Any]) -> dict[str, Any]:
-    """The slot's counts in Redis and its holds in Postgres, by state."""
-    from redis.asyncio import Redis
-
-    from inventory.config import Settings
-    from inventory.db.pool import acquire, create_pool
-    from inventory.store import SlotStore
-
-    settings = Settings.from_env()
-    client = Redis.from_url(settings.redis_url, decode_responses=True)
-    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
-    try:
-        store = await SlotStore.connect_scripts(client)
-        counts = (await store.slot_counts(plan["tag"], [plan["slot_id"]]))[plan["slot_id"]]
-        async with acquire(pool, timeout_s=10.0) as connection:
-            rows = await connection.fetch(
-                "SELECT state, count(*) AS n FROM holds WHERE slot_id = $1 GROUP BY state",
-                plan["slot_id"],
-            )
-        return {
-            "redis": {
-                "capacity": counts.capacity,
-                "remaining": counts.remaining,
-                "held": counts.held,
-                "booked": counts.booked,
-                "waiting": counts.waiting,
-            },
-            "postgres_holds": {str(row["state"]): int(row["n"]) for row in rows},
-        }
-    finally:
-        await pool.close()
-        await client.aclose()
-
-
 async def verify(plan: dict[str, Any], settle_s: float) -> dict[str, Any]:
     """The service's own check (what ``inventory check`` runs: Redis against Postgres,
     every slot's invariant), repeated while tags are still lagging (the worker is still
@@ -253,8 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     seeding.add_argument("--patients", type=int, required=True)
     seeding.add_argument("--units", type=int, required=True)
     seeding.add_argument("--plan", type=Path, required=True)
-    counting = steps.add_parser("count")
-    counting.add_argument("--plan", type=Path, required=True)
     verifying = steps.add_parser("verify")
     verifying.add_argument("--plan", type=Path, required=True)
     verifying.add_argument("--settle-s", type=float, required=True)
@@ -268,10 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         args.plan.write_text(json.dumps(plan), encoding="utf-8")
         return 0
     plan = json.loads(args.plan.read_text(encoding="utf-8"))
-    if args.step == "verify":
-        print(json.dumps(asyncio.run(verify(plan, args.settle_s))))
-        return 0
-    print(json.dumps(asyncio.run(count(plan))))
+    print(json.dumps(asyncio.run(verify(plan, args.settle_s))))
     return 0
 
 

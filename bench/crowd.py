@@ -116,6 +116,16 @@ class CrowdReport:
         return int(holds.get("held", 0)) + int(holds.get("booked", 0))
 
     @property
+    def store_sold_out_s(self) -> float | None:
+        """When the store made the slot's last hold, from the crowd's start, once every
+        unit is held or booked (None otherwise): the sell-out as the store saw it, also
+        when that hold's answer had not reached its patient yet."""
+        last = self.counts.get("holds_made", {}).get("last")
+        if last is None or self.redis_taken < self.config.units:
+            return None
+        return float(last) - self.result.start_wall
+
+    @property
     def check_passed(self) -> bool:
         """The service's own check found no drift or violation, nothing unchecked."""
         return bool(self.check.get("passed"))
@@ -155,6 +165,7 @@ class CrowdReport:
                 "settings": dict(c.settings),
             },
             "sold_out_s": _round(r.sold_out_s),
+            "store_sold_out_s": _round(self.store_sold_out_s),
             "first_sold_out_answer_s": _round(r.first_sold_out_s),
             "all_final_s": _round(r.all_final_s),
             "final_answers": r.answered,
@@ -223,6 +234,7 @@ class CrowdReport:
             + (", ".join(f"{k}={v}" for k, v in c.settings) or "defaults"),
             f"load average before {_load(self.load_before)}, after {_load(self.load_after)}",
             "",
+            f"sold out (store made the last hold)    {secs(self.store_sold_out_s)}",
             f"sold out (last unit's hold answered)   {secs(r.sold_out_s)}",
             f"first sold_out answer                  {secs(r.first_sold_out_s)}",
             f"every patient had a final answer       {secs(r.all_final_s)}"

@@ -126,6 +126,8 @@ class CrowdResult:
     wall_s: float
     client_cpu_s: float
     first_sold_out_s: float | None = None
+    #: The crowd's start on the wall clock (seconds since the epoch).
+    start_wall: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -257,6 +259,7 @@ class Crowd:
         self.first_sold_out: float | None = None
         self.finished = False
         self.start = 0.0
+        self.start_wall = 0.0
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
 
@@ -292,6 +295,7 @@ class Crowd:
             raise RuntimeError(f"could not connect to {self.host}:{self.port}")
         cpu_before = time.process_time()
         self.start = self.loop.time()
+        self.start_wall = time.time()
         self.idle = list(opened)
         self.ready.extend(range(len(self.states)))
         deadline = self.loop.call_at(self.start + self.deadline_s, self._finish)
@@ -322,6 +326,7 @@ class Crowd:
             wall_s=wall,
             client_cpu_s=cpu,
             first_sold_out_s=self.first_sold_out,
+            start_wall=self.start_wall,
         )
 
     def _dispatch(self) -> None:

@@ -202,6 +202,13 @@ async def _counts(store: Any, pool: Any, plan: dict[str, Any]) -> dict[str, Any]
             "SELECT state, count(*) AS n FROM holds WHERE slot_id = $1 GROUP BY state",
             plan["slot_id"],
         )
+        # When the store made the slot's holds (its own clock): the last one is when the
+        # slot sold out, whether or not that hold's answer reached its patient.
+        made = await connection.fetchrow(
+            "SELECT min(created_at) AS first, max(created_at) AS last FROM holds "
+            "WHERE slot_id = $1",
+            plan["slot_id"],
+        )
     return {
         "redis": {
             "capacity": counts.capacity,
@@ -211,6 +218,10 @@ async def _counts(store: Any, pool: Any, plan: dict[str, Any]) -> dict[str, Any]
             "waiting": counts.waiting,
         },
         "postgres_holds": {str(row["state"]): int(row["n"]) for row in rows},
+        "holds_made": {
+            "first": None if made["first"] is None else made["first"].timestamp(),
+            "last": None if made["last"] is None else made["last"].timestamp(),
+        },
     }
 
 

@@ -361,7 +361,7 @@ def _tail(log: Path) -> str:
 
 
 def _free_port() -> int:
-    from inventory.servers import free_port
+    from inventory.devtools.servers import free_port
 
     return free_port()
 
@@ -392,7 +392,7 @@ def _build_of(package_dir: str) -> str:
 def _database(postgres_url: str | None, root: Path) -> Iterator[str]:
     """A fresh, empty database's URL: on a private Postgres, or created (and dropped
     at the end) on ``postgres_url``'s server."""
-    from inventory.servers import start_postgres
+    from inventory.devtools.servers import start_postgres
 
     if postgres_url is None:
         with start_postgres(root / "postgres") as server:
@@ -418,7 +418,7 @@ def _database(postgres_url: str | None, root: Path) -> Iterator[str]:
 
 def run_crowd(config: CrowdConfig, *, say: Callable[[str], None] = lambda _: None) -> CrowdReport:
     """Start the stack, seed it, release the crowd, check, stop everything; the report."""
-    from inventory.servers import start_redis
+    from inventory.devtools.servers import start_redis
 
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-crowd-")))
@@ -454,6 +454,7 @@ def run_crowd(config: CrowdConfig, *, say: Callable[[str], None] = lambda _: Non
         seeded = subprocess.run(
             [
                 config.server_python,
+                "-P",  # no folder in front of sys.path: see bench/crowd_stack.py
                 str(_STACK_SCRIPT),
                 "seed",
                 "--patients",
@@ -520,6 +521,7 @@ def run_crowd(config: CrowdConfig, *, say: Callable[[str], None] = lambda _: Non
         verified = subprocess.run(
             [
                 config.server_python,
+                "-P",  # no folder in front of sys.path: see bench/crowd_stack.py
                 str(_STACK_SCRIPT),
                 "verify",
                 "--plan",

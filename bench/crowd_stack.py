@@ -5,11 +5,12 @@ worktree of its own, with its own virtual environment): the database's migration
 seeded rows and keys, and the counts read afterwards must then be that build's, not the
 harness's. So these steps run as a script under the measured build's Python::
 
-    <build python> bench/crowd_stack.py seed --patients N --units U --plan PATH
-    <build python> bench/crowd_stack.py verify --plan PATH --settle-s S
+    <build python> -P bench/crowd_stack.py seed --patients N --units U --plan PATH
+    <build python> -P bench/crowd_stack.py verify --plan PATH --settle-s S
 
-Run as a script (not ``-m``), the script's own folder heads ``sys.path``, so
-``import inventory`` finds the measured build's package, never the harness's checkout.
+Run as a script with ``-P``, nothing is put in front of ``sys.path`` (neither the
+checkout, as ``-m`` would, nor ``bench/``, whose ``http`` package would hide the
+standard library's), so ``import inventory`` finds the measured build's package.
 The settings (Redis, the database, the keys) come from the environment, as for
 ``inventory serve``. Only calls that every measured build has are used.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
 import json
 import os
@@ -46,22 +48,37 @@ _ZONE = ZoneInfo("Asia/Shanghai")
 _SEED_CONCURRENCY = 16
 
 
+def _module(*names: str) -> Any:
+    """The first of ``inventory.<name>`` that the measured build has: the package's
+    modules moved into folders (``inventory.keys`` became ``inventory.store.keys``), and
+    this script runs on builds from either side of that move. Typed ``Any``: the
+    harness type-checks against its own build only."""
+    for name in names:
+        try:
+            return importlib.import_module(f"inventory.{name}")
+        except ModuleNotFoundError as error:
+            if error.name is None or not f"inventory.{name}".startswith(error.name):
+                raise  # the module exists but something it imports does not
+    raise ModuleNotFoundError(f"none of inventory.{', inventory.'.join(names)}")
+
+
 async def seed(patients: int, units: int) -> dict[str, Any]:
     """Migrate, write the catalogue and the patients, verify the store; the plan."""
     from redis.asyncio import Redis
 
-    from inventory import keys
-    from inventory.api.auth import mint_token
-    from inventory.api.models import PatientCreate
-    from inventory.catalogue import PgCatalogue
-    from inventory.config import Settings
-    from inventory.db.migrate import migrate_database
-    from inventory.db.pool import acquire, create_pool
-    from inventory.db.queries import QUERIES
-    from inventory.fence import verify_store
-    from inventory.identity import make_resident_id
-    from inventory.patients import PatientRegistry
-    from inventory.store import SlotStore
+    keys = _module("store.keys", "keys")
+    mint_token = _module("api.auth").mint_token
+    PatientCreate = _module("api.models").PatientCreate
+    PgCatalogue = _module("record.catalogue", "catalogue").PgCatalogue
+    Settings = _module("ops.config", "config").Settings
+    migrate_database = _module("record.migrate", "db.migrate").migrate_database
+    pools = _module("record.pool", "db.pool")
+    acquire, create_pool = pools.acquire, pools.create_pool
+    QUERIES = _module("record.queries", "db.queries").QUERIES
+    verify_store = _module("recovery.fence", "fence").verify_store
+    make_resident_id = _module("privacy.identity", "identity").make_resident_id
+    PatientRegistry = _module("record.patients", "patients").PatientRegistry
+    SlotStore = _module("store.slot_store", "store").SlotStore
 
     settings = Settings.from_env()
     await migrate_database(settings.database_url)
@@ -158,11 +175,11 @@ async def verify(plan: dict[str, Any], settle_s: float) -> dict[str, Any]:
     """The service's own check (what ``inventory check`` runs: Redis against Postgres,
     every slot's invariant), repeated while tags are still lagging (the worker is still
     persisting the run's events) for at most ``settle_s``; then the slot's counts."""
-    from inventory.check import check
-    from inventory.config import Settings
-    from inventory.db.pool import create_pool
-    from inventory.redis_client import connect_redis
-    from inventory.store import SlotStore
+    check = _module("recovery.check", "check").check
+    Settings = _module("ops.config", "config").Settings
+    create_pool = _module("record.pool", "db.pool").create_pool
+    connect_redis = _module("store.connection", "redis_client").connect_redis
+    SlotStore = _module("store.slot_store", "store").SlotStore
 
     settings = Settings.from_env(for_api=False)
     client = await connect_redis(settings.redis_url, cluster=settings.redis_cluster)
@@ -194,7 +211,7 @@ async def verify(plan: dict[str, Any], settle_s: float) -> dict[str, Any]:
 
 async def _counts(store: Any, pool: Any, plan: dict[str, Any]) -> dict[str, Any]:
     """The slot's counts in Redis and its holds in Postgres, by state."""
-    from inventory.db.pool import acquire
+    acquire = _module("record.pool", "db.pool").acquire
 
     counts = (await store.slot_counts(plan["tag"], [plan["slot_id"]]))[plan["slot_id"]]
     async with acquire(pool, timeout_s=10.0) as connection:

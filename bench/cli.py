@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.http.config import GENERATORS, MODES
+from inventory.cli.arguments import positive_float, positive_int
 
 PROG = "python -m bench"
 
@@ -49,30 +50,11 @@ def _float(text: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number above 0."""
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def non_negative_float(text: str) -> float:
     """A finite number, 0 or above."""
     value = _float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """A whole number, 1 or above."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
 
 

@@ -17,8 +17,9 @@ def test_bench_http_rounds_with_the_floor(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """One round of 1 s phases on the session's servers: the API, the bare handler and
-    the floor all answer with holds (a 201 from the floor comes only after the store's
-    reserve returned one), and the run's keys are gone afterwards."""
+    the floor (closed loop, and at the API's paced rate) all answer with holds (a 201
+    from the floor comes only after the store's reserve returned one), and the run's
+    keys are gone afterwards."""
     status = main(
         [
             "http",
@@ -60,9 +61,20 @@ def test_bench_http_rounds_with_the_floor(
     assert report["floor"]["api_to_floor_ratio"]["median"] == pytest.approx(
         api_rps / floor_max["rps"], rel=1e-3
     )
+    # The floor also ran at the paced_api rate, the one the p99 target against it is at.
+    floor_paced = one_round["floor_paced_api"]
+    assert floor_paced["ok"] > 0
+    assert floor_paced["target_rps"] == pytest.approx(one_round["paced_api"]["api"]["target_rps"])
+    assert report["floor"]["paced_api_p99_ratio"]["median"] == pytest.approx(
+        one_round["paced_api"]["api"]["p99_ms"] / floor_paced["p99_ms"], rel=1e-2
+    )
+    assert set(report["floor"]["targets"]) >= {"api_to_floor_met", "server_cpu_met", "p99_met"}
     # Every booking side took fresh request indices: the API's and the floor's holds
     # never collide on one patient and department-day (which would be 409s, errors).
-    assert report["setting"]["requests_used"] >= floor_max["ok"] + one_round["max"]["api"]["ok"]
+    assert (
+        report["setting"]["requests_used"]
+        >= floor_max["ok"] + floor_paced["ok"] + one_round["max"]["api"]["ok"]
+    )
     with redis.Redis.from_url(redis_server.url) as client:
         assert list(client.scan_iter(match="inv:{bench-*", count=1000)) == []
         assert not [t for t in client.smembers("inv:tags") if t.startswith(b"bench-")]

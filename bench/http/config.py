@@ -21,6 +21,12 @@ BENCH_CAPACITY = 10**9
 #: The targets this benchmark was written for (see docs/benchmarks.md).
 TARGET_THROUGHPUT_RATIO = 0.5
 TARGET_P99_RATIO = 3.0
+#: The targets against the floor (``--floor``): api/floor closed-loop throughput at
+#: least this, server CPU per reserve at most this many times the bare handler's, and
+#: p99 at half the API's own maximum at most this many times the floor's at that rate.
+TARGET_API_TO_FLOOR = 0.8
+TARGET_CPU_RATIO = 2.5
+TARGET_FLOOR_P99_RATIO = 3.0
 #: A generator using more of a core than this may have limited the server.
 GENERATOR_BUSY_PCT = 90.0
 #: Other processes using more than this (% of one core) during a phase: disturbed.
@@ -54,7 +60,8 @@ class HttpBenchConfig:
     #: Append-only file of the private Redis: off, everysec or always.
     aof: str = "off"
     #: Also measure the floor (bench/http/floor.py: the bare handler plus the API's
-    #: reserve call and nothing else) in a closed-loop phase of each round.
+    #: reserve call and nothing else) in a closed-loop phase of each round, and at the
+    #: paced_api rate (the same fraction of the API's own max).
     floor: bool = False
 
     def __post_init__(self) -> None:

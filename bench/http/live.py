@@ -260,7 +260,8 @@ class LiveBench:
             paced = {side: self.phase(side, "paced", c.seconds, rate) for side in order}
             low = c.paced_fraction * maxed["api"].rps
             paced_api = {side: self.phase(side, "paced_api", c.seconds, low) for side in order}
-            result = HttpRound(index, order, maxed, paced, paced_api, floor)
+            floor_paced = self.phase("floor", "paced_api", c.seconds, low) if c.floor else None
+            result = HttpRound(index, order, maxed, paced, paced_api, floor, floor_paced)
             rounds.append(result)
             self.say(
                 f"round {index}/{c.rounds}: bare {maxed['bare'].rps:,.0f}/s, "
@@ -268,7 +269,9 @@ class LiveBench:
                 f"paced at {rate:,.0f}/s: p99 bare {paced['bare'].p99_ms:.2f} ms, "
                 f"api {paced['api'].p99_ms:.2f} ms (ratio {result.paced_p99_ratio:.2f})"
                 + (
-                    f"; floor {floor.rps:,.0f}/s (floor/bare {result.floor_ratio:.3f})"
+                    f"; floor {floor.rps:,.0f}/s (floor/bare {result.floor_ratio:.3f}, "
+                    f"api/floor {result.api_to_floor_ratio:.3f}); p99 api/floor at "
+                    f"{low:,.0f}/s {result.paced_api_floor_p99_ratio:.2f}"
                     if floor is not None
                     else ""
                 )

@@ -13,6 +13,9 @@ from bench.http.config import (
     PACED_SHORTFALL,
     PHASES,
     SIDES,
+    TARGET_API_TO_FLOOR,
+    TARGET_CPU_RATIO,
+    TARGET_FLOOR_P99_RATIO,
     TARGET_P99_RATIO,
     TARGET_THROUGHPUT_RATIO,
     HttpBenchConfig,
@@ -88,6 +91,8 @@ class HttpRound:
     paced_api: dict[str, Phase]
     #: The floor's closed-loop phase (with ``--floor``), run right after the two maxima.
     floor_max: Phase | None = None
+    #: The floor at the paced_api rate (with ``--floor``), run after the other phases.
+    floor_paced_api: Phase | None = None
 
     @property
     def throughput_ratio(self) -> float:
@@ -135,13 +140,23 @@ class HttpRound:
         floor = self.floor_max.rps
         return self.max["api"].rps / floor if floor else 0.0
 
+    @property
+    def paced_api_floor_p99_ratio(self) -> float | None:
+        """api/floor p99 at a fraction of the api's own max (None without a floor)."""
+        if self.floor_paced_api is None:
+            return None
+        floor = self.floor_paced_api.p99_ms
+        return self.paced_api["api"].p99_ms / floor if floor else math.inf
+
     def phases(self) -> Iterator[Phase]:
-        """Every phase (the floor's last: it ran right after the maxima)."""
+        """Every phase (the floor's last)."""
         for phase in PHASES:
             for side in self.order:
                 yield getattr(self, phase)[side]
         if self.floor_max is not None:
             yield self.floor_max
+        if self.floor_paced_api is not None:
+            yield self.floor_paced_api
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +219,40 @@ class HttpBenchReport:
         ratios = [r.api_to_floor_ratio for r in self.rounds]
         return Spread.of([x for x in ratios if x is not None]) if self.config.floor else None
 
-    def floor_spreads(self) -> dict[str, Spread] | None:
-        """The floor's closed-loop figures over the rounds (None without a floor)."""
-        phases = [r.floor_max for r in self.rounds if r.floor_max is not None]
+    @property
+    def paced_api_floor_p99_ratio(self) -> Spread | None:
+        """api/floor p99 at a fraction of the api max, over the rounds (None without a
+        floor)."""
+        ratios = [r.paced_api_floor_p99_ratio for r in self.rounds]
+        return Spread.of([x for x in ratios if x is not None]) if self.config.floor else None
+
+    def floor_spreads(self, mode: str = "max") -> dict[str, Spread] | None:
+        """The floor's figures in ``mode`` (max or paced_api) over the rounds (None
+        without a floor)."""
+        phases = [
+            p
+            for p in (r.floor_max if mode == "max" else r.floor_paced_api for r in self.rounds)
+            if p is not None
+        ]
         if not phases:
             return None
         return _spreads(phases)
+
+    def floor_targets(self) -> dict[str, Any] | None:
+        """The targets against the floor and whether the medians meet them (None
+        without a floor)."""
+        api_to_floor, p99 = self.api_to_floor_ratio, self.paced_api_floor_p99_ratio
+        if api_to_floor is None or p99 is None:
+            return None
+        cpu = self.cpu_ratio.median
+        return {
+            "api_to_floor_min": TARGET_API_TO_FLOOR,
+            "server_cpu_ratio_max": TARGET_CPU_RATIO,
+            "paced_api_p99_to_floor_max": TARGET_FLOOR_P99_RATIO,
+            "api_to_floor_met": api_to_floor.median >= TARGET_API_TO_FLOOR,
+            "server_cpu_met": cpu <= TARGET_CPU_RATIO,
+            "p99_met": p99.median <= TARGET_FLOOR_P99_RATIO,
+        }
 
     @property
     def errors(self) -> int:
@@ -233,6 +276,7 @@ class HttpBenchReport:
             self.api_to_floor_ratio,
             self.floor_spreads(),
         )
+        floor_paced, floor_p99 = self.floor_spreads("paced_api"), self.paced_api_floor_p99_ratio
         return {
             "benchmark": "http",
             "throughput_ratio": _spread_dict(self.throughput_ratio, 4),
@@ -253,6 +297,15 @@ class HttpBenchReport:
                     "throughput_ratio": _spread_dict(floor, 4),
                     "api_to_floor_ratio": _spread_dict(api_to_floor, 4),
                     "max": {k: v.as_dict() for k, v in floor_max.items()},
+                    "paced_api": (
+                        None
+                        if floor_paced is None
+                        else {k: v.as_dict() for k, v in floor_paced.items()}
+                    ),
+                    "paced_api_p99_ratio": (
+                        None if floor_p99 is None else _spread_dict(floor_p99, 3)
+                    ),
+                    "targets": self.floor_targets(),
                 }
             ),
             "errors": self.errors,
@@ -301,6 +354,9 @@ class HttpBenchReport:
                     "paced": {side: r.paced[side].as_dict() for side in SIDES},
                     "paced_api": {side: r.paced_api[side].as_dict() for side in SIDES},
                     "floor_max": None if r.floor_max is None else r.floor_max.as_dict(),
+                    "floor_paced_api": (
+                        None if r.floor_paced_api is None else r.floor_paced_api.as_dict()
+                    ),
                 }
                 for r in self.rounds
             ],
@@ -372,6 +428,23 @@ class HttpBenchReport:
                 f"{_fmt(floor_max['redis_cpu_us_per_req'], '{:.1f}')}",
                 f"  floor/bare {_fmt(floor, '{:.3f}')}; api/floor {_fmt(api_to_floor, '{:.3f}')}",
             ]
+            floor_paced = self.floor_spreads("paced_api")
+            floor_p99 = self.paced_api_floor_p99_ratio
+            targets = self.floor_targets()
+            if floor_paced is not None and floor_p99 is not None and targets is not None:
+                cpu = self.cpu_ratio.median
+                lines += [
+                    f"  at the paced_api rate: p50 {_fmt(floor_paced['p50_ms'], '{:.2f}')} ms, "
+                    f"p99 {_fmt(floor_paced['p99_ms'], '{:.2f}')} ms; "
+                    f"p99 api/floor {_fmt(floor_p99, '{:.2f}')}",
+                    f"  api/floor {api_to_floor.median:.3f} (target >= {TARGET_API_TO_FLOOR}): "
+                    + ("met" if targets["api_to_floor_met"] else "NOT met"),
+                    f"  server CPU api/bare {cpu:.2f} (target <= {TARGET_CPU_RATIO}): "
+                    + ("met" if targets["server_cpu_met"] else "NOT met"),
+                    f"  p99 api/floor at {c.paced_fraction:.0%} of the api max "
+                    f"{floor_p99.median:.2f} (target <= {TARGET_FLOOR_P99_RATIO:g}): "
+                    + ("met" if targets["p99_met"] else "NOT met"),
+                ]
         throughput = self.throughput_ratio.median
         p99 = self.paced_p99_ratio.median
         lines += [

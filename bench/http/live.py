@@ -231,9 +231,13 @@ class LiveBench:
 
     def warm_up(self) -> None:
         """Untimed closed loop, ``warmup_seconds`` per side; then more on the api until
-        every patient of the plan has reserved once, so that the API's slot-location and
-        patient-link caches are full as in production (at most WARMUP_EXTRA_S more).
-        Nothing with a warm-up of 0."""
+        the api itself has served every patient of the plan once, so that its
+        slot-location and patient-link caches are full as in production (at most
+        WARMUP_EXTRA_S more). Nothing with a warm-up of 0.
+
+        The floor's requests take request indices too, so the api's own requests are
+        counted: only its extra phases, which follow one another on consecutive indices,
+        each serving the next patients in turn."""
         seconds = self.config.warmup_seconds
         if seconds <= 0:
             return
@@ -241,12 +245,13 @@ class LiveBench:
         for side in self.servers:
             self.phase(side, "max", seconds)
         deadline = time.monotonic() + WARMUP_EXTRA_S
-        while self.next_index < self.config.patients and time.monotonic() < deadline:
+        served = self.next_index if "floor" not in self.servers else 0
+        while served < self.config.patients and time.monotonic() < deadline:
             self.say(
-                f"warming up the api until every patient has reserved once "
-                f"({self.next_index:,} of {self.config.patients:,})"
+                f"warming up the api until it has served every patient once "
+                f"({served:,} of {self.config.patients:,})"
             )
-            self.phase("api", "max", seconds)
+            served += self.phase("api", "max", seconds).requests
 
     def run_rounds(self) -> list[HttpRound]:
         c = self.config

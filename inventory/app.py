@@ -3,9 +3,10 @@
 Resources (Redis, Postgres, scripts) open and close with the app in ``cleanup_ctx``;
 script calls share one auto-pipelined Redis connection per process unless
 ``INVENTORY_REDIS_AUTOPIPELINE=false`` (see inventory/store/autopipeline.py);
-handlers reach them through the typed ``SERVICES`` key. Middlewares, outermost first:
-request id, metrics and access log (inventory/api/observability.py), problem+json for
-every error, then the in-flight admission gate.
+handlers reach them through the typed ``SERVICES`` key. One middleware
+(inventory/api/edge.py): request id, metrics and access log, the in-flight admission
+gate and problem+json for every error; the routes that record an Idempotency-Key have
+their handlers wrapped (inventory/api/idempotency.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from inventory.api.auth import VERIFIER, TokenVerifier
 from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES, Services
 from inventory.api.edge import edge_middleware
-from inventory.api.idempotency import idempotency_middleware
+from inventory.api.idempotency import recording
 from inventory.api.routes import TABLES
 from inventory.booking.ratelimit import ReserveRateLimiter
 from inventory.booking.reservations import Reservations
@@ -217,8 +218,9 @@ def create_app(settings: Settings) -> web.Application:
         retry_after_max_s=settings.retry_after_max_s,
     )
     app = web.Application(
-        # The edge first: idempotency's refusals are problem+json like every other.
-        middlewares=[edge_middleware(gate, access_log=settings.access_log), idempotency_middleware],
+        # The one middleware; idempotency wraps only the handlers that record a key
+        # (inside the edge, so its refusals are problem+json like every other).
+        middlewares=[edge_middleware(gate, access_log=settings.access_log)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -230,5 +232,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(observability.sample_process)
     app[docs.DOCUMENT] = openapi.document
     for table in TABLES:
-        app.add_routes(table)
+        app.add_routes(recording(table))
     return app

@@ -26,10 +26,11 @@ from inventory.api.models import (
     HoldView,
     Request,
 )
-from inventory.api.observability import count_reserve_outcomes, request_id_of
+from inventory.api.observability import request_id_of, reserve_failure
 from inventory.api.routing import Routes
 from inventory.domain import Hold, HoldState
 from inventory.errors import NotFoundError, ValidationFailedError
+from inventory.ops import metrics
 from inventory.record.catalogue import ScheduleTerms
 
 routes = Routes(tag="holds")
@@ -94,23 +95,30 @@ def _hold_id(request: web.Request, name: str = "hold_id") -> str:
     idempotency="required",
     errors=(400, 401, 404, 409, 422, 429, 503),
 )
-@count_reserve_outcomes
 async def create_hold(request: web.Request) -> web.Response:
-    """Reserve one unit of a slot for one of the account's patients."""
-    who = principal(request)
-    key = idempotency_key(request)
-    body = await read_json(request, HoldCreate)
-    outcome, terms = await request.app[SERVICES].reservations.reserve(
-        account_id=who.account_id,
-        patient_id=body.patient_id,
-        slot_id=body.slot_id,
-        channel=body.channel.value,
-        idempotency_key=key,
-        client_ip=client_ip(request),
-        request_id=request_id_of(request),
-    )
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return json_response(hold_view(outcome.hold, terms), status=201, headers=headers)
+    """Reserve one unit of a slot for one of the account's patients; every answer is
+    counted by outcome (ok, replay, or the error's code), here rather than by a
+    wrapper: one coroutine frame less on the hottest route (docs/benchmarks.md)."""
+    try:
+        who = principal(request)
+        key = idempotency_key(request)
+        body = await read_json(request, HoldCreate)
+        outcome, terms = await request.app[SERVICES].reservations.reserve(
+            account_id=who.account_id,
+            patient_id=body.patient_id,
+            slot_id=body.slot_id,
+            channel=body.channel.value,
+            idempotency_key=key,
+            client_ip=client_ip(request),
+            request_id=request_id_of(request),
+        )
+        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+        response = json_response(hold_view(outcome.hold, terms), status=201, headers=headers)
+    except Exception as error:
+        metrics.observe_reserve(reserve_failure(error))
+        raise
+    metrics.observe_reserve("replay" if outcome.replayed else "ok")
+    return response
 
 
 @routes.get(

@@ -3,7 +3,10 @@ Postgres (``idempotency_keys``, docs/schema.md).
 
 A reserve keeps its key in Redis, inside the script that makes the hold, atomically with
 it. Every other mutating route (``ROUTES``: declared ``idempotency="recorded"``) takes an
-optional key, handled here, in one middleware, so no handler changes:
+optional key, handled here, by a wrapper the app puts around exactly those routes'
+handlers (:func:`recording`), so no handler changes and no other request passes through
+it (a middleware frame on every request, the reserve's too, cost CPU under load:
+docs/benchmarks.md):
 
 * the first request with a key claims it (``INSERT ... ON CONFLICT DO NOTHING``), runs,
   and stores its answer when that answer is not a server error;
@@ -26,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, Final
 
 import orjson
@@ -176,18 +181,33 @@ async def _release(pool: Any, account_id: str, key: str) -> None:
         await asyncio.shield(record.release(pool, account_id, key))
 
 
-@web.middleware
-async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record and replay the answers of ``ROUTES`` called with an Idempotency-Key."""
-    key = request.headers.get(HEADER)
-    if key is None:
-        return await handler(request)
-    resource = request.match_info.route.resource
-    operation = (request.method, resource.canonical if resource is not None else "")
-    if operation not in ROUTES:
-        return await handler(request)
-    if not _KEY_RE.fullmatch(key):
-        raise IdempotencyKeyRequiredError()
-    who = principal(request)
-    digest = await fingerprint(request)
-    return await _run_once(request, handler, who.account_id, key, " ".join(operation), digest)
+def recorded(handler: Handler, operation: str) -> Handler:
+    """``handler`` recording and replaying its answers to requests with an
+    Idempotency-Key (``operation``: its method and path template, as recorded)."""
+
+    @functools.wraps(handler)
+    async def recording_handler(request: web.Request) -> web.StreamResponse:
+        key = request.headers.get(HEADER)
+        if key is None:
+            return await handler(request)
+        if not _KEY_RE.fullmatch(key):
+            raise IdempotencyKeyRequiredError()
+        who = principal(request)
+        digest = await fingerprint(request)
+        return await _run_once(request, handler, who.account_id, key, operation, digest)
+
+    return recording_handler
+
+
+def recording(table: Iterable[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:
+    """A route table with the handlers of ``ROUTES`` wrapped by :func:`recorded` (the
+    other routes as they are), for the app to add."""
+    routes: list[web.AbstractRouteDef] = []
+    for route in table:
+        if isinstance(route, web.RouteDef) and (route.method, route.path) in ROUTES:
+            operation = f"{route.method} {route.path}"
+            route = web.RouteDef(
+                route.method, route.path, recorded(route.handler, operation), route.kwargs
+            )
+        routes.append(route)
+    return routes

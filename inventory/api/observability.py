@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import re
 from collections.abc import AsyncIterator
@@ -23,7 +22,6 @@ import structlog
 from aiohttp import web
 
 from inventory.api.context import SERVICES
-from inventory.api.problems import Handler
 from inventory.api.routing import Routes
 from inventory.errors import InventoryError
 from inventory.ops import metrics
@@ -103,27 +101,14 @@ def log_answer(request: web.Request, route: str, status: int, seconds: float) ->
         log.info("http.request", **fields)
 
 
-def count_reserve_outcomes(handler: Handler) -> Handler:
-    """Count each answer of the reserve handler by outcome (ok, replay, error code)."""
-
-    @functools.wraps(handler)
-    async def counted(request: web.Request) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except InventoryError as error:
-            metrics.observe_reserve(error.code)
-            raise
-        except web.HTTPException as http:
-            metrics.observe_reserve(f"http_{http.status}")
-            raise
-        except Exception:
-            metrics.observe_reserve("internal_error")
-            raise
-        replayed = response.headers.get("Idempotent-Replayed") == "true"
-        metrics.observe_reserve("replay" if replayed else "ok")
-        return response
-
-    return counted
+def reserve_failure(error: Exception) -> str:
+    """The reserve outcome an error is counted as (its stable code, ``http_<status>``
+    or ``internal_error``)."""
+    if isinstance(error, InventoryError):
+        return error.code
+    if isinstance(error, web.HTTPException):
+        return f"http_{error.status}"
+    return "internal_error"
 
 
 @routes.get(

@@ -28,6 +28,9 @@ from inventory.store import keys
 from inventory.store.slot_store import RateBuckets, SlotStore
 
 _BUCKET_LABELS = {"acct": "account", "ip": "ip"}
+#: (account, address) pairs whose buckets are remembered per process; past this the
+#: memory starts over (a bound, not a working size).
+_BUCKETS_REMEMBERED = 50_000
 #: Reserves whose peer address is looked at for the missing-header warning. Behind an
 #: ingress every peer is the ingress, so the first requests tell; past them the check
 #: costs nothing on the hot path.
@@ -62,6 +65,16 @@ class ReserveRateLimiter:
         self._limits = {
             kind: limit for kind, limit in (("acct", per_account), ("ip", per_ip)) if limit.enabled
         }
+        # Each bucket's script arguments (interval ms, burst), fixed for the process.
+        self._args = tuple(
+            value
+            for limit in self._limits.values()
+            for value in (limit.per_s * 1000 / limit.count, limit.count)
+        )
+        # The buckets of the pairs seen lately: the names are digests (SHA-256 of the
+        # account and of the address), the same for every reserve of a session, so
+        # they are made once per process instead of on every reserve.
+        self._buckets: dict[tuple[str, str], RateBuckets] = {}
         #: Reserves left to look at for a proxy in front of an API that reads no client
         #: header (0: not looking, because the limit is off or the header is set).
         self._peer_checks = _PEER_CHECKS if "ip" in self._limits and not client_ip_header else 0
@@ -72,12 +85,17 @@ class ReserveRateLimiter:
             return None
         if self._peer_checks:
             self._check_peer(client_ip)
-        names: list[str] = []
-        args: list[float] = []
-        for kind, limit in self._limits.items():
-            names.append(keys.rate_limit_key(kind, account_id if kind == "acct" else client_ip))
-            args += [limit.per_s * 1000 / limit.count, limit.count]
-        return RateBuckets(tuple(names), tuple(args), unavailable=self.unavailable)
+        found = self._buckets.get((account_id, client_ip))
+        if found is None:
+            names = tuple(
+                keys.rate_limit_key(kind, account_id if kind == "acct" else client_ip)
+                for kind in self._limits
+            )
+            found = RateBuckets(names, self._args, unavailable=self.unavailable)
+            if len(self._buckets) >= _BUCKETS_REMEMBERED:
+                self._buckets.clear()
+            self._buckets[(account_id, client_ip)] = found
+        return found
 
     def _check_peer(self, client_ip: str) -> None:
         """Warn once when reserves arrive from an internal address while no client

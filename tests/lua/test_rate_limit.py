@@ -110,7 +110,9 @@ async def test_limiter_raises_on_a_refused_argument(scenario: Scenario) -> None:
     limits = ReserveRateLimiter(
         scenario.store, per_account=RateLimit(1, 1e-9), per_ip=RateLimit(0, 1)
     )
-    limits._limits["acct"] = RateLimit(-1, 1)  # a negative burst slipped past parse
+    # A negative burst slipped past parse (RateLimit(-1, 1)): the script arguments the
+    # limiter computed for it once, at start.
+    limits._args = (1 * 1000 / -1, -1)
     with pytest.raises(InventoryError, match="rate_limit refused"):
         await limits.count(limits.buckets(account_id=fresh_id("acct"), client_ip="10.0.0.4"))
 

@@ -43,6 +43,12 @@ def validate(model: type[M], data: Any) -> M:
 
 async def read_json(request: web.Request, model: type[M]) -> M:
     """The request's JSON body as ``model``."""
+    return parse_json(await read_body(request), model)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, checked to be ``application/json`` within the size cap (not
+    yet parsed: :func:`parse_json`)."""
     if request.content_type != "application/json":
         raise BadRequestError("the body must be application/json")
     limit = request.app[MAX_BODY_BYTES]
@@ -56,6 +62,12 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         raise BadRequestError(f"the body is larger than {limit} bytes") from None
     if len(raw) > limit:
         raise BadRequestError(f"the body is larger than {limit} bytes")
+    return raw
+
+
+def parse_json(raw: bytes, model: type[M]) -> M:
+    """A JSON body (from :func:`read_body`) as ``model``: ``bad_request`` when it is
+    not JSON, ``validation_failed`` with each field and why when it is not the model."""
     try:
         # orjson judges the syntax (NaN, lone surrogates and a BOM are not JSON: 400).
         orjson.loads(raw)

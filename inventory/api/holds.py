@@ -27,6 +27,7 @@ from inventory.api.models import (
     Request,
 )
 from inventory.api.observability import request_id_of, reserve_failure
+from inventory.api.reserve_body import read_reserve_body
 from inventory.api.routing import Routes
 from inventory.domain import Hold, HoldState
 from inventory.errors import NotFoundError, ValidationFailedError
@@ -102,12 +103,12 @@ async def create_hold(request: web.Request) -> web.Response:
     try:
         who = principal(request)
         key = idempotency_key(request)
-        body = await read_json(request, HoldCreate)
+        body = await read_reserve_body(request)
         outcome, terms = await request.app[SERVICES].reservations.reserve(
             account_id=who.account_id,
             patient_id=body.patient_id,
             slot_id=body.slot_id,
-            channel=body.channel.value,
+            channel=body.channel,
             idempotency_key=key,
             client_ip=client_ip(request),
             request_id=request_id_of(request),

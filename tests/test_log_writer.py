@@ -1,5 +1,6 @@
 """BatchedLineLogger: lines of one loop iteration leave in one write, none is lost or
-reordered, and a process that exits normally writes everything it logged."""
+reordered, and a process that exits normally writes everything it logged; the access
+log's short path writes what structlog writes."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import io
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 
 import orjson
+import pytest
 
-from inventory.ops.logs import BatchedLineLogger
+from inventory.ops.logs import BatchedLineLogger, utc_timestamp
 
 
 class CountingStream(io.BytesIO):
@@ -200,3 +203,31 @@ asyncio.run(main())
     assert done.returncode == 137
     events = [orjson.loads(line)["event"] for line in done.stdout.splitlines()]
     assert events == ["before", "last words"]
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [
+        0,
+        1_780_000_000_000_000_000,  # a whole second: no fraction, as isoformat writes it
+        1_780_000_000_000_000_999,  # under a microsecond past it: still none
+        1_780_000_000_000_001_000,
+        1_780_000_000_123_456_789,
+        1_780_000_000_999_999_999,
+        1_780_000_001_000_500_000,
+        1_780_000_000_500_000_000,  # the earlier second again, after a later one
+        4_102_444_799_999_999_000,
+    ],
+)
+def test_utc_timestamp_is_what_the_iso_timestamper_writes(ns: int) -> None:
+    """The access log's timestamp, cached by the second, reads exactly like
+    ``datetime.now(UTC).isoformat()`` with ``Z`` (structlog's ``TimeStamper``)."""
+    second, rest = divmod(ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(second, UTC).replace(microsecond=rest // 1000)
+    assert utc_timestamp(ns) == moment.isoformat().replace("+00:00", "Z")
+
+
+def test_utc_timestamp_is_now() -> None:
+    before = datetime.now(UTC)
+    stamp = datetime.fromisoformat(utc_timestamp())
+    assert before <= stamp <= datetime.now(UTC)

@@ -23,8 +23,8 @@ import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import Mapping, MutableMapping
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final, TextIO
 
 import orjson
@@ -183,6 +183,25 @@ class BatchedLineLogger:
 #: The writer structlog's lines go to, when INFO lines are written (see write_access).
 _info_writer: BatchedLineLogger | None = None
 
+#: The last whole second :func:`utc_timestamp` wrote, and its text up to the seconds.
+_second_text: tuple[int, str] = (-1, "")
+
+
+def utc_timestamp(ns: int | None = None) -> str:
+    """The instant ``ns`` (nanoseconds since the epoch; default now) as structlog's ISO
+    timestamper writes it (``datetime.now(UTC).isoformat()`` with ``Z``: microseconds,
+    left out when they are 0). The date and time up to the seconds are made once a
+    second, not on every access-log line, where a timezone-aware datetime and its
+    isoformat cost a measurable share of the line (docs/benchmarks.md)."""
+    global _second_text
+    second, rest = divmod(time.time_ns() if ns is None else ns, 1_000_000_000)
+    cached = _second_text
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _second_text = cached  # one assignment: another thread sees the old or the new
+    micros = rest // 1000
+    return f"{cached[1]}.{micros:06d}Z" if micros else cached[1] + "Z"
+
 
 def write_access(
     request_id: str, method: str, route: str, path: str, status: int, duration_ms: float
@@ -206,7 +225,7 @@ def write_access(
         "event": "http.request",
         "request_id": request_id,
         "level": "info",
-        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "timestamp": utc_timestamp(),
     }
     writer.msg(orjson.dumps(line))
     return True

@@ -248,14 +248,25 @@ class SlotStore:
         return self._rng.randrange(1, 2**31 - 1)
 
     async def _call(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
+        # Driver errors are wrapped here as _guard wraps them, without _guard's own
+        # coroutine frame: every reserve's task resumes through each frame of its chain
+        # when Redis answers (docs/benchmarks.md).
+        script = self.scripts[name]
         if self.write_gate is None or name not in GATED_SCRIPTS:
-            return await _guard(self.scripts[name](keys=keys_, args=args))
+            try:
+                reply: list[Any] = await script(keys=keys_, args=args)
+            except _DRIVER_ERRORS as error:
+                raise store_error(error) from error
+            return reply
         self.write_gate(keys_[0])
         token = GATED_CALL.set(True)
         try:
-            return await _guard(self.scripts[name](keys=keys_, args=args))
+            gated: list[Any] = await script(keys=keys_, args=args)
+        except _DRIVER_ERRORS as error:
+            raise store_error(error) from error
         finally:
             GATED_CALL.reset(token)
+        return gated
 
     async def call_script(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
         """Run one registered script (for scripts outside the state machine, such as
@@ -804,13 +815,17 @@ def store_error(error: Exception) -> InventoryError:
     return InventoryError(f"Redis refused a script call: {error}")
 
 
+#: The driver's failures, wrapped by :func:`store_error` at this adapter boundary.
+_DRIVER_ERRORS: Final = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    TimeoutError,
+)
+
+
 async def _guard(awaitable: Awaitable[T]) -> T:
     """Run a Redis call, wrapping driver failures at this adapter boundary."""
     try:
         return await awaitable
-    except (
-        redis.exceptions.RedisError,
-        redis.exceptions.RedisClusterException,
-        TimeoutError,
-    ) as error:
+    except _DRIVER_ERRORS as error:
         raise store_error(error) from error

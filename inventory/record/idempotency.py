@@ -2,7 +2,8 @@
 docs/schema.md), for the mutating routes that are not a reserve.
 
 The rules (who claims, when an answer is replayed, when a claim is taken over) are the
-API middleware's (inventory/api/idempotency.py); this module only names the queries.
+API's, in the wrapper of the recorded routes (inventory/api/idempotency.py); this
+module only names the queries.
 Rows carry the columns docs/schema.md lists for ``get_idempotency_key``.
 """
 

@@ -1289,12 +1289,15 @@ def machine_factory(
 
 
 @pytest.mark.slow
+# 400 examples of up to 60 steps each: ~9 min measured on a 2-core machine at load 10.
+@pytest.mark.timeout(1500)
 def test_scripts_match_model(redis_server: Any) -> None:
     """Every step's outcome and all of Redis after it match the pure-Python model."""
     run_state_machine_as_test(machine_factory(redis_server.url), settings=MODEL_SETTINGS)
 
 
 @pytest.mark.cluster
+@pytest.mark.timeout(600)  # ~2 min measured on a 2-core machine at load 10
 def test_scripts_match_model_on_cluster(redis_cluster: Any) -> None:
     """The same model holds on a 3-master Redis Cluster (fewer examples: slower steps)."""
     run_state_machine_as_test(

@@ -212,6 +212,7 @@ def test_mutants_are_distinct() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # up to ~3 min a mutant measured on a 2-core machine at load 10
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_model_test_kills_mutant(mutant: Mutant, redis_server: Any, tmp_path: Path) -> None:
     """The state machine finds a failure when the scripts carry this seeded fault."""

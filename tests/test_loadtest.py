@@ -10,14 +10,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from inventory.devtools.servers import free_port, start_redis
 
-from .api.conftest import api_env, create_database, start_api
-from .test_metrics import _stop, _wait_http
+from .api.conftest import api_env, start_api, stop_api
+from .databases import Databases
+from .durability.stack import start_worker
+from .test_metrics import _wait_http
 
 needs_locust = pytest.mark.skipif(
     importlib.util.find_spec("locust") is None,
@@ -36,14 +37,14 @@ class LoadStack:
 
 @pytest.fixture(scope="module")
 def load_stack(
-    postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
+    databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LoadStack]:
     """A private Redis, database, worker and API for this module."""
     root = tmp_path_factory.mktemp("loadtest")
     redis = start_redis(root / "redis")
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        database_url = asyncio.run(create_database(postgres_server.url))
+        database_url = asyncio.run(databases.create())
         port = free_port()
         env = api_env(redis.url, database_url, port)
         worker_port = free_port()
@@ -52,21 +53,14 @@ def load_stack(
             "INVENTORY_EXPIRE_INTERVAL_S": "0.2",
         }
         worker_log = root / "worker.log"
-        with worker_log.open("ab") as out:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "inventory", "worker"],
-                env=worker_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = start_worker(worker_env, worker_log)
         processes.append(worker)
         _wait_http(f"http://127.0.0.1:{worker_port}/readyz", worker, worker_log)
         processes.append(start_api(env, root / "api.log"))
         yield LoadStack(f"http://127.0.0.1:{port}", env, root)
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_api(process)
         redis.close()
 
 

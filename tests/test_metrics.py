@@ -36,11 +36,12 @@ from inventory.api.routes import OPERATIONS
 from inventory.devtools.servers import free_port, start_redis
 from inventory.errors import InventoryError
 from inventory.ops import metrics
-from inventory.ops.config import Settings
 from inventory.store import keys
 
-from .api.conftest import ApiServer, api_env, create_database, start_api, stop_api
+from .api.conftest import ApiServer, api_env, launch_api, start_api, stop_api
 from .api.helpers import Catalogue, patient_body, register_patient, uid
+from .databases import Databases
+from .durability.stack import start_worker
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -113,24 +114,14 @@ def _wait_serving(log_path: Path, count: int) -> None:
     raise RuntimeError(f"fewer than {count} API processes started")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
-def stack(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The private stack of this module."""
     root = tmp_path_factory.mktemp("metrics")
     redis = start_redis(root / "redis")
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        database_url = asyncio.run(create_database(postgres_server.url))
+        database_url = asyncio.run(databases.create())
         port = free_port()
         multiproc = root / "multiproc"
         multiproc.mkdir()
@@ -141,34 +132,18 @@ def stack(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "INVENTORY_EXPIRE_INTERVAL_S": "0.2",
         }
         worker_log = root / "worker.log"
-        with worker_log.open("ab") as out:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "inventory", "worker"],
-                env=worker_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = start_worker(worker_env, worker_log)
         processes.append(worker)
         worker_url = f"http://127.0.0.1:{worker_port}/metrics"
         _wait_http(worker_url, worker, worker_log)
         # The worker's fence verifies the new server at start; the API's gate opens then.
-        api_log = root / "api.log"
-        api_process = start_api(env, api_log, workers=2)
-        processes.append(api_process)
-        _wait_serving(api_log, 2)
-        api = ApiServer(
-            url=f"http://127.0.0.1:{port}",
-            env=env,
-            settings=Settings.from_env({k: v for k, v in env.items() if k.startswith("INV")}),
-            database_url=database_url,
-            log_path=api_log,
-            process=api_process,
-        )
+        api = launch_api(env, root / "api.log", workers=2)
+        processes.append(api.process)
+        _wait_serving(api.log_path, 2)
         yield Stack(api, worker, worker_url, redis.url, multiproc, worker_log)
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_api(process)
         redis.close()
 
 

@@ -19,17 +19,6 @@ from inventory.privacy.identity import make_resident_id
 from inventory.record.patients import PatientRegistry
 from inventory.record.pool import create_pool
 from inventory.record.queries import QUERIES
-from tests.api.conftest import create_database
-
-
-@pytest.fixture
-async def pool(postgres_server: Any) -> AsyncIterator[asyncpg.Pool]:
-    url = await create_database(postgres_server.url)
-    pool = await create_pool(url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def registry(pool: asyncpg.Pool, link_cache_s: float) -> PatientRegistry:

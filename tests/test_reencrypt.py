@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator
 from datetime import date
-from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import pytest
@@ -19,7 +17,6 @@ from inventory.privacy.identity import make_resident_id
 from inventory.record.patients import TABLE, PatientRegistry
 from inventory.record.pool import create_pool
 from inventory.record.reencrypt import reencrypt_patients
-from tests.api.conftest import create_database
 
 K1 = os.urandom(32)
 K2 = os.urandom(32)
@@ -68,17 +65,6 @@ async def decrypted(pool: asyncpg.Pool, keyring: FieldKeyring) -> dict[str, tupl
     return found
 
 
-@pytest.fixture
-async def pool(postgres_server: Any) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a fresh, migrated database."""
-    url = await create_database(postgres_server.url)
-    pool = await create_pool(url, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 async def test_rotation_moves_every_row_so_the_old_key_can_be_retired(pool: asyncpg.Pool) -> None:
     """Rows under k1 all move to k2, decrypt with k2 alone, and a second run moves none."""
     who = people(7)
@@ -121,10 +107,10 @@ async def test_a_row_whose_key_is_gone_is_a_failure_and_is_left_alone(pool: asyn
 
 
 def test_cli_prints_counts_and_exits_1_naming_how_many_rows_failed(
-    postgres_server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`inventory reencrypt` prints the counts; a row under a missing key makes it exit 1."""
-    url = asyncio.run(create_database(postgres_server.url))
+    url = database
     lost = people(1, seq=200)
 
     async def seed() -> None:

@@ -1,32 +1,29 @@
-"""A real API server process for the HTTP tests, on a migrated database of its own.
+"""Real API server processes for the HTTP tests: their environment, start and stop.
 
-The server is ``inventory serve`` started as a subprocess on a free loopback port, so
-tests go through a real HTTP client, real sockets and the real start-up path
-(configuration from the environment, pools, migrations already applied).
+A server is ``inventory serve`` started as a subprocess on a free loopback port, so tests
+go through a real HTTP client, real sockets and the real start-up path (configuration from
+the environment, pools, migrations already applied). The session's one is the
+``api_server`` fixture (tests/conftest.py); a module that needs other settings starts its
+own with :func:`running_api`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-import asyncpg
-import pytest
 
 from inventory.api.auth import mint_token
-from inventory.devtools.servers import free_port
 from inventory.ops.config import Settings
+from tests.databases import Databases
 
 
 def _key() -> str:
@@ -90,25 +87,6 @@ async def mark_store_verified(redis_url: str, database_url: str) -> None:
         await client.aclose()
 
 
-async def create_database(server_url: str) -> str:
-    """A fresh, migrated database on the session's Postgres; returns its URL."""
-    from inventory.record.migrate import migrate
-
-    name = f"api_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = server_url.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return url
-
-
 def start_api(env: dict[str, str], log_path: Path, *, workers: int = 1) -> subprocess.Popen[bytes]:
     """Start ``inventory serve`` and wait until /healthz answers."""
     log = log_path.open("ab")
@@ -147,34 +125,34 @@ def stop_api(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def api_server(
-    redis_server: Any, postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ApiServer]:
-    """One API process for the HTTP tests of this session."""
-    database_url = asyncio.run(create_database(postgres_server.url))
-    asyncio.run(mark_store_verified(redis_server.url, database_url))
-    port = free_port()
-    env = api_env(redis_server.url, database_url, port)
-    log_path = tmp_path_factory.mktemp("api") / "api.log"
-    process = start_api(env, log_path)
+def launch_api(env: dict[str, str], log_path: Path, *, workers: int = 1) -> ApiServer:
+    """Start ``inventory serve`` with ``env`` (see :func:`api_env`), wait until /healthz
+    answers; the handle a test talks to it by."""
+    process = start_api(env, log_path, workers=workers)
     environ = {k: v for k, v in env.items() if k.startswith("INVENTORY_")}
-    server = ApiServer(
-        url=f"http://127.0.0.1:{port}",
+    return ApiServer(
+        url=f"http://127.0.0.1:{env['INVENTORY_PORT']}",
         env=env,
         settings=Settings.from_env(environ),
-        database_url=database_url,
+        database_url=env["INVENTORY_DATABASE_URL"],
         log_path=log_path,
         process=process,
     )
+
+
+@contextlib.contextmanager
+def running_api(env: dict[str, str], log_path: Path, *, workers: int = 1) -> Iterator[ApiServer]:
+    """:func:`launch_api`, stopped at the end of the with-block."""
+    server = launch_api(env, log_path, workers=workers)
     try:
         yield server
     finally:
-        stop_api(process)
+        stop_api(server.process)
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client session."""
-    async with aiohttp.ClientSession() as session:
-        yield session
+def verified_database(redis_url: str, databases: Databases) -> str:
+    """A new migrated database, the store at ``redis_url`` verified against it as the
+    worker would (the API's gate then opens with no worker running); its URL."""
+    database_url = asyncio.run(databases.create(prefix="api"))
+    asyncio.run(mark_store_verified(redis_url, database_url))
+    return database_url

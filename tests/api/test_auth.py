@@ -43,14 +43,15 @@ from inventory.devtools.servers import free_port
 from inventory.errors import UnauthenticatedError
 from inventory.ops.config import Settings
 from inventory.store import keys
+from tests.databases import Databases
 
 from .conftest import (
     ApiServer,
     api_env,
-    create_database,
-    mark_store_verified,
-    start_api,
+    launch_api,
+    running_api,
     stop_api,
+    verified_database,
 )
 from .helpers import Catalogue, patient_body, register_patient, uid
 from .test_errors import (
@@ -470,30 +471,16 @@ ACCOUNT_LIMIT = 5
 IP_LIMIT = 8
 
 
-def _server(
-    env: dict[str, str], database_url: str, log_path: Path, workers: int = 1
-) -> tuple[ApiServer, subprocess.Popen[bytes]]:
-    process = start_api(env, log_path, workers=workers)
-    environ = {k: v for k, v in env.items() if k.startswith("INVENTORY_")}
-    server = ApiServer(
-        url=f"http://127.0.0.1:{env['INVENTORY_PORT']}",
-        env=env,
-        settings=Settings.from_env(environ),
-        database_url=database_url,
-        log_path=log_path,
-        process=process,
-    )
-    return server, process
-
-
 @pytest.fixture(scope="module")
 def limited_api(
-    redis_server: Any, postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
+    redis_server: Any, databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """An API process with 5 reserves / 60 s per account, 8 per address (taken from
     X-Forwarded-For), at most 2 requests in flight (Retry-After 3-12 s), and no access
     log."""
-    database_url = asyncio.run(create_database(postgres_server.url))
+    # The store verified as the worker would: without it the store is unverified when this
+    # module runs alone.
+    database_url = verified_database(redis_server.url, databases)
     env = api_env(redis_server.url, database_url, free_port())
     env |= {
         "INVENTORY_RESERVE_RATE_PER_ACCOUNT": f"{ACCOUNT_LIMIT}/60",
@@ -504,13 +491,8 @@ def limited_api(
         "INVENTORY_RETRY_AFTER_S": "3",
         "INVENTORY_RETRY_AFTER_MAX_S": "12",
     }
-    # As the worker would: without it the store is unverified when this module runs alone.
-    asyncio.run(mark_store_verified(redis_server.url, database_url))
-    server, process = _server(env, database_url, tmp_path_factory.mktemp("limited") / "api.log")
-    try:
+    with running_api(env, tmp_path_factory.mktemp("limited") / "api.log") as server:
         yield server
-    finally:
-        stop_api(process)
 
 
 def _address() -> str:
@@ -797,9 +779,8 @@ async def test_workers_serve_and_stop_gracefully(
     """--workers 2 serves; on SIGTERM an in-flight request completes, exit 0, port closed."""
     port = free_port()
     env = api_server.env | {"INVENTORY_PORT": str(port)}
-    server, process = await asyncio.to_thread(
-        _server, env, api_server.database_url, tmp_path / "api.log", 2
-    )
+    server = await asyncio.to_thread(launch_api, env, tmp_path / "api.log", workers=2)
+    process = server.process
     try:
         # start_api returns once one worker answers; wait for both (a worker that gets
         # SIGTERM before its handlers are installed dies of it: reported, see the report).
@@ -846,9 +827,8 @@ async def test_single_worker_exits_cleanly(
     """One worker: SIGTERM with nothing in flight exits 0 promptly and frees the port."""
     port = free_port()
     env = api_server.env | {"INVENTORY_PORT": str(port)}
-    server, process = await asyncio.to_thread(
-        _server, env, api_server.database_url, tmp_path / "a.log"
-    )
+    server = await asyncio.to_thread(launch_api, env, tmp_path / "a.log")
+    process = server.process
     try:
         async with client.get(server.url + "/readyz") as answer:
             assert answer.status == 200

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,15 +15,12 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from inventory.devtools.servers import RedisServer, free_port, start_redis
-from inventory.ops.config import Settings
-from inventory.record.migrate import migrate_database
+from inventory.devtools.servers import RedisServer, free_port
 from inventory.record.persister import Persister, PersisterConfig
 from inventory.record.pool import create_pool
 from inventory.store.backlog import registered_streams
 
-from ..db.conftest import scratch_database
-from .conftest import ApiServer, api_env, mark_store_verified, start_api, stop_api
+from .conftest import ApiServer, api_env, launch_api, mark_store_verified, stop_api
 from .helpers import Catalogue
 
 #: The bound the test server runs with: three schedules pass it.
@@ -31,41 +28,19 @@ BOUND = 2
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own: the backlog it measures is this test's alone."""
-    server = start_redis(tmp_path / "redis")
+async def bounded_api(
+    private_redis: RedisServer, database: str, tmp_path: Path
+) -> AsyncIterator[ApiServer]:
+    """An API process on a Redis of this test's own (the backlog it measures is this
+    test's alone) and a database of its own, with the backlog bound at 2."""
+    await mark_store_verified(private_redis.url, database)
+    env = api_env(private_redis.url, database, free_port())
+    env["INVENTORY_READY_MAX_OUTBOX_BACKLOG"] = str(BOUND)
+    server = await asyncio.to_thread(launch_api, env, tmp_path / "api.log")
     try:
         yield server
     finally:
-        server.close()
-
-
-@pytest.fixture
-async def bounded_api(
-    private_redis: RedisServer, postgres_server: Any, tmp_path: Path
-) -> AsyncIterator[ApiServer]:
-    """An API process on a private Redis and database, with the backlog bound at 2."""
-    async with scratch_database(postgres_server) as database_url:
-        await migrate_database(database_url)
-        await mark_store_verified(private_redis.url, database_url)
-        port = free_port()
-        env = api_env(private_redis.url, database_url, port)
-        env["INVENTORY_READY_MAX_OUTBOX_BACKLOG"] = str(BOUND)
-        log_path = tmp_path / "api.log"
-        process = await asyncio.to_thread(start_api, env, log_path)
-        try:
-            yield ApiServer(
-                url=f"http://127.0.0.1:{port}",
-                env=env,
-                settings=Settings.from_env(
-                    {k: v for k, v in env.items() if k.startswith("INVENTORY_")}
-                ),
-                database_url=database_url,
-                log_path=log_path,
-                process=process,
-            )
-        finally:
-            await asyncio.to_thread(stop_api, process)
+        await asyncio.to_thread(stop_api, server.process)
 
 
 async def _readyz(http: aiohttp.ClientSession, api: ApiServer) -> tuple[int, dict[str, Any]]:

@@ -7,30 +7,20 @@ private Postgres that the test stops and restarts."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from inventory.devtools.servers import PostgresServer, free_port, start_postgres
+from inventory.devtools.servers import PostgresServer, free_port
 from inventory.record.migrate import migrate_database
 
-from .conftest import ApiServer, api_env, mark_store_verified, start_api, stop_api
+from .conftest import ApiServer, api_env, launch_api, mark_store_verified, stop_api
 from .helpers import Catalogue, register_patient
 
 #: Long enough that the cached read below is certainly still fresh on a loaded machine.
 CACHE_S = 60
-
-
-@pytest.fixture(scope="module")
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A Postgres of this module's own: the test stops and starts it."""
-    server = start_postgres(tmp_path_factory.mktemp("reads-postgres"))
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +29,18 @@ async def private_api(
     redis_server: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[ApiServer]:
-    """An API process on the private Postgres, caching availability for CACHE_S."""
-    from inventory.ops.config import Settings
-
+    """An API process on the module's own Postgres (the test stops and restarts it),
+    caching availability for CACHE_S."""
     database_url = private_postgres.create_database("reads")
     await migrate_database(database_url)
     await mark_store_verified(redis_server.url, database_url)
     env = api_env(redis_server.url, database_url, free_port())
     env["INVENTORY_AVAILABILITY_CACHE_S"] = str(CACHE_S)
-    log_path = tmp_path_factory.mktemp("reads-api") / "api.log"
-    process = start_api(env, log_path)
-    server = ApiServer(
-        url=f"http://127.0.0.1:{env['INVENTORY_PORT']}",
-        env=env,
-        settings=Settings.from_env({k: v for k, v in env.items() if k.startswith("INVENTORY_")}),
-        database_url=database_url,
-        log_path=log_path,
-        process=process,
-    )
+    server = launch_api(env, tmp_path_factory.mktemp("reads-api") / "api.log")
     try:
         yield server
     finally:
-        stop_api(process)
+        stop_api(server.process)
 
 
 async def _get(http: aiohttp.ClientSession, api: ApiServer, path: str) -> tuple[int, Any, str]:

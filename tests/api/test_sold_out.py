@@ -22,10 +22,10 @@ import pytest
 from redis.asyncio import Redis
 
 from inventory.devtools.servers import free_port
-from inventory.ops.config import Settings
 from inventory.store.slot_store import SlotStore
+from tests.databases import Databases
 
-from .conftest import ApiServer, api_env, create_database, mark_store_verified, start_api, stop_api
+from .conftest import ApiServer, api_env, running_api, verified_database
 from .helpers import Catalogue, register_patient, uid
 
 #: Long enough that "within the lifetime" holds on a loaded machine.
@@ -34,27 +34,14 @@ MEMORY_S = 3.0
 
 @pytest.fixture(scope="module")
 def api(
-    redis_server: Any, postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
+    redis_server: Any, databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """An API process that caches availability (and remembers sold-out slots) 3 s."""
-    database_url = asyncio.run(create_database(postgres_server.url))
-    asyncio.run(mark_store_verified(redis_server.url, database_url))
+    database_url = verified_database(redis_server.url, databases)
     env = api_env(redis_server.url, database_url, free_port())
     env["INVENTORY_AVAILABILITY_CACHE_S"] = str(MEMORY_S)
-    log_path = tmp_path_factory.mktemp("sold-out") / "api.log"
-    process = start_api(env, log_path)
-    environ = {k: v for k, v in env.items() if k.startswith("INVENTORY_")}
-    try:
-        yield ApiServer(
-            url=f"http://127.0.0.1:{env['INVENTORY_PORT']}",
-            env=env,
-            settings=Settings.from_env(environ),
-            database_url=database_url,
-            log_path=log_path,
-            process=process,
-        )
-    finally:
-        stop_api(process)
+    with running_api(env, tmp_path_factory.mktemp("sold-out") / "api.log") as server:
+        yield server
 
 
 async def _reserve(

@@ -11,11 +11,8 @@ import pytest
 
 from inventory.capacity.mms import mms_metrics
 from inventory.capacity.planning import max_arrival_rate_for_wait, min_servers_for_wait
-from tests.api.conftest import ApiServer, api_server, http
+from tests.api.conftest import ApiServer
 from tests.api.helpers import Catalogue, register_patient, uid
-
-#: The API fixtures, shared with tests/api (pytest finds them in this module).
-__all__ = ["api_server", "http"]
 
 FIGURES = ("utilization", "p_wait", "wq_hours", "w_hours", "lq", "l")
 

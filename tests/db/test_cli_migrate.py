@@ -12,7 +12,7 @@ from inventory.cli.migrate import redact
 from inventory.devtools.servers import free_port
 from inventory.record.migrate import load_migrations
 from tests.conftest import ServerHandle
-from tests.db.conftest import scratch_database
+from tests.databases import scratch_database
 
 
 async def run_command(*args: str) -> tuple[int, str, str]:
@@ -34,7 +34,7 @@ async def test_migrate_command_applies_then_reports_up_to_date(
     postgres_server: ServerHandle,
 ) -> None:
     """The first run prints every migration it applied; the second says there is nothing."""
-    async with scratch_database(postgres_server) as url:
+    async with scratch_database(postgres_server.url) as url:
         status, out, err = await run_command("migrate", "--database-url", url)
         assert status == 0, err
         assert out.splitlines() == [f"applied {m.filename}" for m in load_migrations()]

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -26,7 +27,7 @@ from inventory.record.migrate import (
 )
 from inventory.record.pool import connect
 from tests.conftest import ServerHandle
-from tests.db.conftest import scratch_database
+from tests.databases import scratch_database
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +58,15 @@ def extra_migration(version: int, sql: str, name: str = "extra") -> Migration:
     return Migration(version=version, name=name, sql=sql, checksum=checksum_of(sql))
 
 
+@pytest.fixture(scope="module")
+async def migrated_url(postgres_server: ServerHandle) -> AsyncIterator[str]:
+    """A database migrated here by the runner itself, not copied from the session's
+    template: this module tests the migrations."""
+    async with scratch_database(postgres_server.url) as url:
+        await migrate_database(url)
+        yield url
+
+
 async def tables(connection: asyncpg.Connection) -> set[str]:
     """The names of the tables in the current schema."""
     rows = await connection.fetch(
@@ -69,7 +79,7 @@ async def test_migrate_applies_every_migration_in_order(postgres_server: ServerH
     """A fresh database gets every packaged migration, recorded with name and checksum."""
     packaged = load_migrations()
     assert [m.version for m in packaged] == list(range(1, len(packaged) + 1))
-    async with scratch_database(postgres_server) as url:
+    async with scratch_database(postgres_server.url) as url:
         applied = await migrate_database(url)
         assert applied == list(packaged)
         connection = await connect(url)
@@ -97,7 +107,7 @@ async def test_second_run_applies_nothing(migrated_url: str) -> None:
 
 async def test_concurrent_runs_apply_each_migration_once(postgres_server: ServerHandle) -> None:
     """Two migrate runs at once take turns: every migration is applied by exactly one."""
-    async with scratch_database(postgres_server) as url:
+    async with scratch_database(postgres_server.url) as url:
         first, second = await asyncio.gather(migrate_database(url), migrate_database(url))
         versions = [m.version for m in first + second]
         assert sorted(versions) == [m.version for m in load_migrations()]
@@ -114,7 +124,7 @@ async def test_changed_checksum_is_refused_before_applying_anything(
 ) -> None:
     """An edited, already-applied migration stops the run, naming the file; nothing new runs."""
     packaged = load_migrations()
-    async with scratch_database(postgres_server) as url:
+    async with scratch_database(postgres_server.url) as url:
         await migrate_database(url)
         edited_sql = packaged[0].sql + "\n-- an innocent-looking edit\n"
         edited = dataclasses.replace(packaged[0], sql=edited_sql, checksum=checksum_of(edited_sql))
@@ -137,7 +147,7 @@ async def test_history_the_package_does_not_know_is_refused(
     """A database migrated by a newer release, or a new file sorted before applied ones, stops."""
     packaged = load_migrations()
     newer = extra_migration(len(packaged) + 2, "CREATE TABLE from_the_future (id int)")
-    async with scratch_database(postgres_server) as url:
+    async with scratch_database(postgres_server.url) as url:
         await migrate_database(url, migrations=[*packaged, newer])
         with pytest.raises(MigrationError, match="does not ship"):
             await migrate_database(url)
@@ -153,7 +163,7 @@ async def test_failed_migration_is_rolled_back_and_retried_next_run(
     packaged = load_migrations()
     version = len(packaged) + 1
     broken = extra_migration(version, "CREATE TABLE half_done (id int);\nSELECT 1 / 0;")
-    async with scratch_database(postgres_server) as url:
+    async with scratch_database(postgres_server.url) as url:
         with pytest.raises(MigrationError, match=rf"{re.escape(broken.filename)} failed"):
             await migrate_database(url, migrations=[*packaged, broken])
         connection = await connect(url)

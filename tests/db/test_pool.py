@@ -13,7 +13,7 @@ from inventory.errors import InventoryError
 from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.record.pool import acquire, connect, create_pool, database_errors, ping
 from tests.conftest import ServerHandle
-from tests.db.conftest import database_url
+from tests.databases import database_url
 
 
 @pytest.fixture

@@ -25,11 +25,12 @@ import aiohttp
 import asyncpg
 
 from inventory.devtools.servers import free_port
-from inventory.ops.config import Settings
 from inventory.store import keys
 
-from ..api.conftest import ApiServer, api_env, create_database, start_api, stop_api
+from ..api.conftest import ApiServer, api_env, launch_api, stop_api
 from ..api.helpers import Catalogue, register_patient
+from ..databases import Databases
+from .stack import start_worker
 
 #: Refusals that mean "the store is not there or not trusted yet": the patient retries.
 UNAVAILABLE = ("store_unavailable", "store_unverified", "store_fenced", "overloaded")
@@ -74,46 +75,24 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: 
     raise RuntimeError(f"{url} not ready in {timeout} s: {log.read_text(errors='replace')[-3000:]}")
 
 
-def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "inventory", "worker"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 @contextlib.asynccontextmanager
-async def running_stack(redis_url: str, postgres_url: str, root: Path) -> AsyncIterator[Stack]:
-    """Start a worker and an API on ``redis_url``; stop both at the end."""
-    database_url = await create_database(postgres_url)
+async def running_stack(redis_url: str, databases: Databases, root: Path) -> AsyncIterator[Stack]:
+    """Start a worker and an API on ``redis_url`` and a database of their own; stop both
+    at the end."""
+    database_url = await databases.create()
     port = free_port()
     env = api_env(redis_url, database_url, port)
     env["INVENTORY_WORKER_METRICS_PORT"] = str(free_port())
     worker_log = root / "worker.log"
-    worker = await asyncio.to_thread(_start_worker, env, worker_log)
+    worker = await asyncio.to_thread(start_worker, env, worker_log)
     try:
-        api_log = root / "api.log"
-        process = await asyncio.to_thread(start_api, env, api_log)
+        api = await asyncio.to_thread(launch_api, env, root / "api.log")
         try:
             # /readyz is 200 once the worker's fence has verified the store.
-            await asyncio.to_thread(
-                _wait_ready, f"http://127.0.0.1:{port}/readyz", process, api_log, 30
-            )
-            environ = {k: v for k, v in env.items() if k.startswith("INVENTORY_")}
-            api = ApiServer(
-                url=f"http://127.0.0.1:{port}",
-                env=env,
-                settings=Settings.from_env(environ),
-                database_url=database_url,
-                log_path=api_log,
-                process=process,
-            )
+            await asyncio.to_thread(_wait_ready, f"{api.url}/readyz", api.process, api.log_path, 30)
             yield Stack(api=api, worker=worker, worker_log=worker_log, env=env)
         finally:
-            stop_api(process)
+            stop_api(api.process)
     finally:
         stop_api(worker)
 

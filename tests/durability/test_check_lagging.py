@@ -17,9 +17,9 @@ from inventory.record.persister import GROUP
 from inventory.recovery.check import check
 from inventory.store import keys
 
-from .test_fence_rebuild import book, persist_stream, private_redis, world
+from .test_fence_rebuild import book, persist_stream, world
 
-__all__ = ["private_redis", "world"]
+__all__ = ["world"]
 
 
 async def _cli_check(world: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,16 +26,17 @@ from inventory.devtools.servers import (
     free_port,
     start_redis_cluster,
 )
-from inventory.ops.config import Settings
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.pool import create_pool
 from inventory.recovery.rebuild import rebuild
 from inventory.store import keys
 from inventory.store.connection import connect_redis
 from inventory.store.slot_store import SlotStore
+from tests.databases import Databases
 
-from ..api.conftest import ApiServer, api_env, create_database, start_api, stop_api
+from ..api.conftest import ApiServer, api_env, launch_api, stop_api
 from ..api.helpers import Catalogue, register_patient, uid
+from .stack import start_worker
 
 pytestmark = pytest.mark.cluster
 
@@ -81,38 +81,19 @@ def private_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisC
         yield cluster
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``inventory worker`` (persister, expirer, fence monitor)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "inventory", "worker"],
-        env=env,
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 @contextlib.asynccontextmanager
 async def deploy(
-    cluster: RedisClusterServers, postgres_server: Any, tmp_path: Path
+    cluster: RedisClusterServers, databases: Databases, tmp_path: Path
 ) -> AsyncIterator[Deployment]:
     """The API and the worker (fence every 0.2 s) on ``cluster``, ready."""
-    database_url = await create_database(postgres_server.url)
+    database_url = await databases.create()
     # Every node as a start-up node: a process (re)started while one is dead still starts.
     env = api_env(",".join(node.url for node in cluster.all_nodes), database_url, free_port())
     env |= {"INVENTORY_REDIS_CLUSTER": "true", "INVENTORY_FENCE_INTERVAL_S": "0.2"}
     worker_env = env | {"INVENTORY_WORKER_METRICS_PORT": "0"}
     worker = start_worker(worker_env, tmp_path / "worker.log")
-    process = start_api(env, tmp_path / "api.log")
-    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("INVENTORY_")})
-    api = ApiServer(
-        url=f"http://127.0.0.1:{env['INVENTORY_PORT']}",
-        env=env,
-        settings=settings,
-        database_url=database_url,
-        log_path=tmp_path / "api.log",
-        process=process,
-    )
+    api = launch_api(env, tmp_path / "api.log")
+    process = api.process
     pool = await create_pool(database_url, min_size=1, max_size=4)
     client = await connect_redis(cluster.url, cluster=True)
     store = await SlotStore.connect_scripts(client)
@@ -130,13 +111,13 @@ async def deploy(
 
 @pytest.fixture
 async def deployment(
-    private_cluster: RedisClusterServers, postgres_server: Any, tmp_path: Path
+    private_cluster: RedisClusterServers, databases: Databases, tmp_path: Path
 ) -> AsyncIterator[Deployment]:
     """The API and the worker on the private Cluster, every node running."""
     for node in private_cluster.nodes:
         if not node.running:
             node.restart()
-    async with deploy(private_cluster, postgres_server, tmp_path) as running:
+    async with deploy(private_cluster, databases, tmp_path) as running:
         yield running
 
 
@@ -430,13 +411,13 @@ def replicated_cluster(
 
 
 async def test_promoted_replica_is_refused_until_the_fence_compared_it(
-    replicated_cluster: RedisClusterServers, postgres_server: Any, tmp_path: Path
+    replicated_cluster: RedisClusterServers, databases: Databases, tmp_path: Path
 ) -> None:
     """A tag's master dies and Redis Cluster promotes its replica: the promoted node has a
     run id no fence has compared, so the tag's changes answer 503 store_unverified (never
     201, never 500) while no worker runs, tags of other nodes keep selling; once the worker
     runs, its fence compares the new primary within seconds and the tag sells again."""
-    async with deploy(replicated_cluster, postgres_server, tmp_path) as deployment:
+    async with deploy(replicated_cluster, databases, tmp_path) as deployment:
         api = deployment.api
         async with aiohttp.ClientSession() as http:
             cat = await Catalogue(api, http).create()

@@ -26,10 +26,10 @@ from redis import Redis
 from inventory.devtools.servers import (
     RedisSentinelServers,
     RedisServer,
-    start_redis,
     start_redis_sentinel,
 )
 from inventory.store import keys
+from tests.databases import Databases
 
 from .storm import (
     Stack,
@@ -58,13 +58,6 @@ def sentinel_group(tmp_path: Path) -> Iterator[RedisSentinelServers]:
     # The Sentinels find each other while the stack starts; the test waits before the kill.
     with start_redis_sentinel(tmp_path / "sentinel", down_after_ms=1000, wait=False) as group:
         yield group
-
-
-@pytest.fixture
-def lone_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own (it is restarted empty)."""
-    with start_redis(tmp_path / "redis") as server:
-        yield server
 
 
 def fenced_tags(redis_url: str, tags: set[str]) -> set[str]:
@@ -163,7 +156,7 @@ async def finish_and_verify(
 
 
 async def test_sentinel_failover_under_load(
-    sentinel_group: RedisSentinelServers, postgres_server: Any, tmp_path: Path
+    sentinel_group: RedisSentinelServers, databases: Databases, tmp_path: Path
 ) -> None:
     """kill -9 of the primary after its replica missed writes: the replica is promoted,
     the service follows it, the tags behind are fenced until a rebuild, nothing paid is
@@ -179,7 +172,7 @@ async def test_sentinel_failover_under_load(
     less than ten times ``down-after-milliseconds``), so it is promoted.
     """
     group = sentinel_group
-    async with running_stack(group.url, postgres_server.url, tmp_path) as stack:
+    async with running_stack(group.url, databases, tmp_path) as stack:
         all_slots, capacity, people = await seed(
             stack.api, hospitals=HOSPITALS, capacities=CAPACITIES, patients=PATIENTS
         )
@@ -216,11 +209,11 @@ async def test_sentinel_failover_under_load(
 
 
 async def test_restart_without_aof_under_load(
-    lone_redis: RedisServer, postgres_server: Any, tmp_path: Path
+    private_redis: RedisServer, databases: Databases, tmp_path: Path
 ) -> None:
     """Redis killed and restarted without its append-only file mid-storm: every tag is
     fenced, the rebuild restores them, nothing paid is lost, nothing sold twice."""
-    async with running_stack(lone_redis.url, postgres_server.url, tmp_path) as stack:
+    async with running_stack(private_redis.url, databases, tmp_path) as stack:
         all_slots, capacity, people = await seed(
             stack.api, hospitals=HOSPITALS, capacities=CAPACITIES, patients=PATIENTS
         )
@@ -228,8 +221,15 @@ async def test_restart_without_aof_under_load(
         storm_task = asyncio.create_task(storm.run(arrival_gap_s=0.05))
         await asyncio.sleep(2.5)
         fault_at = time.monotonic()
-        await asyncio.to_thread(lone_redis.restart_empty)
+        await asyncio.to_thread(private_redis.restart_empty)
         await finish_and_verify(
-            stack, storm, storm_task, all_slots, capacity, lone_redis.url, fault_at, "empty store"
+            stack,
+            storm,
+            storm_task,
+            all_slots,
+            capacity,
+            private_redis.url,
+            fault_at,
+            "empty store",
         )
         assert stack.worker.poll() is None, "the worker must survive the restart, not exit"

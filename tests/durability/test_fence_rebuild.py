@@ -10,9 +10,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from inventory import errors
-from inventory.devtools.servers import RedisServer, start_redis
+from inventory.devtools.servers import RedisServer
 from inventory.domain import ReserveRequest
 from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
@@ -33,23 +32,12 @@ from inventory.store import keys
 from inventory.store.connection import connect_redis
 from inventory.store.slot_store import SlotStore
 
-from ..api.conftest import create_database
-
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own (it gets flushed, restarted and rolled back)."""
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-async def world(private_redis: RedisServer, postgres_server: Any) -> AsyncIterator[dict[str, Any]]:
-    """A store on the private Redis, a fresh database, and one schedule of 3 x 3 units."""
-    database_url = await create_database(postgres_server.url)
+async def world(private_redis: RedisServer, database: str) -> AsyncIterator[dict[str, Any]]:
+    """A store on a Redis of this test's own (it gets flushed, restarted and rolled back),
+    a database of its own, and one schedule of 3 x 3 units."""
+    database_url = database
     pool = await create_pool(database_url, min_size=1, max_size=4)
     client = Redis.from_url(private_redis.url, decode_responses=True)
     store = await SlotStore.connect_scripts(client)

@@ -5,41 +5,20 @@ fenced and not applied, and the same on a Redis Cluster."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from inventory.devtools.servers import RedisClusterServers, RedisServer, start_redis
+from inventory.devtools.servers import RedisClusterServers, RedisServer
 from inventory.record.bookings import PgBookings
-from inventory.record.migrate import migrate_database
 from inventory.record.persister import GROUP, Persister, PersisterConfig
 from inventory.record.projection import HOLD_EVENTS, OutboxEntry
 from inventory.record.queries import QUERIES
 from inventory.store import keys
 
-from ..db.conftest import scratch_database
 from .outbox_world import Load, World, check_persisted, open_world, world_streams
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own."""
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-async def database(postgres_server: Any) -> AsyncIterator[str]:
-    """A migrated database of this test's own on the session's Postgres (dropped after)."""
-    async with scratch_database(postgres_server) as url:
-        await migrate_database(url)
-        yield url
 
 
 @pytest.fixture

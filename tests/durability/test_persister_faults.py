@@ -9,18 +9,15 @@ import contextlib
 import random
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.exceptions
 
-from inventory.devtools.servers import PostgresServer, RedisServer, start_postgres, start_redis
+from inventory.devtools.servers import PostgresServer, RedisServer
 from inventory.record.migrate import migrate_database
 from inventory.record.persister import Persister, PersisterConfig, PersisterStats
 
-from ..db.conftest import scratch_database
 from .outbox_world import (
     Load,
     World,
@@ -34,34 +31,6 @@ from .outbox_world import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own (appendfsync always, as in production)."""
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    """A Postgres of this test's own: it gets SIGKILLed."""
-    server = start_postgres(tmp_path / "postgres")
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-async def database(postgres_server: Any) -> AsyncIterator[str]:
-    """A migrated database of this test's own on the session's Postgres (dropped after)."""
-    async with scratch_database(postgres_server) as url:
-        await migrate_database(url)
-        yield url
 
 
 async def test_persister_killed_at_random_points_loses_nothing(

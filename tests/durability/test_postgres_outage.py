@@ -9,7 +9,7 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from inventory.devtools.servers import PostgresServer, start_postgres
+from inventory.devtools.servers import PostgresServer
 from inventory.record.migrate import migrate_database
 from tests.api.conftest import mark_store_verified
 
@@ -27,16 +27,6 @@ pytestmark = pytest.mark.slow
 
 #: How long Postgres stays stopped in the outage test (real: the server is stopped).
 OUTAGE_S = 15.0
-
-
-@pytest.fixture(scope="module")
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A Postgres of this module's own: the tests stop and kill it."""
-    server = start_postgres(tmp_path_factory.mktemp("outage-postgres"))
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

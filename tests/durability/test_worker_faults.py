@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,10 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from inventory.devtools.servers import RedisServer, free_port, start_redis
+from inventory.devtools.servers import RedisServer, free_port
 from inventory.ops.config import Settings
-from inventory.record.migrate import migrate_database
 from tests.api.conftest import ApiServer, api_env
 
-from ..db.conftest import scratch_database
 from .stack import (
     Stack,
     catalogue,
@@ -43,24 +41,6 @@ pytestmark = pytest.mark.slow
 #: How soon after Redis is back the API must take reserves again (fence interval 0.5 s,
 #: back-off capped at 5 s; generous for a shared CPU).
 RECOVERY_S = 20.0
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, with its append-only file (it gets SIGKILLed)."""
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-async def database(postgres_server: Any) -> AsyncIterator[str]:
-    """A migrated database of this test's own on the session's Postgres."""
-    async with scratch_database(postgres_server) as url:
-        await migrate_database(url)
-        yield url
 
 
 @pytest.fixture
@@ -126,13 +106,6 @@ async def test_api_takes_reserves_again_after_redis_is_killed_and_restarted(
     log = stack.worker_log.read_text(errors="replace")
     assert "fence.check_failed" in log
     assert "worker.loop_failed" not in log
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client session."""
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def _tail(stack: Stack) -> str:

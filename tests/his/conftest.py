@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -20,6 +20,10 @@ import pytest
 from inventory.his.client import FhirHisClient, HisClientConfig
 from inventory.his.types import HisSlot
 from inventory.simulators.his.process import SimProcess
+from tests.databases import Databases
+
+if TYPE_CHECKING:
+    from tests.his.world import World
 
 CHINA = ZoneInfo("Asia/Shanghai")
 
@@ -154,3 +158,19 @@ async def his(sim: SimProcess) -> AsyncIterator[FhirHisClient]:
     """A client with the test settings."""
     async with FhirHisClient(client_config(sim)) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+async def world(
+    sim: SimProcess,
+    module_admin: SimAdmin,
+    databases: Databases,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[World]:
+    """The module's world (tests/his/world.py), with the HIS's window synced once."""
+    from tests.his.world import open_world  # world.py imports this module: not at the top
+
+    directory = tmp_path_factory.mktemp("his-world")
+    async with open_world(sim, module_admin, databases, directory) as built:
+        await built.sync.sync()
+        yield built

@@ -17,25 +17,10 @@ from inventory import errors
 from inventory.his.flows import his_loops
 from inventory.his.submitter import keyring_patients
 from inventory.ops.config import Settings
-from inventory.simulators.his.process import SimProcess
 from tests.api.conftest import api_env, mark_store_verified, start_api, stop_api
 from tests.api.helpers import register_patient
 from tests.his.conftest import SimAdmin
-from tests.his.world import PAYMENTS, World, open_world, tomorrow
-
-
-@pytest.fixture(scope="module")
-async def world(
-    sim: SimProcess,
-    module_admin: SimAdmin,
-    postgres_server: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[World]:
-    """The module's world, with the HIS's window synced once."""
-    directory = tmp_path_factory.mktemp("his-flows")
-    async with open_world(sim, module_admin, postgres_server.url, directory) as built:
-        await built.sync.sync()
-        yield built
+from tests.his.world import PAYMENTS, World, tomorrow
 
 
 @pytest.fixture

@@ -4,29 +4,10 @@ be sold again, so counting it reported oversold slots that were not (a false FAI
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from inventory.cli.loadtest import oversold_slots
-from inventory.simulators.his.process import SimProcess
-from tests.his.conftest import SimAdmin
-from tests.his.world import World, open_world
-
-
-@pytest.fixture(scope="module")
-async def world(
-    sim: SimProcess,
-    module_admin: SimAdmin,
-    postgres_server: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[World]:
-    """A world with the HIS's window synced once."""
-    directory = tmp_path_factory.mktemp("loadtest-check")
-    async with open_world(sim, module_admin, postgres_server.url, directory) as built:
-        await built.sync.sync()
-        yield built
+from tests.his.world import World
 
 
 async def _oversold(world: World, slot_id: str) -> list[Any]:

@@ -9,7 +9,6 @@ import os
 import random
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,26 +28,11 @@ from inventory.his.reconcile import (
     STATUS_MISMATCH,
     ReconcilePolicy,
 )
-from inventory.simulators.his.process import SimProcess
 from inventory.store import keys
 from tests.his.conftest import SimAdmin
-from tests.his.world import World, open_world, tomorrow
+from tests.his.world import World, tomorrow
 
 CLEAN_BOOKINGS = 2000
-
-
-@pytest.fixture(scope="module")
-async def world(
-    sim: SimProcess,
-    module_admin: SimAdmin,
-    postgres_server: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[World]:
-    """The module's world, with the HIS's window synced once."""
-    directory = tmp_path_factory.mktemp("his-reconcile")
-    async with open_world(sim, module_admin, postgres_server.url, directory) as built:
-        await built.sync.sync()
-        yield built
 
 
 async def run_cli(env: dict[str, str], *args: str) -> tuple[int, bytes, str]:

@@ -28,7 +28,7 @@ from inventory.record.pool import create_pool
 from inventory.record.queries import QUERIES, bind
 from inventory.simulators.his.process import SimProcess
 from inventory.store.slot_store import SlotStore
-from tests.api.conftest import create_database
+from tests.databases import Databases
 from tests.his.conftest import CHINA, SimAdmin, client_config
 
 #: Submitter settings for tests: short retries and leases.
@@ -259,14 +259,14 @@ def tomorrow() -> date:
 async def open_world(
     sim: SimProcess,
     admin: SimAdmin,
-    postgres_url: str,
+    databases: Databases,
     directory: Path,
     *,
     policy: ReconcilePolicy | None = None,
 ) -> AsyncIterator[World]:
     """Build a world and take it down again."""
     redis_server = start_redis(directory / "redis")
-    database_url = await create_database(postgres_url)
+    database_url = await databases.create(prefix="his")
     pool = await create_pool(database_url, min_size=1, max_size=8)
     client = Redis.from_url(redis_server.url, decode_responses=True)
     his = FhirHisClient(client_config(sim, page_size=500, breaker_cooldown_s=0.3))

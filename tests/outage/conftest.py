@@ -5,10 +5,9 @@ death or a promotion."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -20,10 +19,7 @@ from inventory.devtools.servers import (
     RedisServer,
     start_redis_cluster,
 )
-from inventory.record.migrate import migrate_database
 from inventory.store import keys
-
-from ..db.conftest import scratch_database
 
 #: cluster-node-timeout of the test clusters: a dead master is flagged within ~1-3 s.
 NODE_TIMEOUT_MS = 1000
@@ -37,14 +33,6 @@ def cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
         tmp_path / "cluster", require_full_coverage=False, node_timeout_ms=NODE_TIMEOUT_MS
     ) as servers:
         yield servers
-
-
-@pytest.fixture
-async def database(postgres_server: Any) -> AsyncIterator[str]:
-    """A migrated database of this test's own on the session's Postgres (dropped after)."""
-    async with scratch_database(postgres_server) as url:
-        await migrate_database(url)
-        yield url
 
 
 def cluster_url(cluster: RedisClusterServers, *, skip: int | None = None) -> str:

@@ -21,6 +21,7 @@ from inventory.ops.config import RateLimit
 from inventory.store import keys
 from inventory.store.connection import connect_redis
 from inventory.store.slot_store import PolicyBook, SlotStore
+from tests.databases import Databases
 
 from ..api.helpers import Catalogue, register_patient
 from ..durability.test_cluster_node_loss import deploy
@@ -91,14 +92,14 @@ async def test_reserves_on_live_masters_go_on_when_a_bucket_lives_on_the_dead_on
 
 @pytest.mark.cluster
 async def test_the_api_takes_reserves_whose_account_bucket_is_on_a_dead_master(
-    cluster: RedisClusterServers, postgres_server: Any, tmp_path: Path
+    cluster: RedisClusterServers, databases: Databases, tmp_path: Path
 ) -> None:
     """Through the real API and worker: the master holding an account's rate-limit
     bucket is killed; that account's reserves for a tag on a live master answer 201 (the
     first one, of a slot and patient the process has not seen, counted by a call of its
     own before Postgres is asked; the next ones inside the reserve), and /metrics counts
     the skipped buckets."""
-    async with deploy(cluster, postgres_server, tmp_path) as running:
+    async with deploy(cluster, databases, tmp_path) as running:
         api = running.api
         async with aiohttp.ClientSession() as http:
             cat = await Catalogue(api, http).create()

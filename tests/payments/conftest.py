@@ -8,7 +8,6 @@ no key material is checked in.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -19,21 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
 from inventory.devtools.servers import free_port
-from inventory.ops.config import Settings
 from inventory.simulators.paysim import KeySet
-from tests.api.conftest import (
-    ApiServer,
-    api_env,
-    create_database,
-    mark_store_verified,
-    start_api,
-    stop_api,
-)
+from tests.api.conftest import ApiServer, api_env, running_api, verified_database
+from tests.databases import Databases
 
 #: The loops run often in tests, and close an unpaid order soon after its hold's deadline.
 LOOP_ENV = {
@@ -92,20 +83,6 @@ def payment_api_env(
     return env
 
 
-def api_server_for(env: dict[str, str], database_url: str, log_path: Path) -> ApiServer:
-    """Start ``inventory serve`` with ``env``; an ApiServer handle."""
-    process = start_api(env, log_path)
-    environ = {k: v for k, v in env.items() if k.startswith("INVENTORY_")}
-    return ApiServer(
-        url=f"http://127.0.0.1:{env['INVENTORY_PORT']}",
-        env=env,
-        settings=Settings.from_env(environ),
-        database_url=database_url,
-        log_path=log_path,
-        process=process,
-    )
-
-
 @pytest.fixture(scope="session")
 def pay_keys() -> KeySet:
     """The test merchant's keys, fresh for the session."""
@@ -130,28 +107,17 @@ def pay_sim(pay_keys: KeySet, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="session")
 def pay_api(
     redis_server: Any,
-    postgres_server: Any,
+    databases: Databases,
     pay_keys: KeySet,
     pay_sim: PaySimServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ApiServer]:
     """An API process taking WeChat Pay payments through the simulator."""
-    database_url = asyncio.run(create_database(postgres_server.url))
-    asyncio.run(mark_store_verified(redis_server.url, database_url))
+    database_url = verified_database(redis_server.url, databases)
     port = free_port()
     env = payment_api_env(pay_keys, pay_sim, redis_server.url, database_url, port)
-    server = api_server_for(env, database_url, tmp_path_factory.mktemp("pay-api") / "api.log")
-    try:
+    with running_api(env, tmp_path_factory.mktemp("pay-api") / "api.log") as server:
         yield server
-    finally:
-        stop_api(server.process)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client session."""
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture(scope="session")

@@ -5,21 +5,17 @@ the age of the oldest of each, sampled from a real Postgres into the worker's fa
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inventory.ops import metrics
 from inventory.ops.sampler import sample_records
 from inventory.payments.refunds import request_refund
-from inventory.record.pool import create_pool
 from inventory.simulators.paysim import KeySet
 from tests.api.conftest import ApiServer
 from tests.conftest import ServerHandle
-from tests.db.conftest import scratch_database
 from tests.db.seed import seed_all
 
 from .helpers import notification, post_notification
@@ -60,20 +56,6 @@ async def test_refused_notifications_are_counted_by_reason(
     for reason in ("unknown_order", "signature_missing"):
         key = (name, (("reason", reason),))
         assert after[key] - before[key] == 1, reason
-
-
-@pytest.fixture
-async def pool(postgres_server: ServerHandle) -> AsyncIterator[asyncpg.Pool]:
-    """A migrated, seeded database of this test's own (one confirmed booking)."""
-    from inventory.record.migrate import migrate_database
-
-    async with scratch_database(postgres_server) as url:
-        await migrate_database(url)
-        pool = await create_pool(url, min_size=1, max_size=2)
-        try:
-            yield pool
-        finally:
-            await pool.close()
 
 
 async def test_open_money_and_the_his_queue_are_sampled(pool: asyncpg.Pool) -> None:

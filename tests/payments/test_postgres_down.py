@@ -6,31 +6,20 @@ Postgres that the test stops and starts."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
-from inventory.devtools.servers import PostgresServer, free_port, start_postgres
+from inventory.devtools.servers import PostgresServer, free_port
 from inventory.record.migrate import migrate_database
 from inventory.simulators.paysim import KeySet
-from tests.api.conftest import ApiServer, mark_store_verified, stop_api
+from tests.api.conftest import ApiServer, launch_api, mark_store_verified, stop_api
 
-from .conftest import PaySimServer, api_server_for, payment_api_env
+from .conftest import PaySimServer, payment_api_env
 from .helpers import Patient, catalogue, notification, post_notification, sim
-
-
-@pytest.fixture(scope="module")
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A Postgres of this module's own: the tests stop and start it."""
-    server = start_postgres(tmp_path_factory.mktemp("pay-postgres"))
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +30,14 @@ async def private_api(
     pay_sim: PaySimServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[ApiServer]:
-    """An API process taking payments, on the private Postgres."""
+    """An API process taking payments, on the module's own Postgres (the tests stop and
+    start it)."""
     database_url = private_postgres.create_database("payments")
     await migrate_database(database_url)
     await mark_store_verified(redis_server.url, database_url)
     port = free_port()
     env = payment_api_env(pay_keys, pay_sim, redis_server.url, database_url, port)
-    log_path: Path = tmp_path_factory.mktemp("pay-api-private") / "api.log"
-    server = api_server_for(env, database_url, log_path)
+    server = launch_api(env, tmp_path_factory.mktemp("pay-api-private") / "api.log")
     try:
         yield server
     finally:

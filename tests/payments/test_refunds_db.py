@@ -16,20 +16,16 @@ from inventory.payments.refunds import booking_refund, request_refund
 from inventory.record.pool import create_pool
 from inventory.record.queries import QUERIES
 from inventory.store import keys
-from tests.conftest import ServerHandle
-from tests.db.conftest import scratch_database
+from tests.databases import Databases
 from tests.db.seed import Seed, seed_all
 
 NOW = datetime(2027, 3, 1, 1, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-async def pool(postgres_server: ServerHandle) -> AsyncIterator[asyncpg.Pool]:
-    """A migrated, seeded database of this module's own."""
-    from inventory.record.migrate import migrate_database
-
-    async with scratch_database(postgres_server) as url:
-        await migrate_database(url)
+async def pool(databases: Databases) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a migrated database of this module's own."""
+    async with databases.scratch() as url:
         pool = await create_pool(url, min_size=1, max_size=4)
         try:
             yield pool

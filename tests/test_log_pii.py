@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import date
@@ -26,15 +27,9 @@ import pytest
 
 from inventory.devtools.servers import free_port
 from inventory.privacy.identity import find_pii, make_resident_id
+from tests.databases import Databases
 
-from .api.conftest import (
-    ApiServer,
-    api_env,
-    create_database,
-    mark_store_verified,
-    start_api,
-    stop_api,
-)
+from .api.conftest import ApiServer, api_env, running_api, verified_database
 from .api.helpers import patient_body, register_patient, uid
 
 #: Logs of servers this project does not write (and that never see personal data).
@@ -90,28 +85,13 @@ def suite_logs(base: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def pii_api(
-    redis_server: Any, postgres_server: Any, tmp_path_factory: pytest.TempPathFactory
+    redis_server: Any, databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """An API process of this module's own, logging to its own file."""
-    from inventory.ops.config import Settings
-
-    database_url = asyncio.run(create_database(postgres_server.url))
-    asyncio.run(mark_store_verified(redis_server.url, database_url))
-    port = free_port()
-    env = api_env(redis_server.url, database_url, port)
-    log_path = tmp_path_factory.mktemp("pii") / "api.log"
-    process = start_api(env, log_path)
-    try:
-        yield ApiServer(
-            url=f"http://127.0.0.1:{port}",
-            env=env,
-            settings=Settings.from_env({k: v for k, v in env.items() if k.startswith("INV")}),
-            database_url=database_url,
-            log_path=log_path,
-            process=process,
-        )
-    finally:
-        stop_api(process)
+    database_url = verified_database(redis_server.url, databases)
+    env = api_env(redis_server.url, database_url, free_port())
+    with running_api(env, tmp_path_factory.mktemp("pii") / "api.log") as server:
+        yield server
 
 
 async def _careless_requests(api: ApiServer) -> None:
@@ -213,9 +193,12 @@ async def test_scanner_finds_planted_canaries(pii_api: ApiServer, tmp_path: Path
 def test_every_log_of_the_suite_is_clean(
     pii_api: ApiServer, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """No log file written by this session's processes holds an unmasked ID number or
+    """No log file written by this run's processes so far holds an unmasked ID number or
     mobile number."""
-    logs = suite_logs(tmp_path_factory.getbasetemp())
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # every worker's folder (popen-gw0, popen-gw1, ...), not ours alone
+    logs = suite_logs(base)
     assert pii_api.log_path in logs
     leaks = {str(path): found for path in logs if (found := scan(path))}
     assert leaks == {}

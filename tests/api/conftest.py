@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from inventory.api.auth import mint_token
 from inventory.ops.config import Settings
 from tests.databases import Databases
@@ -156,3 +158,18 @@ def verified_database(redis_url: str, databases: Databases) -> str:
     database_url = asyncio.run(databases.create(prefix="api"))
     asyncio.run(mark_store_verified(redis_url, database_url))
     return database_url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each of schemathesis's items (one per API operation) its own node id. Pytest 9
+    builds a function's node id from its original name and its parametrization, which
+    schemathesis's items do not carry, so all got ``...::test_api_conforms``: pytest still
+    ran each, but pytest-xdist tells items apart by node id and ran only the first."""
+    for item in items:
+        if (
+            isinstance(item, pytest.Function)
+            and item.name != item.originalname
+            and item.nodeid.endswith("::" + item.originalname)
+        ):
+            # The id a node without its own gets: the parent's, then the full name.
+            item._id = item.parent.id.child(item.name)  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import math
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -305,8 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from inventory.store.connection import UnsupportedRedisError
 
     args = build_parser().parse_args(argv)
+    _stop_on_sigterm()
     try:
         status: int = args.handler(args)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: the servers and child processes were stopped on the way out.
+        print(f"{PROG} {args.bench}: interrupted", file=sys.stderr)
+        return 130
     except UnsupportedRedisError as error:
         # Refused at start-up, as every `inventory` command refuses an old server.
         print(f"{PROG} {args.bench}: {error}", file=sys.stderr)
@@ -316,6 +322,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.bench}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return status
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops a benchmark the way Ctrl-C does. Python's default for SIGTERM ends
+    the process at once, skipping every ``finally``: the private Redis and Postgres, the
+    servers under test and the load generators it started would be left running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _outage_errors() -> tuple[type[BaseException], ...]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,67 @@ def test_bench_runs_as_documented_from_the_checkout() -> None:
     with pytest.raises(SystemExit) as exited:
         inventory_main(["bench", "reserve"])
     assert exited.value.code == 2
+
+
+def _children(pid: int) -> set[int]:
+    """The process ids whose parent is ``pid`` (Linux's /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(child) for child in text)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_a_benchmark_and_the_servers_it_started(tmp_path: Path) -> None:
+    """`kill` (SIGTERM) of a running benchmark stops what it started, as Ctrl-C does:
+    without a handler Python would die at once and leave its private redis-server
+    running."""
+    root = Path(__file__).resolve().parents[1]
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("wb") as stderr:
+        bench = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "reserve",
+                "--seconds",
+                "120",
+                "--rounds",
+                "1",
+                "--warmup",
+                "120",
+                "--concurrency",
+                "2",
+            ],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b"warming up" not in stderr_path.read_bytes():
+            assert bench.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, stderr_path.read_text()
+            time.sleep(0.1)
+        servers = _children(bench.pid)
+        assert servers, "the benchmark started no private server"
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) == 130, stderr_path.read_text()
+        for pid in servers:
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(pid), f"process {pid} outlived the benchmark"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()

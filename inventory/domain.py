@@ -117,6 +117,9 @@ class HospitalPolicy:
     one_per_day: bool = True
     #: At most this many open holds plus bookings per patient overall; 0 = no limit.
     max_open_per_patient: int = 0
+    #: At most this many open holds plus bookings per patient whose visit dates lie
+    #: within any 7 consecutive days; 0 = no limit.
+    max_in_7_days_per_patient: int = 0
     #: Check the hospital's blacklist (banned until a time) on every reserve.
     blacklist: bool = False
     #: Anti-scalping: freed units wait a random delay in this window (0, 0 = none).
@@ -129,7 +132,13 @@ class HospitalPolicy:
         for name in ("hold_ttl_s", "max_hold_s", "token_window_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("extend_s", "max_open_per_patient", "rerelease_min_s", "rerelease_max_s"):
+        for name in (
+            "extend_s",
+            "max_open_per_patient",
+            "max_in_7_days_per_patient",
+            "rerelease_min_s",
+            "rerelease_max_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.max_hold_s < self.hold_ttl_s:
@@ -140,7 +149,7 @@ class HospitalPolicy:
     @property
     def spans_tags(self) -> bool:
         """Whether reserve needs the two-step reservation on the patient tag."""
-        return self.max_open_per_patient > 0 or self.blacklist
+        return self.max_open_per_patient > 0 or self.max_in_7_days_per_patient > 0 or self.blacklist
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,16 @@ class SlotScheduleMismatchError(RefusedError):
     title = "The slot belongs to another schedule"
 
 
+class PatientWeeklyLimitError(RefusedError):
+    """The patient has as many open holds and bookings as the hospital allows within 7
+    consecutive visit days; ``context['rule']`` is ``max_in_7_days`` and
+    ``context['limit']`` the hospital's number."""
+
+    lua_code = -23
+    code = "patient_weekly_limit"
+    title = "The patient has the most bookings allowed within 7 days"
+
+
 #: Lua return code -> error class. Codes 0 (OK) and 1 (REPLAY) are successes.
 LUA_CODES: dict[int, type[RefusedError]] = {
     cls.lua_code: cls
@@ -212,6 +222,7 @@ LUA_CODES: dict[int, type[RefusedError]] = {
         AlreadyConfirmedError,
         InvalidArgumentError,
         SlotScheduleMismatchError,
+        PatientWeeklyLimitError,
     )
 }
 
@@ -338,6 +349,10 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "sold_out": Message("该时段号源已约满", "The slot is sold out"),
     "patient_rule": Message(
         "该就诊人的预约规则不允许此操作", "A booking rule for this patient forbids it"
+    ),
+    "patient_weekly_limit": Message(
+        "该就诊人 7 天内的预约数已达上限",
+        "The patient has the most bookings allowed within 7 days",
     ),
     "hold_expired": Message("锁号已超过支付期限", "The hold passed its payment deadline"),
     "hold_not_found": Message("锁号或预约不存在", "No such hold or booking"),

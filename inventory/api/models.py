@@ -292,6 +292,7 @@ class HospitalPolicyBody(Request):
     extend_s: Annotated[int, Field(ge=0, le=7200)] = 600
     one_per_day: bool = True
     max_open_per_patient: Annotated[int, Field(ge=0, le=100)] = 0
+    max_in_7_days_per_patient: Annotated[int, Field(ge=0, le=100)] = 0
     blacklist: bool = False
     rerelease_min_s: Annotated[int, Field(ge=0, le=86400)] = 0
     rerelease_max_s: Annotated[

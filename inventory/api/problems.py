@@ -45,7 +45,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Context entries that may be shown to the caller (others stay in logs only).
 _PUBLIC_CONTEXT = frozenset(
-    {"rule", "errors", "release_ms", "deadline_ms", "state", "retry_after_s", "banned_until_ms"}
+    {
+        "rule",
+        "errors",
+        "release_ms",
+        "deadline_ms",
+        "state",
+        "retry_after_s",
+        "banned_until_ms",
+        "limit",
+    }
 )
 
 _HTTP_CODES = {

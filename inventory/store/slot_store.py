@@ -43,6 +43,7 @@ from inventory.errors import (
     InventoryError,
     NotReleasedError,
     PatientRuleError,
+    PatientWeeklyLimitError,
     RateLimitedError,
     StoreUnavailableError,
     refusal_for,
@@ -118,6 +119,7 @@ class RateBuckets:
 _EXTRA_NAMES = {
     NotReleasedError.lua_code: "release_ms",
     PatientRuleError.lua_code: "rule",
+    PatientWeeklyLimitError.lua_code: "rule",
     CancelDeadlinePassedError.lua_code: "deadline_ms",
     HoldNotActiveError.lua_code: "state",
 }
@@ -468,7 +470,8 @@ class SlotStore:
     ) -> HoldOutcome:
         """Take one unit of a slot as a hold with a payment deadline.
 
-        Under rules that span tags (at most N open per patient, the blacklist) this is
+        Under rules that span tags (at most N open per patient, at most M within 7
+        days, the blacklist) this is
         the two-step reservation: a pending token on the patient's tag, then the hold
         in the slot's tag, then the token is settled, or released when the hold was
         refused. If this process dies between the steps, the pending token is reaped
@@ -698,15 +701,35 @@ class SlotStore:
         self, request: ReserveRequest, hold_id: str, policy: HospitalPolicy
     ) -> tuple[int, bool]:
         """Step one; returns (token deadline ms or 0, whether a new token was taken)."""
-        pk = keys.patient_keys(request.patient_id)
-        max_open = policy.max_open_per_patient
+        return await self.acquire_patient_token(
+            request.patient_id, hold_id, hospital_id=request.hospital_id, policy=policy
+        )
+
+    async def acquire_patient_token(
+        self,
+        patient_id: str,
+        hold_id: str,
+        *,
+        hospital_id: str,
+        policy: HospitalPolicy | None = None,
+        replaces: str = "",
+    ) -> tuple[int, bool]:
+        """Step one of the two-step reservation on the patient's tag for ``hold_id``
+        (the blacklist, at most N open, at most M within 7 days): (token deadline ms or
+        0 once settled, whether a new token was taken). ``replaces``: the booking the
+        hold takes the place of (a reschedule), counted by no rule. A refusal over a
+        counting rule reaps the patient's stale tokens and tries once more."""
+        policy = policy or self.policies.for_hospital(hospital_id)
+        pk = keys.patient_keys(patient_id)
         args = [
             self.script_now(),
             hold_id,
-            keys.check_id(request.hospital_id, "hospital_id"),
-            max_open,
+            keys.check_id(hospital_id, "hospital_id"),
+            policy.max_open_per_patient,
             policy.token_window_s * 1000,
             "1" if policy.blacklist else "0",
+            policy.max_in_7_days_per_patient,
+            replaces,
         ]
         for attempt in range(2):
             reply = await self._call("patient_acquire", pk.as_list(), args)
@@ -714,15 +737,22 @@ class SlotStore:
             if code in (LUA_OK, LUA_REPLAY):
                 return int(float(reply[1])), code == LUA_OK
             rule = _text(reply[2])
-            if code != PatientRuleError.lua_code or rule != "max_open" or attempt == 1:
+            # Only the counting rules can be lifted by reaping stale tokens.
+            if rule not in ("max_open", "max_in_7_days") or attempt == 1:
                 context: dict[str, Any] = {"rule": rule}
                 if rule == "blacklisted":
                     context["banned_until_ms"] = int(reply[3])
+                elif rule == "max_in_7_days":
+                    context["limit"] = policy.max_in_7_days_per_patient
                 raise refusal_for(code, **context)
             # At the limit: some tokens may be stale (holds ended, or a step one whose
             # process died). Reap them, then try once more.
-            await self.reap_patient_tokens(request.patient_id, [_text(t) for t in reply[4:]])
+            await self.reap_patient_tokens(patient_id, [_text(t) for t in reply[4:]])
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def settle_patient_token(self, patient_id: str, hold_id: str) -> None:
+        """Step two: the hold exists, so its token counts for good (until released)."""
+        await self._call("patient_settle", keys.patient_keys(patient_id).as_list(), [hold_id])
 
     async def reap_patient_tokens(self, patient_id: str, hold_ids: Sequence[str]) -> int:
         """Drop the patient's tokens whose holds have ended or never happened."""

@@ -1,6 +1,6 @@
 --[[
   patient: the keys of a patient tag, bound to named locals, for the rules that span
-  department-day tags (the at-most-N-open rule and the blacklist).
+  department-day tags (at most N open, at most M within 7 days, the blacklist).
   inventory/store/keys.py builds them:
     KEYS[1] tokens  zset  "<hold_id>" -> the token's pending deadline (ms), or +inf
                           once settled: one token per open hold or booking of the patient

@@ -711,6 +711,37 @@ async def test_reserve_refusals(api_server: ApiServer, client: aiohttp.ClientSes
         )
 
 
+async def test_reserve_refused_over_the_7_day_limit(
+    api_server: ApiServer, client: aiohttp.ClientSession
+) -> None:
+    """A hospital allowing one booking within 7 days: a patient's second hold 3 days
+    from the first is refused with patient_weekly_limit (Chinese by default, English on
+    request); one 7 days from it is taken."""
+    cat = await Catalogue(api_server, client).create(policy={"max_in_7_days_per_patient": 1})
+    booker = Booker(api_server, client)
+    first_day = (datetime.now(tz=UTC) + timedelta(days=2)).date()
+    slots_by_day = [
+        (await cat.schedule([3], visit_date=first_day + timedelta(days=offset)))[1][0]
+        for offset in (0, 3, 7)
+    ]
+    patient = await booker.patient()
+    await booker.hold(slots_by_day[0], patient)
+    for language, title in (("zh-CN", "该就诊人 7 天内的预约数已达上限"), ("en", None)):
+        body = await problem(
+            client,
+            "POST",
+            booker.url("/v1/holds"),
+            409,
+            "patient_weekly_limit",
+            json={"slot_id": slots_by_day[1], "patient_id": patient, "channel": "app"},
+            headers=booker.headers
+            | {"Idempotency-Key": uuid.uuid4().hex, "Accept-Language": language},
+        )
+        assert (body["rule"], body["limit"]) == ("max_in_7_days", 1)
+        assert body["title"] == (title or "The patient has the most bookings allowed within 7 days")
+    await booker.hold(slots_by_day[2], patient)
+
+
 async def test_hold_lifecycle_refusals(
     api_server: ApiServer, client: aiohttp.ClientSession
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -16,7 +17,7 @@ from inventory.domain import HoldOutcome, HospitalPolicy, SlotCounts
 from inventory.store import keys
 from inventory.store.slot_store import TOKEN_CLOCK_MARGIN_MS, SlotStore
 
-from .conftest import ManualClock, Scenario, fresh_id, make_store
+from .conftest import VISIT_DATE, ManualClock, Scenario, fresh_id, make_store
 
 T = TypeVar("T")
 
@@ -238,3 +239,78 @@ async def test_token_of_a_crash_before_settle_is_settled_then_reaped_when_hold_e
     clock.now_ms = held.hold.deadline_ms  # the hold is past its deadline: it has ended
     outcome = await store.reserve(second.request("slot-a", patient_id=patient, account_id=account))
     assert await store.patient_tokens(patient) == {outcome.hold.hold_id: math.inf}
+
+
+async def test_7_day_limit_holds_under_concurrency(redis_client: Any, clock: ManualClock) -> None:
+    """max_in_7_days_per_patient=2 over 10 consecutive visit days: 200 concurrent
+    reserves leave no 7 consecutive days with more than 2 of the patient's holds, and
+    one settled token per hold."""
+    policy = HospitalPolicy(max_in_7_days_per_patient=2)
+    store = await make_store(redis_client, clock, policy)
+    hospital, department = fresh_id("h"), fresh_id("d")
+    days = [
+        Scenario(
+            store,
+            clock,
+            redis_client,
+            hospital_id=hospital,
+            department_id=department,
+            visit_date=VISIT_DATE + timedelta(days=i),
+        )
+        for i in range(10)
+    ]
+    for sc in days:
+        await open_slots(sc, {"slot-a": 100})
+    patient, account = fresh_id("p"), fresh_id("a")
+    requests = [
+        days[i % len(days)].request("slot-a", patient_id=patient, account_id=account)
+        for i in range(200)
+    ]
+    calls = [lambda r=r: store.reserve(r) for r in requests]
+
+    wins, losses = split(await release_together(calls))
+
+    assert unexpected(losses, errors.PatientRuleError, errors.PatientWeeklyLimitError) == []
+    assert any(isinstance(e, errors.PatientWeeklyLimitError) for e in losses)
+    visit_days = sorted(keys.visit_date_of_tag(keys.tag_of_hold(w.hold.hold_id)) for w in wins)
+    assert 1 <= len(visit_days) <= 4  # days 0, 1, 7 and 8 at most
+    for first in visit_days:
+        assert sum(first <= d <= first + timedelta(days=6) for d in visit_days) <= 2
+    assert await store.patient_tokens(patient) == {w.hold.hold_id: math.inf for w in wins}
+    held = 0
+    for sc in days:
+        counts = (await store.slot_counts(sc.tag, ["slot-a"]))["slot-a"]
+        assert counts.conserved
+        held += counts.held
+    assert held == len(wins)
+
+
+async def test_7_day_limit_counts_a_crashed_step_until_reaped(
+    redis_client: Any, clock: ManualClock
+) -> None:
+    """A pending token of a reserve whose process died counts for the 7-day rule until
+    its window (plus the clock margin) is over; then it is reaped and the patient books.
+    Tokens of visit days 7 or more days apart never count together."""
+    policy = HospitalPolicy(max_in_7_days_per_patient=1)
+    store = await make_store(redis_client, clock, policy)
+    hospital, department = fresh_id("h"), fresh_id("d")
+    here = Scenario(store, clock, redis_client, hospital_id=hospital, department_id=department)
+    await open_slots(here, {"slot-a": 10})
+    patient, account = fresh_id("p"), fresh_id("a")
+    six_days_on = keys.department_day_tag(department, VISIT_DATE + timedelta(days=6))
+    dead_hold = keys.hold_id_for(account, "crashed-before-reserve", six_days_on)
+    deadline, fresh = await store.acquire_patient_token(patient, dead_hold, hospital_id=hospital)
+    assert fresh
+
+    with pytest.raises(errors.PatientWeeklyLimitError) as refused:
+        await store.reserve(here.request("slot-a", patient_id=patient, account_id=account))
+    assert refused.value.context == {"rule": "max_in_7_days", "limit": 1}
+
+    clock.now_ms = deadline + TOKEN_CLOCK_MARGIN_MS + 1
+    outcome = await store.reserve(here.request("slot-a", patient_id=patient, account_id=account))
+    assert await store.patient_tokens(patient) == {outcome.hold.hold_id: math.inf}
+
+    # Seven days later is another window: a token there is taken beside this booking.
+    week_on = keys.department_day_tag(department, VISIT_DATE + timedelta(days=7))
+    later = keys.hold_id_for(account, "a-week-on", week_on)
+    assert (await store.acquire_patient_token(patient, later, hospital_id=hospital))[1]

@@ -202,6 +202,7 @@ class Model:
         self.rerelease_min_ms = policy.rerelease_min_s * 1000
         self.rerelease_max_ms = policy.rerelease_max_s * 1000
         self.max_open = policy.max_open_per_patient
+        self.max_7_days = policy.max_in_7_days_per_patient
         self.blacklist = policy.blacklist
         self.spans_tags = policy.spans_tags
         self.reclaim_limit = reclaim_limit
@@ -384,6 +385,27 @@ class Model:
                 tokens[hold_id] = INF
         return dropped
 
+    def near_tokens(self, patient: str, hold_id: str, now: int) -> dict[str, int]:
+        """The patient's tokens that a 7-day window around ``hold_id``'s visit date can
+        hold: hold id -> days after that date (today or later, at most 6 days apart)."""
+        day = visit_date_of(hold_id)
+        today = datetime.fromtimestamp(now / 1000, CHINA).date()
+        near = {}
+        for other in self.tokens.get(patient, {}):
+            other_day = visit_date_of(other)
+            if other_day >= today and abs((other_day - day).days) <= 6:
+                near[other] = (other_day - day).days
+        return near
+
+    def over_7_days(self, patient: str, hold_id: str, now: int) -> bool:
+        """Whether some 7 consecutive days around ``hold_id``'s visit date already hold
+        ``max_7_days`` of the patient's tokens."""
+        offsets = self.near_tokens(patient, hold_id, now).values()
+        return any(
+            sum(first <= d <= first + 6 for d in offsets) >= self.max_7_days
+            for first in range(-6, 1)
+        )
+
     def acquire(self, hold_id: str, patient: str, now: int) -> Expect | bool:
         """Step one of the two-step reserve: a refusal, or whether a new token was taken."""
         bans = self.bans.get(patient, {})
@@ -401,6 +423,14 @@ class Model:
                 if attempt == 1:
                     return Expect("patient_rule", context={"rule": "max_open"})
                 self.reap(patient, list(tokens), now)
+                continue
+            if self.max_7_days > 0 and self.over_7_days(patient, hold_id, now):
+                if attempt == 1:
+                    return Expect(
+                        "patient_weekly_limit",
+                        context={"rule": "max_in_7_days", "limit": self.max_7_days},
+                    )
+                self.reap(patient, list(self.near_tokens(patient, hold_id, now)), now)
                 continue
             tokens[hold_id] = now + TOKEN_WINDOW_MS
             return True
@@ -560,6 +590,11 @@ class Model:
             if still_due == 0:
                 break
         return changed, still_due
+
+
+def visit_date_of(hold_id: str) -> date:
+    """The visit date a hold id names (its tag's)."""
+    return keys.visit_date_of_tag(keys.tag_of_hold(hold_id))
 
 
 # -- the state machine ---------------------------------------------------------------
@@ -772,6 +807,7 @@ class InventoryMachine(RuleBasedStateMachine):
         # so reading its due time back after the step is always in time.
         rerelease=st.sampled_from([(0, 0), (1, 5), (2, 2)]),
         max_open=st.sampled_from([0, 0, 1, 2]),
+        max_7_days=st.sampled_from([0, 0, 1, 2]),
         blacklist=st.booleans(),
         reclaim_limit=st.sampled_from([1, 64]),
         # An opening rush of reserves, some paid at once, so that every case has holds
@@ -796,6 +832,7 @@ class InventoryMachine(RuleBasedStateMachine):
         one_per_day: bool,
         rerelease: tuple[int, int],
         max_open: int,
+        max_7_days: int,
         blacklist: bool,
         reclaim_limit: int,
         rush: list[tuple[str, str, int, bool]],
@@ -807,6 +844,7 @@ class InventoryMachine(RuleBasedStateMachine):
             extend_s=extend_s,
             one_per_day=one_per_day,
             max_open_per_patient=max_open,
+            max_in_7_days_per_patient=max_7_days,
             blacklist=blacklist,
             rerelease_min_s=rerelease[0],
             rerelease_max_s=rerelease[1],
@@ -1186,6 +1224,39 @@ class InventoryMachine(RuleBasedStateMachine):
                 patient_id, hospital_id=hospital, until_ms=until_ms, reason="no_show"
             )
         )
+
+    @precondition(lambda self: self.policy.spans_tags)
+    @rule(
+        patient=st.integers(0, PATIENT_COUNT - 1),
+        # Visit days from yesterday to 8 days ahead of the tag's (which is today): the
+        # 7-day windows' edges on both sides, and a day already over.
+        days=st.sampled_from([-1, 1, 2, 5, 6, 7, 8]),
+        settle=st.booleans(),
+    )
+    def other_day_token(self, patient: int, days: int, settle: bool) -> None:
+        """Step one of a reserve on another visit day of the same hospital: settled, a
+        booking there (its tag is not this machine's); pending, a process that died
+        between the steps. Either counts for the patient's rules like this tag's."""
+        self.tick()
+        self.fresh_keys += 1
+        patient_id = self.patients[patient]
+        tag = keys.department_day_tag(self.department, VISIT_DATE + timedelta(days=days))
+        hold_id = keys.hold_id_for(ACCOUNTS[0], f"other-{self.fresh_keys}", tag)
+        expected = self.model.acquire(hold_id, patient_id, self.now)
+        taken = self.attempt(
+            self.store.acquire_patient_token(patient_id, hold_id, hospital_id=self.hospital)
+        )
+        if isinstance(expected, Expect):
+            assert isinstance(taken, InventoryError), (expected, taken)
+            assert taken.code == expected.code, (expected, taken.code)
+            for name, value in expected.context.items():
+                assert taken.context.get(name) == value, (name, taken.context)
+            return
+        assert not isinstance(taken, InventoryError), (expected, taken)
+        assert taken == (self.now + TOKEN_WINDOW_MS, True)
+        if settle:
+            self.model.tokens[patient_id][hold_id] = INF
+            self.run(self.store.settle_patient_token(patient_id, hold_id))
 
     @precondition(lambda self: self.policy.spans_tags)
     @rule(patient=st.integers(0, PATIENT_COUNT - 1))

@@ -191,6 +191,27 @@ MUTANTS = [
         "redis.call('ZCARD', K_TOKENS) >= max_open",
         "redis.call('ZCARD', K_TOKENS) > max_open",
     ),
+    # The at-most-M-within-7-days rule lets one more through.
+    Mutant(
+        "max_7_days_off_by_one",
+        "patient_acquire.lua",
+        "if count >= max_7_days then",
+        "if count > max_7_days then",
+    ),
+    # The 7-day window is 8 days wide.
+    Mutant(
+        "max_7_days_window_too_wide",
+        "patient_acquire.lua",
+        "if other >= first and other <= first + 6 then",
+        "if other >= first and other <= first + 7 then",
+    ),
+    # Visits already over still count for the 7-day rule.
+    Mutant(
+        "max_7_days_counts_past_visits",
+        "patient_acquire.lua",
+        "if other and id ~= replaces and other >= today and",
+        "if other and id ~= replaces and",
+    ),
     # Bans count even where the hospital's policy has the blacklist off.
     Mutant(
         "blacklist_flag_ignored",

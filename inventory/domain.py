@@ -127,9 +127,15 @@ class HospitalPolicy:
     rerelease_max_s: int = 0
     #: How long the two-step reservation's pending patient token lives.
     token_window_s: int = 10
+    #: A queued release's waiting room takes joins from this long before its T0.
+    room_window_s: int = 30 * 60
+    #: Admit at most (units that can be taken) x this many tickets at once (>= 1).
+    room_factor: float = 1.2
+    #: How long an admitted ticket's admission token lives.
+    room_token_s: int = 60
 
     def __post_init__(self) -> None:
-        for name in ("hold_ttl_s", "max_hold_s", "token_window_s"):
+        for name in ("hold_ttl_s", "max_hold_s", "token_window_s", "room_token_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in (
@@ -143,6 +149,10 @@ class HospitalPolicy:
                 raise ValueError(f"{name} must not be negative")
         if self.max_hold_s < self.hold_ttl_s:
             raise ValueError("max_hold_s must be at least hold_ttl_s")
+        if self.room_window_s < 0:
+            raise ValueError("room_window_s must not be negative")
+        if not 1.0 <= self.room_factor <= 10.0:
+            raise ValueError("room_factor must be between 1 and 10")
         if self.rerelease_min_s > self.rerelease_max_s:
             raise ValueError("rerelease_min_s must not exceed rerelease_max_s")
 
@@ -197,6 +207,8 @@ class ReserveRequest:
     patient_id: str
     channel: str
     idempotency_key: str
+    #: A queued release's admission token ("" = none): checked and used by the reserve.
+    admission_token: str = ""
 
 
 class Relation(StrEnum):

@@ -197,6 +197,80 @@ class PatientWeeklyLimitError(RefusedError):
     title = "The patient has the most bookings allowed within 7 days"
 
 
+# -- the waiting room of a queued release (lua/room_*.lua, reserve.lua's token check) --
+
+
+class AdmissionRequiredError(RefusedError):
+    """A queued release's slot without an admission token: join its waiting room
+    (``context['detail']`` names the release)."""
+
+    lua_code = -40
+    code = "admission_required"
+    title = "This release has a waiting room: join it and reserve once admitted"
+
+
+class AdmissionTokenInvalidError(RefusedError):
+    lua_code = -41
+    code = "admission_token_invalid"
+    http_status = 403
+    title = "The admission token is not valid for this release"
+
+
+class AdmissionTokenExpiredError(RefusedError):
+    lua_code = -42
+    code = "admission_token_expired"
+    title = "The admission token has expired"
+
+
+class AdmissionTokenUsedError(RefusedError):
+    lua_code = -43
+    code = "admission_token_used"
+    title = "The admission token was already used"
+
+
+class AdmissionTokenNotYoursError(RefusedError):
+    lua_code = -44
+    code = "admission_token_not_yours"
+    http_status = 403
+    title = "The admission token belongs to another account or patient"
+
+
+class RoomNotFoundError(RefusedError):
+    lua_code = -45
+    code = "room_not_found"
+    http_status = 404
+    title = "No such release"
+
+
+class RoomNotOpenError(RefusedError):
+    """Joins start a window before the release (``context['opens_ms']``)."""
+
+    lua_code = -46
+    code = "room_not_open"
+    title = "The waiting room is not open yet"
+
+
+class RoomSoldOutError(RefusedError):
+    """The release is sold out; its waitlist may take the patient instead."""
+
+    lua_code = -47
+    code = "room_sold_out"
+    title = "The release is sold out; join the waitlist instead"
+
+
+class RoomConflictError(RefusedError):
+    lua_code = -48
+    code = "room_conflict"
+    title = "The release conflicts with an existing one or with its schedules"
+
+
+class TicketNotFoundError(RefusedError):
+    lua_code = -49
+    code = "ticket_not_found"
+    http_status = 404
+    title = "No such ticket"
+
+
 #: Lua return code -> error class. Codes 0 (OK) and 1 (REPLAY) are successes.
 LUA_CODES: dict[int, type[RefusedError]] = {
     cls.lua_code: cls
@@ -223,6 +297,16 @@ LUA_CODES: dict[int, type[RefusedError]] = {
         InvalidArgumentError,
         SlotScheduleMismatchError,
         PatientWeeklyLimitError,
+        AdmissionRequiredError,
+        AdmissionTokenInvalidError,
+        AdmissionTokenExpiredError,
+        AdmissionTokenUsedError,
+        AdmissionTokenNotYoursError,
+        RoomNotFoundError,
+        RoomNotOpenError,
+        RoomSoldOutError,
+        RoomConflictError,
+        TicketNotFoundError,
     )
 }
 
@@ -386,6 +470,29 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "slot_schedule_mismatch": Message(
         "该号源时段属于其他排班", "The slot belongs to another schedule"
     ),
+    "admission_required": Message(
+        "本次放号需排队：请先进入候诊队列，获准后再预约",
+        "This release has a waiting room: join it and reserve once admitted",
+    ),
+    "admission_token_invalid": Message(
+        "准入凭证无效", "The admission token is not valid for this release"
+    ),
+    "admission_token_expired": Message("准入凭证已过期", "The admission token has expired"),
+    "admission_token_used": Message("准入凭证已使用", "The admission token was already used"),
+    "admission_token_not_yours": Message(
+        "准入凭证属于其他账号或就诊人",
+        "The admission token belongs to another account or patient",
+    ),
+    "room_not_found": Message("该放号不存在", "No such release"),
+    "room_not_open": Message("排队尚未开始", "The waiting room is not open yet"),
+    "room_sold_out": Message(
+        "本次放号已约满，可加入候补", "The release is sold out; join the waitlist instead"
+    ),
+    "room_conflict": Message(
+        "该放号与已有放号或其排班冲突",
+        "The release conflicts with an existing one or with its schedules",
+    ),
+    "ticket_not_found": Message("排队号不存在", "No such ticket"),
     "store_unverified": Message(
         "号源服务已重启，正在核对，请稍后重试",
         "The inventory store restarted and is being checked; retry shortly",

@@ -2,9 +2,11 @@
   reserve: take one unit of a slot for a patient, as a hold with a payment deadline.
 
   KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
-  KEYS[9..]   optional: rate-limit buckets checked first, all-or-nothing, by GCRA
-              (includes/gcra.lua); the API passes its per-account and per-address
-              buckets here on a single Redis server (one call instead of two)
+  KEYS[9]     only with an admission token (ARGV[12]): the tag's rooms hash
+              (includes/room.lua)
+  KEYS[9..] or KEYS[10..]  optional: rate-limit buckets checked first, all-or-nothing,
+              by GCRA (includes/gcra.lua); the API passes its per-account and
+              per-address buckets here on a single Redis server (one call, not two)
   ARGV[1]  now_ms            logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed         seeds the anti-scalping delay of units freed by reclaim
   ARGV[3]  hold_id           derived from (account, idempotency key, tag) by the caller,
@@ -18,12 +20,26 @@
                              is only valid until then: refuse after it
   ARGV[10] reclaim_limit     at most this many due timers of the slot are run first
   ARGV[11] request_id        the API request's id, stamped on the events ("rid"); may be ""
-  ARGV[12+2(i-1)], ARGV[13+2(i-1)]  interval_ms and burst of bucket KEYS[8+i], i = 1..n
+  ARGV[12] admission_token   present exactly when KEYS[9] is the rooms hash: the token
+                             a queued release's room gave this account and patient
+  then interval_ms and burst of each bucket, in the buckets' order (ARGV[12..] or
+                             ARGV[13..]); so #ARGV - 11 = 2 x buckets, or that + 1
+                             with a token (telling the two layouts apart)
+
+  A schedule whose release is queued ("<schedule>:room" in the schedules hash, while its
+  room is not sold out, see room_open.lua) is reserved only with a valid admission
+  token, which the hold's step marks used (once: a retry with the same key replays the
+  hold before any token check). A refusal for another reason leaves the token unused.
 
   Returns {code, event_id, hold_json, rem, held, booked, wait, cap, extra}
     0   OK                      new hold; event_id of its hold_created event
     1   REPLAY                  the same key with the same request: the existing hold
    -9   idempotency_key_reused  the same key with a different request
+   -40  admission_required      a queued release, and no token; extra = the release
+   -41  admission_token_invalid no such token, or another release's
+   -42  admission_token_expired
+   -43  admission_token_used
+   -44  admission_token_not_yours  another account's or patient's token
    -22  rate_limited            a bucket of KEYS[9..] is over its limit; nothing counted,
                                 nothing held; extra = "<retry_after_ms> <bucket i> ..."
    -17  store_fenced            the tag's state is older than Postgres: rebuild first
@@ -36,7 +52,8 @@
    -5   patient_rule            extra = "one_per_day"
    -4   sold_out
    -20  invalid_argument
-  Emits: hold_created (plus hold_expired / unit_returned for every due timer reclaimed).
+  Emits: hold_created, room_admission_used (release, ticket, hold) when a token was
+  used (plus hold_expired / unit_returned for every due timer reclaimed).
   Checks everything before its first write; reclaim writes are whole steps of their own.
 ]]
 --- @include "tag"
@@ -50,6 +67,7 @@
 --- @include "timers"
 --- @include "due_timers"
 --- @include "events"
+--- @include "admission"
 
 local step = new_step(now_ms(ARGV[1]), ARGV[2], ARGV[11])
 local now = step.now
@@ -57,14 +75,23 @@ local hold_id, slot, account, patient = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local channel, fingerprint = ARGV[7], ARGV[8]
 local token_deadline = tonumber(ARGV[9])
 local reclaim_limit = tonumber(ARGV[10])
-local buckets = #KEYS - 8
+-- With an admission token, KEYS[9] is the rooms hash and ARGV[12] the token.
+local with_token = (#ARGV - 11) % 2 == 1
+local key_base, arg_base = 8, 11
+local K_ADMISSIONS, admission_token = nil, ''
+if with_token then
+  key_base, arg_base = 9, 12
+  K_ADMISSIONS, admission_token = KEYS[9], ARGV[12]
+end
+local buckets = #KEYS - key_base
 if hold_id == '' or slot == '' or account == '' or patient == '' or not token_deadline
-  or not reclaim_limit or buckets < 0 or #ARGV ~= 11 + 2 * buckets then
+  or not reclaim_limit or buckets < 0 or #ARGV ~= arg_base + 2 * buckets
+  or (with_token and admission_token == '') then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
 end
 
 if buckets > 0 then
-  local refused = take_rate_limits(now, 8, 11, buckets)
+  local refused = take_rate_limits(now, key_base, arg_base, buckets)
   if refused == false then
     return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'rate limit')
   end
@@ -105,6 +132,26 @@ if now < sched.release_ms then
 end
 if now >= sched.start_ms then
   return hold_reply(E_SCHEDULE_PAST, nil, nil)
+end
+-- A queued release: no reserve without this account's and patient's live token.
+local admission = nil
+if sched.room then
+  if not with_token then
+    return hold_reply(E_ADMISSION_REQUIRED, nil, nil, sched.room)
+  end
+  admission = parse_admission(redis.call('HGET', K_ADMISSIONS, 'tok:' .. admission_token))
+  if not admission or admission.release ~= sched.room then
+    return hold_reply(E_ADMISSION_TOKEN_INVALID, nil, nil)
+  end
+  if admission.account ~= account or admission.patient ~= patient then
+    return hold_reply(E_ADMISSION_TOKEN_NOT_YOURS, nil, nil)
+  end
+  if admission.state == 'u' then
+    return hold_reply(E_ADMISSION_TOKEN_USED, nil, nil)
+  end
+  if admission.state ~= 'a' or now >= admission.expiry then
+    return hold_reply(E_ADMISSION_TOKEN_EXPIRED, nil, nil)
+  end
 end
 if token_deadline > 0 and now > token_deadline then
   return hold_reply(E_PATIENT_TOKEN_EXPIRED, nil, nil)
@@ -150,7 +197,17 @@ patient_ids = patient_ids or patient_holds(patient)
 patient_ids[#patient_ids + 1] = hold_id
 set_patient_holds(patient, patient_ids)
 add_timer(slot, 'h', hold_id, deadline)
+if admission then
+  admission.state = 'u'
+  redis.call('HSET', K_ADMISSIONS, 'tok:' .. admission_token, admission_text(admission))
+  redis.call('HINCRBY', K_ADMISSIONS, admission.release .. ':outstanding', -1)
+  redis.call('HINCRBY', K_ADMISSIONS, admission.release .. ':used', 1)
+end
 local event_id = emit_hold(step, 'hold_created', rec, {
   'channel', channel, 'amount', sched.fee, 'deadline', deadline,
 }, json, counts)
+if admission then
+  emit(step, 'room_admission_used', {'release', admission.release, 'ticket', admission.ticket,
+    'hold', hold_id})
+end
 return hold_reply(OK, event_id, rec, nil, json, counts)

@@ -299,6 +299,9 @@ class HospitalPolicyBody(Request):
         int, Field(ge=0, le=86400, description="at least rerelease_min_s")
     ] = 0
     token_window_s: Annotated[int, Field(ge=1, le=600)] = 10
+    room_window_s: Annotated[int, Field(ge=0, le=86400)] = 1800
+    room_factor: Annotated[float, Field(ge=1.0, le=10.0)] = 1.2
+    room_token_s: Annotated[int, Field(ge=5, le=3600)] = 60
 
 
 Name = Annotated[Printable, Field(min_length=1, max_length=100)]

@@ -103,6 +103,58 @@ def tag_keys(tag: str) -> TagKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomKeys:
+    """The keys of a tag's waiting rooms (lua/includes/room.lua): passed after the tag's
+    own keys to the room scripts, and alone (in this order) to room_status."""
+
+    rooms: str
+    tickets: str
+    queue: str
+
+    def as_list(self) -> list[str]:
+        """The three keys, in the order the scripts take them."""
+        return [self.rooms, self.tickets, self.queue]
+
+
+@functools.lru_cache(maxsize=4_096)
+def room_keys(tag: str) -> RoomKeys:
+    """The waiting-room keys of ``tag``, under the same hash tag ``{tag}`` as its
+    schedules, so reserve checks an admission token in its own step."""
+    prefix = f"inv:{{{tag}}}:"
+    return RoomKeys(
+        rooms=prefix + "rooms", tickets=prefix + "room_tickets", queue=prefix + "room_queue"
+    )
+
+
+_RELEASE_ID_RE = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{8})\.([A-Za-z0-9_-]{1,64})", re.ASCII)
+_TICKET_RE = re.compile(r"[a-z2-7]{24}", re.ASCII)
+
+
+def release_id_for(department_id: str, visit_date: date, name: str) -> str:
+    """A release's id: ``<department>.<yyyymmdd>.<name>``, naming its tag as a hold id
+    does."""
+    return (
+        f"{check_id(department_id, 'department_id')}.{visit_date:%Y%m%d}.{check_id(name, 'name')}"
+    )
+
+
+def tag_of_release(release_id: str) -> str:
+    """The tag a release id belongs to; :class:`InvalidIdError` if it is not one."""
+    match = _RELEASE_ID_RE.fullmatch(release_id)
+    if match is None:
+        raise InvalidIdError("not a release id")
+    return f"{match.group(1)}:{match.group(2)}"
+
+
+def check_ticket_id(ticket_id: str) -> str:
+    """``ticket_id`` if it has a ticket's shape (24 base32 letters), else
+    :class:`InvalidIdError`."""
+    if not _TICKET_RE.fullmatch(ticket_id):
+        raise InvalidIdError("not a ticket id")
+    return ticket_id
+
+
+@dataclass(frozen=True, slots=True)
 class PatientKeys:
     """The keys of a patient tag (rules that span department-day tags)."""
 

@@ -48,6 +48,10 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "rate_limit",
     "fence",
     "rebuild",
+    "room_open",
+    "room_join",
+    "room_advance",
+    "room_status",
 )
 
 _INCLUDE_RE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)

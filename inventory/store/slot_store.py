@@ -513,6 +513,11 @@ class SlotStore:
             request_id,
         ]
         tag_keys = keys.tag_keys(tag).as_list()
+        if request.admission_token:
+            # The reserve's other layout: the rooms hash after the tag's keys, the token
+            # after the fixed arguments (lua/reserve.lua).
+            tag_keys.append(keys.room_keys(tag).rooms)
+            args.append(request.admission_token)
         if folded is not None:
             tag_keys = [*tag_keys, *folded.keys]
             args += folded.args
@@ -851,6 +856,16 @@ _DRIVER_ERRORS: Final = (
     redis.exceptions.RedisClusterException,
     TimeoutError,
 )
+
+
+#: The driver's failures, by a public name, for the store's sibling adapters (the
+#: waiting room's) to wrap as :func:`store_error` does.
+DRIVER_ERRORS: Final = _DRIVER_ERRORS
+
+
+async def guarded(awaitable: Awaitable[T]) -> T:
+    """Run a Redis call, wrapping driver failures as every store call does."""
+    return await _guard(awaitable)
 
 
 async def _guard(awaitable: Awaitable[T]) -> T:

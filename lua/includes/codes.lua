@@ -35,3 +35,15 @@ local E_INVALID_ARGUMENT = -20
 local E_SLOT_SCHEDULE_MISMATCH = -21
 local E_RATE_LIMITED = -22
 local E_PATIENT_WEEKLY_LIMIT = -23
+-- The waiting room of a queued release (room_*.lua and reserve.lua's admission check),
+-- numbered apart from the other new refusals.
+local E_ADMISSION_REQUIRED = -40
+local E_ADMISSION_TOKEN_INVALID = -41
+local E_ADMISSION_TOKEN_EXPIRED = -42
+local E_ADMISSION_TOKEN_USED = -43
+local E_ADMISSION_TOKEN_NOT_YOURS = -44
+local E_ROOM_NOT_FOUND = -45
+local E_ROOM_NOT_OPEN = -46
+local E_ROOM_SOLD_OUT = -47
+local E_ROOM_CONFLICT = -48
+local E_TICKET_NOT_FOUND = -49

@@ -1,7 +1,8 @@
 """``inventory worker``: the background half of the service, in one process.
 
 Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
-expirer (due holds back to the pool), the fence monitor (Redis behind Postgres ->
+expirer (due holds back to the pool), the suspension sweep (a suspended schedule's
+bookings cancelled and refunded), the fence monitor (Redis behind Postgres ->
 fenced tags; a verified server -> the API's gate opens) and the metrics sampler (its
 own /metrics port, see inventory/ops/sampler.py). Each loop survives Redis or Postgres being
 down (it logs a warning, backs off with jitter and resumes when they return, see
@@ -22,6 +23,7 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 import structlog
 
 from inventory.his.flows import his_loops
+from inventory.his.suspension import run_suspension_sweep
 from inventory.ops.config import Settings
 from inventory.ops.sampler import MeteredPersisterStats, run_sampler
 from inventory.record.persister import run_persister
@@ -90,6 +92,9 @@ async def _run_loops(
             his_queue=bool(settings.his_url),
         ),
         "persister": run_persister(store.client, pool, stop=stop, on_diverged=fence, stats=stats),
+        # 停诊 entered by an operator: the suspended schedules' bookings cancelled and
+        # refunded, their holds released (with or without a HIS).
+        "suspensions": run_suspension_sweep(pool, store, stop=stop),
     }
     if settings.his_url:  # the HIS flows: schedule sync, submitter, reconciler
         loops |= his_loops(settings, store, stop=stop)

@@ -275,7 +275,10 @@ async def _set_status(request: web.Request, status: str) -> web.Response:
     idempotency="recorded",
 )
 async def suspend_schedule(request: web.Request) -> web.Response:
-    """Suspend a schedule (停诊): reserves and confirms are refused from now on."""
+    """Suspend a schedule (停诊): reserves and confirms are refused from now on; the
+    worker then releases its holds and cancels its bookings past the cancellation
+    deadline, each with its refund requested and the patient told ``reason``, and the
+    HIS is told of every booking it holds."""
     return await _set_status(request, "suspended")
 
 

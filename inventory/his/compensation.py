@@ -6,7 +6,8 @@ The order is what makes it safe to crash anywhere:
 
 1. one Postgres transaction: the booking's new status with the reason the patient is
    shown (``cancel_reason``, ``"<code>: <the hospital's words>"``), its status-history
-   row, and the refund request (:func:`inventory.payments.refunds.request_refund`);
+   row, the refund request (:func:`inventory.payments.refunds.request_refund`) and the
+   event the notifier tells the patient from (``lifecycle_events``, :data:`ENDED_EVENTS`);
 2. then the unit goes back in Redis (``release`` with ``force``, reason ``<code>``).
 
 A crash between the two leaves a booking ended in Postgres whose unit is still booked;
@@ -40,6 +41,15 @@ SUSPENDED = "suspended"
 HIS_CANCELLED = "his_cancelled"
 
 Outcome = Literal["rejected", "cancelled"]
+
+#: The ``lifecycle_events`` type of a booking ended for each reason code (what the
+#: notifier tells the patient); another code gets :data:`OTHER_ENDED_EVENT`.
+ENDED_EVENTS: dict[str, str] = {
+    SUSPENDED: "booking_cancelled_by_suspension",
+    HIS_REJECTED: "booking_rejected_by_his",
+    HIS_CANCELLED: "booking_cancelled_by_his",
+}
+OTHER_ENDED_EVENT = "booking_ended_by_hospital"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,15 @@ async def end_booking(
             f"his:{booking_id}:{outcome}",
         )
         refund_id = await _request_refund(connection, booking_id, code, outcome)
+        event = ENDED_EVENTS.get(code, OTHER_ENDED_EVENT)
+        await connection.execute(
+            QUERIES["add_booking_event"],
+            f"{event}:{booking_id}",
+            event,
+            booking_id,
+            now,
+            {"outcome": outcome, "code": code, "reason": reason, "refund_id": refund_id},
+        )
     released = await release_unit(store, booking_id, code)
     log.info(
         "his.booking_ended",

@@ -408,7 +408,9 @@ class Reconciler:
                     report.items.append(ReconcileItem(SCHEDULE_SUSPENDED, sid, detail))
                 continue
             if row["status"] == "suspended":
-                report.items.append(ReconcileItem(SCHEDULE_RESUMED, sid, {}))
+                # An operator's 停诊 stands whatever the HIS lists: not a difference.
+                if row["status_source"] != "operator":
+                    report.items.append(ReconcileItem(SCHEDULE_RESUMED, sid, {}))
                 continue
             rows = {r["id"]: r for r in snap.slots.get(sid, ())}
             for slot in schedule.slots:
@@ -548,7 +550,7 @@ class Reconciler:
             await self.sync.suspend(subject, his_by_id[subject].status_reason)
             return None
         if kind == SCHEDULE_RESUMED:
-            tag = await self.sync.catalogue.set_status(subject, "open", "his_resumed")
+            tag = await self.sync.catalogue.set_status(subject, "open", "his_resumed", source="his")
             return None if tag is not None else "no such schedule"
         if kind == MISSING_IN_HIS:
             async with acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection:

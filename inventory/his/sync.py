@@ -33,18 +33,11 @@ from zoneinfo import ZoneInfo
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import structlog
 
-from inventory.domain import HoldState
 from inventory.errors import CapacityBelowTakenError, InventoryError, StoreUnavailableError
 from inventory.his.client import HisClient
-from inventory.his.compensation import (
-    SUSPENDED,
-    end_booking,
-    open_holds_of_schedule,
-    release_unit,
-)
+from inventory.his.suspension import SuspensionResult, cancel_suspended
 from inventory.his.types import HisCatalogue, HisDoctor, HisSchedule
 from inventory.ops.backoff import TRANSIENT_ERRORS
-from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.record.pool import acquire
@@ -88,16 +81,6 @@ class SyncConfig:
             raise ValueError("window_days must be at least 1")
         if self.interval_s <= 0 or self.concurrency < 1:
             raise ValueError("interval_s must be positive and concurrency at least 1")
-
-
-@dataclass
-class SuspensionResult:
-    """What closing one schedule did."""
-
-    schedule_id: str
-    bookings_cancelled: list[str] = field(default_factory=list)
-    holds_released: list[str] = field(default_factory=list)
-    refunds_requested: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -416,8 +399,12 @@ class ScheduleSync:
                 report.suspended.append(
                     await self.suspend(schedule.schedule_id, schedule.status_reason)
                 )
-        elif status == "suspended":
-            await self.catalogue.set_status(schedule.schedule_id, "open", "his_resumed")
+        elif status == "suspended" and row is not None and row["status_source"] != "operator":
+            # A 停诊 an operator entered here stands until an operator reopens it, even
+            # while the HIS still lists the schedule as active.
+            await self.catalogue.set_status(
+                schedule.schedule_id, "open", "his_resumed", source="his"
+            )
             report.reopened.append(schedule.schedule_id)
             log.info("his.schedule_reopened", schedule=schedule.schedule_id)
 
@@ -488,45 +475,22 @@ class ScheduleSync:
 
     async def suspend(self, schedule_id: str, reason: str | None) -> SuspensionResult:
         """停诊: close the schedule here (Postgres and Redis), cancel its open bookings
-        (patient told why, refund requested) and release every open hold. Idempotent: a
-        second call finds nothing open."""
-        result = SuspensionResult(schedule_id)
-        tag = await self.catalogue.set_status(schedule_id, "suspended", "his_suspended")
+        (patient told why, refund requested) and release every open hold, through the
+        code path every suspension shares (:mod:`inventory.his.suspension`). Idempotent:
+        a second call finds nothing open."""
+        tag = await self.catalogue.set_status(
+            schedule_id, "suspended", "his_suspended", message=reason or "", source="his"
+        )
         if tag is None:
-            return result
-        holds = await open_holds_of_schedule(self.store, tag, schedule_id)
-        bookings = PgBookings(self.pool)
-        async with acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection:
-            open_rows = await connection.fetch(QUERIES["list_schedule_open_bookings"], schedule_id)
-        in_postgres = {row["booking_id"] for row in open_rows}
-        for hold in holds:
-            if hold.state is HoldState.BOOKED and hold.hold_id not in in_postgres:
-                # Booked in Redis, not (yet) in Postgres (a confirm whose write failed):
-                # record it first so the patient's booking, and its refund, are durable.
-                await bookings.record(hold)
-        async with acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection:
-            open_rows = await connection.fetch(QUERIES["list_schedule_open_bookings"], schedule_id)
-        ended: set[str] = set()
-        for row in open_rows:
-            outcome = await end_booking(
-                self.pool,
-                self.store,
-                row["booking_id"],
-                outcome="cancelled",
-                code=SUSPENDED,
-                message=reason,
-                from_status=row["status"],
-            )
-            if outcome is not None:
-                ended.add(row["booking_id"])
-                result.bookings_cancelled.append(row["booking_id"])
-                if outcome.refund_id is not None:
-                    result.refunds_requested.append(outcome.refund_id)
-        for hold in holds:
-            if hold.hold_id in ended:
-                continue
-            if await release_unit(self.store, hold.hold_id, SUSPENDED):
-                result.holds_released.append(hold.hold_id)
+            return SuspensionResult(schedule_id)
+        result = await cancel_suspended(
+            self.pool,
+            self.store,
+            schedule_id,
+            tag,
+            message=reason,
+            acquire_timeout_s=self.config.acquire_timeout_s,
+        )
         log.info(
             "his.schedule_suspended",
             schedule=schedule_id,

@@ -362,9 +362,20 @@ class PgCatalogue:
         )
         return True
 
-    async def set_status(self, schedule_id: str, status: str, reason: str) -> str | None:
+    async def set_status(
+        self,
+        schedule_id: str,
+        status: str,
+        reason: str,
+        *,
+        message: str | None = None,
+        source: str = "operator",
+    ) -> str | None:
         """Suspend or reopen in Postgres and Redis together; the schedule's tag, or None
-        if there is no such schedule."""
+        if there is no such schedule. ``reason`` is the store's (a code); ``message``
+        (default: ``reason``) is kept as ``schedules.status_reason``, what a suspension
+        tells the patients whose bookings it cancels; ``source`` (``operator`` or
+        ``his``) who decided it."""
         async with (
             acquire(self._pool, timeout_s=self._timeout) as connection,
             connection.transaction(),
@@ -372,7 +383,13 @@ class PgCatalogue:
             row = await connection.fetchrow(QUERIES["get_schedule"], schedule_id)
             if row is None:
                 return None
-            await connection.execute(QUERIES["set_schedule_status"], schedule_id, status)
+            await connection.execute(
+                QUERIES["set_schedule_status"],
+                schedule_id,
+                status,
+                reason if message is None else message,
+                source,
+            )
             tag = keys.department_day_tag(row["department_id"], row["visit_date"])
             if status == "suspended":
                 await self._store.suspend(tag, schedule_id, reason)

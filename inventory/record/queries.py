@@ -98,6 +98,9 @@ class Queries(TypedDict):
     list_window_schedules: str
     list_window_slots: str
     upsert_his_slots: str
+    list_suspensions_to_finish: str
+    add_booking_event: str
+    list_lifecycle_events: str
     list_schedule_open_bookings: str
     claim_his_submissions: str
     record_his_appointment: str

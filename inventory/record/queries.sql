@@ -190,12 +190,13 @@ RETURNING id, hospital_id, department_id, doctor_id, visit_date, session, starts
           updated_at, (xmax = 0) AS inserted;
 
 -- name: set_schedule_status
--- Suspend (停诊) or reopen a schedule; no row if there is no such schedule.
--- params: schedule_id, status
+-- Suspend (停诊) or reopen a schedule, with why (shown to the patients a suspension
+-- cancels); no row if there is no such schedule.
+-- params: schedule_id, status, reason, source
 UPDATE schedules
-SET status = $2, updated_at = now()
+SET status = $2, status_reason = $3, status_source = $4, updated_at = now()
 WHERE id = $1
-RETURNING id, status, updated_at;
+RETURNING id, status, status_reason, status_source, updated_at;
 
 -- name: upsert_slot
 -- A slot. It cannot move to another schedule once written (trigger, check_violation).
@@ -834,7 +835,7 @@ RETURNING id AS refund_id, status, provider_refund_id, succeeded_at, attempts, l
 -- Every schedule with a visit date in the window (any status).
 -- params: first_day, last_day
 SELECT id, hospital_id, department_id, doctor_id, visit_date, session, starts_at, ends_at,
-       release_at, cancel_deadline, fee_fen, location, status
+       release_at, cancel_deadline, fee_fen, location, status, status_source
 FROM schedules
 WHERE visit_date BETWEEN $1 AND $2
 ORDER BY visit_date, id;
@@ -870,6 +871,46 @@ ON CONFLICT (slot_id) DO UPDATE
     WHERE (hs.his_capacity, hs.other_channel)
           IS DISTINCT FROM (EXCLUDED.his_capacity, EXCLUDED.other_channel)
 RETURNING slot_id, his_capacity, other_channel;
+
+-- name: list_suspensions_to_finish
+-- Suspended schedules (visit date from since_date on) that still hold an open booking or
+-- an open hold as Postgres knows them: what the worker's suspension sweep cancels.
+-- params: since_date, limit
+SELECT s.id AS schedule_id, s.department_id, s.visit_date, s.status_reason
+FROM schedules s
+WHERE s.status = 'suspended' AND s.visit_date >= $1
+  AND (EXISTS (SELECT 1 FROM bookings b
+               WHERE b.schedule_id = s.id
+                 AND b.status IN ('confirmed', 'submitted', 'his_confirmed'))
+       OR EXISTS (SELECT 1 FROM holds h
+                  WHERE h.tag = s.department_id || ':' || to_char(s.visit_date, 'YYYYMMDD')
+                    AND h.schedule_id = s.id AND h.state IN ('held', 'booked')))
+ORDER BY s.visit_date, s.id
+LIMIT $2;
+
+-- name: add_booking_event
+-- One event of a booking for lifecycle_events (the notifier's outbox), with its hospital,
+-- patient and schedule copied from the booking, in the caller's transaction. No row when
+-- the event was recorded already (same event_key) or the booking does not exist.
+-- params: event_key, type, booking_id, at, payload
+INSERT INTO lifecycle_events (event_key, type, hospital_id, patient_id, booking_id,
+                              schedule_id, at, payload)
+SELECT $1, $2, s.hospital_id, b.patient_id, b.id, b.schedule_id, $4, $5
+FROM bookings b
+JOIN schedules s ON s.id = b.schedule_id
+WHERE b.id = $3
+ON CONFLICT (event_key) DO NOTHING
+RETURNING id, type, booking_id;
+
+-- name: list_lifecycle_events
+-- Lifecycle events after an id, in id order (the notifier, audit, tests).
+-- params: after_id, limit
+SELECT id, event_key, type, hospital_id, patient_id, booking_id, schedule_id, at, payload,
+       recorded_at
+FROM lifecycle_events
+WHERE id > $1
+ORDER BY id
+LIMIT $2;
 
 -- name: list_schedule_open_bookings
 -- The bookings of a schedule that are still open (confirmed, submitted, his_confirmed):

@@ -83,7 +83,12 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "location": "新门诊楼",
         "status": "open",
     },
-    "set_schedule_status": lambda s: {"schedule_id": s.afternoon, "status": "suspended"},
+    "set_schedule_status": lambda s: {
+        "schedule_id": s.afternoon,
+        "status": "suspended",
+        "reason": "doctor_unavailable",
+        "source": "operator",
+    },
     "raise_slot_capacity": lambda s: {"slot_id": s.slot_late, "capacity": 9},
     "upsert_slot": lambda s: {
         "slot_id": s.slot_late,
@@ -273,6 +278,15 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "other_channels": [1, 0],
     },
     "list_schedule_open_bookings": lambda s: {"schedule_id": s.morning},
+    "list_suspensions_to_finish": lambda s: {"since_date": VISIT, "limit": 20},
+    "add_booking_event": lambda s: {
+        "event_key": f"booking_cancelled_by_suspension:{s.booking}",
+        "type": "booking_cancelled_by_suspension",
+        "booking_id": s.booking,
+        "at": at(VISIT, 7, 0),
+        "payload": {"code": "suspended", "refund_id": None},
+    },
+    "list_lifecycle_events": lambda s: {"after_id": 0, "limit": 100},
     "claim_his_submissions": lambda s: {"limit": 10, "lease_s": 60.0},
     "record_his_appointment": lambda s: {
         "booking_id": s.booking,
@@ -430,7 +444,14 @@ async def test_upserts_update_in_place_and_say_so(pool: asyncpg.Pool, seeded: Se
         again = await one(c, "upsert_slot", **SAMPLES["upsert_slot"](seeded) | {"capacity": 9})
         assert again is not None
         assert (again["inserted"], again["capacity"]) == (False, 9)
-        status = await one(c, "set_schedule_status", schedule_id=seeded.morning, status="suspended")
+        status = await one(
+            c,
+            "set_schedule_status",
+            schedule_id=seeded.morning,
+            status="suspended",
+            reason="x",
+            source="operator",
+        )
         assert status is not None
         assert status["status"] == "suspended"
 

@@ -19,6 +19,7 @@ import pytest
 
 from inventory.his.client import FhirHisClient, HisClientConfig
 from inventory.his.types import HisSlot
+from inventory.ops.config import Settings
 from inventory.simulators.his.process import SimProcess
 from tests.databases import Databases
 
@@ -174,3 +175,23 @@ async def world(
     async with open_world(sim, module_admin, databases, directory) as built:
         await built.sync.sync()
         yield built
+
+
+@pytest.fixture(scope="module")
+async def api(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, Any]]:
+    """An API process over the world's Redis and database (the store verified first)."""
+    from inventory.devtools.servers import free_port
+    from tests.api.conftest import api_env, mark_store_verified, start_api, stop_api
+
+    await mark_store_verified(world.redis.url, world.database_url)
+    port = free_port()
+    env = api_env(world.redis.url, world.database_url, port)
+    log_path = tmp_path_factory.mktemp("his-api") / "api.log"
+    process = start_api(env, log_path)
+    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("INVENTORY_")})
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "settings": settings, "env": env}
+    finally:
+        stop_api(process)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,6 @@ from inventory import errors
 from inventory.his.flows import his_loops
 from inventory.his.submitter import keyring_patients
 from inventory.ops.config import Settings
-from tests.api.conftest import api_env, mark_store_verified, start_api, stop_api
 from tests.api.helpers import register_patient
 from tests.his.conftest import SimAdmin
 from tests.his.world import PAYMENTS, World, tomorrow
@@ -27,25 +25,6 @@ from tests.his.world import PAYMENTS, World, tomorrow
 async def clean(world: World, admin: SimAdmin) -> World:
     """The world, with no faults in the simulator before and after the test."""
     return world
-
-
-@pytest.fixture(scope="module")
-async def api(
-    world: World, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[dict[str, Any]]:
-    """An API process over the world's Redis and database (the store verified first)."""
-    from inventory.devtools.servers import free_port
-
-    await mark_store_verified(world.redis.url, world.database_url)
-    port = free_port()
-    env = api_env(world.redis.url, world.database_url, port)
-    log_path = tmp_path_factory.mktemp("his-api") / "api.log"
-    process = start_api(env, log_path)
-    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("INVENTORY_")})
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "settings": settings, "env": env}
-    finally:
-        stop_api(process)
 
 
 # --------------------------------------------------------------------------------------

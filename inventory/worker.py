@@ -3,8 +3,9 @@
 Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
 expirer (due holds back to the pool), the suspension sweep (a suspended schedule's
 bookings cancelled and refunded), the fence monitor (Redis behind Postgres ->
-fenced tags; a verified server -> the API's gate opens) and the metrics sampler (its
-own /metrics port, see inventory/ops/sampler.py). Each loop survives Redis or Postgres being
+fenced tags; a verified server -> the API's gate opens), the metrics sampler (its
+own /metrics port, see inventory/ops/sampler.py) and, when a channel is configured, the
+notifier (inventory/notify/). Each loop survives Redis or Postgres being
 down (it logs a warning, backs off with jitter and resumes when they return, see
 inventory/ops/backoff.py); a loop that fails with any other error stops the others and
 :func:`run_worker` raises :class:`WorkerLoopFailedError`, so the process exits non-zero
@@ -24,8 +25,10 @@ import structlog
 
 from inventory.his.flows import his_loops
 from inventory.his.suspension import run_suspension_sweep
+from inventory.notify.service import run_notifier
 from inventory.ops.config import Settings
 from inventory.ops.sampler import MeteredPersisterStats, run_sampler
+from inventory.privacy.crypto import FieldKeyring
 from inventory.record.persister import run_persister
 from inventory.record.pool import create_pool
 from inventory.recovery.fence import run_fence_monitor
@@ -98,6 +101,10 @@ async def _run_loops(
     }
     if settings.his_url:  # the HIS flows: schedule sync, submitter, reconciler
         loops |= his_loops(settings, store, stop=stop)
+    if settings.notify.enabled:  # some channel is configured
+        loops["notifier"] = run_notifier(
+            pool, settings.notify, keyring=_keyring(settings), his=bool(settings.his_url), stop=stop
+        )
     tasks: dict[str, asyncio.Task[None]] = {
         name: asyncio.create_task(coro, name=name) for name, coro in loops.items()
     }
@@ -123,6 +130,14 @@ async def _run_loops(
         stop.set()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
     return failed
+
+
+def _keyring(settings: Settings) -> FieldKeyring | None:
+    """The field keys (the notifier decrypts phones with them), or None without them."""
+    try:
+        return settings.keyring()
+    except ValueError:
+        return None
 
 
 class WorkerLoopFailedError(Exception):

@@ -14,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from inventory.notify.settings import NotifySettings, parse_templates, parse_wall_time
 from inventory.payments.settings import PaymentSettings
 from inventory.privacy.crypto import BlindIndex, FieldKeyring
 
@@ -129,6 +130,30 @@ def _payment_settings(env: _EnvReader) -> PaymentSettings:
     )
 
 
+def _notify_settings(env: _EnvReader) -> NotifySettings:
+    """``INVENTORY_NOTIFY_*`` (inventory/notify/settings.py says what each means and checks
+    them together)."""
+    get = env.get
+    defaults = NotifySettings()
+    return NotifySettings(
+        wechat_url=get("NOTIFY_WECHAT_URL", str, ""),
+        wechat_appid=get("NOTIFY_WECHAT_APPID", str, ""),
+        wechat_secret=get("NOTIFY_WECHAT_SECRET", str, ""),
+        wechat_templates=get("NOTIFY_WECHAT_TEMPLATES", parse_templates, defaults.wechat_templates),
+        sms_url=get("NOTIFY_SMS_URL", str, ""),
+        sms_api_key=get("NOTIFY_SMS_API_KEY", str, ""),
+        sms_sign=get("NOTIFY_SMS_SIGN", str, defaults.sms_sign),
+        interval_s=get("NOTIFY_INTERVAL_S", _positive_float, defaults.interval_s),
+        lease_s=get("NOTIFY_LEASE_S", _positive_float, defaults.lease_s),
+        max_attempts=get("NOTIFY_MAX_ATTEMPTS", _positive_int, defaults.max_attempts),
+        retry_initial_s=get("NOTIFY_RETRY_INITIAL_S", _positive_float, defaults.retry_initial_s),
+        retry_max_s=get("NOTIFY_RETRY_MAX_S", _positive_float, defaults.retry_max_s),
+        reminder_time=get("NOTIFY_REMINDER_TIME", parse_wall_time, defaults.reminder_time),
+        call_timeout_s=get("NOTIFY_CALL_TIMEOUT_S", _positive_float, defaults.call_timeout_s),
+        scan_interval_s=get("NOTIFY_SCAN_INTERVAL_S", _positive_float, defaults.scan_interval_s),
+    )
+
+
 def _parse_keys(text: str) -> dict[str, bytes]:
     """``kid:base64,kid2:base64`` (urlsafe or standard base64, at least 32 bytes each)."""
     keys: dict[str, bytes] = {}
@@ -228,6 +253,8 @@ class Settings:
     ready_max_outbox_backlog: int = 50_000
     #: WeChat Pay (inventory/payments/settings.py); off without a merchant id.
     payments: PaymentSettings = field(default_factory=PaymentSettings)
+    #: Notifications (inventory/notify/settings.py); off without a channel URL.
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -289,6 +316,7 @@ class Settings:
                 "READY_MAX_OUTBOX_BACKLOG", _positive_int, defaults.ready_max_outbox_backlog
             ),
             payments=_payment_settings(env),
+            notify=_notify_settings(env),
         )
         problems = env.problems
         if (
@@ -301,6 +329,7 @@ class Settings:
                 f"set {PREFIX}REDIS_CLUSTER=true or give one URL"
             )
         problems += settings.redis_problems()
+        problems += settings.notify.problems()
         if for_api:
             problems += settings.problems()
         if problems:

@@ -323,6 +323,37 @@ HIS_SUBMISSION_OLDEST_AGE: Final = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# -- worker: notifications (inventory/notify/) -------------------------------------------
+
+NOTIFICATIONS: Final = Counter(
+    "inventory_notifications_total",
+    "Notification delivery attempts by outcome: sent (the provider took it), failed (an "
+    "attempt failed), retried (a failed attempt was scheduled again after a back-off), "
+    "dead_lettered (given up: the operator's dead-letter view), skipped (nothing to send "
+    "to any more, e.g. the account unsubscribed); by channel and kind.",
+    ["outcome", "channel", "kind"],
+)
+NOTIFICATIONS_PENDING: Final = Gauge(
+    "inventory_notifications_pending",
+    "Deliveries not yet sent (first attempt or waiting to retry), by channel and kind, at "
+    "the last sample.",
+    ["channel", "kind"],
+    multiprocess_mode="mostrecent",
+)
+NOTIFICATION_OLDEST_UNSENT_AGE: Final = Gauge(
+    "inventory_notification_oldest_unsent_age_seconds",
+    "Age of the oldest delivery not yet sent, by channel and kind (0: none); channel and "
+    'kind "planning" for facts not yet turned into deliveries.',
+    ["channel", "kind"],
+    multiprocess_mode="mostrecent",
+)
+NOTIFICATION_DEAD_LETTERS: Final = Gauge(
+    "inventory_notification_dead_letters",
+    "Dead-lettered deliveries no operator has retried yet, by channel and kind.",
+    ["channel", "kind"],
+    multiprocess_mode="mostrecent",
+)
+
 # -- check: `inventory check` ------------------------------------------------------------
 
 CHECK_DRIFT: Final = Gauge(
@@ -668,6 +699,79 @@ def observe_open_money_and_his_queue(row: Mapping[str, Any], *, his_queue: bool)
         HIS_SUBMISSION_OLDEST_AGE.set(row["his_oldest_waiting_s"] or 0.0)
 
 
+#: Notification outcomes and channels as labels; kinds are the code's own names
+#: (inventory/notify/kinds.py), checked for shape.
+NOTIFICATION_OUTCOMES: Final = ("sent", "failed", "retried", "dead_lettered", "skipped")
+NOTIFICATION_CHANNELS: Final = ("wechat", "sms")
+PLANNING: Final = "planning"
+_KIND_RE: Final = re.compile(r"[a-z][a-z_]{0,39}", re.ASCII)
+_notification_kinds: set[str] = set()
+
+
+def _notification_labels(channel: str, kind: str) -> tuple[str, str]:
+    return (
+        bounded(channel, NOTIFICATION_CHANNELS),
+        kind if _KIND_RE.fullmatch(kind) else OTHER,
+    )
+
+
+def declare_notification_kinds(kinds: Iterable[str]) -> None:
+    """Every series of the notifier's families at 0 for these kinds (so that rate() and
+    increase() see the first message, and a gauge of a drained queue reads 0)."""
+    for kind in kinds:
+        channel_kind = [_notification_labels(c, kind) for c in NOTIFICATION_CHANNELS]
+        _notification_kinds.add(channel_kind[0][1])
+        for channel, label in channel_kind:
+            for outcome in NOTIFICATION_OUTCOMES:
+                NOTIFICATIONS.labels(outcome=outcome, channel=channel, kind=label)
+            NOTIFICATIONS_PENDING.labels(channel=channel, kind=label).set(0)
+            NOTIFICATION_OLDEST_UNSENT_AGE.labels(channel=channel, kind=label).set(0)
+            NOTIFICATION_DEAD_LETTERS.labels(channel=channel, kind=label).set(0)
+    NOTIFICATION_OLDEST_UNSENT_AGE.labels(channel=PLANNING, kind=PLANNING).set(0)
+
+
+def observe_notification(outcome: str, channel: str, kind: str) -> None:
+    """One attempt's outcome (one of :data:`NOTIFICATION_OUTCOMES`)."""
+    channel_label, kind_label = _notification_labels(channel, kind)
+    NOTIFICATIONS.labels(
+        outcome=bounded(outcome, NOTIFICATION_OUTCOMES), channel=channel_label, kind=kind_label
+    ).inc()
+
+
+def observe_notification_backlog(
+    pending: Iterable[tuple[str, str, int, float]],
+    *,
+    unplanned: tuple[int, float],
+    dead: Iterable[tuple[str, str, int]],
+) -> None:
+    """One sample of the notifier's tables: (channel, kind, waiting, oldest age) of the
+    pending deliveries, (count, oldest age) of the facts not yet planned, (channel, kind,
+    open) of the dead letters. A series not in the sample is set to 0."""
+    waiting: dict[tuple[str, str], int] = {}
+    oldest: dict[tuple[str, str], float] = {}
+    letters: dict[tuple[str, str], int] = {}
+    for channel, kind, count, age in pending:
+        key = _notification_labels(channel, kind)
+        waiting[key] = waiting.get(key, 0) + count
+        oldest[key] = max(oldest.get(key, 0.0), age or 0.0)
+    for channel, kind, count in dead:
+        key = _notification_labels(channel, kind)
+        letters[key] = letters.get(key, 0) + count
+    for kind in _notification_kinds | {OTHER}:
+        for channel in NOTIFICATION_CHANNELS:
+            key = (channel, kind)
+            if kind == OTHER and key not in waiting and key not in letters:
+                continue
+            NOTIFICATIONS_PENDING.labels(channel=channel, kind=kind).set(waiting.get(key, 0))
+            NOTIFICATION_OLDEST_UNSENT_AGE.labels(channel=channel, kind=kind).set(
+                oldest.get(key, 0.0)
+            )
+            NOTIFICATION_DEAD_LETTERS.labels(channel=channel, kind=kind).set(letters.get(key, 0))
+    NOTIFICATION_OLDEST_UNSENT_AGE.labels(channel=PLANNING, kind=PLANNING).set(
+        unplanned[1] if unplanned[0] else 0.0
+    )
+
+
 def check_kind(kind: str) -> str:
     """The label of an `inventory check` drift kind (hold drift names the hold: cut it)."""
     if kind.startswith("hold "):
@@ -746,6 +850,10 @@ WORKER_METRICS: Final = (
     REFUND_OLDEST_OPEN_AGE,
     HIS_SUBMISSION_QUEUE,
     HIS_SUBMISSION_OLDEST_AGE,
+    NOTIFICATIONS,
+    NOTIFICATIONS_PENDING,
+    NOTIFICATION_OLDEST_UNSENT_AGE,
+    NOTIFICATION_DEAD_LETTERS,
 )
 CHECK_METRICS: Final = (
     INVARIANT_VIOLATIONS,

@@ -1,0 +1,236 @@
+"""Every message kind through the real path: a fact made the way the service makes it
+(the API's confirm and the persister, the HIS flows' end_booking, the refund loop's
+finish_refund, the ban's upsert) -> its trigger -> the worker's notifier -> the WeChat
+and SMS simulator processes."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import asyncpg
+from redis.asyncio import Redis
+
+from inventory.his.compensation import end_booking
+from inventory.record.queries import QUERIES
+from inventory.store.slot_store import SlotStore
+from tests.api.helpers import Catalogue, register_patient
+from tests.durability.stack import Stack, wait_until, wait_verified
+
+from .conftest import MessageSimServer
+
+PHONE = "13812345678"
+
+
+async def book(
+    stack: Stack,
+    http: aiohttp.ClientSession,
+    account: str,
+    patient: str,
+    slot: str,
+) -> str:
+    """Reserve and confirm (payments off: any payment reference books); the booking id."""
+    headers = stack.api.headers(account)
+    async with http.post(
+        stack.api.url + "/v1/holds",
+        json={"slot_id": slot, "patient_id": patient, "channel": "wechat"},
+        headers={**headers, "Idempotency-Key": os.urandom(8).hex()},
+    ) as answer:
+        hold = await answer.json()
+        assert answer.status == 201, hold
+    async with http.post(
+        stack.api.url + f"/v1/holds/{hold['hold_id']}/confirm",
+        json={"payment_ref": f"wx-{os.urandom(4).hex()}"},
+        headers=headers,
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+    return str(hold["hold_id"])
+
+
+async def subscribe(db: asyncpg.Pool, account: str, openid: str) -> None:
+    """The account accepted every kind's template (as the mini-program would report)."""
+    from inventory.notify.kinds import KINDS
+
+    await db.executemany(
+        "INSERT INTO notification_subscriptions (account_id, kind, openid) VALUES ($1, $2, $3)",
+        [(account, kind, openid) for kind in KINDS],
+    )
+
+
+async def delivered(
+    sim: MessageSimServer, count: int, *, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """Wait until the simulator holds ``count`` messages; them, oldest first."""
+
+    async def enough() -> bool:
+        return len(sim.messages()) >= count
+
+    await wait_until(enough, timeout_s=timeout_s)
+    return sorted(sim.messages(), key=lambda m: m["at"])
+
+
+async def world(
+    stack: Stack, http: aiohttp.ClientSession, *, visit_date: Any = None
+) -> tuple[Catalogue, list[str]]:
+    """A hospital with a released schedule of two slots, once the API's gate is open."""
+    await wait_verified(stack.api.env["INVENTORY_REDIS_URL"])
+
+    async def ready() -> bool:
+        async with http.get(stack.api.url + "/readyz") as answer:
+            return answer.status == 200
+
+    await wait_until(ready, timeout_s=30)
+    shop = await Catalogue(stack.api, http).create()
+    _, slots, _ = await shop.schedule([5, 5], visit_date=visit_date)
+    return shop, slots
+
+
+async def test_booking_messages_reach_subscribers_and_phones(
+    notify_stack: Stack,
+    db: asyncpg.Pool,
+    client: aiohttp.ClientSession,
+    wechat_sim: MessageSimServer,
+    sms_sim: MessageSimServer,
+) -> None:
+    """A booking paid, then refused by the HIS, and a 停诊 with its refund: the subscribed
+    account gets each by WeChat (with time and place), SMS goes always for money, as the
+    fallback otherwise; an account that did not subscribe gets no WeChat message."""
+    stack = notify_stack
+    _, slots = await world(stack, client)
+    subscribed, plain = f"acct-{os.urandom(3).hex()}", f"acct-{os.urandom(3).hex()}"
+    patient = await register_patient(stack.api, client, subscribed, phone=PHONE)
+    other = await register_patient(stack.api, client, plain, phone="13900001111")
+    await subscribe(db, subscribed, "openid-subscribed")
+
+    first = await book(stack, client, subscribed, patient, slots[0])
+    unsubscribed_booking = await book(stack, client, plain, other, slots[0])
+    wechat = await delivered(wechat_sim, 1)
+    assert [m["address"] for m in wechat] == ["openid-subscribed"]
+    assert wechat[0]["content"]["template_id"] == "tmpl-booking-confirmed"
+    data = wechat[0]["content"]["data"]
+    assert data["thing1"]["value"] == "Demo HospitalCardiol"  # a thing is 20 characters
+    assert data["thing4"]["value"] == "Building 2, Room 301"
+    assert data["time3"]["value"].endswith(":00")
+    # booking_confirmed goes by SMS only as the fallback: to the unsubscribed account.
+    sms = await delivered(sms_sim, 1)
+    assert [m["address"] for m in sms] == ["13900001111"]
+    assert "预约成功" in sms[0]["content"]["text"]
+
+    client_redis = Redis.from_url(stack.api.env["INVENTORY_REDIS_URL"], decode_responses=True)
+    try:
+        store = await SlotStore.connect_scripts(client_redis)
+        # The HIS refuses the first booking; the schedule of the second is suspended.
+        await wait_until(lambda: _has_booking(db, unsubscribed_booking), timeout_s=20)
+        await _pay(db, first, subscribed)
+        await end_booking(
+            db, store, first, outcome="rejected", code="his_rejected", message="号源已被占用"
+        )
+        await end_booking(
+            db, store, unsubscribed_booking, outcome="cancelled", code="suspended", message="停诊"
+        )
+    finally:
+        await client_redis.aclose()
+    wechat = await delivered(wechat_sim, 2)
+    assert wechat[1]["content"]["template_id"] == "tmpl-his-rejected"
+    assert wechat[1]["content"]["data"]["thing2"]["value"] == "号源已被占用"
+    sms = await delivered(sms_sim, 3)
+    texts = [m["content"]["text"] for m in sms]
+    assert any("未能成功（号源已被占用）" in t and "50.00元" in t for t in texts), texts
+    assert any("因医生停诊" in t for t in texts), texts
+    assert {m["address"] for m in sms} == {PHONE, "13900001111"}
+    # The refund of the refused booking goes through, as the refund loop records it.
+    refund_id = await db.fetchval("SELECT id FROM refunds WHERE hold_id = $1", first)
+    assert refund_id is not None
+    await db.execute(
+        QUERIES["finish_refund"], refund_id, "succeeded", "rf-1", "", datetime.now(tz=UTC)
+    )
+    wechat = await delivered(wechat_sim, 3)
+    assert wechat[2]["content"]["template_id"] == "tmpl-refund-succeeded"
+    assert wechat[2]["content"]["data"]["amount2"]["value"] == "50.00元"
+    # Nothing was sent twice, and every delivery is recorded as sent.
+    assert len({m["key"] for m in sms_sim.messages()}) == len(sms_sim.messages())
+    statuses = await db.fetch("SELECT status, count(*) FROM notification_deliveries GROUP BY 1")
+    assert {r["status"]: r["count"] for r in statuses} == {"sent": 6}
+
+
+async def _has_booking(db: asyncpg.Pool, booking_id: str) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM bookings WHERE id = $1", booking_id))
+
+
+async def _pay(db: asyncpg.Pool, booking_id: str, account: str) -> None:
+    """The booking's payment as the payment flow records it (paid, buying the booking)."""
+    await wait_until(lambda: _has_booking(db, booking_id), timeout_s=20)
+    await db.execute(
+        """
+        INSERT INTO payments (id, hold_id, account_id, provider, amount_fen, status,
+                              provider_txn_id, paid_at, booking_id, settled_at)
+        SELECT $2::text, id, $3, 'wechatpay', amount_fen, 'paid', $2::text, now(), id, now()
+        FROM bookings WHERE id = $1
+        """,
+        booking_id,
+        f"pay{os.urandom(6).hex()}",
+        account,
+    )
+
+
+async def test_reminder_no_show_ban_and_its_end(
+    notify_stack: Stack,
+    db: asyncpg.Pool,
+    client: aiohttp.ClientSession,
+    wechat_sim: MessageSimServer,
+    sms_sim: MessageSimServer,
+) -> None:
+    """The day-before reminder at the hospital's time, a no-show, a ban and its lifting
+    each reach the patient by WeChat and SMS as their kinds say."""
+    stack = notify_stack
+    tomorrow = (datetime.now(tz=ZoneInfo("Asia/Shanghai")) + timedelta(days=1)).date()
+    shop, slots = await world(stack, client, visit_date=tomorrow)
+    account = f"acct-{os.urandom(3).hex()}"
+    patient = await register_patient(stack.api, client, account, phone=PHONE)
+    await subscribe(db, account, "openid-reminded")
+    # The hospital reminds from midnight on, so the reminder is due now.
+    await db.execute(
+        "INSERT INTO notification_hospital_settings (hospital_id, reminder_time, sms_sign)"
+        " VALUES ($1, '00:00', '示范医院')",
+        shop.hospital_id,
+    )
+    booking = await book(stack, client, account, patient, slots[0])
+    wechat = await delivered(wechat_sim, 2)
+    assert {m["content"]["template_id"] for m in wechat} == {
+        "tmpl-booking-confirmed",
+        "tmpl-visit-reminder",
+    }
+    assert sms_sim.messages() == []  # both go by SMS only as the fallback
+
+    await wait_until(lambda: _has_booking(db, booking), timeout_s=20)
+    await db.execute(
+        QUERIES["record_his_appointment"], booking, "appt-1", "A017", None, "门诊楼3层"
+    )
+    await db.execute("UPDATE bookings SET status = 'no_show' WHERE id = $1", booking)
+    sms = await delivered(sms_sim, 1)
+    assert sms[0]["content"]["text"].startswith("【示范医院】")
+    assert "已记爽约一次" in sms[0]["content"]["text"]
+    assert sms[0]["address"] == PHONE
+
+    now = datetime.now(tz=UTC)
+    await db.execute(
+        QUERIES["upsert_patient_ban"],
+        patient,
+        shop.hospital_id,
+        now + timedelta(days=30),
+        "no_show",
+        now,
+    )
+    sms = await delivered(sms_sim, 2)
+    assert "预约资格暂停至" in sms[1]["content"]["text"]
+    lifted = datetime.now(tz=UTC)
+    await db.execute(
+        QUERIES["upsert_patient_ban"], patient, shop.hospital_id, lifted, "lifted", lifted
+    )
+    wechat = await delivered(wechat_sim, 5)
+    kinds = [m["content"]["template_id"] for m in wechat]
+    assert kinds[2:] == ["tmpl-no-show-recorded", "tmpl-patient-banned", "tmpl-ban-ended"]
+    assert len(sms_sim.messages()) == 2  # ban_ended: SMS only as the fallback

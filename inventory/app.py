@@ -20,6 +20,7 @@ from aiohttp import web
 from inventory.api import docs, observability, openapi
 from inventory.api import payments as payment_routes
 from inventory.api.admission import AdmissionGate
+from inventory.api.audit import auditing
 from inventory.api.auth import VERIFIER, TokenVerifier
 from inventory.api.bodies import MAX_BODY_BYTES
 from inventory.api.context import SERVICES, Services
@@ -232,5 +233,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(observability.sample_process)
     app[docs.DOCUMENT] = openapi.document
     for table in TABLES:
-        app.add_routes(recording(table))
+        # Audit inside the Idempotency-Key wrapper: a replayed answer ran nothing again.
+        app.add_routes(recording(auditing(table)))
     return app

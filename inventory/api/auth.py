@@ -4,7 +4,10 @@ Per RFC 8725: one algorithm (HS256) fixed by configuration, never taken from the
 token's header (so ``alg: none`` and algorithm confusion are refused); the key is
 chosen by the token's ``kid`` among the configured keys, so keys can rotate; issuer,
 audience, expiry and issued-at are required and checked. The account comes only from
-``sub``; operators carry ``"operator"`` in ``roles``.
+``sub``; operators carry ``"operator"`` in ``roles``. An operator's token may name the
+hospitals it acts for (``"hospitals": ["h1", ...]``, a hospital operator): every object
+of another hospital then answers 404, as a missing one (:func:`operator_for`). An
+operator token without that claim is the platform's, for every hospital.
 
 Checking an HS256 signature and the claims is one of the largest single costs of a
 reserve (docs/benchmarks.md), and a front end sends the same token for every request of
@@ -18,29 +21,47 @@ life of a process (rotation restarts it), so a remembered answer cannot go stale
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 import jwt
 from aiohttp import web
 
-from inventory.errors import ForbiddenError, UnauthenticatedError
+from inventory.errors import ForbiddenError, NotFoundError, UnauthenticatedError
 from inventory.ops.config import Settings
 from inventory.store.keys import ID_RE
 
 ALGORITHM = "HS256"
 OPERATOR_ROLE = "operator"
+#: The claim naming the hospitals a hospital operator acts for.
+HOSPITALS_CLAIM = "hospitals"
+#: The most hospitals one operator token may name (a platform operator names none).
+MAX_TOKEN_HOSPITALS: Final = 256
 #: Verified tokens remembered per process; past this the oldest are forgotten first.
 VERIFIED_CACHE_SIZE: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: an account, possibly with the operator role."""
+    """Who is calling: an account, possibly with the operator role; an operator's
+    ``hospitals`` are those it acts for (``None``: the platform's, every hospital)."""
 
     account_id: str
     operator: bool
+    hospitals: frozenset[str] | None = None
+
+    @property
+    def role(self) -> str:
+        """``platform`` (an operator for every hospital), ``hospital`` (an operator for
+        some) or ``account``: what an audit entry records."""
+        if not self.operator:
+            return "account"
+        return "platform" if self.hospitals is None else "hospital"
+
+    def acts_for(self, hospital_id: str) -> bool:
+        """Whether this operator may act on ``hospital_id``'s objects."""
+        return self.operator and (self.hospitals is None or hospital_id in self.hospitals)
 
 
 class TokenVerifier:
@@ -106,16 +127,49 @@ class TokenVerifier:
             raise UnauthenticatedError("the token's subject is not a valid account id")
         roles = claims.get("roles", [])
         operator = isinstance(roles, list) and OPERATOR_ROLE in roles
+        hospitals = _hospitals_claim(claims) if operator else None
         # PyJWT has checked that exp is present and an integer or float.
-        return Principal(account_id=subject, operator=operator), float(claims["exp"])
+        found = Principal(account_id=subject, operator=operator, hospitals=hospitals)
+        return found, float(claims["exp"])
 
 
-def mint_token(settings: Settings, subject: str, *, operator: bool = False, ttl_s: int) -> str:
-    """A token signed with the current key (for local use and load tests)."""
+def _hospitals_claim(claims: dict[str, object]) -> frozenset[str] | None:
+    """An operator token's hospitals (``None`` without the claim). A malformed claim
+    refuses the token: read as "no claim" it would grant every hospital."""
+    if HOSPITALS_CLAIM not in claims:
+        return None
+    named = claims[HOSPITALS_CLAIM]
+    if (
+        not isinstance(named, list)
+        or not 1 <= len(named) <= MAX_TOKEN_HOSPITALS
+        or not all(isinstance(h, str) and ID_RE.fullmatch(h) for h in named)
+    ):
+        raise UnauthenticatedError("the token's hospitals claim is not a list of hospital ids")
+    return frozenset(named)
+
+
+def mint_token(
+    settings: Settings,
+    subject: str,
+    *,
+    operator: bool = False,
+    hospitals: Iterable[str] | None = None,
+    ttl_s: int,
+) -> str:
+    """A token signed with the current key (for local use and load tests); with
+    ``hospitals``, an operator token for those hospitals only."""
     if not ID_RE.fullmatch(subject):
         raise ValueError("the subject must be 1-64 ASCII letters, digits, '_' or '-'")
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
+    scope = None if hospitals is None else sorted(set(hospitals))
+    if scope is not None:
+        if not operator:
+            raise ValueError("only an operator token names hospitals")
+        if not 1 <= len(scope) <= MAX_TOKEN_HOSPITALS or not all(map(ID_RE.fullmatch, scope)):
+            raise ValueError(
+                f"hospitals: 1-{MAX_TOKEN_HOSPITALS} ids of 1-64 letters, digits, '_' or '-'"
+            )
     kid = settings.signing_key_id
     now = int(time.time())
     claims: dict[str, object] = {
@@ -127,6 +181,8 @@ def mint_token(settings: Settings, subject: str, *, operator: bool = False, ttl_
     }
     if operator:
         claims["roles"] = [OPERATOR_ROLE]
+    if scope is not None:
+        claims[HOSPITALS_CLAIM] = scope
     return jwt.encode(claims, settings.jwt_keys[kid], algorithm=ALGORITHM, headers={"kid": kid})
 
 
@@ -147,6 +203,27 @@ def principal(request: web.Request, *, operator: bool = False) -> Principal:
     if operator and not cached.operator:
         raise ForbiddenError("this operation needs an operator token")
     return cached
+
+
+#: Where :func:`operator_for` notes the hospital a request acted on (for its audit entry).
+ACTED_ON_KEY = "inventory.acted_on_hospital"
+
+
+def operator_for(request: web.Request, hospital_id: str | None) -> Principal:
+    """The calling operator, when it may act on ``hospital_id``'s objects (401/403 as
+    :func:`principal`); a hospital operator gets :class:`NotFoundError` for another
+    hospital's, exactly as for an object that does not exist, so ids of other hospitals
+    cannot be probed. ``None`` (the object does not exist) is refused the same way for a
+    hospital operator; a platform operator goes on to the route's own 404."""
+    who = principal(request, operator=True)
+    if hospital_id is None:
+        if who.hospitals is not None:
+            raise NotFoundError()
+        return who
+    if not who.acts_for(hospital_id):
+        raise NotFoundError()
+    request[ACTED_ON_KEY] = hospital_id
+    return who
 
 
 VERIFIER = web.AppKey("verifier", TokenVerifier)

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import Field
 
 from inventory.api import views
-from inventory.api.auth import principal
+from inventory.api.auth import operator_for, principal
 from inventory.api.bodies import json_response, read_query
 from inventory.api.catalogue import path_id
 from inventory.api.context import SERVICES
@@ -229,8 +229,10 @@ def _estimate_view(estimate: DepartmentEstimate) -> dict[str, Any]:
 )
 async def get_department_capacity(request: web.Request) -> web.Response:
     """A department's rates estimated from its bookings, fed into the M/M/s model."""
-    principal(request, operator=True)
     department_id = path_id(request, "department_id")
+    department = await request.app[SERVICES].catalogue.department(department_id)
+    # A hospital operator sees its hospitals' departments only (another's answers 404).
+    operator_for(request, None if department is None else department["hospital_id"])
     query = read_query(request, DepartmentCapacityQuery)
     if query.to < query.from_:
         raise ValidationFailedError(errors=[{"field": "to", "reason": "must not be before from"}])

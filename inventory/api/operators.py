@@ -1,6 +1,9 @@
 """Operator routes: create and change the catalogue, slot capacity, suspend (停诊) and
 reopen. Until the HIS sync exists this is how data gets in. Every route needs a token
-with the operator role. Writes are PUTs of the whole object, so a retry is harmless."""
+with the operator role; a hospital operator's token reaches its hospitals' objects only
+(another hospital's answer 404, as missing ones: :func:`operator_for`). Writes are PUTs of the whole object, so a retry is harmless. Each
+call leaves an audit entry (inventory/api/audit.py); the handlers note the object as it
+was before their change for it."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 from aiohttp import web
 
 from inventory.api import views
-from inventory.api.auth import principal
+from inventory.api.audit import note_before
+from inventory.api.auth import operator_for
 from inventory.api.bodies import json_response, read_json
 from inventory.api.catalogue import path_id, schedule_availability
 from inventory.api.context import SERVICES
@@ -46,8 +50,11 @@ def _invalid(field: str, reason: str) -> ValidationFailedError:
 )
 async def put_hospital(request: web.Request) -> web.Response:
     """Create or replace a hospital and its booking policy."""
-    principal(request, operator=True)
     hospital_id = path_id(request, "hospital_id")
+    operator_for(request, hospital_id)
+    catalogue = request.app[SERVICES].catalogue
+    existing = await catalogue.hospital(hospital_id)
+    note_before(request, None if existing is None else _hospital_view(existing))
     body = await read_json(request, HospitalPut)
     try:
         ZoneInfo(body.timezone)
@@ -69,15 +76,16 @@ async def put_hospital(request: web.Request) -> web.Response:
     )
     request.app[SERVICES].catalogue.policies[hospital_id] = parsed
     request.app[SERVICES].catalogue.hospital_changed(hospital_id, body.timezone)
-    return json_response(
-        {
-            "hospital_id": row["id"],
-            "name": row["name"],
-            "timezone": row["timezone"],
-            "policy": row["policy"],
-        },
-        status=201 if row["inserted"] else 200,
-    )
+    return json_response(_hospital_view(row), status=201 if row["inserted"] else 200)
+
+
+def _hospital_view(row: asyncpg.Record) -> dict[str, object]:
+    return {
+        "hospital_id": row["id"],
+        "name": row["name"],
+        "timezone": row["timezone"],
+        "policy": row["policy"],
+    }
 
 
 @routes.put(
@@ -93,25 +101,33 @@ async def put_hospital(request: web.Request) -> web.Response:
 )
 async def put_department(request: web.Request) -> web.Response:
     """Create or replace a department (``parent_id`` makes it a sub-department)."""
-    principal(request, operator=True)
     department_id = path_id(request, "department_id")
+    catalogue = request.app[SERVICES].catalogue
+    existing = await catalogue.department(department_id)
+    # A hospital operator neither changes another hospital's department nor moves one
+    # into another hospital.
+    if existing is not None:
+        operator_for(request, existing["hospital_id"])
+    note_before(request, None if existing is None else _department_view(existing))
     body = await read_json(request, DepartmentPut)
-    row = await request.app[SERVICES].catalogue.put_department(
+    operator_for(request, body.hospital_id)
+    row = await catalogue.put_department(
         department_id,
         hospital_id=body.hospital_id,
         parent_id=body.parent_id,
         name=body.name,
         sort_order=body.sort_order,
     )
-    return json_response(
-        {
-            "department_id": row["id"],
-            "hospital_id": row["hospital_id"],
-            "parent_id": row["parent_id"],
-            "name": row["name"],
-        },
-        status=201 if row["inserted"] else 200,
-    )
+    return json_response(_department_view(row), status=201 if row["inserted"] else 200)
+
+
+def _department_view(row: asyncpg.Record) -> dict[str, object]:
+    return {
+        "department_id": row["id"],
+        "hospital_id": row["hospital_id"],
+        "parent_id": row["parent_id"],
+        "name": row["name"],
+    }
 
 
 @routes.put(
@@ -127,10 +143,15 @@ async def put_department(request: web.Request) -> web.Response:
 )
 async def put_doctor(request: web.Request) -> web.Response:
     """Create or replace a doctor."""
-    principal(request, operator=True)
     doctor_id = path_id(request, "doctor_id")
+    catalogue = request.app[SERVICES].catalogue
+    existing = await catalogue.doctor(doctor_id)
+    if existing is not None:
+        operator_for(request, existing["hospital_id"])
+    note_before(request, None if existing is None else _doctor_view(existing))
     body = await read_json(request, DoctorPut)
-    row = await request.app[SERVICES].catalogue.put_doctor(
+    operator_for(request, body.hospital_id)
+    row = await catalogue.put_doctor(
         doctor_id,
         hospital_id=body.hospital_id,
         department_id=body.department_id,
@@ -138,15 +159,16 @@ async def put_doctor(request: web.Request) -> web.Response:
         title=body.title,
         specialty=body.specialty,
     )
-    return json_response(
-        {
-            "doctor_id": row["id"],
-            "name": row["name"],
-            "title": row["title"],
-            "specialty": row["specialty"],
-        },
-        status=201 if row["inserted"] else 200,
-    )
+    return json_response(_doctor_view(row), status=201 if row["inserted"] else 200)
+
+
+def _doctor_view(row: asyncpg.Record) -> dict[str, object]:
+    return {
+        "doctor_id": row["id"],
+        "name": row["name"],
+        "title": row["title"],
+        "specialty": row["specialty"],
+    }
 
 
 def _check_schedule(body: SchedulePut) -> None:
@@ -181,11 +203,15 @@ def _check_schedule(body: SchedulePut) -> None:
 )
 async def put_schedule(request: web.Request) -> web.Response:
     """Create or replace a schedule and its slots, in Postgres and the inventory."""
-    principal(request, operator=True)
     schedule_id = path_id(request, "schedule_id")
-    body = await read_json(request, SchedulePut)
-    _check_schedule(body)
     services = request.app[SERVICES]
+    existing = await services.catalogue.schedule(schedule_id)
+    if existing is not None:
+        operator_for(request, existing["hospital_id"])
+        note_before(request, await schedule_availability(services, schedule_id))
+    body = await read_json(request, SchedulePut)
+    operator_for(request, body.hospital_id)
+    _check_schedule(body)
     schedule = body.model_dump(exclude={"slots"}) | {"schedule_id": schedule_id}
     schedule["session"] = body.session.value
     slots = [slot.model_dump() for slot in body.slots]
@@ -216,13 +242,14 @@ async def put_schedule(request: web.Request) -> web.Response:
 )
 async def put_capacity(request: web.Request) -> web.Response:
     """Set a slot's capacity (加号 raises it); never below what is held or booked."""
-    principal(request, operator=True)
     slot_id = path_id(request, "slot_id")
     body = await read_json(request, CapacityPut)
     services = request.app[SERVICES]
     location = await services.catalogue.slot_location(slot_id)
+    operator_for(request, None if location is None else location.hospital_id)
     if location is None:
         raise NotFoundError("no such slot")
+    note_before(request, await schedule_availability(services, location.schedule_id))
     row = await services.catalogue.schedule(location.schedule_id)
     slots = await services.catalogue.schedule_slots(location.schedule_id)
     assert row is not None
@@ -255,10 +282,14 @@ async def put_capacity(request: web.Request) -> web.Response:
 
 
 async def _set_status(request: web.Request, status: str) -> web.Response:
-    principal(request, operator=True)
     schedule_id = path_id(request, "schedule_id")
     body = await read_json(request, StatusChange)
     services = request.app[SERVICES]
+    existing = await services.catalogue.schedule(schedule_id)
+    operator_for(request, None if existing is None else existing["hospital_id"])
+    if existing is None:
+        raise NotFoundError("no such schedule")
+    note_before(request, {"schedule_id": schedule_id, "status": existing["status"]})
     if await services.catalogue.set_status(schedule_id, status, body.reason) is None:
         raise NotFoundError("no such schedule")
     return json_response({"schedule_id": schedule_id, "status": status})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from inventory.api import (
+    audit_log,
     capacity,
     catalogue,
     docs,
@@ -32,6 +33,7 @@ TABLES: Final[tuple[Routes, ...]] = (
     payments.routes,
     operators.routes,
     capacity.routes,
+    audit_log.routes,
     legacy.routes,
     docs.routes,
 )

@@ -31,7 +31,9 @@ class View(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _examples(*examples: dict[str, JsonValue]) -> ConfigDict:
+def examples_config(*examples: dict[str, JsonValue]) -> ConfigDict:
+    """A view's model config with its examples (the document shows them; a test checks
+    the view accepts each)."""
     return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
 
 
@@ -39,7 +41,7 @@ ScheduleStatus = Literal["open", "suspended"]
 
 
 class Health(View):
-    model_config = _examples({"status": "ok"})
+    model_config = examples_config({"status": "ok"})
 
     status: Literal["ok"]
 
@@ -47,7 +49,7 @@ class Health(View):
 class Readiness(View):
     """Each check is ``ok`` or says what is failing."""
 
-    model_config = _examples(
+    model_config = examples_config(
         {
             "status": "not_ready",
             "checks": {
@@ -70,7 +72,7 @@ class HospitalItem(View):
 
 
 class HospitalList(View):
-    model_config = _examples(
+    model_config = examples_config(
         {"items": [{"hospital_id": "h-demo", "name": "示例医院", "timezone": "Asia/Shanghai"}]}
     )
 
@@ -84,7 +86,7 @@ class DepartmentNode(View):
 
 
 class DepartmentTree(View):
-    model_config = _examples(
+    model_config = examples_config(
         {
             "hospital_id": "h-demo",
             "departments": [
@@ -117,7 +119,7 @@ _DOCTOR: dict[str, JsonValue] = {
 
 
 class DoctorList(View):
-    model_config = _examples({"items": [_DOCTOR]})
+    model_config = examples_config({"items": [_DOCTOR]})
 
     items: list[DoctorItem]
 
@@ -145,7 +147,7 @@ _SCHEDULE: dict[str, JsonValue] = {
 class ScheduleItem(View):
     """A schedule (排班) of a day with what is left of it."""
 
-    model_config = _examples(_SCHEDULE)
+    model_config = examples_config(_SCHEDULE)
 
     schedule_id: str
     doctor: DoctorItem
@@ -166,7 +168,7 @@ class ScheduleItem(View):
 
 
 class ScheduleDay(View):
-    model_config = _examples(
+    model_config = examples_config(
         {"department_id": "dep-cardio", "date": "2026-12-09", "items": [_SCHEDULE]}
     )
 
@@ -210,7 +212,7 @@ _AVAILABILITY: dict[str, JsonValue] = {
 class Availability(View):
     """A schedule's slots with remaining counts."""
 
-    model_config = _examples(_AVAILABILITY)
+    model_config = examples_config(_AVAILABILITY)
 
     schedule_id: str
     status: ScheduleStatus
@@ -221,13 +223,13 @@ class Availability(View):
 
 
 class PatientList(View):
-    model_config = _examples({"items": [PATIENT_EXAMPLE]})
+    model_config = examples_config({"items": [PATIENT_EXAMPLE]})
 
     items: list[PatientView]
 
 
 class HospitalAnswer(View):
-    model_config = _examples(
+    model_config = examples_config(
         {
             "hospital_id": "h-demo",
             "name": "示例医院",
@@ -243,7 +245,7 @@ class HospitalAnswer(View):
 
 
 class DepartmentAnswer(View):
-    model_config = _examples(
+    model_config = examples_config(
         {
             "department_id": "dep-cardio",
             "hospital_id": "h-demo",
@@ -259,11 +261,11 @@ class DepartmentAnswer(View):
 
 
 class DoctorAnswer(DoctorItem):
-    model_config = _examples(_DOCTOR)
+    model_config = examples_config(_DOCTOR)
 
 
 class ScheduleStatusAnswer(View):
-    model_config = _examples({"schedule_id": "sch-20261209-am", "status": "suspended"})
+    model_config = examples_config({"schedule_id": "sch-20261209-am", "status": "suspended"})
 
     schedule_id: str
     status: ScheduleStatus
@@ -277,13 +279,13 @@ class Envelope(View):
 
 
 class LegacySchedules(Envelope):
-    model_config = _examples({"code": 0, "message": "ok", "data": [_SCHEDULE]})
+    model_config = examples_config({"code": 0, "message": "ok", "data": [_SCHEDULE]})
 
     data: list[ScheduleItem]
 
 
 class LegacyAvailability(Envelope):
-    model_config = _examples({"code": 0, "message": "ok", "data": _AVAILABILITY})
+    model_config = examples_config({"code": 0, "message": "ok", "data": _AVAILABILITY})
 
     data: Availability
 
@@ -291,7 +293,7 @@ class LegacyAvailability(Envelope):
 class LegacyError(View):
     """A legacy failure: ``code`` is the HTTP status times 100, ``error`` the stable code."""
 
-    model_config = _examples(
+    model_config = examples_config(
         {"code": 40400, "message": "未找到", "error": "not_found", "data": None}
     )
 
@@ -321,7 +323,7 @@ class MmsFigures(View):
     """The M/M/s figures of a clinic session: utilisation, the chance a patient waits,
     mean waits in hours (queue, total) and mean numbers waiting (queue, total)."""
 
-    model_config = _examples(_FIGURES)
+    model_config = examples_config(_FIGURES)
 
     arrival_rate: float | None
     service_rate: float | None
@@ -335,7 +337,7 @@ class MmsFigures(View):
 
 
 class MinServersAnswer(View):
-    model_config = _examples({"servers": 4, "max_wait_minutes": 10.0, "figures": _FIGURES})
+    model_config = examples_config({"servers": 4, "max_wait_minutes": 10.0, "figures": _FIGURES})
 
     servers: int
     max_wait_minutes: float
@@ -343,7 +345,7 @@ class MinServersAnswer(View):
 
 
 class MaxRateAnswer(View):
-    model_config = _examples(
+    model_config = examples_config(
         {
             "max_arrival_rate": 21.4,
             "servers": 4,
@@ -382,7 +384,7 @@ class DepartmentEstimateView(View):
 
 
 class DepartmentCapacityAnswer(View):
-    model_config = _examples(
+    model_config = examples_config(
         {
             "department_id": "dep-cardio",
             "from": "2026-11-01",

@@ -16,6 +16,14 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("token", help="mint a bearer token (local use, load tests)")
     parser.add_argument("--sub", required=True, help="the account id the token names")
     parser.add_argument("--operator", action="store_true", help="grant the operator role")
+    parser.add_argument(
+        "--hospital",
+        action="append",
+        dest="hospitals",
+        metavar="HOSPITAL_ID",
+        help="with --operator: act for this hospital only (repeat for more); without it the"
+        " operator acts for every hospital (the platform's)",
+    )
     parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     parser.set_defaults(handler=run)
 
@@ -24,7 +32,15 @@ def run(args: argparse.Namespace) -> int:
     """Print one token."""
     settings = Settings.from_env()
     try:
-        print(mint_token(settings, args.sub, operator=args.operator, ttl_s=args.ttl))
+        print(
+            mint_token(
+                settings,
+                args.sub,
+                operator=args.operator,
+                hospitals=args.hospitals,
+                ttl_s=args.ttl,
+            )
+        )
     except ValueError as error:
         print(f"inventory token: {error}", file=sys.stderr)
         return 2

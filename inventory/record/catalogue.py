@@ -133,6 +133,14 @@ class PgCatalogue:
         """One hospital, or None."""
         return await self._fetchrow("get_hospital", hospital_id)
 
+    async def department(self, department_id: str) -> asyncpg.Record | None:
+        """One department, or None."""
+        return await self._fetchrow("get_department", department_id)
+
+    async def doctor(self, doctor_id: str) -> asyncpg.Record | None:
+        """One doctor, or None."""
+        return await self._fetchrow("get_doctor", doctor_id)
+
     async def department_tree(self, hospital_id: str) -> list[asyncpg.Record]:
         """A hospital's departments in tree order (a parent before its children)."""
         return await self._fetch("list_department_tree", hospital_id)

@@ -32,6 +32,8 @@ class Queries(TypedDict):
     # catalogue reads
     list_hospitals: str
     get_hospital: str
+    get_department: str
+    get_doctor: str
     list_department_tree: str
     list_department_doctors: str
     list_department_schedules: str
@@ -131,6 +133,10 @@ class Queries(TypedDict):
     get_account_booking_refund: str
     claim_due_refunds: str
     finish_refund: str
+    # operator audit
+    begin_operator_audit: str
+    finish_operator_audit: str
+    list_operator_audit: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,20 @@ SELECT id, name, timezone, policy, created_at, updated_at
 FROM hospitals
 WHERE id = $1;
 
+-- name: get_department
+-- One department, or no row (which hospital an operator acts on when it writes it).
+-- params: department_id
+SELECT id, hospital_id, parent_id, name, sort_order, created_at, updated_at
+FROM departments
+WHERE id = $1;
+
+-- name: get_doctor
+-- One doctor, or no row.
+-- params: doctor_id
+SELECT id, hospital_id, department_id, name, title, specialty, created_at, updated_at
+FROM doctors
+WHERE id = $1;
+
 -- name: list_department_tree
 -- A hospital's departments in tree order: depth first, siblings by sort_order, name, id.
 -- depth is 0 at the top level; path lists the ids from the top department down to this
@@ -1113,3 +1127,34 @@ SELECT
     (SELECT count(*) FROM bookings WHERE status = 'submitted') AS his_submitted_waiting,
     (SELECT extract(epoch FROM now() - min(updated_at))::float8
        FROM bookings WHERE status IN ('confirmed', 'submitted')) AS his_oldest_waiting_s;
+
+
+-- ===================================================================== operator audit
+
+-- name: begin_operator_audit
+-- The entry of an operator action about to run (completed by finish_operator_audit).
+-- params: actor, role, scope, method, route, object, request_id
+INSERT INTO operator_audit (actor, role, scope, method, route, object, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id, at;
+
+-- name: finish_operator_audit
+-- The outcome of an entry that has none yet: no row if it has one already.
+-- params: id, status, hospital_id, before, after
+UPDATE operator_audit
+SET status = $2, hospital_id = $3, before = $4, after = $5, finished_at = now()
+WHERE id = $1 AND status IS NULL
+RETURNING id, status, finished_at;
+
+-- name: list_operator_audit
+-- Entries from since (inclusive) to until (exclusive), oldest first, a page at a time
+-- after after_id; of the given hospitals only (NULL: every entry, also those naming no
+-- hospital). A hospital's entries are those acting on it.
+-- params: hospitals, since, until, after_id, limit
+SELECT id, at, actor, role, scope, hospital_id, method, route, object, request_id, status,
+       before, after, finished_at
+FROM operator_audit
+WHERE ($1::text[] IS NULL OR hospital_id = ANY($1::text[]))
+  AND at >= $2 AND at < $3 AND id > $4
+ORDER BY id
+LIMIT $5;

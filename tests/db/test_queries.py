@@ -39,6 +39,8 @@ def new_hold_id(seed: Seed, key: str, account: str | None = None) -> str:
 SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "list_hospitals": lambda s: {},
     "get_hospital": lambda s: {"hospital_id": s.hospital},
+    "get_department": lambda s: {"department_id": s.cardio},
+    "get_doctor": lambda s: {"doctor_id": "no-such-doctor"},
     "list_department_tree": lambda s: {"hospital_id": s.hospital},
     "list_department_doctors": lambda s: {"department_id": s.cardio},
     "list_department_schedules": lambda s: {"department_id": s.cardio, "visit_date": VISIT},
@@ -333,6 +335,29 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "details": [{"status": "his_confirmed"}],
         "actions": ["fixed"],
         "errors": [""],
+    },
+    "begin_operator_audit": lambda s: {
+        "actor": "ops-1",
+        "role": "hospital",
+        "scope": [s.hospital],
+        "method": "POST",
+        "route": "/v1/operator/schedules/{schedule_id}/suspend",
+        "object": {"schedule_id": s.morning},
+        "request_id": "req-sample",
+    },
+    "finish_operator_audit": lambda s: {
+        "id": 1,
+        "status": 200,
+        "hospital_id": s.hospital,
+        "before": {"status": "open"},
+        "after": {"status": "suspended"},
+    },
+    "list_operator_audit": lambda s: {
+        "hospitals": [s.hospital],
+        "since": at(MARCH_1, 0, 0),
+        "until": at(NEXT_DAY, 0, 0),
+        "after_id": 0,
+        "limit": 100,
     },
 }
 

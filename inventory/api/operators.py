@@ -1,9 +1,10 @@
 """Operator routes: create and change the catalogue, slot capacity, suspend (停诊) and
 reopen. Until the HIS sync exists this is how data gets in. Every route needs a token
 with the operator role; a hospital operator's token reaches its hospitals' objects only
-(another hospital's answer 404, as missing ones: :func:`operator_for`). Writes are PUTs of the whole object, so a retry is harmless. Each
-call leaves an audit entry (inventory/api/audit.py); the handlers note the object as it
-was before their change for it."""
+(another hospital's answer 404, as missing ones: :func:`operator_for`). Writes are PUTs
+of the whole object, so a retry is harmless. Each call leaves an audit entry
+(inventory/api/audit.py); the handlers note the object as it was before their change
+for it."""
 
 from __future__ import annotations
 

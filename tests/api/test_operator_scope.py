@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +27,7 @@ import asyncpg
 import pytest
 
 from inventory.api.audit import is_audited
-from inventory.api.auth import mint_token
+from inventory.api.auth import TokenVerifier, mint_token
 from inventory.api.openapi import REQUEST_EXAMPLES
 from inventory.api.routes import OPERATIONS
 from inventory.api.routing import Operation
@@ -166,7 +168,7 @@ def test_the_matrix_names_only_operator_routes() -> None:
     """The calculators exempted and the calls listed are operator routes (a stale name
     would exempt or describe nothing); the calculators name no object."""
     names = {op.operation_id for op in OPERATOR_OPS}
-    assert HOSPITAL_FREE <= names
+    assert names >= HOSPITAL_FREE
     assert set(CALLS) <= names
     assert all("{" not in op.path for op in OPERATOR_OPS if op.operation_id in HOSPITAL_FREE)
 
@@ -305,7 +307,8 @@ async def test_an_entry_holds_the_object_before_and_after(
     ) as answer:
         assert answer.status == 200
     (row,) = await audit_rows(api_server, request_id)
-    assert row["role"] == "platform" and row["scope"] is None
+    assert row["role"] == "platform"
+    assert row["scope"] is None
     assert row["hospital_id"] == hospital.id
     assert row["object"] == {"schedule_id": hospital.schedule_id}
     assert row["before"] == {"schedule_id": hospital.schedule_id, "status": "open"}
@@ -332,9 +335,7 @@ async def test_a_replayed_or_unauthenticated_call_adds_no_entry(
     assert len(await audit_rows(api_server, first)) == 1
     assert await audit_rows(api_server, replay) == []
     anonymous = "audit-" + uuid.uuid4().hex
-    async with client.put(
-        url, json={"capacity": 4}, headers={"X-Request-Id": anonymous}
-    ) as answer:
+    async with client.put(url, json={"capacity": 4}, headers={"X-Request-Id": anonymous}) as answer:
         assert answer.status == 401
     assert await audit_rows(api_server, anonymous) == []
 
@@ -379,13 +380,14 @@ async def test_the_log_is_read_back_by_hospital_as_json_and_csv(
         assert answer.status == 200
         page = await answer.json()
     mine = [item for item in page["items"] if item["request_id"] == request_id]
-    assert len(mine) == 1 and mine[0]["hospital_id"] == hospital.id
+    assert len(mine) == 1
+    assert mine[0]["hospital_id"] == hospital.id
     assert all(item["hospital_id"] == hospital.id for item in page["items"])
     async with client.get(log_url, params=query | {"format": "csv"}, headers=own) as answer:
         assert answer.status == 200
         assert answer.content_type == "text/csv"
         rows = list(csv.DictReader(io.StringIO(await answer.text())))
-    assert [r for r in rows if r["request_id"] == request_id][0]["route"] == suspend.path
+    assert next(r for r in rows if r["request_id"] == request_id)["route"] == suspend.path
     # Without hospital_id a hospital operator gets its hospitals' entries only.
     async with client.get(
         log_url, params={k: v for k, v in query.items() if k != "hospital_id"}, headers=own
@@ -401,3 +403,30 @@ async def test_the_log_is_read_back_by_hospital_as_json_and_csv(
         headers=own,
     ) as answer:
         assert answer.status == 422
+
+
+def test_token_cli_mints_a_hospital_operator(api_server: ApiServer) -> None:
+    """`inventory token --operator --hospital A --hospital B` names both hospitals;
+    `--hospital` without `--operator` is refused (exit 2)."""
+    command = [sys.executable, "-m", "inventory", "token", "--sub", "ops-cli"]
+    made = subprocess.run(
+        [*command, "--operator", "--hospital", "hosp-a", "--hospital", "hosp-b"],
+        env=api_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found = TokenVerifier(api_server.settings).verify(made.stdout.strip())
+    assert found.hospitals == frozenset({"hosp-a", "hosp-b"})
+    assert found.role == "hospital"
+    refused = subprocess.run(
+        [*command, "--hospital", "hosp-a"],
+        env=api_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "operator" in refused.stderr

@@ -38,6 +38,8 @@ from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.record.patients import PatientRegistry
 from inventory.record.pool import create_pool
 from inventory.recovery.fence import StoreVerification
+from inventory.release.rooms import RoomStore
+from inventory.release.service import WaitingRooms
 from inventory.store.autopipeline import AutoPipeline, supports_url
 from inventory.store.connection import (
     RedisClient,
@@ -110,6 +112,8 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
             db=pool,
             payments_enabled=settings.payments.enabled,
         )
+        rooms = WaitingRooms(RoomStore(store), catalogue, patients)
+        stack.push_async_callback(rooms.close)
         app[SERVICES] = Services(
             settings=settings,
             store=store,
@@ -121,6 +125,7 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
             db=pool,
             verification=verification,
             sold_out=sold_out,
+            rooms=rooms,
         )
         stack.push_async_callback(_cancel, asyncio.create_task(_refresh_policies(catalogue)))
         yield

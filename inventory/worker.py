@@ -1,8 +1,8 @@
 """``inventory worker``: the background half of the service, in one process.
 
 Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
-expirer (due holds back to the pool), the suspension sweep (a suspended schedule's
-bookings cancelled and refunded), the fence monitor (Redis behind Postgres ->
+expirer (due holds back to the pool), the waiting rooms' ticker, the suspension sweep (a
+suspended schedule's bookings cancelled and refunded), the fence monitor (Redis behind Postgres ->
 fenced tags; a verified server -> the API's gate opens), the metrics sampler (its
 own /metrics port, see inventory/ops/sampler.py) and, when a channel is configured, the
 notifier (inventory/notify/). Each loop survives Redis or Postgres being
@@ -32,6 +32,8 @@ from inventory.privacy.crypto import FieldKeyring
 from inventory.record.persister import run_persister
 from inventory.record.pool import create_pool
 from inventory.recovery.fence import run_fence_monitor
+from inventory.release.rooms import RoomStore
+from inventory.release.ticker import run_room_ticker
 from inventory.store.connection import connect_redis
 from inventory.store.expirer import run_expirer
 from inventory.store.slot_store import SlotStore
@@ -98,6 +100,11 @@ async def _run_loops(
         # 停诊 entered by an operator: the suspended schedules' bookings cancelled and
         # refunded, their holds released (with or without a HIS).
         "suspensions": run_suspension_sweep(pool, store, stop=stop),
+        # Release day's waiting rooms: draw, admit, lapse, sell out (the API's watchers
+        # do the same for the releases their clients follow).
+        "rooms": run_room_ticker(
+            RoomStore(store), interval_s=settings.room_tick_interval_s, stop=stop
+        ),
     }
     if settings.his_url:  # the HIS flows: schedule sync, submitter, reconciler
         loops |= his_loops(settings, store, stop=stop)

@@ -14,7 +14,8 @@
   ARGV[7]  factor_pm    over-admission factor in per mille (1200 = 1.2), >= 1000
   ARGV[8]  token_ms     an admission token's life
   ARGV[9]  request_id   stamped on the event ("rid"); may be ""
-  ARGV[10..] schedule ids
+  ARGV[10] hospital_id  whose policy and time zone the release follows
+  ARGV[11..] schedule ids
 
   Returns {code, seed_hash, extra}
     0   OK                      opened; seed_hash as given
@@ -25,7 +26,7 @@
    -11  schedule_not_found      extra = the schedule
    -17  store_fenced
    -20  invalid_argument        extra = which
-  Emits: room_opened (release, t0, opens, seed_hash, schedules, slots).
+  Emits: room_opened (release, hospital, t0, opens, seed_hash, schedules, slots).
 ]]
 --- @include "tag"
 --- @include "room"
@@ -40,8 +41,10 @@ local now = step.now
 local release, secret, seed_hash = ARGV[2], ARGV[5], ARGV[6]
 local t0, opens = tonumber(ARGV[3]), tonumber(ARGV[4])
 local factor_pm, token_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
+local hospital = ARGV[10]
 if release == '' or secret == '' or seed_hash == '' or not t0 or not opens or opens > t0
-  or not factor_pm or factor_pm < 1000 or not token_ms or token_ms <= 0 or #ARGV < 10 then
+  or not factor_pm or factor_pm < 1000 or not token_ms or token_ms <= 0 or #ARGV < 11
+  or hospital == '' then
   return {E_INVALID_ARGUMENT, '', 'argv'}
 end
 if is_fenced() then
@@ -49,7 +52,7 @@ if is_fenced() then
 end
 local schedules = {}
 local governed = {}
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   schedules[#schedules + 1] = ARGV[i]
   governed[ARGV[i]] = true
 end
@@ -96,13 +99,13 @@ local slot_list = table.concat(slots, ' ')
 local p = release .. ':'
 redis.call('HSET', K_ROOMS, p .. 'state', 'open', p .. 't0_ms', t0, p .. 'opens_ms', opens,
   p .. 'secret', secret, p .. 'seed_hash', seed_hash, p .. 'factor_pm', factor_pm,
-  p .. 'token_ms', token_ms, p .. 'schedules', schedule_list, p .. 'slots', slot_list,
+  p .. 'token_ms', token_ms, p .. 'hospital', hospital, p .. 'schedules', schedule_list, p .. 'slots', slot_list,
   p .. 'joined', 0, p .. 'late', 0, p .. 'drawn', 0, p .. 'admitted', 0,
   p .. 'outstanding', 0, p .. 'used', 0, p .. 'lapsed', 0)
 for _, schedule in ipairs(schedules) do
   redis.call('HSET', K_SCHEDULES, schedule .. ':room', release)
 end
-emit(step, 'room_opened', {'release', release, 't0', t0, 'opens', opens,
+emit(step, 'room_opened', {'release', release, 'hospital', hospital, 't0', t0, 'opens', opens,
   'seed_hash', seed_hash, 'factor_pm', factor_pm, 'token_ms', token_ms,
   'schedules', schedule_list, 'slots', slot_list})
 return {OK, seed_hash, ''}

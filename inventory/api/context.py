@@ -20,6 +20,7 @@ from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.patients import PatientRegistry
 from inventory.recovery.fence import StoreVerification
+from inventory.release.service import WaitingRooms
 from inventory.store.backlog import BacklogCache
 from inventory.store.slot_store import SlotStore
 
@@ -42,6 +43,8 @@ class Services:
     outbox_backlog: BacklogCache = field(default_factory=BacklogCache)
     #: Slots seen sold out lately, refused without a store call (inventory/booking/soldout.py).
     sold_out: SoldOutSlots = field(default_factory=lambda: SoldOutSlots(0.0))
+    #: Release day's waiting rooms (None in servers built without them, e.g. a floor).
+    rooms: WaitingRooms | None = None
 
 
 SERVICES = web.AppKey("services", Services)

@@ -94,7 +94,7 @@ def _hold_id(request: web.Request, name: str = "hold_id") -> str:
     auth="account",
     body=HoldCreate,
     idempotency="required",
-    errors=(400, 401, 404, 409, 422, 429, 503),
+    errors=(400, 401, 403, 404, 409, 422, 429, 503),
 )
 async def create_hold(request: web.Request) -> web.Response:
     """Reserve one unit of a slot for one of the account's patients; every answer is
@@ -112,6 +112,7 @@ async def create_hold(request: web.Request) -> web.Response:
             idempotency_key=key,
             client_ip=client_ip(request),
             request_id=request_id_of(request),
+            admission_token=body.admission_token,
         )
         headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
         response = json_response(hold_view(outcome.hold, terms), status=201, headers=headers)

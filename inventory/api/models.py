@@ -71,10 +71,16 @@ class Session(StrEnum):
     EVENING = "evening"
 
 
+#: An admission token of a queued release's waiting room (40 hex digits).
+AdmissionToken = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+
+
 class HoldCreate(Request):
     slot_id: Id
     patient_id: Id
     channel: Channel
+    #: Needed on a queued release's slots: the token its waiting room admitted with.
+    admission_token: AdmissionToken | None = None
 
 
 class HoldConfirm(Request):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, JsonValue
 from inventory import __version__
 from inventory.api import models
 from inventory.api.payments import PaymentCreate
+from inventory.api.releases import ReleaseOpen, TicketCreate
 from inventory.api.routes import OPERATIONS
 from inventory.api.routing import Operation
 from inventory.errors import MESSAGES
@@ -71,6 +72,16 @@ PROBLEM = {
         "deadline_ms": {"type": "integer"},
         "state": {"type": "string"},
         "banned_until_ms": {"type": "integer"},
+        "release_id": {"type": "string", "description": "admission_required: join its room"},
+        "opens_ms": {"type": "integer", "description": "room_not_open: joins start then"},
+        "waitlist": {
+            "type": "object",
+            "description": "room_sold_out: the waitlist of the release's schedules",
+            "properties": {
+                "available": {"type": "boolean"},
+                "schedule_ids": {"type": "array", "items": {"type": "string"}},
+            },
+        },
     },
     "examples": [
         {
@@ -155,6 +166,8 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
     models.CapacityPut: {"capacity": 5},
     models.StatusChange: {"reason": "doctor_ill"},
     PaymentCreate: {"method": "jsapi", "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+    ReleaseOpen: {"schedule_ids": ["sch-20261209-am"], "name": "am"},
+    TicketCreate: {"patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0"},
 }
 
 

@@ -54,6 +54,9 @@ _PUBLIC_CONTEXT = frozenset(
         "retry_after_s",
         "banned_until_ms",
         "limit",
+        "release_id",
+        "opens_ms",
+        "waitlist",
     }
 )
 

@@ -2,10 +2,11 @@
 
 Every reserve of a release-day crowd sends this one small body. pydantic's strict
 validation of it, after orjson's syntax check, cost several times what one msgspec
-decode does (docs/benchmarks.md), so a well-formed body is taken by msgspec: exactly the
-three fields, each a string, the ids matching the id pattern and the channel one of
-the channels. Whatever msgspec or those checks do not take (bad JSON, a missing,
-unknown or mistyped field, a bad id or channel) goes the way every other body goes
+decode does (docs/benchmarks.md), so a well-formed body is taken by msgspec: the three
+fields (and a queued release's admission token), each a string, the ids matching the id
+pattern, the channel one of the channels and a token of the token's pattern. Whatever
+msgspec or those checks do not take (bad JSON, a missing, unknown or mistyped field, a
+bad id or channel) goes the way every other body goes
 (:func:`~inventory.api.bodies.parse_json` with :class:`~inventory.api.models.HoldCreate`),
 so a refusal is the very same problem+json (400 ``bad_request``, 422
 ``validation_failed`` with each field and why) as before. A body is only ever taken by
@@ -15,6 +16,7 @@ the fast path when the models take it too, with the same values
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import msgspec
@@ -24,6 +26,9 @@ from inventory.api.bodies import parse_json, read_body
 from inventory.api.models import Channel, HoldCreate
 from inventory.store.keys import ID_RE
 
+#: The models' pattern of an admission token.
+_TOKEN_RE: Final = re.compile(r"[0-9a-f]{40}", re.ASCII)
+
 
 class ReserveBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A reserve's fields, as :class:`HoldCreate` has them (``channel`` as its text)."""
@@ -31,6 +36,8 @@ class ReserveBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     slot_id: str
     patient_id: str
     channel: str
+    #: A queued release's admission token ("" = none given).
+    admission_token: str = ""
 
 
 _DECODER: Final = msgspec.json.Decoder(ReserveBody)
@@ -50,10 +57,13 @@ def parse_reserve_body(raw: bytes) -> ReserveBody:
         and body.channel in _CHANNELS
         and ID_RE.fullmatch(body.slot_id)
         and ID_RE.fullmatch(body.patient_id)
+        and (not body.admission_token or _TOKEN_RE.fullmatch(body.admission_token))
     ):
         return body
     model = parse_json(raw, HoldCreate)  # refuses, with the models' own errors
-    return ReserveBody(model.slot_id, model.patient_id, model.channel.value)
+    return ReserveBody(
+        model.slot_id, model.patient_id, model.channel.value, model.admission_token or ""
+    )
 
 
 async def read_reserve_body(request: web.Request) -> ReserveBody:

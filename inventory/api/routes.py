@@ -21,6 +21,7 @@ from inventory.api import (
     operators,
     patients,
     payments,
+    releases,
 )
 from inventory.api.routing import Operation, Routes
 
@@ -34,6 +35,7 @@ TABLES: Final[tuple[Routes, ...]] = (
     operators.routes,
     capacity.routes,
     audit_log.routes,
+    releases.routes,
     legacy.routes,
     docs.routes,
 )

@@ -65,6 +65,7 @@ class Reservations:
         idempotency_key: str,
         client_ip: str,
         request_id: str,
+        admission_token: str = "",
     ) -> tuple[HoldOutcome, ScheduleTerms]:
         """Reserve one unit of a slot for one of the account's patients: the store's
         outcome (the hold; ``replayed`` when a retry with the same idempotency key is
@@ -108,6 +109,7 @@ class Reservations:
                     patient_id=patient_id,
                     channel=channel,
                     idempotency_key=idempotency_key,
+                    admission_token=admission_token,
                 ),
                 request_id=request_id,
                 rate_limits=limits,

@@ -234,6 +234,8 @@ class Settings:
     #: process saw sold out is refused this long without asking Redis (0: neither).
     availability_cache_s: float = 0.5
     expire_interval_s: float = 1.0
+    #: How often the worker moves every waiting room forward (draw, admit, sell out).
+    room_tick_interval_s: float = 0.2
     #: The HIS's FHIR base URL; empty: no HIS flows (sync, submitter, reconciler).
     his_url: str = ""
     his_sync_interval_s: float = 60.0
@@ -303,6 +305,7 @@ class Settings:
             trusted_proxy_hops=get("TRUSTED_PROXY_HOPS", _positive_int, 1),
             availability_cache_s=get("AVAILABILITY_CACHE_S", float, 0.5),
             expire_interval_s=get("EXPIRE_INTERVAL_S", _positive_float, 1.0),
+            room_tick_interval_s=get("ROOM_TICK_INTERVAL_S", _positive_float, 0.2),
             his_url=get("HIS_URL", str, ""),
             his_sync_interval_s=get("HIS_SYNC_INTERVAL_S", _positive_float, 60.0),
             his_booking_window_days=get("HIS_BOOKING_WINDOW_DAYS", _positive_int, 14),

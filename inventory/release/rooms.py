@@ -94,6 +94,7 @@ class RoomSnapshot:
     factor_pm: int
     token_ms: int
     slots: tuple[str, ...]
+    hospital_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ _SNAPSHOT_FIELDS: Final = (
     "factor_pm",
     "token_ms",
     "slots",
+    "hospital",
 )
 
 
@@ -147,6 +149,7 @@ class RoomStore:
         release_id: str,
         schedule_ids: list[str],
         *,
+        hospital_id: str,
         t0_ms: int,
         window_ms: int,
         factor: float,
@@ -166,12 +169,16 @@ class RoomStore:
             round(factor * 1000),
             token_ms,
             request_id,
+            keys.check_id(hospital_id, "hospital_id"),
             *(keys.check_id(s, "schedule_id") for s in schedule_ids),
         ]
         reply = await self.store.call_script("room_open", self._keys(tag), args)
         code = int(reply[0])
         if code not in (LUA_OK, LUA_REPLAY):
             raise refusal_for(code, reason=_text(reply[2]))
+        # The worker's ticker moves every registered room (the API's watchers only
+        # those their clients follow).
+        await guarded(self.store.client.sadd(keys.RELEASE_REGISTRY_KEY, release_id))
         return _text(reply[1]), code == LUA_OK
 
     async def join(
@@ -196,7 +203,7 @@ class RoomStore:
             if extra.isdigit():
                 context["opens_ms"] = int(extra)
             elif extra:
-                context["schedule_ids"] = extra.split()
+                context["waitlist"] = {"available": True, "schedule_ids": extra.split()}
             raise refusal_for(code, **context)
         return _text(reply[1]), code == LUA_OK
 
@@ -209,6 +216,15 @@ class RoomStore:
         if code != LUA_OK:
             raise refusal_for(code)
         return Advance(_text(reply[1]), *(int(v) for v in reply[2:6]))
+
+    async def active(self) -> list[str]:
+        """The registered releases not known to be sold out."""
+        members = await guarded(self.store.client.smembers(keys.RELEASE_REGISTRY_KEY))
+        return sorted(_text(m) for m in members)
+
+    async def retire(self, release_id: str) -> None:
+        """Leave the registry (a sold-out or vanished release)."""
+        await guarded(self.store.client.srem(keys.RELEASE_REGISTRY_KEY, release_id))
 
     async def status(self, release_id: str, ticket_id: str, *, account_id: str) -> TicketStatus:
         """One ticket's status (one read-only script call)."""
@@ -264,6 +280,7 @@ class RoomStore:
             factor_pm=_int(v["factor_pm"]),
             token_ms=_int(v["token_ms"]),
             slots=tuple(_text(v["slots"] or "").split()),
+            hospital_id=_text(v["hospital"] or ""),
         )
 
     async def tickets(self, release_id: str) -> list[tuple[str, int, int]]:

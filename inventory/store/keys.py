@@ -34,6 +34,9 @@ CLUSTER_SLOTS = 16384
 #: with its schedule: the API finds a slot it has not served yet without Postgres.
 SLOT_LOCATIONS_KEY = "inv:slot_locations"
 
+#: The releases whose waiting rooms are not sold out yet, so the worker can move them all.
+RELEASE_REGISTRY_KEY = "inv:releases"
+
 #: SCAN pattern matching every outbox stream, both kinds of tag.
 OUTBOX_SCAN_PATTERN = "inv:{*}:outbox"
 

@@ -38,6 +38,7 @@ from inventory.domain import (
 from inventory.errors import (
     LUA_OK,
     LUA_REPLAY,
+    AdmissionRequiredError,
     CancelDeadlinePassedError,
     HoldNotActiveError,
     InventoryError,
@@ -122,6 +123,7 @@ _EXTRA_NAMES = {
     PatientWeeklyLimitError.lua_code: "rule",
     CancelDeadlinePassedError.lua_code: "deadline_ms",
     HoldNotActiveError.lua_code: "state",
+    AdmissionRequiredError.lua_code: "release_id",
 }
 
 

@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 
 from inventory.api.auth import TokenVerifier, mint_token
 from inventory.api.models import BookingCancel, HoldConfirm, HoldCreate, PatientCreate
+from inventory.api.releases import TicketCreate
 from inventory.api.routes import OPERATIONS
 from inventory.api.routing import Operation
 from inventory.app import create_app
@@ -287,6 +288,7 @@ def attack_bodies(victim: Victim) -> dict[type[Any], dict[str, Any]]:
         HoldConfirm: {"payment_ref": "wx-attacker"},
         BookingCancel: {},
         PatientCreate: patient_body(),
+        TicketCreate: {"patient_id": victim.patient_id},
     }
 
 

@@ -34,6 +34,8 @@ PROBLEM = "application/problem+json"
 
 #: A well-formed hold id that names no hold (hold and booking paths need this shape).
 DUMMY_HOLD_ID = "d-none.20300101." + "a" * 24
+#: A release id of the right shape naming nothing.
+DUMMY_RELEASE_ID = "d-none.20991231.none"
 #: Path values that can never be ids: each must answer 404 before any database.
 INVALID_PATH_IDS = ("%E2%91%A0", "a" * 65, "a%20b", "%00")
 
@@ -135,6 +137,8 @@ def fill_path(op: Operation, value: str | None = None, **ids: str) -> str:
             filled[name] = value
         elif name in ("hold_id", "booking_id"):
             filled[name] = DUMMY_HOLD_ID
+        elif name == "release_id":
+            filled[name] = DUMMY_RELEASE_ID
         else:
             filled[name] = f"x-unknown-{name}"
     return op.path.format(**filled)

@@ -54,7 +54,13 @@ def test_every_body_is_a_generated_schema_with_a_valid_example(op: Any) -> None:
         assert schema["examples"] == [REQUEST_EXAMPLES[op.body]]
         op.body.model_validate(REQUEST_EXAMPLES[op.body])
     ok = entry["responses"][str(op.ok_status)]
-    if op.ok_status == 204 or op.operation_id in ("metrics", "docs", "docs_asset", "openapi"):
+    if op.ok_status == 204 or op.operation_id in (
+        "metrics",
+        "docs",
+        "docs_asset",
+        "openapi",
+        "stream_ticket",
+    ):
         return
     assert isinstance(op.response, type), op.operation_id
     schema = _component(ok["content"]["application/json"]["schema"])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from inventory import errors
-from inventory.release import draw
+from inventory.release import draw, ticker
 from inventory.release.rooms import RoomStore
 from inventory.store import keys
 
@@ -62,6 +62,7 @@ async def queued(scenario: Scenario, capacity: int = 2, factor: float = 1.0) -> 
     seed_hash, created = await rooms.open(
         release_id,
         [spec.schedule_id],
+        hospital_id=scenario.hospital_id,
         t0_ms=T0_MS,
         window_ms=WINDOW_MS,
         factor=factor,
@@ -82,7 +83,13 @@ async def test_open_is_idempotent_and_refuses_conflicts(scenario: Scenario) -> N
     another release time, an unknown schedule or an opening after T0 are refused."""
     room = await queued(scenario)
     again, created = await room.rooms.open(
-        room.release_id, [room.schedule_id], t0_ms=T0_MS, window_ms=1, factor=1.2, token_ms=1
+        room.release_id,
+        [room.schedule_id],
+        hospital_id="h",
+        t0_ms=T0_MS,
+        window_ms=1,
+        factor=1.2,
+        token_ms=1,
     )
     assert not created
     (opened,) = await events(scenario)
@@ -90,29 +97,55 @@ async def test_open_is_idempotent_and_refuses_conflicts(scenario: Scenario) -> N
     assert opened["seed_hash"] == again
     with pytest.raises(errors.RoomConflictError) as exists:
         await room.rooms.open(
-            room.release_id, [room.schedule_id], t0_ms=T0_MS + 1, window_ms=1, factor=1, token_ms=1
+            room.release_id,
+            [room.schedule_id],
+            hospital_id="h",
+            t0_ms=T0_MS + 1,
+            window_ms=1,
+            factor=1,
+            token_ms=1,
         )
     assert exists.value.context["reason"] == "exists"
     other = keys.release_id_for(scenario.department_id, scenario.visit_date, "r2")
     with pytest.raises(errors.RoomConflictError) as governed:
         await room.rooms.open(
-            other, [room.schedule_id], t0_ms=T0_MS, window_ms=1, factor=1, token_ms=1
+            other,
+            [room.schedule_id],
+            hospital_id="h",
+            t0_ms=T0_MS,
+            window_ms=1,
+            factor=1,
+            token_ms=1,
         )
     assert governed.value.context["reason"] == "governed"
     late = scenario.schedule({"slot-c": 1})
     await scenario.store.load_schedule(late)
     with pytest.raises(errors.RoomConflictError) as release_time:
         await room.rooms.open(
-            other, [late.schedule_id], t0_ms=T0_MS, window_ms=1, factor=1, token_ms=1
+            other,
+            [late.schedule_id],
+            hospital_id="h",
+            t0_ms=T0_MS,
+            window_ms=1,
+            factor=1,
+            token_ms=1,
         )
     assert release_time.value.context["reason"] == "release_time"
     with pytest.raises(errors.ScheduleNotFoundError):
-        await room.rooms.open(other, ["nope"], t0_ms=T0_MS, window_ms=1, factor=1, token_ms=1)
+        await room.rooms.open(
+            other, ["nope"], hospital_id="h", t0_ms=T0_MS, window_ms=1, factor=1, token_ms=1
+        )
     room.at_t0()
     third = keys.release_id_for(scenario.department_id, scenario.visit_date, "r3")
     with pytest.raises(errors.RoomConflictError) as passed:
         await room.rooms.open(
-            third, [late.schedule_id], t0_ms=T0_MS, window_ms=1, factor=1, token_ms=1
+            third,
+            [late.schedule_id],
+            hospital_id="h",
+            t0_ms=T0_MS,
+            window_ms=1,
+            factor=1,
+            token_ms=1,
         )
     assert passed.value.context["reason"] == "t0_passed"
 
@@ -146,7 +179,7 @@ async def test_reserve_on_a_queued_release_needs_a_token(scenario: Scenario) -> 
     room.at_t0(1)
     with pytest.raises(errors.AdmissionRequiredError) as required:
         await room.reserve("a1", "p1")
-    assert required.value.context["detail"] == room.release_id
+    assert required.value.context["release_id"] == room.release_id
     with pytest.raises(errors.AdmissionTokenInvalidError):
         await room.reserve("a1", "p1", token="f" * 40)
 
@@ -211,7 +244,7 @@ async def test_draw_admit_reserve_and_sell_out(scenario: Scenario) -> None:
     # A closed room: joining answers sold out with its schedules; reserves need no token.
     with pytest.raises(errors.RoomSoldOutError) as closed:
         await room.join("a-late", "p-late")
-    assert closed.value.context["schedule_ids"] == [room.schedule_id]
+    assert closed.value.context["waitlist"]["schedule_ids"] == [room.schedule_id]
     assert (
         await scenario.client.hget(scenario.tag_keys.schedules, f"{room.schedule_id}:room") is None
     )
@@ -295,3 +328,22 @@ async def test_the_draw_goes_in_bounded_batches(scenario: Scenario) -> None:
     order = draw.draw_order(snapshot.seed, tickets)
     positions = {t: (await room.status(t, f"a{i}")).position for i, t in enumerate(tickets)}
     assert sorted(tickets, key=positions.__getitem__) == order
+
+
+async def test_the_worker_ticker_moves_registered_rooms(scenario: Scenario) -> None:
+    """The worker's tick draws and admits every registered room, and a sold-out room
+    leaves the registry."""
+    room = await queued(scenario, capacity=1)
+    assert room.release_id in await room.rooms.active()
+    scenario.clock.now_ms = T0_MS - 1
+    ticket, _ = await room.join("a1", "p1")
+    room.at_t0()
+    await ticker.tick(room.rooms)
+    status = await room.status(ticket, "a1")
+    assert status.outcome(T0_MS) == "admitted"
+    await room.reserve("a1", "p1", token=status.token)
+    await ticker.tick(room.rooms)
+    snapshot = await room.rooms.snapshot(room.release_id)
+    assert snapshot is not None
+    assert snapshot.state == "sold_out"
+    assert room.release_id not in await room.rooms.active()

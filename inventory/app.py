@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from inventory.api import docs, observability, openapi
+from inventory.api import docs, observability, openapi, webapp
 from inventory.api import payments as payment_routes
 from inventory.api.admission import AdmissionGate
 from inventory.api.audit import auditing
@@ -237,6 +237,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(payment_routes.payment_context)
     app.cleanup_ctx.append(observability.sample_process)
     app[docs.DOCUMENT] = openapi.document
+    app[webapp.APP_CONFIG] = webapp.AppConfig(pay_simulator_url=settings.app_pay_simulator_url)
     for table in TABLES:
         # Audit inside the Idempotency-Key wrapper: a replayed answer ran nothing again.
         app.add_routes(recording(auditing(table)))

@@ -22,6 +22,7 @@ from inventory.api import (
     patients,
     payments,
     releases,
+    webapp,
 )
 from inventory.api.routing import Operation, Routes
 
@@ -38,6 +39,7 @@ TABLES: Final[tuple[Routes, ...]] = (
     releases.routes,
     legacy.routes,
     docs.routes,
+    webapp.routes,
 )
 #: Every route's operation, in the document's order.
 OPERATIONS: Final[tuple[Operation, ...]] = tuple(

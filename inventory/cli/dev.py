@@ -293,6 +293,8 @@ async def _serve(
     if not args.no_payments and not env.get("INVENTORY_WECHAT_MCHID"):
         paysim = await PaySimSite.start(notify_url=f"{_local(base)}/v1/payments/wechat/notify")
         dev_env |= paysim.service_env
+        # The patient app sends the payer to the simulator's cashier page.
+        dev_env["INVENTORY_APP_PAY_SIMULATOR_URL"] = paysim.url
     try:
         await _run_stack(args, dev_env, paysim, children or {})
     finally:
@@ -548,10 +550,15 @@ def banner(
     again = f"this banner again: kill -USR1 {os.getpid()}"
     lines.append(f"logs       {log_file or 'stdout'}  ({again})")
     restarted = ", ".join(["worker", *(supervised or [])])
+    token = mint_token(settings, "demo-account", ttl_s=24 * 3600)
     lines += [
         f"supervised {restarted}: restarted when they die (back-off "
         f"{RESTART_INITIAL_S:g}-{RESTART_MAX_S:g} s, see the log)",
-        f"token      {mint_token(settings, 'demo-account', ttl_s=24 * 3600)}",
+        # The fragment never reaches a server; the app keeps the token and drops it
+        # from the address bar.
+        f"app        {base}/app/#dev-token={token}  (the patient app, signed in as "
+        "demo-account: a dev-only sign-in)",
+        f"token      {token}",
         f"operator   {mint_token(settings, 'demo-operator', operator=True, ttl_s=24 * 3600)}",
         "ready: Ctrl-C stops everything"
         if ready

@@ -257,6 +257,9 @@ class Settings:
     payments: PaymentSettings = field(default_factory=PaymentSettings)
     #: Notifications (inventory/notify/settings.py); off without a channel URL.
     notify: NotifySettings = field(default_factory=NotifySettings)
+    #: The WeChat Pay simulator's address, for the patient app's dev cashier ("" outside
+    #: dev: the app pays through WeChat's own bridge).
+    app_pay_simulator_url: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -320,6 +323,7 @@ class Settings:
             ),
             payments=_payment_settings(env),
             notify=_notify_settings(env),
+            app_pay_simulator_url=get("APP_PAY_SIMULATOR_URL", str, ""),
         )
         problems = env.problems
         if (

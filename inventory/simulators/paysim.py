@@ -12,7 +12,10 @@ play the payer and the faults:
 - ``POST /sim/orders/{out_trade_no}/notify``: deliver the notification again (freshly
   signed, as WeChat Pay's retries are);
 - ``GET /sim/orders``, ``GET /sim/refunds``: what happened;
-- ``PUT /sim/faults`` ``{"refund": "succeed" | "fail" | "processing" | "error"}``.
+- ``PUT /sim/faults`` ``{"refund": "succeed" | "fail" | "processing" | "error"}``;
+- ``GET /sim/cashier?<wx.requestPayment's parameters>&redirect_url=``: a page where a
+  browser pays a JSAPI order (inventory/simulators/cashier.py), standing in for WeChat's
+  payment sheet.
 
 Run it with ``python -m inventory.simulators.paysim serve --port 8090`` (keys from
 ``INVENTORY_PAYSIM_*``); ``python -m inventory.simulators.paysim keys`` prints a fresh set of
@@ -51,6 +54,7 @@ from inventory.payments.wechat import (
     signed_message,
     verify,
 )
+from inventory.simulators.cashier import Cashier
 
 # -- keys -------------------------------------------------------------------------------------
 
@@ -510,11 +514,19 @@ class PaySim:
         if order.state == "NOTPAY":
             if datetime.now(tz=UTC) > order.time_expire and not options.get("late", False):
                 return web.json_response({"error": "the order expired"}, status=409)
-            order.state = "SUCCESS"
-            order.transaction_id = "42000" + str(secrets.randbelow(10**22)).zfill(23)
-            order.success_time = datetime.now(tz=UTC)
+            self.mark_paid(order)
         status = await self.deliver(order) if options.get("notify", True) else None
         return web.json_response({"transaction": self._transaction(order), "notify_status": status})
+
+    def mark_paid(self, order: SimOrder) -> None:
+        """The payer's money arrives: the order is paid (its notification not yet sent)."""
+        order.state = "SUCCESS"
+        order.transaction_id = "42000" + str(secrets.randbelow(10**22)).zfill(23)
+        order.success_time = datetime.now(tz=UTC)
+
+    def order_of_prepay(self, prepay_id: str) -> SimOrder | None:
+        """The order a JSAPI ``prepay_id`` belongs to."""
+        return next((o for o in self.orders.values() if o.prepay_id == prepay_id), None)
 
     async def notify(self, request: web.Request) -> web.Response:
         """POST /sim/orders/{id}/notify: deliver the notification again."""
@@ -604,6 +616,7 @@ def create_sim_app(config: SimConfig) -> web.Application:
     sim = PaySim(config)
     app = web.Application()
     app[SIM_STATE] = sim
+    cashier = Cashier(sim, config.appid, config.merchant_keys)
 
     async def close(_: web.Application) -> None:
         await sim.aclose()
@@ -621,6 +634,8 @@ def create_sim_app(config: SimConfig) -> web.Application:
             web.get("/sim/refunds", sim.list_refunds),
             web.put("/sim/faults", sim.set_faults),
             web.get("/healthz", sim.healthz),
+            web.get("/sim/cashier", cashier.page),
+            web.post("/sim/cashier", cashier.submit),
         ]
     )
     return app

@@ -1,0 +1,266 @@
+"""The patient app in Chromium at 375×812 against `inventory dev`: the whole path to a
+booking with the HIS's number (paying at the WeChat Pay simulator's cashier), a refusal
+shown with the API's own message, a cancellation with its refund, and the accessibility
+basics (labels, roles, keyboard focus). No page may break its Content-Security-Policy."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from inventory.privacy.identity import make_resident_id
+from tests.his.test_dev import Dev
+
+from .conftest import SCREENSHOTS_ENV, Patient, bookable
+
+#: The HIS answers within seconds in dev; a loaded machine gets more.
+HIS_WAIT_MS = 90_000
+
+pytestmark = pytest.mark.timeout(600)
+
+
+async def _shot(page: Any, name: str) -> None:
+    """Save a screenshot of the page for the docs when asked to."""
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    if folder:
+        shot = Image.open(io.BytesIO(await page.screenshot()))
+        # A palette of 128 colours keeps the text sharp at a third of the size.
+        small = shot.convert("RGB").quantize(colors=128, dither=Image.Dither.NONE)
+        path = Path(folder) / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        small.save(path, optimize=True)
+
+
+async def test_the_whole_path_to_a_booking_with_its_his_number(dev: Dev, browser: Any) -> None:
+    """Hospital → department → doctor → date → window → a new 就诊人 → confirm (fee,
+    place, cancel deadline) → pay at the simulator's cashier → the success page with the
+    HIS's appointment number, the one the API reports."""
+    target = await bookable(dev)
+    schedule, slot = target["schedule"], target["slot"]
+    patient = Patient(dev)
+    page = await patient.page(browser)
+    await _shot(page, "1-hospitals")
+    await page.get_by_role("link", name=re.compile("示范医院")).click()
+    await page.get_by_role("link", name="心内科").click()
+    await page.wait_for_selector("h1:has-text('选择医生')")
+    await _shot(page, "2-doctors")
+    await page.get_by_role("link", name=re.compile(schedule["doctor"]["name"])).first.click()
+    await page.locator(f".dates a[href$='date={target['date']}']").click()
+    card = page.locator(f"a.card[href='#/schedule/{schedule['schedule_id']}']")
+    await card.wait_for()
+    assert "¥" + f"{schedule['fee_fen'] / 100:.2f}" in await card.inner_text()
+    await _shot(page, "3-doctor-dates")
+    await card.click()
+    await page.wait_for_selector(".grid")
+    await _shot(page, "4-windows")
+    await page.locator(f"button[data-slot='{slot['slot_id']}']").click()
+    await page.wait_for_selector("h1:has-text('选择就诊人')")
+
+    resident_id = make_resident_id(date(1992, 5, 17), "female", seq=uuid.uuid4().int % 500)
+    await page.get_by_label("姓名").fill("李小红")
+    await page.get_by_label("身份证号").fill(resident_id)
+    await page.get_by_label("身份证号").dispatch_event("change")
+    assert await page.get_by_label("出生日期").input_value() == "1992-05-17"
+    assert await page.get_by_label("性别").input_value() == "female"
+    await page.get_by_label("手机号").fill("13912345678")
+    await page.get_by_role("button", name="保存").click()
+    await page.get_by_role("radio", name=re.compile("李")).wait_for()
+    await _shot(page, "5-patient")
+    await page.get_by_role("button", name="为该就诊人预约").click()
+
+    await page.wait_for_selector("h1:has-text('确认挂号信息')")
+    sheet = await page.locator("dl.sheet").inner_text()
+    assert "¥" + f"{schedule['fee_fen'] / 100:.2f}" in sheet
+    assert schedule["location"] in sheet
+    deadline = schedule["cancel_deadline"]
+    assert f"{deadline[5:10]} {deadline[11:16]}" in sheet, sheet
+    await page.wait_for_selector("text=请在")
+    await _shot(page, "6-confirm")
+    await page.get_by_role("button", name=re.compile("微信支付")).click()
+
+    await page.get_by_role("button", name="确认支付").wait_for()
+    assert "¥" + f"{schedule['fee_fen'] / 100:.2f}" in await page.inner_text("main")
+    await _shot(page, "7-cashier")
+    await page.get_by_role("button", name="确认支付").click()
+
+    number = page.locator(".his-no")
+    await number.wait_for(timeout=HIS_WAIT_MS)
+    await _shot(page, "8-booked")
+    shown = await number.inner_text()
+    hold_id = page.url.split("#/paid/")[1].split("?")[0]
+    status, booking = await patient.call("GET", f"/v1/bookings/{hold_id}")
+    assert status == 200, booking
+    assert shown == booking["his_appointment_no"], (shown, booking)
+    assert booking["status"] == "his_confirmed"
+
+    await page.get_by_role("link", name="我的预约").first.click()
+    await page.wait_for_selector(f"text={booking['his_appointment_no']}")
+    await page.evaluate("() => { location.hash = '#/bookings'; }")
+    await page.wait_for_selector("h1:has-text('我的预约')")
+    await _shot(page, "9-bookings")
+    assert patient.csp_violations == []
+
+
+async def test_a_refusal_shows_the_apis_own_message(dev: Dev, browser: Any) -> None:
+    """A window the operator sold out (capacity 0): the app lets the patient try and
+    shows the API's problem+json title for `sold_out`, as an alert, the same text the API
+    answers."""
+    target = await bookable(dev)
+    slot = next(s for s in reversed(target["slots"]) if s["remaining"] == s["capacity"])
+    operator = Patient(dev)
+    operator.token = _operator_token(dev)
+    status, answer = await operator.call(
+        "PUT", f"/v1/operator/slots/{slot['slot_id']}/capacity", json={"capacity": 0}
+    )
+    assert status == 200, answer
+    patient = Patient(dev)
+    registered = await patient.register()
+    status, refused = await patient.call(
+        "POST",
+        "/v1/holds",
+        json={"slot_id": slot["slot_id"], "patient_id": registered["patient_id"], "channel": "web"},
+        headers={"Idempotency-Key": uuid.uuid4().hex, "Accept-Language": "zh-CN"},
+    )
+    assert (status, refused["code"]) == (409, "sold_out"), refused
+
+    page = await patient.page(browser, f"/schedule/{target['schedule']['schedule_id']}")
+    window = page.locator(f"button[data-slot='{slot['slot_id']}']")
+    assert "约满" in await window.inner_text()
+    await window.click()
+    await page.get_by_role("radio").first.wait_for()
+    await page.get_by_role("button", name="为该就诊人预约").click()
+    alert = page.get_by_role("alert")
+    await alert.wait_for()
+    assert await alert.get_attribute("data-code") == "sold_out"
+    assert refused["title"] in await alert.inner_text()
+    await _shot(page, "10-refusal")
+    assert patient.csp_violations == []
+
+
+async def test_cancel_a_booking_and_see_the_refund(dev: Dev, browser: Any) -> None:
+    """A paid booking (made through the API and the simulator): the app cancels it after
+    asking, shows it cancelled, and follows the refund until it has succeeded."""
+    target = await bookable(dev)
+    patient = Patient(dev)
+    registered = await patient.register()
+    status, hold = await patient.call(
+        "POST",
+        "/v1/holds",
+        json={
+            "slot_id": target["slot"]["slot_id"],
+            "patient_id": registered["patient_id"],
+            "channel": "web",
+        },
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert status == 201, hold
+    status, payment = await patient.call(
+        "POST", f"/v1/holds/{hold['hold_id']}/payments", json={"openid": "o-" + patient.account}
+    )
+    assert status == 201, payment
+    paysim = dev.settings["INVENTORY_WECHAT_API_URL"]
+    pay = f"{paysim}/sim/orders/{payment['payment_id']}/pay"
+    async with aiohttp.ClientSession() as http, http.post(pay, json={}) as answer:
+        assert answer.status == 200, await answer.text()
+
+    page = await patient.page(browser, f"/booking/{hold['hold_id']}")
+    cancel = page.get_by_role("button", name="取消预约")
+    await cancel.wait_for()
+    await cancel.click()
+    dialog = page.get_by_role("dialog")
+    await dialog.wait_for()
+    assert "退回" in await dialog.inner_text()
+    await dialog.get_by_role("button", name="确定").click()
+    await page.wait_for_selector(".status.s-cancelled")
+    await page.locator(".refund", has_text="已退款").wait_for(timeout=60_000)
+    await _shot(page, "11-cancelled-refunded")
+    status, refund = await patient.call("GET", f"/v1/bookings/{hold['hold_id']}/refund")
+    assert (status, refund["status"]) == (200, "succeeded"), refund
+    assert patient.csp_violations == []
+
+
+async def test_accessibility_basics(dev: Dev, browser: Any) -> None:
+    """On the main screens every form control has a label, every button and link a name,
+    there is one h1, a main landmark and a labelled navigation; Tab reaches the controls
+    and the focused one is visibly outlined."""
+    target = await bookable(dev)
+    patient = Patient(dev)
+    await patient.register()
+    screens = [
+        "/",
+        "/hospital/demo-hospital",
+        f"/schedule/{target['schedule']['schedule_id']}",
+        f"/slot/{target['slot']['slot_id']}",
+        "/patients",
+        "/bookings",
+        "/holds",
+    ]
+    page = await patient.page(browser)
+    for screen in screens:
+        await page.evaluate("path => { location.hash = '#' + path; }", screen)
+        await page.wait_for_function(
+            "path => location.hash === '#' + path && document.querySelector('main h1')", arg=screen
+        )
+        await page.wait_for_timeout(200)
+        found = await page.evaluate(AUDIT)
+        assert found["unlabelled"] == [], (screen, found)
+        assert found["nameless"] == [], (screen, found)
+        assert found["h1"] == 1, (screen, found)
+        assert found["main"], (screen, found)
+        assert found["nav"], (screen, found)
+
+    await page.evaluate("() => { location.hash = '#/patients'; }")
+    await page.wait_for_selector("form.patient-form")
+    seen = set()
+    for _ in range(12):
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate(FOCUSED)
+        assert focused["outline"] != "none", focused
+        seen.add(focused["tag"])
+    assert {"INPUT", "BUTTON"} <= seen or {"INPUT", "A"} <= seen, seen
+    # A refused field is marked and says why, next to the field.
+    await page.get_by_label("手机号").fill("12345")
+    await page.get_by_role("button", name="保存").click()
+    assert await page.get_by_label("手机号").get_attribute("aria-invalid") == "true"
+    assert patient.csp_violations == []
+
+
+def _operator_token(dev: Dev) -> str:
+    from inventory.api.auth import mint_token
+    from inventory.ops.config import Settings
+
+    return mint_token(Settings.from_env(dev.settings), "app-operator", operator=True, ttl_s=600)
+
+
+AUDIT = """() => {
+  const visible = (el) => el.offsetParent !== null || el.getClientRects().length > 0;
+  const controls = [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+    .filter(visible);
+  const unlabelled = controls
+    .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+    .map((el) => el.outerHTML);
+  const nameless = [...document.querySelectorAll('button, a[href]')].filter(visible)
+    .filter((el) => !(el.getAttribute('aria-label') || el.textContent.trim()))
+    .map((el) => el.outerHTML);
+  return {
+    unlabelled, nameless,
+    h1: document.querySelectorAll('h1').length,
+    main: Boolean(document.querySelector('main')),
+    nav: Boolean(document.querySelector('nav[aria-label]')),
+  };
+}"""
+
+FOCUSED = """() => {
+  const el = document.activeElement;
+  const style = getComputedStyle(el);
+  return {tag: el.tagName, id: el.id, outline: style.outlineStyle};
+}"""

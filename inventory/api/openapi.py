@@ -20,7 +20,7 @@ import orjson
 from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
-from inventory.api import models
+from inventory.api import models, notifications
 from inventory.api.payments import PaymentCreate
 from inventory.api.releases import ReleaseOpen, TicketCreate
 from inventory.api.routes import OPERATIONS
@@ -168,6 +168,13 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
     PaymentCreate: {"method": "jsapi", "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
     ReleaseOpen: {"schedule_ids": ["sch-20261209-am"], "name": "am"},
     TicketCreate: {"patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0"},
+    notifications.SubscriptionPut: {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+    notifications.HospitalNotificationsPut: {
+        "reminder_time": "08:00",
+        "sms_sign": "示例医院",
+        "wechat_templates": {"visit_reminder": "Zm9vYmFyLXJlbWluZGVy"},
+        "wechat_page": "pages/booking/detail",
+    },
 }
 
 

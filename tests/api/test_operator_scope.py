@@ -136,6 +136,8 @@ CALLS: dict[str, Callable[[Hospital], tuple[dict[str, str], dict[str, str], Any]
         None,
     ),
     "list_operator_audit": lambda h: ({}, _audit_query(h), None),
+    "list_notification_dead_letters": lambda h: ({}, {"hospital_id": h.id}, None),
+    "put_hospital_notifications": lambda h: ({}, {}, {"reminder_time": "07:30"}),
 }
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,30 +146,47 @@ def notify_env(wechat: MessageSimServer, sms: MessageSimServer, **overrides: str
         "INVENTORY_NOTIFY_RETRY_MAX_S": "0.5",
         "INVENTORY_NOTIFY_MAX_ATTEMPTS": "3",
     }
-    env.update({f"INVENTORY_NOTIFY_{k.upper()}": v for k, v in overrides.items()})
+    env.update(
+        {
+            k if k.startswith("INVENTORY_") else f"INVENTORY_NOTIFY_{k.upper()}": v
+            for k, v in overrides.items()
+        }
+    )
     return env
 
 
 @pytest.fixture
-def notify_stack(
+def make_stack(
     private_redis: Any,
     database: str,
     tmp_path: Path,
     wechat_sim: MessageSimServer,
     sms_sim: MessageSimServer,
-) -> Iterator[Stack]:
-    """An API and a notifying worker on a Redis and a database of this test's own; the
-    simulators start each test empty."""
+) -> Iterator[Callable[..., Stack]]:
+    """Start an API and a notifying worker (notify settings overridden by keyword) on a
+    Redis and a database of this test's own; the simulators start each test empty."""
     wechat_sim.reset()
     sms_sim.reset()
-    running = open_stack(
-        private_redis.url, database, tmp_path, extra_env=notify_env(wechat_sim, sms_sim)
-    )
-    try:
+    stacks: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        env = notify_env(wechat_sim, sms_sim, **overrides)
+        running = open_stack(private_redis.url, database, tmp_path, extra_env=env)
+        stacks.append(running)
         running.start_worker()
-        yield running
+        return running
+
+    try:
+        yield make
     finally:
-        running.close()
+        for running in stacks:
+            running.close()
+
+
+@pytest.fixture
+def notify_stack(make_stack: Callable[..., Stack]) -> Stack:
+    """An API and a notifying worker at the tests' pace."""
+    return make_stack()
 
 
 @pytest.fixture

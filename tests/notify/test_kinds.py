@@ -125,3 +125,12 @@ def test_settings_are_read_and_checked_together() -> None:
         parse_templates("booking_confirmed:bad id")
     with pytest.raises(ValueError, match="HH:MM"):
         parse_wall_time("8 am")
+
+
+def test_the_api_names_every_kind() -> None:
+    """The routes' kind parameter (an OpenAPI enum) is the kind table."""
+    from typing import get_args
+
+    from inventory.api.notifications import Kind
+
+    assert set(get_args(Kind)) == set(KINDS)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -17,75 +16,11 @@ from redis.asyncio import Redis
 from inventory.his.compensation import end_booking
 from inventory.record.queries import QUERIES
 from inventory.store.slot_store import SlotStore
-from tests.api.helpers import Catalogue, register_patient
-from tests.durability.stack import Stack, wait_until, wait_verified
+from tests.api.helpers import register_patient
+from tests.durability.stack import Stack, wait_until
 
 from .conftest import MessageSimServer
-
-PHONE = "13812345678"
-
-
-async def book(
-    stack: Stack,
-    http: aiohttp.ClientSession,
-    account: str,
-    patient: str,
-    slot: str,
-) -> str:
-    """Reserve and confirm (payments off: any payment reference books); the booking id."""
-    headers = stack.api.headers(account)
-    async with http.post(
-        stack.api.url + "/v1/holds",
-        json={"slot_id": slot, "patient_id": patient, "channel": "wechat"},
-        headers={**headers, "Idempotency-Key": os.urandom(8).hex()},
-    ) as answer:
-        hold = await answer.json()
-        assert answer.status == 201, hold
-    async with http.post(
-        stack.api.url + f"/v1/holds/{hold['hold_id']}/confirm",
-        json={"payment_ref": f"wx-{os.urandom(4).hex()}"},
-        headers=headers,
-    ) as answer:
-        assert answer.status == 200, await answer.text()
-    return str(hold["hold_id"])
-
-
-async def subscribe(db: asyncpg.Pool, account: str, openid: str) -> None:
-    """The account accepted every kind's template (as the mini-program would report)."""
-    from inventory.notify.kinds import KINDS
-
-    await db.executemany(
-        "INSERT INTO notification_subscriptions (account_id, kind, openid) VALUES ($1, $2, $3)",
-        [(account, kind, openid) for kind in KINDS],
-    )
-
-
-async def delivered(
-    sim: MessageSimServer, count: int, *, timeout_s: float = 30.0
-) -> list[dict[str, Any]]:
-    """Wait until the simulator holds ``count`` messages; them, oldest first."""
-
-    async def enough() -> bool:
-        return len(sim.messages()) >= count
-
-    await wait_until(enough, timeout_s=timeout_s)
-    return sorted(sim.messages(), key=lambda m: m["at"])
-
-
-async def world(
-    stack: Stack, http: aiohttp.ClientSession, *, visit_date: Any = None
-) -> tuple[Catalogue, list[str]]:
-    """A hospital with a released schedule of two slots, once the API's gate is open."""
-    await wait_verified(stack.api.env["INVENTORY_REDIS_URL"])
-
-    async def ready() -> bool:
-        async with http.get(stack.api.url + "/readyz") as answer:
-            return answer.status == 200
-
-    await wait_until(ready, timeout_s=30)
-    shop = await Catalogue(stack.api, http).create()
-    _, slots, _ = await shop.schedule([5, 5], visit_date=visit_date)
-    return shop, slots
+from .helpers import PHONE, book, delivered, has_booking, subscribe, world
 
 
 async def test_booking_messages_reach_subscribers_and_phones(
@@ -103,7 +38,7 @@ async def test_booking_messages_reach_subscribers_and_phones(
     subscribed, plain = f"acct-{os.urandom(3).hex()}", f"acct-{os.urandom(3).hex()}"
     patient = await register_patient(stack.api, client, subscribed, phone=PHONE)
     other = await register_patient(stack.api, client, plain, phone="13900001111")
-    await subscribe(db, subscribed, "openid-subscribed")
+    await subscribe(stack, client, subscribed, "openid-subscribed")
 
     first = await book(stack, client, subscribed, patient, slots[0])
     unsubscribed_booking = await book(stack, client, plain, other, slots[0])
@@ -123,7 +58,7 @@ async def test_booking_messages_reach_subscribers_and_phones(
     try:
         store = await SlotStore.connect_scripts(client_redis)
         # The HIS refuses the first booking; the schedule of the second is suspended.
-        await wait_until(lambda: _has_booking(db, unsubscribed_booking), timeout_s=20)
+        await wait_until(lambda: has_booking(db, unsubscribed_booking), timeout_s=20)
         await _pay(db, first, subscribed)
         await end_booking(
             db, store, first, outcome="rejected", code="his_rejected", message="号源已被占用"
@@ -156,13 +91,9 @@ async def test_booking_messages_reach_subscribers_and_phones(
     assert {r["status"]: r["count"] for r in statuses} == {"sent": 6}
 
 
-async def _has_booking(db: asyncpg.Pool, booking_id: str) -> bool:
-    return bool(await db.fetchval("SELECT count(*) FROM bookings WHERE id = $1", booking_id))
-
-
 async def _pay(db: asyncpg.Pool, booking_id: str, account: str) -> None:
     """The booking's payment as the payment flow records it (paid, buying the booking)."""
-    await wait_until(lambda: _has_booking(db, booking_id), timeout_s=20)
+    await wait_until(lambda: has_booking(db, booking_id), timeout_s=20)
     await db.execute(
         """
         INSERT INTO payments (id, hold_id, account_id, provider, amount_fen, status,
@@ -190,13 +121,15 @@ async def test_reminder_no_show_ban_and_its_end(
     shop, slots = await world(stack, client, visit_date=tomorrow)
     account = f"acct-{os.urandom(3).hex()}"
     patient = await register_patient(stack.api, client, account, phone=PHONE)
-    await subscribe(db, account, "openid-reminded")
+    await subscribe(stack, client, account, "openid-reminded")
     # The hospital reminds from midnight on, so the reminder is due now.
-    await db.execute(
-        "INSERT INTO notification_hospital_settings (hospital_id, reminder_time, sms_sign)"
-        " VALUES ($1, '00:00', '示范医院')",
-        shop.hospital_id,
-    )
+    async with client.put(
+        stack.api.url + f"/v1/operator/hospitals/{shop.hospital_id}/notifications",
+        json={"reminder_time": "00:00", "sms_sign": "示范医院"},
+        headers=stack.api.headers("ops", operator=True),
+    ) as answer:
+        assert answer.status == 201, await answer.text()
+        assert (await answer.json())["reminder_time"] == "00:00"
     booking = await book(stack, client, account, patient, slots[0])
     wechat = await delivered(wechat_sim, 2)
     assert {m["content"]["template_id"] for m in wechat} == {
@@ -205,7 +138,7 @@ async def test_reminder_no_show_ban_and_its_end(
     }
     assert sms_sim.messages() == []  # both go by SMS only as the fallback
 
-    await wait_until(lambda: _has_booking(db, booking), timeout_s=20)
+    await wait_until(lambda: has_booking(db, booking), timeout_s=20)
     await db.execute(
         QUERIES["record_his_appointment"], booking, "appt-1", "A017", None, "门诊楼3层"
     )

@@ -108,6 +108,10 @@ def test_every_call_of_the_api_client_is_a_documented_operation() -> None:
     source = APP.joinpath("api.js").read_text(encoding="utf-8")
     calls = re.findall(r'this\.call\("([A-Z]+)", [`"]([^`"]+)[`"]', source)
     assert len(calls) == source.count("this.call("), calls
+    # The event stream is read as it arrives (this.stream).
+    streams = re.findall(r'this\.stream\("([A-Z]+)", `([^`]+)`', source)
+    assert len(streams) == source.count("this.stream(") == 1, streams
+    calls += streams
     documented = {(op.method.upper(), re.sub(r"\{[^}]+\}", "{}", op.path)) for op in OPERATIONS}
     for method, path in calls:
         template = re.sub(r"\$\{[^}]+\}", "{}", path)
@@ -115,3 +119,4 @@ def test_every_call_of_the_api_client_is_a_documented_operation() -> None:
     used = {re.sub(r"\$\{[^}]+\}", "{}", path) for _, path in calls}
     assert "/v1/holds/{}/payments" in used
     assert "/v1/bookings/{}/refund" in used
+    assert "/v1/releases/{}/tickets/{}/events" in used

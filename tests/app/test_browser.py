@@ -9,8 +9,9 @@ import io
 import os
 import re
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -18,12 +19,16 @@ import pytest
 from PIL import Image
 
 from inventory.privacy.identity import make_resident_id
+from tests.api.helpers import Catalogue
 from tests.his.test_dev import Dev
 
 from .conftest import SCREENSHOTS_ENV, Patient, bookable
 
 #: The HIS answers within seconds in dev; a loaded machine gets more.
 HIS_WAIT_MS = 90_000
+#: The queued release's T0 from now: time for the first patient to be seen waiting.
+ROOM_T0_S = 20
+ROOM_WAIT_MS = 120_000
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -264,3 +269,72 @@ FOCUSED = """() => {
   const style = getComputedStyle(el);
   return {tag: el.tagName, id: el.id, outline: style.outlineStyle};
 }"""
+
+
+async def test_a_queued_release_through_its_waiting_room(dev: Dev, browser: Any) -> None:
+    """A release with a waiting room (opened by the operator before T0): one patient
+    waits in the room before T0 and, once drawn and admitted, gets the window held and
+    the confirm page; another, arriving after T0, is sent from the booking button into
+    the room (the reserve answers admission_required) and on to the confirm page too."""
+    operator = SimpleNamespace(url=dev.api, headers=dev.headers)
+    async with aiohttp.ClientSession() as http:
+        catalogue = await Catalogue(operator, http).create(policy={"one_per_day": False})
+        day = (datetime.now(tz=UTC) + timedelta(days=3)).date()
+        start = datetime(day.year, day.month, day.day, 1, 0, tzinfo=UTC)
+        t0 = datetime.now(tz=UTC) + timedelta(seconds=ROOM_T0_S)
+        schedule_id, slot_id = f"s-{uuid.uuid4().hex[:8]}", f"sl-{uuid.uuid4().hex[:8]}"
+        await catalogue.put(
+            f"/v1/operator/schedules/{schedule_id}",
+            {
+                "hospital_id": catalogue.hospital_id,
+                "department_id": catalogue.department_id,
+                "doctor_id": catalogue.doctor_id,
+                "visit_date": day.isoformat(),
+                "session": "morning",
+                "starts_at": start.isoformat(),
+                "ends_at": (start + timedelta(hours=4)).isoformat(),
+                "release_at": t0.isoformat(),
+                "cancel_deadline": (start - timedelta(hours=12)).isoformat(),
+                "fee_fen": 1500,
+                "location": "门诊楼 3 层",
+                "slots": [
+                    {
+                        "slot_id": slot_id,
+                        "starts_at": start.isoformat(),
+                        "ends_at": (start + timedelta(minutes=30)).isoformat(),
+                        "capacity": 5,
+                    }
+                ],
+            },
+        )
+        async with http.post(
+            dev.api + "/v1/operator/releases",
+            json={"schedule_ids": [schedule_id]},
+            headers=dev.headers("app-operator", operator=True),
+        ) as answer:
+            release = await answer.json()
+            assert answer.status == 201, release
+
+    early = Patient(dev)
+    person = await early.register()
+    room = f"/room/{release['release_id']}/{slot_id}?patient={person['patient_id']}"
+    page = await early.page(browser, room)
+    await page.wait_for_selector(".room-card[data-state='open']")
+    assert "已进入候诊室" in await page.inner_text("main")
+    assert "放号" in await page.locator("[role=timer]").inner_text()
+    await _shot(page, "12-waiting-room")
+    await page.wait_for_selector("h1:has-text('确认挂号信息')", timeout=ROOM_WAIT_MS)
+    assert "¥15.00" in await page.locator("dl.sheet").inner_text()
+
+    late = Patient(dev)
+    await late.register()
+    page = await late.page(browser, f"/slot/{slot_id}")
+    await page.get_by_role("radio").first.wait_for()
+    await page.get_by_role("button", name="为该就诊人预约").click()
+    await page.wait_for_selector("h1:has-text('确认挂号信息')", timeout=ROOM_WAIT_MS)
+
+    status, view = await early.call("GET", f"/v1/releases/{release['release_id']}")
+    assert status == 200, view
+    assert (view["joined"], view["admitted"]) == (2, 2), view
+    assert view["seed"], view
+    assert early.csp_violations == late.csp_violations == []

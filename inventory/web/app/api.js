@@ -125,12 +125,72 @@ export class Api {
 
   // -- holds, payments, bookings
 
-  /** create_hold: takes a unit for the patient until its deadline (key required). */
-  hold(slotId, patientId, key) {
-    return this.call("POST", "/v1/holds", {
-      body: { slot_id: slotId, patient_id: patientId, channel: "web" },
-      key,
+  /** create_hold: takes a unit for the patient until its deadline (key required). On a
+   * queued release it needs the admission token its waiting room gave the patient. */
+  hold(slotId, patientId, key, admissionToken) {
+    const body = { slot_id: slotId, patient_id: patientId, channel: "web" };
+    if (admissionToken) body.admission_token = admissionToken;
+    return this.call("POST", "/v1/holds", { body, key });
+  }
+
+  // -- a queued release's waiting room (a reserve refused `admission_required` names it)
+
+  /** get_release: T0, the room's state, the draw's seed hash (and seed once drawn). */
+  release(releaseId) {
+    return this.call("GET", `/v1/releases/${encodeURIComponent(releaseId)}`);
+  }
+
+  /** join_release: the patient's ticket (joining again answers the same ticket). */
+  joinRelease(releaseId, patientId) {
+    return this.call("POST", `/v1/releases/${encodeURIComponent(releaseId)}/tickets`, {
+      body: { patient_id: patientId },
     });
+  }
+
+  /** get_ticket: at once, or (with `after`, the last answer's version) once it changed. */
+  ticket(releaseId, ticketId, after = "", waitS = 0) {
+    const query = after ? { after, wait_s: String(waitS) } : undefined;
+    return this.call("GET", `/v1/releases/${encodeURIComponent(releaseId)}/tickets/${encodeURIComponent(ticketId)}`, { query });
+  }
+
+  /** stream_ticket: the ticket's status as Server-Sent Events, each given to `onStatus`,
+   * until the stream ends (admitted or final) or `signal` aborts. Read with fetch, since
+   * EventSource cannot send the Authorization header. */
+  async ticketEvents(releaseId, ticketId, onStatus, signal) {
+    const answer = await this.stream("GET", `/v1/releases/${encodeURIComponent(releaseId)}/tickets/${encodeURIComponent(ticketId)}/events`, signal);
+    const reader = answer.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block
+          .split("\n")
+          .filter((line) => line.startsWith("data: "))
+          .map((line) => line.slice(6))
+          .join("\n");
+        if (data) onStatus(JSON.parse(data));
+      }
+    }
+  }
+
+  /** An answer whose body is read as it arrives; refusals are thrown as ApiError. */
+  async stream(method, path, signal) {
+    const headers = { Accept: "text/event-stream", "Accept-Language": this.language() === "en" ? "en" : "zh-CN" };
+    const token = this.token();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let answer;
+    try {
+      answer = await fetch(path, { method, headers, signal });
+    } catch (error) {
+      throw new ApiError(0, { code: "network", title: String(error.message || error) }, null);
+    }
+    if (!answer.ok) throw new ApiError(answer.status, await answer.json().catch(() => ({})), null);
+    return answer;
   }
 
   /** get_hold */

@@ -20,6 +20,7 @@ import * as booking from "./views/booking.js";
 import * as holdsView from "./views/holds.js";
 import * as patients from "./views/patients.js";
 import * as login from "./views/login.js";
+import * as room from "./views/room.js";
 
 export const api = new Api({
   token: () => session.token(),
@@ -36,6 +37,7 @@ const ROUTES = [
   [/^\/doctor\/([^/]+)\/([^/]+)$/, doctor, "nav_home"],
   [/^\/schedule\/([^/]+)$/, slots, "nav_home"],
   [/^\/slot\/([^/]+)$/, patient, "nav_home"],
+  [/^\/room\/([^/]+)\/([^/]+)$/, room, "nav_home"],
   [/^\/hold\/([^/]+)$/, confirm, "nav_holds"],
   [/^\/paid\/([^/]+)$/, paid, "nav_bookings"],
   [/^\/bookings$/, bookings, "nav_bookings"],

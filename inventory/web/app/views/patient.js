@@ -69,6 +69,12 @@ export async function render({ api, params, go }) {
       });
       go(`/hold/${encodeURIComponent(hold.hold_id)}`);
     } catch (error) {
+      if (error.code === "admission_required" && error.problem.release_id) {
+        // A queued release: wait in its room, then reserve with the admission token.
+        picked.set({ patient_id: selected });
+        const release = encodeURIComponent(error.problem.release_id);
+        return go(`/room/${release}/${encodeURIComponent(slotId)}?patient=${encodeURIComponent(selected)}`);
+      }
       fill(errors, problem(error));
       key = newKey(); // a refusal made nothing: the next try is a new request
     } finally {

@@ -5,8 +5,9 @@ a private Redis and Postgres (system binaries when present, else the ones the
 ``servers`` extra ships) in a temporary folder. Starts the HIS simulator with its demo
 hospital and syncs its catalogue and schedules (``--no-his``: seeds inventory/devtools/demo.py
 instead), starts the WeChat Pay simulator and turns payments on (``--no-payments``: off,
-and confirm books on any payment reference), migrates, runs the worker (persister,
-expirer, fence monitor, and the HIS sync, submitter and reconciler) and the API.
+and confirm books on any payment reference), starts the WeChat subscribe-message and SMS
+simulators (``--no-notify``: none), migrates, runs the worker (persister, expirer, fence
+monitor, the notifier, and the HIS sync, submitter and reconciler) and the API.
 
 Once the API answers ready it prints the banner: where everything is (the API, its docs,
 health and ``/metrics``, the worker's metrics and health, the servers, the simulators)
@@ -57,6 +58,11 @@ def register(subparsers: Any) -> None:
         "--no-payments",
         action="store_true",
         help="no WeChat Pay simulator: payments off, confirm books on any payment reference",
+    )
+    parser.add_argument(
+        "--no-notify",
+        action="store_true",
+        help="no WeChat and SMS simulators: the worker sends no notifications",
     )
     parser.add_argument(
         "--env-file",
@@ -295,9 +301,17 @@ async def _serve(
         dev_env |= paysim.service_env
         # The patient app sends the payer to the simulator's cashier page.
         dev_env["INVENTORY_APP_PAY_SIMULATOR_URL"] = paysim.url
+    messages: MessageSimsSite | None = None
+    if not args.no_notify and not (
+        env.get("INVENTORY_NOTIFY_WECHAT_URL") or env.get("INVENTORY_NOTIFY_SMS_URL")
+    ):
+        messages = await MessageSimsSite.start()
+        dev_env |= messages.service_env
     try:
-        await _run_stack(args, dev_env, paysim, children or {})
+        await _run_stack(args, dev_env, paysim, children or {}, messages)
     finally:
+        if messages is not None:
+            await messages.stop()
         if paysim is not None:
             await paysim.stop()
 
@@ -307,6 +321,7 @@ async def _run_stack(
     dev_env: dict[str, str],
     paysim: PaySimSite | None,
     children: dict[str, Child],
+    messages: MessageSimsSite | None = None,
 ) -> None:
     from aiohttp import web
 
@@ -367,6 +382,7 @@ async def _run_stack(
             worker_answers=worker_answers,
             supervised=sorted(children),
             paysim_url=None if paysim is None else paysim.url,
+            message_sim_urls=None if messages is None else messages.urls,
             env_file=env_file,
             log_file=args.log_file,
             ready=ready,
@@ -464,6 +480,67 @@ class PaySimSite:
         await self._runner.cleanup()
 
 
+class MessageSimsSite:
+    """The WeChat subscribe-message and SMS simulators (inventory/simulators/messages.py)
+    served in this process on free loopback ports, and the notifier's settings for them
+    (every kind with a template id, so a subscribed account gets WeChat messages)."""
+
+    def __init__(self, runners: list[Any], urls: dict[str, str]) -> None:
+        self._runners = runners
+        #: The simulators' base URLs by channel.
+        self.urls = urls
+        #: ``INVENTORY_NOTIFY_*`` for the worker talking to them.
+        self.service_env = {
+            "INVENTORY_NOTIFY_WECHAT_URL": urls["wechat"],
+            "INVENTORY_NOTIFY_WECHAT_APPID": "wx-sim-appid",
+            "INVENTORY_NOTIFY_WECHAT_SECRET": "sim-secret",
+            "INVENTORY_NOTIFY_WECHAT_TEMPLATES": _dev_templates(),
+            "INVENTORY_NOTIFY_SMS_URL": urls["sms"],
+            "INVENTORY_NOTIFY_SMS_API_KEY": "sim-sms-key",
+        }
+
+    @classmethod
+    async def start(cls) -> MessageSimsSite:
+        """Serve both simulators."""
+        from aiohttp import web
+
+        from inventory.devtools.servers import LOOPBACK, free_port
+        from inventory.simulators.messages import (
+            DEFAULT_APPID,
+            DEFAULT_SECRET,
+            DEFAULT_SMS_KEY,
+            create_sms_app,
+            create_wechat_app,
+        )
+
+        apps = {
+            "wechat": create_wechat_app(DEFAULT_APPID, DEFAULT_SECRET),
+            "sms": create_sms_app(DEFAULT_SMS_KEY),
+        }
+        runners: list[Any] = []
+        urls: dict[str, str] = {}
+        for channel, app in apps.items():
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, LOOPBACK, port).start()
+            runners.append(runner)
+            urls[channel] = f"http://{LOOPBACK}:{port}"
+        return cls(runners, urls)
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        for runner in self._runners:
+            await runner.cleanup()
+
+
+def _dev_templates() -> str:
+    """Dev's template ids: one per kind, named after it."""
+    from inventory.notify.kinds import KINDS
+
+    return ",".join(f"{kind}:dev-{kind.replace('_', '-')}" for kind in KINDS)
+
+
 #: How long the banner waits for the worker's metrics port to answer.
 WORKER_METRICS_WAIT_S = 5.0
 
@@ -501,6 +578,7 @@ def banner(
     worker_answers: bool,
     supervised: list[str] | None = None,
     paysim_url: str | None = None,
+    message_sim_urls: dict[str, str] | None = None,
     env_file: Path | None = None,
     log_file: str | None = None,
     ready: bool = True,
@@ -538,6 +616,16 @@ def banner(
         lines.append(f"payments   on: WeChat Pay at {settings.payments.api_url}")
     else:
         lines.append("payments   off: confirm books a hold on any payment reference")
+    if message_sim_urls is not None:
+        lines.append(
+            f"notify     on: WeChat simulator {message_sim_urls['wechat']}, SMS simulator "
+            f"{message_sim_urls['sms']}  (what was sent: GET <simulator>/sim/messages; "
+            "--no-notify turns them off)"
+        )
+    elif settings.notify.enabled:
+        lines.append(f"notify     on: {', '.join(settings.notify.channels)}")
+    else:
+        lines.append("notify     off: no WeChat or SMS channel configured")
     if demo:
         lines.append(
             f"demo       hospital {demo['hospital_id']}: {demo['schedules']} schedules from "

@@ -138,6 +138,9 @@ async def test_dev_starts_the_simulators_and_syncs_the_hospital(dev: Dev) -> Non
     payments = next(b for b in banner if b.startswith("payments "))
     assert payments.startswith("payments   on: WeChat Pay simulator http://127.0.0.1:"), payments
     assert "--no-payments" in payments
+    notify = next(b for b in banner if b.startswith("notify "))
+    assert notify.startswith("notify     on: WeChat simulator http://127.0.0.1:"), notify
+    assert "--no-notify" in notify
     at = banner.index(f"metrics    api {dev.api}/metrics")
     assert banner[at + 1] == (
         f"           worker {dev.worker}/metrics  (health {dev.worker}/healthz  "
@@ -250,11 +253,23 @@ async def _until(what: str, probe: Any, timeout_s: float = 60) -> Any:
 async def test_dev_books_pays_gets_the_his_number_cancels_and_refunds(dev: Dev) -> None:
     """Over HTTP against dev: a hold on a synced HIS slot cannot be confirmed with a
     made-up payment reference; the payer pays at the simulator, the signed notification
-    books it, the HIS gives its number; the cancellation refunds the fee."""
+    books it, the HIS gives its number, which the patient gets by WeChat (subscribed);
+    the cancellation refunds the fee, which the patient learns by SMS (not subscribed to
+    that kind)."""
     paysim = dev.settings["INVENTORY_WECHAT_API_URL"]
+    wechat_sim = dev.settings["INVENTORY_NOTIFY_WECHAT_URL"]
+    sms_sim = dev.settings["INVENTORY_NOTIFY_SMS_URL"]
     account = f"dev-{uuid.uuid4().hex[:8]}"
     auth = dev.headers(account)
     async with aiohttp.ClientSession() as http:
+        status, _ = await _call(
+            http,
+            "PUT",
+            f"{dev.api}/v1/notifications/subscriptions/booking_confirmed",
+            headers=auth,
+            json={"openid": f"o-{account}"},
+        )
+        assert status == 201
         status, patient = await _call(
             http, "POST", f"{dev.api}/v1/patients", headers=auth, json=patient_body()
         )
@@ -319,6 +334,15 @@ async def test_dev_books_pays_gets_the_his_number_cancels_and_refunds(dev: Dev) 
         assert booking["his_appointment_no"], booking
         assert booking["amount_fen"] == payment["amount_fen"] > 0
 
+        async def told() -> Any:
+            _, sent = await _call(http, "GET", f"{wechat_sim}/sim/messages")
+            return [m for m in sent["messages"] if m["address"] == f"o-{account}"]
+
+        (message,) = await _until("the WeChat message", told)
+        assert message["content"]["template_id"] == "dev-booking-confirmed"
+        number = message["content"]["data"]["character_string5"]["value"]
+        assert number == booking["his_appointment_no"]
+
         status, cancelled = await _call(
             http,
             "POST",
@@ -338,6 +362,17 @@ async def test_dev_books_pays_gets_the_his_number_cancels_and_refunds(dev: Dev) 
         assert refund["amount_fen"] == booking["amount_fen"]
         _, at_sim = await _call(http, "GET", f"{paysim}/sim/refunds")
         assert any(r["refund_id"] == refund["refund_id"] for r in at_sim["items"]), at_sim
+        amount = f"{refund['amount_fen'] / 100:.2f}元"
+
+        async def refund_told() -> Any:
+            _, sent = await _call(http, "GET", f"{sms_sim}/sim/messages")
+            return [
+                m
+                for m in sent["messages"]
+                if "已退回" in m["content"]["text"] and amount in m["content"]["text"]
+            ]
+
+        assert await _until("the refund's SMS", refund_told)
 
 
 def test_loadtest_against_dev_passes(dev: Dev, tmp_path: Path) -> None:

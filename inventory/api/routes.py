@@ -23,6 +23,7 @@ from inventory.api import (
     patients,
     payments,
     releases,
+    reports,
     webapp,
 )
 from inventory.api.routing import Operation, Routes
@@ -37,6 +38,7 @@ TABLES: Final[tuple[Routes, ...]] = (
     operators.routes,
     notifications.routes,
     capacity.routes,
+    reports.routes,
     audit_log.routes,
     releases.routes,
     legacy.routes,

@@ -133,6 +133,9 @@ class Queries(TypedDict):
     get_account_booking_refund: str
     claim_due_refunds: str
     finish_refund: str
+    # hospital reports
+    list_schedule_outcomes: str
+    list_cancellation_leads: str
     # operator audit
     begin_operator_audit: str
     finish_operator_audit: str

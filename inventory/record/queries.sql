@@ -1158,3 +1158,83 @@ WHERE ($1::text[] IS NULL OR hospital_id = ANY($1::text[]))
   AND at >= $2 AND at < $3 AND id > $4
 ORDER BY id
 LIMIT $5;
+
+
+-- ===================================================================== hospital reports
+
+-- name: list_schedule_outcomes
+-- Every schedule of a hospital with a visit date from from_date to to_date (inclusive),
+-- with what a report needs of it: its capacity (the sum of its slots'), the instant it
+-- sold out (the first instant its units held or booked reached its capacity, from the
+-- holds' creation and end times; at one instant an end counts before a creation, so a
+-- unit given back and taken again is not counted twice), the units held or booked one
+-- hour after its release, and its bookings by outcome. Schedules without capacity never
+-- sell out.
+-- params: hospital_id, from_date, to_date
+WITH sched AS (
+    SELECT s.id, s.department_id, dep.name AS department_name, s.visit_date, s.release_at,
+           s.starts_at, s.status,
+           (SELECT coalesce(sum(sl.capacity), 0) FROM slots sl WHERE sl.schedule_id = s.id)
+               AS capacity
+    FROM schedules s
+    JOIN departments dep ON dep.id = s.department_id
+    WHERE s.hospital_id = $1 AND s.visit_date BETWEEN $2 AND $3
+), changes AS (
+    SELECT h.schedule_id, h.created_at AS at, 1 AS delta
+    FROM holds h JOIN sched ON sched.id = h.schedule_id
+    UNION ALL
+    SELECT h.schedule_id, h.ended_at AS at, -1 AS delta
+    FROM holds h JOIN sched ON sched.id = h.schedule_id
+    WHERE h.ended_at IS NOT NULL
+), running AS (
+    SELECT schedule_id, at,
+           sum(delta) OVER (PARTITION BY schedule_id ORDER BY at, delta
+                            ROWS UNBOUNDED PRECEDING) AS taken
+    FROM changes
+), sold_out AS (
+    SELECT r.schedule_id, min(r.at) AS sold_out_at
+    FROM running r JOIN sched ON sched.id = r.schedule_id
+    WHERE sched.capacity > 0 AND r.taken >= sched.capacity
+    GROUP BY r.schedule_id
+), first_hour AS (
+    SELECT h.schedule_id, count(*) AS taken_first_hour
+    FROM holds h JOIN sched ON sched.id = h.schedule_id
+    WHERE h.created_at < sched.release_at + interval '1 hour'
+      AND (h.ended_at IS NULL OR h.ended_at >= sched.release_at + interval '1 hour')
+    GROUP BY h.schedule_id
+), outcomes AS (
+    SELECT b.schedule_id,
+           count(*) FILTER (WHERE b.status NOT IN ('cancelled', 'rejected')) AS booked,
+           count(*) FILTER (WHERE b.status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE b.status = 'rejected') AS rejected,
+           count(*) FILTER (WHERE b.status = 'visited') AS visited,
+           count(*) FILTER (WHERE b.status = 'no_show') AS no_show
+    FROM bookings b JOIN sched ON sched.id = b.schedule_id
+    GROUP BY b.schedule_id
+)
+SELECT sched.id AS schedule_id, sched.department_id, sched.department_name,
+       sched.visit_date, sched.release_at, sched.starts_at, sched.status,
+       sched.capacity::bigint AS capacity, sold_out.sold_out_at,
+       coalesce(first_hour.taken_first_hour, 0) AS taken_first_hour,
+       coalesce(outcomes.booked, 0) AS booked,
+       coalesce(outcomes.cancelled, 0) AS cancelled,
+       coalesce(outcomes.rejected, 0) AS rejected,
+       coalesce(outcomes.visited, 0) AS visited,
+       coalesce(outcomes.no_show, 0) AS no_show
+FROM sched
+LEFT JOIN sold_out ON sold_out.schedule_id = sched.id
+LEFT JOIN first_hour ON first_hour.schedule_id = sched.id
+LEFT JOIN outcomes ON outcomes.schedule_id = sched.id
+ORDER BY sched.department_id, sched.visit_date, sched.starts_at, sched.id;
+
+-- name: list_cancellation_leads
+-- Every cancelled booking of a hospital's schedules with a visit date from from_date to
+-- to_date (inclusive): its department and how long before the session's start it was
+-- cancelled, in seconds (negative: after the start, as a 停诊 may).
+-- params: hospital_id, from_date, to_date
+SELECT s.department_id,
+       EXTRACT(EPOCH FROM (s.starts_at - b.cancelled_at))::double precision AS lead_s
+FROM bookings b
+JOIN schedules s ON s.id = b.schedule_id
+WHERE s.hospital_id = $1 AND s.visit_date BETWEEN $2 AND $3 AND b.status = 'cancelled'
+ORDER BY s.department_id, lead_s;

@@ -138,6 +138,12 @@ CALLS: dict[str, Callable[[Hospital], tuple[dict[str, str], dict[str, str], Any]
     "list_operator_audit": lambda h: ({}, _audit_query(h), None),
     "list_notification_dead_letters": lambda h: ({}, {"hospital_id": h.id}, None),
     "put_hospital_notifications": lambda h: ({}, {}, {"reminder_time": "07:30"}),
+    "get_hospital_report": lambda h: ({}, {"from": "2026-01-01", "to": "2026-01-31"}, None),
+    "get_hospital_report_plot": lambda h: (
+        {},
+        {"from": "2026-01-01", "to": "2026-01-31", "image": "svg"},
+        None,
+    ),
 }
 
 

@@ -336,6 +336,16 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "actions": ["fixed"],
         "errors": [""],
     },
+    "list_schedule_outcomes": lambda s: {
+        "hospital_id": s.hospital,
+        "from_date": VISIT,
+        "to_date": NEXT_DAY,
+    },
+    "list_cancellation_leads": lambda s: {
+        "hospital_id": s.hospital,
+        "from_date": VISIT,
+        "to_date": NEXT_DAY,
+    },
     "begin_operator_audit": lambda s: {
         "actor": "ops-1",
         "role": "hospital",

@@ -338,3 +338,37 @@ async def test_a_queued_release_through_its_waiting_room(dev: Dev, browser: Any)
     assert (view["joined"], view["admitted"]) == (2, 2), view
     assert view["seed"], view
     assert early.csp_violations == late.csp_violations == []
+
+
+async def test_a_rate_limited_reserve_waits_and_retries_once_by_itself(
+    dev: Dev, browser: Any
+) -> None:
+    """With the account's reserve bucket empty, the booking button's reserve is answered
+    429 with Retry-After: the app shows the wait, counting down, and retries once by
+    itself with the same Idempotency-Key, which then holds the window."""
+    target = await bookable(dev)
+    patient = Patient(dev)
+    await patient.register()
+    page = await patient.page(browser, f"/slot/{target['slot']['slot_id']}")
+    await page.get_by_role("radio").first.wait_for()
+    # Empty the account's bucket (dev: 20 reserves a minute): reserves of a patient that
+    # does not exist count against it before they are refused.
+    limited = 0
+    for _ in range(40):
+        status, _ = await patient.call(
+            "POST",
+            "/v1/holds",
+            json={"slot_id": target["slot"]["slot_id"], "patient_id": "nobody", "channel": "web"},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        if status == 429:
+            limited += 1
+            break
+    assert limited, "the account's reserve bucket never emptied"
+    await page.get_by_role("button", name="为该就诊人预约").click()
+    notice = page.locator("#notice")
+    await notice.wait_for(state="visible")
+    assert "秒后自动重试" in await notice.inner_text()
+    await page.wait_for_selector("h1:has-text('确认挂号信息')", timeout=90_000)
+    assert await notice.is_hidden()
+    assert patient.csp_violations == []

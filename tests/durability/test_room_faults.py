@@ -1,0 +1,172 @@
+"""Release day under process death: the worker and then the API process are SIGKILLed
+around T0, while the room draws and admits; a new API process (and worker) take over.
+Because every room step is driven by the time passed in and any process may run it,
+no admission is lost that would stall the queue: every patient ends with a hold or
+"sold out", nothing is sold twice, and no unit is held beyond the capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from inventory.devtools.servers import RedisServer
+from inventory.store import keys
+from tests.api.conftest import start_api
+from tests.api.helpers import Catalogue
+from tests.api.test_releases import queued_schedule
+
+from .stack import Stack, open_stack, patients, wait_verified
+
+pytestmark = pytest.mark.slow
+
+CAPACITY = 10
+PATIENTS = 40
+#: Every patient must have a final answer within this long after T0.
+ANSWERED_WITHIN_S = 90.0
+
+
+@pytest.fixture
+def stack(private_redis: RedisServer, database: str, tmp_path: Path) -> Iterator[Stack]:
+    """The API and the worker on the private Redis."""
+    running = open_stack(private_redis.url, database, tmp_path)
+    try:
+        running.start_worker()
+        yield running
+    finally:
+        running.close()
+
+
+def _kill(process: Any) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+async def _follow(
+    stack: Stack,
+    http: aiohttp.ClientSession,
+    release_id: str,
+    account: str,
+    patient: str,
+    slot: str,
+) -> str:
+    """A patient's client: join, long-poll until admitted or final, reserve with the
+    token; every request retried while no API answers. Its final answer."""
+    headers = stack.api.headers(account)
+    key = uuid.uuid4().hex
+    view: dict[str, Any] | None = None
+    deadline = time.monotonic() + ANSWERED_WITHIN_S + 30
+    while time.monotonic() < deadline:
+        try:
+            if view is None:
+                async with http.post(
+                    f"{stack.api.url}/v1/releases/{release_id}/tickets",
+                    json={"patient_id": patient},
+                    headers=headers,
+                ) as answer:
+                    if answer.status >= 500:
+                        await asyncio.sleep(0.2)
+                        continue
+                    body = orjson.loads(await answer.read())
+                    if answer.status == 409 and body["code"] == "room_sold_out":
+                        return "sold_out"
+                    assert answer.status in (200, 201), body
+                    view = body
+            else:
+                async with http.get(
+                    f"{stack.api.url}/v1/releases/{release_id}/tickets/{view['ticket_id']}",
+                    params={"wait_s": "2", "after": view["version"]},
+                    headers=headers,
+                ) as answer:
+                    if answer.status >= 500:
+                        await asyncio.sleep(0.2)
+                        continue
+                    view = orjson.loads(await answer.read())
+                    assert answer.status == 200, view
+            assert view is not None
+            if view["outcome"] in ("sold_out", "expired"):
+                return str(view["outcome"])
+            if view["outcome"] == "admitted":
+                async with http.post(
+                    stack.api.url + "/v1/holds",
+                    json={
+                        "slot_id": slot,
+                        "patient_id": patient,
+                        "channel": "app",
+                        "admission_token": view["admission_token"],
+                    },
+                    headers=headers | {"Idempotency-Key": key},
+                ) as answer:
+                    if answer.status >= 500:
+                        await asyncio.sleep(0.2)
+                        continue
+                    body = orjson.loads(await answer.read())
+                    if answer.status == 201:
+                        return "held"
+                    assert body["code"] == "sold_out", body
+                    return "sold_out"
+        except (TimeoutError, aiohttp.ClientError):
+            await asyncio.sleep(0.2)  # no API process answers: try again
+    return "no answer"
+
+
+@pytest.mark.timeout(300)
+async def test_kill_9_of_the_worker_and_the_api_during_admission(
+    stack: Stack, private_redis: RedisServer
+) -> None:
+    """Worker SIGKILLed just before T0, the API SIGKILLed just after it; a new API
+    process and worker start a second later: every patient has a final answer, exactly
+    CAPACITY hold a unit, the rest are sold out, and Redis holds no more than CAPACITY."""
+    await wait_verified(private_redis.url)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        people = await patients(stack, http, PATIENTS)
+        shop = await Catalogue(stack.api, http).create()
+        schedule_id, slot_id, t0 = await queued_schedule(shop, capacity=CAPACITY)
+        async with http.post(
+            stack.api.url + "/v1/operator/releases",
+            json={"schedule_ids": [schedule_id]},
+            headers=stack.api.headers("ops", operator=True),
+        ) as answer:
+            assert answer.status == 201
+            release_id = (await answer.json())["release_id"]
+
+        async def kill_and_restart() -> None:
+            await asyncio.sleep(max(0.0, t0.timestamp() - time.time() - 0.3))
+            assert stack.worker is not None
+            _kill(stack.worker)
+            await asyncio.sleep(max(0.0, t0.timestamp() - time.time() + 0.3))
+            _kill(stack.api.process)
+            await asyncio.sleep(1.0)
+            stack.api.process = await asyncio.to_thread(
+                start_api, stack.api.env, stack.api.log_path
+            )
+            stack.start_worker()
+
+        killer = asyncio.create_task(kill_and_restart())
+        answers = await asyncio.gather(
+            *(_follow(stack, http, release_id, a, p, slot_id) for a, p in people)
+        )
+        await killer
+    assert sorted(set(answers)) in (["held", "sold_out"], ["held"]), answers
+    assert answers.count("held") == min(CAPACITY, PATIENTS)
+    client = Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+        tag = keys.tag_of_release(release_id)
+        counts = await client.hmget(
+            keys.tag_keys(tag).slots, [f"{slot_id}:held", f"{slot_id}:rem", f"{slot_id}:cap"]
+        )
+    finally:
+        await client.aclose()
+    held, remaining, capacity = (int(v) for v in counts)
+    assert (held, remaining, capacity) == (CAPACITY, 0, CAPACITY)

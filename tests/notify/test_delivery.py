@@ -149,6 +149,8 @@ async def test_kill_between_send_and_record_loses_nothing_and_sends_once(
     assert delivery["provider_message_id"] == message["message_id"]
     assert message["address"] == PHONE
     assert "预约资格暂停" in message["content"]["text"]
+    # The phone was decrypted for the call only: neither worker's log holds it.
+    assert PHONE not in stack.worker_log.read_text(errors="replace")
 
 
 async def test_unsubscribed_account_gets_no_wechat_message(

@@ -191,6 +191,11 @@ class Sender:
             # until it comes back or the attempts run out (then the operator sees it).
             await self._failed(delivery, "channel_off", "the channel is not configured")
             return
+        if delivery.channel == "sms" and self._keyring is None:
+            # No field keys, no phone: wait (and show in the unsent age) until the worker
+            # is given them, rather than skip a message it could send then.
+            await self._failed(delivery, "no_field_keys", "the worker has no field keys")
+            return
         try:
             async with acquire(self._pool) as connection:
                 outgoing = await self._render(connection, delivery)
@@ -282,7 +287,7 @@ class Sender:
             return Outgoing(address=openid, key=delivery.key, wechat=message)
         patient_id = delivery.recipient.removeprefix("patient:")
         blob = await connection.fetchval(PHONE, patient_id)
-        if blob is None or self._keyring is None:
+        if blob is None or self._keyring is None:  # (no keyring: refused before the claim)
             return "no_phone"
         phone = self._keyring.decrypt(blob, table="patients", column="phone", row_id=patient_id)
         return Outgoing(

@@ -83,8 +83,8 @@ async def run_notifier(
     channels = open_channels(settings)
     metrics.declare_notification_kinds(KINDS)
     if "sms" in channels and keyring is None:
-        # Phones cannot be read without the field keys: SMS stays planned and waiting
-        # (visible in the oldest-unsent age) until the worker has them.
+        # Phones cannot be read without the field keys: each SMS is retried (and shows in
+        # the oldest-unsent age) until the worker has them, or dead-lettered.
         log.error("notify.sms_without_field_keys")
     sender = Sender(pool, channels, settings, keyring)
     backoff = Backoff(settings.interval_s, max(settings.interval_s, BACKOFF_MAX_S))

@@ -133,6 +133,14 @@ class HospitalPolicy:
     room_factor: float = 1.2
     #: How long an admitted ticket's admission token lives.
     room_token_s: int = 60
+    #: A booking not checked in this long after its session ends is a no-show.
+    no_show_grace_s: int = 30 * 60
+    #: The no-show rule (爽约): this many no-shows within ``no_show_window_days`` ban
+    #: the patient for ``no_show_ban_days`` (0 = no rule). Bans are checked on every
+    #: reserve while the rule or ``blacklist`` is on.
+    no_show_ban_count: int = 0
+    no_show_window_days: int = 90
+    no_show_ban_days: int = 90
 
     def __post_init__(self) -> None:
         for name in ("hold_ttl_s", "max_hold_s", "token_window_s", "room_token_s"):
@@ -144,9 +152,14 @@ class HospitalPolicy:
             "max_in_7_days_per_patient",
             "rerelease_min_s",
             "rerelease_max_s",
+            "no_show_grace_s",
+            "no_show_ban_count",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        for name in ("no_show_window_days", "no_show_ban_days"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
         if self.max_hold_s < self.hold_ttl_s:
             raise ValueError("max_hold_s must be at least hold_ttl_s")
         if self.room_window_s < 0:
@@ -159,7 +172,15 @@ class HospitalPolicy:
     @property
     def spans_tags(self) -> bool:
         """Whether reserve needs the two-step reservation on the patient tag."""
-        return self.max_open_per_patient > 0 or self.max_in_7_days_per_patient > 0 or self.blacklist
+        return (
+            self.max_open_per_patient > 0 or self.max_in_7_days_per_patient > 0 or self.checks_bans
+        )
+
+    @property
+    def checks_bans(self) -> bool:
+        """Whether reserve refuses a banned patient: the blacklist or the no-show rule
+        is on."""
+        return self.blacklist or self.no_show_ban_count > 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -405,6 +405,25 @@ class OverloadedError(InventoryError):
     title = "The service is at capacity; retry shortly"
 
 
+# -- visits (签到, 爽约) ------------------------------------------------------------------
+
+
+class CheckInNotOpenError(InventoryError):
+    """Check-in opens on the visit day (in the hospital's time zone)."""
+
+    code = "check_in_not_open"
+    http_status = 409
+    title = "Check-in opens on the day of the visit"
+
+
+class BookingNotCheckableError(InventoryError):
+    """The booking was cancelled or rejected: there is no visit to check in."""
+
+    code = "booking_not_checkable"
+    http_status = 409
+    title = "The booking was cancelled or rejected; it cannot be checked in"
+
+
 # -- the code table: what a person reads ----------------------------------------------
 
 
@@ -497,6 +516,12 @@ MESSAGES: Final[Mapping[str, Message]] = {
         "号源服务已重启，正在核对，请稍后重试",
         "The inventory store restarted and is being checked; retry shortly",
     ),
+    # visits
+    "check_in_not_open": Message("签到仅在就诊当天开放", "Check-in opens on the day of the visit"),
+    "booking_not_checkable": Message(
+        "该预约已取消或被拒绝，无法签到",
+        "The booking was cancelled or rejected; it cannot be checked in",
+    ),
     # the HTTP edge
     "bad_request": Message("无法读取请求", "The request could not be read"),
     "idempotency_key_required": Message(
@@ -580,6 +605,8 @@ DETAILS: Final[Mapping[str, str]] = {
     "invalid token": "令牌无效",
     "the token's subject is not a valid account id": "令牌中的账号无效",
     "this operation needs an operator token": "此操作需要运营人员令牌",
+    "this operation needs a staff or operator token": "此操作需要工作人员或运营人员令牌",
+    "no such booking or patient": "预约或就诊人不存在",
     "the body must be application/json": "请求体必须是 application/json",
     "the body is larger than {n} bytes": "请求体超过 {n} 字节",
     "the body is not valid JSON": "请求体不是有效的 JSON",

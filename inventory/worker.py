@@ -2,7 +2,8 @@
 
 Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
 expirer (due holds back to the pool), the waiting rooms' ticker, the suspension sweep (a
-suspended schedule's bookings cancelled and refunded), the fence monitor (Redis behind Postgres ->
+suspended schedule's bookings cancelled and refunded), the visits loop (no-shows and
+the no-show rule), the fence monitor (Redis behind Postgres ->
 fenced tags; a verified server -> the API's gate opens), the metrics sampler (its
 own /metrics port, see inventory/ops/sampler.py) and, when a channel is configured, the
 notifier (inventory/notify/). Each loop survives Redis or Postgres being
@@ -37,6 +38,7 @@ from inventory.release.ticker import run_room_ticker
 from inventory.store.connection import connect_redis
 from inventory.store.expirer import run_expirer
 from inventory.store.slot_store import SlotStore
+from inventory.visits.noshow import VisitsConfig, run_visits
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +106,10 @@ async def _run_loops(
         # do the same for the releases their clients follow).
         "rooms": run_room_ticker(
             RoomStore(store), interval_s=settings.room_tick_interval_s, stop=stop
+        ),
+        # Bookings never checked in become no-shows; the no-show rule bans.
+        "visits": run_visits(
+            pool, store, stop=stop, config=VisitsConfig(with_his=bool(settings.his_url))
         ),
     }
     if settings.his_url:  # the HIS flows: schedule sync, submitter, reconciler

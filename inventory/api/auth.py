@@ -7,7 +7,8 @@ audience, expiry and issued-at are required and checked. The account comes only 
 ``sub``; operators carry ``"operator"`` in ``roles``. An operator's token may name the
 hospitals it acts for (``"hospitals": ["h1", ...]``, a hospital operator): every object
 of another hospital then answers 404, as a missing one (:func:`operator_for`). An
-operator token without that claim is the platform's, for every hospital.
+operator token without that claim is the platform's, for every hospital. Front-desk
+staff and check-in kiosks carry ``"staff"``.
 
 Checking an HS256 signature and the claims is one of the largest single costs of a
 reserve (docs/benchmarks.md), and a front end sends the same token for every request of
@@ -38,6 +39,8 @@ OPERATOR_ROLE = "operator"
 HOSPITALS_CLAIM = "hospitals"
 #: The most hospitals one operator token may name (a platform operator names none).
 MAX_TOKEN_HOSPITALS: Final = 256
+#: Front-desk staff and check-in kiosks (签到/取号): they check patients in, nothing else.
+STAFF_ROLE = "staff"
 #: Verified tokens remembered per process; past this the oldest are forgotten first.
 VERIFIED_CACHE_SIZE: Final = 50_000
 
@@ -50,6 +53,8 @@ class Principal:
     account_id: str
     operator: bool
     hospitals: frozenset[str] | None = None
+    #: Front-desk staff or a check-in kiosk (the ``staff`` role).
+    staff: bool = False
 
     @property
     def role(self) -> str:
@@ -129,7 +134,8 @@ class TokenVerifier:
         operator = isinstance(roles, list) and OPERATOR_ROLE in roles
         hospitals = _hospitals_claim(claims) if operator else None
         # PyJWT has checked that exp is present and an integer or float.
-        found = Principal(account_id=subject, operator=operator, hospitals=hospitals)
+        staff = isinstance(roles, list) and STAFF_ROLE in roles
+        found = Principal(account_id=subject, operator=operator, hospitals=hospitals, staff=staff)
         return found, float(claims["exp"])
 
 
@@ -154,6 +160,7 @@ def mint_token(
     *,
     operator: bool = False,
     hospitals: Iterable[str] | None = None,
+    staff: bool = False,
     ttl_s: int,
 ) -> str:
     """A token signed with the current key (for local use and load tests); with
@@ -179,8 +186,10 @@ def mint_token(
         "iat": now,
         "exp": now + ttl_s,
     }
-    if operator:
-        claims["roles"] = [OPERATOR_ROLE]
+    roles = [OPERATOR_ROLE] if operator else []
+    roles += [STAFF_ROLE] if staff else []
+    if roles:
+        claims["roles"] = roles
     if scope is not None:
         claims[HOSPITALS_CLAIM] = scope
     return jwt.encode(claims, settings.jwt_keys[kid], algorithm=ALGORITHM, headers={"kid": kid})
@@ -189,8 +198,9 @@ def mint_token(
 PRINCIPAL_KEY = "inventory.principal"
 
 
-def principal(request: web.Request, *, operator: bool = False) -> Principal:
-    """The caller, authenticated from the Authorization header (cached per request)."""
+def principal(request: web.Request, *, operator: bool = False, staff: bool = False) -> Principal:
+    """The caller, authenticated from the Authorization header (cached per request);
+    ``staff`` routes take a staff or an operator token."""
     cached = request.get(PRINCIPAL_KEY)
     if not isinstance(cached, Principal):
         header = request.headers.get("Authorization", "")
@@ -202,6 +212,8 @@ def principal(request: web.Request, *, operator: bool = False) -> Principal:
         request[PRINCIPAL_KEY] = cached
     if operator and not cached.operator:
         raise ForbiddenError("this operation needs an operator token")
+    if staff and not (cached.staff or cached.operator):
+        raise ForbiddenError("this operation needs a staff or operator token")
     return cached
 
 

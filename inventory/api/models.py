@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
@@ -308,6 +308,10 @@ class HospitalPolicyBody(Request):
     room_window_s: Annotated[int, Field(ge=0, le=86400)] = 1800
     room_factor: Annotated[float, Field(ge=1.0, le=10.0)] = 1.2
     room_token_s: Annotated[int, Field(ge=5, le=3600)] = 60
+    no_show_grace_s: Annotated[int, Field(ge=0, le=7 * 86400)] = 1800
+    no_show_ban_count: Annotated[int, Field(ge=0, le=100)] = 0
+    no_show_window_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    no_show_ban_days: Annotated[int, Field(ge=1, le=3650)] = 90
 
 
 Name = Annotated[Printable, Field(min_length=1, max_length=100)]
@@ -364,3 +368,15 @@ class CapacityPut(Request):
 
 class StatusChange(Request):
     reason: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")]
+
+
+class CheckIn(Request):
+    """Who checks the patient in: a check-in kiosk (自助机) or the front desk."""
+
+    source: Literal["kiosk", "staff"] = "staff"
+
+
+class BanLift(Request):
+    """Why an operator lifts a ban (kept in the ban's history)."""
+
+    reason: Annotated[Printable, Field(min_length=1, max_length=200)]

@@ -165,6 +165,8 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
     },
     models.CapacityPut: {"capacity": 5},
     models.StatusChange: {"reason": "doctor_ill"},
+    models.CheckIn: {"source": "kiosk"},
+    models.BanLift: {"reason": "院方核实：爽约系医院原因"},
     PaymentCreate: {"method": "jsapi", "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
     ReleaseOpen: {"schedule_ids": ["sch-20261209-am"], "name": "am"},
     TicketCreate: {"patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0"},
@@ -263,6 +265,8 @@ def build_openapi() -> dict[str, Any]:
         entry["security"] = [{"bearer": []}] if op.auth else []
         if op.auth == "operator":
             entry["description"] = "Needs a token with the operator role."
+        elif op.auth == "staff":
+            entry["description"] = "Needs a token with the staff or the operator role."
         paths.setdefault(op.path, {})[op.method] = entry
     return {
         "openapi": "3.1.0",

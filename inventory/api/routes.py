@@ -24,6 +24,7 @@ from inventory.api import (
     payments,
     releases,
     reports,
+    visits,
     webapp,
 )
 from inventory.api.routing import Operation, Routes
@@ -37,6 +38,7 @@ TABLES: Final[tuple[Routes, ...]] = (
     payments.routes,
     operators.routes,
     notifications.routes,
+    visits.routes,
     capacity.routes,
     reports.routes,
     audit_log.routes,

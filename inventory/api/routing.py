@@ -20,8 +20,9 @@ from pydantic import BaseModel
 
 from inventory.api.problems import Handler
 
-#: Who may call a route: an account's token, a token with the operator role.
-Auth = Literal["account", "operator"]
+#: Who may call a route: an account's token, a token with the operator role, a token
+#: with the staff role (or the operator role).
+Auth = Literal["account", "operator", "staff"]
 #: How a route takes an ``Idempotency-Key``: ``required`` by the reserve (kept in Redis by
 #: the script that makes the hold), ``recorded`` where an optional key's answer is kept
 #: in Postgres and replayed to a retry (``inventory.api.idempotency``).

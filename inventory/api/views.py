@@ -271,6 +271,80 @@ class ScheduleStatusAnswer(View):
     status: ScheduleStatus
 
 
+class VisitAnswer(View):
+    """A booking checked in (签到)."""
+
+    model_config = examples_config(
+        {
+            "booking_id": "d-cardio.20261209.abcdefghijklmnopqrstuvwx",
+            "status": "visited",
+            "checked_in_at": "2026-12-09T08:12:00+08:00",
+            "checked_in_by": "kiosk",
+        }
+    )
+
+    booking_id: str
+    status: Literal["visited"]
+    checked_in_at: str
+    checked_in_by: Literal["his", "staff", "kiosk"]
+
+
+class BanLiftAnswer(View):
+    """Whether a ban was in force and is lifted now."""
+
+    model_config = examples_config({"patient_id": "p-1", "hospital_id": "h-1", "lifted": True})
+
+    patient_id: str
+    hospital_id: str
+    lifted: bool
+
+
+class BanEntry(View):
+    """One decision of the ban's history: a ban (with its end) or a lift."""
+
+    hospital_id: str
+    action: Literal["banned", "lifted"]
+    banned_until: str | None
+    reason: str
+    decided_by: str
+    no_shows: list[str]
+    at: str
+
+
+class CurrentBan(View):
+    hospital_id: str
+    banned_until: str
+
+
+class PatientBans(View):
+    """A patient's bans in force and every decision and lift, newest first."""
+
+    model_config = examples_config(
+        {
+            "patient_id": "p-1",
+            "bans": [{"hospital_id": "h-1", "banned_until": "2027-03-10T12:30:00+08:00"}],
+            "history": [
+                {
+                    "hospital_id": "h-1",
+                    "action": "banned",
+                    "banned_until": "2027-03-10T12:30:00+08:00",
+                    "reason": "no_show_rule",
+                    "decided_by": "no_show_rule",
+                    "no_shows": [
+                        "d-cardio.20261202.abcdefghijklmnopqrstuvwx",
+                        "d-cardio.20261209.bcdefghijklmnopqrstuvwxy",
+                    ],
+                    "at": "2026-12-09T12:30:00+08:00",
+                }
+            ],
+        }
+    )
+
+    patient_id: str
+    bans: list[CurrentBan]
+    history: list[BanEntry]
+
+
 class Envelope(View):
     """The original brief's envelope: ``code`` 0 on success."""
 

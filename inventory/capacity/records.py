@@ -3,7 +3,7 @@
 The named query ``list_department_booking_outcomes`` yields one row per booking with
 ``department_id``, ``session_start``, ``slot_start``, ``status`` (already mapped to the
 estimator's statuses: visited -> attended, no_show, cancelled, anything else -> booked),
-``service_minutes`` (always NULL for now: consultation lengths are not recorded yet) and
+``service_minutes`` (the consultation's length when the HIS reported it, else NULL) and
 ``session_hours`` (the schedule's ends_at - starts_at). This module builds the
 ``BookingRecord`` values and the per-department session length, and calls
 ``estimate_departments``.

@@ -48,6 +48,9 @@ class FhirSystems:
     schedule_fee: str = f"{BASE}/StructureDefinition/schedule-fee"
     schedule_status_reason: str = f"{BASE}/StructureDefinition/schedule-status-reason"
     appointment_channel: str = f"{BASE}/StructureDefinition/appointment-channel"
+    #: When the consultation ran (a Period: start, end), on an arrived or fulfilled
+    #: Appointment: the Encounter's period.
+    consultation_period: str = f"{BASE}/StructureDefinition/consultation-period"
 
     def channel_identifier(self, channel: str) -> str:
         """The identifier system of appointments made through ``channel``."""

@@ -298,6 +298,8 @@ def to_appointment(appointment: Appointment, systems: FhirSystems) -> HisAppoint
     for reference in appointment.slot or ():
         slot_id = slot_id or ref_id(reference, "Slot")
     reason = appointment.cancelationReason
+    consultation = _extensions(appointment.extension).get(systems.consultation_period)
+    period = consultation.valuePeriod if consultation is not None else None
     return HisAppointment(
         appointment_id=_required(appointment.id, "Appointment.id"),
         status=_required(appointment.status, "Appointment.status"),
@@ -314,6 +316,12 @@ def to_appointment(appointment: Appointment, systems: FhirSystems) -> HisAppoint
         created=_created(appointment.created),
         cancel_reason=str(reason.text) if reason is not None and reason.text else None,
         version=_version(appointment),
+        consultation_start=_optional_instant(
+            period.start if period is not None else None, "consultation start"
+        ),
+        consultation_end=_optional_instant(
+            period.end if period is not None else None, "consultation end"
+        ),
     )
 
 

@@ -22,6 +22,9 @@ and the fix applied when the policy allows it:
   holds and bookings (refund requested, patient told why).
 - ``schedule_resumed``: active in the HIS, suspended here. Fix: reopen here.
 - ``new_schedule``: a HIS schedule of the window we do not have. Fix: sync it.
+- ``visit_outcome``: the HIS marked our booking's appointment ``arrived``,
+  ``fulfilled`` or ``noshow`` and the booking does not say so yet. Fix: record it
+  (visited with the consultation's times, or no_show; :mod:`inventory.his.visit_sync`).
 
 The policy on other channels: a unit booked at the hospital's window or by phone is a
 unit we must not sell, so our capacity is ``max(0, HIS capacity - other channels'
@@ -52,6 +55,7 @@ from inventory.his.client import HisClient
 from inventory.his.compensation import HIS_CANCELLED, end_booking, reason_code, release_unit
 from inventory.his.sync import ScheduleSync, SyncReport
 from inventory.his.types import HisAppointment, HisSchedule, HisSlot
+from inventory.his.visit_sync import apply_visit, differs
 from inventory.ops import metrics
 from inventory.ops.backoff import TRANSIENT_ERRORS
 from inventory.record.bookings import PgBookings
@@ -71,6 +75,7 @@ OTHER_CHANNEL = "other_channel"
 SCHEDULE_SUSPENDED = "schedule_suspended"
 SCHEDULE_RESUMED = "schedule_resumed"
 NEW_SCHEDULE = "new_schedule"
+VISIT_OUTCOME = "visit_outcome"
 
 #: Every kind, in report order.
 KINDS: tuple[str, ...] = (
@@ -83,6 +88,7 @@ KINDS: tuple[str, ...] = (
     SCHEDULE_SUSPENDED,
     SCHEDULE_RESUMED,
     NEW_SCHEDULE,
+    VISIT_OUTCOME,
 )
 #: Kinds a policy may fix (a unit Redis lost is ``inventory rebuild``'s job).
 FIXABLE = frozenset(KINDS) - {MISSING_IN_REDIS}
@@ -96,6 +102,7 @@ DEFAULT_FIX = frozenset(
         SCHEDULE_SUSPENDED,
         SCHEDULE_RESUMED,
         NEW_SCHEDULE,
+        VISIT_OUTCOME,
     }
 )
 
@@ -455,6 +462,12 @@ class Reconciler:
             sent = status == "his_confirmed" or (
                 status == "submitted" and row["submitted_at"] < now - grace
             )
+            if found is not None and found.visit_outcome is not None:
+                # The hospital's word on the visit, not a difference of state.
+                if differs(found, row):
+                    detail = {"postgres": status, "his": found.status}
+                    report.items.append(ReconcileItem(VISIT_OUTCOME, booking_id, detail))
+                continue
             if sent:
                 if found is None:
                     detail = {"status": status, "appointment_no": row["his_appointment_no"]}
@@ -565,6 +578,14 @@ class Reconciler:
             return None
         if kind == STATUS_MISMATCH:
             return await self._fix_status(item, snap)
+        if kind == VISIT_OUTCOME:
+            appointment = next(
+                a
+                for a in snap.his_appointments
+                if a.channel == "platform" and a.booking_id == subject
+            )
+            done = await apply_visit(self.pool, appointment)
+            return None if done is not None else "the booking can no longer take the visit"
         return "not fixable"
 
     async def _fix_status(self, item: ReconcileItem, snap: _Snapshot) -> str | None:

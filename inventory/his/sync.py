@@ -16,6 +16,10 @@ One round (:meth:`ScheduleSync.sync`):
    request, then their units released (:mod:`inventory.his.compensation`); a schedule
    the HIS resumed is reopened.
 
+A round over the default window also reads yesterday's and today's appointments back
+(:mod:`inventory.his.visit_sync`): what the HIS says of a visit (arrived, fulfilled,
+noshow) settles our booking as visited or no_show.
+
 :func:`run_schedule_sync` repeats it every ``interval_s`` in the worker.
 """
 
@@ -37,6 +41,7 @@ from inventory.errors import CapacityBelowTakenError, InventoryError, StoreUnava
 from inventory.his.client import HisClient
 from inventory.his.suspension import SuspensionResult, cancel_suspended
 from inventory.his.types import HisCatalogue, HisDoctor, HisSchedule
+from inventory.his.visit_sync import read_back_visits
 from inventory.ops.backoff import TRANSIENT_ERRORS
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
@@ -103,6 +108,9 @@ class SyncReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     #: Our schedules of the window the HIS no longer lists (reported, left alone).
     not_in_his: list[str] = field(default_factory=list)
+    #: Bookings the HIS reported checked in (visited) or missed (no_show) this round.
+    visited: list[str] = field(default_factory=list)
+    no_shows: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -127,6 +135,8 @@ class SyncReport:
             "reopened": self.reopened,
             "skipped": self.skipped,
             "not_in_his": self.not_in_his,
+            "visited": self.visited,
+            "no_shows": self.no_shows,
         }
 
     def summary(self) -> dict[str, int]:
@@ -141,6 +151,8 @@ class SyncReport:
             "reopened": len(self.reopened),
             "skipped": len(self.skipped),
             "not_in_his": len(self.not_in_his),
+            "visited": len(self.visited),
+            "no_shows": len(self.no_shows),
         }
 
 
@@ -216,6 +228,17 @@ class ScheduleSync:
         report.schedules = len(schedules)
         await asyncio.gather(*(one(s) for s in schedules))
         report.not_in_his = sorted(set(ours) - {s.schedule_id for s in schedules})
+        if first_day is None:
+            # Visits happen today and are settled up to a day later (an evening session
+            # marked the next morning): read both days back.
+            read = await read_back_visits(
+                self.his,
+                self.pool,
+                (default_first - timedelta(days=1), default_first),
+                acquire_timeout_s=self.config.acquire_timeout_s,
+            )
+            report.visited = read.visited + read.consultations
+            report.no_shows = read.no_shows
         return report
 
     async def load_window(

@@ -140,8 +140,26 @@ class HisAppointment:
     created: datetime | None
     cancel_reason: str | None
     version: str | None
+    #: When the consultation ran, when the HIS says (its Encounter's period).
+    consultation_start: datetime | None = None
+    consultation_end: datetime | None = None
 
     @property
     def active(self) -> bool:
         """Still taking a unit of its slot."""
         return self.status not in ("cancelled", "entered-in-error", "noshow")
+
+    @property
+    def visit_outcome(self) -> str | None:
+        """What the HIS says of the visit in our words: ``visited`` (the patient checked
+        in: arrived, checked-in or fulfilled), ``no_show``, or None (not yet known)."""
+        return VISIT_OUTCOMES.get(self.status)
+
+
+#: FHIR Appointment.status -> the booking status it settles.
+VISIT_OUTCOMES = {
+    "arrived": "visited",
+    "checked-in": "visited",
+    "fulfilled": "visited",
+    "noshow": "no_show",
+}

@@ -446,6 +446,7 @@ RECONCILIATION_KINDS: Final = frozenset(
         "schedule_resumed",
         "new_schedule",
         "other_channel",
+        "visit_outcome",
     }
 )
 #: Why a payment notification was refused (inventory/payments/wechat.py and service.py);

@@ -100,6 +100,18 @@ class Queries(TypedDict):
     list_window_schedules: str
     list_window_slots: str
     upsert_his_slots: str
+    record_visit: str
+    record_no_show: str
+    get_booking_visit: str
+    list_visit_bookings: str
+    list_no_show_candidates: str
+    list_unchecked_no_shows: str
+    list_patient_no_shows: str
+    mark_ban_checked: str
+    last_ban_decision: str
+    add_ban_history: str
+    list_patient_ban_history: str
+    add_patient_event: str
     list_suspensions_to_finish: str
     add_booking_event: str
     list_lifecycle_events: str

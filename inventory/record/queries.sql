@@ -1046,7 +1046,8 @@ LIMIT $2;
 -- params: first_day, last_day
 SELECT b.id AS booking_id, b.tag, b.slot_id, b.schedule_id, b.status, b.cancel_reason,
        b.his_appointment_id, b.his_appointment_no, b.submitted_at, b.his_cancelled_at,
-       b.confirmed_at, b.updated_at, s.visit_date
+       b.confirmed_at, b.updated_at, s.visit_date, b.consultation_started_at,
+       b.consultation_ended_at
 FROM schedules s
 JOIN bookings b ON b.schedule_id = s.id
 WHERE s.visit_date BETWEEN $1 AND $2
@@ -1068,7 +1069,8 @@ RETURNING id AS booking_id, status;
 -- (inclusive), as the capacity estimator reads it (inventory/capacity/records.py): the
 -- session start and length in hours, the slot start, and the outcome mapped to the
 -- estimator's statuses (visited -> attended, no_show, cancelled, anything else -> booked).
--- service_minutes is always NULL: consultation lengths are not recorded yet.
+-- service_minutes is the consultation's length when the HIS gave its start and end
+-- (bookings.consultation_started_at/ended_at), NULL otherwise.
 -- params: department_id, from_date, to_date
 SELECT s.department_id, s.starts_at AS session_start, sl.starts_at AS slot_start,
        CASE b.status
@@ -1077,7 +1079,8 @@ SELECT s.department_id, s.starts_at AS session_start, sl.starts_at AS slot_start
            WHEN 'cancelled' THEN 'cancelled'
            ELSE 'booked'
        END AS status,
-       NULL::double precision AS service_minutes,
+       (EXTRACT(EPOCH FROM (b.consultation_ended_at - b.consultation_started_at))
+           / 60.0)::double precision AS service_minutes,
        (EXTRACT(EPOCH FROM (s.ends_at - s.starts_at)) / 3600.0)::double precision
            AS session_hours
 FROM schedules s
@@ -1238,3 +1241,140 @@ FROM bookings b
 JOIN schedules s ON s.id = b.schedule_id
 WHERE s.hospital_id = $1 AND s.visit_date BETWEEN $2 AND $3 AND b.status = 'cancelled'
 ORDER BY s.department_id, lead_s;
+
+-- name: record_visit
+-- A booking checked in (or the HIS reporting the visit): visited, with when and by whom
+-- (kept from the first check-in) and the consultation's start and end when known. From
+-- an open booking, a no-show (a late correction) or a visit already recorded (adds the
+-- consultation times); no row otherwise (cancelled, rejected, unknown).
+-- params: booking_id, checked_in_at, checked_in_by, consultation_started_at, consultation_ended_at
+WITH before AS (
+    SELECT id, status FROM bookings WHERE id = $1 FOR UPDATE
+)
+UPDATE bookings b
+SET status = 'visited',
+    checked_in_at = COALESCE(b.checked_in_at, $2),
+    checked_in_by = COALESCE(b.checked_in_by, $3),
+    consultation_started_at = COALESCE($4, b.consultation_started_at),
+    consultation_ended_at = COALESCE($5, b.consultation_ended_at),
+    updated_at = now()
+FROM before
+WHERE b.id = before.id
+  AND before.status IN ('confirmed', 'submitted', 'his_confirmed', 'no_show', 'visited')
+RETURNING b.id AS booking_id, before.status AS from_status, b.status, b.patient_id,
+          b.checked_in_at, b.checked_in_by, b.consultation_started_at,
+          b.consultation_ended_at;
+
+-- name: record_no_show
+-- An open booking whose patient never came: no_show (the no-show rule looks at it next).
+-- No row unless the booking is open.
+-- params: booking_id, no_show_at
+WITH before AS (
+    SELECT id, status FROM bookings WHERE id = $1 FOR UPDATE
+)
+UPDATE bookings b
+SET status = 'no_show', no_show_at = $2, updated_at = now()
+FROM before
+WHERE b.id = before.id AND before.status IN ('confirmed', 'submitted', 'his_confirmed')
+RETURNING b.id AS booking_id, before.status AS from_status, b.status, b.patient_id,
+          b.no_show_at;
+
+-- name: get_booking_visit
+-- What checking a booking in needs: its status, patient, visit day and session end, and
+-- its hospital's time zone and policy. No row if there is no such booking.
+-- params: booking_id
+SELECT b.id AS booking_id, b.status, b.patient_id, b.checked_in_at, b.checked_in_by,
+       b.consultation_started_at, b.consultation_ended_at, b.no_show_at, s.visit_date,
+       s.starts_at, s.ends_at, s.hospital_id, h.timezone AS hospital_timezone
+FROM bookings b
+JOIN schedules s ON s.id = b.schedule_id
+JOIN hospitals h ON h.id = s.hospital_id
+WHERE b.id = $1;
+
+-- name: list_visit_bookings
+-- The visit columns of some bookings (the HIS read-back compares them with the HIS's).
+-- params: booking_ids
+SELECT id AS booking_id, status, checked_in_at, consultation_started_at,
+       consultation_ended_at
+FROM bookings
+WHERE id = ANY($1::text[]);
+
+-- name: list_no_show_candidates
+-- Bookings in one of the given statuses whose session (of an open schedule) ended more
+-- than the hospital's no_show_grace_s ago (default_grace_s when its policy has none), in
+-- the last max_age_days: the worker makes them no-shows.
+-- params: statuses, default_grace_s, max_age_days, limit
+SELECT b.id AS booking_id, b.status, s.hospital_id, s.ends_at
+FROM schedules s
+JOIN hospitals h ON h.id = s.hospital_id
+JOIN bookings b ON b.schedule_id = s.id AND b.status = ANY($1::text[])
+WHERE s.status = 'open'
+  AND s.ends_at < now()
+  AND s.ends_at > now() - make_interval(days => $3::integer)
+  AND s.ends_at + make_interval(
+        secs => COALESCE((h.policy ->> 'no_show_grace_s')::double precision, $2)) < now()
+ORDER BY s.ends_at, b.id
+LIMIT $4;
+
+-- name: list_unchecked_no_shows
+-- No-shows the no-show rule has not looked at yet, oldest first.
+-- params: limit
+SELECT b.id AS booking_id, b.patient_id, s.hospital_id, b.no_show_at
+FROM bookings b
+JOIN schedules s ON s.id = b.schedule_id
+WHERE b.status = 'no_show' AND b.ban_checked_at IS NULL
+ORDER BY b.no_show_at, b.id
+LIMIT $1;
+
+-- name: list_patient_no_shows
+-- A patient's no-shows at a hospital recorded after since and up to until, oldest first
+-- (what one decision of the no-show rule counts).
+-- params: patient_id, hospital_id, since, until
+SELECT b.id AS booking_id, b.no_show_at
+FROM bookings b
+JOIN schedules s ON s.id = b.schedule_id
+WHERE b.patient_id = $1 AND s.hospital_id = $2 AND b.status = 'no_show'
+  AND b.no_show_at > $3 AND b.no_show_at <= $4
+ORDER BY b.no_show_at, b.id;
+
+-- name: mark_ban_checked
+-- The no-show rule has looked at this no-show. No row if it had already.
+-- params: booking_id
+UPDATE bookings SET ban_checked_at = now()
+WHERE id = $1 AND status = 'no_show' AND ban_checked_at IS NULL
+RETURNING id AS booking_id, ban_checked_at;
+
+-- name: last_ban_decision
+-- When a patient was last banned or had a ban lifted at a hospital (no row: never).
+-- params: patient_id, hospital_id
+SELECT max(at) AS at
+FROM patient_ban_history
+WHERE patient_id = $1 AND hospital_id = $2
+HAVING max(at) IS NOT NULL;
+
+-- name: add_ban_history
+-- One ban decision or lift; no row when the same decision was recorded already.
+-- params: event_key, patient_id, hospital_id, action, banned_until, reason, decided_by, no_shows, at
+INSERT INTO patient_ban_history (event_key, patient_id, hospital_id, action, banned_until,
+                                 reason, decided_by, no_shows, at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (event_key) DO NOTHING
+RETURNING id, at;
+
+-- name: list_patient_ban_history
+-- A patient's ban decisions and lifts, newest first.
+-- params: patient_id
+SELECT hospital_id, action, banned_until, reason, decided_by, no_shows, at
+FROM patient_ban_history
+WHERE patient_id = $1
+ORDER BY at DESC, id DESC;
+
+-- name: add_patient_event
+-- One event of a patient (not of one booking) for lifecycle_events, in the caller's
+-- transaction; no row when recorded already.
+-- params: event_key, type, patient_id, hospital_id, at, payload
+INSERT INTO lifecycle_events (event_key, type, hospital_id, patient_id, at, payload)
+VALUES ($1, $2, $4, $3, $5, $6)
+ON CONFLICT (event_key) DO NOTHING
+RETURNING id, type;
+

@@ -734,7 +734,7 @@ class SlotStore:
             keys.check_id(hospital_id, "hospital_id"),
             policy.max_open_per_patient,
             policy.token_window_s * 1000,
-            "1" if policy.blacklist else "0",
+            "1" if policy.checks_bans else "0",
             policy.max_in_7_days_per_patient,
             replaces,
         ]

@@ -65,6 +65,8 @@ from .test_errors import (
 AUTHED = [op for op in OPERATIONS if op.auth]
 ACCOUNT_OPS = [op for op in OPERATIONS if op.auth == "account"]
 OPERATOR_OPS = [op for op in OPERATIONS if op.auth == "operator"]
+#: Routes for front-desk staff and kiosks (an operator token passes them too).
+STAFF_OPS = [op for op in OPERATIONS if op.auth == "staff"]
 
 
 def _b64(data: bytes) -> str:
@@ -179,7 +181,7 @@ async def test_rotated_key_is_still_accepted(
         claims(
             api_server.settings,
             sub=uid("acct"),
-            roles=["operator"] if op.auth == "operator" else [],
+            roles=["operator"] if op.auth in ("operator", "staff") else [],
         ),
         api_server.settings.jwt_keys["k1"],
         kid="k1",
@@ -235,6 +237,54 @@ async def test_account_token_on_operator_route_is_403(
                 data=b"{",
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             )
+
+
+@pytest.mark.parametrize("op", STAFF_OPS, ids=lambda op: op.operation_id)
+async def test_staff_routes_take_staff_and_operator_tokens_only(
+    api_server: ApiServer, client: aiohttp.ClientSession, op: Operation
+) -> None:
+    """An account token (any roles but staff or operator) on a staff route is 403; a
+    staff or an operator token gets past authorization."""
+    settings = api_server.settings
+    url = api_server.url + fill_path(op)
+    for roles in ([], ["admin"], "staff", ["Staff"]):
+        token = sign(claims(settings, roles=roles), settings.jwt_keys["k2"], kid="k2")
+        await problem(
+            client,
+            op.method.upper(),
+            url,
+            403,
+            "forbidden",
+            data=b"{",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+    for roles in (["staff"], ["operator"]):
+        token = sign(claims(settings, roles=roles), settings.jwt_keys["k2"], kid="k2")
+        async with client.request(
+            op.method.upper(),
+            url,
+            json={},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
+        ) as answer:
+            assert answer.status not in (401, 403), (roles, await answer.text())
+            assert answer.status < 500
+
+
+async def test_staff_token_is_not_an_operator_token(
+    api_server: ApiServer, client: aiohttp.ClientSession
+) -> None:
+    """A staff token on an operator route is 403."""
+    settings = api_server.settings
+    token = sign(claims(settings, roles=["staff"]), settings.jwt_keys["k2"], kid="k2")
+    await problem(
+        client,
+        "PUT",
+        api_server.url + f"/v1/operator/hospitals/{uid('h')}",
+        403,
+        "forbidden",
+        data=b"{}",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
 
 
 class Victim:
@@ -351,9 +401,10 @@ def test_matrix_covers_every_authenticated_operation(api_server: ApiServer) -> N
         if route.method != "HEAD" and route.resource is not None
     }
     assert served == {(op.method, op.path) for op in OPERATIONS}
-    assert {op.auth for op in OPERATIONS} == {None, "account", "operator"}
+    assert {op.auth for op in OPERATIONS} == {None, "account", "operator", "staff"}
     assert ACCOUNT_OPS
     assert OPERATOR_OPS
+    assert STAFF_OPS
 
 
 # -- the verified-token memory -----------------------------------------------------------------

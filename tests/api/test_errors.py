@@ -148,7 +148,7 @@ def auth_headers(api: ApiServer, op: Operation, account: str = "acct-errors") ->
     """What ``op`` needs to get past authentication (and an Idempotency-Key if it takes one)."""
     headers: dict[str, str] = {}
     if op.auth:
-        headers |= api.headers(account, operator=op.auth == "operator")
+        headers |= api.headers(account, operator=op.auth in ("operator", "staff"))
     if op.idempotency == "required":
         headers["Idempotency-Key"] = uuid.uuid4().hex
     return headers

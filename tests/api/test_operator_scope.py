@@ -144,6 +144,8 @@ CALLS: dict[str, Callable[[Hospital], tuple[dict[str, str], dict[str, str], Any]
         {"from": "2026-01-01", "to": "2026-01-31", "image": "svg"},
         None,
     ),
+    "get_patient_bans": lambda h: ({"patient_id": "p-nobody"}, {}, None),
+    "lift_patient_ban": lambda h: ({"patient_id": "p-nobody"}, {}, {"reason": "appeal upheld"}),
 }
 
 

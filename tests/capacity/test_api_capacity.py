@@ -135,14 +135,25 @@ async def _book(api: ApiServer, http: aiohttp.ClientSession, slot_id: str) -> st
     return str(booking["booking_id"])
 
 
-async def _settle(database_url: str, outcomes: dict[str, str]) -> None:
+async def _settle(
+    database_url: str, outcomes: dict[str, str], *, consultation_minutes: float | None = None
+) -> None:
+    """The visits as the HIS would settle them (with each consultation's length)."""
     connection = await asyncpg.connect(database_url)
     try:
         for booking_id, status in outcomes.items():
             await connection.execute(
-                "UPDATE bookings SET status = $2, his_appointment_no = 'A-' || id WHERE id = $1",
+                "UPDATE bookings SET status = $2, his_appointment_no = 'A-' || id,"
+                " checked_in_at = CASE WHEN $2 = 'visited' THEN now() END,"
+                " no_show_at = CASE WHEN $2 = 'no_show' THEN now() END,"
+                " consultation_started_at = CASE WHEN $2 = 'visited' AND $3::float8 IS NOT NULL"
+                "   THEN now() END,"
+                " consultation_ended_at = CASE WHEN $2 = 'visited' AND $3::float8 IS NOT NULL"
+                "   THEN now() + make_interval(secs => $3::float8 * 60) END"
+                " WHERE id = $1",
                 booking_id,
                 status,
+                consultation_minutes,
             )
     finally:
         await connection.close()
@@ -182,6 +193,29 @@ async def test_department_estimate_from_bookings(
     assert status == 422, data
     assert data["errors"][0]["field"] == "service_rate"
     assert data["errors"][0]["code"] == "capacity_insufficient_data"
+
+
+async def test_department_service_rate_from_recorded_consultations(
+    api_server: ApiServer, http: aiohttp.ClientSession
+) -> None:
+    """Visits whose consultations the HIS timed (20 minutes each) give the service rate
+    (3 per hour): the route needs no service_rate then."""
+    cat = await Catalogue(api_server, http).create()
+    _, slots, day = await cat.schedule([1, 1])
+    bookings = [await _book(api_server, http, slot) for slot in slots]
+    await _settle(
+        api_server.database_url,
+        {bookings[0]: "visited", bookings[1]: "visited"},
+        consultation_minutes=20.0,
+    )
+    path = (
+        f"/v1/operator/departments/{cat.department_id}/capacity"
+        f"?from={day.isoformat()}&to={day.isoformat()}&servers=1"
+    )
+    status, data = await _get(api_server, http, path)
+    assert status == 200, data
+    assert data["estimate"]["service_rate_per_hour"] == pytest.approx(3.0)
+    assert data["estimate"]["mean_service_minutes"] == pytest.approx(20.0)
 
 
 async def test_department_without_settled_bookings(

@@ -770,6 +770,23 @@ async def admin_cancel(request: web.Request) -> web.Response:
     return admin_response({"appointment": row["id"], "status": row["status"]})
 
 
+async def admin_visit(request: web.Request) -> web.Response:
+    """POST /$admin/appointments/{id}/status {status: arrived|fulfilled|noshow,
+    consultation_start?, consultation_end?}: the hospital records the visit (签到, the
+    consultation, a no-show)."""
+    body = await _admin_body(request)
+    times = []
+    for name in ("consultation_start", "consultation_end"):
+        value = body.get(name)
+        if value is not None and datetime.fromisoformat(str(value)).tzinfo is None:
+            raise ValueError(f"{name} needs a time zone offset")
+        times.append(str(value) if value is not None else None)
+    row = request.app[SIM_STATE].mark_visit(
+        request.match_info["id"], str(body.get("status", "")), consultation=(times[0], times[1])
+    )
+    return admin_response({"appointment": row["id"], "status": row["status"]})
+
+
 async def admin_delete(request: web.Request) -> web.Response:
     """DELETE /$admin/appointments/{id}: the HIS loses an appointment."""
     request.app[SIM_STATE].delete_appointment(request.match_info["id"])
@@ -796,5 +813,6 @@ def create_sim_app(state: SimState, faults: FaultConfig, rng: random.Random) -> 
     r.add_post(f"{ADMIN_BASE}/slots/{{id}}/capacity", admin_capacity)
     r.add_post(f"{ADMIN_BASE}/slots/{{id}}/book", admin_book)
     r.add_post(f"{ADMIN_BASE}/appointments/{{id}}/cancel", admin_cancel)
+    r.add_post(f"{ADMIN_BASE}/appointments/{{id}}/status", admin_visit)
     r.add_delete(f"{ADMIN_BASE}/appointments/{{id}}", admin_delete)
     return app

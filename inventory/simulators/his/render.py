@@ -212,4 +212,13 @@ def appointment(row: Row) -> dict[str, Any]:
     }
     if row["cancel_reason"]:
         resource["cancelationReason"] = {"text": row["cancel_reason"]}
+    if row["consultation_start"] or row["consultation_end"]:
+        # When the doctor actually saw the patient (the Encounter's period), carried on
+        # the Appointment so one read gives the whole visit.
+        period = {
+            k: v
+            for k, v in (("start", row["consultation_start"]), ("end", row["consultation_end"]))
+            if v
+        }
+        resource["extension"].append({"url": SYSTEMS.consultation_period, "valuePeriod": period})
     return resource

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS appointment (
     visit_start TEXT NOT NULL, visit_end TEXT NOT NULL, visit_date TEXT NOT NULL,
     created TEXT NOT NULL, cancel_reason TEXT,
     version INTEGER NOT NULL DEFAULT 1, updated TEXT NOT NULL,
+    consultation_start TEXT, consultation_end TEXT,
     UNIQUE (identifier_system, identifier_value));
 CREATE INDEX IF NOT EXISTS appointment_by_slot ON appointment (slot_id);
 CREATE INDEX IF NOT EXISTS appointment_by_schedule ON appointment (schedule_id);
@@ -124,6 +125,10 @@ class SimState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(appointment)")}
+        if "consultation_start" not in columns:  # a state file older than visits
+            self._db.execute("ALTER TABLE appointment ADD COLUMN consultation_start TEXT")
+            self._db.execute("ALTER TABLE appointment ADD COLUMN consultation_end TEXT")
 
     def close(self) -> None:
         """Close the database (everything is already committed)."""
@@ -517,6 +522,53 @@ class SimState:
                 (stamp, slot_id["slot_id"]),
             )
 
+    #: Visit statuses the hospital sets (FHIR Appointment.status) and the ones each may
+    #: follow: arrived at check-in (签到/取号), fulfilled after the consultation, noshow
+    #: when the patient never came (the unit is free again).
+    VISIT_STATUSES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "arrived": ("booked",),
+        "fulfilled": ("booked", "arrived"),
+        "noshow": ("booked",),
+    }
+
+    def mark_visit(
+        self,
+        appointment_id: str,
+        status: str,
+        *,
+        consultation: tuple[str | None, str | None] = (None, None),
+        now: datetime | None = None,
+    ) -> Row:
+        """The hospital records the visit: ``arrived``, ``fulfilled`` (with the
+        consultation's start and end when given) or ``noshow``. Idempotent; refused
+        from a status it cannot follow (a cancelled appointment, say)."""
+        if status not in self.VISIT_STATUSES:
+            raise ValueError(f"status must be one of {sorted(self.VISIT_STATUSES)}")
+        stamp = iso(now or now_china())
+        start, end = consultation
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT status, slot_id FROM appointment WHERE id = ?", (appointment_id,)
+            ).fetchone()
+            if row is None:
+                raise SimNotFound(f"Appointment/{appointment_id}")
+            if row["status"] != status and row["status"] not in self.VISIT_STATUSES[status]:
+                raise SimRefusal("conflict", f"the appointment is {row['status']}")
+            db.execute(
+                "UPDATE appointment SET status = ?,"
+                " consultation_start = COALESCE(?, consultation_start),"
+                " consultation_end = COALESCE(?, consultation_end),"
+                " version = version + 1, updated = ? WHERE id = ?",
+                (status, start, end, stamp, appointment_id),
+            )
+            if status == "noshow" and row["status"] != "noshow":
+                db.execute(
+                    "UPDATE slot SET booked = booked - 1, version = version + 1, updated = ?"
+                    " WHERE id = ?",
+                    (stamp, row["slot_id"]),
+                )
+        return self.appointment(appointment_id)
+
     def delete_appointment(self, appointment_id: str) -> None:
         """Lose an appointment altogether (a divergence for the reconciler to find)."""
         stamp = iso(now_china())
@@ -600,7 +652,8 @@ class SimState:
         }
         drift = one(
             "SELECT COUNT(*) AS n FROM slot sl WHERE sl.booked != (SELECT COUNT(*) FROM"
-            " appointment a WHERE a.slot_id = sl.id AND a.status = 'booked')"
+            " appointment a WHERE a.slot_id = sl.id"
+            " AND a.status IN ('booked', 'arrived', 'fulfilled'))"
         )
         days = one("SELECT MIN(visit_date) AS first, MAX(visit_date) AS last FROM schedule")
         totals = one(

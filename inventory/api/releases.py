@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from pydantic import Field
 
-from inventory.api.auth import principal
+from inventory.api.auth import operator_for, principal
 from inventory.api.bodies import json_response, read_json, read_query
 from inventory.api.context import SERVICES
 from inventory.api.instants import instant_text
@@ -173,6 +173,12 @@ async def open_release(request: web.Request) -> web.Response:
     """Open a release's room; the same release again answers 200 with the same view."""
     principal(request, operator=True)
     body = await read_json(request, ReleaseOpen)
+    catalogue = request.app[SERVICES].catalogue
+    for schedule_id in body.schedule_ids:
+        # A hospital operator opens rooms of its hospitals' schedules only (another's
+        # answers 404 like a missing one; the room refuses missing ones itself).
+        schedule = await catalogue.schedule(schedule_id)
+        operator_for(request, None if schedule is None else schedule["hospital_id"])
     rooms = _rooms(request)
     opened = await rooms.open(
         list(body.schedule_ids), name=body.name, request_id=request_id_of(request)
@@ -338,6 +344,7 @@ async def release_live(request: web.Request) -> web.Response:
     principal(request, operator=True)
     live = await _rooms(request).live(_release_id(request))
     snap: RoomSnapshot = live.pop("snapshot")
+    operator_for(request, snap.hospital_id)  # another hospital's release: 404
     return json_response(
         {
             "release": release_view(snap, await _zone(request, snap)),
@@ -367,6 +374,7 @@ async def release_fairness(request: web.Request) -> web.Response:
     principal(request, operator=True)
     report = await _rooms(request).fairness(_release_id(request))
     snap: RoomSnapshot = report.pop("snapshot")
+    operator_for(request, snap.hospital_id)  # another hospital's release: 404
     report.setdefault("spearman_rho", None)
     report.setdefault("chi_square", None)
     report.setdefault("chi_square_dof", None)

@@ -440,3 +440,24 @@ def test_token_cli_mints_a_hospital_operator(api_server: ApiServer) -> None:
     )
     assert refused.returncode == 2
     assert "operator" in refused.stderr
+
+
+async def test_a_release_is_its_hospitals_only(
+    api_server: ApiServer, client: aiohttp.ClientSession, hospital: Hospital
+) -> None:
+    """Another hospital's operator can neither open a waiting room on A's schedules nor
+    see A's release (live view, fairness report): 404 as for a missing one."""
+    schedule_id, _, _ = await hospital.catalogue.schedule([2], released=False, session="afternoon")
+    own = operator_of(api_server, hospital.id)
+    other = operator_of(api_server, uid("h-other"))
+    url = f"{api_server.url}/v1/operator/releases"
+    async with client.post(url, json={"schedule_ids": [schedule_id]}, headers=other) as answer:
+        assert answer.status == 404
+    async with client.post(url, json={"schedule_ids": [schedule_id]}, headers=own) as answer:
+        assert answer.status == 201, await answer.text()
+        release_id = (await answer.json())["release_id"]
+    for path in (f"{url}/{release_id}", f"{url}/{release_id}/fairness"):
+        async with client.get(path, headers=other) as answer:
+            assert answer.status == 404, path
+        async with client.get(path, headers=own) as answer:
+            assert answer.status == 200, (path, await answer.text())

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,7 +23,7 @@ from inventory.devtools.servers import free_port
 from inventory.his.suspension import sweep_suspensions
 from tests.api.conftest import api_env
 from tests.his.conftest import SimAdmin
-from tests.his.world import PAYMENTS, World
+from tests.his.world import PAYMENTS, World, start_worker
 
 pytestmark = pytest.mark.skipif(not PAYMENTS, reason="needs the payments package")
 
@@ -179,18 +177,6 @@ async def big_schedule(world: World, capacity: int) -> tuple[str, str]:
     }
     await world.catalogue.put_schedule(values, [slot])
     return schedule_id, slot_id
-
-
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``inventory worker`` in a session of its own."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "inventory", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 @pytest.mark.slow

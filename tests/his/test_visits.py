@@ -5,9 +5,8 @@ and the no-show rule bans through the ban engine, which operators lift with a re
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -24,7 +23,7 @@ from inventory.store.slot_store import PolicyBook
 from inventory.visits.bans import apply_no_show_rule
 from inventory.visits.noshow import VisitsConfig, mark_no_shows
 from tests.his.conftest import CHINA, SimAdmin
-from tests.his.world import World, tomorrow
+from tests.his.world import World, today_schedule, tomorrow
 
 
 @pytest.fixture
@@ -132,41 +131,6 @@ async def test_reconciler_records_a_noshow_instead_of_cancelling(clean: World) -
     assert await world.refunds(booking) == []
     again = await world.reconciler.reconcile(fix=True, first_day=tomorrow(), last_day=tomorrow())
     assert not [i for i in again.items if i.subject == booking]
-
-
-async def today_schedule(world: World, capacities: list[int]) -> tuple[str, list[str]]:
-    """A schedule of our own today (hospital time) on a demo department, its session
-    starting in half an hour: (schedule id, slot ids)."""
-    template = await world.fresh_schedule()
-    [row] = await world.fetch("SELECT * FROM schedules WHERE id = $1", template.schedule_id)
-    now = datetime.now(tz=UTC)
-    starts = now + timedelta(minutes=30)
-    schedule_id = f"today-{uuid.uuid4().hex[:8]}"
-    values = {
-        "schedule_id": schedule_id,
-        "hospital_id": row["hospital_id"],
-        "department_id": row["department_id"],
-        "doctor_id": row["doctor_id"],
-        "visit_date": now.astimezone(CHINA).date(),
-        "session": "evening",
-        "starts_at": starts,
-        "ends_at": starts + timedelta(hours=2),
-        "release_at": now - timedelta(hours=1),
-        "cancel_deadline": starts,
-        "fee_fen": 1000,
-        "location": "门诊楼2层",
-    }
-    slots = [
-        {
-            "slot_id": f"{schedule_id}-{n}",
-            "starts_at": starts + timedelta(minutes=20 * n),
-            "ends_at": starts + timedelta(minutes=20 * (n + 1)),
-            "capacity": capacity,
-        }
-        for n, capacity in enumerate(capacities)
-    ]
-    await world.catalogue.put_schedule(values, slots)
-    return schedule_id, [s["slot_id"] for s in slots]
 
 
 @pytest.fixture

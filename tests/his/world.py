@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -298,3 +300,50 @@ async def open_world(
         await pool.close()
         await client.aclose()
         redis_server.close()
+
+
+async def today_schedule(world: World, capacities: list[int]) -> tuple[str, list[str]]:
+    """A schedule of our own today (hospital time) on a demo department, its session
+    starting in half an hour: (schedule id, slot ids)."""
+    template = await world.fresh_schedule()
+    [row] = await world.fetch("SELECT * FROM schedules WHERE id = $1", template.schedule_id)
+    now = datetime.now(tz=UTC)
+    starts = now + timedelta(minutes=30)
+    schedule_id = f"today-{uuid.uuid4().hex[:8]}"
+    values = {
+        "schedule_id": schedule_id,
+        "hospital_id": row["hospital_id"],
+        "department_id": row["department_id"],
+        "doctor_id": row["doctor_id"],
+        "visit_date": now.astimezone(CHINA).date(),
+        "session": "evening",
+        "starts_at": starts,
+        "ends_at": starts + timedelta(hours=2),
+        "release_at": now - timedelta(hours=1),
+        "cancel_deadline": starts,
+        "fee_fen": 1000,
+        "location": "门诊楼2层",
+    }
+    slots = [
+        {
+            "slot_id": f"{schedule_id}-{n}",
+            "starts_at": starts + timedelta(minutes=20 * n),
+            "ends_at": starts + timedelta(minutes=20 * (n + 1)),
+            "capacity": capacity,
+        }
+        for n, capacity in enumerate(capacities)
+    ]
+    await world.catalogue.put_schedule(values, slots)
+    return schedule_id, [s["slot_id"] for s in slots]
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``inventory worker`` in a session of its own."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "inventory", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

@@ -17,6 +17,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sub", required=True, help="the account id the token names")
     parser.add_argument("--operator", action="store_true", help="grant the operator role")
     parser.add_argument(
+        "--staff",
+        action="store_true",
+        help="grant the staff role: a check-in kiosk or the front desk (签到)",
+    )
+    parser.add_argument(
         "--hospital",
         action="append",
         dest="hospitals",
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
                 args.sub,
                 operator=args.operator,
                 hospitals=args.hospitals,
+                staff=args.staff,
                 ttl_s=args.ttl,
             )
         )

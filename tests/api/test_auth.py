@@ -270,6 +270,20 @@ async def test_staff_routes_take_staff_and_operator_tokens_only(
             assert answer.status < 500
 
 
+def test_token_cli_mints_a_staff_token(api_server: ApiServer) -> None:
+    """`inventory token --staff` mints a token with the staff role only."""
+    made = subprocess.run(
+        [sys.executable, "-m", "inventory", "token", "--sub", "kiosk-3", "--staff"],
+        env=api_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found = TokenVerifier(api_server.settings).verify(made.stdout.strip())
+    assert (found.account_id, found.staff, found.operator) == ("kiosk-3", True, False)
+
+
 async def test_staff_token_is_not_an_operator_token(
     api_server: ApiServer, client: aiohttp.ClientSession
 ) -> None:

@@ -9,6 +9,7 @@
                          (throughput and latency against offered load: bench/http/sweep.py)
     python -m bench persister [--redis-url URL] [--postgres-url URL] [--rate R] [--json]
     python -m bench replot FIGURES.json [PLOT.png]
+    python -m bench room [--patients N] [--units U] [--processes P] [--json]
 
 Every argument parser of the benchmarks is here (the http benchmark's child processes'
 too); the modules beside it measure and report. Without ``--redis-url`` (and ``--database-url`` or
@@ -85,7 +86,78 @@ def build_parser() -> argparse.ArgumentParser:
     _add_http(benches)
     _add_persister(benches)
     _add_replot(benches)
+    _add_room(benches)
     return parser
+
+
+def _add_room(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = benches.add_parser(
+        "room",
+        help="a release day through the waiting room, from several client processes",
+        description=(
+            "N patients join a queued release's waiting room before T0 and follow their "
+            "tickets by Server-Sent Events; the admitted reserve with their tokens. Prints "
+            "T0 to sold out, T0 to every patient's final answer, requests per patient "
+            "after joining, 429/503 counts, oversold units, the status path's p50/p99 "
+            "against the bare health handler, and the draw's fairness (bench/room.py)."
+        ),
+    )
+    parser.add_argument("--patients", type=positive_int, default=2_000, help="(default 2000)")
+    parser.add_argument("--units", type=positive_int, default=500, help="(default 500)")
+    parser.add_argument(
+        "--processes", type=positive_int, default=4, help="client processes (default 4)"
+    )
+    parser.add_argument(
+        "--lead",
+        type=positive_float,
+        default=None,
+        help="seconds from seeding to T0 (default 30 + 1 per 500 patients)",
+    )
+    parser.add_argument(
+        "--deadline", type=positive_float, default=60.0, help="seconds after T0 (default 60)"
+    )
+    parser.add_argument(
+        "--postgres-url", help="create (and drop) the run's database there (default: private)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting for the run (INVENTORY_...); repeatable",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=_room, _parser=parser)
+
+
+def _room(args: argparse.Namespace) -> int:
+    from bench.room import RoomConfig, format_text, ok, run_room
+
+    settings = []
+    for text in args.set:
+        name, sep, value = text.partition("=")
+        if not sep or not name.startswith("INVENTORY_"):
+            args._parser.error(f"--set takes INVENTORY_NAME=VALUE, not {text!r}")
+        settings.append((name, value))
+    config = RoomConfig(
+        patients=args.patients,
+        units=args.units,
+        processes=args.processes,
+        lead_s=args.lead,
+        deadline_s=args.deadline,
+        postgres_url=args.postgres_url,
+        settings=tuple(settings),
+    )
+    try:
+        report = run_room(config, say=_say("room"))
+    except RuntimeError as error:
+        print(f"{PROG} room: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_text(report))
+    return 0 if ok(report) else 1
 
 
 def _add_reserve(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

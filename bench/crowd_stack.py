@@ -62,8 +62,10 @@ def _module(*names: str) -> Any:
     raise ModuleNotFoundError(f"none of inventory.{', inventory.'.join(names)}")
 
 
-async def seed(patients: int, units: int) -> dict[str, Any]:
-    """Migrate, write the catalogue and the patients, verify the store; the plan."""
+async def seed(patients: int, units: int, release_in_s: float | None = None) -> dict[str, Any]:
+    """Migrate, write the catalogue and the patients, verify the store; the plan.
+    ``release_in_s``: the slot is released that long from now (a queued release's T0,
+    for ``python -m bench room``) instead of an hour ago."""
     from redis.asyncio import Redis
 
     keys = _module("store.keys", "keys")
@@ -110,6 +112,13 @@ async def seed(patients: int, units: int) -> dict[str, Any]:
         day = datetime.now(tz=_ZONE).date() + timedelta(days=1)
         starts_at = datetime.combine(day, clock_time(8, 0), _ZONE)
         schedule_id = f"{department}-{day:%Y%m%d}-am"
+        # Released an hour ago: the crowd's first request may take a unit (or, for a
+        # queued release, T0 ahead).
+        release_at = datetime.now(tz=UTC) - timedelta(hours=1)
+        if release_in_s is not None:
+            release_at = (datetime.now(tz=UTC) + timedelta(seconds=release_in_s)).replace(
+                microsecond=0
+            )
         slot_id = f"{schedule_id}-0"
         schedule = {
             "schedule_id": schedule_id,
@@ -121,7 +130,11 @@ async def seed(patients: int, units: int) -> dict[str, Any]:
             "starts_at": starts_at,
             "ends_at": starts_at + timedelta(hours=4),
             # Released an hour ago: the crowd's first request may take a unit.
-            "release_at": datetime.now(tz=UTC) - timedelta(hours=1),
+            "release_at": (
+                datetime.now(tz=UTC) - timedelta(hours=1)
+                if release_in_s is None
+                else (datetime.now(tz=UTC) + timedelta(seconds=release_in_s)).replace(microsecond=0)
+            ),
             "cancel_deadline": datetime.combine(day - timedelta(days=1), clock_time(16, 0), _ZONE),
             "fee_fen": 5000,
             "location": "Outpatient building",
@@ -161,6 +174,8 @@ async def seed(patients: int, units: int) -> dict[str, Any]:
         await verify_store(store, pool)
         return {
             "slot_id": slot_id,
+            "schedule_id": schedule_id,
+            "release_at": release_at.timestamp(),
             "tag": keys.department_day_tag(department, day),
             "units": units,
             "accounts": accounts,
@@ -249,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     seeding.add_argument("--patients", type=int, required=True)
     seeding.add_argument("--units", type=int, required=True)
     seeding.add_argument("--plan", type=Path, required=True)
+    seeding.add_argument("--release-in", type=float, default=None)
     verifying = steps.add_parser("verify")
     verifying.add_argument("--plan", type=Path, required=True)
     verifying.add_argument("--settle-s", type=float, required=True)
@@ -256,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "seed":
         import inventory
 
-        plan = asyncio.run(seed(args.patients, args.units))
+        plan = asyncio.run(seed(args.patients, args.units, args.release_in))
         # Where the measured build's package is (its commit is read from there).
         plan["package_dir"] = os.path.dirname(os.path.abspath(inventory.__file__))
         args.plan.write_text(json.dumps(plan), encoding="utf-8")

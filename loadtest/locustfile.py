@@ -25,6 +25,11 @@ Settings (environment):
   ``LOADTEST_CANCEL``: the shares of the mix (defaults 0.7, 0.15, 0.15, 0.1); whoever
   neither pays nor deletes leaves the hold to expire.
 
+A queued release (its waiting room, docs/release-day.md): with ``LOADTEST_RELEASE`` set to
+a release id, the ``QueuedPatient`` class takes part too (``LOADTEST_QUEUED_WEIGHT``, default
+3 to the ordinary patient's 1): it joins the room, waits on its ticket by long-poll, and
+when admitted reserves with its token and pays. Without it that class stays idle.
+
 Every URL with an id is reported under its template (``/v1/holds/{hold_id}/confirm``), so
 the statistics have one row per route.
 """
@@ -285,6 +290,77 @@ class Patient(FastHttpUser):
 
 
 Patient.wait_time = lambda self: random.uniform(0.2, 1.0)
+
+
+class QueuedPatient(Patient):
+    """One account on a queued release's day: joins the waiting room before T0, waits on
+    its ticket (one long-poll at a time, never the reserve route), reserves with the
+    admission token when admitted, then pays; once sold out it is done."""
+
+    abstract = not os.environ.get("LOADTEST_RELEASE")
+    weight = int(_float("LOADTEST_QUEUED_WEIGHT", 3))
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.release = os.environ["LOADTEST_RELEASE"]
+        self.done = False
+
+    def _ticket(self, path: str, params: str = "") -> dict[str, Any] | None:
+        with self.client.get(
+            f"/v1/releases/{self.release}/tickets/{path}{params}",
+            headers=self.auth,
+            name="/v1/releases/{release_id}/tickets/{ticket_id}",
+            catch_response=True,
+        ) as answer:
+            if answer.status_code != 200:
+                answer.failure(f"ticket: {answer.status_code}")
+                return None
+            view: dict[str, Any] = answer.json()
+            return view
+
+    @task
+    def journey(self) -> None:
+        """Join, wait for the outcome, reserve with the token, pay."""
+        if self.done:
+            time.sleep(5.0)
+            return
+        patient_id = self._register()
+        if patient_id is None:
+            return
+        with self.client.post(
+            f"/v1/releases/{self.release}/tickets",
+            json={"patient_id": patient_id},
+            headers=self.auth,
+            name="/v1/releases/{release_id}/tickets",
+            catch_response=True,
+        ) as answer:
+            if answer.status_code == 409:
+                answer.success()  # sold out (or not open yet): an outcome
+                self.done = answer.json().get("code") == "room_sold_out"
+                return
+            if answer.status_code not in (200, 201):
+                answer.failure(f"join: {answer.status_code}")
+                return
+            view: dict[str, Any] | None = answer.json()
+        while view is not None and view["outcome"] == "waiting":
+            view = self._ticket(view["ticket_id"], f"?wait_s=25&after={view['version']}")
+        if view is None or view["outcome"] != "admitted":
+            self.done = True
+            return
+        slot_id = self._pick_slot()
+        if slot_id is None:
+            self.done = True
+            return
+        body = {
+            "slot_id": slot_id,
+            "patient_id": patient_id,
+            "channel": "wechat",
+            "admission_token": view["admission_token"],
+        }
+        status, hold = self._reserve(body, uuid.uuid4().hex)
+        self.done = True
+        if status == 201:
+            self._pay(str(hold["hold_id"]))
 
 
 # -- the shape of the day ---------------------------------------------------------------------

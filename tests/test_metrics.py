@@ -526,6 +526,7 @@ def _allowed_labels() -> dict[str, dict[str, set[str] | re.Pattern[str]]]:
         "inventory_persist_events": {"result": {"applied", "duplicate", "diverged"}},
         "inventory_persist_failures": {"dependency": {"postgres", "redis"}},
         "inventory_persist_batch_size": {"le": le},
+        "inventory_room_sold_out_seconds": {"le": le},
         "inventory_persist_batch_duration_seconds": {"le": le},
         "inventory_his_request_duration_seconds": {
             "operation": his_operation,

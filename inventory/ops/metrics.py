@@ -97,6 +97,64 @@ STORE_VERIFIED: Final = Gauge(
     multiprocess_mode="livemin",
 )
 
+# -- api and worker: release day's waiting rooms (never a release or patient id) ---------
+
+ROOM_JOINED: Final = Counter(
+    "inventory_room_joined_total",
+    "Tickets joined to queued releases' waiting rooms (a repeated join is not counted).",
+)
+ROOM_ADMITTED: Final = Counter(
+    "inventory_room_admitted_total",
+    "Tickets admitted (given an admission token), counted by the process whose room step "
+    "admitted them (API processes and the worker both step rooms).",
+)
+ROOM_UNUSED: Final = Counter(
+    "inventory_room_admissions_unused_total",
+    "Admission tokens that lapsed unused (the next ticket was admitted instead).",
+)
+ROOM_WAITING: Final = Gauge(
+    "inventory_room_waiting",
+    "Tickets still waiting for admission over every room not sold out, sampled by the "
+    "worker's room ticker.",
+    multiprocess_mode="mostrecent",
+)
+ROOM_TAKEABLE: Final = Gauge(
+    "inventory_room_takeable",
+    "Units the admitting rooms could still admit for (free, or coming back within a "
+    "token's life), at the worker's last tick.",
+    multiprocess_mode="mostrecent",
+)
+ROOM_SOLD_OUT_SECONDS: Final = Histogram(
+    "inventory_room_sold_out_seconds",
+    "Time from a release's T0 to its room selling out, one sample per release.",
+    buckets=(0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0),
+)
+
+
+def observe_room_joined() -> None:
+    """A ticket joined a room."""
+    ROOM_JOINED.inc()
+
+
+def observe_room_step(admitted: int, lapsed: int) -> None:
+    """What one room step did."""
+    if admitted:
+        ROOM_ADMITTED.inc(admitted)
+    if lapsed:
+        ROOM_UNUSED.inc(lapsed)
+
+
+def observe_rooms(waiting: int, takeable: int) -> None:
+    """The worker's tick: tickets waiting and units takeable over the active rooms."""
+    ROOM_WAITING.set(waiting)
+    ROOM_TAKEABLE.set(takeable)
+
+
+def observe_room_sold_out(seconds_after_t0: float) -> None:
+    """A release sold out this long after its T0 (observed once per release)."""
+    ROOM_SOLD_OUT_SECONDS.observe(max(0.0, seconds_after_t0))
+
+
 # -- worker: the store, sampled ----------------------------------------------------------
 
 HOLDS_ACTIVE: Final = Gauge(
@@ -808,8 +866,16 @@ API_METRICS: Final = (
     RATE_LIMIT_UNAVAILABLE,
     STORE_VERIFIED,
     PAYMENT_NOTIFICATIONS_REFUSED,
+    ROOM_JOINED,
+    ROOM_ADMITTED,
+    ROOM_UNUSED,
 )
 WORKER_METRICS: Final = (
+    ROOM_ADMITTED,
+    ROOM_UNUSED,
+    ROOM_WAITING,
+    ROOM_TAKEABLE,
+    ROOM_SOLD_OUT_SECONDS,
     HOLDS_ACTIVE,
     UNITS_WAITING,
     TAGS,

@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from inventory.errors import LUA_OK, LUA_REPLAY, refusal_for
+from inventory.ops import metrics
 from inventory.release import draw
 from inventory.store import keys
 from inventory.store.slot_store import DRIVER_ERRORS, SlotStore, guarded, store_error
@@ -215,16 +216,19 @@ class RoomStore:
         code = int(reply[0])
         if code != LUA_OK:
             raise refusal_for(code)
-        return Advance(_text(reply[1]), *(int(v) for v in reply[2:6]))
+        step = Advance(_text(reply[1]), *(int(v) for v in reply[2:6]))
+        metrics.observe_room_step(step.admitted, step.lapsed)
+        return step
 
     async def active(self) -> list[str]:
         """The registered releases not known to be sold out."""
         members = await guarded(self.store.client.smembers(keys.RELEASE_REGISTRY_KEY))
         return sorted(_text(m) for m in members)
 
-    async def retire(self, release_id: str) -> None:
-        """Leave the registry (a sold-out or vanished release)."""
-        await guarded(self.store.client.srem(keys.RELEASE_REGISTRY_KEY, release_id))
+    async def retire(self, release_id: str) -> bool:
+        """Leave the registry (a sold-out or vanished release); True for the one call
+        that removed it."""
+        return bool(await guarded(self.store.client.srem(keys.RELEASE_REGISTRY_KEY, release_id)))
 
     async def status(self, release_id: str, ticket_id: str, *, account_id: str) -> TicketStatus:
         """One ticket's status (one read-only script call)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from inventory.domain import HospitalPolicy
 from inventory.errors import NotFoundError, RoomNotFoundError, ValidationFailedError
+from inventory.ops import metrics
 from inventory.record.catalogue import PgCatalogue, policy_from_json
 from inventory.record.patients import PatientRegistry
 from inventory.release import draw
@@ -97,6 +98,8 @@ class WaitingRooms:
         ticket, created = await self.rooms.join(
             release_id, account_id=account_id, patient_id=patient_id, request_id=request_id
         )
+        if created:
+            metrics.observe_room_joined()
         return await self.rooms.status(release_id, ticket, account_id=account_id), created
 
     async def status(self, release_id: str, ticket_id: str, *, account_id: str) -> TicketStatus:

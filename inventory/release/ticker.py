@@ -14,6 +14,7 @@ from typing import Final
 import structlog
 
 from inventory.errors import RoomNotFoundError
+from inventory.ops import metrics
 from inventory.ops.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
 from inventory.release.rooms import RoomStore
 
@@ -26,8 +27,10 @@ DRAW_STEPS_PER_TICK: Final = 20
 
 
 async def tick(rooms: RoomStore) -> int:
-    """Move every registered room forward once; returns the tickets admitted."""
-    admitted = 0
+    """Move every registered room forward once; returns the tickets admitted. Samples
+    the rooms' waiting tickets and takeable units, and, once per release (the call that
+    takes it out of the registry), how long after T0 it sold out."""
+    admitted = waiting = takeable = 0
     for release_id in await rooms.active():
         try:
             for _ in range(DRAW_STEPS_PER_TICK):
@@ -35,11 +38,21 @@ async def tick(rooms: RoomStore) -> int:
                 admitted += step.admitted
                 if step.state != "open" or step.drawn == 0:
                     break
+            snap = await rooms.snapshot(release_id)
         except RoomNotFoundError:
             await rooms.retire(release_id)
             continue
-        if step.state == "sold_out":
+        if snap is None:
             await rooms.retire(release_id)
+            continue
+        if snap.state == "sold_out":
+            if await rooms.retire(release_id):
+                metrics.observe_room_sold_out((snap.sold_out_ms - snap.t0_ms) / 1000)
+            continue
+        waiting += max(0, snap.joined - snap.admitted)
+        if snap.state == "admitting":
+            takeable += step.takeable
+    metrics.observe_rooms(waiting, takeable)
     return admitted
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from inventory import errors
 from inventory.release import draw, ticker
@@ -333,6 +334,7 @@ async def test_the_draw_goes_in_bounded_batches(scenario: Scenario) -> None:
 async def test_the_worker_ticker_moves_registered_rooms(scenario: Scenario) -> None:
     """The worker's tick draws and admits every registered room, and a sold-out room
     leaves the registry."""
+    admitted_before = REGISTRY.get_sample_value("inventory_room_admitted_total") or 0.0
     room = await queued(scenario, capacity=1)
     assert room.release_id in await room.rooms.active()
     scenario.clock.now_ms = T0_MS - 1
@@ -347,3 +349,7 @@ async def test_the_worker_ticker_moves_registered_rooms(scenario: Scenario) -> N
     assert snapshot is not None
     assert snapshot.state == "sold_out"
     assert room.release_id not in await room.rooms.active()
+    # Counted by the process whose step admitted (here, this one's tick).
+    admitted_after = REGISTRY.get_sample_value("inventory_room_admitted_total") or 0.0
+    assert admitted_after - admitted_before >= 1
+    assert (REGISTRY.get_sample_value("inventory_room_sold_out_seconds_count") or 0) >= 1

@@ -42,6 +42,7 @@ import orjson
 from inventory.domain import Hold, HoldState
 from inventory.errors import InventoryError
 from inventory.record.queries import QUERIES
+from inventory.record.room_projection import RoomEventMalformedError, project_rooms
 from inventory.store import keys
 
 #: Events of one hold; each carries the whole hold ``record`` after the step.
@@ -313,6 +314,10 @@ async def write_batch(
     if ordered:
         await _record(connection, ordered, outcome)
     await _project(connection, outcome.applied)
+    try:
+        await project_rooms(connection, outcome.applied)
+    except RoomEventMalformedError as error:
+        raise MalformedEntryError(str(error)) from error
     if outcome.diverged:
         await _keep_diverged(connection, outcome.diverged)
     if patient_events:

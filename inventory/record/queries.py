@@ -152,6 +152,15 @@ class Queries(TypedDict):
     begin_operator_audit: str
     finish_operator_audit: str
     list_operator_audit: str
+    # release day's waiting rooms (projected from their events)
+    insert_room_release: str
+    set_room_drawn: str
+    set_room_sold_out: str
+    insert_room_ticket: str
+    admit_room_ticket: str
+    use_room_ticket: str
+    lapse_room_ticket: str
+    list_room_tickets: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1378,3 +1378,51 @@ VALUES ($1, $2, $4, $3, $5, $6)
 ON CONFLICT (event_key) DO NOTHING
 RETURNING id, type;
 
+
+-- name: insert_room_release
+-- A release's room as room_opened recorded it (a redelivery changes nothing).
+-- params: release_id, tag, hospital_id, schedule_ids, t0, opens_at, seed_hash, factor, token_s, opened_at
+INSERT INTO room_releases (release_id, tag, hospital_id, schedule_ids, t0, opens_at,
+                           seed_hash, factor, token_s, opened_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (release_id) DO NOTHING;
+
+-- name: set_room_drawn
+-- The draw: the revealed seed and the number of tickets drawn.
+-- params: release_id, seed, drawn, drawn_at
+UPDATE room_releases SET seed = $2, drawn = $3, drawn_at = $4 WHERE release_id = $1;
+
+-- name: set_room_sold_out
+-- params: release_id, sold_out_at
+UPDATE room_releases SET sold_out_at = $2 WHERE release_id = $1;
+
+-- name: insert_room_ticket
+-- params: ticket_id, release_id, account_id, patient_id, joined_at, late_seq
+INSERT INTO room_tickets (ticket_id, release_id, account_id, patient_id, joined_at, late_seq)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (ticket_id) DO NOTHING;
+
+-- name: admit_room_ticket
+-- params: ticket_id, position, admitted_at, token_expires_at
+UPDATE room_tickets
+SET position = $2, admitted_at = $3, token_expires_at = $4, outcome = 'admitted'
+WHERE ticket_id = $1 AND outcome = 'waiting';
+
+-- name: use_room_ticket
+-- The admission token served a reserve: the hold it made.
+-- params: ticket_id, hold_id
+UPDATE room_tickets SET outcome = 'reserved', hold_id = $2 WHERE ticket_id = $1;
+
+-- name: lapse_room_ticket
+-- params: ticket_id
+UPDATE room_tickets SET outcome = 'expired' WHERE ticket_id = $1 AND outcome = 'admitted';
+
+-- name: list_room_tickets
+-- A release's tickets for an audit: admitted ones in queue order, then the others by
+-- join time.
+-- params: release_id
+SELECT ticket_id, account_id, patient_id, joined_at, late_seq, position, admitted_at,
+       token_expires_at, outcome, hold_id
+FROM room_tickets
+WHERE release_id = $1
+ORDER BY position NULLS LAST, joined_at, ticket_id;

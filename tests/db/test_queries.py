@@ -414,6 +414,45 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "after_id": 0,
         "limit": 100,
     },
+    "insert_room_release": lambda s: {
+        "release_id": f"{s.cardio}.{VISIT:%Y%m%d}.am",
+        "tag": s.tag,
+        "hospital_id": s.hospital,
+        "schedule_ids": [s.morning],
+        "t0": at(MARCH_1, 8),
+        "opens_at": at(MARCH_1, 7, 30),
+        "seed_hash": "ab" * 32,
+        "factor": 1.2,
+        "token_s": 60,
+        "opened_at": at(MARCH_1, 7),
+    },
+    "set_room_drawn": lambda s: {
+        "release_id": f"{s.cardio}.{VISIT:%Y%m%d}.am",
+        "seed": "cd" * 32,
+        "drawn": 2000,
+        "drawn_at": at(MARCH_1, 8),
+    },
+    "set_room_sold_out": lambda s: {
+        "release_id": f"{s.cardio}.{VISIT:%Y%m%d}.am",
+        "sold_out_at": at(MARCH_1, 8, 1),
+    },
+    "insert_room_ticket": lambda s: {
+        "ticket_id": "abcdefghijklmnopqrstuvwx",
+        "release_id": f"{s.cardio}.{VISIT:%Y%m%d}.am",
+        "account_id": s.account,
+        "patient_id": s.patient,
+        "joined_at": at(MARCH_1, 7, 45),
+        "late_seq": 0,
+    },
+    "admit_room_ticket": lambda s: {
+        "ticket_id": "abcdefghijklmnopqrstuvwx",
+        "position": 1,
+        "admitted_at": at(MARCH_1, 8),
+        "token_expires_at": at(MARCH_1, 8, 1),
+    },
+    "use_room_ticket": lambda s: {"ticket_id": "abcdefghijklmnopqrstuvwx", "hold_id": s.booking},
+    "lapse_room_ticket": lambda s: {"ticket_id": "abcdefghijklmnopqrstuvwx"},
+    "list_room_tickets": lambda s: {"release_id": f"{s.cardio}.{VISIT:%Y%m%d}.am"},
 }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -26,7 +27,7 @@ from tests.api.conftest import start_api
 from tests.api.helpers import Catalogue
 from tests.api.test_releases import queued_schedule
 
-from .stack import Stack, open_stack, patients, wait_verified
+from .stack import Stack, open_stack, patients, wait_until, wait_verified
 
 pytestmark = pytest.mark.slow
 
@@ -122,11 +123,12 @@ async def _follow(
 
 @pytest.mark.timeout(300)
 async def test_kill_9_of_the_worker_and_the_api_during_admission(
-    stack: Stack, private_redis: RedisServer
+    stack: Stack, private_redis: RedisServer, database: str
 ) -> None:
     """Worker SIGKILLed just before T0, the API SIGKILLed just after it; a new API
     process and worker start a second later: every patient has a final answer, exactly
-    CAPACITY hold a unit, the rest are sold out, and Redis holds no more than CAPACITY."""
+    CAPACITY hold a unit, the rest are sold out, Redis holds no more than CAPACITY, and
+    Postgres records the release and every ticket with the holds made."""
     await wait_verified(private_redis.url)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -170,3 +172,27 @@ async def test_kill_9_of_the_worker_and_the_api_during_admission(
         await client.aclose()
     held, remaining, capacity = (int(v) for v in counts)
     assert (held, remaining, capacity) == (CAPACITY, 0, CAPACITY)
+
+    # The record: Postgres has the release (its seed revealed, sold out) and every
+    # ticket, the CAPACITY that reserved with the holds they made.
+    async def recorded() -> bool:
+        connection = await asyncpg.connect(database)
+        try:
+            release = await connection.fetchrow(
+                "SELECT seed, sold_out_at FROM room_releases WHERE release_id = $1", release_id
+            )
+            rows = await connection.fetch(
+                "SELECT outcome, hold_id FROM room_tickets WHERE release_id = $1", release_id
+            )
+        finally:
+            await connection.close()
+        reserved = [r for r in rows if r["outcome"] == "reserved" and r["hold_id"]]
+        return bool(
+            release is not None
+            and release["seed"]
+            and release["sold_out_at"] is not None
+            and len(rows) == PATIENTS
+            and len(reserved) == CAPACITY
+        )
+
+    await wait_until(recorded, timeout_s=60)

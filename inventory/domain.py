@@ -62,6 +62,15 @@ class Hold:
     confirmed_ms: int
     ended_ms: int
     end_reason: str
+    #: A rescheduled booking (改约): the booking it replaced, and how many moves led to it.
+    moved_from: str = ""
+    moves: int = 0
+    #: A booking ended by a reschedule: the booking that replaced it.
+    moved_to: str = ""
+    #: A booking being moved to another tag: the new booking's id and until when its
+    #: step may still happen (ms); see lua/reschedule_mark.lua.
+    moving_to: str = ""
+    moving_until_ms: int = 0
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Hold:
@@ -82,6 +91,11 @@ class Hold:
             confirmed_ms=int(record.get("confirmed", 0)),
             ended_ms=int(record["ended"]),
             end_reason=str(record["reason"]),
+            moved_from=str(record.get("from", "")),
+            moves=int(record.get("moves", 0)),
+            moved_to=str(record.get("to", "")),
+            moving_to=str(record.get("moving", "")),
+            moving_until_ms=int(record.get("moving_until", 0)),
         )
 
     def is_open(self, now_ms: int) -> bool:
@@ -141,6 +155,8 @@ class HospitalPolicy:
     no_show_ban_count: int = 0
     no_show_window_days: int = 90
     no_show_ban_days: int = 90
+    #: A booking may be moved (改约) this many times; 0 = rescheduling is off.
+    max_reschedules: int = 1
 
     def __post_init__(self) -> None:
         for name in ("hold_ttl_s", "max_hold_s", "token_window_s", "room_token_s"):
@@ -150,6 +166,7 @@ class HospitalPolicy:
             "extend_s",
             "max_open_per_patient",
             "max_in_7_days_per_patient",
+            "max_reschedules",
             "rerelease_min_s",
             "rerelease_max_s",
             "no_show_grace_s",

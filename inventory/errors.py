@@ -271,6 +271,30 @@ class TicketNotFoundError(RefusedError):
     title = "No such ticket"
 
 
+class RescheduleLimitError(RefusedError):
+    """The booking was moved as often as the hospital allows; ``context['limit']``."""
+
+    lua_code = -24
+    code = "reschedule_limit"
+    title = "This booking cannot be rescheduled again"
+
+
+class RescheduleInProgressError(RefusedError):
+    """The booking is being moved to another day or department; retry shortly."""
+
+    lua_code = -25
+    code = "reschedule_in_progress"
+    title = "The booking is being rescheduled; retry shortly"
+
+
+class RescheduleFeeHigherError(RefusedError):
+    """The target's fee is above what the booking's payment covers; ``context['fee_fen']``."""
+
+    lua_code = -26
+    code = "reschedule_fee_higher"
+    title = "The new window's fee is higher than the booking's; book it and cancel this one"
+
+
 #: Lua return code -> error class. Codes 0 (OK) and 1 (REPLAY) are successes.
 LUA_CODES: dict[int, type[RefusedError]] = {
     cls.lua_code: cls
@@ -307,6 +331,11 @@ LUA_CODES: dict[int, type[RefusedError]] = {
         RoomSoldOutError,
         RoomConflictError,
         TicketNotFoundError,
+
+
+        RescheduleLimitError,
+        RescheduleInProgressError,
+        RescheduleFeeHigherError,
     )
 }
 
@@ -456,6 +485,16 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "patient_weekly_limit": Message(
         "该就诊人 7 天内的预约数已达上限",
         "The patient has the most bookings allowed within 7 days",
+    ),
+    "reschedule_limit": Message(
+        "该预约的改约次数已达上限", "This booking cannot be rescheduled again"
+    ),
+    "reschedule_in_progress": Message(
+        "该预约正在改约中，请稍后重试", "The booking is being rescheduled; retry shortly"
+    ),
+    "reschedule_fee_higher": Message(
+        "新时段的挂号费高于原预约，请另行预约后取消原预约",
+        "The new window's fee is higher than the booking's; book it and cancel this one",
     ),
     "hold_expired": Message("锁号已超过支付期限", "The hold passed its payment deadline"),
     "hold_not_found": Message("锁号或预约不存在", "No such hold or booking"),

@@ -19,6 +19,8 @@
    -8   not_owner
    -6   hold_expired            the hold was past its deadline (expired here if no sweep had)
    -10  cancel_deadline_passed  extra = the deadline (ms)
+   -25  reschedule_in_progress  the booking is being moved to another day or department
+                                (reschedule_mark); a forced release goes ahead
    -20  invalid_argument
   Emits: hold_released or booking_cancelled; hold_expired when it finds the hold due.
 ]]
@@ -62,6 +64,9 @@ if rec.state == 'held' then
 end
 
 if not force then
+  if (rec.moving or '') ~= '' then
+    return hold_reply(E_RESCHEDULE_IN_PROGRESS, nil, rec)
+  end
   local sched = schedule_fields(rec.schedule)
   local deadline = sched and math.min(sched.cancel_deadline_ms, sched.start_ms) or 0
   if now > deadline then

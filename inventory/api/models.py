@@ -312,6 +312,7 @@ class HospitalPolicyBody(Request):
     no_show_ban_count: Annotated[int, Field(ge=0, le=100)] = 0
     no_show_window_days: Annotated[int, Field(ge=1, le=3650)] = 90
     no_show_ban_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    max_reschedules: Annotated[int, Field(ge=0, le=10)] = 1
 
 
 Name = Annotated[Printable, Field(min_length=1, max_length=100)]

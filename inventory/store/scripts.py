@@ -52,6 +52,9 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "room_join",
     "room_advance",
     "room_status",
+    "reschedule",
+    "reschedule_take",
+    "reschedule_mark",
 )
 
 _INCLUDE_RE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)

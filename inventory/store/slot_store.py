@@ -46,6 +46,9 @@ from inventory.errors import (
     PatientRuleError,
     PatientWeeklyLimitError,
     RateLimitedError,
+    RescheduleFeeHigherError,
+    RescheduleInProgressError,
+    RescheduleLimitError,
     StoreUnavailableError,
     refusal_for,
 )
@@ -71,6 +74,9 @@ GATED_SCRIPTS = frozenset(
         "suspend",
         "reopen",
         "patient_acquire",
+        "reschedule",
+        "reschedule_take",
+        "reschedule_mark",
     }
 )
 #: True while a gated script call runs: a connection opened for it to a Cluster node the
@@ -124,6 +130,9 @@ _EXTRA_NAMES = {
     CancelDeadlinePassedError.lua_code: "deadline_ms",
     HoldNotActiveError.lua_code: "state",
     AdmissionRequiredError.lua_code: "release_id",
+    RescheduleLimitError.lua_code: "limit",
+    RescheduleFeeHigherError.lua_code: "fee_fen",
+    RescheduleInProgressError.lua_code: "moving_until_ms",
 }
 
 
@@ -581,6 +590,116 @@ class SlotStore:
         tag = keys.tag_of_hold(hold_id)
         args = [self.script_now(), self._seed(), hold_id, account_id]
         return self._hold_outcome(await self._call("extend", keys.tag_keys(tag).as_list(), args))
+
+    # -- rescheduling (改约) ------------------------------------------------------------
+
+    async def reschedule_in_tag(
+        self,
+        old_id: str,
+        new_id: str,
+        *,
+        account_id: str,
+        slot_id: str,
+        max_moves: int,
+        max_amount: int = -1,
+        force: bool = False,
+        request_id: str = "",
+    ) -> HoldOutcome:
+        """Move a booking to another slot of its own tag in one step (lua/reschedule.lua):
+        the new booking; the old one is cancelled with reason ``rescheduled``.
+        ``max_amount``: the highest fee the old payment covers (-1: any)."""
+        tag = keys.tag_of_hold(old_id)
+        if keys.tag_of_hold(new_id) != tag:
+            raise ValueError("reschedule_in_tag moves a booking within its tag")
+        args = [
+            self.script_now(),
+            self._seed(),
+            old_id,
+            new_id,
+            account_id,
+            keys.check_id(slot_id, "slot_id"),
+            max_moves,
+            max_amount,
+            "1" if force else "0",
+            self.reclaim_limit,
+            request_id,
+        ]
+        return self._hold_outcome(
+            await self._call("reschedule", keys.tag_keys(tag).as_list(), args)
+        )
+
+    async def mark_move(
+        self,
+        mode: str,
+        old_id: str,
+        new_id: str,
+        *,
+        account_id: str = "",
+        until_ms: int = 0,
+        max_moves: int = 0,
+        force: bool = False,
+        request_id: str = "",
+    ) -> HoldOutcome:
+        """The old booking's side of a move across tags (lua/reschedule_mark.lua):
+        ``begin`` (mark it moving until ``until_ms``), ``finish`` (cancel it for the new
+        booking), ``abort`` (drop the mark; ``until_ms`` is then the clock margin past
+        the mark's end, -1 for at once)."""
+        tag = keys.tag_of_hold(old_id)
+        args = [
+            self.script_now(),
+            self._seed(),
+            mode,
+            old_id,
+            new_id,
+            account_id,
+            until_ms,
+            max_moves,
+            "1" if force else "0",
+            request_id,
+        ]
+        return self._hold_outcome(
+            await self._call("reschedule_mark", keys.tag_keys(tag).as_list(), args)
+        )
+
+    async def take_move(
+        self,
+        new_id: str,
+        old: Hold,
+        *,
+        slot_id: str,
+        until_ms: int,
+        token_deadline_ms: int = 0,
+        max_amount: int = -1,
+        request_id: str = "",
+    ) -> HoldOutcome:
+        """Step two of a move across tags (lua/reschedule_take.lua): the new booking,
+        in its own tag, with ``old``'s account, patient and payment."""
+        tag = keys.tag_of_hold(new_id)
+        args = [
+            self.script_now(),
+            self._seed(),
+            new_id,
+            old.hold_id,
+            old.account_id,
+            old.patient_id,
+            old.channel,
+            old.payment_ref,
+            old.moves,
+            keys.check_id(slot_id, "slot_id"),
+            max_amount,
+            until_ms,
+            token_deadline_ms,
+            self.reclaim_limit,
+            request_id,
+        ]
+        return self._hold_outcome(
+            await self._call("reschedule_take", keys.tag_keys(tag).as_list(), args)
+        )
+
+    async def release_patient_tokens(self, patient_id: str, hold_ids: list[str]) -> None:
+        """Drop the patient's tokens of these holds (best effort: a token left behind
+        only makes the rules stricter until it is reaped)."""
+        await self._release_tokens(patient_id, hold_ids, best_effort=True)
 
     # -- the expirer ------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ local E_INVALID_ARGUMENT = -20
 local E_SLOT_SCHEDULE_MISMATCH = -21
 local E_RATE_LIMITED = -22
 local E_PATIENT_WEEKLY_LIMIT = -23
+local E_RESCHEDULE_LIMIT = -24
+local E_RESCHEDULE_IN_PROGRESS = -25
+local E_RESCHEDULE_FEE_HIGHER = -26
 -- The waiting room of a queued release (room_*.lua and reserve.lua's admission check),
 -- numbered apart from the other new refusals.
 local E_ADMISSION_REQUIRED = -40

@@ -120,6 +120,13 @@ class ModelHold:
     confirmed: int = 0
     ended: int = 0
     reason: str = ""
+    #: Rescheduling (改约): the booking replaced, moves so far, the replacing booking,
+    #: and the mark of a move across tags under way (new id, until when).
+    from_: str = ""
+    moves: int = 0
+    to: str = ""
+    moving: str = ""
+    moving_until: int = 0
 
     def is_open(self, now: int) -> bool:
         return self.state == "booked" or (self.state == "held" and self.deadline > now)
@@ -141,6 +148,11 @@ class ModelHold:
             confirmed_ms=self.confirmed,
             ended_ms=self.ended,
             end_reason=self.reason,
+            moved_from=self.from_,
+            moves=self.moves,
+            moved_to=self.to,
+            moving_to=self.moving,
+            moving_until_ms=self.moving_until,
         )
 
 
@@ -546,6 +558,8 @@ class Model:
                 return Expect("hold_expired")
             self.end_hold(h, "released", now, reason)
         else:
+            if not force and h.moving:
+                return Expect("reschedule_in_progress")
             sched = self.schedules[h.schedule]
             deadline = min(sched.cancel_ms, sched.start_ms)
             if not force and now > deadline:
@@ -554,6 +568,174 @@ class Model:
         # The store drops the patient's token once the step really ended something.
         self.tokens.get(h.patient, {}).pop(hold_id, None)
         return Expect("ok", hold_id)
+
+    # -- rescheduling (改约) ----------------------------------------------------------
+
+    def move_refusal(
+        self, old_id: str, account: str, max_moves: int, force: bool, now: int
+    ) -> ModelHold | Expect:
+        """The checks of the booking to move (includes/rebook.lua, move_refusal)."""
+        h = self._owned_hold(old_id, account)
+        if isinstance(h, Expect):
+            return h
+        if h.state != "booked":
+            return Expect("hold_not_active", context={"state": h.state})
+        if h.moving:
+            return Expect("reschedule_in_progress")
+        if not force:
+            sched = self.schedules[h.schedule]
+            deadline = min(sched.cancel_ms, sched.start_ms)
+            if now > deadline:
+                return Expect("cancel_deadline_passed", context={"deadline_ms": deadline})
+            if h.moves >= max_moves:
+                return Expect("reschedule_limit", context={"limit": max_moves})
+        return h
+
+    def rebook_refusal(
+        self, slot_id: str, patient: str, replaced: str, max_amount: int, now: int
+    ) -> Expect | None:
+        """The checks of the target slot (includes/rebook.lua, rebook_refusal)."""
+        slot = self.slots.get(slot_id)
+        if slot is None:
+            return Expect("slot_not_found")
+        sched = self.schedules[slot.schedule]
+        if sched.status != "open":
+            return Expect("schedule_suspended")
+        if now < sched.release_ms:
+            return Expect("not_released", context={"release_ms": sched.release_ms})
+        if now >= sched.start_ms:
+            return Expect("schedule_past")
+        if 0 <= max_amount < sched.fee:
+            return Expect("reschedule_fee_higher", context={"fee_fen": sched.fee})
+        if self.one_per_day and any(
+            h.patient == patient and h.id != replaced and h.is_open(now)
+            for h in self.holds.values()
+        ):
+            return Expect("patient_rule", context={"rule": "one_per_day"})
+        return None
+
+    def unit_free(self, slot_id: str, now: int) -> bool:
+        slot = self.slots[slot_id]
+        if slot.rem <= 0:
+            self.reclaim(slot_id, now)
+        return slot.rem > 0
+
+    def book_unit(self, new_id: str, old: ModelHold, slot_id: str, now: int) -> None:
+        slot = self.slots[slot_id]
+        fee = self.schedules[slot.schedule].fee
+        self.holds[new_id] = ModelHold(
+            id=new_id,
+            slot=slot_id,
+            schedule=slot.schedule,
+            account=old.account,
+            patient=old.patient,
+            channel=old.channel,
+            amount=fee,
+            created=now,
+            deadline=now,
+            state="booked",
+            payment_ref=old.payment_ref,
+            confirmed=now,
+            from_=old.id,
+            moves=old.moves + 1,
+        )
+        slot.rem -= 1
+        slot.booked += 1
+        self.emit("booking_rescheduled", new_id, now, slot_id, self.holds[new_id])
+
+    def reschedule(
+        self,
+        old_id: str,
+        new_id: str,
+        account: str,
+        slot_id: str,
+        max_moves: int,
+        max_amount: int,
+        force: bool,
+        now: int,
+    ) -> Expect:
+        """lua/reschedule.lua: cancel the old booking and book the target in one step."""
+        existing = self.holds.get(new_id)
+        if existing is not None:
+            if existing.from_ == old_id and account in ("", existing.account):
+                return Expect("replay", new_id)
+            return Expect("idempotency_key_reused")
+        old = self.move_refusal(old_id, account, max_moves, force, now)
+        if isinstance(old, Expect):
+            return old
+        if old.slot == slot_id:
+            return Expect("invalid_argument")
+        refused = self.rebook_refusal(slot_id, old.patient, old_id, max_amount, now)
+        if refused is not None:
+            return refused
+        if not self.unit_free(slot_id, now):
+            return Expect("sold_out")
+        old.to = new_id
+        self.end_hold(old, "cancelled", now, "rescheduled")
+        self.book_unit(new_id, old, slot_id, now)
+        return Expect("ok", new_id)
+
+    def mark(
+        self,
+        mode: str,
+        old_id: str,
+        new_id: str,
+        account: str,
+        until_ms: int,
+        max_moves: int,
+        force: bool,
+        now: int,
+    ) -> Expect:
+        """lua/reschedule_mark.lua: begin, finish or abort a move across tags."""
+        h = self.holds.get(old_id)
+        if mode == "begin":
+            if (
+                h is not None
+                and h.moving == new_id
+                and h.state == "booked"
+                and account in ("", h.account)
+            ):
+                return Expect("replay", old_id)
+            old = self.move_refusal(old_id, account, max_moves, force, now)
+            if isinstance(old, Expect):
+                return old
+            old.moving, old.moving_until = new_id, until_ms
+            return Expect("ok", old_id)
+        owned = self._owned_hold(old_id, account)
+        if isinstance(owned, Expect):
+            return owned
+        if mode == "finish":
+            if owned.state == "cancelled" and owned.to == new_id:
+                return Expect("replay", old_id)
+            if owned.state != "booked" or owned.moving != new_id:
+                return Expect("hold_not_active", context={"state": owned.state})
+            owned.moving, owned.moving_until, owned.to = "", 0, new_id
+            self.end_hold(owned, "cancelled", now, "rescheduled")
+            return Expect("ok", old_id)
+        if owned.state != "booked" or owned.moving != new_id:
+            return Expect("replay", old_id)
+        if until_ms >= 0 and now <= owned.moving_until + until_ms:
+            return Expect("reschedule_in_progress")
+        owned.moving, owned.moving_until = "", 0
+        return Expect("ok", old_id)
+
+    def take(self, new_id: str, old: ModelHold, slot_id: str, until_ms: int, now: int) -> Expect:
+        """lua/reschedule_take.lua: step two of a move across tags (here into the same
+        tag: the script does not know where the old booking lives)."""
+        existing = self.holds.get(new_id)
+        if existing is not None:
+            if existing.from_ == old.id and existing.account == old.account:
+                return Expect("replay", new_id)
+            return Expect("idempotency_key_reused")
+        if now > until_ms:
+            return Expect("patient_token_expired")
+        refused = self.rebook_refusal(slot_id, old.patient, "", -1, now)
+        if refused is not None:
+            return refused
+        if not self.unit_free(slot_id, now):
+            return Expect("sold_out")
+        self.book_unit(new_id, old, slot_id, now)
+        return Expect("ok", new_id)
 
     def extend(self, hold_id: str, account: str, now: int) -> Expect:
         h = self._owned_hold(hold_id, account)
@@ -649,6 +831,8 @@ class InventoryMachine(RuleBasedStateMachine):
         self.policy = HospitalPolicy()  # drawn in load_schedules
         self.phantom_hold = keys.hold_id_for(ACCOUNTS[0], "never-used", self.tag)
         self.requests: list[ReserveRequest] = []
+        #: Moves across tags begun: (old booking, new booking, target slot, until ms).
+        self.moves: list[tuple[str, str, str, int]] = []
         self.fresh_keys = 0
         self.last_event_id = "0-0"
         self.last_seq = 0
@@ -808,6 +992,7 @@ class InventoryMachine(RuleBasedStateMachine):
         rerelease=st.sampled_from([(0, 0), (1, 5), (2, 2)]),
         max_open=st.sampled_from([0, 0, 1, 2]),
         max_7_days=st.sampled_from([0, 0, 1, 2]),
+        max_moves=st.sampled_from([0, 1, 1, 2]),
         blacklist=st.booleans(),
         reclaim_limit=st.sampled_from([1, 64]),
         # An opening rush of reserves, some paid at once, so that every case has holds
@@ -833,6 +1018,7 @@ class InventoryMachine(RuleBasedStateMachine):
         rerelease: tuple[int, int],
         max_open: int,
         max_7_days: int,
+        max_moves: int,
         blacklist: bool,
         reclaim_limit: int,
         rush: list[tuple[str, str, int, bool]],
@@ -845,6 +1031,7 @@ class InventoryMachine(RuleBasedStateMachine):
             one_per_day=one_per_day,
             max_open_per_patient=max_open,
             max_in_7_days_per_patient=max_7_days,
+            max_reschedules=max_moves,
             blacklist=blacklist,
             rerelease_min_s=rerelease[0],
             rerelease_max_s=rerelease[1],
@@ -1197,6 +1384,151 @@ class InventoryMachine(RuleBasedStateMachine):
         self.check(
             expected,
             self.store.release(hold_id, account_id=account, reason=reason, force=force),
+        )
+
+    # -- rescheduling (改约) ----------------------------------------------------------
+
+    def check_step(self, expected: Expect, step: Awaitable[HoldOutcome]) -> None:
+        """Like :meth:`check`, for steps that may change a record without an event
+        (a move's mark): the outcome's hold and counts, whatever its event id."""
+        outcome = self.attempt(step)
+        if isinstance(outcome, InventoryError):
+            assert outcome.code == expected.code, (
+                f"model expected {expected.code}, store refused: {outcome.code} {outcome.context}"
+            )
+            for name, value in expected.context.items():
+                assert outcome.context.get(name) == value, (name, outcome.context)
+            return
+        assert expected.code in ("ok", "replay"), (
+            f"model expected {expected.code}, store answered {outcome}"
+        )
+        assert expected.hold_id is not None
+        assert outcome.replayed == (expected.code == "replay")
+        h = self.model.holds[expected.hold_id]
+        assert outcome.hold == h.as_hold()
+        assert outcome.counts == self.model.counts(h.slot)
+
+    def move_key(self, account: str, reuse: int | None) -> str:
+        """A new booking's id: fresh, or (``reuse``) one a move made before."""
+        made = [h.id for h in self.model.holds.values() if h.from_]
+        if reuse is not None and made:
+            return made[reuse % len(made)]
+        self.fresh_keys += 1
+        return keys.hold_id_for(account, f"move-{self.fresh_keys}", self.tag)
+
+    @precondition(lambda self: bool(self.ids_in_state("booked")))
+    @rule(
+        pick=st.integers(0, PICK_MAX),
+        slot=SLOT_CHOICE,
+        who=st.sampled_from(["owner", "owner", "other", "system"]),
+        force=st.sampled_from([False, False, True]),
+        reuse=st.sampled_from([None, None, None, 0, 1]),
+        fee_cap=st.sampled_from([-1, -1, 1200, 0]),
+        at=st.sampled_from([None, None, -1, 0, 1]),
+    )
+    def reschedule(
+        self,
+        pick: int,
+        slot: str,
+        who: str,
+        force: bool,
+        reuse: int | None,
+        fee_cap: int,
+        at: int | None,
+    ) -> None:
+        """Move a booking to another slot of the tag in one step (改约): by its owner
+        before the cancellation deadline, or an operator's forced move; now or right at
+        the deadline; with a fresh new id or one a move made before (a retry)."""
+        self.tick()
+        booked = self.ids_in_state("booked")
+        old_id = booked[pick % len(booked)]
+        sched = self.model.schedules[self.model.holds[old_id].schedule]
+        self.wait_until(min(sched.cancel_ms, sched.start_ms), at)
+        account = self.account_for(old_id, who)
+        new_id = self.move_key(account or ACCOUNTS[0], reuse)
+        max_moves = self.policy.max_reschedules
+        expected = self.model.reschedule(
+            old_id, new_id, account, slot, max_moves, fee_cap, force, self.now
+        )
+        self.check(
+            expected,
+            self.store.reschedule_in_tag(
+                old_id,
+                new_id,
+                account_id=account,
+                slot_id=slot,
+                max_moves=max_moves,
+                max_amount=fee_cap,
+                force=force,
+            ),
+        )
+
+    @precondition(lambda self: bool(self.ids_in_state("booked")))
+    @rule(
+        pick=st.integers(0, PICK_MAX),
+        slot=SLOT_CHOICE,
+        who=st.sampled_from(["owner", "owner", "other", "system"]),
+        force=st.booleans(),
+        window_ms=st.sampled_from([1, 1_000, 10_000]),
+    )
+    def begin_move(self, pick: int, slot: str, who: str, force: bool, window_ms: int) -> None:
+        """Step one of a move across tags: mark a booking as moving to a new id."""
+        self.tick()
+        booked = self.ids_in_state("booked")
+        old_id = booked[pick % len(booked)]
+        account = self.account_for(old_id, who)
+        new_id = self.move_key(account or ACCOUNTS[0], None)
+        until = self.now + window_ms
+        max_moves = self.policy.max_reschedules
+        expected = self.model.mark(
+            "begin", old_id, new_id, account, until, max_moves, force, self.now
+        )
+        self.check_step(
+            expected,
+            self.store.mark_move(
+                "begin",
+                old_id,
+                new_id,
+                account_id=account,
+                until_ms=until,
+                max_moves=max_moves,
+                force=force,
+            ),
+        )
+        if expected.code == "ok":
+            self.moves.append((old_id, new_id, slot, until))
+
+    @precondition(lambda self: bool(self.moves))
+    @rule(pick=st.integers(0, PICK_MAX), at=st.sampled_from([None, None, 0, 1]))
+    def take_move(self, pick: int, at: int | None) -> None:
+        """Step two: the new booking takes its unit (or a retry of it), now or right at
+        the end of the mark."""
+        self.tick()
+        old_id, new_id, slot, until = self.moves[pick % len(self.moves)]
+        self.wait_until(until, at)
+        old = self.model.holds[old_id]
+        expected = self.model.take(new_id, old, slot, until, self.now)
+        self.check(
+            expected, self.store.take_move(new_id, old.as_hold(), slot_id=slot, until_ms=until)
+        )
+
+    @precondition(lambda self: bool(self.moves))
+    @rule(
+        pick=st.integers(0, PICK_MAX),
+        mode=st.sampled_from(["finish", "finish", "abort"]),
+        margin_ms=st.sampled_from([-1, 0, 2_000]),
+        who=st.sampled_from(["system", "system", "owner", "other"]),
+    )
+    def end_move(self, pick: int, mode: str, margin_ms: int, who: str) -> None:
+        """Step three (finish: cancel the old booking), or the compensation (abort: drop
+        the mark, at once or once its time and a margin are over)."""
+        self.tick()
+        old_id, new_id, _, _ = self.moves[pick % len(self.moves)]
+        account = self.account_for(old_id, who)
+        expected = self.model.mark(mode, old_id, new_id, account, margin_ms, 0, False, self.now)
+        self.check_step(
+            expected,
+            self.store.mark_move(mode, old_id, new_id, account_id=account, until_ms=margin_ms),
         )
 
     @rule(batch=st.sampled_from([1, 2, 200]), max_calls=st.sampled_from([1, 10]))

@@ -212,6 +212,41 @@ MUTANTS = [
         "if other and id ~= replaces and other >= today and",
         "if other and id ~= replaces and",
     ),
+    # A same-tag reschedule keeps the old booking's unit too (both units held).
+    Mutant(
+        "reschedule_keeps_old_unit",
+        "reschedule.lua",
+        "end_hold(step, old, 'cancelled', 'rescheduled')",
+        "old.state = 'cancelled'",
+    ),
+    # The reschedule limit lets one more move through.
+    Mutant(
+        "reschedule_limit_off_by_one",
+        "includes/rebook.lua",
+        "if (rec.moves or 0) >= max_moves then",
+        "if (rec.moves or 0) > max_moves then",
+    ),
+    # A move across tags takes its unit after the old booking's mark has ended.
+    Mutant(
+        "take_ignores_mark_end",
+        "reschedule_take.lua",
+        "if now > until_ms or",
+        "if false or",
+    ),
+    # A booking being moved can be cancelled by its patient meanwhile.
+    Mutant(
+        "release_ignores_move_mark",
+        "release.lua",
+        "  if (rec.moving or '') ~= '' then\n    return hold_reply(E_RESCHEDULE_IN_PROGRESS",
+        "  if false then\n    return hold_reply(E_RESCHEDULE_IN_PROGRESS",
+    ),
+    # The compensation drops a mark before its time and margin are over.
+    Mutant(
+        "abort_before_mark_end",
+        "reschedule_mark.lua",
+        "if until_ms >= 0 and now <= (tonumber(rec.moving_until) or 0) + until_ms then",
+        "if until_ms > 0 and now <= (tonumber(rec.moving_until) or 0) then",
+    ),
     # Bans count even where the hospital's policy has the blacklist off.
     Mutant(
         "blacklist_flag_ignored",

@@ -1096,7 +1096,7 @@ class _PoisonError(Exception):
 
 
 #: Events of a paid booking, logged one line each (bounded by capacity, unlike holds).
-_BOOKING_EVENTS = frozenset({"booking_confirmed", "booking_cancelled"})
+_BOOKING_EVENTS = frozenset({"booking_confirmed", "booking_cancelled", "booking_rescheduled"})
 
 
 async def run_persister(

@@ -54,6 +54,8 @@ HOLD_EVENTS: Final = frozenset(
         "hold_expired",
         "hold_released",
         "booking_cancelled",
+        # A rescheduled booking (改约): booked at once, with the old booking's payment.
+        "booking_rescheduled",
     }
 )
 #: Events that set a slot's capacity.
@@ -68,6 +70,7 @@ _TRANSITIONS: Final[Mapping[str, tuple[str | None, str]]] = {
     "hold_created": (None, "reserved"),
     "hold_extended": ("held", "extended"),
     "booking_confirmed": ("held", "paid"),
+    "booking_rescheduled": (None, "rescheduled"),
 }
 
 #: The slot's capacity as the newest recorded event of its tag that names the slot says

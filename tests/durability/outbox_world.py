@@ -267,6 +267,18 @@ class Load:
                 hold_id = rng.choice(self.open)
                 outcome = await w.store.extend(hold_id, account_id="")
                 self._witness(outcome.event_id, keys.tag_of_hold(hold_id))
+            elif roll < 0.86:
+                # A booking moves to another slot of its tag (改约).
+                hold_id = rng.choice(self.open)
+                tag = keys.tag_of_hold(hold_id)
+                slot = rng.choice([s for sc, s in w.slots() if sc.tag == tag])
+                new_id = keys.hold_id_for("acct-move", f"move-{rng.getrandbits(40):x}", tag)
+                outcome = await w.store.reschedule_in_tag(
+                    hold_id, new_id, account_id="", slot_id=slot, max_moves=9, force=True
+                )
+                self._witness(outcome.event_id, tag)
+                self.open.remove(hold_id)
+                self.open.append(new_id)
             elif roll < 0.9:
                 hold_id = self.open.pop(rng.randrange(len(self.open)))
                 outcome = await w.store.release(

@@ -28,6 +28,7 @@ from inventory.api.edge import edge_middleware
 from inventory.api.idempotency import recording
 from inventory.api.routes import TABLES
 from inventory.booking.ratelimit import ReserveRateLimiter
+from inventory.booking.rescheduling import Rescheduling
 from inventory.booking.reservations import Reservations
 from inventory.booking.soldout import SoldOutSlots
 from inventory.domain import HospitalPolicy
@@ -118,6 +119,13 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
             settings=settings,
             store=store,
             reservations=reservations,
+            rescheduling=Rescheduling(
+                store=store,
+                catalogue=catalogue,
+                bookings=bookings,
+                db=pool,
+                payments_enabled=settings.payments.enabled,
+            ),
             gate=app[GATE],
             catalogue=catalogue,
             patients=patients,

@@ -331,8 +331,6 @@ LUA_CODES: dict[int, type[RefusedError]] = {
         RoomSoldOutError,
         RoomConflictError,
         TicketNotFoundError,
-
-
         RescheduleLimitError,
         RescheduleInProgressError,
         RescheduleFeeHigherError,

@@ -3,7 +3,8 @@
 Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
 expirer (due holds back to the pool), the waiting rooms' ticker, the suspension sweep (a
 suspended schedule's bookings cancelled and refunded), the visits loop (no-shows and
-the no-show rule), the fence monitor (Redis behind Postgres ->
+the no-show rule), the move recovery (reschedules cut short by a crash finished or
+undone), the fence monitor (Redis behind Postgres ->
 fenced tags; a verified server -> the API's gate opens), the metrics sampler (its
 own /metrics port, see inventory/ops/sampler.py) and, when a channel is configured, the
 notifier (inventory/notify/). Each loop survives Redis or Postgres being
@@ -24,6 +25,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import structlog
 
+from inventory.booking.rescheduling import run_move_recovery
 from inventory.his.flows import his_loops
 from inventory.his.suspension import run_suspension_sweep
 from inventory.notify.service import run_notifier
@@ -111,6 +113,8 @@ async def _run_loops(
         "visits": run_visits(
             pool, store, stop=stop, config=VisitsConfig(with_his=bool(settings.his_url))
         ),
+        # Moves of bookings (改约) cut short by a process that died between their steps.
+        "moves": run_move_recovery(pool, store, stop=stop),
     }
     if settings.his_url:  # the HIS flows: schedule sync, submitter, reconciler
         loops |= his_loops(settings, store, stop=stop)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from inventory.api.admission import AdmissionGate
 from inventory.api.client_address import client_address
+from inventory.booking.rescheduling import Rescheduling
 from inventory.booking.reservations import Reservations
 from inventory.booking.soldout import SoldOutSlots
 from inventory.ops.config import Settings
@@ -33,6 +34,8 @@ class Services:
     store: SlotStore
     #: The hold steps (reserve, release, confirm, cancel) with their limits and caches.
     reservations: Reservations
+    #: Moves of bookings to other windows (改约).
+    rescheduling: Rescheduling
     gate: AdmissionGate
     catalogue: PgCatalogue
     patients: PatientRegistry

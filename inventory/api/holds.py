@@ -19,12 +19,14 @@ from inventory.api.instants import instant_text
 from inventory.api.models import (
     BookingCancel,
     BookingList,
+    BookingReschedule,
     BookingView,
     HoldConfirm,
     HoldCreate,
     HoldId,
     HoldView,
     Request,
+    RescheduleView,
 )
 from inventory.api.observability import request_id_of, reserve_failure
 from inventory.api.reserve_body import read_reserve_body
@@ -243,3 +245,32 @@ async def cancel_booking(request: web.Request) -> web.Response:
         request_id=request_id_of(request),
     )
     return json_response(booking)
+
+
+@routes.post(
+    "/v1/bookings/{booking_id}/reschedule",
+    operation_id="reschedule_booking",
+    summary="Move a booking to another window (改约), keeping its payment",
+    tag="bookings",
+    response=RescheduleView,
+    ok_status=201,
+    auth="account",
+    body=BookingReschedule,
+    errors=(400, 401, 404, 409, 422, 503),
+    idempotency="required",
+)
+async def reschedule_booking(request: web.Request) -> web.Response:
+    """Move one of the account's bookings to another slot of its hospital, until the
+    cancellation deadline: the new booking (a retry with the same key gets it again)."""
+    who = principal(request)
+    booking_id = _hold_id(request, "booking_id")
+    key = idempotency_key(request)
+    body = await read_json(request, BookingReschedule)
+    answer = await request.app[SERVICES].rescheduling.reschedule(
+        booking_id,
+        account_id=who.account_id,
+        slot_id=body.slot_id,
+        idempotency_key=key,
+        request_id=request_id_of(request),
+    )
+    return json_response(answer, status=201)

@@ -237,6 +237,50 @@ class BookingView(BaseModel):
     cancellable: Annotated[bool, Field(description=_CANCELLABLE)]
 
 
+class BookingReschedule(Request):
+    """Where a booking moves to (改约): another slot of the same hospital, before the
+    booking's cancellation deadline."""
+
+    slot_id: Id
+
+
+class RescheduleView(BaseModel):
+    """A booking moved (改约): the new booking, and what happened to the old one."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "reschedule_id": "dep-cardio.20261210.bcdefghijklmnopqrstuvwxy",
+                    "from_booking_id": "dep-cardio.20261209.abcdefghijklmnopqrstuvwx",
+                    "refund_fen": 0,
+                    "booking": {
+                        **_BOOKING_EXAMPLE,
+                        "booking_id": "dep-cardio.20261210.bcdefghijklmnopqrstuvwxy",
+                        "hold_id": "dep-cardio.20261210.bcdefghijklmnopqrstuvwxy",
+                        "status": "confirmed",
+                        "his_appointment_no": None,
+                        "visit_time": None,
+                        "place": None,
+                        "visit_date": "2026-12-10",
+                        "slot_starts_at": "2026-12-10T08:00:00+08:00",
+                        "slot_ends_at": "2026-12-10T08:30:00+08:00",
+                        "cancel_deadline": "2026-12-09T20:00:00+08:00",
+                    },
+                }
+            ]
+        },
+    )
+
+    reschedule_id: Annotated[str, Field(description="the new booking's id")]
+    from_booking_id: Annotated[str, Field(description="the booking moved (now cancelled)")]
+    refund_fen: Annotated[
+        int, Field(description="the fee difference refunded from the payment, in fen")
+    ]
+    booking: BookingView
+
+
 class BookingList(BaseModel):
     """The account's bookings, newest first."""
 

@@ -121,6 +121,7 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
     },
     models.HoldConfirm: {"payment_ref": "wx-4200001234"},
     models.BookingCancel: {"reason": "patient_cancelled"},
+    models.BookingReschedule: {"slot_id": "slot-0830-1"},
     models.PatientCreate: {
         "name": "张三",
         "gender": "male",

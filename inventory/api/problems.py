@@ -57,6 +57,7 @@ _PUBLIC_CONTEXT = frozenset(
         "release_id",
         "opens_ms",
         "waitlist",
+        "fee_fen",
     }
 )
 

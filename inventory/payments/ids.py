@@ -23,9 +23,10 @@ def payment_id_for(hold_id: str) -> str:
     return "p" + _token("payment", hold_id)
 
 
-def refund_id_for(payment_id: str) -> str:
-    """The refund (out_refund_no) of a payment: ``r`` and 26 base32 characters."""
-    return "r" + _token("refund", payment_id)
+def refund_id_for(payment_id: str, part: int = 0) -> str:
+    """The refund (out_refund_no) of a payment's part (0: what is left of it; n >= 1: the
+    fee difference of the n-th reschedule): ``r`` and 26 base32 characters."""
+    return "r" + _token("refund" if part == 0 else f"refund:{part}", payment_id)
 
 
 def late_reserve_key(payment_id: str) -> str:

@@ -1,7 +1,9 @@
 """Refunds: the one API to request one, and how a refund row looks to its callers.
 
-A registration fee is refunded whole and once: a payment has at most one refund row
-(``refunds_payment_key``), whoever asks and however often. The refund loop
+A registration fee is refunded once: a payment has at most one refund row per part
+(``refunds_payment_part_key``), whoever asks and however often. Part 0 refunds what is
+left of the payment; a reschedule (改约) to a cheaper window refunds the difference as
+part n, its booking line's n-th move (:func:`refund_part`). The refund loop
 (:mod:`inventory.payments.loops`) sends it to the provider, retrying the same row and the
 same out_refund_no until the provider says it succeeded.
 
@@ -49,6 +51,7 @@ DUPLICATE_PAYMENT = "duplicate_payment"
 SUSPENDED = "suspended"
 AMOUNT_MISMATCH = "amount_mismatch"
 BOOKING_CANCELLED = "booking_cancelled"
+RESCHEDULED = "rescheduled"
 
 
 def local(value: datetime | None, zone: tzinfo) -> str | None:
@@ -119,8 +122,9 @@ async def request_refund(
     one), once.
 
     ``db`` is an asyncpg pool or connection (a connection joins its open transaction).
-    ``amount_fen`` is None for "whatever was paid"; a registration fee is refunded whole,
-    so any other amount than the paid one is a :class:`RefundRequestError`. ``reason`` is
+    ``amount_fen`` is None for "whatever was paid" (less what reschedules refunded); a
+    registration fee is refunded whole, so any other amount is a
+    :class:`RefundRequestError`. ``reason`` is
     a snake_case code (``his_rejected``, ``patient_cancelled``...); ``idempotency_key`` is
     recorded with the refund the first request creates.
 
@@ -151,14 +155,19 @@ async def _request(
     payment = await connection.fetchrow(QUERIES["get_booking_payment"], booking_id)
     if payment is None:
         return None
+    left = int(payment["amount_fen"]) - int(
+        await connection.fetchval(QUERIES["refunded_parts_fen"], payment["payment_id"])
+    )
+    if left <= 0 and amount_fen is None:
+        return None  # reschedules to free windows refunded all of it already
     return await refund_payment(
         connection,
         payment["payment_id"],
         booking_id,
-        amount_fen if amount_fen is not None else int(payment["amount_fen"]),
+        amount_fen if amount_fen is not None else left,
         reason,
         key,
-        paid_fen=int(payment["amount_fen"]),
+        paid_fen=left,
     )
 
 
@@ -171,25 +180,28 @@ async def refund_payment(
     key: str,
     *,
     paid_fen: int | None = None,
+    part: int = 0,
 ) -> Refund:
-    """Request the refund of one paid payment on ``connection`` (the settlement's own
-    transaction uses this directly); the existing refund if there is one."""
+    """Request the refund of one paid payment (``part``: 0 for what is left of it, n for
+    the n-th reschedule's fee difference) on ``connection`` (the settlement's own
+    transaction uses this directly); the existing refund of that part if there is one."""
     if paid_fen is not None and amount_fen != paid_fen:
         raise RefundRequestError(
             f"a registration fee is refunded whole: {paid_fen} fen, not {amount_fen}"
         )
     row = await connection.fetchrow(
         QUERIES["insert_refund"],
-        refund_id_for(payment_id),
+        refund_id_for(payment_id, part),
         payment_id,
         booking_id,
         amount_fen,
         reason,
         key,
+        part,
     )
     if row is not None:
         return Refund.from_row(row, created=True)
-    existing = await connection.fetchrow(QUERIES["get_payment_refund"], payment_id)
+    existing = await connection.fetchrow(QUERIES["get_payment_refund"], payment_id, part)
     if existing is None:
         raise RefundRequestError(f"payment {payment_id} is not paid: nothing to refund")
     return Refund.from_row(existing)

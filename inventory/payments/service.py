@@ -85,6 +85,7 @@ REFUND_TEXT = {
     refunds.DUPLICATE_PAYMENT: "重复支付，退还",
     refunds.SUSPENDED: "医生停诊，挂号费退还",
     refunds.AMOUNT_MISMATCH: "支付金额有误，退还",
+    refunds.RESCHEDULED: "改约至费用较低的号源，退还差价",
 }
 DEFAULT_REFUND_TEXT = "挂号费退还"
 #: Refusals of confirming a freshly re-reserved hold: give it back and refund instead.
@@ -297,7 +298,7 @@ class Payments:
         if payment is None or payment.account_id != account_id:
             return []
         async with acquire(self.pool, timeout_s=self._timeout) as connection:
-            row = await connection.fetchrow(QUERIES["get_payment_refund"], payment.payment_id)
+            row = await connection.fetchrow(QUERIES["get_payment_refund"], payment.payment_id, 0)
         refund = Refund.from_row(row) if row is not None else None
         return [payment.view(refund=refund, zone=zone)]
 
@@ -337,7 +338,7 @@ class Payments:
                         "this order was paid by another transaction",
                         http_status=409,
                     )
-                existing = await connection.fetchrow(QUERIES["get_payment_refund"], payment_id)
+                existing = await connection.fetchrow(QUERIES["get_payment_refund"], payment_id, 0)
                 return Settlement(
                     payment_id,
                     payment.booking_id,
@@ -526,7 +527,7 @@ class Payments:
                 refund_id=refund.refund_id,
                 payment_id=refund.payment_id,
                 amount_fen=refund.amount_fen,
-                total_fen=refund.amount_fen,
+                total_fen=int(row["total_fen"]),
                 currency="CNY",
                 reason=REFUND_TEXT.get(refund.reason, DEFAULT_REFUND_TEXT),
             )

@@ -95,35 +95,7 @@ class PgBookings:
             acquire(self._pool, timeout_s=self._timeout) as connection,
             connection.transaction(),
         ):
-            await connection.execute(
-                QUERIES["upsert_hold"],
-                hold.hold_id,
-                keys.tag_of_hold(hold.hold_id),
-                hold.slot_id,
-                hold.schedule_id,
-                hold.account_id,
-                hold.patient_id,
-                hold.channel,
-                hold.amount_fen,
-                hold.state.value,
-                _instant(hold.deadline_ms),
-                hold.extended,
-                hold.payment_ref,
-                _instant(hold.created_ms),
-                _instant(hold.confirmed_ms),
-                _instant(hold.ended_ms),
-                hold.end_reason,
-                0,
-            )
-            if hold.state in (HoldState.BOOKED, HoldState.CANCELLED) and hold.payment_ref:
-                await connection.execute(QUERIES["insert_booking"], hold.hold_id)
-            if hold.state is HoldState.CANCELLED:
-                await connection.execute(
-                    QUERIES["cancel_booking"],
-                    hold.hold_id,
-                    _instant(hold.ended_ms),
-                    hold.end_reason,
-                )
+            await record_hold(connection, hold)
 
     async def list_for_account(self, account_id: str, limit: int) -> list[dict[str, Any]]:
         """The account's bookings, newest first."""
@@ -156,3 +128,36 @@ class PgBookings:
         async with acquire(self._pool, timeout_s=self._timeout) as connection:
             row = await connection.fetchrow(QUERIES["get_hold"], hold_id)
         return str(row["schedule_id"]) if row is not None else None
+
+
+async def record_hold(connection: Any, hold: Hold) -> None:
+    """:meth:`PgBookings.record` on a connection, inside the caller's transaction."""
+    await connection.execute(
+        QUERIES["upsert_hold"],
+        hold.hold_id,
+        keys.tag_of_hold(hold.hold_id),
+        hold.slot_id,
+        hold.schedule_id,
+        hold.account_id,
+        hold.patient_id,
+        hold.channel,
+        hold.amount_fen,
+        hold.state.value,
+        _instant(hold.deadline_ms),
+        hold.extended,
+        hold.payment_ref,
+        _instant(hold.created_ms),
+        _instant(hold.confirmed_ms),
+        _instant(hold.ended_ms),
+        hold.end_reason,
+        0,
+    )
+    if hold.state in (HoldState.BOOKED, HoldState.CANCELLED) and hold.payment_ref:
+        await connection.execute(QUERIES["insert_booking"], hold.hold_id)
+    if hold.state is HoldState.CANCELLED:
+        await connection.execute(
+            QUERIES["cancel_booking"],
+            hold.hold_id,
+            _instant(hold.ended_ms),
+            hold.end_reason,
+        )

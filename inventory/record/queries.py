@@ -142,6 +142,7 @@ class Queries(TypedDict):
     get_booking_payment: str
     insert_refund: str
     get_payment_refund: str
+    refunded_parts_fen: str
     get_account_booking_refund: str
     claim_due_refunds: str
     finish_refund: str
@@ -161,6 +162,12 @@ class Queries(TypedDict):
     use_room_ticket: str
     lapse_room_ticket: str
     list_room_tickets: str
+    # reschedules
+    insert_reschedule: str
+    lock_reschedule: str
+    finish_reschedule: str
+    claim_pending_reschedules: str
+    move_booking_payment: str
 
 
 @dataclass(frozen=True, slots=True)

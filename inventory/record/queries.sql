@@ -758,43 +758,55 @@ FROM payments p
 JOIN bookings b ON b.id = p.booking_id
 WHERE p.status = 'paid'
   AND b.status IN ('cancelled', 'rejected')
-  AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id)
+  -- A booking cancelled by its reschedule hands its payment on to the new booking (the
+  -- reschedule's own settlement moves booking_id): nothing to refund here.
+  AND b.cancel_reason <> 'rescheduled'
+  AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id AND r.part = 0)
 ORDER BY b.updated_at
 LIMIT $1;
 
 -- name: get_booking_payment
 -- The paid payment behind a booking: the one that bought it, else the one started for it
--- as a hold (settled by a refund). No row when nothing was paid through a provider.
+-- as a hold (settled by a refund). No row when nothing was paid through a provider, nor
+-- when the payment now backs another booking (a reschedule moved it).
 -- params: booking_id
 SELECT id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method, status,
        provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id, patient_id,
        channel, hold_deadline, next_check_at, created_at, updated_at
 FROM payments
-WHERE status = 'paid' AND (booking_id = $1 OR hold_id = $1)
+WHERE status = 'paid' AND (booking_id = $1 OR (hold_id = $1 AND booking_id IS NULL))
 ORDER BY (booking_id IS NOT DISTINCT FROM $1) DESC, created_at
 LIMIT 1;
 
 -- name: insert_refund
--- Request the refund of a paid payment, at most once per payment: no row when the payment
--- has a refund already (then get_payment_refund) or is not paid.
--- params: refund_id, payment_id, hold_id, amount_fen, reason, request_key
-INSERT INTO refunds (id, payment_id, hold_id, provider, amount_fen, reason, request_key)
-SELECT $1, p.id, $3, p.provider, $4, $5, $6
+-- Request the refund of a paid payment, at most once per payment and part (0: what is
+-- left of it; n >= 1: the fee difference of a booking line's n-th reschedule): no row when
+-- the part has a refund already (then get_payment_refund) or the payment is not paid.
+-- params: refund_id, payment_id, hold_id, amount_fen, reason, request_key, part
+INSERT INTO refunds (id, payment_id, hold_id, provider, amount_fen, reason, request_key, part)
+SELECT $1, p.id, $3, p.provider, $4, $5, $6, $7
 FROM payments p
 WHERE p.id = $2 AND p.status = 'paid'
-ON CONFLICT (payment_id) DO NOTHING
+ON CONFLICT (payment_id, part) DO NOTHING
 RETURNING id AS refund_id, payment_id, hold_id, provider, amount_fen, reason, status,
           provider_refund_id, succeeded_at, request_key, attempts, last_error,
           next_attempt_at, created_at, updated_at;
 
 -- name: get_payment_refund
--- The refund of a payment, or no row.
--- params: payment_id
+-- One part of a payment's refunds (0: what was left of it), or no row.
+-- params: payment_id, part
 SELECT id AS refund_id, payment_id, hold_id, provider, amount_fen, reason, status,
        provider_refund_id, succeeded_at, request_key, attempts, last_error, next_attempt_at,
        created_at, updated_at
 FROM refunds
-WHERE payment_id = $1;
+WHERE payment_id = $1 AND part = $2;
+
+-- name: refunded_parts_fen
+-- What the fee differences of a payment's reschedules refunded (parts >= 1), in fen.
+-- params: payment_id
+SELECT coalesce(sum(amount_fen), 0)::bigint AS refunded_fen
+FROM refunds
+WHERE payment_id = $1 AND part >= 1;
 
 -- name: get_account_booking_refund
 -- The refund of one of the account's bookings (or holds), or no row (also for another
@@ -824,7 +836,9 @@ WHERE id IN (
 )
 RETURNING id AS refund_id, payment_id, hold_id, provider, amount_fen, reason, status,
           provider_refund_id, succeeded_at, request_key, attempts, last_error,
-          next_attempt_at, created_at, updated_at;
+          next_attempt_at, created_at, updated_at,
+          -- The provider wants the order's total beside a refund of part of it.
+          (SELECT p.amount_fen FROM payments p WHERE p.id = refunds.payment_id) AS total_fen;
 
 -- name: finish_refund
 -- The outcome of one attempt: succeeded (final), pending (the provider is processing it)
@@ -839,6 +853,74 @@ SET status = $2,
     updated_at = now()
 WHERE id = $1 AND status <> 'succeeded'
 RETURNING id AS refund_id, status, provider_refund_id, succeeded_at, attempts, last_error;
+
+
+-- ===================================================================== reschedules
+-- A booking's move to another window (inventory/booking/rescheduling.py).
+
+-- name: insert_reschedule
+-- Record a move before its first store step. A retry with the same key finds its row:
+-- an aborted move (refused: sold out, ...) is tried again, pending again with a new
+-- moving_until; no row when it is pending or done (then lock_reschedule).
+-- params: reschedule_id, booking_id, account_id, patient_id, slot_id, kind, old_amount_fen, moving_until
+INSERT INTO reschedules (id, booking_id, account_id, patient_id, slot_id, kind, old_amount_fen,
+                         moving_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE
+SET status = 'pending', moving_until = EXCLUDED.moving_until, error = '', updated_at = now()
+WHERE reschedules.status = 'aborted' AND reschedules.booking_id = EXCLUDED.booking_id
+  AND reschedules.slot_id = EXCLUDED.slot_id
+RETURNING id AS reschedule_id, booking_id, account_id, patient_id, slot_id, kind, status,
+          old_amount_fen, new_amount_fen, refund_fen, moving_until, error, created_at,
+          updated_at;
+
+-- name: lock_reschedule
+-- One move, or no row, locked until the transaction ends: the steps of a move run under
+-- this lock, so two requests with the same key and the worker's recovery never run them
+-- at once.
+-- params: reschedule_id
+SELECT id AS reschedule_id, booking_id, account_id, patient_id, slot_id, kind, status,
+       old_amount_fen, new_amount_fen, refund_fen, moving_until, error, created_at, updated_at
+FROM reschedules
+WHERE id = $1
+FOR UPDATE;
+
+-- name: finish_reschedule
+-- Close a move: done (with the new fee and the difference refunded) or aborted (with the
+-- refusal's code). A done move stays done: the store moved the booking, whatever an
+-- earlier attempt to close it said.
+-- params: reschedule_id, status, new_amount_fen, refund_fen, error
+UPDATE reschedules
+SET status = $2, new_amount_fen = $3, refund_fen = $4, error = $5, updated_at = now()
+WHERE id = $1 AND status <> 'done'
+RETURNING id AS reschedule_id, status;
+
+-- name: claim_pending_reschedules
+-- Moves still pending well after their store steps could have happened (a process died
+-- between them), at most limit, each leased for lease_s seconds (moving_until moves on).
+-- params: margin_s, limit, lease_s
+UPDATE reschedules
+SET moving_until = now() + make_interval(secs => $3::double precision), updated_at = now()
+WHERE id IN (
+    SELECT id FROM reschedules
+    WHERE status = 'pending'
+      AND moving_until < now() - make_interval(secs => $1::double precision)
+    ORDER BY moving_until
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id AS reschedule_id, booking_id, account_id, patient_id, slot_id, kind, status,
+          old_amount_fen, new_amount_fen, refund_fen, moving_until, error, created_at,
+          updated_at;
+
+-- name: move_booking_payment
+-- The payment that bought a booking now backs the booking that replaced it; no row when
+-- nothing was paid through a provider (or it was moved already).
+-- params: old_booking_id, new_booking_id
+UPDATE payments
+SET booking_id = $2, updated_at = now()
+WHERE status = 'paid' AND (booking_id = $1 OR (hold_id = $1 AND booking_id IS NULL))
+RETURNING id AS payment_id, amount_fen;
 
 
 -- ===================================================================== HIS flows

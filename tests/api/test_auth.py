@@ -35,7 +35,13 @@ from multidict import CIMultiDict
 from redis.asyncio import Redis
 
 from inventory.api.auth import TokenVerifier, mint_token
-from inventory.api.models import BookingCancel, HoldConfirm, HoldCreate, PatientCreate
+from inventory.api.models import (
+    BookingCancel,
+    BookingReschedule,
+    HoldConfirm,
+    HoldCreate,
+    PatientCreate,
+)
 from inventory.api.releases import TicketCreate
 from inventory.api.routes import OPERATIONS
 from inventory.api.routing import Operation
@@ -351,6 +357,7 @@ def attack_bodies(victim: Victim) -> dict[type[Any], dict[str, Any]]:
         HoldCreate: {"slot_id": victim.slot_id, "patient_id": victim.patient_id, "channel": "app"},
         HoldConfirm: {"payment_ref": "wx-attacker"},
         BookingCancel: {},
+        BookingReschedule: {"slot_id": victim.slot_id},
         PatientCreate: patient_body(),
         TicketCreate: {"patient_id": victim.patient_id},
     }

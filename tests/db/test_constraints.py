@@ -162,7 +162,8 @@ async def test_hold_slot_must_belong_to_its_schedule(pool: asyncpg.Pool, seeded:
 
 
 async def test_money_is_recorded_once(pool: asyncpg.Pool, seeded: Seed) -> None:
-    """One provider transaction is one payment, and a payment is refunded at most once."""
+    """One provider transaction is one payment, and a payment is refunded at most once
+    per part (0: what is left of it; n: the n-th reschedule's fee difference)."""
     async with rolled_back(pool) as connection:
         insert_payment = (
             "INSERT INTO payments (id, hold_id, account_id, provider, amount_fen, status,"
@@ -175,9 +176,12 @@ async def test_money_is_recorded_once(pool: asyncpg.Pool, seeded: Seed) -> None:
                     insert_payment, "pay-2", seeded.booking, seeded.account, "wx-42"
                 )
         insert_refund = (
-            "INSERT INTO refunds (id, payment_id, hold_id, provider, amount_fen, reason)"
-            " VALUES ($1, 'pay-1', $2, 'wechat', 5000, 'patient_cancelled')"
+            "INSERT INTO refunds (id, payment_id, hold_id, provider, amount_fen, reason, part)"
+            " VALUES ($1, 'pay-1', $2, 'wechat', 2000, 'patient_cancelled', $3)"
         )
-        await connection.execute(insert_refund, "ref-1", seeded.booking)
-        with pytest.raises(asyncpg.UniqueViolationError, match="refunds_payment_key"):
-            await connection.execute(insert_refund, "ref-2", seeded.booking)
+        await connection.execute(insert_refund, "ref-1", seeded.booking, 0)
+        await connection.execute(insert_refund, "ref-2", seeded.booking, 1)
+        for part in (0, 1):
+            with pytest.raises(asyncpg.UniqueViolationError, match="refunds_payment_part_key"):
+                async with connection.transaction():
+                    await connection.execute(insert_refund, "ref-3", seeded.booking, part)

@@ -655,6 +655,8 @@ class Model:
         now: int,
     ) -> Expect:
         """lua/reschedule.lua: cancel the old booking and book the target in one step."""
+        if new_id == old_id:
+            return Expect("invalid_argument")
         existing = self.holds.get(new_id)
         if existing is not None:
             if existing.from_ == old_id and account in ("", existing.account):

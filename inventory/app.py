@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from inventory.api import docs, observability, openapi, webapp
+from inventory.api import login as login_routes
 from inventory.api import payments as payment_routes
 from inventory.api.admission import AdmissionGate
 from inventory.api.audit import auditing
@@ -243,6 +244,7 @@ def create_app(settings: Settings) -> web.Application:
     app[GATE] = gate
     app.cleanup_ctx.append(services_context)
     app.cleanup_ctx.append(payment_routes.payment_context)
+    app.cleanup_ctx.append(login_routes.login_context)
     app.cleanup_ctx.append(observability.sample_process)
     app[docs.DOCUMENT] = openapi.document
     app[webapp.APP_CONFIG] = webapp.AppConfig(pay_simulator_url=settings.app_pay_simulator_url)

@@ -295,6 +295,35 @@ class RescheduleFeeHigherError(RefusedError):
     title = "The new window's fee is higher than the booking's; book it and cancel this one"
 
 
+# -- the SMS login codes' scripts (lua/login_code_issue.lua, lua/login_code_check.lua) ---
+
+
+class SmsCodeInvalidError(RefusedError):
+    """A wrong code, one already used, or none sent: the same answer for each."""
+
+    lua_code = -60
+    code = "sms_code_invalid"
+    http_status = 401
+    title = "The SMS code is wrong or was already used"
+
+
+class SmsCodeExpiredError(RefusedError):
+    lua_code = -61
+    code = "sms_code_expired"
+    http_status = 401
+    title = "The SMS code has expired; ask for a new one"
+
+
+class SmsCodeLockedError(RefusedError):
+    """Too many wrong codes for this phone; ``context['retry_after_s']`` says how long
+    it stays locked."""
+
+    lua_code = -62
+    code = "sms_code_locked"
+    http_status = 429
+    title = "Too many wrong SMS codes for this phone; try again later"
+
+
 #: Lua return code -> error class. Codes 0 (OK) and 1 (REPLAY) are successes.
 LUA_CODES: dict[int, type[RefusedError]] = {
     cls.lua_code: cls
@@ -334,6 +363,9 @@ LUA_CODES: dict[int, type[RefusedError]] = {
         RescheduleLimitError,
         RescheduleInProgressError,
         RescheduleFeeHigherError,
+        SmsCodeInvalidError,
+        SmsCodeExpiredError,
+        SmsCodeLockedError,
     )
 }
 
@@ -585,6 +617,43 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "patient_identity_mismatch": Message(
         "该身份证号已登记了不同的个人信息",
         "This ID number is registered with different personal details",
+    ),
+    # login
+    "sms_code_invalid": Message(
+        "短信验证码错误或已使用", "The SMS code is wrong or was already used"
+    ),
+    "sms_code_expired": Message(
+        "短信验证码已过期，请重新获取", "The SMS code has expired; ask for a new one"
+    ),
+    "sms_code_locked": Message(
+        "该手机号验证码错误次数过多，请稍后再试",
+        "Too many wrong SMS codes for this phone; try again later",
+    ),
+    "sms_unavailable": Message(
+        "短信服务暂时不可用，请稍后重试", "The SMS service is unavailable; retry shortly"
+    ),
+    "wechat_code_invalid": Message(
+        "微信登录凭证无效或已使用，请重新登录",
+        "The WeChat login code is invalid or was already used; call wx.login again",
+    ),
+    "wechat_rate_limited": Message(
+        "微信登录请求过于频繁，请稍后再试", "Too many WeChat logins; retry later"
+    ),
+    "wechat_unavailable": Message(
+        "微信登录服务暂时不可用，请稍后重试", "WeChat login is unavailable; retry shortly"
+    ),
+    "login_method_disabled": Message(
+        "本服务未开通该登录方式", "This login method is not enabled on this service"
+    ),
+    "refresh_token_invalid": Message(
+        "登录状态无效，请重新登录", "The refresh token is not valid; log in again"
+    ),
+    "refresh_token_expired": Message(
+        "登录已过期，请重新登录", "The refresh token has expired; log in again"
+    ),
+    "refresh_token_reused": Message(
+        "登录凭证被重复使用，已退出该登录，请重新登录",
+        "The refresh token was already used: the session is ended; log in again",
     ),
     # Postgres
     "database_unavailable": Message(

@@ -71,3 +71,44 @@ def test_values_are_read_and_empty_means_the_default() -> None:
         1.0,
         False,
     )
+
+
+def test_login_settings_are_read_and_checked_together() -> None:
+    """The login part: bad values named with the rest, each method off until
+    configured, and what a configured method lacks reported by name."""
+    assert _problems(
+        {
+            "INVENTORY_SMS_CODE_KEY": "c1:c2hvcnQ=",
+            "INVENTORY_SMS_RESEND_S": "-1",
+            "INVENTORY_SMS_RATE_PER_PHONE": "five",
+            "INVENTORY_ACCESS_TOKEN_TTL_S": "0",
+        }
+    ) == [
+        "INVENTORY_SMS_CODE_KEY: key 'c1' must be at least 32 bytes",
+        "INVENTORY_ACCESS_TOKEN_TTL_S: must be a positive integer",
+        "INVENTORY_SMS_RESEND_S: must be 0 or a positive integer",
+        "INVENTORY_SMS_RATE_PER_PHONE: invalid literal for int() with base 10: 'five'",
+    ]
+    off = Settings.from_env({}, for_api=False).login
+    assert not off.wechat_enabled
+    assert not off.sms_enabled
+    assert off.problems() == []
+    on = Settings.from_env(
+        {
+            "INVENTORY_WECHAT_APP_SECRET": "s3cret",
+            "INVENTORY_WECHAT_LOGIN_URL": "ftp://example",
+            "INVENTORY_SMS_URL": "http://127.0.0.1:9",
+            "INVENTORY_REFRESH_TOKEN_TTL_S": "100",
+            "INVENTORY_LOGIN_SESSION_MAX_S": "50",
+        },
+        for_api=False,
+    ).login
+    assert on.wechat_enabled
+    assert on.sms_enabled
+    assert "s3cret" not in repr(on)
+    assert on.problems() == [
+        "INVENTORY_WECHAT_APPID: required with WECHAT_APP_SECRET",
+        "INVENTORY_WECHAT_LOGIN_URL: must be an http(s) URL",
+        "INVENTORY_SMS_CODE_KEY: an id:base64 key of at least 32 bytes is required",
+        "INVENTORY_REFRESH_TOKEN_TTL_S: must not exceed LOGIN_SESSION_MAX_S",
+    ]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
 from inventory.api import models, notifications
+from inventory.api.login import RefreshTokenBody, SmsCodeRequest, SmsVerify, WeChatLogin
 from inventory.api.payments import PaymentCreate
 from inventory.api.releases import ReleaseOpen, TicketCreate
 from inventory.api.routes import OPERATIONS
@@ -178,6 +179,10 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
         "wechat_templates": {"visit_reminder": "Zm9vYmFyLXJlbWluZGVy"},
         "wechat_page": "pages/booking/detail",
     },
+    WeChatLogin: {"code": "0a3Bc4000oVUyO1KZe200Fx0Q93Bc40K"},
+    SmsCodeRequest: {"phone": "13812345678"},
+    SmsVerify: {"phone": "13812345678", "code": "482913"},
+    RefreshTokenBody: {"refresh_token": "q3Xh0b7lJ9c1vYz2n8KdP4sW6tR5mA0eF1gH2iJ3kL4"},
 }
 
 

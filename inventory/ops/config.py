@@ -14,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from inventory.login.settings import LoginSettings, Rate
 from inventory.notify.settings import NotifySettings, parse_templates, parse_wall_time
 from inventory.payments.settings import PaymentSettings
 from inventory.privacy.crypto import BlindIndex, FieldKeyring
@@ -88,6 +89,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or a positive integer")
+    return value
+
+
 def _port_or_zero(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -151,6 +159,44 @@ def _notify_settings(env: _EnvReader) -> NotifySettings:
         reminder_time=get("NOTIFY_REMINDER_TIME", parse_wall_time, defaults.reminder_time),
         call_timeout_s=get("NOTIFY_CALL_TIMEOUT_S", _positive_float, defaults.call_timeout_s),
         scan_interval_s=get("NOTIFY_SCAN_INTERVAL_S", _positive_float, defaults.scan_interval_s),
+    )
+
+
+def _rate(text: str) -> Rate:
+    limit = RateLimit.parse(text)
+    return Rate(limit.count, limit.per_s)
+
+
+def _one_key(text: str) -> bytes:
+    """``id:base64`` (one key of at least 32 bytes, as :func:`_parse_keys` reads them)."""
+    keys = _parse_keys(text)
+    if len(keys) != 1:
+        raise ValueError("expected exactly one KEY_ID:BASE64 key")
+    return next(iter(keys.values()))
+
+
+def _login_settings(env: _EnvReader) -> LoginSettings:
+    """The login settings (inventory/login/settings.py says what each means)."""
+    get = env.get
+    d = LoginSettings()
+    return LoginSettings(
+        wechat_appid=get("WECHAT_APPID", str, ""),
+        wechat_app_secret=get("WECHAT_APP_SECRET", str, ""),
+        wechat_login_url=get("WECHAT_LOGIN_URL", str, d.wechat_login_url),
+        sms_url=get("SMS_URL", str, ""),
+        sms_api_key=get("SMS_API_KEY", str, ""),
+        sms_sign=get("SMS_SIGN", str, d.sms_sign),
+        sms_code_key=get("SMS_CODE_KEY", _one_key, b""),
+        access_token_ttl_s=get("ACCESS_TOKEN_TTL_S", _positive_int, d.access_token_ttl_s),
+        refresh_token_ttl_s=get("REFRESH_TOKEN_TTL_S", _positive_int, d.refresh_token_ttl_s),
+        session_max_s=get("LOGIN_SESSION_MAX_S", _positive_int, d.session_max_s),
+        sms_code_ttl_s=get("SMS_CODE_TTL_S", _positive_int, d.sms_code_ttl_s),
+        sms_code_max_failures=get("SMS_CODE_MAX_FAILURES", _positive_int, d.sms_code_max_failures),
+        sms_lock_s=get("SMS_LOCK_S", _positive_int, d.sms_lock_s),
+        sms_resend_s=get("SMS_RESEND_S", _non_negative_int, d.sms_resend_s),
+        sms_rate_per_phone=get("SMS_RATE_PER_PHONE", _rate, d.sms_rate_per_phone),
+        sms_rate_per_ip=get("SMS_RATE_PER_IP", _rate, d.sms_rate_per_ip),
+        login_rate_per_ip=get("LOGIN_RATE_PER_IP", _rate, d.login_rate_per_ip),
     )
 
 
@@ -260,6 +306,8 @@ class Settings:
     #: The WeChat Pay simulator's address, for the patient app's dev cashier ("" outside
     #: dev: the app pays through WeChat's own bridge).
     app_pay_simulator_url: str = ""
+    #: Patients' login (inventory/login/settings.py); each method off until configured.
+    login: LoginSettings = field(default_factory=LoginSettings)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -324,6 +372,7 @@ class Settings:
             payments=_payment_settings(env),
             notify=_notify_settings(env),
             app_pay_simulator_url=get("APP_PAY_SIMULATOR_URL", str, ""),
+            login=_login_settings(env),
         )
         problems = env.problems
         if (
@@ -395,6 +444,7 @@ class Settings:
         except (ZoneInfoNotFoundError, ValueError):
             found.append(f"{PREFIX}TIMEZONE: unknown time zone {self.timezone!r}")
         found += self.payments.problems()
+        found += self.login.problems()
         return found
 
     def keyring(self) -> FieldKeyring:

@@ -168,6 +168,16 @@ class Queries(TypedDict):
     finish_reschedule: str
     claim_pending_reschedules: str
     move_booking_payment: str
+    # accounts and login sessions
+    get_account_by_wechat_unionid: str
+    touch_wechat_account: str
+    upsert_wechat_account: str
+    upsert_phone_account: str
+    insert_login_session: str
+    insert_refresh_token: str
+    lock_refresh_token: str
+    use_refresh_token: str
+    revoke_login_session: str
 
 
 @dataclass(frozen=True, slots=True)

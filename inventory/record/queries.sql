@@ -1508,3 +1508,71 @@ SELECT ticket_id, account_id, patient_id, joined_at, late_seq, position, admitte
 FROM room_tickets
 WHERE release_id = $1
 ORDER BY position NULLS LAST, joined_at, ticket_id;
+-- ===================================================================== accounts and login sessions
+
+-- name: get_account_by_wechat_unionid
+-- The account a WeChat unionid names, or no row.
+-- params: unionid
+SELECT id, wechat_openid FROM accounts WHERE wechat_unionid = $1;
+
+-- name: touch_wechat_account
+-- A WeChat login of an account found by its unionid: its openid is kept when it has one.
+-- params: account_id, openid
+UPDATE accounts SET wechat_openid = COALESCE(wechat_openid, $2), last_login_at = now()
+WHERE id = $1
+RETURNING id;
+
+-- name: upsert_wechat_account
+-- The account of an openid, made on its first login (a unionid given later is kept).
+-- params: account_id, openid, unionid
+INSERT INTO accounts (id, wechat_openid, wechat_unionid) VALUES ($1, $2, $3)
+ON CONFLICT (wechat_openid) DO UPDATE
+    SET last_login_at = now(),
+        wechat_unionid = COALESCE(accounts.wechat_unionid, EXCLUDED.wechat_unionid)
+RETURNING id, (xmax = 0) AS created;
+
+-- name: upsert_phone_account
+-- The account of a phone (by its blind index), made on its first login; the phone is
+-- written encrypted for the new row's id only (an existing row keeps its own).
+-- params: account_id, phone_index, key_id, phone_enc
+INSERT INTO accounts (id, phone_index, key_id, phone_enc) VALUES ($1, $2, $3, $4)
+ON CONFLICT (phone_index) DO UPDATE SET last_login_at = now()
+RETURNING id, (xmax = 0) AS created;
+
+-- name: insert_login_session
+-- A new login of an account: the family its refresh tokens belong to, ending max_s
+-- seconds from now however often it is refreshed.
+-- params: session_id, account_id, method, max_s
+INSERT INTO login_sessions (id, account_id, method, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4));
+
+-- name: insert_refresh_token
+-- A session's next refresh token, by its SHA-256: it lives ttl_s seconds, never past
+-- its session's end; no row when there is no such session.
+-- params: token_hash, session_id, ttl_s
+INSERT INTO refresh_tokens (token_hash, session_id, expires_at)
+SELECT $1, s.id, LEAST(s.expires_at, now() + make_interval(secs => $3))
+FROM login_sessions s
+WHERE s.id = $2;
+
+-- name: lock_refresh_token
+-- A refresh token with its session, the token's row locked until the transaction ends
+-- (two refreshes with one token are decided one after the other); no row when unknown.
+-- params: token_hash
+SELECT t.session_id, t.expires_at, t.used_at, s.account_id, s.method,
+       s.expires_at AS session_expires_at, s.revoked_at, now() AS now
+FROM refresh_tokens t
+JOIN login_sessions s ON s.id = t.session_id
+WHERE t.token_hash = $1
+FOR UPDATE OF t;
+
+-- name: use_refresh_token
+-- A refresh token is exchanged: it never serves again.
+-- params: token_hash
+UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL;
+
+-- name: revoke_login_session
+-- End a session (logout, or a refresh token's reuse); a second revoke changes nothing.
+-- params: session_id, reason
+UPDATE login_sessions SET revoked_at = now(), revoked_reason = $2
+WHERE id = $1 AND revoked_at IS NULL;

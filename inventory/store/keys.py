@@ -200,6 +200,16 @@ def rate_limit_key(kind: str, subject: str) -> str:
     return f"inv:rl:{{{kind}:{digest}}}"
 
 
+def login_code_keys(phone_mac: str) -> tuple[str, str]:
+    """An SMS login code's record and its phone's wrong-try count, under one hash tag.
+
+    ``phone_mac`` is the phone's HMAC under the code key (hex), never the phone: a phone
+    number hashed without a key is found again by trying every number."""
+    check_id(phone_mac, "phone digest")
+    base = f"inv:login:{{sms:{phone_mac[:32]}}}"
+    return f"{base}:code", f"{base}:failures"
+
+
 #: Every pair of base32 letters (RFC 4648's alphabet, lower case), by the 10 bits they
 #: encode: 120 bits are 12 pairs, read straight from the digest's integer.
 _B32_PAIRS: Final = tuple(

@@ -55,6 +55,8 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "reschedule",
     "reschedule_take",
     "reschedule_mark",
+    "login_code_issue",
+    "login_code_check",
 )
 
 _INCLUDE_RE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)

@@ -50,3 +50,7 @@ local E_ROOM_NOT_OPEN = -46
 local E_ROOM_SOLD_OUT = -47
 local E_ROOM_CONFLICT = -48
 local E_TICKET_NOT_FOUND = -49
+-- the SMS login codes (login_code_issue, login_code_check)
+local E_SMS_CODE_INVALID = -60
+local E_SMS_CODE_EXPIRED = -61
+local E_SMS_CODE_LOCKED = -62

@@ -86,6 +86,9 @@ class Seed:
     patient: str = "pat-1"
     resident_id: str = "11010519491231002X"
     account: str = "acct-parent-a"
+    #: The account's login (a WeChat session with one refresh token).
+    login_session: str = "sess-parent-a"
+    refresh_hash: bytes = b"\x01" * 32
     other_account: str = "acct-parent-b"
     booking: str = keys.hold_id_for("acct-parent-a", "idem-1", f"dept-cardio:{VISIT:%Y%m%d}")
 
@@ -266,6 +269,28 @@ async def seed_people(connection: asyncpg.Connection, seed: Seed) -> None:
         account_id=seed.other_account,
         patient_id=seed.patient,
         relation="child",
+    )
+    await run(
+        connection,
+        "upsert_wechat_account",
+        account_id=seed.account,
+        openid="o-seed-parent-a",
+        unionid=None,
+    )
+    await run(
+        connection,
+        "insert_login_session",
+        session_id=seed.login_session,
+        account_id=seed.account,
+        method="wechat",
+        max_s=86400.0,
+    )
+    await run(
+        connection,
+        "insert_refresh_token",
+        token_hash=seed.refresh_hash,
+        session_id=seed.login_session,
+        ttl_s=3600.0,
     )
     await run(connection, "upsert_hold", **booked(seed, seed.booking, at(date(2027, 3, 1), 9, 5)))
     await run(connection, "insert_booking", hold_id=seed.booking)

@@ -290,6 +290,33 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "old_booking_id": s.booking,
         "new_booking_id": s.booking,
     },
+    "get_account_by_wechat_unionid": lambda s: {"unionid": "u-sample"},
+    "touch_wechat_account": lambda s: {"account_id": s.account, "openid": "o-sample"},
+    "upsert_wechat_account": lambda s: {
+        "account_id": "acct-new",
+        "openid": "o-seed-parent-a",
+        "unionid": "u-sample",
+    },
+    "upsert_phone_account": lambda s: {
+        "account_id": "acct-phone",
+        "phone_index": b"\x02" * 32,
+        "key_id": "f1",
+        "phone_enc": b"\x01\x02f1" + b"\x00" * 40,
+    },
+    "insert_login_session": lambda s: {
+        "session_id": "sess-sample",
+        "account_id": s.account,
+        "method": "sms",
+        "max_s": 3600.0,
+    },
+    "insert_refresh_token": lambda s: {
+        "token_hash": b"\x03" * 32,
+        "session_id": s.login_session,
+        "ttl_s": 60.0,
+    },
+    "lock_refresh_token": lambda s: {"token_hash": s.refresh_hash},
+    "use_refresh_token": lambda s: {"token_hash": s.refresh_hash},
+    "revoke_login_session": lambda s: {"session_id": s.login_session, "reason": "logout"},
     "finish_refund": lambda s: {
         "refund_id": "ref-sample-0001",
         "status": "failed",

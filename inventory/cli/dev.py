@@ -6,8 +6,11 @@ a private Redis and Postgres (system binaries when present, else the ones the
 hospital and syncs its catalogue and schedules (``--no-his``: seeds inventory/devtools/demo.py
 instead), starts the WeChat Pay simulator and turns payments on (``--no-payments``: off,
 and confirm books on any payment reference), starts the WeChat subscribe-message and SMS
-simulators (``--no-notify``: none), migrates, runs the worker (persister, expirer, fence
-monitor, the notifier, and the HIS sync, submitter and reconciler) and the API.
+simulators (``--no-notify``: none), starts the WeChat login simulator and turns both
+patients' logins on, their codes sent through the same SMS simulator (unless the
+environment configures a login; every SMS the simulator sends is printed, the phone
+masked), migrates, runs the worker (persister, expirer, fence monitor, the notifier, and
+the HIS sync, submitter and reconciler) and the API.
 
 Once the API answers ready it prints the banner: where everything is (the API, its docs,
 health and ``/metrics``, the worker's metrics and health, the servers, the simulators)
@@ -307,9 +310,18 @@ async def _serve(
     ):
         messages = await MessageSimsSite.start()
         dev_env |= messages.service_env
+    login_sims: LoginSims | None = None
+    if not env.get("INVENTORY_WECHAT_APP_SECRET") and not env.get("INVENTORY_SMS_URL"):
+        appid = dev_env.get("INVENTORY_WECHAT_APPID") or env.get("INVENTORY_WECHAT_APPID")
+        login_sims = await LoginSims.start(
+            appid=appid or DEV_APPID, sms=None if messages is None else messages.sms
+        )
+        dev_env |= login_sims.service_env
     try:
-        await _run_stack(args, dev_env, paysim, children or {}, messages)
+        await _run_stack(args, dev_env, paysim, children or {}, messages, login_sims)
     finally:
+        if login_sims is not None:
+            await login_sims.stop()
         if messages is not None:
             await messages.stop()
         if paysim is not None:
@@ -322,6 +334,7 @@ async def _run_stack(
     paysim: PaySimSite | None,
     children: dict[str, Child],
     messages: MessageSimsSite | None = None,
+    login_sims: LoginSims | None = None,
 ) -> None:
     from aiohttp import web
 
@@ -383,6 +396,7 @@ async def _run_stack(
             supervised=sorted(children),
             paysim_url=None if paysim is None else paysim.url,
             message_sim_urls=None if messages is None else messages.urls,
+            login_sims=None if login_sims is None else (login_sims.wechat_url, login_sims.sms_url),
             env_file=env_file,
             log_file=args.log_file,
             ready=ready,
@@ -509,13 +523,13 @@ class MessageSimsSite:
             DEFAULT_APPID,
             DEFAULT_SECRET,
             DEFAULT_SMS_KEY,
-            create_sms_app,
             create_wechat_app,
         )
 
         apps = {
             "wechat": create_wechat_app(DEFAULT_APPID, DEFAULT_SECRET),
-            "sms": create_sms_app(DEFAULT_SMS_KEY),
+            # Every SMS it "sends" is printed: a patient's login code is read there.
+            "sms": printing_sms_app(DEFAULT_SMS_KEY),
         }
         runners: list[Any] = []
         urls: dict[str, str] = {}
@@ -528,6 +542,13 @@ class MessageSimsSite:
             urls[channel] = f"http://{LOOPBACK}:{port}"
         return cls(runners, urls)
 
+    @property
+    def sms(self) -> tuple[str, str]:
+        """The SMS simulator's URL and API key (login codes go through it too)."""
+        from inventory.simulators.messages import DEFAULT_SMS_KEY
+
+        return self.urls["sms"], DEFAULT_SMS_KEY
+
     async def stop(self) -> None:
         """Stop serving."""
         for runner in self._runners:
@@ -539,6 +560,99 @@ def _dev_templates() -> str:
     from inventory.notify.kinds import KINDS
 
     return ",".join(f"{kind}:dev-{kind.replace('_', '-')}" for kind in KINDS)
+
+
+#: The mini-program's app id in dev when neither payments nor the environment give one.
+DEV_APPID = "wxdev0000000000001"
+
+
+def printing_sms_app(api_key: str) -> Any:
+    """The SMS simulator (inventory/simulators/messages.py) as an aiohttp application
+    that also prints every message it takes for the first time (see :func:`print_sms`)."""
+    from aiohttp import web
+
+    from inventory.simulators.messages import SIM_STATE, SmsSim
+
+    class PrintingSmsSim(SmsSim):
+        async def take(self, key: str, address: str, content: dict[str, Any]) -> Any:
+            first = not key or key not in self.messages
+            found = await super().take(key, address, content)
+            if first:
+                print_sms(address, str(content.get("text", "")))
+            return found
+
+    sim = PrintingSmsSim(api_key)
+    app = web.Application()
+    app[SIM_STATE] = sim
+    app.add_routes(sim.routes())
+    return app
+
+
+def print_sms(phone: str, text: str) -> None:
+    """Show an SMS the simulator "sent" (it plays the phone): on stdout, beside the
+    banner, never in the logs; the phone masked."""
+    from inventory.privacy.identity import mask_mobile
+
+    print(f"sms        {mask_mobile(phone)}  {text}", flush=True)
+
+
+class LoginSims:
+    """The WeChat login simulator (inventory/simulators/wxsim.py) served in this process on
+    a free loopback port, and the SMS simulator the login codes go through (the
+    notifications' when dev runs it, else one of its own), with fresh test credentials."""
+
+    def __init__(
+        self, runners: list[Any], wechat_url: str, sms_url: str, service_env: dict[str, str]
+    ) -> None:
+        self._runners = runners
+        self.wechat_url = wechat_url
+        self.sms_url = sms_url
+        #: ``INVENTORY_WECHAT_*`` and ``INVENTORY_SMS_*`` for the service.
+        self.service_env = service_env
+
+    @classmethod
+    async def start(cls, *, appid: str, sms: tuple[str, str] | None) -> LoginSims:
+        """Serve the simulators and say how the service reaches them; ``sms`` is a
+        running SMS simulator's (URL, API key)."""
+        from aiohttp import web
+
+        from inventory.devtools.servers import LOOPBACK, free_port
+        from inventory.simulators import wxsim
+
+        secret = secrets.token_hex(16)
+        apps = [wxsim.create_sim_app(appid, secret)]
+        sms_key = sms[1] if sms is not None else secrets.token_hex(16)
+        if sms is None:
+            apps.append(printing_sms_app(sms_key))
+        runners: list[Any] = []
+        urls: list[str] = []
+        for app in apps:
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, LOOPBACK, port).start()
+            runners.append(runner)
+            urls.append(f"http://{LOOPBACK}:{port}")
+        wechat_url = urls[0]
+        sms_url = sms[0] if sms is not None else urls[1]
+        return cls(
+            runners,
+            wechat_url,
+            sms_url,
+            {
+                "INVENTORY_WECHAT_APPID": appid,
+                "INVENTORY_WECHAT_APP_SECRET": secret,
+                "INVENTORY_WECHAT_LOGIN_URL": wechat_url,
+                "INVENTORY_SMS_URL": sms_url,
+                "INVENTORY_SMS_API_KEY": sms_key,
+                "INVENTORY_SMS_CODE_KEY": f"dev-sms:{_key()}",
+            },
+        )
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        for runner in self._runners:
+            await runner.cleanup()
 
 
 #: How long the banner waits for the worker's metrics port to answer.
@@ -579,6 +693,7 @@ def banner(
     supervised: list[str] | None = None,
     paysim_url: str | None = None,
     message_sim_urls: dict[str, str] | None = None,
+    login_sims: tuple[str, str] | None = None,
     env_file: Path | None = None,
     log_file: str | None = None,
     ready: bool = True,
@@ -626,6 +741,24 @@ def banner(
         lines.append(f"notify     on: {', '.join(settings.notify.channels)}")
     else:
         lines.append("notify     off: no WeChat or SMS channel configured")
+    if login_sims is not None:
+        wechat_url, sms_url = login_sims
+        lines += [
+            f"login      WeChat simulator {wechat_url}  (a device's wx.login: POST "
+            f"{wechat_url}/sim/login, then POST {base}/v1/auth/wechat {{code}})",
+            f"           SMS simulator {sms_url}  (POST {base}/v1/auth/sms/code {{phone}}; "
+            "each SMS sent is printed here)",
+        ]
+    else:
+        methods = [
+            name
+            for name, on in (
+                ("WeChat", settings.login.wechat_enabled),
+                ("SMS", settings.login.sms_enabled),
+            )
+            if on
+        ]
+        lines.append(f"login      {' and '.join(methods) or 'off'} (from the environment)")
     if demo:
         lines.append(
             f"demo       hospital {demo['hospital_id']}: {demo['schedules']} schedules from "

@@ -436,6 +436,53 @@ def test_loadtest_against_dev_passes(dev: Dev, tmp_path: Path) -> None:
     assert asyncio.run(rejected()) == 0
 
 
+async def test_dev_logs_a_patient_in_by_sms_and_by_wechat(dev: Dev) -> None:
+    """dev starts the WeChat login and SMS simulators and names them in its banner; a
+    code sent by SMS is printed (the phone masked) and logs in, a second one at once is
+    refused (the resend interval), and a device's wx.login code logs in; the tokens
+    work on the account's routes; neither the phone nor the code is in the log."""
+    login = next(line for line in dev.banner if line.startswith("login "))
+    wechat = login.split("WeChat simulator ", 1)[1].split()[0]
+    sms_line = dev.banner[dev.banner.index(login) + 1]
+    sms = sms_line.split("SMS simulator ", 1)[1].split()[0]
+    phone = "13700001234"
+    async with aiohttp.ClientSession() as http:
+        status, sent = await _call(
+            http, "POST", f"{dev.api}/v1/auth/sms/code", json={"phone": phone}
+        )
+        assert status == 202, sent
+        assert dev.process.stdout is not None
+        # Other SMS the simulator sent (the notifications') are printed too: skip them.
+        printed = ""
+        while "验证码" not in printed:
+            printed = await asyncio.to_thread(dev.process.stdout.readline)
+            assert printed, "dev's stdout ended"
+        assert printed.startswith("sms        137****1234  您的登录验证码为 "), printed
+        status, messages = await _call(http, "GET", f"{sms}/sim/messages")
+        (text,) = [m["content"]["text"] for m in messages["messages"] if m["address"] == phone]
+        code = text.split("验证码为 ", 1)[1][:6]
+        assert code.isdigit()
+        assert code in printed
+        # dev keeps the default resend interval: a second code at once is refused.
+        status, again = await _call(
+            http, "POST", f"{dev.api}/v1/auth/sms/code", json={"phone": phone}
+        )
+        assert (status, again["code"]) == (429, "rate_limited")
+        status, tokens = await _call(
+            http, "POST", f"{dev.api}/v1/auth/sms/verify", json={"phone": phone, "code": code}
+        )
+        assert status == 200, tokens
+        bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+        assert (await _call(http, "GET", f"{dev.api}/v1/patients", headers=bearer))[0] == 200
+        status, device = await _call(http, "POST", f"{wechat}/sim/login", json={})
+        status, tokens = await _call(
+            http, "POST", f"{dev.api}/v1/auth/wechat", json={"code": device["code"]}
+        )
+        assert status == 200, tokens
+    assert phone not in dev.log_file.read_text(encoding="utf-8")
+    assert code not in dev.log_file.read_text(encoding="utf-8")
+
+
 def test_dev_stops_cleanly_and_removes_its_settings(dev: Dev) -> None:
     """SIGTERM: exit status 0 and the env file (it holds keys) is gone. (Runs last.)"""
     dev.process.send_signal(signal.SIGTERM)

@@ -372,3 +372,25 @@ async def test_a_rate_limited_reserve_waits_and_retries_once_by_itself(
     await page.wait_for_selector("h1:has-text('确认挂号信息')", timeout=90_000)
     assert await notice.is_hidden()
     assert patient.csp_violations == []
+
+
+async def test_the_english_switch_reaches_the_apis_messages(dev: Dev, browser: Any) -> None:
+    """The header's switch turns the app to English and the API's refusals with it
+    (Accept-Language): a missing booking shows the API's English title; back to 中文."""
+    patient = Patient(dev)
+    page = await patient.page(browser)
+    await page.get_by_role("button", name="English").click()
+    await page.wait_for_selector("h1:has-text('Choose a hospital')")
+    assert await page.evaluate("document.documentElement.lang") == "en"
+    status, missing = await patient.call(
+        "GET", "/v1/bookings/nope.20260101.x", headers={"Accept-Language": "en"}
+    )
+    assert status == 404, missing
+    await page.evaluate("() => { location.hash = '#/booking/nope.20260101.x'; }")
+    alert = page.get_by_role("alert")
+    await alert.wait_for()
+    assert missing["title"] in await alert.inner_text()
+    assert await alert.get_attribute("data-code") == "not_found"
+    await page.get_by_role("button", name="中文").click()
+    await page.wait_for_selector("h1:has-text('预约挂号')")
+    assert await page.evaluate("document.documentElement.lang") == "zh-CN"

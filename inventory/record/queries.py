@@ -178,6 +178,9 @@ class Queries(TypedDict):
     lock_refresh_token: str
     use_refresh_token: str
     revoke_login_session: str
+    lock_accounts_to_reencrypt: str
+    update_account_phone: str
+    count_accounts_by_key: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1576,3 +1576,30 @@ UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1 AND used_at IS N
 -- params: session_id, reason
 UPDATE login_sessions SET revoked_at = now(), revoked_reason = $2
 WHERE id = $1 AND revoked_at IS NULL;
+
+-- name: lock_accounts_to_reencrypt
+-- Key rotation: the next batch of accounts whose phone is not under the current key, as
+-- lock_patients_to_reencrypt does for patients.
+-- params: current_key_id, after_id, batch
+SELECT id, key_id, phone_enc
+FROM accounts
+WHERE key_id <> $1 AND id > $2
+ORDER BY id
+LIMIT $3
+FOR UPDATE SKIP LOCKED;
+
+-- name: update_account_phone
+-- Key rotation: store an account's re-encrypted phone and the key that encrypted it.
+-- params: account_id, key_id, phone_enc
+UPDATE accounts SET key_id = $2, phone_enc = $3 WHERE id = $1
+RETURNING id, key_id;
+
+-- name: count_accounts_by_key
+-- Accounts with a phone per data key: a key may be retired when its count is 0 here and
+-- for patients.
+-- params:
+SELECT key_id, count(*) AS accounts
+FROM accounts
+WHERE key_id IS NOT NULL
+GROUP BY key_id
+ORDER BY key_id;

@@ -1,4 +1,5 @@
-"""Key rotation for patients' personal data: move every row to the current field key.
+"""Key rotation for personal data: move every row to the current field key (patients'
+names, phones and ID numbers; accounts' phones).
 
 A rotation deploys a new current key with the old ones still configured, then runs
 :func:`reencrypt_patients` (``inventory reencrypt``). It walks the patients whose ``key_id``
@@ -25,16 +26,43 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 import structlog
 
 from inventory.privacy.crypto import FieldCryptoError, FieldKeyring, UnknownKeyError
-from inventory.record.patients import TABLE
+from inventory.record import accounts, patients
 from inventory.record.pool import acquire
 from inventory.record.queries import QUERIES
 
-__all__ = ["ReencryptReport", "reencrypt_patients"]
+__all__ = ["ReencryptReport", "reencrypt_accounts", "reencrypt_patients"]
 
 log = structlog.get_logger(__name__)
 
 #: The encrypted columns of ``patients`` (stored as ``<column>_enc``), as bound in the AAD.
 COLUMNS: tuple[str, ...] = ("name", "phone", "resident_id")
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """A table with encrypted columns and the queries that move it to a new key."""
+
+    name: str
+    columns: tuple[str, ...]
+    lock: str
+    update: str
+    count: str
+
+
+_PATIENTS = _Table(
+    patients.TABLE,
+    COLUMNS,
+    QUERIES["lock_patients_to_reencrypt"],
+    QUERIES["update_patient_ciphertexts"],
+    QUERIES["count_patients_by_key"],
+)
+_ACCOUNTS = _Table(
+    accounts.TABLE,
+    ("phone",),
+    QUERIES["lock_accounts_to_reencrypt"],
+    QUERIES["update_account_phone"],
+    QUERIES["count_accounts_by_key"],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +89,22 @@ class ReencryptReport:
         return self.failed == 0
 
 
-async def _rows_per_key(pool: asyncpg.Pool) -> dict[str, int]:
+async def _rows_per_key(pool: asyncpg.Pool, table: _Table) -> dict[str, int]:
     async with acquire(pool) as connection:
-        rows = await connection.fetch(QUERIES["count_patients_by_key"])
-    return {row["key_id"]: int(row["patients"]) for row in rows}
+        rows = await connection.fetch(table.count)
+    # The count is the second column (named after the table).
+    return {row["key_id"]: int(row[1]) for row in rows}
 
 
-def _reencrypted(keyring: FieldKeyring, row: asyncpg.Record) -> list[bytes | None]:
+def _reencrypted(keyring: FieldKeyring, table: _Table, row: asyncpg.Record) -> list[bytes | None]:
     """The row's ciphertexts under the current key (None stays None); FieldCryptoError."""
     blobs: list[bytes | None] = []
-    for column in COLUMNS:
+    for column in table.columns:
         blob = row[column + "_enc"]
         if blob is None:
             blobs.append(None)
             continue
-        moved = keyring.reencrypt(bytes(blob), table=TABLE, column=column, row_id=row["id"])
+        moved = keyring.reencrypt(bytes(blob), table=table.name, column=column, row_id=row["id"])
         blobs.append(moved.blob)
     return blobs
 
@@ -84,39 +113,49 @@ async def reencrypt_patients(
     pool: asyncpg.Pool, keyring: FieldKeyring, *, batch: int = 500
 ) -> ReencryptReport:
     """Move every patient row not on ``keyring.current`` to it, one transaction per batch."""
+    return await _reencrypt(pool, keyring, _PATIENTS, batch=batch)
+
+
+async def reencrypt_accounts(
+    pool: asyncpg.Pool, keyring: FieldKeyring, *, batch: int = 500
+) -> ReencryptReport:
+    """Move every account's phone not on ``keyring.current`` to it, as for patients."""
+    return await _reencrypt(pool, keyring, _ACCOUNTS, batch=batch)
+
+
+async def _reencrypt(
+    pool: asyncpg.Pool, keyring: FieldKeyring, table: _Table, *, batch: int
+) -> ReencryptReport:
     if batch < 1:
         raise ValueError("batch must be at least 1")
     current = keyring.current
-    already_current = (await _rows_per_key(pool)).get(current, 0)
+    already_current = (await _rows_per_key(pool, table)).get(current, 0)
     moved = 0
     failures: Counter[str] = Counter()
     missing: Counter[str] = Counter()
     after_id = ""
     while True:
         async with acquire(pool) as connection, connection.transaction():
-            rows = await connection.fetch(
-                QUERIES["lock_patients_to_reencrypt"], current, after_id, batch
-            )
+            rows = await connection.fetch(table.lock, current, after_id, batch)
             for row in rows:
                 after_id = row["id"]
                 try:
-                    name_enc, phone_enc, resident_id_enc = _reencrypted(keyring, row)
+                    blobs = _reencrypted(keyring, table, row)
                 except FieldCryptoError as error:
                     failures[error.code] += 1
                     if isinstance(error, UnknownKeyError):
                         missing[error.key_id] += 1
                     continue
-                await connection.execute(
-                    QUERIES["update_patient_ciphertexts"],
-                    row["id"],
-                    current,
-                    name_enc,
-                    phone_enc,
-                    resident_id_enc,
-                )
+                await connection.execute(table.update, row["id"], current, *blobs)
                 moved += 1
         if rows:
-            log.info("reencrypt.batch", rows=len(rows), moved=moved, failed=failures.total())
+            log.info(
+                "reencrypt.batch",
+                table=table.name,
+                rows=len(rows),
+                moved=moved,
+                failed=failures.total(),
+            )
         if len(rows) < batch:
             break
     report = ReencryptReport(
@@ -126,14 +165,17 @@ async def reencrypt_patients(
         failed=failures.total(),
         failures_by_code=dict(failures),
         missing_keys=dict(missing),
-        rows_per_key=await _rows_per_key(pool),
+        rows_per_key=await _rows_per_key(pool, table),
     )
     if report.failed:
         log.warning(
             "reencrypt.failures",
+            table=table.name,
             failed=report.failed,
             codes=report.failures_by_code,
             missing_keys=report.missing_keys,
         )
-    log.info("reencrypt.done", current_key=current, moved=moved, failed=report.failed)
+    log.info(
+        "reencrypt.done", table=table.name, current_key=current, moved=moved, failed=report.failed
+    )
     return report

@@ -317,6 +317,13 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "lock_refresh_token": lambda s: {"token_hash": s.refresh_hash},
     "use_refresh_token": lambda s: {"token_hash": s.refresh_hash},
     "revoke_login_session": lambda s: {"session_id": s.login_session, "reason": "logout"},
+    "lock_accounts_to_reencrypt": lambda s: {"current_key_id": "k9", "after_id": "", "batch": 10},
+    "update_account_phone": lambda s: {
+        "account_id": "acct-without-a-row",
+        "key_id": "k9",
+        "phone_enc": b"\x01\x02k9" + b"\x00" * 40,
+    },
+    "count_accounts_by_key": lambda s: {},
     "finish_refund": lambda s: {
         "refund_id": "ref-sample-0001",
         "status": "failed",

@@ -32,6 +32,7 @@ from inventory.booking.ratelimit import ReserveRateLimiter
 from inventory.booking.rescheduling import Rescheduling
 from inventory.booking.reservations import Reservations
 from inventory.booking.soldout import SoldOutSlots
+from inventory.booking.substitution import Substitutions
 from inventory.domain import HospitalPolicy
 from inventory.ops.config import Settings
 from inventory.record.bookings import PgBookings
@@ -116,16 +117,24 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
         )
         rooms = WaitingRooms(RoomStore(store), catalogue, patients)
         stack.push_async_callback(rooms.close)
+        rescheduling = Rescheduling(
+            store=store,
+            catalogue=catalogue,
+            bookings=bookings,
+            db=pool,
+            payments_enabled=settings.payments.enabled,
+        )
         app[SERVICES] = Services(
             settings=settings,
             store=store,
             reservations=reservations,
-            rescheduling=Rescheduling(
+            rescheduling=rescheduling,
+            substitutions=Substitutions(
                 store=store,
                 catalogue=catalogue,
                 bookings=bookings,
+                rescheduling=rescheduling,
                 db=pool,
-                payments_enabled=settings.payments.enabled,
             ),
             gate=app[GATE],
             catalogue=catalogue,

@@ -16,6 +16,7 @@ from inventory.api.client_address import client_address
 from inventory.booking.rescheduling import Rescheduling
 from inventory.booking.reservations import Reservations
 from inventory.booking.soldout import SoldOutSlots
+from inventory.booking.substitution import Substitutions
 from inventory.ops.config import Settings
 from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
@@ -36,6 +37,8 @@ class Services:
     reservations: Reservations
     #: Moves of bookings to other windows (改约).
     rescheduling: Rescheduling
+    #: Offers of a substitute doctor (替诊) and the patients' answers.
+    substitutions: Substitutions
     gate: AdmissionGate
     catalogue: PgCatalogue
     patients: PatientRegistry

@@ -27,6 +27,9 @@ from inventory.api.models import (
     HoldView,
     Request,
     RescheduleView,
+    SubstitutionAnswer,
+    SubstitutionOfferView,
+    SubstitutionResult,
 )
 from inventory.api.observability import request_id_of, reserve_failure
 from inventory.api.reserve_body import read_reserve_body
@@ -274,3 +277,48 @@ async def reschedule_booking(request: web.Request) -> web.Response:
         request_id=request_id_of(request),
     )
     return json_response(answer, status=201)
+
+
+@routes.get(
+    "/v1/bookings/{booking_id}/substitution",
+    operation_id="get_substitution_offer",
+    summary="The substitute doctor offered to a booking of a suspended schedule (替诊)",
+    tag="bookings",
+    response=SubstitutionOfferView,
+    auth="account",
+    errors=(401, 404, 503),
+)
+async def get_substitution_offer(request: web.Request) -> web.Response:
+    """The offer made to one of the account's bookings (404: none)."""
+    who = principal(request)
+    booking_id = _hold_id(request, "booking_id")
+    offer = await request.app[SERVICES].substitutions.get(booking_id, account_id=who.account_id)
+    return json_response(offer)
+
+
+@routes.post(
+    "/v1/bookings/{booking_id}/substitution",
+    operation_id="answer_substitution",
+    summary="Accept (the booking moves) or decline (refund) a substitute doctor (替诊)",
+    tag="bookings",
+    response=SubstitutionResult,
+    auth="account",
+    body=SubstitutionAnswer,
+    errors=(400, 401, 404, 409, 422, 503),
+    idempotency="required",
+)
+async def answer_substitution(request: web.Request) -> web.Response:
+    """Accept: the booking moves to the substitute's schedule, payment kept (a cheaper
+    one's difference refunded); decline: the booking is cancelled and refunded."""
+    who = principal(request)
+    booking_id = _hold_id(request, "booking_id")
+    key = idempotency_key(request)
+    body = await read_json(request, SubstitutionAnswer)
+    answer = await request.app[SERVICES].substitutions.answer(
+        booking_id,
+        account_id=who.account_id,
+        accept=body.accept,
+        idempotency_key=key,
+        request_id=request_id_of(request),
+    )
+    return json_response(answer)

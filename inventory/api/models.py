@@ -281,6 +281,57 @@ class RescheduleView(BaseModel):
     booking: BookingView
 
 
+class SubstitutionAnswer(Request):
+    """A patient's answer to a substitute doctor's offer (替诊)."""
+
+    accept: bool
+
+
+class SubstitutionOfferView(BaseModel):
+    """The substitute doctor's schedule offered to a booking of a suspended schedule."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "booking_id": "dep-cardio.20261209.abcdefghijklmnopqrstuvwx",
+                    "schedule_id": "sch-20261209-am",
+                    "target_schedule_id": "sch-20261209-am-wang",
+                    "status": "offered",
+                    "respond_by": "2026-12-08T20:00:00+00:00",
+                    "new_booking_id": None,
+                }
+            ]
+        },
+    )
+
+    booking_id: str
+    schedule_id: Annotated[str, Field(description="the suspended schedule")]
+    target_schedule_id: Annotated[str, Field(description="the substitute doctor's schedule")]
+    status: Literal["offered", "accepting", "accepted", "declined"]
+    respond_by: Annotated[str, Field(description="answer before this instant")]
+    new_booking_id: str | None
+
+
+class SubstitutionResult(BaseModel):
+    """The booking after the answer: the new one (accepted) or the cancelled one."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"accepted": False, "booking": {**_BOOKING_EXAMPLE,
+                          "status": "cancelled", "cancel_reason": "suspended",
+                          "cancelled_at": "2026-12-08T09:00:00+08:00",
+                          "cancellable": False}, "refund_fen": 0}]
+        },
+    )  # fmt: skip
+
+    accepted: bool
+    booking: BookingView
+    refund_fen: Annotated[int, Field(description="a cheaper substitute's difference, in fen")]
+
+
 class BookingList(BaseModel):
     """The account's bookings, newest first."""
 
@@ -413,6 +464,37 @@ class CapacityPut(Request):
 
 class StatusChange(Request):
     reason: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")]
+
+
+class SubstituteOffer(Request):
+    """替诊: the substitute doctor's schedule offered to a schedule's bookings."""
+
+    target_schedule_id: Id
+    respond_within_s: Annotated[int, Field(ge=60, le=7 * 86400)] = 3600
+    reason: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")] = "doctor_unavailable"
+
+
+class SubstitutionOffered(BaseModel):
+    """The offers made (one per booking still open), the schedule now suspended."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "schedule_id": "sch-20261209-am",
+                    "target_schedule_id": "sch-20261209-am-wang",
+                    "respond_by": "2026-12-08T20:00:00+00:00",
+                    "booking_ids": ["dep-cardio.20261209.abcdefghijklmnopqrstuvwx"],
+                }
+            ]
+        },
+    )
+
+    schedule_id: str
+    target_schedule_id: str
+    respond_by: str
+    booking_ids: list[str]
 
 
 class CheckIn(Request):

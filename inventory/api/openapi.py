@@ -123,6 +123,12 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
     models.HoldConfirm: {"payment_ref": "wx-4200001234"},
     models.BookingCancel: {"reason": "patient_cancelled"},
     models.BookingReschedule: {"slot_id": "slot-0830-1"},
+    models.SubstitutionAnswer: {"accept": True},
+    models.SubstituteOffer: {
+        "target_schedule_id": "sch-20261209-am-wang",
+        "respond_within_s": 3600,
+        "reason": "doctor_unavailable",
+    },
     models.PatientCreate: {
         "name": "张三",
         "gender": "male",

@@ -26,6 +26,8 @@ from inventory.api.models import (
     HospitalPut,
     SchedulePut,
     StatusChange,
+    SubstituteOffer,
+    SubstitutionOffered,
 )
 from inventory.api.routing import Routes
 from inventory.errors import ConflictError, NotFoundError, ValidationFailedError
@@ -327,3 +329,35 @@ async def suspend_schedule(request: web.Request) -> web.Response:
 async def reopen_schedule(request: web.Request) -> web.Response:
     """Reopen a suspended schedule."""
     return await _set_status(request, "open")
+
+
+@routes.post(
+    "/v1/operator/schedules/{schedule_id}/substitute",
+    operation_id="offer_substitute",
+    summary="Offer another doctor's schedule to a schedule's bookings, and suspend it (替诊)",
+    response=SubstitutionOffered,
+    auth="operator",
+    body=SubstituteOffer,
+    errors=(400, 401, 403, 404, 409, 422, 503),
+    idempotency="recorded",
+)
+async def offer_substitute(request: web.Request) -> web.Response:
+    """Offer ``target_schedule_id`` (another doctor's schedule of the same hospital) to
+    every open booking of the schedule, then suspend it (停诊): each patient accepts (the
+    booking moves, payment kept) or declines (refund) before ``respond_within_s``; an
+    offer not answered by then is cancelled and refunded like any suspended booking."""
+    schedule_id = path_id(request, "schedule_id")
+    body = await read_json(request, SubstituteOffer)
+    services = request.app[SERVICES]
+    existing = await services.catalogue.schedule(schedule_id)
+    operator_for(request, None if existing is None else existing["hospital_id"])
+    if existing is None:
+        raise NotFoundError("no such schedule")
+    note_before(request, {"schedule_id": schedule_id, "status": existing["status"]})
+    offered = await services.substitutions.offer(
+        schedule_id,
+        body.target_schedule_id,
+        respond_within_s=body.respond_within_s,
+        reason=body.reason,
+    )
+    return json_response(offered)

@@ -66,6 +66,8 @@ RESCHEDULED: Final = "rescheduled"
 #: The new booking was made but the old one had been cancelled meanwhile (停诊, HIS): the
 #: new one is given back, and the old one's own refund settles the money.
 SOURCE_CANCELLED: Final = "rescheduled_source_cancelled"
+#: The kind of a move that answers a doctor substitution offer (替诊).
+SUBSTITUTION: Final = "substitution"
 #: The lifecycle_events type of a done move (the notifier's outbox).
 RESCHEDULED_EVENT: Final = "booking_rescheduled"
 #: How long past a move's mark the worker waits before it decides the move (s).
@@ -190,6 +192,7 @@ class Rescheduling:
                         await connection.execute(
                             QUERIES["finish_reschedule"], new_id, "aborted", None, 0, error.code
                         )
+                        await _reopen_offer(connection, move)
                     else:
                         move = await self._settle(connection, move, new)
                 elif move.status != "done":  # pragma: no cover - insert reopens it
@@ -360,6 +363,11 @@ async def settle_move(connection: Any, move: Move, old: Hold | None, new: Hold) 
     await connection.execute(
         QUERIES["finish_reschedule"], move.reschedule_id, "done", new.amount_fen, refund_fen, ""
     )
+    if move.kind == SUBSTITUTION:
+        # The offer is closed by the transaction that closes its move, whoever closes it.
+        await connection.execute(
+            QUERIES["close_substitution_offer"], move.booking_id, "accepted", new.hold_id
+        )
     log.info(
         "booking.rescheduled",
         booking=move.booking_id,
@@ -368,6 +376,15 @@ async def settle_move(connection: Any, move: Move, old: Hold | None, new: Hold) 
         kind=move.kind,
     )
     return Move(**{**_fields(move), "status": "done", "refund_fen": refund_fen})
+
+
+async def _reopen_offer(connection: Any, move: Move) -> None:
+    """A substitution's move that did not happen: its offer is open again (the patient
+    may decline it, or it runs out and the suspension cancels the booking)."""
+    if move.kind == SUBSTITUTION:
+        await connection.execute(
+            QUERIES["close_substitution_offer"], move.booking_id, "offered", None
+        )
 
 
 def _fields(move: Move) -> dict[str, Any]:
@@ -424,6 +441,7 @@ async def _recover(connection: Any, store: SlotStore, move: Move, stats: Recover
         await connection.execute(
             QUERIES["finish_reschedule"], move.reschedule_id, "aborted", None, 0, "interrupted"
         )
+        await _reopen_offer(connection, move)
         await store.release_patient_tokens(move.patient_id, [move.reschedule_id])
         stats.aborted += 1
         log.info("booking.reschedule_aborted", booking=move.booking_id, to=move.reschedule_id)
@@ -440,6 +458,7 @@ async def _recover(connection: Any, store: SlotStore, move: Move, stats: Recover
                 0,
                 SOURCE_CANCELLED,
             )
+            await _reopen_offer(connection, move)
             stats.aborted += 1
             return True
         new = await store.get_hold(move.reschedule_id) or new

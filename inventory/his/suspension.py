@@ -82,8 +82,17 @@ async def cancel_suspended(
     ``message``) and release its open holds. Idempotent: a second call finds nothing
     open; safe beside another caller doing the same (each booking ends once)."""
     result = SuspensionResult(schedule_id)
-    holds = await open_holds_of_schedule(store, tag, schedule_id)
     bookings = PgBookings(pool)
+    async with acquire(pool, timeout_s=acquire_timeout_s) as connection:
+        # Bookings offered another doctor (替诊) are left alone while the offer is live:
+        # the patient's answer moves or cancels them (inventory/booking/substitution.py).
+        kept = {
+            row["booking_id"]
+            for row in await connection.fetch(QUERIES["list_schedule_kept_bookings"], schedule_id)
+        }
+    holds = [
+        h for h in await open_holds_of_schedule(store, tag, schedule_id) if h.hold_id not in kept
+    ]
     async with acquire(pool, timeout_s=acquire_timeout_s) as connection:
         open_rows = await connection.fetch(QUERIES["list_schedule_open_bookings"], schedule_id)
     in_postgres = {row["booking_id"] for row in open_rows}

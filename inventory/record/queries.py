@@ -181,6 +181,12 @@ class Queries(TypedDict):
     lock_accounts_to_reencrypt: str
     update_account_phone: str
     count_accounts_by_key: str
+    # substitution offers
+    offer_substitutions: str
+    get_substitution_offer: str
+    start_substitution_answer: str
+    close_substitution_offer: str
+    list_schedule_kept_bookings: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -923,6 +923,66 @@ WHERE status = 'paid' AND (booking_id = $1 OR (hold_id = $1 AND booking_id IS NU
 RETURNING id AS payment_id, amount_fen;
 
 
+-- ===================================================================== substitution offers
+-- Doctor substitution (替诊, inventory/booking/substitution.py). An offer is live while
+-- offered and not past respond_by, or accepting (a move under way; for ten minutes past
+-- respond_by at most): the suspension leaves a booking with a live offer alone.
+
+-- name: offer_substitutions
+-- Offer a substitute schedule to every open booking of a schedule (an offer not yet
+-- answered is renewed); the bookings offered.
+-- params: schedule_id, target_schedule_id, respond_by
+INSERT INTO substitution_offers (booking_id, schedule_id, target_schedule_id, respond_by)
+SELECT b.id, $1::text, $2::text, $3
+FROM bookings b
+WHERE b.schedule_id = $1::text AND b.status IN ('confirmed', 'submitted', 'his_confirmed')
+ON CONFLICT (booking_id) DO UPDATE
+SET target_schedule_id = EXCLUDED.target_schedule_id, respond_by = EXCLUDED.respond_by,
+    updated_at = now()
+WHERE substitution_offers.status = 'offered'
+RETURNING booking_id;
+
+-- name: get_substitution_offer
+-- The offer made to one of the account's bookings, or no row (also for another account's).
+-- params: booking_id, account_id
+SELECT o.booking_id, o.schedule_id, o.target_schedule_id, o.status, o.respond_by,
+       o.new_booking_id
+FROM substitution_offers o
+JOIN bookings b ON b.id = o.booking_id
+WHERE o.booking_id = $1 AND b.account_id = $2;
+
+-- name: start_substitution_answer
+-- The patient answers: accepting (a move starts; again while one is under way) or
+-- declined, only while the offer is live; no row otherwise (then get_substitution_offer).
+-- params: booking_id, account_id, status
+UPDATE substitution_offers o
+SET status = $3, updated_at = now()
+FROM bookings b
+WHERE o.booking_id = $1 AND b.id = o.booking_id AND b.account_id = $2
+  AND ((o.status = 'offered' AND o.respond_by > now())
+       OR (o.status = 'accepting' AND $3 = 'accepting'))
+RETURNING o.booking_id, o.target_schedule_id, o.status;
+
+-- name: close_substitution_offer
+-- A substitution's move closed: accepted (with the new booking) or, refused, offered
+-- again (the patient may decline, or the offer runs out); no row when it was not accepting.
+-- params: booking_id, status, new_booking_id
+UPDATE substitution_offers
+SET status = $2, new_booking_id = $3, updated_at = now()
+WHERE booking_id = $1 AND status = 'accepting'
+RETURNING booking_id, status;
+
+-- name: list_schedule_kept_bookings
+-- The bookings of a schedule whose substitution offer is live: its suspension leaves them
+-- alone.
+-- params: schedule_id
+SELECT booking_id
+FROM substitution_offers
+WHERE schedule_id = $1
+  AND ((status = 'offered' AND respond_by > now())
+       OR (status = 'accepting' AND respond_by + interval '10 minutes' > now()));
+
+
 -- ===================================================================== HIS flows
 -- The schedule sync, the booking submitter and the reconciler (inventory/his/,
 -- docs/his.md). Windows are visit dates, both ends included.
@@ -977,10 +1037,20 @@ FROM schedules s
 WHERE s.status = 'suspended' AND s.visit_date >= $1
   AND (EXISTS (SELECT 1 FROM bookings b
                WHERE b.schedule_id = s.id
-                 AND b.status IN ('confirmed', 'submitted', 'his_confirmed'))
+                 AND b.status IN ('confirmed', 'submitted', 'his_confirmed')
+                 AND NOT EXISTS (SELECT 1 FROM substitution_offers o
+                                 WHERE o.booking_id = b.id
+                                   AND ((o.status = 'offered' AND o.respond_by > now())
+                         OR (o.status = 'accepting'
+                             AND o.respond_by + interval '10 minutes' > now()))))
        OR EXISTS (SELECT 1 FROM holds h
                   WHERE h.tag = s.department_id || ':' || to_char(s.visit_date, 'YYYYMMDD')
-                    AND h.schedule_id = s.id AND h.state IN ('held', 'booked')))
+                    AND h.schedule_id = s.id AND h.state IN ('held', 'booked')
+                    AND NOT EXISTS (SELECT 1 FROM substitution_offers o
+                                    WHERE o.booking_id = h.id
+                                      AND ((o.status = 'offered' AND o.respond_by > now())
+                         OR (o.status = 'accepting'
+                             AND o.respond_by + interval '10 minutes' > now())))))
 ORDER BY s.visit_date, s.id
 LIMIT $2;
 
@@ -1010,11 +1080,17 @@ LIMIT $2;
 
 -- name: list_schedule_open_bookings
 -- The bookings of a schedule that are still open (confirmed, submitted, his_confirmed):
--- what a suspension (停诊) cancels.
+-- what a suspension (停诊) cancels; not those whose substitution offer is live (offered
+-- and not run out, or accepting: see list_schedule_kept_bookings).
 -- params: schedule_id
 SELECT id AS booking_id, slot_id, status, amount_fen, his_appointment_id
-FROM bookings
+FROM bookings b
 WHERE schedule_id = $1 AND status IN ('confirmed', 'submitted', 'his_confirmed')
+  AND NOT EXISTS (SELECT 1 FROM substitution_offers o
+                  WHERE o.booking_id = b.id
+                    AND ((o.status = 'offered' AND o.respond_by > now())
+                         OR (o.status = 'accepting'
+                             AND o.respond_by + interval '10 minutes' > now())))
 ORDER BY id;
 
 -- name: claim_his_submissions

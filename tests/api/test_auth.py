@@ -41,6 +41,7 @@ from inventory.api.models import (
     HoldConfirm,
     HoldCreate,
     PatientCreate,
+    SubstitutionAnswer,
 )
 from inventory.api.releases import TicketCreate
 from inventory.api.routes import OPERATIONS
@@ -358,6 +359,7 @@ def attack_bodies(victim: Victim) -> dict[type[Any], dict[str, Any]]:
         HoldConfirm: {"payment_ref": "wx-attacker"},
         BookingCancel: {},
         BookingReschedule: {"slot_id": victim.slot_id},
+        SubstitutionAnswer: {"accept": True},
         PatientCreate: patient_body(),
         TicketCreate: {"patient_id": victim.patient_id},
     }

@@ -215,10 +215,10 @@ async def test_a_running_claim_makes_a_retry_wait_then_409_and_a_dead_one_is_tak
 
 def test_every_mutating_route_but_a_reserve_and_the_notification_takes_a_key() -> None:
     """The recorded routes are every POST, PUT, PATCH and DELETE of the API except the
-    reserve and the reschedule (their key names the hold or booking they make, in Redis),
-    WeChat Pay's notification (no account; de-duplicated by the payment) and the login
-    routes (no account yet: a key is scoped to one; a code, a refresh token serves once
-    anyway)."""
+    reserve, the reschedule and the substitution's answer (their key names the hold or
+    booking they make, in Redis), WeChat Pay's notification (no account; de-duplicated by
+    the payment) and the login routes (no account yet: a key is scoped to one; a code, a
+    refresh token serves once anyway)."""
     mutating = {
         (op.method.upper(), op.path)
         for op in OPERATIONS
@@ -228,6 +228,7 @@ def test_every_mutating_route_but_a_reserve_and_the_notification_takes_a_key() -
     assert mutating - ROUTES == {
         ("POST", "/v1/holds"),
         ("POST", "/v1/bookings/{booking_id}/reschedule"),
+        ("POST", "/v1/bookings/{booking_id}/substitution"),
         ("POST", "/v1/payments/wechat/notify"),
     }
     assert mutating >= ROUTES

@@ -286,6 +286,23 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "error": "sold_out",
     },
     "claim_pending_reschedules": lambda s: {"margin_s": 2.0, "limit": 50, "lease_s": 30.0},
+    "offer_substitutions": lambda s: {
+        "schedule_id": s.morning,
+        "target_schedule_id": s.morning,
+        "respond_by": at(MARCH_1, 10, 0),
+    },
+    "get_substitution_offer": lambda s: {"booking_id": s.booking, "account_id": s.account},
+    "start_substitution_answer": lambda s: {
+        "booking_id": s.booking,
+        "account_id": s.account,
+        "status": "declined",
+    },
+    "close_substitution_offer": lambda s: {
+        "booking_id": s.booking,
+        "status": "offered",
+        "new_booking_id": None,
+    },
+    "list_schedule_kept_bookings": lambda s: {"schedule_id": s.morning},
     "move_booking_payment": lambda s: {
         "old_booking_id": s.booking,
         "new_booking_id": s.booking,

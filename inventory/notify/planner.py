@@ -36,7 +36,8 @@ LIMIT $1
 FOR UPDATE OF e SKIP LOCKED
 """
 
-BOOKING_ACCOUNTS: Final = "SELECT account_id FROM bookings WHERE id = $1"
+#: A booking keeps its hold's id; a hold refunded without a booking has its account too.
+BOOKING_ACCOUNTS: Final = "SELECT account_id FROM holds WHERE id = $1"
 PATIENT_ACCOUNTS: Final = (
     "SELECT account_id FROM account_patients WHERE patient_id = $1 ORDER BY account_id"
 )

@@ -66,11 +66,21 @@ RETURNING d.id, d.kind, d.channel, d.recipient, d.idempotency_key, d.attempts,
           e.booking_id, e.patient_id, e.hospital_id, e.detail
 """
 
+#: A booking's (or a hold's: a payment that came after its hold ended is refunded
+#: without a booking) where and when, with what the HIS gave when it did.
 BOOKING_CONTEXT: Final = """
-SELECT hospital_name, hospital_timezone, department_name, doctor_name,
-       coalesce(visit_time, slot_starts_at) AS visit_at, coalesce(place, location) AS place,
-       his_appointment_no, amount_fen
-FROM booking_details WHERE booking_id = $1
+SELECT hp.name AS hospital_name, hp.timezone AS hospital_timezone,
+       dep.name AS department_name, doc.name AS doctor_name,
+       coalesce(b.visit_time, sl.starts_at) AS visit_at, coalesce(b.place, s.location) AS place,
+       b.his_appointment_no, h.amount_fen
+FROM holds h
+JOIN slots sl ON sl.id = h.slot_id
+JOIN schedules s ON s.id = h.schedule_id
+JOIN doctors doc ON doc.id = s.doctor_id
+JOIN departments dep ON dep.id = s.department_id
+JOIN hospitals hp ON hp.id = s.hospital_id
+LEFT JOIN bookings b ON b.id = h.id
+WHERE h.id = $1
 """
 HOSPITAL: Final = "SELECT name, timezone FROM hospitals WHERE id = $1"
 HOSPITAL_SETTINGS: Final = """

@@ -167,3 +167,49 @@ async def test_reminder_no_show_ban_and_its_end(
     kinds = [m["content"]["template_id"] for m in wechat]
     assert kinds[2:] == ["tmpl-no-show-recorded", "tmpl-patient-banned", "tmpl-ban-ended"]
     assert len(sms_sim.messages()) == 2  # ban_ended: SMS only as the fallback
+
+
+async def test_a_refund_without_a_booking_is_told(
+    notify_stack: Stack,
+    db: asyncpg.Pool,
+    client: aiohttp.ClientSession,
+    sms_sim: MessageSimServer,
+) -> None:
+    """Money paid for a hold that never became a booking (paid after its deadline) is
+    refunded; the patient hears of the refund by SMS, with the amount and the hospital."""
+    from inventory.payments.refunds import request_refund
+
+    stack = notify_stack
+    _, slots = await world(stack, client)
+    account = f"acct-{os.urandom(3).hex()}"
+    patient = await register_patient(stack.api, client, account, phone=PHONE)
+    async with client.post(
+        stack.api.url + "/v1/holds",
+        json={"slot_id": slots[1], "patient_id": patient, "channel": "wechat"},
+        headers={**stack.api.headers(account), "Idempotency-Key": os.urandom(8).hex()},
+    ) as answer:
+        hold_id = (await answer.json())["hold_id"]
+
+    async def held() -> bool:
+        return bool(await db.fetchval("SELECT count(*) FROM holds WHERE id = $1", hold_id))
+
+    await wait_until(held, timeout_s=20)
+    await db.execute(
+        """
+        INSERT INTO payments (id, hold_id, account_id, provider, amount_fen, status,
+                              provider_txn_id, paid_at, settled_at)
+        SELECT $2::text, id, $3, 'wechatpay', amount_fen, 'paid', $2::text, now(), now()
+        FROM holds WHERE id = $1
+        """,
+        hold_id,
+        f"pay{os.urandom(6).hex()}",
+        account,
+    )
+    refund = await request_refund(db, hold_id, None, "expired_after_payment", "late-1")
+    assert refund is not None
+    await db.execute(
+        QUERIES["finish_refund"], refund.refund_id, "succeeded", "rf-2", "", datetime.now(tz=UTC)
+    )
+    (sms,) = await delivered(sms_sim, 1)
+    assert sms["address"] == PHONE
+    assert "Demo Hospital的挂号费50.00元已退回" in sms["content"]["text"]

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from inventory.his.compensation import end_booking
 from inventory.record.queries import QUERIES
 from inventory.store.slot_store import SlotStore
+from inventory.visits.outcomes import record_no_show
 from tests.api.helpers import register_patient
 from tests.durability.stack import Stack, wait_until
 
@@ -142,7 +143,7 @@ async def test_reminder_no_show_ban_and_its_end(
     await db.execute(
         QUERIES["record_his_appointment"], booking, "appt-1", "A017", None, "门诊楼3层"
     )
-    await db.execute("UPDATE bookings SET status = 'no_show' WHERE id = $1", booking)
+    assert await record_no_show(db, booking, source="his")  # the visits flow's own step
     sms = await delivered(sms_sim, 1)
     assert sms[0]["content"]["text"].startswith("【示范医院】")
     assert "已记爽约一次" in sms[0]["content"]["text"]

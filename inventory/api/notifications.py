@@ -198,8 +198,9 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     response=SubscriptionView,
     auth="account",
     body=SubscriptionPut,
-    errors=(400, 401, 404, 413, 422, 503),
+    errors=(400, 401, 404, 409, 413, 422, 503),
     extra_ok=(201,),
+    idempotency="recorded",
 )
 async def put_subscription(request: web.Request) -> web.Response:
     """The account gets the kind by WeChat from now on (to ``openid``)."""
@@ -221,7 +222,8 @@ async def put_subscription(request: web.Request) -> web.Response:
     summary="Stop a kind's WeChat subscribe messages",
     response=SubscriptionDeleted,
     auth="account",
-    errors=(401, 404, 503),
+    errors=(400, 401, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def delete_subscription(request: web.Request) -> web.Response:
     """No more WeChat messages of the kind (the ones not yet sent are skipped)."""
@@ -238,8 +240,9 @@ async def delete_subscription(request: web.Request) -> web.Response:
     response=HospitalNotificationsView,
     auth="operator",
     body=HospitalNotificationsPut,
-    errors=(400, 401, 403, 404, 413, 422, 503),
+    errors=(400, 401, 403, 404, 409, 413, 422, 503),
     extra_ok=(201,),
+    idempotency="recorded",
 )
 async def put_hospital_notifications(request: web.Request) -> web.Response:
     """The hospital's part of every message; a kind without a template id here uses the
@@ -297,7 +300,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     summary="Send a dead-lettered notification again (same idempotency key)",
     response=DeadLetterRetried,
     auth="operator",
-    errors=(401, 403, 404, 409, 503),
+    errors=(400, 401, 403, 404, 409, 422, 503),
+    idempotency="recorded",
 )
 async def retry_dead_letter(request: web.Request) -> web.Response:
     """The delivery goes back to pending with fresh attempts; 409 if retried before."""

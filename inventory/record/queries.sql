@@ -1475,25 +1475,28 @@ ORDER BY s.ends_at, b.id
 LIMIT $4;
 
 -- name: list_unchecked_no_shows
--- No-shows the no-show rule has not looked at yet, oldest first.
+-- No-shows the no-show rule has not looked at yet, oldest first (a no-show written without
+-- its time counts from its last change).
 -- params: limit
-SELECT b.id AS booking_id, b.patient_id, s.hospital_id, b.no_show_at
+SELECT b.id AS booking_id, b.patient_id, s.hospital_id,
+       COALESCE(b.no_show_at, b.updated_at) AS no_show_at
 FROM bookings b
 JOIN schedules s ON s.id = b.schedule_id
 WHERE b.status = 'no_show' AND b.ban_checked_at IS NULL
-ORDER BY b.no_show_at, b.id
+ORDER BY COALESCE(b.no_show_at, b.updated_at), b.id
 LIMIT $1;
 
 -- name: list_patient_no_shows
 -- A patient's no-shows at a hospital recorded after since and up to until, oldest first
 -- (what one decision of the no-show rule counts).
 -- params: patient_id, hospital_id, since, until
-SELECT b.id AS booking_id, b.no_show_at
+SELECT b.id AS booking_id, COALESCE(b.no_show_at, b.updated_at) AS no_show_at
 FROM bookings b
 JOIN schedules s ON s.id = b.schedule_id
 WHERE b.patient_id = $1 AND s.hospital_id = $2 AND b.status = 'no_show'
-  AND b.no_show_at > $3 AND b.no_show_at <= $4
-ORDER BY b.no_show_at, b.id;
+  AND COALESCE(b.no_show_at, b.updated_at) > $3
+  AND COALESCE(b.no_show_at, b.updated_at) <= $4
+ORDER BY 2, b.id;
 
 -- name: mark_ban_checked
 -- The no-show rule has looked at this no-show. No row if it had already.

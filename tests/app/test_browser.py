@@ -22,7 +22,7 @@ from inventory.privacy.identity import make_resident_id
 from tests.api.helpers import Catalogue
 from tests.his.test_dev import Dev
 
-from .conftest import SCREENSHOTS_ENV, Patient, bookable
+from .conftest import SCREENSHOTS_ENV, VIEWPORT, Patient, bookable
 
 #: The HIS answers within seconds in dev; a loaded machine gets more.
 HIS_WAIT_MS = 90_000
@@ -394,3 +394,33 @@ async def test_the_english_switch_reaches_the_apis_messages(dev: Dev, browser: A
     await page.get_by_role("button", name="中文").click()
     await page.wait_for_selector("h1:has-text('预约挂号')")
     assert await page.evaluate("document.documentElement.lang") == "zh-CN"
+
+
+async def test_sign_in_by_sms_code(dev: Dev, browser: Any) -> None:
+    """Without a token the app asks to sign in: by SMS code (the code read from dev's SMS
+    simulator, as the phone would show it), not labelled dev-only; the account's screens
+    then open; signing out ends the login."""
+    login = next(line for line in dev.banner if line.startswith("login "))
+    sms = dev.banner[dev.banner.index(login) + 1].split("SMS simulator ", 1)[1].split()[0]
+    phone = "137" + f"{uuid.uuid4().int % 10**8:08d}"
+    context = await browser.new_context(viewport=VIEWPORT, locale="zh-CN")
+    page = await context.new_page()
+    await page.goto(f"{dev.api}/app/#/patients")
+    await page.wait_for_selector("h1:has-text('登录')")
+    await page.get_by_label("手机号").fill(phone)
+    await page.get_by_role("button", name="获取验证码").click()
+    await page.wait_for_selector("text=验证码已发送")
+    await _shot(page, "0-login")
+    async with aiohttp.ClientSession() as http, http.get(f"{sms}/sim/messages") as answer:
+        messages = (await answer.json())["messages"]
+    (text,) = [m["content"]["text"] for m in messages if m["address"] == phone]
+    code = text.split("验证码为 ", 1)[1][:6]
+    await page.get_by_label("短信验证码").fill(code)
+    await page.get_by_role("button", name="登录", exact=True).click()
+    await page.wait_for_selector("h1:has-text('我的就诊人')")
+    assert await page.locator("#dev").is_hidden()
+    assert await page.evaluate("localStorage.getItem('refresh-token')")
+    await page.evaluate("() => { location.hash = '#/login'; }")
+    await page.get_by_role("button", name="退出登录").click()
+    await page.get_by_role("button", name="退出登录").wait_for(state="detached")
+    assert await page.evaluate("localStorage.getItem('token')") is None

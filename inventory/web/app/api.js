@@ -40,39 +40,44 @@ const MAX_WAIT_S = 30;
 /** The client: `token()` and `language()` are read at each call; `onWait(seconds, error)`
  * is told before an automatic retry. */
 export class Api {
-  constructor({ token, language, onWait }) {
+  constructor({ token, language, onWait, onUnauthorized }) {
     this.token = token;
     this.language = language;
     this.onWait = onWait || (() => Promise.resolve());
+    this.onUnauthorized = onUnauthorized || (() => Promise.resolve(false));
   }
 
   async call(method, path, { body, key, query } = {}) {
     let url = path;
     if (query) url += "?" + new URLSearchParams(query).toString();
-    const headers = {
-      Accept: "application/json, application/problem+json",
-      "Accept-Language": this.language() === "en" ? "en" : "zh-CN",
-    };
-    const token = this.token();
-    if (token) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (key) headers["Idempotency-Key"] = key;
-    const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };
+    let refreshed = false;
     for (let attempt = 0; ; attempt += 1) {
+      const headers = {
+        Accept: "application/json, application/problem+json",
+        "Accept-Language": this.language() === "en" ? "en" : "zh-CN",
+      };
+      const token = this.token();
+      if (token) headers.Authorization = `Bearer ${token}`;
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      if (key) headers["Idempotency-Key"] = key;
+      const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };
       let answer;
       try {
         answer = await fetch(url, init);
       } catch (error) {
         throw new ApiError(0, { code: "network", title: String(error.message || error) }, null);
       }
-      if (answer.ok) {
-        if (answer.status === 204) return null;
-        return answer.json();
-      }
+      if (answer.ok) return answer.status === 204 ? null : answer.json();
       const problem = await answer.json().catch(() => ({}));
       const header = Number(answer.headers.get("Retry-After"));
       const retryAfter = Number.isFinite(header) && header > 0 ? header : problem.retry_after_s || null;
       const error = new ApiError(answer.status, problem, retryAfter);
+      // An expired access token: one refresh (when the session has a refresh token), then
+      // the same request again.
+      if (answer.status === 401 && token && !refreshed && !path.startsWith("/v1/auth/")) {
+        refreshed = true;
+        if (await this.onUnauthorized()) continue;
+      }
       if (attempt === 0 && RETRY_STATUSES.has(answer.status) && retryAfter) {
         const wait = Math.min(retryAfter, MAX_WAIT_S);
         await this.onWait(wait, error);
@@ -80,6 +85,33 @@ export class Api {
       }
       throw error;
     }
+  }
+
+  // -- the contract itself, and signing in
+
+  /** openapi: the document (the app reads which sign-in routes the service has). */
+  document() {
+    return this.call("GET", "/openapi.json");
+  }
+
+  /** send_sms_code: a login code to this phone (the same answer for every phone). */
+  sendSmsCode(phone) {
+    return this.call("POST", "/v1/auth/sms/code", { body: { phone } });
+  }
+
+  /** login_sms: the phone and its code -> the login's tokens. */
+  smsLogin(phone, code) {
+    return this.call("POST", "/v1/auth/sms/verify", { body: { phone, code } });
+  }
+
+  /** refresh_login: a refresh token (once) -> new tokens. */
+  refresh(refreshToken) {
+    return this.call("POST", "/v1/auth/refresh", { body: { refresh_token: refreshToken } });
+  }
+
+  /** logout: ends the login the refresh token belongs to. */
+  logout(refreshToken) {
+    return this.call("POST", "/v1/auth/logout", { body: { refresh_token: refreshToken } });
   }
 
   // -- catalogue (no token needed)

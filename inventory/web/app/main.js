@@ -26,6 +26,16 @@ export const api = new Api({
   token: () => session.token(),
   language,
   onWait: (seconds) => waitNotice(seconds),
+  onUnauthorized: async () => {
+    const refresh = session.refreshToken();
+    if (!refresh) return false;
+    try {
+      session.signInWith(await api.refresh(refresh));
+      return true;
+    } catch {
+      return false;
+    }
+  },
 });
 
 /** Hash routes: the pattern's groups are the view's `params`. */
@@ -76,6 +86,8 @@ async function route() {
     params,
     query,
     go,
+    /** Draw the current view again (after a change the hash does not show). */
+    refresh: route,
     every(fn, ms) {
       timers.push(setInterval(fn, ms));
     },

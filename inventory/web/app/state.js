@@ -4,6 +4,7 @@
 
 const TOKEN = "token";
 const DEV = "dev-token";
+const REFRESH = "refresh-token";
 const HOLDS = "holds";
 const PICKED = "picked";
 
@@ -20,6 +21,15 @@ export const session = {
   signOut() {
     localStorage.removeItem(TOKEN);
     localStorage.removeItem(DEV);
+    localStorage.removeItem(REFRESH);
+  },
+  /** Keep a login's tokens (a sign-in route's answer). */
+  signInWith(tokens) {
+    this.signIn(tokens.access_token);
+    localStorage.setItem(REFRESH, tokens.refresh_token);
+  },
+  refreshToken() {
+    return localStorage.getItem(REFRESH) || "";
   },
   isDev() {
     return localStorage.getItem(DEV) === "1";

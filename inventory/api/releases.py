@@ -141,8 +141,14 @@ def ticket_view(
 
 def _follows(status: TicketStatus, snap: RoomSnapshot) -> TicketStatus | None:
     """The ticket's status under a newer snapshot when it follows from the snapshot
-    alone (a drawn ticket still waiting, not reached); None when it must be read."""
-    if status.token_state or status.position == 0 or snap.state == "open":
+    alone (not drawn yet while the room is open, or drawn, still waiting and not
+    reached); None when it must be read (the draw placed it, its turn came)."""
+    if status.token_state:
+        return None
+    if snap.state == "open":
+        # Before the draw only the join count moves: nothing of this ticket changes.
+        return status if status.position == 0 else None
+    if status.position == 0:
         return None
     if snap.admitted >= status.position:
         return None  # its turn came: its token is in Redis
@@ -310,7 +316,17 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keep-alive\n\n")
                 continue
             snap = watch.snapshot or snap
-            status = _follows(status, snap) or await rooms.status(
+            followed = _follows(status, snap)
+            if (
+                followed is not None
+                and followed.state == sent["state"]
+                and loop.time() - sent_at < PLACE_EVERY_S
+            ):
+                # Only its place moved, and it was sent less than a second ago: no
+                # answer to build (the crowd's streams wake on every admission step).
+                status = followed
+                continue
+            status = followed or await rooms.status(
                 release_id, ticket_id, account_id=who.account_id
             )
             view = ticket_view(status, snap, zone, rooms.now_ms())

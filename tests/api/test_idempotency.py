@@ -217,8 +217,9 @@ def test_every_mutating_route_but_a_reserve_and_the_notification_takes_a_key() -
     """The recorded routes are every POST, PUT, PATCH and DELETE of the API except the
     reserve, the reschedule and the substitution's answer (their key names the hold or
     booking they make, in Redis), WeChat Pay's notification (no account; de-duplicated by
-    the payment) and the login routes (no account yet: a key is scoped to one; a code, a
-    refresh token serves once anyway)."""
+    the payment), the login routes (no account yet: a key is scoped to one; a code, a
+    refresh token serves once anyway) and the waiting room's open and join (keyed by
+    themselves: the same release, or the same account and patient, answers the same)."""
     mutating = {
         (op.method.upper(), op.path)
         for op in OPERATIONS
@@ -230,5 +231,7 @@ def test_every_mutating_route_but_a_reserve_and_the_notification_takes_a_key() -
         ("POST", "/v1/bookings/{booking_id}/reschedule"),
         ("POST", "/v1/bookings/{booking_id}/substitution"),
         ("POST", "/v1/payments/wechat/notify"),
+        ("POST", "/v1/operator/releases"),
+        ("POST", "/v1/releases/{release_id}/tickets"),
     }
     assert mutating >= ROUTES

@@ -673,6 +673,9 @@ MESSAGES: Final[Mapping[str, Message]] = {
     # payments
     "payment_error": Message("支付出错", "Payment error"),
     "payments_disabled": Message("本服务未开通支付", "Payments are not enabled on this service"),
+    "merchant_not_configured": Message(
+        "该医院尚未开通在线支付", "This hospital does not take online payments yet"
+    ),
     "payment_not_needed": Message("该锁号无需支付费用", "This hold has no fee to pay"),
     "payment_required": Message("该锁号需支付后确认", "This hold is confirmed by paying it"),
     "payment_closed": Message("该锁号的支付已关闭", "The payment of this hold was closed"),

@@ -168,6 +168,7 @@ async def payment_context(app: web.Application) -> AsyncIterator[None]:
                 api_url=settings.api_url,
                 notify_url=settings.notify_url,
                 window_s=settings.notify_window_s,
+                partner=settings.partner,
             ),
             RedisReplayGuard(services.store.client),
         )

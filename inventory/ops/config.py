@@ -131,6 +131,7 @@ def _payment_settings(env: _EnvReader) -> PaymentSettings:
         platform_keys=get("WECHAT_PLATFORM_KEYS", str, ""),
         api_url=get("WECHAT_API_URL", str, defaults.api_url),
         notify_url=get("WECHAT_NOTIFY_URL", str, ""),
+        partner=get("WECHAT_PARTNER", _boolean, False),
         notify_window_s=get("PAYMENT_NOTIFY_WINDOW_S", _notify_window, defaults.notify_window_s),
         loop_interval_s=get("PAYMENT_LOOP_INTERVAL_S", _positive_float, defaults.loop_interval_s),
         close_grace_s=get("PAYMENT_CLOSE_GRACE_S", _positive_float, defaults.close_grace_s),

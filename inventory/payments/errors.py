@@ -21,6 +21,15 @@ class PaymentsDisabledError(PaymentError):
     title = "Payments are not enabled on this service"
 
 
+class MerchantNotConfiguredError(PaymentError):
+    """WeChat Pay partner mode: the hold's hospital has no sub-merchant, so it takes no
+    paid bookings (a platform operator sets one: PUT /v1/operator/hospitals/{id}/merchant)."""
+
+    code = "merchant_not_configured"
+    http_status = 409
+    title = "This hospital does not take online payments yet"
+
+
 class PaymentNotNeededError(PaymentError):
     """The hold costs nothing: confirm it without paying."""
 

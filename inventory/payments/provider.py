@@ -57,6 +57,10 @@ class PaymentOrder:
     method: str  #: "jsapi" (inside WeChat: needs ``payer_openid``) or "native" (QR code)
     expires_at: datetime  #: the hold's deadline: the provider refuses payment after it
     payer_openid: str = ""
+    #: The hospital's sub-merchant that collects it (WeChat Pay partner mode), and its own
+    #: app id when the payer pays inside the hospital's mini-program ("": the platform's).
+    sub_mchid: str | None = None
+    sub_appid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,8 @@ class Transaction:
     transaction_id: str | None = None
     success_time: datetime | None = None
     trade_state_desc: str = ""
+    #: The sub-merchant that collected it (partner mode; "" otherwise).
+    sub_mchid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,8 @@ class RefundOrder:
     total_fen: int
     currency: str
     reason: str
+    #: The sub-merchant that collected the payment: the refund comes from it.
+    sub_mchid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +139,11 @@ class PaymentProvider(Protocol):
         """Create (or find again: same payment id, same order) an order to pay."""
         ...
 
-    async def query_payment(self, payment_id: str) -> Transaction:
-        """The order's state now."""
+    async def query_payment(self, payment_id: str, sub_mchid: str | None = None) -> Transaction:
+        """The order's state now (``sub_mchid``: the sub-merchant it was created for)."""
         ...
 
-    async def close_payment(self, payment_id: str) -> CloseOutcome:
+    async def close_payment(self, payment_id: str, sub_mchid: str | None = None) -> CloseOutcome:
         """Close an unpaid order so it can never be paid; ALREADY_PAID if it was paid."""
         ...
 

@@ -48,6 +48,7 @@ from inventory.errors import (
 )
 from inventory.payments import refunds
 from inventory.payments.errors import (
+    MerchantNotConfiguredError,
     NotificationRefusedError,
     PaymentClosedError,
     PaymentNotNeededError,
@@ -117,6 +118,8 @@ class Payment:
     channel: str | None
     hold_deadline: datetime | None
     created_at: datetime
+    #: The hospital's sub-merchant that collects it (WeChat Pay partner mode), else None.
+    sub_mchid: str | None
 
     @classmethod
     def from_row(cls, row: Any) -> Payment:
@@ -217,12 +220,22 @@ class Payments:
                 errors=[{"field": "openid", "reason": "required for jsapi payments"}]
             )
         created = False
+        sub_appid = ""
         if payment is None:
+            # Partner mode: the hospital's sub-merchant collects; none, no paid booking
+            # (refused before the hold is extended or anything is recorded).
+            merchant = await self._merchant_of(hold)
+            sub_appid = merchant[1] if merchant is not None else ""
             hold = await self._payable(hold)
-            payment, created = await self._insert(payment_id, hold, method)
+            payment, created = await self._insert(
+                payment_id, hold, method, merchant[0] if merchant is not None else None
+            )
         else:
             # Paying again for the same hold: only while it can still be booked.
             self._check_open(hold, await self.store.now_ms())
+            if payment.sub_mchid is not None:
+                merchant = await self._merchant_of(hold)
+                sub_appid = merchant[1] if merchant is not None else ""
         prepay = await provider.create_payment(
             PaymentOrder(
                 payment_id=payment.payment_id,
@@ -232,6 +245,8 @@ class Payments:
                 method=payment.method,
                 expires_at=payment.hold_deadline or _instant(hold.deadline_ms),
                 payer_openid=payer_openid,
+                sub_mchid=payment.sub_mchid,
+                sub_appid=sub_appid,
             )
         )
         if prepay.prepay_id != payment.prepay_id:
@@ -241,6 +256,22 @@ class Payments:
                 )
         log.info("payment.started", payment_id=payment.payment_id, created=created)
         return payment, prepay, created
+
+    async def _merchant_of(self, hold: Hold) -> tuple[str, str] | None:
+        """(sub_mchid, sub_appid) of the hold's hospital in partner mode; None in direct
+        mode. :class:`MerchantNotConfiguredError` for a hospital without one."""
+        if not self.settings.partner:
+            return None
+        schedule = await self.catalogue.schedule(hold.schedule_id)
+        if schedule is None:
+            raise NotFoundError("no such schedule")
+        async with acquire(self.pool, timeout_s=self._timeout) as connection:
+            row = await connection.fetchrow(
+                QUERIES["get_hospital_merchant"], schedule["hospital_id"]
+            )
+        if row is None:
+            raise MerchantNotConfiguredError(hospital_id=schedule["hospital_id"])
+        return str(row["sub_mchid"]), str(row["sub_appid"])
 
     @staticmethod
     def _check_open(hold: Hold, now_ms: int) -> None:
@@ -266,7 +297,9 @@ class Payments:
             current = refusal.context.get("hold")
             return current if isinstance(current, Hold) else hold
 
-    async def _insert(self, payment_id: str, hold: Hold, method: str) -> tuple[Payment, bool]:
+    async def _insert(
+        self, payment_id: str, hold: Hold, method: str, sub_mchid: str | None
+    ) -> tuple[Payment, bool]:
         deadline = _instant(hold.deadline_ms)
         async with acquire(self.pool, timeout_s=self._timeout) as connection:
             row = await connection.fetchrow(
@@ -283,6 +316,7 @@ class Payments:
                 hold.channel,
                 deadline,
                 deadline + timedelta(seconds=self.settings.close_grace_s),
+                sub_mchid,
             )
             if row is not None:
                 return Payment.from_row(row), True
@@ -331,6 +365,14 @@ class Payments:
                     "unknown_order", "out_trade_no names no payment of ours", http_status=404
                 )
             payment = Payment.from_row(row)
+            if (transaction.sub_mchid or None) != payment.sub_mchid:
+                # Partner mode: paid to another hospital's sub-merchant than the one this
+                # payment was started for. Not our money to book: refused, nothing changes.
+                raise NotificationRefusedError(
+                    "merchant_mismatch",
+                    "the transaction's sub-merchant is not this payment's",
+                    http_status=400,
+                )
             if payment.settled_at is not None:
                 if payment.provider_txn_id != transaction.transaction_id:
                     raise NotificationRefusedError(
@@ -479,13 +521,13 @@ class Payments:
     async def _resolve_pending(self, provider: PaymentProvider, payment: Payment) -> None:
         """Close the order of a hold that ended; a close that finds it paid settles it."""
         try:
-            outcome = await provider.close_payment(payment.payment_id)
+            outcome = await provider.close_payment(payment.payment_id, payment.sub_mchid)
         except ProviderRefusedError as refusal:
             if refusal.provider_code != "ORDER_NOT_EXIST":
                 raise
             outcome = CloseOutcome.CLOSED  # never created at the provider: nothing to pay
         if outcome is CloseOutcome.ALREADY_PAID:
-            transaction = await provider.query_payment(payment.payment_id)
+            transaction = await provider.query_payment(payment.payment_id, payment.sub_mchid)
             if not transaction.trade_state.paid:
                 raise ProviderUnavailableError("closing said paid, the order says not")
             log.info("payment.paid_at_close", payment_id=payment.payment_id)
@@ -530,6 +572,7 @@ class Payments:
                 total_fen=int(row["total_fen"]),
                 currency="CNY",
                 reason=REFUND_TEXT.get(refund.reason, DEFAULT_REFUND_TEXT),
+                sub_mchid=row["sub_mchid"],
             )
             try:
                 result = await provider.refund(order)

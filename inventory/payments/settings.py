@@ -7,6 +7,9 @@ merchant private key never appear in ``repr`` or logs. Keys are given as base64 
 DER form (PKCS#8 for the private key, SubjectPublicKeyInfo for public keys) or as PEM text.
 
 - ``WECHAT_MCHID``, ``WECHAT_APPID``: our merchant id and the app (mini-program) id;
+- ``WECHAT_PARTNER`` (false): partner mode (服务商): the two above are the platform's
+  sp_mchid and sp_appid, and each hospital's fees settle to its own sub-merchant
+  (``PUT /v1/operator/hospitals/{id}/merchant``);
 - ``WECHAT_APIV3_KEY``: the APIv3 key (32 bytes), decrypting notification resources;
 - ``WECHAT_MERCHANT_KEY``, ``WECHAT_MERCHANT_SERIAL``: our private key and its certificate
   serial, signing API requests and the JSAPI ``paySign``;
@@ -113,6 +116,9 @@ class PaymentSettings:
     run_loops: bool = True
     #: The order description the payer sees.
     description: str = "挂号费"
+    #: WeChat Pay partner mode (服务商): ``mchid``/``appid`` are the platform's sp_mchid and
+    #: sp_appid, and each hospital's fees go to its own sub-merchant (hospital_merchants).
+    partner: bool = False
 
     @property
     def enabled(self) -> bool:

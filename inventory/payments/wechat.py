@@ -141,11 +141,18 @@ def parse_transaction(data: Any) -> Transaction:
     if not isinstance(total, int) or isinstance(total, bool):
         raise ValueError("amount.total is not an integer")
     fields = {}
+    # A partner (服务商) order names the service provider as sp_mchid and sp_appid, and
+    # the sub-merchant that collected it; a direct one, the merchant as mchid and appid.
+    partner = "sp_mchid" in data
     for name in ("out_trade_no", "mchid", "appid", "trade_state"):
-        value = data.get(name)
+        source = ("sp_" + name) if partner and name in ("mchid", "appid") else name
+        value = data.get(source)
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} is missing")
+            raise ValueError(f"{source} is missing")
         fields[name] = value
+    sub_mchid = data.get("sub_mchid", "") if partner else ""
+    if not isinstance(sub_mchid, str) or (partner and not sub_mchid):
+        raise ValueError("sub_mchid is missing")
     try:
         state = TradeState(fields["trade_state"])
     except ValueError:
@@ -174,6 +181,7 @@ def parse_transaction(data: Any) -> Transaction:
         transaction_id=transaction_id or None,
         success_time=success_time,
         trade_state_desc=str(data.get("trade_state_desc", "")),
+        sub_mchid=sub_mchid,
     )
 
 
@@ -319,6 +327,9 @@ class WeChatPayConfig:
     notify_url: str
     window_s: int = 300
     timeout_s: float = 10.0
+    #: Partner mode (服务商): ``mchid`` and ``appid`` are the service provider's
+    #: (sp_mchid, sp_appid) and every order names the hospital's sub-merchant.
+    partner: bool = False
 
 
 class WeChatPay:
@@ -419,20 +430,40 @@ class WeChatPay:
             f"WeChat Pay refused ({status} {code}): {message}", provider_code=code
         )
 
+    def _sub_mchid(self, sub_mchid: str | None) -> str:
+        """The sub-merchant of a partner-mode call (a programming error without one)."""
+        if not sub_mchid:
+            raise ValueError("a partner-mode order needs the hospital's sub_mchid")
+        return sub_mchid
+
     async def create_payment(self, order: PaymentOrder) -> Prepay:
         """JSAPI or Native order; JSAPI answers are turned into wx.requestPayment params."""
         payload: dict[str, Any] = {
-            "appid": self.config.appid,
-            "mchid": self.config.mchid,
             "description": order.description,
             "out_trade_no": order.payment_id,
             "time_expire": rfc3339(order.expires_at),
             "notify_url": self.config.notify_url,
             "amount": {"total": order.amount_fen, "currency": order.currency},
         }
-        if order.method == "jsapi":
-            payload["payer"] = {"openid": order.payer_openid}
-        status, data = await self._call("POST", f"/v3/pay/transactions/{order.method}", payload)
+        if self.config.partner:
+            payload |= {
+                "sp_appid": self.config.appid,
+                "sp_mchid": self.config.mchid,
+                "sub_mchid": self._sub_mchid(order.sub_mchid),
+            }
+            if order.sub_appid:
+                payload["sub_appid"] = order.sub_appid
+            if order.method == "jsapi":
+                # The payer's openid under the app they pay in (ours, or the hospital's).
+                openid_field = "sub_openid" if order.sub_appid else "sp_openid"
+                payload["payer"] = {openid_field: order.payer_openid}
+            path = f"/v3/pay/partner/transactions/{order.method}"
+        else:
+            payload |= {"appid": self.config.appid, "mchid": self.config.mchid}
+            if order.method == "jsapi":
+                payload["payer"] = {"openid": order.payer_openid}
+            path = f"/v3/pay/transactions/{order.method}"
+        status, data = await self._call("POST", path, payload)
         if status != 200 or not isinstance(data, dict):
             raise self._refusal(status, data)
         if order.method == "native":
@@ -462,12 +493,19 @@ class WeChatPay:
             "paySign": sign(self.config.merchant_key, message),
         }
 
-    async def query_payment(self, payment_id: str) -> Transaction:
+    async def query_payment(self, payment_id: str, sub_mchid: str | None = None) -> Transaction:
         """GET the order by out_trade_no."""
-        path = (
-            f"/v3/pay/transactions/out-trade-no/{quote(payment_id, safe='')}"
-            f"?mchid={quote(self.config.mchid, safe='')}"
-        )
+        if self.config.partner:
+            path = (
+                f"/v3/pay/partner/transactions/out-trade-no/{quote(payment_id, safe='')}"
+                f"?sp_mchid={quote(self.config.mchid, safe='')}"
+                f"&sub_mchid={quote(self._sub_mchid(sub_mchid), safe='')}"
+            )
+        else:
+            path = (
+                f"/v3/pay/transactions/out-trade-no/{quote(payment_id, safe='')}"
+                f"?mchid={quote(self.config.mchid, safe='')}"
+            )
         status, data = await self._call("GET", path)
         if status != 200:
             raise self._refusal(status, data)
@@ -476,10 +514,16 @@ class WeChatPay:
         except ValueError as error:
             raise ProviderUnavailableError(f"WeChat Pay's order is malformed: {error}") from None
 
-    async def close_payment(self, payment_id: str) -> CloseOutcome:
+    async def close_payment(self, payment_id: str, sub_mchid: str | None = None) -> CloseOutcome:
         """POST .../close: 204 closed; ORDERPAID means it was paid first."""
-        path = f"/v3/pay/transactions/out-trade-no/{quote(payment_id, safe='')}/close"
-        status, data = await self._call("POST", path, {"mchid": self.config.mchid})
+        order = quote(payment_id, safe="")
+        if self.config.partner:
+            path = f"/v3/pay/partner/transactions/out-trade-no/{order}/close"
+            payload = {"sp_mchid": self.config.mchid, "sub_mchid": self._sub_mchid(sub_mchid)}
+        else:
+            path = f"/v3/pay/transactions/out-trade-no/{order}/close"
+            payload = {"mchid": self.config.mchid}
+        status, data = await self._call("POST", path, payload)
         if status in (200, 204):
             return CloseOutcome.CLOSED
         refusal = self._refusal(status, data)
@@ -491,7 +535,7 @@ class WeChatPay:
 
     async def refund(self, order: RefundOrder) -> RefundResult:
         """POST /v3/refund/domestic/refunds (the same out_refund_no is de-duplicated)."""
-        payload = {
+        payload: dict[str, Any] = {
             "out_trade_no": order.payment_id,
             "out_refund_no": order.refund_id,
             "reason": order.reason,
@@ -501,6 +545,9 @@ class WeChatPay:
                 "currency": order.currency,
             },
         }
+        if self.config.partner:
+            # The refund comes from the sub-merchant that collected the payment.
+            payload["sub_mchid"] = self._sub_mchid(order.sub_mchid)
         status, data = await self._call("POST", "/v3/refund/domestic/refunds", payload)
         if status != 200 or not isinstance(data, dict):
             refusal = self._refusal(status, data)

@@ -146,6 +146,9 @@ class Queries(TypedDict):
     get_account_booking_refund: str
     claim_due_refunds: str
     finish_refund: str
+    # hospital merchants
+    get_hospital_merchant: str
+    upsert_hospital_merchant: str
     # hospital reports
     list_schedule_outcomes: str
     list_cancellation_leads: str

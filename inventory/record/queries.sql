@@ -672,21 +672,24 @@ SELECT count(*) AS deleted FROM gone;
 -- name: insert_payment
 -- Start a payment for a hold. The id (our out_trade_no) is derived from the hold id, so a
 -- repeated start finds the same row: no row when it exists already (then get_payment).
--- params: payment_id, hold_id, account_id, provider, amount_fen, currency, method, slot_id, patient_id, channel, hold_deadline, next_check_at
+-- sub_mchid: the hospital's sub-merchant that collects it (WeChat Pay partner mode; NULL
+-- for the service's own merchant).
+-- params: payment_id, hold_id, account_id, provider, amount_fen, currency, method, slot_id, patient_id, channel, hold_deadline, next_check_at, sub_mchid
 INSERT INTO payments (id, hold_id, account_id, provider, amount_fen, currency, method,
-                      slot_id, patient_id, channel, hold_deadline, next_check_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                      slot_id, patient_id, channel, hold_deadline, next_check_at, sub_mchid)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (id) DO NOTHING
 RETURNING id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method,
           status, provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id,
-          patient_id, channel, hold_deadline, next_check_at, created_at, updated_at;
+          patient_id, channel, hold_deadline, next_check_at, created_at, updated_at,
+          sub_mchid;
 
 -- name: get_payment
 -- One payment, or no row.
 -- params: payment_id
 SELECT id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method, status,
        provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id, patient_id,
-       channel, hold_deadline, next_check_at, created_at, updated_at
+       channel, hold_deadline, next_check_at, created_at, updated_at, sub_mchid
 FROM payments
 WHERE id = $1;
 
@@ -697,7 +700,7 @@ WHERE id = $1;
 -- params: payment_id
 SELECT id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method, status,
        provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id, patient_id,
-       channel, hold_deadline, next_check_at, created_at, updated_at
+       channel, hold_deadline, next_check_at, created_at, updated_at, sub_mchid
 FROM payments
 WHERE id = $1
 FOR UPDATE;
@@ -745,7 +748,8 @@ WHERE id IN (
 )
 RETURNING id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method,
           status, provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id,
-          patient_id, channel, hold_deadline, next_check_at, created_at, updated_at;
+          patient_id, channel, hold_deadline, next_check_at, created_at, updated_at,
+          sub_mchid;
 
 -- name: list_payments_to_refund
 -- Paid payments whose booking was cancelled or rejected by the HIS and that have no refund
@@ -772,7 +776,7 @@ LIMIT $1;
 -- params: booking_id
 SELECT id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method, status,
        provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id, patient_id,
-       channel, hold_deadline, next_check_at, created_at, updated_at
+       channel, hold_deadline, next_check_at, created_at, updated_at, sub_mchid
 FROM payments
 WHERE status = 'paid' AND (booking_id = $1 OR (hold_id = $1 AND booking_id IS NULL))
 ORDER BY (booking_id IS NOT DISTINCT FROM $1) DESC, created_at
@@ -838,7 +842,8 @@ RETURNING id AS refund_id, payment_id, hold_id, provider, amount_fen, reason, st
           provider_refund_id, succeeded_at, request_key, attempts, last_error,
           next_attempt_at, created_at, updated_at,
           -- The provider wants the order's total beside a refund of part of it.
-          (SELECT p.amount_fen FROM payments p WHERE p.id = refunds.payment_id) AS total_fen;
+          (SELECT p.amount_fen FROM payments p WHERE p.id = refunds.payment_id) AS total_fen,
+          (SELECT p.sub_mchid FROM payments p WHERE p.id = refunds.payment_id) AS sub_mchid;
 
 -- name: finish_refund
 -- The outcome of one attempt: succeeded (final), pending (the provider is processing it)
@@ -1682,3 +1687,20 @@ FROM accounts
 WHERE key_id IS NOT NULL
 GROUP BY key_id
 ORDER BY key_id;
+-- ===================================================================== hospital merchants
+
+-- name: get_hospital_merchant
+-- A hospital's WeChat Pay sub-merchant (partner mode), or no row.
+-- params: hospital_id
+SELECT hospital_id, sub_mchid, sub_appid, updated_at
+FROM hospital_merchants
+WHERE hospital_id = $1;
+
+-- name: upsert_hospital_merchant
+-- Set a hospital's sub-merchant; "inserted" is true when it had none.
+-- params: hospital_id, sub_mchid, sub_appid
+INSERT INTO hospital_merchants (hospital_id, sub_mchid, sub_appid)
+VALUES ($1, $2, $3)
+ON CONFLICT (hospital_id) DO UPDATE
+    SET sub_mchid = EXCLUDED.sub_mchid, sub_appid = EXCLUDED.sub_appid, updated_at = now()
+RETURNING hospital_id, sub_mchid, sub_appid, updated_at, (xmax = 0) AS inserted;

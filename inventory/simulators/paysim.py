@@ -302,6 +302,9 @@ class SimOrder:
     transaction_id: str | None = None
     success_time: datetime | None = None
     deliveries: list[int] = field(default_factory=list)
+    #: Partner mode (服务商): the sub-merchant the order collects for ("": direct).
+    sub_mchid: str = ""
+    sub_appid: str = ""
 
 
 @dataclass
@@ -314,6 +317,8 @@ class SimRefund:
     status: str
     provider_refund_id: str
     attempts: int = 1
+    #: The sub-merchant the refund came from (partner mode; "": direct).
+    sub_mchid: str = ""
 
 
 _AUTH_RE = re.compile(r'(\w+)="([^"]*)"')
@@ -364,6 +369,20 @@ class PaySim:
         return body
 
     def _transaction(self, order: SimOrder) -> dict[str, Any]:
+        data = self._direct_transaction(order)
+        if order.sub_mchid:
+            # A partner order: the service provider as sp_*, the sub-merchant beside it.
+            data["sp_mchid"] = data.pop("mchid")
+            data["sp_appid"] = data.pop("appid")
+            data["sub_mchid"] = order.sub_mchid
+            if order.sub_appid:
+                data["sub_appid"] = order.sub_appid
+            if "payer" in data:
+                openid = data["payer"]["openid"]
+                data["payer"] = {("sub_openid" if order.sub_appid else "sp_openid"): openid}
+        return data
+
+    def _direct_transaction(self, order: SimOrder) -> dict[str, Any]:
         data = transaction_resource(
             mchid=self.config.mchid,
             appid=self.config.appid,
@@ -382,21 +401,38 @@ class PaySim:
     # -- WeChat Pay's routes
 
     async def create(self, request: web.Request) -> web.Response:
-        """POST /v3/pay/transactions/{jsapi|native}."""
+        """POST /v3/pay/transactions/{jsapi|native}, or the partner (服务商) form
+        POST /v3/pay/partner/transactions/{jsapi|native} naming a sub-merchant."""
         body = await self._authenticated(request)
         if body is None:
             return self._error(401, "SIGN_ERROR", "signature verification failed")
         method = request.match_info["method"]
+        partner = request.path.startswith("/v3/pay/partner/")
+        sub_mchid = sub_appid = ""
         try:
             data = orjson.loads(body)
             payment_id = str(data["out_trade_no"])
             amount = int(data["amount"]["total"])
             currency = str(data["amount"].get("currency", "CNY"))
             expire = datetime.fromisoformat(str(data["time_expire"]))
-            openid = str(data.get("payer", {}).get("openid", ""))
-            if data["appid"] != self.config.appid or data["mchid"] != self.config.mchid:
-                return self._error(400, "APPID_MCHID_NOT_MATCH", "appid and mchid do not match")
-        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+            payer = data.get("payer", {})
+            if partner:
+                sub_mchid = str(data["sub_mchid"])
+                sub_appid = str(data.get("sub_appid", ""))
+                openid = str(payer.get("sub_openid" if sub_appid else "sp_openid", ""))
+                mine = (data["sp_appid"], data["sp_mchid"]) == (
+                    self.config.appid,
+                    self.config.mchid,
+                )
+                if not mine or not re.fullmatch(r"[0-9]{8,32}", sub_mchid):
+                    return self._error(
+                        400, "APPID_MCHID_NOT_MATCH", "sp_appid, sp_mchid or sub_mchid"
+                    )
+            else:
+                openid = str(payer.get("openid", ""))
+                if data["appid"] != self.config.appid or data["mchid"] != self.config.mchid:
+                    return self._error(400, "APPID_MCHID_NOT_MATCH", "appid and mchid do not match")
+        except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError):
             return self._error(400, "PARAM_ERROR", "malformed order")
         if method == "jsapi" and not openid:
             return self._error(400, "PARAM_ERROR", "payer.openid is required")
@@ -406,7 +442,11 @@ class PaySim:
                 return self._error(400, "ORDERPAID", "the order is paid")
             if existing.state == "CLOSED":
                 return self._error(400, "ORDER_CLOSED", "the order is closed")
-            if (existing.amount_fen, existing.method) != (amount, method):
+            if (existing.amount_fen, existing.method, existing.sub_mchid) != (
+                amount,
+                method,
+                sub_mchid,
+            ):
                 return self._error(400, "OUT_TRADE_NO_USED", "out_trade_no used for another order")
             order = existing
         else:
@@ -421,26 +461,42 @@ class PaySim:
                 time_expire=expire,
                 payer_openid=openid,
                 prepay_id=prefix + secrets.token_hex(12),
+                sub_mchid=sub_mchid,
+                sub_appid=sub_appid,
             )
             self.orders[payment_id] = order
         if method == "native":
             return self._signed(200, {"code_url": order.prepay_id})
         return self._signed(200, {"prepay_id": order.prepay_id})
 
+    def _order_of(self, request: web.Request, sub_mchid: str) -> SimOrder | None:
+        """The order the path names, if it belongs to the sub-merchant the request
+        names (partner paths) or is a direct order (direct paths)."""
+        order = self.orders.get(request.match_info["payment_id"])
+        partner = request.path.startswith("/v3/pay/partner/")
+        if order is None or order.sub_mchid != (sub_mchid if partner else ""):
+            return None
+        return order
+
     async def query(self, request: web.Request) -> web.Response:
-        """GET /v3/pay/transactions/out-trade-no/{out_trade_no}."""
+        """GET /v3/pay/[partner/]transactions/out-trade-no/{out_trade_no}."""
         if await self._authenticated(request) is None:
             return self._error(401, "SIGN_ERROR", "signature verification failed")
-        order = self.orders.get(request.match_info["payment_id"])
+        order = self._order_of(request, request.query.get("sub_mchid", ""))
         if order is None:
             return self._error(404, "ORDER_NOT_EXIST", "no such order")
         return self._signed(200, self._transaction(order))
 
     async def close(self, request: web.Request) -> web.Response:
-        """POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close."""
-        if await self._authenticated(request) is None:
+        """POST /v3/pay/[partner/]transactions/out-trade-no/{out_trade_no}/close."""
+        body = await self._authenticated(request)
+        if body is None:
             return self._error(401, "SIGN_ERROR", "signature verification failed")
-        order = self.orders.get(request.match_info["payment_id"])
+        try:
+            sub_mchid = str(orjson.loads(body or b"{}").get("sub_mchid", ""))
+        except (orjson.JSONDecodeError, AttributeError):
+            return self._error(400, "PARAM_ERROR", "malformed request")
+        order = self._order_of(request, sub_mchid)
         if order is None:
             return self._error(404, "ORDER_NOT_EXIST", "no such order")
         if order.state in ("SUCCESS", "REFUND"):
@@ -458,11 +514,15 @@ class PaySim:
             payment_id = str(data["out_trade_no"])
             refund_id = str(data["out_refund_no"])
             amount = int(data["amount"]["refund"])
+            sub_mchid = str(data.get("sub_mchid", ""))
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
             return self._error(400, "PARAM_ERROR", "malformed refund")
         order = self.orders.get(payment_id)
         if order is None or order.state not in ("SUCCESS", "REFUND"):
             return self._error(400, "TRADE_NOT_PAID", "the order is not paid")
+        if sub_mchid != order.sub_mchid:
+            # A partner order is refunded by the sub-merchant that collected it only.
+            return self._error(400, "INVALID_REQUEST", "sub_mchid is not the order's")
         if amount > order.amount_fen:
             return self._error(400, "INVALID_REQUEST", "refund above the order's amount")
         fault = self.faults.get("refund", "succeed")
@@ -483,6 +543,7 @@ class PaySim:
                 amount_fen=amount,
                 status=status,
                 provider_refund_id="50" + secrets.token_hex(14),
+                sub_mchid=order.sub_mchid,
             )
             self.refunds[refund_id] = existing
         else:
@@ -566,6 +627,7 @@ class PaySim:
                         "method": o.method,
                         "time_expire": o.time_expire.isoformat(),
                         "deliveries": o.deliveries,
+                        "sub_mchid": o.sub_mchid,
                     }
                     for o in self.orders.values()
                 ]
@@ -583,6 +645,7 @@ class PaySim:
                         "amount_fen": r.amount_fen,
                         "status": r.status,
                         "attempts": r.attempts,
+                        "sub_mchid": r.sub_mchid,
                     }
                     for r in self.refunds.values()
                 ]
@@ -627,6 +690,9 @@ def create_sim_app(config: SimConfig) -> web.Application:
             web.post("/v3/pay/transactions/{method:jsapi|native}", sim.create),
             web.get("/v3/pay/transactions/out-trade-no/{payment_id}", sim.query),
             web.post("/v3/pay/transactions/out-trade-no/{payment_id}/close", sim.close),
+            web.post("/v3/pay/partner/transactions/{method:jsapi|native}", sim.create),
+            web.get("/v3/pay/partner/transactions/out-trade-no/{payment_id}", sim.query),
+            web.post("/v3/pay/partner/transactions/out-trade-no/{payment_id}/close", sim.close),
             web.post("/v3/refund/domestic/refunds", sim.refund),
             web.post("/sim/orders/{payment_id}/pay", sim.pay),
             web.post("/sim/orders/{payment_id}/notify", sim.notify),

@@ -240,6 +240,13 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "channel": "wechat",
         "hold_deadline": at(MARCH_1, 9, 25),
         "next_check_at": at(MARCH_1, 9, 25),
+        "sub_mchid": "1900000201",
+    },
+    "get_hospital_merchant": lambda s: {"hospital_id": s.hospital},
+    "upsert_hospital_merchant": lambda s: {
+        "hospital_id": s.hospital,
+        "sub_mchid": "1900000201",
+        "sub_appid": "",
     },
     "get_payment": lambda s: {"payment_id": "pay-sample-0001"},
     "lock_payment": lambda s: {"payment_id": "pay-sample-0001"},

@@ -211,6 +211,7 @@ class World:
                     channel="wechat",
                     hold_deadline=now + timedelta(minutes=10),
                     next_check_at=now + timedelta(minutes=10),
+                    sub_mchid=None,
                 )
             )
             await connection.execute(

@@ -60,6 +60,7 @@ async def paid_payment(pool: asyncpg.Pool, seed: Seed) -> str:
             "wechat",
             NOW,
             NOW,
+            None,
         )
         await c.execute(QUERIES["settle_payment"], payment_id, "4200000001", NOW, hold_id)
     return payment_id

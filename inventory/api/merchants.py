@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import Field
 
 from inventory.api.audit import note_before
-from inventory.api.auth import Principal, operator_for
+from inventory.api.auth import operator_for
 from inventory.api.bodies import json_response, read_json
 from inventory.api.catalogue import path_id
 from inventory.api.context import SERVICES
@@ -48,13 +48,13 @@ def _view(row: Any) -> dict[str, str]:
     }
 
 
-async def _hospital(request: web.Request) -> tuple[str, Principal]:
+async def _hospital(request: web.Request) -> str:
     """The path's hospital (404 unless it exists and the operator acts for it)."""
     hospital_id = path_id(request, "hospital_id")
-    who = operator_for(request, hospital_id)
+    operator_for(request, hospital_id)
     if await request.app[SERVICES].catalogue.hospital(hospital_id) is None:
         raise NotFoundError("no such hospital")
-    return hospital_id, who
+    return hospital_id
 
 
 @routes.put(
@@ -70,11 +70,13 @@ async def _hospital(request: web.Request) -> tuple[str, Principal]:
 )
 async def put_hospital_merchant(request: web.Request) -> web.Response:
     """Set where the hospital's fees settle and its refunds come from."""
-    hospital_id, who = await _hospital(request)
-    if who.hospitals is not None:
+    hospital_id = path_id(request, "hospital_id")
+    if operator_for(request, hospital_id).hospitals is not None:
         # Where a hospital's money goes is the platform's decision, not the hospital's.
         raise ForbiddenError("only the platform's operators set a hospital's merchant")
     body = await read_json(request, MerchantPut)
+    if await request.app[SERVICES].catalogue.hospital(hospital_id) is None:
+        raise NotFoundError("no such hospital")
     pool = request.app[SERVICES].db
     existing = await record.merchant(pool, hospital_id)
     note_before(request, None if existing is None else _view(existing))
@@ -92,7 +94,7 @@ async def put_hospital_merchant(request: web.Request) -> web.Response:
 )
 async def get_hospital_merchant(request: web.Request) -> web.Response:
     """The hospital's sub-merchant; 404 when it has none."""
-    hospital_id, _ = await _hospital(request)
+    hospital_id = await _hospital(request)
     row = await record.merchant(request.app[SERVICES].db, hospital_id)
     if row is None:
         raise NotFoundError("this hospital has no merchant")

@@ -22,6 +22,7 @@ from pydantic import BaseModel, JsonValue
 from inventory import __version__
 from inventory.api import models, notifications
 from inventory.api.login import RefreshTokenBody, SmsCodeRequest, SmsVerify, WeChatLogin
+from inventory.api.merchants import MerchantPut
 from inventory.api.payments import PaymentCreate
 from inventory.api.releases import ReleaseOpen, TicketCreate
 from inventory.api.routes import OPERATIONS
@@ -177,6 +178,7 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
     models.BanLift: {"reason": "院方核实：爽约系医院原因"},
     PaymentCreate: {"method": "jsapi", "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
     ReleaseOpen: {"schedule_ids": ["sch-20261209-am"], "name": "am"},
+    MerchantPut: {"sub_mchid": "1900000109", "sub_appid": ""},
     TicketCreate: {"patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0"},
     notifications.SubscriptionPut: {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
     notifications.HospitalNotificationsPut: {

@@ -26,6 +26,73 @@ class HoldState(StrEnum):
 OPEN_STATES = frozenset({HoldState.HELD, HoldState.BOOKED})
 
 
+class WaitlistState(StrEnum):
+    """Where a waitlist entry is in its life (lua/includes/waitlist.lua)."""
+
+    WAITING = "waiting"  #: in the schedule's queue
+    OFFERED = "offered"  #: a freed unit is held for the patient until the offer's deadline
+    TAKEN = "taken"  #: the offer was paid: a booking
+    LAPSED = "lapsed"  #: the offer passed its deadline unpaid
+    DECLINED = "declined"  #: the patient gave the offer back
+    REFUSED = "refused"  #: a patient rule refused the offer (or the join's one-per-day)
+    LEFT = "left"  #: the patient left the waitlist
+
+
+#: Entries still in the running: they count against the patient's limit.
+ACTIVE_WAITLIST_STATES = frozenset({WaitlistState.WAITING, WaitlistState.OFFERED})
+
+
+@dataclass(frozen=True, slots=True)
+class WaitlistEntry:
+    """A patient's place on one schedule's waitlist, as the scripts keep it."""
+
+    entry_id: str
+    schedule_id: str
+    account_id: str
+    patient_id: str
+    channel: str
+    #: The tag's join order (lower joined earlier).
+    seq: int
+    state: WaitlistState
+    created_ms: int
+    #: The hold id of the entry's offer (fixed at join; the hold exists once offered).
+    offer_hold_id: str
+    #: The slot of the offered unit ("" until offered).
+    slot_id: str = ""
+    offered_ms: int = 0
+    ended_ms: int = 0
+    end_reason: str = ""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> WaitlistEntry:
+        """Build from the JSON record the scripts keep (see lua/includes/waitlist.lua)."""
+        return cls(
+            entry_id=str(record["id"]),
+            schedule_id=str(record["schedule"]),
+            account_id=str(record["account"]),
+            patient_id=str(record["patient"]),
+            channel=str(record["channel"]),
+            seq=int(record["seq"]),
+            state=WaitlistState(record["state"]),
+            created_ms=int(record["created"]),
+            offer_hold_id=str(record["hold"]),
+            slot_id=str(record.get("slot", "")),
+            offered_ms=int(record.get("offered", 0)),
+            ended_ms=int(record.get("ended", 0)),
+            end_reason=str(record.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WaitlistOutcome:
+    """What a waitlist step did: the entry after it, its position while it waits (1 =
+    next to be offered; 0 otherwise) and whether it answered an earlier join."""
+
+    entry: WaitlistEntry
+    position: int = 0
+    replayed: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class SlotCounts:
     """A slot's units. Invariant: remaining + held + booked + waiting == capacity."""
@@ -157,9 +224,20 @@ class HospitalPolicy:
     no_show_ban_days: int = 90
     #: A booking may be moved (改约) this many times; 0 = rescheduling is off.
     max_reschedules: int = 1
+    #: A waitlist offer's payment deadline (the hold made for a waiting patient).
+    waitlist_offer_s: int = 30 * 60
+    #: At most this many waitlist entries per patient at once (waiting or offered);
+    #: 0 = no limit.
+    waitlist_max_per_patient: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("hold_ttl_s", "max_hold_s", "token_window_s", "room_token_s"):
+        for name in (
+            "hold_ttl_s",
+            "max_hold_s",
+            "token_window_s",
+            "room_token_s",
+            "waitlist_offer_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in (
@@ -171,6 +249,7 @@ class HospitalPolicy:
             "rerelease_max_s",
             "no_show_grace_s",
             "no_show_ban_count",
+            "waitlist_max_per_patient",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
@@ -247,6 +326,20 @@ class ReserveRequest:
     idempotency_key: str
     #: A queued release's admission token ("" = none): checked and used by the reserve.
     admission_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitlistJoin:
+    """One patient's request to join one schedule's waitlist."""
+
+    hospital_id: str
+    department_id: str
+    visit_date: date
+    schedule_id: str
+    account_id: str
+    patient_id: str
+    channel: str
+    idempotency_key: str
 
 
 class Relation(StrEnum):

@@ -269,6 +269,30 @@ class TicketNotFoundError(RefusedError):
     code = "ticket_not_found"
     http_status = 404
     title = "No such ticket"
+class WaitlistUnitsFreeError(RefusedError):
+    """A slot of the schedule has a free unit: the patient reserves it instead."""
+
+    lua_code = -31
+    code = "waitlist_units_free"
+    title = "A unit of this schedule is free: reserve it instead of joining the waitlist"
+
+
+class WaitlistEntryNotFoundError(RefusedError):
+    """No such waitlist entry (or another account's, answered alike)."""
+
+    lua_code = -32
+    code = "waitlist_entry_not_found"
+    http_status = 404
+    title = "No such waitlist entry"
+
+
+class WaitlistOfferUnsettledError(RefusedError):
+    """A waitlist offer whose patient rules are still being checked cannot be paid yet."""
+
+    lua_code = -33
+    code = "waitlist_offer_unsettled"
+    http_status = 503
+    title = "The waitlist offer is still being checked; retry shortly"
 
 
 class RescheduleLimitError(RefusedError):
@@ -366,6 +390,9 @@ LUA_CODES: dict[int, type[RefusedError]] = {
         SmsCodeInvalidError,
         SmsCodeExpiredError,
         SmsCodeLockedError,
+        WaitlistUnitsFreeError,
+        WaitlistEntryNotFoundError,
+        WaitlistOfferUnsettledError,
     )
 }
 
@@ -456,6 +483,14 @@ class RateLimitedError(InventoryError):
     def after_ms(cls, retry_after_ms: int, buckets: Sequence[int]) -> RateLimitedError:
         """The error for a script's refusal: whole seconds, at least one."""
         return cls(retry_after_s=max(1, math.ceil(retry_after_ms / 1000)), buckets=list(buckets))
+
+
+class WaitlistLimitError(InventoryError):
+    """The patient is on as many waitlists as the hospital's policy allows."""
+
+    code = "waitlist_limit"
+    http_status = 409
+    title = "This patient is on as many waitlists as allowed; leave one first"
 
 
 class OverloadedError(InventoryError):
@@ -581,6 +616,19 @@ MESSAGES: Final[Mapping[str, Message]] = {
         "The release conflicts with an existing one or with its schedules",
     ),
     "ticket_not_found": Message("排队号不存在", "No such ticket"),
+    "waitlist_units_free": Message(
+        "该排班仍有可预约号源，请直接预约",
+        "A unit of this schedule is free: reserve it instead of joining the waitlist",
+    ),
+    "waitlist_entry_not_found": Message("候补记录不存在", "No such waitlist entry"),
+    "waitlist_offer_unsettled": Message(
+        "候补号源仍在核验中，请稍后重试",
+        "The waitlist offer is still being checked; retry shortly",
+    ),
+    "waitlist_limit": Message(
+        "该就诊人的候补数量已达上限，请先退出其他候补",
+        "This patient is on as many waitlists as allowed; leave one first",
+    ),
     "store_unverified": Message(
         "号源服务已重启，正在核对，请稍后重试",
         "The inventory store restarted and is being checked; retry shortly",
@@ -705,6 +753,7 @@ DETAILS: Final[Mapping[str, str]] = {
     "no such slot": "号源时段不存在",
     "no such patient": "就诊人不存在",
     "no such schedule": "排班不存在",
+    "no such waitlist entry": "候补记录不存在",
     "no such hospital": "医院不存在",
     "no refund for this booking": "该预约没有退款",
     "no such asset": "没有该文件",

@@ -1,18 +1,19 @@
 --[[
   adjust_capacity: add units to a slot (加号) or take free units away.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms   logical clock in ms; 0 = the server's TIME
   ARGV[2]  slot_id
   ARGV[3]  delta    units to add (negative: to remove; only free units can go)
 
-  Returns {code, event_id, rem, held, booked, wait, cap}
+  Returns {code, event_id, rem, held, booked, wait, cap}   counts after the offers
     0   OK
    -17  store_fenced
    -12  slot_not_found
    -16  capacity_below_taken  fewer free units than asked to remove
    -20  invalid_argument
-  Emits: capacity_adjusted.
+  Emits: capacity_adjusted (then waitlist_offered / waitlist_refused for each entry the
+    added units went to or passed over).
 ]]
 --- @include "tag"
 --- @include "codes"
@@ -21,6 +22,7 @@
 --- @include "meta"
 --- @include "slots"
 --- @include "events"
+--- @include "waitlist"
 
 local step = new_step(now_ms(ARGV[1]))
 local slot, delta = ARGV[2], tonumber(ARGV[3])
@@ -41,4 +43,7 @@ end
 redis.call('HINCRBY', K_SLOTS, slot .. ':cap', delta)
 redis.call('HINCRBY', K_SLOTS, slot .. ':rem', delta)
 local event_id = emit(step, 'capacity_adjusted', {'delta', delta}, slot)
+if delta > 0 then
+  offer_free_units(step, slot)
+end
 return {OK, event_id, unpack(counts_array(slot_counts(slot)))}

@@ -1,7 +1,7 @@
 --[[
   confirm: turn a hold into a booking once it is paid, before its deadline.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms        logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed     seeds the anti-scalping delay if the hold turns out to be due
   ARGV[3]  hold_id
@@ -19,8 +19,11 @@
    -13  hold_not_active    released or cancelled; extra = its state
    -6   hold_expired       past its deadline (expired here if no sweep had yet)
    -2   schedule_suspended
+   -33  waitlist_offer_unsettled  a waitlist offer whose patient-tag rules the worker
+                                  has not checked yet (SlotStore.confirm checks them)
    -20  invalid_argument
-  Emits: booking_confirmed; or hold_expired when it finds the hold due.
+  Emits: booking_confirmed (and waitlist_taken for a waitlist offer); or hold_expired
+    when it finds the hold due.
 ]]
 --- @include "tag"
 --- @include "codes"
@@ -70,6 +73,9 @@ local sched = schedule_fields(rec.schedule)
 if not sched or sched.status ~= 'open' then
   return hold_reply(E_SCHEDULE_SUSPENDED, nil, rec)
 end
+if rec.entry and redis.call('ZSCORE', K_OFFERS, rec.id) then
+  return hold_reply(E_WAITLIST_OFFER_UNSETTLED, nil, rec)
+end
 
 redis.call('HINCRBY', K_SLOTS, rec.slot .. ':held', -1)
 redis.call('HINCRBY', K_SLOTS, rec.slot .. ':booked', 1)
@@ -81,4 +87,7 @@ local json = save_hold(rec)
 local event_id, _, counts = emit_hold(step, 'booking_confirmed', rec, {
   'amount', rec.amount, 'payment_ref', payment_ref,
 }, json)
+if rec.entry then
+  take_offer_entry(step, rec)
+end
 return hold_reply(OK, event_id, rec, nil, json, counts)

@@ -4,7 +4,7 @@
   is over return to the pool. Reserve reclaims its own slot's due timers itself; this
   sweep catches the rest, so no correctness depends on keyspace notifications.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms     logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed  seeds the anti-scalping delay of the freed units
   ARGV[3]  limit      at most this many timers per call (a long script blocks Redis)

@@ -2,7 +2,7 @@
   extend: push a hold's deadline out once, when the patient starts paying, never past
   the tag's hard maximum hold lifetime (counted from the hold's creation).
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms      logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed   seeds the anti-scalping delay if the hold turns out to be due
   ARGV[3]  hold_id

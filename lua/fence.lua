@@ -5,7 +5,7 @@
   from Postgres. A healthy store is never behind: Postgres only learns sequence numbers
   from Redis's own events.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  postgres_seq  the highest seq Postgres recorded for the tag
   ARGV[2]  tag           the tag's name (written when the store has lost even the meta)
 

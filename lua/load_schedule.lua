@@ -8,7 +8,7 @@
   restarted without its data, a failover that dropped writes), the tag is fenced here
   and the load refused, exactly as the fence monitor would (see fence.lua).
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms              logical clock in ms; 0 = the server's TIME
   ARGV[2]  tag                 the tag's name, stamped on every event
   ARGV[3]  schedule_id
@@ -28,6 +28,9 @@
   ARGV[17] date                YYYY-MM-DD
   ARGV[18] postgres_seq        the highest seq Postgres recorded for the tag (0: none)
   ARGV[19] slot_count n, then ARGV[20..19+2n] slot_id, capacity pairs
+  ARGV[20+2n] offer_ttl_ms     policy: a waitlist offer's payment deadline
+  ARGV[21+2n] offer_settle     policy: 1 = offers wait for the worker's check of the
+                               rules on the patient's tag (blacklist, at most N open)
 
   Returns {code, event_id, extra}
     0   OK
@@ -35,7 +38,8 @@
    -21  slot_schedule_mismatch  extra = slot that belongs to another schedule
    -16  capacity_below_taken    extra = slot whose held + booked + waiting exceed it
    -20  invalid_argument        extra = which
-  Emits: schedule_loaded (with the slots and capacities as JSON).
+  Emits: schedule_loaded (with the slots and capacities as JSON); then, when capacity
+    grew on a schedule with a waitlist, waitlist_offered / waitlist_refused.
 ]]
 --- @include "tag"
 --- @include "codes"
@@ -44,6 +48,7 @@
 --- @include "meta"
 --- @include "slots"
 --- @include "events"
+--- @include "waitlist"
 
 local step = new_step(now_ms(ARGV[1]))
 local tag, schedule = ARGV[2], ARGV[3]
@@ -55,8 +60,13 @@ for _, i in ipairs({4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 18}) do
   end
 end
 local slot_count = tonumber(ARGV[19])
-if tag == '' or schedule == '' or not slot_count or #ARGV ~= 19 + 2 * slot_count then
+if tag == '' or schedule == '' or not slot_count or #ARGV ~= 21 + 2 * slot_count then
   return {E_INVALID_ARGUMENT, '', 'slots'}
+end
+local offer_ttl = tonumber(ARGV[20 + 2 * slot_count])
+local offer_settle = tonumber(ARGV[21 + 2 * slot_count])
+if not offer_ttl or offer_ttl <= 0 or (offer_settle ~= 0 and offer_settle ~= 1) then
+  return {E_INVALID_ARGUMENT, '', 'offer'}
 end
 if is_fenced() then
   return {E_STORE_FENCED, '', ''}
@@ -88,12 +98,16 @@ end
 redis.call('HSET', K_META, 'tag', tag, 'hold_ttl_ms', numbers[9], 'max_hold_ms', numbers[10],
   'extend_ms', numbers[11], 'one_per_day', numbers[12], 'rerelease_min_ms', numbers[13],
   'rerelease_max_ms', numbers[14], 'hospital', ARGV[15], 'department', ARGV[16],
-  'date', ARGV[17])
+  'date', ARGV[17], 'offer_ttl_ms', offer_ttl, 'offer_settle', offer_settle)
 redis.call('HSETNX', K_SCHEDULES, schedule .. ':status', 'open')
 redis.call('HSET', K_SCHEDULES, schedule .. ':release_ms', numbers[4],
   schedule .. ':start_ms', numbers[5], schedule .. ':end_ms', numbers[6],
   schedule .. ':cancel_deadline_ms', numbers[7], schedule .. ':fee', numbers[8])
 local listed = {}
+local known = {}
+for _, slot in ipairs(schedule_slots(schedule)) do
+  known[slot] = true
+end
 for _, pair in ipairs(caps) do
   local slot, cap = pair[1], pair[2]
   local old = tonumber(redis.call('HGET', K_SLOTS, slot .. ':cap'))
@@ -105,10 +119,21 @@ for _, pair in ipairs(caps) do
   end
   redis.call('HSET', K_SLOTS, slot .. ':cap', cap)
   listed[slot] = cap
+  known[slot] = true
 end
+-- The schedule's slots, for the steps that offer its free units to its waitlist.
+local all_slots = {}
+for slot in pairs(known) do
+  all_slots[#all_slots + 1] = slot
+end
+table.sort(all_slots)
+redis.call('HSET', K_SCHEDULES, schedule .. ':slots', table.concat(all_slots, ' '))
 local event_id = emit(step, 'schedule_loaded', {
   'schedule', schedule, 'release_ms', numbers[4], 'start_ms', numbers[5],
   'end_ms', numbers[6], 'cancel_deadline_ms', numbers[7], 'fee', numbers[8],
   'status', redis.call('HGET', K_SCHEDULES, schedule .. ':status'), 'slots', cjson.encode(listed),
 })
+for _, pair in ipairs(caps) do
+  offer_free_units(step, pair[1])
+end
 return {OK, event_id, ''}

@@ -3,7 +3,7 @@
   fence. The caller reads Postgres (schedules, slot capacities, open holds and
   bookings) and passes it here; the replacement is one atomic step.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  tag
   ARGV[2]  seq     the tag's highest seq in Postgres: new events continue after it
   ARGV[3]  meta    JSON object of the tag's policy fields (hold_ttl_ms, max_hold_ms,

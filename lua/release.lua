@@ -2,7 +2,7 @@
   release: give a held or booked unit back to its slot; a booking being released is
   a cancellation, allowed until the schedule's cancellation deadline.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms      logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed   seeds the anti-scalping delay of the freed unit
   ARGV[3]  hold_id     a hold id (bookings keep the id of the hold they came from)

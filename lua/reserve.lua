@@ -1,10 +1,10 @@
 --[[
   reserve: take one unit of a slot for a patient, as a hold with a payment deadline.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
-  KEYS[9]     only with an admission token (ARGV[12]): the tag's rooms hash
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
+  KEYS[12]    only with an admission token (ARGV[12]): the tag's rooms hash
               (includes/room.lua)
-  KEYS[9..] or KEYS[10..]  optional: rate-limit buckets checked first, all-or-nothing,
+  KEYS[12..] or KEYS[13..]  optional: rate-limit buckets checked first, all-or-nothing,
               by GCRA (includes/gcra.lua); the API passes its per-account and
               per-address buckets here on a single Redis server (one call, not two)
   ARGV[1]  now_ms            logical clock in ms; 0 = the server's TIME
@@ -20,7 +20,7 @@
                              is only valid until then: refuse after it
   ARGV[10] reclaim_limit     at most this many due timers of the slot are run first
   ARGV[11] request_id        the API request's id, stamped on the events ("rid"); may be ""
-  ARGV[12] admission_token   present exactly when KEYS[9] is the rooms hash: the token
+  ARGV[12] admission_token   present exactly when KEYS[12] is the rooms hash: the token
                              a queued release's room gave this account and patient
   then interval_ms and burst of each bucket, in the buckets' order (ARGV[12..] or
                              ARGV[13..]); so #ARGV - 11 = 2 x buckets, or that + 1
@@ -40,7 +40,7 @@
    -42  admission_token_expired
    -43  admission_token_used
    -44  admission_token_not_yours  another account's or patient's token
-   -22  rate_limited            a bucket of KEYS[9..] is over its limit; nothing counted,
+   -22  rate_limited            a bucket of KEYS[12..] is over its limit; nothing counted,
                                 nothing held; extra = "<retry_after_ms> <bucket i> ..."
    -17  store_fenced            the tag's state is older than Postgres: rebuild first
    -12  slot_not_found
@@ -75,13 +75,13 @@ local hold_id, slot, account, patient = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local channel, fingerprint = ARGV[7], ARGV[8]
 local token_deadline = tonumber(ARGV[9])
 local reclaim_limit = tonumber(ARGV[10])
--- With an admission token, KEYS[9] is the rooms hash and ARGV[12] the token.
+-- With an admission token, KEYS[12] is the rooms hash and ARGV[12] the token.
 local with_token = (#ARGV - 11) % 2 == 1
-local key_base, arg_base = 8, 11
+local key_base, arg_base = TAG_KEY_COUNT, 11
 local K_ADMISSIONS, admission_token = nil, ''
 if with_token then
-  key_base, arg_base = 9, 12
-  K_ADMISSIONS, admission_token = KEYS[9], ARGV[12]
+  key_base, arg_base = TAG_KEY_COUNT + 1, 12
+  K_ADMISSIONS, admission_token = KEYS[TAG_KEY_COUNT + 1], ARGV[12]
 end
 local buckets = #KEYS - key_base
 if hold_id == '' or slot == '' or account == '' or patient == '' or not token_deadline

@@ -3,7 +3,7 @@
   its open holds and bookings stay as they are, for the caller to release with
   reason "suspended" (the HIS flow cancels and refunds them).
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms       logical clock in ms; 0 = the server's TIME
   ARGV[2]  schedule_id
   ARGV[3]  reason       e.g. doctor_unavailable, his_sync

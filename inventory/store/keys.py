@@ -62,7 +62,7 @@ def department_day_tag(department_id: str, visit_date: date) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TagKeys:
-    """The eight keys of a department-day tag, in the order every script takes them."""
+    """The eleven keys of a department-day tag, in the order every script takes them."""
 
     tag: str
     meta: str
@@ -73,9 +73,12 @@ class TagKeys:
     timers: str
     slot_timers: str
     outbox: str
+    waitlist: str
+    waitq: str
+    offers: str
 
     def as_list(self) -> list[str]:
-        """KEYS[1..8] for a state-machine script."""
+        """KEYS[1..11] for a state-machine script (lua/includes/tag.lua)."""
         return [
             self.meta,
             self.schedules,
@@ -85,6 +88,9 @@ class TagKeys:
             self.timers,
             self.slot_timers,
             self.outbox,
+            self.waitlist,
+            self.waitq,
+            self.offers,
         ]
 
 
@@ -102,6 +108,9 @@ def tag_keys(tag: str) -> TagKeys:
         timers=prefix + "timers",
         slot_timers=prefix + "slot_timers",
         outbox=prefix + "outbox",
+        waitlist=prefix + "waitlist",
+        waitq=prefix + "waitq",
+        offers=prefix + "offers",
     )
 
 
@@ -174,6 +183,16 @@ def patient_keys(patient_id: str) -> PatientKeys:
     """The keys of a patient's tag; all share the hash tag ``{p:<patient_id>}``."""
     prefix = f"inv:{{p:{check_id(patient_id, 'patient_id')}}}:"
     return PatientKeys(tokens=prefix + "tokens", bans=prefix + "bans", outbox=prefix + "outbox")
+
+
+def patient_waitlist_keys(patient_id: str) -> PatientKeys:
+    """The patient tag's keys with the patient's waitlist entries in place of its hold
+    tokens: the two-step scripts (patient_acquire, patient_settle, patient_release,
+    patient_reap) then count entries exactly as they count holds (at most N per patient,
+    leftovers of a process that died between the steps reaped)."""
+    found = patient_keys(patient_id)
+    prefix = found.tokens.removesuffix("tokens")
+    return PatientKeys(tokens=prefix + "waitlist", bans=found.bans, outbox=found.outbox)
 
 
 def node_verified_key(hashtag: str) -> str:
@@ -253,6 +272,23 @@ def hold_id_for(account_id: str, idempotency_key: str, tag: str) -> str:
     department_id, day = tag.split(":")
     digest = hashlib.sha256(f"{account_id}\x00{idempotency_key}\x00{tag}".encode()).digest()
     token = b32_120(digest[:15])
+    return f"{department_id}.{day}.{token}"
+
+
+def waitlist_entry_id_for(account_id: str, idempotency_key: str, tag: str) -> str:
+    """A waitlist entry's id: a pure function of (account, idempotency key, tag), so a
+    retried join lands on the same entry; shaped like a hold id (its tag readable with
+    :func:`tag_of_hold`) and never equal to one (another digest input)."""
+    department_id, day = tag.split(":")
+    material = f"waitlist\x00{account_id}\x00{idempotency_key}\x00{tag}"
+    token = b32_120(hashlib.sha256(material.encode()).digest()[:15])
+    return f"{department_id}.{day}.{token}"
+
+
+def offer_hold_id_for(entry_id: str) -> str:
+    """The hold id a waitlist entry's offer takes (one offer per entry), in its tag."""
+    department_id, day, _ = entry_id.split(".")
+    token = b32_120(hashlib.sha256(f"offer\x00{entry_id}".encode()).digest()[:15])
     return f"{department_id}.{day}.{token}"
 
 

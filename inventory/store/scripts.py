@@ -57,6 +57,9 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "reschedule_mark",
     "login_code_issue",
     "login_code_check",
+    "waitlist_join",
+    "waitlist_leave",
+    "waitlist_settle",
 )
 
 _INCLUDE_RE = re.compile(r'^--- @include "([a-z_]+)"\s*$', re.MULTILINE)

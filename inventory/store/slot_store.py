@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -50,6 +51,7 @@ from inventory.errors import (
     RescheduleInProgressError,
     RescheduleLimitError,
     StoreUnavailableError,
+    WaitlistOfferUnsettledError,
     refusal_for,
 )
 from inventory.store import keys
@@ -77,6 +79,8 @@ GATED_SCRIPTS = frozenset(
         "reschedule",
         "reschedule_take",
         "reschedule_mark",
+        "waitlist_join",
+        "waitlist_leave",
     }
 )
 #: True while a gated script call runs: a connection opened for it to a Cluster node the
@@ -396,6 +400,7 @@ class SlotStore:
         ]
         for slot in spec.slots:
             args += [keys.check_id(slot.slot_id, "slot_id"), slot.capacity]
+        args += [policy.waitlist_offer_s * 1000, int(policy.spans_tags)]
         reply = await self._call("load_schedule", keys.tag_keys(tag).as_list(), args)
         if int(reply[0]) != LUA_OK:
             raise refusal_for(int(reply[0]), detail=_text(reply[2]))
@@ -555,7 +560,15 @@ class SlotStore:
         ``request_id`` (here and in reserve and release) is stamped on the events."""
         tag = keys.tag_of_hold(hold_id)
         args = [self.script_now(), self._seed(), hold_id, account_id, payment_ref, request_id]
-        return self._hold_outcome(await self._call("confirm", keys.tag_keys(tag).as_list(), args))
+        tag_keys = keys.tag_keys(tag).as_list()
+        try:
+            return self._hold_outcome(await self._call("confirm", tag_keys, args))
+        except WaitlistOfferUnsettledError:
+            # A waitlist offer paid before the worker checked its patient's rules: check
+            # them now, then confirm again (a refused offer has been released meanwhile,
+            # so the second answer says so).
+            await self.settle_offer(hold_id)
+        return self._hold_outcome(await self._call("confirm", tag_keys, args))
 
     async def release(
         self,
@@ -879,6 +892,82 @@ class SlotStore:
     async def settle_patient_token(self, patient_id: str, hold_id: str) -> None:
         """Step two: the hold exists, so its token counts for good (until released)."""
         await self._call("patient_settle", keys.patient_keys(patient_id).as_list(), [hold_id])
+
+    async def acquire_patient_item(
+        self,
+        pk: keys.PatientKeys,
+        item_id: str,
+        *,
+        hospital_id: str,
+        max_items: int,
+        policy: HospitalPolicy,
+        reap: Callable[[list[str]], Awaitable[int]],
+    ) -> tuple[int, bool]:
+        """Step one of a two-step on the patient's tag (lua/patient_acquire.lua) over
+        another zset than the hold tokens (``pk.tokens``: the waitlist's entries): the
+        blacklist (when the policy checks it) and at most ``max_items`` of the zset (0:
+        no limit), then a pending token for ``item_id``. Returns (the token's pending
+        deadline ms or 0, whether a new token was taken); refuses with
+        :class:`PatientRuleError` (``rule`` "blacklisted" or "max_open") after reaping
+        stale tokens once with ``reap``."""
+        args = [
+            self.script_now(),
+            item_id,
+            keys.check_id(hospital_id, "hospital_id"),
+            max_items,
+            policy.token_window_s * 1000,
+            "1" if policy.blacklist else "0",
+        ]
+        for attempt in range(2):
+            reply = await self._call("patient_acquire", pk.as_list(), args)
+            code = int(reply[0])
+            if code in (LUA_OK, LUA_REPLAY):
+                return int(float(reply[1])), code == LUA_OK
+            rule = _text(reply[2])
+            if code != PatientRuleError.lua_code or rule != "max_open" or attempt == 1:
+                context: dict[str, Any] = {"rule": rule}
+                if rule == "blacklisted":
+                    context["banned_until_ms"] = int(reply[3])
+                raise refusal_for(code, **context)
+            await reap([_text(t) for t in reply[4:]])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def settle_offer(self, hold_id: str) -> str:
+        """The patient side of a waitlist offer (the worker's step, and confirm's when
+        an offer is paid before it): under rules on the patient's tag (blacklist, at
+        most N open) take and settle the patient's token for the offer's hold, then tell
+        its tag (lua/waitlist_settle.lua). A refused offer is released there and its
+        unit offered to the next waiting patient. Returns "settled", "refused" or
+        "gone" (not an unsettled open offer any more). Safe to repeat after a crash at
+        any point: a token taken again is a replay, a settled offer is settled again."""
+        tag = keys.tag_of_hold(hold_id)
+        verdict = "settled"
+        hold = await self.get_hold(hold_id)
+        if hold is not None and hold.state is HoldState.HELD:
+            hospital = await _guard(self.client.hget(keys.tag_keys(tag).meta, "hospital"))
+            policy = self.policies.for_hospital(_text(hospital or ""))
+            if policy.spans_tags and hospital:
+                try:
+                    await self.acquire_patient_token(
+                        hold.patient_id, hold_id, hospital_id=_text(hospital), policy=policy
+                    )
+                except (PatientRuleError, PatientWeeklyLimitError) as refused:
+                    verdict = str(refused.context.get("rule") or "patient_rule")
+                else:
+                    await self._settle_token(hold.patient_id, hold_id)
+        args = [self.script_now(), self._seed(), hold_id, verdict]
+        reply = await self._call("waitlist_settle", keys.tag_keys(tag).as_list(), args)
+        code = int(reply[0])
+        if code == LUA_REPLAY:
+            return "gone"
+        if code != LUA_OK:
+            raise refusal_for(code)
+        return "settled" if verdict == "settled" else "refused"
+
+    async def unsettled_offers(self, tag: str, limit: int = 100) -> list[str]:
+        """The tag's waitlist offers whose patient side is not settled yet, oldest first."""
+        found = await _guard(self.client.zrange(keys.tag_keys(tag).offers, 0, limit - 1))
+        return [_text(hold_id) for hold_id in found]
 
     async def reap_patient_tokens(self, patient_id: str, hold_ids: Sequence[str]) -> int:
         """Drop the patient's tokens whose holds have ended or never happened."""

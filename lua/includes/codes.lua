@@ -54,3 +54,7 @@ local E_TICKET_NOT_FOUND = -49
 local E_SMS_CODE_INVALID = -60
 local E_SMS_CODE_EXPIRED = -61
 local E_SMS_CODE_LOCKED = -62
+-- The waitlist's (numbered apart, so that other new refusals can take -23 onwards).
+local E_WAITLIST_UNITS_FREE = -31
+local E_WAITLIST_ENTRY_NOT_FOUND = -32
+local E_WAITLIST_OFFER_UNSETTLED = -33

@@ -1,6 +1,6 @@
 --[[
   due_timers: run timers that are due: a hold past its deadline expires, a waiting
-  unit whose delay is over returns to the pool.
+  unit whose delay is over returns to the pool (and so to the schedule's waitlist).
 
   Provides:
     run_timer(step, slot, kind, id, due) -> 1 if it changed state, else 0 (a stale
@@ -9,7 +9,7 @@
                                                  at the step's clock, oldest first, at
                                                  most `limit`
   Expects: tag (K_SLOTS, K_SLOT_TIMERS), a step from step.lua, timers,
-    holds (load_hold), end_hold, events (emit).
+    holds (load_hold), end_hold, events (emit), waitlist (offer_free_units).
 ]]
 --- @include "tag"
 --- @include "step"
@@ -17,13 +17,16 @@
 --- @include "holds"
 --- @include "end_hold"
 --- @include "events"
+--- @include "waitlist"
 
--- A waiting unit whose delay is over returns to the pool.
+-- A waiting unit whose delay is over returns to the pool, where the schedule's
+-- waitlist has it first.
 local function return_waiting_unit(step, slot, id, due)
   remove_timer(slot, 'w', id, due)
   redis.call('HINCRBY', K_SLOTS, slot .. ':wait', -1)
   redis.call('HINCRBY', K_SLOTS, slot .. ':rem', 1)
-  return emit(step, 'unit_returned', {'hold', id}, slot)
+  emit(step, 'unit_returned', {'hold', id}, slot)
+  offer_free_units(step, slot)
 end
 
 -- Runs one due timer; returns 1 if it changed state.

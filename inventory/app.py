@@ -33,6 +33,7 @@ from inventory.booking.rescheduling import Rescheduling
 from inventory.booking.reservations import Reservations
 from inventory.booking.soldout import SoldOutSlots
 from inventory.booking.substitution import Substitutions
+from inventory.booking.waitlist import Waitlists
 from inventory.domain import HospitalPolicy
 from inventory.ops.config import Settings
 from inventory.record.bookings import PgBookings
@@ -40,6 +41,7 @@ from inventory.record.catalogue import PgCatalogue
 from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
 from inventory.record.patients import PatientRegistry
 from inventory.record.pool import create_pool
+from inventory.record.waitlist import PgWaitlist
 from inventory.recovery.fence import StoreVerification
 from inventory.release.rooms import RoomStore
 from inventory.release.service import WaitingRooms
@@ -100,17 +102,18 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
         patients = PatientRegistry(pool, settings.keyring(), settings.blind_index(), redis=client)
         bookings = PgBookings(pool)
         sold_out = SoldOutSlots(settings.availability_cache_s)
+        limiter = ReserveRateLimiter(
+            store,
+            per_account=settings.reserve_rate_per_account,
+            per_ip=settings.reserve_rate_per_ip,
+            client_ip_header=settings.client_ip_header,
+        )
         reservations = Reservations(
             store=store,
             catalogue=catalogue,
             patients=patients,
             bookings=bookings,
-            limiter=ReserveRateLimiter(
-                store,
-                per_account=settings.reserve_rate_per_account,
-                per_ip=settings.reserve_rate_per_ip,
-                client_ip_header=settings.client_ip_header,
-            ),
+            limiter=limiter,
             sold_out=sold_out,
             db=pool,
             payments_enabled=settings.payments.enabled,
@@ -135,6 +138,13 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
                 bookings=bookings,
                 rescheduling=rescheduling,
                 db=pool,
+            ),
+            waitlists=Waitlists(
+                store=store,
+                catalogue=catalogue,
+                patients=patients,
+                record=PgWaitlist(pool),
+                limiter=limiter,
             ),
             gate=app[GATE],
             catalogue=catalogue,

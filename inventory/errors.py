@@ -269,6 +269,8 @@ class TicketNotFoundError(RefusedError):
     code = "ticket_not_found"
     http_status = 404
     title = "No such ticket"
+
+
 class WaitlistUnitsFreeError(RefusedError):
     """A slot of the schedule has a free unit: the patient reserves it instead."""
 

@@ -1,10 +1,11 @@
 """``inventory worker``: the background half of the service, in one process.
 
 Runs, side by side until SIGINT/SIGTERM: the persister (outbox streams -> Postgres), the
-expirer (due holds back to the pool), the waiting rooms' ticker, the suspension sweep (a
-suspended schedule's bookings cancelled and refunded), the visits loop (no-shows and
-the no-show rule), the move recovery (reschedules cut short by a crash finished or
-undone), the fence monitor (Redis behind Postgres ->
+expirer (due holds back to the pool), the waitlist offers' settler (the patient-tag rules
+of offers made under them, inventory/booking/offers.py), the waiting rooms' ticker, the
+suspension sweep (a suspended schedule's bookings cancelled and refunded), the visits
+loop (no-shows and the no-show rule), the move recovery (reschedules cut short by a
+crash finished or undone), the fence monitor (Redis behind Postgres ->
 fenced tags; a verified server -> the API's gate opens), the metrics sampler (its
 own /metrics port, see inventory/ops/sampler.py) and, when a channel is configured, the
 notifier (inventory/notify/). Each loop survives Redis or Postgres being
@@ -25,6 +26,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import structlog
 
+from inventory.booking.offers import run_offer_settler
 from inventory.booking.rescheduling import run_move_recovery
 from inventory.his.flows import his_loops
 from inventory.his.suspension import run_suspension_sweep
@@ -32,6 +34,7 @@ from inventory.notify.service import run_notifier
 from inventory.ops.config import Settings
 from inventory.ops.sampler import MeteredPersisterStats, run_sampler
 from inventory.privacy.crypto import FieldKeyring
+from inventory.record.catalogue import PgCatalogue
 from inventory.record.persister import run_persister
 from inventory.record.pool import create_pool
 from inventory.recovery.fence import run_fence_monitor
@@ -39,7 +42,7 @@ from inventory.release.rooms import RoomStore
 from inventory.release.ticker import run_room_ticker
 from inventory.store.connection import connect_redis
 from inventory.store.expirer import run_expirer
-from inventory.store.slot_store import SlotStore
+from inventory.store.slot_store import PolicyBook, SlotStore
 from inventory.visits.noshow import VisitsConfig, run_visits
 
 log = structlog.get_logger(__name__)
@@ -87,8 +90,15 @@ async def _run_loops(
         await store.fence_if_behind(tag, 2**62)
 
     stats = MeteredPersisterStats()
+    # The offers' settler judges offers by each hospital's policy: the catalogue reads
+    # them into the dict the store's policy book shares.
+    catalogue = PgCatalogue(pool, store)
+    store.policies = PolicyBook(default=store.policies.default, by_hospital=catalogue.policies)
     loops: dict[str, Coroutine[Any, Any, None]] = {
         "expirer": run_expirer(store, interval_s=settings.expire_interval_s, stop=stop),
+        "offers": run_offer_settler(
+            store, catalogue, interval_s=settings.expire_interval_s, stop=stop
+        ),
         "fence": run_fence_monitor(store, pool, interval_s=settings.fence_interval_s, stop=stop),
         "sampler": run_sampler(
             store,

@@ -17,6 +17,7 @@ from inventory.booking.rescheduling import Rescheduling
 from inventory.booking.reservations import Reservations
 from inventory.booking.soldout import SoldOutSlots
 from inventory.booking.substitution import Substitutions
+from inventory.booking.waitlist import Waitlists
 from inventory.ops.config import Settings
 from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
@@ -39,6 +40,8 @@ class Services:
     rescheduling: Rescheduling
     #: Offers of a substitute doctor (替诊) and the patients' answers.
     substitutions: Substitutions
+    #: The 候补 waitlist's steps (join, look, leave, list).
+    waitlists: Waitlists
     gate: AdmissionGate
     catalogue: PgCatalogue
     patients: PatientRegistry

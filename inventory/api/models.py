@@ -408,6 +408,8 @@ class HospitalPolicyBody(Request):
     no_show_window_days: Annotated[int, Field(ge=1, le=3650)] = 90
     no_show_ban_days: Annotated[int, Field(ge=1, le=3650)] = 90
     max_reschedules: Annotated[int, Field(ge=0, le=10)] = 1
+    waitlist_offer_s: Annotated[int, Field(ge=60, le=86400)] = 1800
+    waitlist_max_per_patient: Annotated[int, Field(ge=0, le=100)] = 3
 
 
 Name = Annotated[Printable, Field(min_length=1, max_length=100)]
@@ -507,3 +509,85 @@ class BanLift(Request):
     """Why an operator lifts a ban (kept in the ban's history)."""
 
     reason: Annotated[Printable, Field(min_length=1, max_length=200)]
+
+
+# -- the waitlist --------------------------------------------------------------------------
+
+
+class WaitlistJoinBody(Request):
+    """Which of the account's patients joins, and from where."""
+
+    patient_id: Id
+    channel: Channel
+
+
+class WaitlistEntryState(StrEnum):
+    """Where an entry is: ``waiting`` in line; ``offered``: a freed unit is held for the
+    patient (pay the offer's hold before its deadline); then ``taken`` (paid),
+    ``lapsed`` (unpaid by the deadline), ``declined`` (the offer given back),
+    ``refused`` (a booking rule for the patient refused the offer) or ``left``."""
+
+    WAITING = "waiting"
+    OFFERED = "offered"
+    TAKEN = "taken"
+    LAPSED = "lapsed"
+    DECLINED = "declined"
+    REFUSED = "refused"
+    LEFT = "left"
+
+
+class WaitlistOfferView(BaseModel):
+    """The unit held for the patient: an ordinary hold of the account's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hold_id: str
+    slot_id: str
+    state: Annotated[str, Field(description="the hold's state (held, booked, expired, ...)")]
+    amount_fen: Annotated[int, Field(description="the fee in fen")]
+    offered_at: Instant
+    deadline: Annotated[Instant, Field(description="pay before this, or it passes on")]
+
+
+_ENTRY_EXAMPLE: dict[str, JsonValue] = {
+    "entry_id": "dep-cardio.20261209.qrstuvwxyzabcdefghijklmn",
+    "schedule_id": "sch-20261209-am",
+    "patient_id": "p-7f3a9c",
+    "channel": "wechat",
+    "state": "waiting",
+    "position": 3,
+    "joined_at": "2026-12-02T08:00:05.120000+08:00",
+    "offer": None,
+    "ended_at": None,
+    "end_reason": "",
+}
+
+
+class WaitlistEntryView(BaseModel):
+    """A patient's place on a schedule's waitlist."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_ENTRY_EXAMPLE]})
+
+    entry_id: str
+    schedule_id: str
+    patient_id: str
+    channel: Channel
+    state: WaitlistEntryState
+    position: Annotated[
+        int | None,
+        Field(description="while waiting: 1 = the next freed unit is offered to this entry"),
+    ]
+    joined_at: Instant
+    offer: WaitlistOfferView | None
+    ended_at: Instant | None
+    end_reason: str
+
+
+class WaitlistList(BaseModel):
+    """The account's waitlist entries, newest first."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"items": [_ENTRY_EXAMPLE]}]}
+    )
+
+    items: list[WaitlistEntryView]

@@ -116,6 +116,7 @@ ACCEPT_LANGUAGE: Final = {
 _EXAMPLE_DAY = date(1990, 3, 7)
 #: An example of every request body, by model (tests/api/test_openapi.py validates each).
 REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
+    models.WaitlistJoinBody: {"patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0", "channel": "wechat"},
     models.HoldCreate: {
         "slot_id": "slot-0800-1",
         "patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0",

@@ -27,6 +27,7 @@ from inventory.api import (
     releases,
     reports,
     visits,
+    waitlist,
     webapp,
 )
 from inventory.api.routing import Operation, Routes
@@ -38,6 +39,7 @@ TABLES: Final[tuple[Routes, ...]] = (
     login.routes,
     patients.routes,
     holds.routes,
+    waitlist.routes,
     payments.routes,
     operators.routes,
     merchants.routes,

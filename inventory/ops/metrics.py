@@ -226,6 +226,13 @@ UNITS_RERELEASED: Final = Counter(
     "Units freed for sale again by an ended hold or booking, by why it ended.",
     ["reason"],
 )
+WAITLIST_EVENTS: Final = Counter(
+    "inventory_waitlist_events_total",
+    "候补 waitlist entries by what happened: joined, offered (a freed unit held for the "
+    "first waiting patient), taken (the offer paid), lapsed (unpaid by its deadline), "
+    "declined, refused (a patient rule), left.",
+    ["event"],
+)
 UNITS_RETURNED: Final = Counter(
     "inventory_units_returned_total",
     "Freed units back in the pool after the anti-scalping delay.",
@@ -445,6 +452,8 @@ for _outcome in ("ok", "replay"):
     RESERVE_OUTCOMES.labels(outcome=_outcome)
 for _result in ("ok", "failed"):
     EXPIRER_SWEEPS.labels(result=_result)
+for _waitlist_event in ("joined", "offered", "taken", "lapsed", "declined", "refused", "left"):
+    WAITLIST_EVENTS.labels(event=_waitlist_event)
 
 # -- bounded label values ----------------------------------------------------------------
 
@@ -463,7 +472,18 @@ EVENT_TYPES: Final = frozenset(
         "schedule_reopened",
         "capacity_adjusted",
         "store_rebuilt",
+        "waitlist_joined",
+        "waitlist_offered",
+        "waitlist_taken",
+        "waitlist_lapsed",
+        "waitlist_declined",
+        "waitlist_refused",
+        "waitlist_left",
     }
+)
+#: What happened on a waitlist, by the entry's event (waitlist_<what>).
+WAITLIST_OUTCOMES: Final = frozenset(
+    {"joined", "offered", "taken", "lapsed", "declined", "refused", "left"}
 )
 #: How an ended hold's unit came free, by the ending event.
 _RERELEASE_REASONS: Final = {
@@ -628,6 +648,10 @@ def observe_events(events: Iterable[HoldEvent]) -> None:
         reason = _RERELEASE_REASONS.get(event.type)
         if reason is not None:
             UNITS_RERELEASED.labels(reason=reason).inc()
+        if event.type.startswith("waitlist_"):
+            WAITLIST_EVENTS.labels(
+                event=bounded(event.type.removeprefix("waitlist_"), WAITLIST_OUTCOMES)
+            ).inc()
         if event.type == "hold_expired":
             HOLD_EXPIRIES.inc()
         elif event.type == "unit_returned":

@@ -39,7 +39,7 @@ from typing import Any, Final
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import orjson
 
-from inventory.domain import Hold, HoldState
+from inventory.domain import Hold, HoldState, WaitlistEntry
 from inventory.errors import InventoryError
 from inventory.record.queries import QUERIES
 from inventory.record.room_projection import RoomEventMalformedError, project_rooms
@@ -56,6 +56,20 @@ HOLD_EVENTS: Final = frozenset(
         "booking_cancelled",
         # A rescheduled booking (改约): booked at once, with the old booking's payment.
         "booking_rescheduled",
+        # A waitlist offer is a hold made for a waiting patient.
+        "waitlist_offered",
+    }
+)
+#: Events of a waitlist entry; each carries the whole entry record after the step.
+WAITLIST_EVENTS: Final = frozenset(
+    {
+        "waitlist_joined",
+        "waitlist_offered",
+        "waitlist_taken",
+        "waitlist_lapsed",
+        "waitlist_declined",
+        "waitlist_refused",
+        "waitlist_left",
     }
 )
 #: Events that set a slot's capacity.
@@ -71,6 +85,7 @@ _TRANSITIONS: Final[Mapping[str, tuple[str | None, str]]] = {
     "hold_extended": ("held", "extended"),
     "booking_confirmed": ("held", "paid"),
     "booking_rescheduled": (None, "rescheduled"),
+    "waitlist_offered": (None, "waitlist_offered"),
 }
 
 #: The slot's capacity as the newest recorded event of its tag that names the slot says
@@ -174,6 +189,8 @@ class TagEvent:
     payload: dict[str, str]
     #: The hold after the step, for hold events.
     hold: Hold | None = None
+    #: The waitlist entry after the step, for waitlist events.
+    waitlist: WaitlistEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +287,9 @@ def parse_entry(entry: OutboxEntry) -> Event:
     hold = None
     if event_type in HOLD_EVENTS:
         hold = _hold_of(fields, tag)
+    waitlist_entry = None
+    if event_type in WAITLIST_EVENTS:
+        waitlist_entry = _entry_of(fields, tag)
     return TagEvent(
         entry=entry,
         tag=tag,
@@ -278,6 +298,7 @@ def parse_entry(entry: OutboxEntry) -> Event:
         at=_ms_field(fields, "at"),
         payload=payload,
         hold=hold,
+        waitlist=waitlist_entry,
     )
 
 
@@ -299,6 +320,45 @@ def _hold_of(fields: Mapping[str, str], tag: str) -> Hold:
     if hold_tag != tag:
         raise MalformedEntryError("the hold belongs to another tag")
     return hold
+
+
+def _entry_of(fields: Mapping[str, str], tag: str) -> WaitlistEntry:
+    try:
+        entry = WaitlistEntry.from_record(orjson.loads(_text(fields, "entry_record")))
+        for ms in (entry.created_ms, entry.offered_ms, entry.ended_ms):
+            if not 0 <= ms <= _MAX_MS:
+                raise ValueError("an instant is out of range")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise MalformedEntryError(f"the waitlist entry is unreadable ({error})") from error
+    if entry.entry_id != fields.get("entry"):
+        raise MalformedEntryError("the waitlist record names another entry")
+    try:
+        entry_tag = keys.tag_of_hold(entry.entry_id)
+    except keys.InvalidIdError as error:
+        raise MalformedEntryError("the entry id is not an entry id") from error
+    if entry_tag != tag:
+        raise MalformedEntryError("the waitlist entry belongs to another tag")
+    return entry
+
+
+def _entry_row(entry: WaitlistEntry, tag: str, seq: int) -> tuple[Any, ...]:
+    return (
+        entry.entry_id,
+        tag,
+        entry.schedule_id,
+        entry.account_id,
+        entry.patient_id,
+        entry.channel,
+        entry.seq,
+        entry.state.value,
+        entry.offer_hold_id,
+        entry.slot_id or None,
+        instant(entry.created_ms),
+        _optional_instant(entry.offered_ms),
+        _optional_instant(entry.ended_ms),
+        entry.end_reason,
+        seq,
+    )
 
 
 async def write_batch(
@@ -446,6 +506,19 @@ async def _project(connection: asyncpg.Connection, applied: Sequence[TagEvent]) 
         ]
         if cancelled:
             await connection.executemany(QUERIES["cancel_booking"], cancelled)
+    # Waitlist rows in (entry id, seq) order: the newest record of each entry wins
+    # (upsert_waitlist_entry only moves a row forward).
+    waitlist: dict[str, tuple[WaitlistEntry, str, int]] = {}
+    for e in applied:
+        if e.waitlist is not None:
+            latest = waitlist.get(e.waitlist.entry_id)
+            if latest is None or e.seq > latest[2]:
+                waitlist[e.waitlist.entry_id] = (e.waitlist, e.tag, e.seq)
+    if waitlist:
+        await connection.executemany(
+            QUERIES["upsert_waitlist_entry"],
+            [_entry_row(*waitlist[entry_id]) for entry_id in sorted(waitlist)],
+        )
     capacity = sorted(
         {(e.tag, slot) for e in applied if e.type in CAPACITY_EVENTS for slot in _slots_of(e)}
     )

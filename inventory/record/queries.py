@@ -68,6 +68,9 @@ class Queries(TypedDict):
     upsert_hold: str
     get_hold: str
     list_account_holds: str
+    # the waitlist
+    upsert_waitlist_entry: str
+    list_account_waitlist: str
     insert_booking: str
     cancel_booking: str
     add_status_history: str

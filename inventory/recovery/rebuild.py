@@ -204,6 +204,8 @@ async def _rebuild_once(
         "one_per_day": int(policy.one_per_day),
         "rerelease_min_ms": policy.rerelease_min_s * 1000,
         "rerelease_max_ms": policy.rerelease_max_s * 1000,
+        "offer_ttl_ms": policy.waitlist_offer_s * 1000,
+        "offer_settle": int(policy.spans_tags),
         "hospital": hospital["id"] if hospital else "",
         "department": department_id,
         "date": visit_date.isoformat(),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence

@@ -42,6 +42,7 @@ from inventory.api.models import (
     HoldCreate,
     PatientCreate,
     SubstitutionAnswer,
+    WaitlistJoinBody,
 )
 from inventory.api.releases import TicketCreate
 from inventory.api.routes import OPERATIONS
@@ -362,6 +363,7 @@ def attack_bodies(victim: Victim) -> dict[type[Any], dict[str, Any]]:
         SubstitutionAnswer: {"accept": True},
         PatientCreate: patient_body(),
         TicketCreate: {"patient_id": victim.patient_id},
+        WaitlistJoinBody: {"patient_id": victim.patient_id, "channel": "app"},
     }
 
 
@@ -386,7 +388,7 @@ async def test_other_accounts_objects_are_404_and_never_leak(
             status = answer.status
         for secret in victim.secrets():
             assert secret not in text, (op.operation_id, secret, text)
-        if names or op.body is HoldCreate:
+        if names or op.body in (HoldCreate, WaitlistJoinBody):
             assert status == 404, (op.operation_id, target, status, text)
             assert orjson.loads(text)["code"] == "not_found", text
         else:

@@ -216,10 +216,11 @@ async def test_a_running_claim_makes_a_retry_wait_then_409_and_a_dead_one_is_tak
 def test_every_mutating_route_but_a_reserve_and_the_notification_takes_a_key() -> None:
     """The recorded routes are every POST, PUT, PATCH and DELETE of the API except the
     reserve, the reschedule and the substitution's answer (their key names the hold or
-    booking they make, in Redis), WeChat Pay's notification (no account; de-duplicated by
-    the payment), the login routes (no account yet: a key is scoped to one; a code, a
-    refresh token serves once anyway) and the waiting room's open and join (keyed by
-    themselves: the same release, or the same account and patient, answers the same)."""
+    booking they make, in Redis), the waitlist join (its key names the entry, in Redis),
+    WeChat Pay's notification (no account; de-duplicated by the payment), the login
+    routes (no account yet: a key is scoped to one; a code, a refresh token serves once
+    anyway) and the waiting room's open and join (keyed by themselves: the same release,
+    or the same account and patient, answers the same)."""
     mutating = {
         (op.method.upper(), op.path)
         for op in OPERATIONS
@@ -230,6 +231,7 @@ def test_every_mutating_route_but_a_reserve_and_the_notification_takes_a_key() -
         ("POST", "/v1/holds"),
         ("POST", "/v1/bookings/{booking_id}/reschedule"),
         ("POST", "/v1/bookings/{booking_id}/substitution"),
+        ("POST", "/v1/schedules/{schedule_id}/waitlist"),
         ("POST", "/v1/payments/wechat/notify"),
         ("POST", "/v1/operator/releases"),
         ("POST", "/v1/releases/{release_id}/tickets"),

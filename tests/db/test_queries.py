@@ -150,6 +150,26 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "upsert_hold": lambda s: hold_values(s, new_hold_id(s, "sample")),
     "get_hold": lambda s: {"hold_id": s.booking},
     "list_account_holds": lambda s: {"account_id": s.account, "limit": 10},
+    "upsert_waitlist_entry": lambda s: {
+        "entry_id": keys.waitlist_entry_id_for(s.account, "wl-1", s.tag),
+        "tag": s.tag,
+        "schedule_id": s.morning,
+        "account_id": s.account,
+        "patient_id": s.patient,
+        "channel": "wechat",
+        "join_seq": 1,
+        "state": "waiting",
+        "offer_hold_id": keys.offer_hold_id_for(
+            keys.waitlist_entry_id_for(s.account, "wl-1", s.tag)
+        ),
+        "slot_id": None,
+        "joined_at": at(MARCH_1, 9),
+        "offered_at": None,
+        "ended_at": None,
+        "end_reason": "",
+        "last_seq": 3,
+    },
+    "list_account_waitlist": lambda s: {"account_id": s.account, "limit": 10},
     "insert_booking": lambda s: {"hold_id": s.booking},
     "cancel_booking": lambda s: {
         "booking_id": s.booking,

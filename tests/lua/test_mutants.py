@@ -138,8 +138,8 @@ MUTANTS = [
     Mutant(
         "free_unit_loses_unit",
         "includes/end_hold.lua",
-        "    redis.call('HINCRBY', K_SLOTS, slot .. ':rem', 1)\n    return\n",
-        "    return\n",
+        "    redis.call('HINCRBY', K_SLOTS, slot .. ':rem', 1)\n    return false\n",
+        "    return false\n",
     ),
     # Freed units skip the anti-scalping wait.
     Mutant("rerelease_delay_skipped", "includes/end_hold.lua", "if hi <= 0 then", "if true then"),

@@ -18,6 +18,7 @@ from inventory.domain import (
     WaitlistJoin,
     WaitlistState,
 )
+from inventory.store import keys
 from inventory.store.waitlist import WaitlistStore
 
 from .conftest import START, ManualClock, Scenario, fresh_id, make_store
@@ -342,3 +343,80 @@ async def test_join_refused_before_release_and_when_suspended(
     await scenario.store.suspend(scenario.tag, open_spec.schedule_id, "doctor_unavailable")
     with pytest.raises(errors.ScheduleSuspendedError):
         await waitlist.join(join_request(scenario, open_spec.schedule_id))
+
+
+async def test_offers_under_patient_tag_rules_wait_for_the_settler(
+    redis_client: Any, clock: ManualClock
+) -> None:
+    """Under rules on the patient's tag an offer is made unsettled; paying it settles it
+    first (the patient's token taken); a banned patient's offer is refused on settling,
+    released, and its unit offered to the next in the same step."""
+    policy = HospitalPolicy(blacklist=True, max_open_per_patient=3)
+    scenario = Scenario(await make_store(redis_client, clock, policy), clock, redis_client)
+    store = scenario.store
+    waitlist = WaitlistStore(store)
+    schedule_id, hold_ids = await sold_out(scenario, capacity=2)
+    banned = fresh_id("p")
+    entries = [
+        await waitlist.join(join_request(scenario, schedule_id, patient_id=patient))
+        for patient in (fresh_id("p"), banned, fresh_id("p"))
+    ]
+    await store.ban_patient(
+        banned, hospital_id=scenario.hospital_id, until_ms=clock.now_ms + 86_400_000, reason="x"
+    )
+    for hold_id in hold_ids:
+        await store.release(hold_id, account_id="", reason="patient_released")
+    first, second, third = (e.entry for e in entries)
+    assert set(await store.unsettled_offers(scenario.tag)) == {
+        first.offer_hold_id,
+        second.offer_hold_id,
+    }
+    # Paid before the worker came by: settled on the way, then booked.
+    booked = await store.confirm(first.offer_hold_id, account_id=first.account_id, payment_ref="p1")
+    assert booked.hold.state is HoldState.BOOKED
+    assert (await store.patient_tokens(first.patient_id)) == {first.offer_hold_id: float("inf")}
+    # The banned patient's offer: refused by the settler, the unit goes to the third.
+    assert await store.settle_offer(second.offer_hold_id) == "refused"
+    refused = await waitlist.entry(second.entry_id)
+    assert refused is not None
+    assert refused.state is WaitlistState.REFUSED
+    assert refused.end_reason == "blacklisted"
+    offered = await waitlist.entry(third.entry_id)
+    assert offered is not None
+    assert offered.state is WaitlistState.OFFERED
+    assert await store.unsettled_offers(scenario.tag) == [third.offer_hold_id]
+    assert await store.settle_offer(third.offer_hold_id) == "settled"
+    assert await store.settle_offer(third.offer_hold_id) == "gone"
+    assert await store.unsettled_offers(scenario.tag) == []
+    counts = await store.slot_counts(scenario.tag, ["slot-a"])
+    assert counts["slot-a"] == SlotCounts(2, 0, 1, 1, 0)
+
+
+async def test_settling_after_a_crash_between_the_steps(
+    redis_client: Any, clock: ManualClock
+) -> None:
+    """A settler that died after taking the patient's token (step one) and before
+    telling the tag leaves a pending token and an unsettled offer: the next settle
+    replays the token, settles it and clears the offer; nothing is held twice."""
+    policy = HospitalPolicy(max_open_per_patient=1)
+    scenario = Scenario(await make_store(redis_client, clock, policy), clock, redis_client)
+    store = scenario.store
+    waitlist = WaitlistStore(store)
+    schedule_id, (hold_id,) = await sold_out(scenario)
+    entry = (await waitlist.join(join_request(scenario, schedule_id))).entry
+    await store.release(hold_id, account_id="", reason="patient_released")
+    await store.acquire_patient_item(
+        keys.patient_keys(entry.patient_id),
+        entry.offer_hold_id,
+        hospital_id=scenario.hospital_id,
+        max_items=1,
+        policy=policy,
+        reap=lambda ids: store.reap_patient_tokens(entry.patient_id, ids),
+    )
+    tokens = await store.patient_tokens(entry.patient_id)
+    assert tokens[entry.offer_hold_id] != float("inf")  # pending: the crash point
+    assert await store.settle_offer(entry.offer_hold_id) == "settled"
+    assert await store.patient_tokens(entry.patient_id) == {entry.offer_hold_id: float("inf")}
+    assert await store.unsettled_offers(scenario.tag) == []
+    counts = await store.slot_counts(scenario.tag, ["slot-a"])
+    assert counts["slot-a"] == SlotCounts(1, 0, 1, 0, 0)

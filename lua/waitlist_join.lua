@@ -26,6 +26,8 @@
    -2   schedule_suspended
    -1   not_released            extra = release time (ms)
    -3   schedule_past
+   -40  admission_required      a queued release's waiting room still admits to the
+                                schedule: join the room (extra = the release)
    -18  patient_token_expired   the patient tag's token ran out before this step
    -5   patient_rule            extra = "one_per_day": an open hold or booking in the tag
    -31  waitlist_units_free     a slot of the schedule has a free unit: reserve it
@@ -91,6 +93,9 @@ if now < sched.release_ms then
 end
 if now >= sched.start_ms then
   return {E_SCHEDULE_PAST, '', '', 0, ''}
+end
+if sched.room then
+  return {E_ADMISSION_REQUIRED, '', '', 0, sched.room}
 end
 if token_deadline > 0 and now > token_deadline then
   return {E_PATIENT_TOKEN_EXPIRED, '', '', 0, ''}

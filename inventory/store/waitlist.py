@@ -31,6 +31,7 @@ from inventory.domain import (
 from inventory.errors import (
     LUA_OK,
     LUA_REPLAY,
+    AdmissionRequiredError,
     InventoryError,
     NotReleasedError,
     PatientRuleError,
@@ -221,4 +222,6 @@ def _join_outcome(reply: Sequence[Any]) -> WaitlistOutcome:
         context["rule"] = extra
     elif code == WaitlistUnitsFreeError.lua_code and extra:
         context["slot_id"] = extra
+    elif code == AdmissionRequiredError.lua_code and extra:
+        context["release_id"] = extra
     raise refusal_for(code, **context)

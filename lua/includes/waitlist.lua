@@ -23,8 +23,10 @@
     take_offer_entry(step, hold_rec)         an offer hold was paid: its entry is taken
     offer_free_units(step, slot) -> offers made   the slot's free units to its
                                              schedule's waitlist, in join order, while
-                                             the schedule is open, released and not
-                                             started (at most MAX_PASSES entries a call)
+                                             the schedule is open, released, not
+                                             started and has no waiting room still
+                                             admitting (at most MAX_PASSES entries a
+                                             call)
   Expects: tag, meta (policy_number), a step from step.lua, schedules, slots, timers,
     holds, patient_holds, events.
 ]]
@@ -194,8 +196,9 @@ local function offer_free_units(step, slot)
     return 0
   end
   local sched = schedule_fields(schedule)
+  -- A queued release's waiting room has its units first, until it is sold out.
   if not sched or sched.status ~= 'open' or step.now < sched.release_ms
-    or step.now >= sched.start_ms then
+    or step.now >= sched.start_ms or sched.room then
     return 0
   end
   local one_per_day = policy_number('one_per_day') == 1

@@ -4,6 +4,7 @@ expiry, the end of the anti-scalping wait, 加号, reopen, a larger capacity loa
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from inventory.domain import (
     HospitalPolicy,
     SlotCounts,
     WaitlistJoin,
+    WaitlistOutcome,
     WaitlistState,
 )
 from inventory.store import keys
@@ -420,3 +422,63 @@ async def test_settling_after_a_crash_between_the_steps(
     assert await store.unsettled_offers(scenario.tag) == []
     counts = await store.slot_counts(scenario.tag, ["slot-a"])
     assert counts["slot-a"] == SlotCounts(1, 0, 1, 0, 0)
+
+
+async def test_a_waiting_room_still_admitting_comes_first(
+    scenario: Scenario, waitlist: WaitlistStore
+) -> None:
+    """While a queued release's room governs the schedule, joining the waitlist is
+    refused (join the room) and a freed unit is not offered; once the room is done
+    (sold out: the schedule no longer names it) the next freed unit is."""
+    schedule_id, (first_hold, second_hold) = await sold_out(scenario, capacity=2)
+    entry = (await waitlist.join(join_request(scenario, schedule_id))).entry
+    await scenario.client.hset(scenario.tag_keys.schedules, f"{schedule_id}:room", "rel-1")
+    with pytest.raises(errors.AdmissionRequiredError) as refused:
+        await waitlist.join(join_request(scenario, schedule_id))
+    assert refused.value.context["release_id"] == "rel-1"
+    await scenario.store.release(first_hold, account_id="", reason="patient_released")
+    waiting = await waitlist.entry(entry.entry_id)
+    assert waiting is not None
+    assert waiting.state is WaitlistState.WAITING
+    await scenario.client.hdel(scenario.tag_keys.schedules, f"{schedule_id}:room")
+    await scenario.store.release(second_hold, account_id="", reason="patient_released")
+    offered = await waitlist.entry(entry.entry_id)
+    assert offered is not None
+    assert offered.state is WaitlistState.OFFERED
+
+
+async def test_many_cancels_and_joins_at_once(scenario: Scenario, waitlist: WaitlistStore) -> None:
+    """30 holders give their units back while 30 more patients join, 10 already in
+    line, all at once: no unit is held twice, every unit freed while someone waited went
+    to the line in join order, and no unit is left free while a patient waits."""
+    capacity = 30
+    schedule_id, hold_ids = await sold_out(scenario, capacity=capacity)
+    store = scenario.store
+    early = [await waitlist.join(join_request(scenario, schedule_id)) for _ in range(10)]
+    releases = [
+        store.release(hold_id, account_id="", reason="patient_released") for hold_id in hold_ids
+    ]
+    joins = [waitlist.join(join_request(scenario, schedule_id)) for _ in range(capacity)]
+    steps: list[Any] = []
+    for join, release in zip(joins, releases, strict=True):
+        steps += [join, release]
+    answers = await asyncio.gather(*steps, return_exceptions=True)
+    refused = [a for a in answers if isinstance(a, BaseException)]
+    assert all(isinstance(a, errors.WaitlistUnitsFreeError) for a in refused), refused
+    joined = [o.entry.entry_id for o in early] + [
+        a.entry.entry_id for a in answers if isinstance(a, WaitlistOutcome)
+    ]
+    entries = [await waitlist.entry(entry_id) for entry_id in joined]
+    assert all(e is not None for e in entries)
+    counts = (await store.slot_counts(scenario.tag, ["slot-a"]))["slot-a"]
+    assert counts.conserved
+    holds = await scenario.client.hgetall(scenario.tag_keys.holds)
+    open_holds = [h for h in holds.values() if '"state":"held"' in h]
+    assert len(open_holds) == counts.held <= capacity
+    offered = sorted(e.seq for e in entries if e is not None and e.offered_ms)
+    waiting = sorted(e.seq for e in entries if e is not None and not e.offered_ms)
+    assert offered
+    if waiting:
+        assert counts.remaining == 0
+        assert max(offered) < min(waiting)
+    assert len(offered) + counts.remaining == capacity

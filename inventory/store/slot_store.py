@@ -915,7 +915,7 @@ class SlotStore:
             keys.check_id(hospital_id, "hospital_id"),
             max_items,
             policy.token_window_s * 1000,
-            "1" if policy.blacklist else "0",
+            "1" if policy.checks_bans else "0",
         ]
         for attempt in range(2):
             reply = await self._call("patient_acquire", pk.as_list(), args)

@@ -65,7 +65,7 @@ class WaitlistStore:
         entry_id = keys.waitlist_entry_id_for(request.account_id, request.idempotency_key, tag)
         pk = keys.patient_waitlist_keys(request.patient_id)
         token_deadline, fresh = 0, False
-        two_step = policy.waitlist_max_per_patient > 0 or policy.blacklist
+        two_step = policy.waitlist_max_per_patient > 0 or policy.checks_bans
         if two_step:
             try:
                 token_deadline, fresh = await store.acquire_patient_item(

@@ -519,6 +519,7 @@ def _allowed_labels() -> dict[str, dict[str, set[str] | re.Pattern[str]]]:
         "inventory_expirer_sweeps": {"result": {"ok", "failed"}},
         "inventory_events": {"type": set(metrics.EVENT_TYPES) | {metrics.OTHER}},
         "inventory_units_rereleased": {"reason": {"expired", "released", "cancelled"}},
+        "inventory_waitlist_events": {"event": set(metrics.WAITLIST_OUTCOMES) | {metrics.OTHER}},
         "inventory_hold_age_seconds": {
             "outcome": {"confirmed", "expired", "released"},
             "le": le,

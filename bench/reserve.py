@@ -8,7 +8,7 @@ connection of a pool of ``concurrency`` connections (two identical pools, one pe
 - **store**: ``await store.reserve(ReserveRequest(...))``, the public API with everything
   it does in Python (id checks, hold id and fingerprint digests, the reply parsed into a
   :class:`~inventory.domain.HoldOutcome`);
-- **bare**: ``await client.evalsha(sha, 8, *keys, *args)`` with the same eleven arguments
+- **bare**: ``await client.evalsha(sha, len(keys), *keys, *args)`` with the same eleven arguments
   (fresh hold, account and patient ids per call, server clock), checking only the reply's
   return code.
 
@@ -389,7 +389,7 @@ def _bare_calls(client: Redis, sha: str, target: BenchTarget) -> Callable[[int],
                 "",  # request_id: none, as the store sends by default
             )
             try:
-                reply = await client.evalsha(sha, 8, *key_list, *args)
+                reply = await client.evalsha(sha, len(key_list), *key_list, *args)
             except redis.exceptions.RedisError as error:
                 return type(error).__name__
             code = int(reply[0])

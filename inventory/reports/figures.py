@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
 
+import numpy
+
 from inventory.capacity.errors import CapacityError
 from inventory.capacity.mms import mms_metrics
 from inventory.capacity.records import estimate_department
@@ -149,13 +151,7 @@ def _ratio(part: int, whole: int) -> float | None:
 
 def _quantile(values: Sequence[float], q: float) -> float | None:
     """The q-quantile by linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return float(numpy.quantile(values, q)) if values else None
 
 
 def lead_bucket(lead_s: float) -> str:

@@ -1520,12 +1520,16 @@ class InventoryMachine(RuleBasedStateMachine):
         mode=st.sampled_from(["finish", "finish", "abort"]),
         margin_ms=st.sampled_from([-1, 0, 2_000]),
         who=st.sampled_from(["system", "system", "owner", "other"]),
+        at=BOUNDARY_OFFSET,
     )
-    def end_move(self, pick: int, mode: str, margin_ms: int, who: str) -> None:
+    def end_move(self, pick: int, mode: str, margin_ms: int, who: str, at: int | None) -> None:
         """Step three (finish: cancel the old booking), or the compensation (abort: drop
-        the mark, at once or once its time and a margin are over)."""
+        the mark, at once or once its time and a margin are over); now, or 1 ms before,
+        at or after the instant the compensation may drop the mark (its end plus the
+        margin), where an abort's verdict turns."""
         self.tick()
-        old_id, new_id, _, _ = self.moves[pick % len(self.moves)]
+        old_id, new_id, _, until = self.moves[pick % len(self.moves)]
+        self.wait_until(until + max(margin_ms, 0), at)
         account = self.account_for(old_id, who)
         expected = self.model.mark(mode, old_id, new_id, account, margin_ms, 0, False, self.now)
         self.check_step(
@@ -1571,9 +1575,26 @@ class InventoryMachine(RuleBasedStateMachine):
         """Step one of a reserve on another visit day of the same hospital: settled, a
         booking there (its tag is not this machine's); pending, a process that died
         between the steps. Either counts for the patient's rules like this tag's."""
+        self.take_other_day_token(self.patients[patient], days, settle)
+
+    @precondition(lambda self: self.policy.spans_tags)
+    @rule(
+        patient=st.integers(0, PATIENT_COUNT - 1),
+        middle=st.sampled_from([2, 5, 6, 7]),
+        settle=st.booleans(),
+    )
+    def week_edges_then_middle(self, patient: int, middle: int, settle: bool) -> None:
+        """Tokens 1 and 8 days ahead (seven days apart: no 7-day window holds both),
+        then one between them: the windows' far edges, which random days reach too
+        rarely for a model run to notice a window one day too wide."""
+        for days in (1, 8, middle):
+            self.take_other_day_token(self.patients[patient], days, settle)
+
+    def take_other_day_token(self, patient_id: str, days: int, settle: bool) -> None:
+        """Take (and maybe settle) a token ``days`` after the tag's visit date, checked
+        against the model."""
         self.tick()
         self.fresh_keys += 1
-        patient_id = self.patients[patient]
         tag = keys.department_day_tag(self.department, VISIT_DATE + timedelta(days=days))
         hold_id = keys.hold_id_for(ACCOUNTS[0], f"other-{self.fresh_keys}", tag)
         expected = self.model.acquire(hold_id, patient_id, self.now)

@@ -210,8 +210,6 @@ MUTANTS = [
         "patient_acquire.lua",
         "if other >= first and other <= first + 6 then",
         "if other >= first and other <= first + 7 then",
-        known_gap="caught when the rule landed, not reached on main since (not with 1,500"
-        " examples either): it needs two tokens exactly eight visit days apart",
     ),
     # Visits already over still count for the 7-day rule.
     Mutant(
@@ -255,8 +253,6 @@ MUTANTS = [
         "reschedule_mark.lua",
         "if until_ms >= 0 and now <= (tonumber(rec.moving_until) or 0) + until_ms then",
         "if until_ms > 0 and now <= (tonumber(rec.moving_until) or 0) then",
-        known_gap="caught when the step landed, not reached on main since (not with 1,500"
-        " examples either): it needs a compensation exactly at its mark's end",
     ),
     # Bans count even where the hospital's policy has the blacklist off.
     Mutant(

@@ -10,9 +10,11 @@
   ARGV[3]  account_id   a ticket of another account answers ticket_not_found
 
   Returns {code, state, position, admitted, token, token_expiry_ms, token_state, drawn,
-           t0_ms, sold_out_ms, drawn_ms, joined_ms, patient}
+           t0_ms, sold_out_ms, drawn_ms, joined_ms, patient, late}
     0   OK                 position: 0 until drawn, then the ticket's place (1-based);
-                           token "" unless admitted; token_state a, u or x
+                           token "" unless admitted; token_state a, u or x;
+                           late: 0 when joined before T0, else its arrival number (a
+                           watcher places it at drawn + late without asking again)
    -45  room_not_found
    -49  ticket_not_found   no such ticket in this release, or another account's
   Emits: nothing.
@@ -51,4 +53,4 @@ if rec.k ~= '' then
   end
 end
 return {OK, r[1], position, tonumber(r[2]) or 0, token, expiry, token_state, drawn,
-  tonumber(r[4]) or 0, tonumber(r[5]) or 0, tonumber(r[6]) or 0, rec.j, rec.p}
+  tonumber(r[4]) or 0, tonumber(r[5]) or 0, tonumber(r[6]) or 0, rec.j, rec.p, rec.l}

@@ -10,7 +10,6 @@ release and process reads for all of its clients (inventory/release/watch.py).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import zoneinfo
 from typing import Annotated, Any, Final
 
@@ -34,14 +33,13 @@ from inventory.api.routing import Routes
 from inventory.errors import NotFoundError
 from inventory.release.rooms import FINAL_OUTCOMES, RoomSnapshot, TicketStatus
 from inventory.release.service import WaitingRooms
+from inventory.release.watch import RoomWatch, Waiter
 from inventory.store import keys
 
 routes = Routes(tag="releases")
 
 #: A stream's keep-alive comment after this long without news.
 KEEPALIVE_S: Final = 15.0
-#: A stream sends a waiting ticket's new place at most this often.
-PLACE_EVERY_S: Final = 1.0
 
 
 class ReleaseOpen(Request):
@@ -137,29 +135,6 @@ def ticket_view(
         "version": f"{outcome}.{status.position}",
         "waitlist": _waitlist(snap) if outcome == "sold_out" else None,
     }
-
-
-def _follows(status: TicketStatus, snap: RoomSnapshot) -> TicketStatus | None:
-    """The ticket's status under a newer snapshot when it follows from the snapshot
-    alone (not drawn yet while the room is open, or drawn, still waiting and not
-    reached); None when it must be read (the draw placed it, its turn came)."""
-    if status.token_state:
-        return None
-    if snap.state == "open":
-        # Before the draw only the join count moves: nothing of this ticket changes.
-        return status if status.position == 0 else None
-    if status.position == 0:
-        return None
-    if snap.admitted >= status.position:
-        return None  # its turn came: its token is in Redis
-    return dataclasses.replace(
-        status,
-        state=snap.state,
-        admitted=snap.admitted,
-        drawn=snap.drawn,
-        drawn_ms=snap.drawn_ms,
-        sold_out_ms=snap.sold_out_ms,
-    )
 
 
 @routes.post(
@@ -258,21 +233,21 @@ async def get_ticket(request: web.Request) -> web.Response:
     snap = watch.snapshot or await rooms.snapshot(release_id)
     zone = await _zone(request, snap)
     view = ticket_view(status, snap, zone, rooms.now_ms())
-    deadline = asyncio.get_running_loop().time() + query.wait_s
-    watch.clients += 1
+    if not query.after or view["version"] != query.after or query.wait_s <= 0:
+        return json_response(view)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + query.wait_s
+    waiter = watch.subscribe(status, stream=False)
     try:
-        while query.after and view["version"] == query.after:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0 or not await watch.wait_change(watch.version, left):
+        while view["version"] == query.after:
+            left = deadline - loop.time()
+            if left <= 0 or not await watch.wait_change(waiter, left):
                 break
             snap = watch.snapshot or snap
-            followed = _follows(status, snap)
-            status = followed or await rooms.status(
-                release_id, ticket_id, account_id=who.account_id
-            )
+            status = await _next_status(rooms, watch, waiter, status, snap, who.account_id)
             view = ticket_view(status, snap, zone, rooms.now_ms())
     finally:
-        watch.clients -= 1
+        watch.unsubscribe(waiter)
     return json_response(view)
 
 
@@ -304,41 +279,45 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    loop = asyncio.get_running_loop()
-    watch.clients += 1
+    waiter = watch.subscribe(status, stream=True)
     try:
         view = ticket_view(status, snap, zone, rooms.now_ms())
         await response.write(_event(view))
-        sent_at, sent = loop.time(), view
+        sent = view
         while view["outcome"] not in FINAL_OUTCOMES and view["outcome"] != "admitted":
-            version = watch.version
-            if not await watch.wait_change(version, KEEPALIVE_S):
+            if not await watch.wait_change(waiter, KEEPALIVE_S):
                 await response.write(b": keep-alive\n\n")
                 continue
             snap = watch.snapshot or snap
-            followed = _follows(status, snap)
-            if (
-                followed is not None
-                and followed.state == sent["state"]
-                and loop.time() - sent_at < PLACE_EVERY_S
-            ):
-                # Only its place moved, and it was sent less than a second ago: no
-                # answer to build (the crowd's streams wake on every admission step).
-                status = followed
-                continue
-            status = followed or await rooms.status(
-                release_id, ticket_id, account_id=who.account_id
-            )
+            status = await _next_status(rooms, watch, waiter, status, snap, who.account_id)
             view = ticket_view(status, snap, zone, rooms.now_ms())
-            if view["version"] != sent["version"] or (
-                view["ahead"] != sent["ahead"] and loop.time() - sent_at >= PLACE_EVERY_S
-            ):
+            # The watcher wakes a waiting stream for its place at most once a second.
+            if view["version"] != sent["version"] or view["ahead"] != sent["ahead"]:
                 await response.write(_event(view))
-                sent_at, sent = loop.time(), view
+                sent = view
     finally:
-        watch.clients -= 1
+        watch.unsubscribe(waiter)
     await response.write_eof()
     return response
+
+
+async def _next_status(
+    rooms: WaitingRooms,
+    watch: RoomWatch,
+    waiter: Waiter,
+    status: TicketStatus,
+    snap: RoomSnapshot,
+    account_id: str,
+) -> TicketStatus:
+    """A woken client's status: from the shared fields and its place when it follows
+    from them, else read once from Redis (its turn came, it holds a token, it missed
+    the draw) and filed again."""
+    followed = waiter.follow(status, snap)
+    if followed is not None:
+        return followed
+    status = await rooms.status(status.release_id, status.ticket_id, account_id=account_id)
+    watch.place(waiter, status)
+    return status
 
 
 def _event(view: dict[str, Any]) -> bytes:

@@ -53,6 +53,8 @@ class TicketStatus:
     sold_out_ms: int
     drawn_ms: int
     joined_ms: int
+    #: 0 when it joined before T0 (drawn), else its arrival number after T0.
+    late: int = 0
 
     def outcome(self, now_ms: int) -> Outcome:
         """Where the ticket stands at ``now_ms``."""
@@ -254,6 +256,7 @@ class RoomStore:
             int(reply[9]),
             int(reply[10]),
             int(reply[11]),
+            int(reply[13]) if len(reply) > 13 else 0,
         )
 
     async def snapshot(self, release_id: str) -> RoomSnapshot | None:
@@ -286,6 +289,24 @@ class RoomStore:
             slots=tuple(_text(v["slots"] or "").split()),
             hospital_id=_text(v["hospital"] or ""),
         )
+
+    async def drawn_order(self, release_id: str, *, chunk: int = 5_000) -> list[str]:
+        """The drawn tickets in queue order (position 1 first), read in chunks of
+        ``chunk`` so Redis is never held long: a watcher's one read after the draw,
+        from which it places every ticket it serves."""
+        tag = keys.tag_of_release(release_id)
+        queue = keys.room_keys(tag).queue
+        prefix = f"{release_id}|d|"
+        low, high = f"[{prefix}", f"({release_id}|e"
+        order: list[str] = []
+        while True:
+            members = await guarded(
+                self.store.client.zrangebylex(queue, low, high, start=0, num=chunk)
+            )
+            order.extend(_text(m).rsplit("|", 1)[1] for m in members)
+            if len(members) < chunk:
+                return order
+            low = f"({_text(members[-1])}"
 
     async def tickets(self, release_id: str) -> list[tuple[str, int, int]]:
         """Every ticket of the release as (ticket, joined_ms, late seq; 0 = before T0),

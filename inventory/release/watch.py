@@ -1,26 +1,42 @@
-"""One watcher per release and process: it moves the room forward and shares what it
-reads with every client of the release that this process streams to.
+"""One watcher per release and process: it moves the room forward, reads the release's
+fields once per interval for every client this process serves, and wakes only the
+clients whose answer changed.
 
 A watcher calls ``room_advance`` (the room's every step is driven by the time passed
 in, so any number of processes may do so; none is needed for another's admissions) and
-then reads the release's fields, a few times a second once T0 is near, and wakes the
-waiting clients when they changed. A client then reads its own ticket again only when
-its own answer may have changed (its turn came, the draw placed it); otherwise its place
-follows from the shared fields. So the crowd's status costs Redis one small read per
-release and interval, not one per client.
+then reads the release's fields (one HMGET), a few times a second once T0 is near.
+Each client following a ticket (a Server-Sent Events stream or a long-poll) is a
+:class:`Waiter` filed by the ticket's place in the queue, so a read that moved the
+admitted-through counter from a to b wakes the waiters placed in (a, b] and nobody
+else: their turn came, and they read their own ticket once (its admission token is in
+Redis). Every other answer follows from the shared fields and the waiter's place:
+
+- the draw: the watcher reads the drawn order once (in chunks) and places every waiter
+  it serves (a late joiner is at drawn + its arrival number);
+- sold out: one state change wakes every waiter once, with its final answer;
+- a waiting ticket's place (people ahead) is sent at most once a second, and the
+  watcher wakes at most :data:`PLACE_RATE` waiters a second for it, so a crowd's place
+  updates never crowd out the answers that matter.
+
+So the crowd's status costs Redis one small read per release and interval, and the
+process one wake-up per client per answer it sends, not one per client per read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import heapq
+import itertools
 import time
+from collections.abc import Iterable
 from typing import Final
 
 import structlog
 
 from inventory.errors import InventoryError
-from inventory.release.rooms import RoomSnapshot, RoomStore
+from inventory.release.rooms import RoomSnapshot, RoomStore, TicketStatus
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +46,95 @@ ACTIVE_INTERVAL_S: Final = 0.1
 QUIET_INTERVAL_S: Final = 1.0
 #: A watcher without clients for this long stops.
 IDLE_S: Final = 30.0
+#: A waiting stream is sent its new place at most this often.
+PLACE_EVERY_S: Final = 1.0
+#: At most this many waiters a second are woken to be told their new place (the
+#: draw's first places included); a larger crowd hears of its place less often.
+PLACE_RATE: Final = 5_000
+#: At most this many room_advance steps per refresh while the draw goes on in batches.
+DRAW_STEPS: Final = 20
+
+_sequence = itertools.count()
+
+
+class Waiter:
+    """One client following one ticket through this process's watcher."""
+
+    __slots__ = (
+        "_event",
+        "closed",
+        "filed",
+        "late",
+        "needs_read",
+        "order",
+        "position",
+        "queued",
+        "stream",
+        "ticket_id",
+        "turn",
+    )
+
+    def __init__(self, status: TicketStatus, *, stream: bool) -> None:
+        self.ticket_id = status.ticket_id
+        #: The ticket's place in the queue; 0 until drawn.
+        self.position = status.position
+        self.late = status.late
+        #: A stream wants its place as it moves; a long-poll only a new version.
+        self.stream = stream
+        #: The admitted-through counter reached its place: its token is in Redis.
+        self.turn = False
+        #: Its answer cannot follow from the shared fields (it holds a token, or it
+        #: missed the draw's placing): read its ticket once.
+        self.needs_read = False
+        self.closed = False
+        #: Whether it waits in the watcher's queue of place updates.
+        self.queued = False
+        #: Whether it is in the watcher's heap of placed waiters.
+        self.filed = False
+        self.order = next(_sequence)
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait until woken; False on timeout. Clears the wake-up."""
+        if not self._event.is_set():
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._event.wait()
+            except TimeoutError:
+                return False
+        self._event.clear()
+        return True
+
+    def follow(self, status: TicketStatus, snap: RoomSnapshot) -> TicketStatus | None:
+        """The ticket's status under ``snap`` when it follows from the shared fields
+        and this waiter's place; None when it must be read from Redis."""
+        if self.turn or self.needs_read or status.token_state:
+            return None
+        if snap.state == "open":
+            # Before the draw only the join count moves: nothing of this ticket changes.
+            return status if self.position == 0 else None
+        if self.position == 0 or snap.admitted >= self.position:
+            return None
+        return TicketStatus(
+            status.release_id,
+            status.ticket_id,
+            status.patient_id,
+            snap.state,
+            self.position,
+            snap.admitted,
+            status.token,
+            status.token_expiry_ms,
+            status.token_state,
+            snap.drawn,
+            status.t0_ms,
+            snap.sold_out_ms,
+            snap.drawn_ms,
+            status.joined_ms,
+            status.late,
+        )
 
 
 class RoomWatch:
@@ -44,9 +149,22 @@ class RoomWatch:
         #: Bumped on every change of the snapshot.
         self.version = 0
         self.clients = 0
-        self._changed = asyncio.Event()
         self._last_used = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        #: Waiters not placed yet (joined before T0, room not drawn), by ticket.
+        self._undrawn: dict[str, list[Waiter]] = {}
+        #: Placed waiters still waiting for their turn, by place.
+        self._placed: list[tuple[int, int, Waiter]] = []
+        #: Waiters read again on every change (they hold a token: it may lapse).
+        self._every: set[Waiter] = set()
+        #: Waiters due their new place, woken at most PLACE_RATE a second.
+        self._places: collections.deque[Waiter] = collections.deque()
+        self._place_round_at = 0.0
+        self._place_admitted = 0
+        self._place_credit = 0.0
+        self._credit_at = time.monotonic()
+        #: Wake-ups by cause, for tests and the benchmark (never labels of a metric).
+        self.woken: collections.Counter[str] = collections.Counter()
 
     def start(self) -> None:
         """Start the watcher's loop (once)."""
@@ -68,36 +186,190 @@ class RoomWatch:
         """A client used the watcher now (it stays up while clients come)."""
         self._last_used = time.monotonic()
 
-    async def wait_change(self, version: int, timeout_s: float) -> bool:
-        """Wait until the snapshot's version differs from ``version``; False on timeout."""
-        self.touch()
-        if self.version != version:
-            return True
-        event = self._changed
-        try:
-            await asyncio.wait_for(event.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
     def now_ms(self) -> int:
         """The store's clock (a test's), else this machine's."""
         return self.rooms.store.script_now() or int(time.time() * 1000)
 
+    # -- clients -------------------------------------------------------------------
+
+    def subscribe(self, status: TicketStatus, *, stream: bool) -> Waiter:
+        """File a client of ``status``'s ticket (its status just read from Redis)."""
+        waiter = Waiter(status, stream=stream)
+        self.clients += 1
+        self.touch()
+        self.place(waiter, status)
+        return waiter
+
+    def unsubscribe(self, waiter: Waiter) -> None:
+        """The client is gone (its place in the heap is dropped lazily)."""
+        if waiter.closed:
+            return
+        waiter.closed = True
+        self.clients -= 1
+        self.touch()
+        self._every.discard(waiter)
+        same = self._undrawn.get(waiter.ticket_id)
+        if same is not None:
+            with contextlib.suppress(ValueError):
+                same.remove(waiter)
+            if not same:
+                del self._undrawn[waiter.ticket_id]
+
+    def place(self, waiter: Waiter, status: TicketStatus) -> None:
+        """File ``waiter`` again after its ticket was read (``status``)."""
+        waiter.turn = waiter.needs_read = False
+        self._every.discard(waiter)
+        waiter.position = status.position
+        waiter.late = status.late
+        snap = self.snapshot
+        if snap is not None and snap.state == "sold_out" and status.state != "sold_out":
+            # Sold out since it was read: the sell-out's wake-up went by.
+            waiter.needs_read = True
+            waiter.wake()
+        elif status.token_state:
+            # It holds (or held) a token: read again whenever the release changes.
+            self._every.add(waiter)
+        elif status.state == "sold_out":
+            pass  # final: nothing wakes it again
+        elif waiter.position == 0:
+            if snap is not None and snap.state != "open":
+                # Drawn since it was read: it missed the watcher's placing.
+                waiter.needs_read = True
+                waiter.wake()
+            else:
+                self._undrawn.setdefault(waiter.ticket_id, []).append(waiter)
+        elif snap is not None and snap.admitted >= waiter.position:
+            waiter.turn = True
+            waiter.wake()
+        else:
+            self._file(waiter)
+
+    def _file(self, waiter: Waiter) -> None:
+        if not waiter.filed:
+            waiter.filed = True
+            heapq.heappush(self._placed, (waiter.position, waiter.order, waiter))
+
+    async def wait_change(self, waiter: Waiter, timeout_s: float) -> bool:
+        """Wait until the watcher wakes ``waiter``; False on timeout."""
+        self.touch()
+        return await waiter.wait(timeout_s)
+
+    # -- the loop --------------------------------------------------------------------
+
     async def refresh(self) -> RoomSnapshot | None:
-        """Step the room (if driving) and read its fields once; wakes the clients."""
+        """Step the room (if driving), read its fields once and wake the waiters whose
+        answer changed."""
         if self.drive:
             snap = self.snapshot
             if snap is None or (snap.state != "sold_out" and self.now_ms() >= snap.t0_ms - 1_000):
                 with contextlib.suppress(InventoryError):
-                    await self.rooms.advance(self.release_id)
+                    for _ in range(DRAW_STEPS):
+                        step = await self.rooms.advance(self.release_id)
+                        if step.state != "open" or step.drawn == 0:
+                            break
         fresh = await self.rooms.snapshot(self.release_id)
-        if fresh != self.snapshot:
+        before = self.snapshot
+        if fresh != before:
             self.snapshot = fresh
             self.version += 1
-            event, self._changed = self._changed, asyncio.Event()
-            event.set()
+            if fresh is not None:
+                await self._changed(before, fresh)
+        self._pump_places()
         return fresh
+
+    async def _changed(self, before: RoomSnapshot | None, fresh: RoomSnapshot) -> None:
+        # In order of what matters: turns first, then final answers, then places.
+        if fresh.state != "open" and self._undrawn:
+            await self._place_drawn(fresh)
+        while self._placed and self._placed[0][0] <= fresh.admitted:
+            _, _, waiter = heapq.heappop(self._placed)
+            waiter.filed = False
+            if not waiter.closed:
+                waiter.turn = True
+                self._wake(waiter, "turn")
+        for waiter in list(self._every):
+            self._wake(waiter, "token")
+        if fresh.state == "sold_out":
+            self._sell_out()
+
+    async def _place_drawn(self, snap: RoomSnapshot) -> None:
+        """The draw is done: place every waiter that was waiting for it."""
+        early = {t: ws for t, ws in self._undrawn.items() if any(w.late == 0 for w in ws)}
+        rank: dict[str, int] = {}
+        if early:
+            try:
+                order = await self.rooms.drawn_order(self.release_id)
+            except InventoryError:
+                order = []
+            rank = {t: i for i, t in enumerate(order, start=1) if t in early}
+        for ticket, waiters in self._undrawn.items():
+            for waiter in waiters:
+                if waiter.closed:
+                    continue
+                position = snap.drawn + waiter.late if waiter.late else rank.get(ticket, 0)
+                if position == 0:
+                    waiter.needs_read = True  # not in the order read: ask Redis once
+                    self._wake(waiter, "read")
+                    continue
+                waiter.position = position
+                self._file(waiter)
+                self._queue_place(waiter)
+        self._undrawn.clear()
+        # The draw's places are this second's round of place updates.
+        self._place_round_at = time.monotonic()
+        self._place_admitted = snap.admitted
+
+    def _sell_out(self) -> None:
+        """One state change, every waiting client's final answer."""
+        for _, _, waiter in self._placed:
+            waiter.filed = False
+            if not waiter.closed:
+                self._wake(waiter, "sold_out")
+        self._placed.clear()
+        for waiters in self._undrawn.values():
+            for waiter in waiters:
+                self._wake(waiter, "sold_out")
+        self._undrawn.clear()
+        self._places.clear()
+
+    def _wake(self, waiter: Waiter, cause: str) -> None:
+        self.woken[cause] += 1
+        waiter.wake()
+
+    def _queue_place(self, waiter: Waiter) -> None:
+        if not waiter.queued:
+            waiter.queued = True
+            self._places.append(waiter)
+
+    def _pump_places(self) -> None:
+        """Queue a round of place updates at most once a second (less often for a crowd
+        larger than PLACE_RATE), and wake the queue's head within the rate."""
+        now = time.monotonic()
+        self._place_credit = min(
+            PLACE_RATE * PLACE_EVERY_S,
+            self._place_credit + (now - self._credit_at) * PLACE_RATE,
+        )
+        self._credit_at = now
+        snap = self.snapshot
+        if (
+            snap is not None
+            and snap.state == "admitting"
+            and snap.admitted != self._place_admitted
+            and not self._places
+            and now - self._place_round_at >= PLACE_EVERY_S
+        ):
+            self._place_round_at = now
+            self._place_admitted = snap.admitted
+            for _, _, waiter in self._placed:
+                if waiter.stream and not waiter.closed:
+                    self._queue_place(waiter)
+        while self._places and self._place_credit >= 1:
+            waiter = self._places.popleft()
+            waiter.queued = False
+            if waiter.closed or waiter.turn or waiter.needs_read:
+                continue  # gone, or woken for a read already
+            self._place_credit -= 1
+            self._wake(waiter, "place")
 
     async def _run(self) -> None:
         while True:
@@ -110,9 +382,8 @@ class RoomWatch:
             if snap is None or idle:
                 return
             near = self.now_ms() >= snap.t0_ms - 2_000
-            await asyncio.sleep(
-                ACTIVE_INTERVAL_S if near and snap.state != "sold_out" else QUIET_INTERVAL_S
-            )
+            busy = near and snap.state != "sold_out"
+            await asyncio.sleep(ACTIVE_INTERVAL_S if busy or self._places else QUIET_INTERVAL_S)
 
 
 class Watchers:
@@ -133,6 +404,10 @@ class Watchers:
             watch.start()
         watch.touch()
         return watch
+
+    def all(self) -> Iterable[RoomWatch]:
+        """The watchers now running."""
+        return list(self._by_release.values())
 
     async def close(self) -> None:
         """Stop every watcher."""

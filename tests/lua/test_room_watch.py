@@ -1,0 +1,167 @@
+"""The status fan-out (inventory/release/watch.py) on a real Redis: one watcher per
+release wakes only the clients whose answer changed, and what a client learns from
+the shared fields and its place is what its own ticket read from Redis says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import inventory.release.watch as watch_module
+from inventory.release.rooms import TicketStatus
+from inventory.release.watch import RoomWatch, Waiter
+
+from .conftest import Scenario
+from .test_room import T0_MS, Room, queued
+
+
+async def _crowd(room: Room, n: int, *, late: int = 0) -> dict[str, str]:
+    """n tickets joined before T0 (and ``late`` after): ticket -> account."""
+    room.scenario.clock.now_ms = T0_MS - 60_000
+    owners = {}
+    for i in range(n):
+        ticket, _ = await room.join(f"a{i}", f"p{i}")
+        owners[ticket] = f"a{i}"
+    room.at_t0()
+    for i in range(late):
+        ticket, _ = await room.join(f"late{i}", f"q{i}")
+        owners[ticket] = f"late{i}"
+    return owners
+
+
+async def _subscribe(
+    room: Room, watch: RoomWatch, owners: dict[str, str]
+) -> dict[str, tuple[Waiter, TicketStatus]]:
+    found = {}
+    for i, (ticket, account) in enumerate(owners.items()):
+        status = await room.status(ticket, account)
+        found[ticket] = (watch.subscribe(status, stream=i % 2 == 0), status)
+    return found
+
+
+def _woken(waiter: Waiter) -> bool:
+    return waiter._event.is_set()
+
+
+def _seen(status: TicketStatus, now: int) -> tuple[Any, ...]:
+    """What a client is shown of a status (the view's moving parts)."""
+    return (status.state, status.position, status.ahead(), status.outcome(now))
+
+
+async def test_only_the_tickets_whose_turn_came_wake(scenario: Scenario) -> None:
+    """40 clients (30 drawn, 10 late) on 4 units: the draw places every client from one
+    read of the drawn order, each at the place Redis gives its ticket; admission wakes
+    exactly the 4 admitted for a read, nobody else; the sell-out wakes every other
+    client once, and each learns sold out from the shared fields."""
+    room = await queued(scenario, capacity=4, factor=1.0)
+    owners = await _crowd(room, 30, late=10)
+    room.scenario.clock.now_ms = T0_MS - 1
+    watch = RoomWatch(room.rooms, room.release_id)
+    await watch.refresh()
+    assert watch.snapshot is not None
+    assert watch.snapshot.state == "open"
+    waiters = await _subscribe(room, watch, owners)
+    assert not any(_woken(w) for w, _ in waiters.values())
+
+    room.at_t0()
+    await watch.refresh()  # draws, admits 4
+    snap = watch.snapshot
+    assert snap is not None
+    assert (snap.state, snap.admitted) == ("admitting", 4)
+    assert watch.woken["turn"] == 4
+    now = scenario.clock.now_ms
+    turns = []
+    for ticket, (waiter, status) in waiters.items():
+        fresh = await room.status(ticket, owners[ticket])
+        assert waiter.position == fresh.position > 0
+        if waiter.turn:
+            turns.append(fresh.position)
+            assert waiter.follow(status, snap) is None  # its token is read from Redis
+            assert fresh.outcome(now) == "admitted"
+            watch.place(waiter, fresh)
+        else:
+            followed = waiter.follow(status, snap)
+            assert followed is not None
+            assert _seen(followed, now) == _seen(fresh, now)
+        waiter._event.clear()
+    assert sorted(turns) == [1, 2, 3, 4]
+
+    # Another step that changes nothing of theirs wakes nobody waiting.
+    scenario.clock.now_ms += 500
+    await room.join("late-x", "q-x")
+    watch.woken.clear()
+    await watch.refresh()
+    # Only the admitted are read again (a token may lapse); places went out at the draw.
+    assert watch.woken == {"token": 4}
+    for waiter, _ in waiters.values():
+        waiter._event.clear()
+
+    # The admitted reserve; nothing is left: one sell-out wakes the other 36 once.
+    for ticket, (waiter, _) in waiters.items():
+        if waiter.position <= 4:
+            account = owners[ticket]
+            token = (await room.status(ticket, account)).token
+            await room.reserve(account, "p" + account[1:], token=token)
+    watch.woken.clear()
+    await watch.refresh()
+    snap = watch.snapshot
+    assert snap is not None
+    assert snap.state == "sold_out"
+    assert watch.woken["sold_out"] == 36
+    now = scenario.clock.now_ms
+    for ticket, (waiter, status) in waiters.items():
+        if waiter.position <= 4:
+            continue
+        assert _woken(waiter)
+        followed = waiter.follow(status, snap)
+        assert followed is not None
+        fresh = await room.status(ticket, owners[ticket])
+        assert followed.outcome(now) == fresh.outcome(now) == "sold_out"
+        assert followed.position == fresh.position
+
+
+async def test_clients_that_came_between_read_and_change_are_read_again(
+    scenario: Scenario,
+) -> None:
+    """A client whose ticket was read before the draw or the sell-out but filed after the
+    watcher saw it is woken to read again (never left waiting for a change gone by)."""
+    room = await queued(scenario, capacity=1, factor=1.0)
+    owners = await _crowd(room, 3)
+    room.scenario.clock.now_ms = T0_MS - 1
+    (ticket, account), *_ = owners.items()
+    before = await room.status(ticket, account)
+    watch = RoomWatch(room.rooms, room.release_id)
+    room.at_t0()
+    await watch.refresh()  # drawn and admitting
+    waiter = watch.subscribe(before, stream=True)
+    assert _woken(waiter)
+    assert waiter.needs_read
+    snap = watch.snapshot
+    assert snap is not None
+    assert waiter.follow(before, snap) is None
+    watch.place(waiter, await room.status(ticket, account))
+    assert not waiter.needs_read
+    watch.unsubscribe(waiter)
+    assert watch.clients == 0
+
+
+async def test_place_updates_stay_within_the_rate(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams are told their new place at most PLACE_RATE a second: a crowd's place
+    round is spread over several refreshes."""
+    room = await queued(scenario, capacity=5, factor=1.0)
+    owners = await _crowd(room, 60)
+    room.scenario.clock.now_ms = T0_MS - 1
+    watch = RoomWatch(room.rooms, room.release_id)
+    await watch.refresh()
+    waiters = await _subscribe(room, watch, owners)
+    room.at_t0()
+    monkeypatch.setattr(watch_module, "PLACE_RATE", 10)
+    await watch.refresh()
+    # The draw queued every client for its new place; the rate lets a few through.
+    assert watch.woken["place"] <= 10
+    assert len(watch._places) >= 60 - watch.woken["place"] - watch.woken["turn"]
+    for waiter, _ in waiters.values():
+        assert waiter.position > 0

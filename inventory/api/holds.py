@@ -7,6 +7,7 @@ from the token; another account's hold or booking answers 404 exactly like a mis
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Final
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from inventory.api.models import (
     HoldConfirm,
     HoldCreate,
     HoldId,
+    HoldList,
     HoldView,
     Request,
     RescheduleView,
@@ -126,6 +128,33 @@ async def create_hold(request: web.Request) -> web.Response:
         raise
     metrics.observe_reserve("replay" if outcome.replayed else "ok")
     return response
+
+
+class HoldListQuery(Request):
+    #: A patient has a handful of open holds at most (the patient rules bound them).
+    limit: Annotated[int, Field(ge=1, le=50)] = 20
+
+
+@routes.get(
+    "/v1/holds",
+    operation_id="list_holds",
+    summary="The account's holds still waiting for payment (a hold made in the last"
+    " moment may take about a second to appear)",
+    response=HoldList,
+    auth="account",
+    query=HoldListQuery,
+    errors=(401, 422, 503),
+)
+async def list_holds(request: web.Request) -> web.Response:
+    """The account's holds still waiting for payment, newest first, each with the time
+    left to pay (its ``deadline``)."""
+    who = principal(request)
+    query = read_query(request, HoldListQuery)
+    now_ms = int(time.time() * 1000)
+    found = await request.app[SERVICES].reservations.open_holds(
+        account_id=who.account_id, limit=query.limit, now_ms=now_ms
+    )
+    return json_response({"items": [hold_view(hold, terms, now_ms) for hold, terms in found]})
 
 
 @routes.get(

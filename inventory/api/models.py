@@ -332,6 +332,16 @@ class SubstitutionResult(BaseModel):
     refund_fen: Annotated[int, Field(description="a cheaper substitute's difference, in fen")]
 
 
+class HoldList(BaseModel):
+    """The account's holds still waiting for payment, newest first."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"items": [_HOLD_EXAMPLE]}]}
+    )
+
+    items: list[HoldView]
+
+
 class BookingList(BaseModel):
     """The account's bookings, newest first."""
 

@@ -14,6 +14,7 @@ bookings: another account's answers :class:`NotFoundError` exactly like a missin
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from inventory.booking.ratelimit import ReserveRateLimiter
@@ -132,6 +133,26 @@ class Reservations:
         """One of the account's holds, with the terms of its schedule."""
         hold = await self._own_hold(hold_id, account_id)
         return hold, await self.terms(hold.schedule_id)
+
+    async def open_holds(
+        self, *, account_id: str, limit: int, now_ms: int
+    ) -> list[tuple[Hold, ScheduleTerms]]:
+        """The account's holds still waiting for payment at ``now_ms``, newest first,
+        each with its schedule's terms. Postgres names the candidates (a hold reaches it
+        through the outbox, typically within a second of its reserve); the store says
+        which of them are still held, since one may have been paid, given back or have
+        lapsed since the record last heard of it."""
+        hold_ids = await self._bookings.open_hold_ids(account_id, limit)
+        found = await asyncio.gather(*(self._store.get_hold(hold_id) for hold_id in hold_ids))
+        open_now = [
+            hold
+            for hold in found
+            if hold is not None
+            and hold.account_id == account_id
+            and hold.state is HoldState.HELD
+            and hold.deadline_ms > now_ms
+        ]
+        return [(hold, await self.terms(hold.schedule_id)) for hold in open_now]
 
     async def release(
         self, hold_id: str, *, account_id: str, request_id: str

@@ -105,6 +105,13 @@ class PgBookings:
             )
         return [booking_row_view(row) for row in rows]
 
+    async def open_hold_ids(self, account_id: str, limit: int) -> list[str]:
+        """The ids of the account's holds the record has as still waiting for payment,
+        newest first (the store has the last word on each one's state)."""
+        async with acquire(self._pool, timeout_s=self._timeout) as connection:
+            rows = await connection.fetch(QUERIES["list_account_open_holds"], account_id, limit)
+        return [str(row["hold_id"]) for row in rows]
+
     async def get_for_account(self, booking_id: str, account_id: str) -> dict[str, Any] | None:
         """One of the account's bookings, or None (also for another account's)."""
         async with acquire(self._pool, timeout_s=self._timeout) as connection:

@@ -68,6 +68,7 @@ class Queries(TypedDict):
     upsert_hold: str
     get_hold: str
     list_account_holds: str
+    list_account_open_holds: str
     # the waitlist
     upsert_waitlist_entry: str
     list_account_waitlist: str

@@ -435,6 +435,18 @@ WHERE account_id = $1
 ORDER BY created_at DESC, id DESC
 LIMIT $2;
 
+-- name: list_account_open_holds
+-- An account's holds the record has as still waiting for payment (held, deadline ahead),
+-- newest first; the store (Redis) has the last word on each one's state.
+-- params: account_id, limit
+SELECT id AS hold_id, tag, slot_id, schedule_id, account_id, patient_id, channel,
+       amount_fen, state, deadline, extended, payment_ref, created_at, confirmed_at,
+       ended_at, end_reason, last_seq, updated_at
+FROM holds
+WHERE account_id = $1 AND state = 'held' AND deadline > now()
+ORDER BY created_at DESC, id DESC
+LIMIT $2;
+
 -- name: insert_booking
 -- Record the booking of a booked (or since cancelled) hold, copying it from the hold row:
 -- write the hold with upsert_hold first, in the same transaction. No row if the booking

@@ -150,6 +150,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "upsert_hold": lambda s: hold_values(s, new_hold_id(s, "sample")),
     "get_hold": lambda s: {"hold_id": s.booking},
     "list_account_holds": lambda s: {"account_id": s.account, "limit": 10},
+    "list_account_open_holds": lambda s: {"account_id": s.account, "limit": 10},
     "upsert_waitlist_entry": lambda s: {
         "entry_id": keys.waitlist_entry_id_for(s.account, "wl-1", s.tag),
         "tag": s.tag,
@@ -810,6 +811,30 @@ async def test_hold_rows_only_move_forward(pool: asyncpg.Pool, seeded: Seed) -> 
         assert row["payment_ref"] == paid["payment_ref"]
         holds = await run(c, "list_account_holds", account_id=seeded.account, limit=10)
         assert hold_id in {h["hold_id"] for h in holds}
+
+
+async def test_open_holds_are_held_with_their_deadline_ahead(
+    pool: asyncpg.Pool, seeded: Seed
+) -> None:
+    """The account's open holds: held and not past their deadline, newest first; not a
+    lapsed one, not a booking, not another account's."""
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    async with rolled_back(pool) as c:
+        ids = {name: new_hold_id(seeded, f"open-{name}") for name in ("old", "new", "lapsed")}
+        await run(c, "upsert_hold", **hold_values(seeded, ids["old"], deadline=later))
+        newer = hold_values(seeded, ids["new"], deadline=later)
+        newer["created_at"] += timedelta(minutes=1)
+        await run(c, "upsert_hold", **newer)
+        earlier = datetime.now(UTC) - timedelta(minutes=1)
+        await run(c, "upsert_hold", **hold_values(seeded, ids["lapsed"], deadline=earlier))
+        paid = new_hold_id(seeded, "open-paid")
+        await run(c, "upsert_hold", **booked(seeded, paid, at(MARCH_1, 9, 5), deadline=later))
+        other = hold_values(seeded, new_hold_id(seeded, "open-x", "acct-other"), deadline=later)
+        await run(c, "upsert_hold", **other | {"account_id": "acct-other"})
+        rows = await run(c, "list_account_open_holds", account_id=seeded.account, limit=10)
+        assert [r["hold_id"] for r in rows] == [ids["new"], ids["old"]]
+        rows = await run(c, "list_account_open_holds", account_id=seeded.account, limit=1)
+        assert [r["hold_id"] for r in rows] == [ids["new"]]
 
 
 async def test_bookings_by_account_and_id(pool: asyncpg.Pool, seeded: Seed) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from aiohttp import web
@@ -112,6 +112,7 @@ async def day_schedules(services: Services, department_id: str, day: date) -> li
         remaining[slot["schedule_id"]] = remaining.get(slot["schedule_id"], 0) + (
             found.remaining if found else 0
         )
+    rooms = await catalogue.schedule_rooms([row["id"] for row in schedules])
     now = datetime.now(tz=UTC)
     items = []
     for row in schedules:
@@ -143,9 +144,21 @@ async def day_schedules(services: Services, department_id: str, day: date) -> li
                 else int((row["release_at"] - now).total_seconds()) + 1,
                 "cancel_deadline": instant_text(terms.cancel_deadline_ms, zone),
                 "cancellable": terms.cancellable(),
+                "waiting_room": room_ref(rooms.get(row["id"]), zone),
             }
         )
     return items
+
+
+def room_ref(row: Any, zone: tzinfo) -> dict[str, str] | None:
+    """A schedule's waiting room as the catalogue's views name it (None: it has none)."""
+    if row is None:
+        return None
+    return {
+        "release_id": row["release_id"],
+        "opens_at": local_text(row["opens_at"], zone),
+        "t0": local_text(row["t0"], zone),
+    }
 
 
 @routes.get(
@@ -180,6 +193,7 @@ async def schedule_availability(services: Services, schedule_id: str) -> dict[st
     cancel_deadline = instant_text(terms.cancel_deadline_ms, zone)
     cancellable = terms.cancellable()
     slots = await catalogue.schedule_slots(schedule_id)
+    rooms = await catalogue.schedule_rooms([schedule_id])
     tag = keys.department_day_tag(schedule["department_id"], schedule["visit_date"])
     counts = await services.store.slot_counts(tag, [s["id"] for s in slots])
     items = []
@@ -210,6 +224,7 @@ async def schedule_availability(services: Services, schedule_id: str) -> dict[st
         "release_at": local_text(schedule["release_at"], zone),
         "cancel_deadline": cancel_deadline,
         "cancellable": cancellable,
+        "waiting_room": room_ref(rooms.get(schedule_id), zone),
         "items": items,
     }
 

@@ -141,7 +141,29 @@ _SCHEDULE: dict[str, JsonValue] = {
     "countdown_s": 0,
     "cancel_deadline": "2026-12-08T20:00:00+08:00",
     "cancellable": True,
+    "waiting_room": None,
 }
+
+
+class WaitingRoomRef(View):
+    """The waiting room of a queued release (放号排队): patients join it from
+    ``opens_at`` with POST /v1/releases/{release_id}/tickets and are admitted in drawn
+    order from ``t0``; a reserve without an admission token is refused."""
+
+    model_config = examples_config(
+        {
+            "release_id": "rel-6f1c2a9d0b7e4c31",
+            "opens_at": "2026-12-02T07:30:00+08:00",
+            "t0": "2026-12-02T08:00:00+08:00",
+        }
+    )
+
+    release_id: str
+    opens_at: Instant
+    t0: Instant
+
+
+_ROOM_NOTE = "the schedule's queued release, when it has one"
 
 
 class ScheduleItem(View):
@@ -165,6 +187,7 @@ class ScheduleItem(View):
     countdown_s: Annotated[int, Field(description="seconds until release; 0 once released")]
     cancel_deadline: Annotated[Instant, Field(description=_CANCEL_DEADLINE)]
     cancellable: Annotated[bool, Field(description=_CANCELLABLE)]
+    waiting_room: Annotated[WaitingRoomRef | None, Field(description=_ROOM_NOTE)]
 
 
 class ScheduleDay(View):
@@ -195,6 +218,7 @@ _AVAILABILITY: dict[str, JsonValue] = {
     "release_at": "2026-12-02T08:00:00+08:00",
     "cancel_deadline": "2026-12-08T20:00:00+08:00",
     "cancellable": True,
+    "waiting_room": None,
     "items": [
         {
             "slot_id": "slot-0800-1",
@@ -219,6 +243,7 @@ class Availability(View):
     release_at: Instant
     cancel_deadline: Annotated[Instant, Field(description=_CANCEL_DEADLINE)]
     cancellable: Annotated[bool, Field(description=_CANCELLABLE)]
+    waiting_room: Annotated[WaitingRoomRef | None, Field(description=_ROOM_NOTE)]
     items: list[SlotItem]
 
 

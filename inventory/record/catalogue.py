@@ -153,6 +153,12 @@ class PgCatalogue:
         """A department's schedules on a visit date, with their doctors."""
         return await self._fetch("list_department_schedules", department_id, day)
 
+    async def schedule_rooms(self, schedule_ids: list[str]) -> dict[str, asyncpg.Record]:
+        """The latest waiting room of each schedule that has one (release_id, opens_at,
+        t0), by schedule id."""
+        rows = await self._fetch("list_schedule_rooms", schedule_ids)
+        return {str(row["schedule_id"]): row for row in rows}
+
     async def day_slots(self, department_id: str, day: date) -> list[asyncpg.Record]:
         """Every slot of a department's schedules on a visit date (one tag's slots)."""
         return await self._fetch("list_tag_slots", department_id, day)

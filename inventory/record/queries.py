@@ -37,6 +37,7 @@ class Queries(TypedDict):
     list_department_tree: str
     list_department_doctors: str
     list_department_schedules: str
+    list_schedule_rooms: str
     get_schedule: str
     list_schedule_slots: str
     list_tag_slots: str

@@ -92,6 +92,15 @@ CROSS JOIN LATERAL (
 WHERE s.department_id = $1 AND s.visit_date = $2
 ORDER BY s.starts_at, d.name, s.id;
 
+-- name: list_schedule_rooms
+-- The latest waiting room (queued release) of each of the given schedules that has one:
+-- what a patient joins before the release instant.
+-- params: schedule_ids
+SELECT DISTINCT ON (s.id) s.id AS schedule_id, r.release_id, r.opens_at, r.t0
+FROM unnest($1::text[]) AS s (id)
+JOIN room_releases r ON r.schedule_ids @> ARRAY[s.id]
+ORDER BY s.id, r.t0 DESC, r.release_id;
+
 -- name: get_schedule
 -- One schedule with its doctor, department and hospital (name, timezone, policy), or no
 -- row: what loading it into Redis and answering about it need.

@@ -150,6 +150,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "upsert_hold": lambda s: hold_values(s, new_hold_id(s, "sample")),
     "get_hold": lambda s: {"hold_id": s.booking},
     "list_account_holds": lambda s: {"account_id": s.account, "limit": 10},
+    "list_schedule_rooms": lambda s: {"schedule_ids": [s.morning]},
     "list_account_open_holds": lambda s: {"account_id": s.account, "limit": 10},
     "upsert_waitlist_entry": lambda s: {
         "entry_id": keys.waitlist_entry_id_for(s.account, "wl-1", s.tag),

@@ -154,3 +154,14 @@ async def wait_verified(redis_url: str, *, timeout_s: float = 30.0) -> None:
         await wait_until(verified, timeout_s=timeout_s)
     finally:
         await client.aclose()
+
+
+async def wait_ready(stack: Stack, http: aiohttp.ClientSession, *, timeout_s: float = 30.0) -> None:
+    """Wait until the API answers /readyz with 200 (its gate open: the store verified
+    and seen so by the API, not only by the fence)."""
+
+    async def ready() -> bool:
+        async with http.get(stack.api.url + "/readyz") as answer:
+            return answer.status == 200
+
+    await wait_until(ready, timeout_s=timeout_s)

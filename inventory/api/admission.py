@@ -19,11 +19,26 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
 
 from inventory.errors import OverloadedError
 from inventory.ops import metrics
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Where the edge keeps the gate a request was counted in by (None once it left).
+GATE_KEY: Final = "inventory.admission_gate"
+
+
+def detach(request: web.Request) -> None:
+    """The request now only waits (a status stream, a long-poll): it leaves the count of
+    requests in flight, which bounds work, not waiting. Without this a crowd's status
+    streams would fill the bound and every other request would be shed."""
+    gate = request.get(GATE_KEY)
+    if isinstance(gate, AdmissionGate):
+        request[GATE_KEY] = None
+        gate.leave()
 
 
 class AdmissionGate:

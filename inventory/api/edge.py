@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from inventory.api.admission import AdmissionGate
+from inventory.api.admission import GATE_KEY, AdmissionGate
 from inventory.api.observability import (
     REQUEST_ID_HEADER,
     REQUEST_ID_KEY,
@@ -48,11 +48,13 @@ def edge_middleware(gate: AdmissionGate, *, access_log: bool = True) -> Middlewa
         status = 500
         try:
             try:
-                admitted = gate.admit(request.path)
+                if gate.admit(request.path):
+                    request[GATE_KEY] = gate
                 try:
                     response = await handler(request)
                 finally:
-                    if admitted:
+                    # Not when the handler detached the request (admission.detach).
+                    if request.get(GATE_KEY) is not None:
                         gate.leave()
             except asyncio.CancelledError:
                 log.info("http.request_cancelled", method=request.method, path=request.path)

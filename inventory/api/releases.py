@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 from pydantic import Field
 
+from inventory.api.admission import detach
 from inventory.api.auth import operator_for, principal
 from inventory.api.bodies import json_response, read_json, read_query
 from inventory.api.context import SERVICES
@@ -237,6 +238,7 @@ async def get_ticket(request: web.Request) -> web.Response:
         return json_response(view)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + query.wait_s
+    detach(request)  # it waits now: no longer work in flight
     waiter = watch.subscribe(status, stream=False)
     try:
         while view["version"] == query.after:
@@ -279,6 +281,7 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    detach(request)  # it waits now: no longer work in flight
     waiter = watch.subscribe(status, stream=True)
     try:
         view = ticket_view(status, snap, zone, rooms.now_ms())

@@ -108,7 +108,7 @@ async def _run_loops(
             host=settings.host,
             port=settings.worker_metrics_port,
             pool=pool,
-            his_queue=bool(settings.his_url),
+            his_queue=settings.his_enabled,
         ),
         "persister": run_persister(store.client, pool, stop=stop, on_diverged=fence, stats=stats),
         # 停诊 entered by an operator: the suspended schedules' bookings cancelled and
@@ -121,16 +121,16 @@ async def _run_loops(
         ),
         # Bookings never checked in become no-shows; the no-show rule bans.
         "visits": run_visits(
-            pool, store, stop=stop, config=VisitsConfig(with_his=bool(settings.his_url))
+            pool, store, stop=stop, config=VisitsConfig(with_his=settings.his_enabled)
         ),
         # Moves of bookings (改约) cut short by a process that died between their steps.
         "moves": run_move_recovery(pool, store, stop=stop),
     }
-    if settings.his_url:  # the HIS flows: schedule sync, submitter, reconciler
+    if settings.his_enabled:  # the HIS flows: schedule sync, submitter, reconciler
         loops |= his_loops(settings, store, stop=stop)
     if settings.notify.enabled:  # some channel is configured
         loops["notifier"] = run_notifier(
-            pool, settings.notify, keyring=_keyring(settings), his=bool(settings.his_url), stop=stop
+            pool, settings.notify, keyring=_keyring(settings), his=settings.his_enabled, stop=stop
         )
     tasks: dict[str, asyncio.Task[None]] = {
         name: asyncio.create_task(coro, name=name) for name, coro in loops.items()

@@ -510,6 +510,7 @@ def _allowed_labels() -> dict[str, dict[str, set[str] | re.Pattern[str]]]:
     le = re.compile(r"\+Inf|[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?")
     reserve = _error_codes() | {"ok", "replay", "internal_error", metrics.OTHER}
     his_operation = set(metrics.HIS_OPERATIONS) | {metrics.OTHER}
+    his_connection = set(metrics.HIS_CONNECTIONS) | {metrics.OTHER}
     return {
         "inventory_http_request_duration_seconds": _HTTP | {"status": status, "le": le},
         "inventory_reserve_outcomes": {"outcome": reserve | {"http_400", "http_413"}},
@@ -530,14 +531,24 @@ def _allowed_labels() -> dict[str, dict[str, set[str] | re.Pattern[str]]]:
         "inventory_room_sold_out_seconds": {"le": le},
         "inventory_persist_batch_duration_seconds": {"le": le},
         "inventory_his_request_duration_seconds": {
+            "connection": his_connection,
             "operation": his_operation,
             "outcome": set(metrics.HIS_OUTCOMES) | {metrics.OTHER},
             "le": le,
         },
-        "inventory_his_errors": {"operation": his_operation, "kind": set(metrics.HIS_ERROR_KINDS)},
-        "inventory_his_circuit_transitions": {"state": set(metrics.HIS_CIRCUIT_STATES)},
+        "inventory_his_errors": {
+            "connection": his_connection,
+            "operation": his_operation,
+            "kind": set(metrics.HIS_ERROR_KINDS),
+        },
+        "inventory_his_circuit_state": {"connection": his_connection},
+        "inventory_his_circuit_transitions": {
+            "connection": his_connection,
+            "state": set(metrics.HIS_CIRCUIT_STATES),
+        },
         "inventory_reconciliation_drift": {
-            "kind": set(metrics.RECONCILIATION_KINDS) | {metrics.OTHER}
+            "connection": his_connection,
+            "kind": set(metrics.RECONCILIATION_KINDS) | {metrics.OTHER},
         },
         "inventory_check_drift": {"kind": set(metrics.CHECK_KINDS) | {metrics.OTHER}},
         "inventory_payment_notifications_refused": {
@@ -742,9 +753,13 @@ def test_persister_stats_map_to_metrics() -> None:
 
 def test_his_and_reconciliation_labels_stay_bounded() -> None:
     """Unknown HIS operations and outcomes, and unknown drift kinds, become "other";
-    failures count as errors by kind; the breaker's state is a number."""
+    failures count as errors by kind; the breaker's state is a number; a connection the
+    configuration did not register is "other" (the label is bounded by it)."""
     metrics.observe_his_call("create_appointment", 0.05, "unavailable")
     metrics.observe_his_call(f"op-{uuid.uuid4().hex}", 0.05, f"o-{uuid.uuid4().hex}")
+    metrics.observe_his_call("get_schedule", 0.05, "ok", connection=f"h-{uuid.uuid4().hex}")
+    metrics.register_his_connections(["hosp-registered"])
+    metrics.observe_his_call("get_schedule", 0.05, "ok", connection="hosp-registered")
     metrics.observe_his_breaker("closed", "open")
     metrics.observe_reconciliation({"missing_in_his": 2, f"k-{uuid.uuid4().hex}": 1}, at=1.0)
     text = metrics.exposition("worker").decode()
@@ -754,6 +769,7 @@ def test_his_and_reconciliation_labels_stay_bounded() -> None:
         value(
             samples,
             "inventory_his_errors_total",
+            connection="default",
             operation="create_appointment",
             kind="unavailable",
         )
@@ -763,15 +779,20 @@ def test_his_and_reconciliation_labels_stay_bounded() -> None:
         value(
             samples,
             "inventory_his_request_duration_seconds_count",
+            connection="default",
             operation="other",
             outcome="other",
         )
         >= 1
     )
-    assert value(samples, "inventory_his_circuit_state") == 2
-    assert value(samples, "inventory_reconciliation_drift", kind="missing_in_his") == 2
-    assert value(samples, "inventory_reconciliation_drift", kind="other") == 1
-    assert value(samples, "inventory_reconciliation_drift", kind="status_mismatch") == 0
+    for connection in ("other", "hosp-registered"):
+        count = "inventory_his_request_duration_seconds_count"
+        assert value(samples, count, connection=connection, operation="get_schedule", outcome="ok")
+    assert value(samples, "inventory_his_circuit_state", connection="default") == 2
+    drift = "inventory_reconciliation_drift"
+    assert value(samples, drift, connection="default", kind="missing_in_his") == 2
+    assert value(samples, drift, connection="default", kind="other") == 1
+    assert value(samples, drift, connection="default", kind="status_mismatch") == 0
 
 
 def test_roles_export_only_their_families() -> None:

@@ -40,6 +40,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--days", type=positive_int, help="visit dates from today (default: the window)"
     )
+    parser.add_argument(
+        "--hospital",
+        help="reconcile this hospital's HIS connection (default: the default connection)",
+    )
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.set_defaults(handler=run, fix=False)
 
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     """Run one reconciliation; exit 0 when nothing is left unresolved, 1 when differences
     remain, 2 on a configuration problem."""
     from inventory.errors import InventoryError
+    from inventory.his.connections import ConnectionsError
+    from inventory.his.flows import connections_of
     from inventory.his.reconcile import ReconcilePolicy
 
     settings = Settings.from_env(for_api=False)
@@ -56,12 +62,31 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"inventory reconcile: {error}", file=sys.stderr)
         return 2
-    if not settings.his_url:
-        print("inventory reconcile: INVENTORY_HIS_URL is not set", file=sys.stderr)
+    try:
+        connections = connections_of(settings)
+    except ConnectionsError as error:
+        print(f"inventory reconcile: INVENTORY_HIS_CONNECTIONS: {error}", file=sys.stderr)
+        return 2
+    connection = connections.for_hospital(args.hospital) if args.hospital else connections.default
+    if connection is None:
+        print(
+            "inventory reconcile: INVENTORY_HIS_URL is not set"
+            + (f" and {args.hospital} has no connection of its own" if args.hospital else ""),
+            file=sys.stderr,
+        )
         return 2
     _log_to_stderr()
     try:
-        report = asyncio.run(_reconcile(settings, policy, fix=args.fix, days=args.days))
+        report = asyncio.run(
+            _reconcile(
+                settings,
+                policy,
+                fix=args.fix,
+                days=args.days,
+                connection=connection,
+                scope=connections.scope(connection),
+            )
+        )
     except (InventoryError, OSError) as error:
         print(f"inventory reconcile: {error}", file=sys.stderr)
         return 1
@@ -72,7 +97,15 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-async def _reconcile(settings: Settings, policy: Any, *, fix: bool, days: int | None) -> Any:
+async def _reconcile(
+    settings: Settings,
+    policy: Any,
+    *,
+    fix: bool,
+    days: int | None,
+    connection: Any,
+    scope: Any,
+) -> Any:
     from datetime import timedelta
 
     from inventory.his.flows import open_flows
@@ -82,7 +115,13 @@ async def _reconcile(settings: Settings, policy: Any, *, fix: bool, days: int | 
 
     client = await connect_redis(settings.redis_url, cluster=settings.redis_cluster)
     pool = await create_pool(settings.database_url, min_size=1, max_size=4)
-    flows = await open_flows(settings, await SlotStore.connect_scripts(client), pool=pool)
+    flows = await open_flows(
+        settings,
+        await SlotStore.connect_scripts(client),
+        pool=pool,
+        connection=connection,
+        scope=scope,
+    )
     flows.reconciler.policy = policy
     try:
         first, last = flows.sync.window()

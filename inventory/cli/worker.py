@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from inventory.ops.config import Settings
+from inventory.ops.config import ConfigError, Settings
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from inventory.worker import WorkerLoopFailedError, run_worker
 
     settings = Settings.from_env(for_api=False)
+    check_his_connections(settings)
     configure_logging()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         try:
@@ -35,3 +36,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"inventory worker: {error}; exiting", file=sys.stderr)
             return 1
     return 0
+
+
+def check_his_connections(settings: Settings) -> None:
+    """Refuse a wrong HIS connections file at start-up (exit 2), secrets missing included."""
+    if not settings.his_connections:
+        return
+    from inventory.his.connections import ConnectionsError
+    from inventory.his.flows import connections_of
+
+    try:
+        connections_of(settings)
+    except ConnectionsError as error:
+        raise ConfigError([f"INVENTORY_HIS_CONNECTIONS: {error}"]) from None

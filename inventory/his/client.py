@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,9 @@ from fhir.resources.R4B.schedule import Schedule
 from fhir.resources.R4B.slot import Slot
 
 from inventory.his import mapping
+from inventory.his.auth import HisAuth
 from inventory.his.errors import (
+    HisAuthError,
     HisProtocolError,
     HisRefusedError,
     HisUnavailableError,
@@ -184,6 +187,9 @@ class FhirHisClient:
 
     Use as ``async with FhirHisClient(config) as his: ...`` or call :meth:`close`.
     ``breaker`` is public so its state can be exported; ``stats`` counts attempts.
+    ``auth`` adds a bearer token to every request (a 401 drops it, and the request is
+    sent once more with a fresh one); ``ssl_context`` carries a CA bundle and, for mutual
+    TLS, the client's certificate (the token endpoint is reached with it too).
     """
 
     def __init__(
@@ -194,8 +200,12 @@ class FhirHisClient:
         rng: random.Random | None = None,
         observer: HisCallObserver | None = None,
         on_breaker_change: Callable[[BreakerState, BreakerState], None] | None = None,
+        auth: HisAuth | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
+        self.auth = auth
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._base = config.base_url.rstrip("/")
         self._session = session
         self._own_session = session is None
@@ -523,7 +533,7 @@ class FhirHisClient:
                 self.stats.in_flight += 1
                 started = time.monotonic()
                 try:
-                    answer = await self._send(method, url, body=body, headers=headers)
+                    answer = await self._send_authorized(method, url, body=body, headers=headers)
                 finally:
                     self.stats.in_flight -= 1
             answer = self._judge(answer, ok=ok, missing_ok=missing_ok)
@@ -560,10 +570,30 @@ class FhirHisClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers={"Accept": FHIR_JSON, "User-Agent": self.config.user_agent},
-                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
+                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency, ssl=self._ssl),
             )
             self._own_session = True
         return self._session
+
+    async def _send_authorized(
+        self, method: str, url: str, *, body: bytes | None, headers: Mapping[str, str] | None
+    ) -> _Answer:
+        """One request with the bearer token; on 401 once more with a fresh token (the
+        cached one expired early, was revoked, or the secret was rotated)."""
+        if self.auth is None:
+            return await self._send(method, url, body=body, headers=headers)
+        session = self._session_now()
+        token = await self.auth.token(session)
+        answer = await self._send(method, url, body=body, headers=_bearer(headers, token))
+        if answer.status != 401:
+            return answer
+        self.auth.invalidate(token)
+        token = await self.auth.token(session)
+        answer = await self._send(method, url, body=body, headers=_bearer(headers, token))
+        if answer.status == 401:
+            self.auth.invalidate(token)
+            raise HisAuthError("the HIS refused a freshly issued token (401)")
+        return answer
 
     async def _send(
         self, method: str, url: str, *, body: bytes | None, headers: Mapping[str, str] | None
@@ -649,6 +679,10 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
             raise HisProtocolError(f"the HIS's answer is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _bearer(headers: Mapping[str, str] | None, token: str) -> dict[str, str]:
+    return {**(headers or {}), "Authorization": f"Bearer {token}"}
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -7,6 +7,7 @@
   client retries are idempotent, so the caller may retry later.
 - :class:`HisProtocolError`: an answer we refuse to trust (invalid FHIR, too large,
   wrong type). Not retried: the same HIS would say the same again.
+- :class:`HisAuthError` (a protocol error): our credentials are missing or refused.
 """
 
 from __future__ import annotations
@@ -71,3 +72,9 @@ class HisProtocolError(HisError):
     code = "his_protocol"
     http_status = 502
     title = "The hospital system answered something invalid"
+
+
+class HisAuthError(HisProtocolError):
+    """Our credentials for the HIS are missing or refused (the token endpoint said no, or
+    the HIS refused a fresh token). Not retried: the same credentials would fail again
+    until someone fixes them. The message never carries a secret or a token."""

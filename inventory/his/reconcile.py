@@ -342,7 +342,9 @@ class Reconciler:
             await self._finish(report, "completed", "")
         # What is left unresolved is the drift a person must look at (what was fixed is
         # gone): the gauge behind the InventoryReconciliationDrift alert.
-        metrics.observe_reconciliation(report.unresolved, at=time.time())
+        metrics.observe_reconciliation(
+            report.unresolved, at=time.time(), connection=self.sync.connection
+        )
         return report
 
     # -- reading ----------------------------------------------------------------------
@@ -361,7 +363,9 @@ class Reconciler:
         ]
         schedules, slots = await self.sync.load_window(first, last)
         async with acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection:
-            rows = await connection.fetch(QUERIES["list_window_bookings"], first, last)
+            rows = await connection.fetch(
+                QUERIES["list_window_bookings"], first, last, *self.sync.scope.params()
+            )
         bookings = {row["booking_id"]: row for row in rows}
         holds: dict[str, Hold] = {}
         statuses: dict[str, str] = {}
@@ -738,13 +742,18 @@ async def run_reconciler(
         except TRANSIENT_ERRORS as error:
             stats.failures += 1
             stats.last_error = _error(error)
-            log.warning("his.reconcile_failed", error=stats.last_error)
+            log.warning(
+                "his.reconcile_failed",
+                connection=reconciler.sync.connection,
+                error=stats.last_error,
+            )
             continue
         stats.last_report = report
         stats.last_success_at = time.time()
         stats.last_duration_s = time.monotonic() - started
         log.info(
             "his.reconciled",
+            connection=reconciler.sync.connection,
             run=report.run_id,
             seconds=round(stats.last_duration_s, 3),
             found={k: v for k, v in report.counts.items() if v},

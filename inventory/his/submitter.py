@@ -53,6 +53,7 @@ from inventory.his.errors import (
     HisRefusedError,
     HisUnavailableError,
 )
+from inventory.his.scope import EVERY_HOSPITAL, HospitalScope
 from inventory.his.types import HisPatient, HisRefusal
 from inventory.ops.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
 from inventory.privacy.crypto import FieldCryptoError, FieldKeyring
@@ -167,8 +168,13 @@ class Submitter:
         patients: PatientLookup | None = None,
         stats: SubmitterStats | None = None,
         rng: random.Random | None = None,
+        scope: HospitalScope = EVERY_HOSPITAL,
+        connection: str = "default",
     ) -> None:
         self.his = his
+        #: The hospitals whose bookings this submitter claims: its connection's queue.
+        self.scope = scope
+        self.connection = connection
         self.pool = pool
         self.store = store
         self.config = config or SubmitterConfig()
@@ -188,7 +194,10 @@ class Submitter:
         """Claim up to ``batch_size`` due bookings and send each; how many were claimed."""
         async with acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection:
             rows = await connection.fetch(
-                QUERIES["claim_his_submissions"], self.config.batch_size, self.config.lease_s
+                QUERIES["claim_his_submissions"],
+                self.config.batch_size,
+                self.config.lease_s,
+                *self.scope.params(),
             )
         if not rows:
             return 0
@@ -292,7 +301,10 @@ class Submitter:
         """Send the cancellations of bookings the HIS may hold; how many were claimed."""
         async with acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection:
             rows = await connection.fetch(
-                QUERIES["claim_his_cancellations"], self.config.batch_size, self.config.lease_s
+                QUERIES["claim_his_cancellations"],
+                self.config.batch_size,
+                self.config.lease_s,
+                *self.scope.params(),
             )
         await asyncio.gather(*(self.cancel(row) for row in rows))
         return len(rows)
@@ -331,6 +343,7 @@ class Submitter:
                 QUERIES["list_unreleased_bookings"],
                 self.config.unreleased_after_s,
                 self.config.batch_size,
+                *self.scope.params(),
             )
         released = 0
         for row in rows:
@@ -375,6 +388,7 @@ async def run_submitter(submitter: Submitter, *, stop: asyncio.Event) -> None:
             delay = backoff.next_delay()
             log.warning(
                 "his.submitter_failed",
+                connection=submitter.connection,
                 error=submitter.stats.last_error,
                 failures=backoff.failures,
                 retry_in_s=round(delay, 2),

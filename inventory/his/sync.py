@@ -39,6 +39,8 @@ import structlog
 
 from inventory.errors import CapacityBelowTakenError, InventoryError, StoreUnavailableError
 from inventory.his.client import HisClient
+from inventory.his.errors import HisProtocolError
+from inventory.his.scope import EVERY_HOSPITAL, HospitalScope
 from inventory.his.suspension import SuspensionResult, cancel_suspended
 from inventory.his.types import HisCatalogue, HisDoctor, HisSchedule
 from inventory.his.visit_sync import read_back_visits
@@ -179,6 +181,9 @@ class ScheduleSync:
         catalogue: PgCatalogue,
         *,
         config: SyncConfig | None = None,
+        hospital_id: str | None = None,
+        scope: HospitalScope = EVERY_HOSPITAL,
+        connection: str = "default",
     ) -> None:
         self.his = his
         self.pool = pool
@@ -188,7 +193,14 @@ class ScheduleSync:
         self.zone = ZoneInfo(self.config.timezone)
         self._applied: HisCatalogue | None = None
         self._roles: dict[str, HisDoctor] = {}
-        self.hospital_id: str | None = None
+        #: A hospital's own connection names the hospital (its HIS's Organization id may
+        #: be anything); the default connection takes the id its HIS gives.
+        self.own_hospital = hospital_id
+        self.hospital_id: str | None = hospital_id
+        #: The hospitals whose schedules and bookings this connection's flows read.
+        self.scope = scope
+        #: The connection's name (logs, metrics).
+        self.connection = connection
 
     def window(self, today: date | None = None) -> tuple[date, date]:
         """The visit dates synced: today (hospital time) and the days after it."""
@@ -245,9 +257,12 @@ class ScheduleSync:
         self, first: date, last: date
     ) -> tuple[dict[str, asyncpg.Record], dict[str, list[asyncpg.Record]]]:
         """Our schedules of the window by id, and their slots by schedule id."""
+        only, but = self.scope.params()
         async with acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection:
-            schedule_rows = await connection.fetch(QUERIES["list_window_schedules"], first, last)
-            slot_rows = await connection.fetch(QUERIES["list_window_slots"], first, last)
+            schedule_rows = await connection.fetch(
+                QUERIES["list_window_schedules"], first, last, only, but
+            )
+            slot_rows = await connection.fetch(QUERIES["list_window_slots"], first, last, only, but)
         slots: dict[str, list[asyncpg.Record]] = {}
         for row in slot_rows:
             slots.setdefault(row["schedule_id"], []).append(row)
@@ -258,14 +273,15 @@ class ScheduleSync:
         was applied last; an operator's timezone and policy of the hospital are kept."""
         catalogue = await self.his.fetch_catalogue()
         self._roles = {d.role_id: d for d in catalogue.doctors}
-        self.hospital_id = catalogue.hospital_id
+        hospital = self.own_hospital or catalogue.hospital_id
+        self.hospital_id = hospital
         if catalogue == self._applied:
             return catalogue
-        hospital = catalogue.hospital_id
         async with (
             acquire(self.pool, timeout_s=self.config.acquire_timeout_s) as connection,
             connection.transaction(),
         ):
+            await _refuse_foreign_ids(connection, hospital, catalogue)
             existing = await connection.fetchrow(QUERIES["get_hospital"], hospital)
             name = catalogue.hospital_name or hospital
             if existing is None:
@@ -305,6 +321,7 @@ class ScheduleSync:
             report.catalogue_changed = True
         log.info(
             "his.catalogue_synced",
+            connection=self.connection,
             hospital=hospital,
             departments=len(catalogue.departments),
             doctors=len(catalogue.doctors),
@@ -524,6 +541,28 @@ class ScheduleSync:
         return result
 
 
+async def _refuse_foreign_ids(connection: Any, hospital: str, catalogue: HisCatalogue) -> None:
+    """Department and doctor ids are the platform's, not a hospital's: a HIS naming one
+    another hospital owns would move it to its hospital. Refuse the whole catalogue
+    instead (nothing is written; the round fails and says why, until the ids are
+    told apart)."""
+    for kind, query, ids in (
+        ("department", QUERIES["get_department"], [d.department_id for d in catalogue.departments]),
+        ("doctor", QUERIES["get_doctor"], [d.doctor_id for d in catalogue.doctors]),
+    ):
+        for found_id in ids:
+            row = await connection.fetchrow(query, found_id)
+            if row is not None and row["hospital_id"] != hospital:
+                raise HisIdsTakenError(
+                    f"the HIS of {hospital} names {kind} {found_id}, "
+                    f"which belongs to {row['hospital_id']}"
+                )
+
+
+class HisIdsTakenError(HisProtocolError):
+    """A HIS's catalogue names an id another hospital owns here."""
+
+
 async def run_schedule_sync(
     sync: ScheduleSync,
     *,
@@ -543,11 +582,16 @@ async def run_schedule_sync(
         except TRANSIENT_ERRORS as error:
             stats.failures += 1
             stats.last_error = f"{type(error).__name__}: {error}"[:500]
-            log.warning("his.sync_failed", error=stats.last_error)
+            log.warning("his.sync_failed", connection=sync.connection, error=stats.last_error)
         else:
             stats.last_report = report
             stats.last_success_at = time.time()
             stats.last_duration_s = time.monotonic() - started
-            log.info("his.synced", seconds=round(stats.last_duration_s, 3), **report.summary())
+            log.info(
+                "his.synced",
+                connection=sync.connection,
+                seconds=round(stats.last_duration_s, 3),
+                **report.summary(),
+            )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)

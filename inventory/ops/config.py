@@ -283,8 +283,11 @@ class Settings:
     expire_interval_s: float = 1.0
     #: How often the worker moves every waiting room forward (draw, admit, sell out).
     room_tick_interval_s: float = 0.2
-    #: The HIS's FHIR base URL; empty: no HIS flows (sync, submitter, reconciler).
+    #: The HIS's FHIR base URL; empty: no HIS flows (sync, submitter, reconciler). With
+    #: a connections file, the default connection (hospitals without their own).
     his_url: str = ""
+    #: A TOML file of per-hospital HIS connections (docs/his.md, "Connections").
+    his_connections: str = ""
     his_sync_interval_s: float = 60.0
     #: Visit dates the sync and the reconciler cover, from today.
     his_booking_window_days: int = 14
@@ -359,6 +362,7 @@ class Settings:
             expire_interval_s=get("EXPIRE_INTERVAL_S", _positive_float, 1.0),
             room_tick_interval_s=get("ROOM_TICK_INTERVAL_S", _positive_float, 0.2),
             his_url=get("HIS_URL", str, ""),
+            his_connections=get("HIS_CONNECTIONS", str, ""),
             his_sync_interval_s=get("HIS_SYNC_INTERVAL_S", _positive_float, 60.0),
             his_booking_window_days=get("HIS_BOOKING_WINDOW_DAYS", _positive_int, 14),
             reconcile_interval_s=get("RECONCILE_INTERVAL_S", _positive_float, 300.0),
@@ -399,6 +403,11 @@ class Settings:
         # The scheme inventory.store.connection.SENTINEL_SCHEME names, read without importing
         # redis-py (reading the configuration should not load it).
         return urlsplit(self.redis_url).scheme == "redis+sentinel"
+
+    @property
+    def his_enabled(self) -> bool:
+        """Whether any HIS is connected (the default connection or a hospital's own)."""
+        return bool(self.his_url or self.his_connections)
 
     def redis_problems(self) -> list[str]:
         """What is wrong with the Redis settings (every process needs Redis)."""

@@ -310,30 +310,33 @@ PERSIST_LAST_COMMIT: Final = Gauge(
 
 HIS_REQUEST_SECONDS: Final = Histogram(
     "inventory_his_request_duration_seconds",
-    "HIS (FHIR) call attempts' latency by operation and outcome.",
-    ["operation", "outcome"],
+    "HIS (FHIR) call attempts' latency by HIS connection, operation and outcome.",
+    ["connection", "operation", "outcome"],
     buckets=_HIS_BUCKETS_S,
 )
 HIS_ERRORS: Final = Counter(
     "inventory_his_errors_total",
     "Failed HIS call attempts by operation and kind: unavailable (timeout, connection, "
-    "5xx, 408, 429), protocol (an answer that is not valid FHIR) or circuit_open.",
-    ["operation", "kind"],
+    "5xx, 408, 429), protocol (an answer that is not valid FHIR, or credentials refused) or "
+    "circuit_open; by HIS connection.",
+    ["connection", "operation", "kind"],
 )
 HIS_CIRCUIT_STATE: Final = Gauge(
     "inventory_his_circuit_state",
-    "The HIS client's circuit breaker: 0 closed, 1 half-open, 2 open.",
+    "Each HIS connection's circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ["connection"],
     multiprocess_mode="max",
 )
 HIS_CIRCUIT_TRANSITIONS: Final = Counter(
     "inventory_his_circuit_transitions_total",
-    "Circuit breaker state changes by the state entered.",
-    ["state"],
+    "Circuit breaker state changes by HIS connection and the state entered.",
+    ["connection", "state"],
 )
 RECONCILIATION_DRIFT: Final = Gauge(
     "inventory_reconciliation_drift",
-    "Differences between HIS, Postgres and Redis found by the last reconciliation, by kind.",
-    ["kind"],
+    "Differences between HIS, Postgres and Redis found by the last reconciliation, by HIS "
+    "connection and kind.",
+    ["connection", "kind"],
     multiprocess_mode="mostrecent",
 )
 RECONCILIATION_LAST_RUN: Final = Gauge(
@@ -511,6 +514,11 @@ HIS_OUTCOMES: Final = frozenset(
 #: The outcomes that are failures of the HIS (a refusal is a valid answer).
 HIS_ERROR_KINDS: Final = frozenset({"unavailable", "protocol", "circuit_open"})
 HIS_CIRCUIT_STATES: Final = {"closed": 0, "half_open": 1, "open": 2}
+#: The HIS connections' names, the ``connection`` label's values: ``default`` and the
+#: hospitals of the connections file, registered by the worker at start
+#: (:func:`register_his_connections`), so the label has no more values than the
+#: configuration has connections; any other name is counted as "other".
+HIS_CONNECTIONS: Final[set[str]] = {"default"}
 #: Kinds of reconciliation drift (inventory/his/reconcile.py); unknown kinds count as
 #: "other".
 RECONCILIATION_KINDS: Final = frozenset(
@@ -732,33 +740,47 @@ def observe_batch(size: int, seconds: float) -> None:
     PERSIST_BATCH_SECONDS.observe(seconds)
 
 
-def observe_his_call(operation: str, seconds: float, outcome: str) -> None:
+def register_his_connections(names: Iterable[str]) -> None:
+    """The HIS connections of the configuration (their names become label values)."""
+    HIS_CONNECTIONS.update(names)
+
+
+def observe_his_call(
+    operation: str, seconds: float, outcome: str, *, connection: str = "default"
+) -> None:
     """One HIS call attempt: pass as the HIS client's ``observer``
-    (inventory.his.client.HisCallObserver)."""
+    (inventory.his.client.HisCallObserver), with the connection bound."""
     operation = bounded(operation, HIS_OPERATIONS)
     outcome = bounded(outcome, HIS_OUTCOMES)
-    HIS_REQUEST_SECONDS.labels(operation=operation, outcome=outcome).observe(seconds)
+    connection = bounded(connection, HIS_CONNECTIONS)
+    HIS_REQUEST_SECONDS.labels(connection=connection, operation=operation, outcome=outcome).observe(
+        seconds
+    )
     if outcome in HIS_ERROR_KINDS:
-        HIS_ERRORS.labels(operation=operation, kind=outcome).inc()
+        HIS_ERRORS.labels(connection=connection, operation=operation, kind=outcome).inc()
 
 
-def observe_his_breaker(old: object, new: object) -> None:
-    """A circuit breaker change: pass as the HIS client's ``on_breaker_change``
-    (states are inventory.his.resilience.BreakerState, str enums)."""
+def observe_his_breaker(old: object, new: object, *, connection: str = "default") -> None:
+    """A circuit breaker change: pass as the HIS client's ``on_breaker_change``, with
+    the connection bound (states are inventory.his.resilience.BreakerState, str enums)."""
     state = str(new)
+    connection = bounded(connection, HIS_CONNECTIONS)
     if state in HIS_CIRCUIT_STATES:
-        HIS_CIRCUIT_STATE.set(HIS_CIRCUIT_STATES[state])
-        HIS_CIRCUIT_TRANSITIONS.labels(state=state).inc()
+        HIS_CIRCUIT_STATE.labels(connection=connection).set(HIS_CIRCUIT_STATES[state])
+        HIS_CIRCUIT_TRANSITIONS.labels(connection=connection, state=state).inc()
 
 
-def observe_reconciliation(drift_by_kind: Mapping[str, int], *, at: float) -> None:
-    """One completed reconciliation: the differences it found by kind (a kind not named
-    is set to 0, so fixed drift leaves the gauge)."""
+def observe_reconciliation(
+    drift_by_kind: Mapping[str, int], *, at: float, connection: str = "default"
+) -> None:
+    """One completed reconciliation of a HIS connection: the differences it found by
+    kind (a kind not named is set to 0, so fixed drift leaves the gauge)."""
     counts = dict.fromkeys((*sorted(RECONCILIATION_KINDS), OTHER), 0)
     for kind, count in drift_by_kind.items():
         counts[bounded(kind, RECONCILIATION_KINDS)] += count
+    connection = bounded(connection, HIS_CONNECTIONS)
     for kind, count in counts.items():
-        RECONCILIATION_DRIFT.labels(kind=kind).set(count)
+        RECONCILIATION_DRIFT.labels(connection=connection, kind=kind).set(count)
     RECONCILIATION_LAST_RUN.set(at)
 
 

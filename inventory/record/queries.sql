@@ -1041,19 +1041,24 @@ WHERE schedule_id = $1
 -- docs/his.md). Windows are visit dates, both ends included.
 
 -- name: list_window_schedules
--- Every schedule with a visit date in the window (any status).
--- params: first_day, last_day
+-- Every schedule with a visit date in the window (any status) of the hospitals in scope:
+-- only_hospitals (NULL: every hospital) and but_hospitals scope it to the hospitals one HIS
+-- connection serves (inventory/his/connections.py).
+-- params: first_day, last_day, only_hospitals, but_hospitals
 SELECT id, hospital_id, department_id, doctor_id, visit_date, session, starts_at, ends_at,
        release_at, cancel_deadline, fee_fen, location, status, status_source
 FROM schedules
 WHERE visit_date BETWEEN $1 AND $2
+  AND ($3::text[] IS NULL OR hospital_id = ANY($3::text[]))
+  AND hospital_id <> ALL($4::text[])
 ORDER BY visit_date, id;
 
 -- name: list_window_slots
 -- Every slot of the window's schedules with what the HIS last told us about it
 -- (his_capacity and other_channel NULL when nothing yet) and how many of our bookings
--- of the slot the HIS holds or is being sent (submitted, his_confirmed).
--- params: first_day, last_day
+-- of the slot the HIS holds or is being sent (submitted, his_confirmed); hospitals in
+-- scope as in list_window_schedules.
+-- params: first_day, last_day, only_hospitals, but_hospitals
 SELECT sl.id, sl.schedule_id, sl.starts_at, sl.ends_at, sl.capacity,
        hs.his_capacity, hs.other_channel, ours.platform_booked
 FROM slots sl
@@ -1065,6 +1070,8 @@ CROSS JOIN LATERAL (
     WHERE b.slot_id = sl.id AND b.status IN ('submitted', 'his_confirmed')
 ) ours
 WHERE s.visit_date BETWEEN $1 AND $2
+  AND ($3::text[] IS NULL OR s.hospital_id = ANY($3::text[]))
+  AND s.hospital_id <> ALL($4::text[])
 ORDER BY sl.schedule_id, sl.starts_at, sl.id;
 
 -- name: upsert_his_slots
@@ -1149,18 +1156,23 @@ ORDER BY id;
 -- name: claim_his_submissions
 -- Take up to `limit` bookings to send to the HIS: confirmed ones whose next attempt is
 -- due, and submitted ones whose sender went quiet for lease_s seconds (it died). They
--- become submitted. SKIP LOCKED: several submitters share the queue.
--- params: limit, lease_s
+-- become submitted. SKIP LOCKED: several submitters share the queue. Only bookings of
+-- the hospitals in scope (as in list_window_schedules): each HIS connection has its
+-- own queue, so a HIS that is down holds up its own hospitals' bookings only.
+-- params: limit, lease_s, only_hospitals, but_hospitals
 WITH due AS (
-    SELECT id
-    FROM bookings
-    WHERE (status = 'confirmed'
-           AND (his_next_attempt_at IS NULL OR his_next_attempt_at <= now()))
-       OR (status = 'submitted'
-           AND submitted_at < now() - make_interval(secs => $2::double precision))
-    ORDER BY updated_at, id
+    SELECT b.id
+    FROM bookings b
+    JOIN schedules s ON s.id = b.schedule_id
+    WHERE ((b.status = 'confirmed'
+            AND (b.his_next_attempt_at IS NULL OR b.his_next_attempt_at <= now()))
+           OR (b.status = 'submitted'
+               AND b.submitted_at < now() - make_interval(secs => $2::double precision)))
+      AND ($3::text[] IS NULL OR s.hospital_id = ANY($3::text[]))
+      AND s.hospital_id <> ALL($4::text[])
+    ORDER BY b.updated_at, b.id
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF b SKIP LOCKED
 )
 UPDATE bookings b
 SET status = 'submitted', submitted_at = now(), updated_at = now()
@@ -1213,16 +1225,20 @@ RETURNING id AS booking_id, status, cancel_reason, amount_fen;
 -- name: claim_his_cancellations
 -- Take up to `limit` cancelled bookings that were sent to the HIS and whose cancellation
 -- has not reached it; each is leased for lease_s seconds (a failed attempt is retried
--- once the lease is over). SKIP LOCKED: several workers share the queue.
--- params: limit, lease_s
+-- once the lease is over). SKIP LOCKED: several workers share the queue. Hospitals in
+-- scope as in claim_his_submissions.
+-- params: limit, lease_s, only_hospitals, but_hospitals
 WITH due AS (
-    SELECT id
-    FROM bookings
-    WHERE status = 'cancelled' AND submitted_at IS NOT NULL AND his_cancelled_at IS NULL
-      AND (his_next_attempt_at IS NULL OR his_next_attempt_at <= now())
-    ORDER BY updated_at, id
+    SELECT b.id
+    FROM bookings b
+    JOIN schedules s ON s.id = b.schedule_id
+    WHERE b.status = 'cancelled' AND b.submitted_at IS NOT NULL AND b.his_cancelled_at IS NULL
+      AND (b.his_next_attempt_at IS NULL OR b.his_next_attempt_at <= now())
+      AND ($3::text[] IS NULL OR s.hospital_id = ANY($3::text[]))
+      AND s.hospital_id <> ALL($4::text[])
+    ORDER BY b.updated_at, b.id
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF b SKIP LOCKED
 )
 UPDATE bookings b
 SET his_next_attempt_at = now() + make_interval(secs => $2::double precision)
@@ -1242,19 +1258,24 @@ RETURNING id AS booking_id, his_cancelled_at, his_last_error;
 -- name: list_unreleased_bookings
 -- Bookings that ended here (rejected, or cancelled by a HIS flow) more than older_than_s
 -- seconds ago while their unit is still booked in the projection: the unit's release
--- was lost (a crash between the two steps). The submitter releases them again.
--- params: older_than_s, limit
+-- was lost (a crash between the two steps). The submitter releases them again (each
+-- connection's for the hospitals in its scope, as in claim_his_submissions).
+-- params: older_than_s, limit, only_hospitals, but_hospitals
 SELECT b.id AS booking_id, b.status, b.cancel_reason
 FROM holds h
 JOIN bookings b ON b.id = h.id
+JOIN schedules s ON s.id = b.schedule_id
 WHERE h.state = 'booked' AND b.status IN ('rejected', 'cancelled')
   AND b.updated_at < now() - make_interval(secs => $1::double precision)
+  AND ($3::text[] IS NULL OR s.hospital_id = ANY($3::text[]))
+  AND s.hospital_id <> ALL($4::text[])
 ORDER BY b.updated_at, b.id
 LIMIT $2;
 
 -- name: list_window_bookings
--- Every booking with a visit date in the window, any status: the reconciler's view.
--- params: first_day, last_day
+-- Every booking with a visit date in the window, any status, of the hospitals in scope
+-- (as in list_window_schedules): the reconciler's view.
+-- params: first_day, last_day, only_hospitals, but_hospitals
 SELECT b.id AS booking_id, b.tag, b.slot_id, b.schedule_id, b.status, b.cancel_reason,
        b.his_appointment_id, b.his_appointment_no, b.submitted_at, b.his_cancelled_at,
        b.confirmed_at, b.updated_at, s.visit_date, b.consultation_started_at,
@@ -1262,6 +1283,8 @@ SELECT b.id AS booking_id, b.tag, b.slot_id, b.schedule_id, b.status, b.cancel_r
 FROM schedules s
 JOIN bookings b ON b.schedule_id = s.id
 WHERE s.visit_date BETWEEN $1 AND $2
+  AND ($3::text[] IS NULL OR s.hospital_id = ANY($3::text[]))
+  AND s.hospital_id <> ALL($4::text[])
 ORDER BY b.id;
 
 -- name: requeue_his_submission

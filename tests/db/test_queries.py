@@ -377,8 +377,18 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "last_error": "provider timeout",
         "next_attempt_at": at(MARCH_1, 9, 20),
     },
-    "list_window_schedules": lambda s: {"first_day": VISIT, "last_day": NEXT_DAY},
-    "list_window_slots": lambda s: {"first_day": VISIT, "last_day": NEXT_DAY},
+    "list_window_schedules": lambda s: {
+        "first_day": VISIT,
+        "last_day": NEXT_DAY,
+        "only_hospitals": None,
+        "but_hospitals": [],
+    },
+    "list_window_slots": lambda s: {
+        "first_day": VISIT,
+        "last_day": NEXT_DAY,
+        "only_hospitals": None,
+        "but_hospitals": [],
+    },
     "upsert_his_slots": lambda s: {
         "slot_ids": [s.slot_early, s.slot_mid],
         "his_capacities": [4, 2],
@@ -439,7 +449,12 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "at": at(VISIT, 12, 30),
         "payload": {"reason": "no_show_rule"},
     },
-    "claim_his_submissions": lambda s: {"limit": 10, "lease_s": 60.0},
+    "claim_his_submissions": lambda s: {
+        "limit": 10,
+        "lease_s": 60.0,
+        "only_hospitals": None,
+        "but_hospitals": [],
+    },
     "record_his_appointment": lambda s: {
         "booking_id": s.booking,
         "appointment_id": "appt-17",
@@ -454,10 +469,25 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "counted": True,
     },
     "reject_booking": lambda s: {"booking_id": s.booking, "reason": "his_rejected: full"},
-    "claim_his_cancellations": lambda s: {"limit": 10, "lease_s": 60.0},
+    "claim_his_cancellations": lambda s: {
+        "limit": 10,
+        "lease_s": 60.0,
+        "only_hospitals": None,
+        "but_hospitals": [],
+    },
     "mark_his_cancelled": lambda s: {"booking_id": s.booking, "error": ""},
-    "list_unreleased_bookings": lambda s: {"older_than_s": 30.0, "limit": 100},
-    "list_window_bookings": lambda s: {"first_day": VISIT, "last_day": NEXT_DAY},
+    "list_unreleased_bookings": lambda s: {
+        "older_than_s": 30.0,
+        "limit": 100,
+        "only_hospitals": None,
+        "but_hospitals": [],
+    },
+    "list_window_bookings": lambda s: {
+        "first_day": VISIT,
+        "last_day": NEXT_DAY,
+        "only_hospitals": None,
+        "but_hospitals": [],
+    },
     "requeue_his_submission": lambda s: {"booking_id": s.booking},
     "list_department_booking_outcomes": lambda s: {
         "department_id": s.cardio,

@@ -8,6 +8,11 @@ It seeds the demo hospital into an empty state, applies the schedule changes giv
 the command line, prints one line naming its FHIR base, and serves until SIGINT or
 SIGTERM. Faults set here are the starting point; ``/$admin/faults`` changes them at run
 time (docs/his.md).
+
+``--hospitals FILE`` serves several hospitals instead, each under ``/h/<id>/`` with a
+state file of its own (next to ``--state``), its own faults and its own credentials
+(a token endpoint at ``/h/<id>/auth/token``). ``--tls-cert``/``--tls-key`` serve HTTPS;
+``--tls-client-ca`` then requires a client certificate signed by that CA (mutual TLS).
 """
 
 from __future__ import annotations
@@ -77,6 +82,16 @@ def register(subparsers: Any) -> None:
         metavar="SLOT:CHANNEL[:COUNT]",
         help="bookings through the window or phone",
     )
+    several = parser.add_argument_group("several hospitals, credentials, TLS")
+    several.add_argument(
+        "--hospitals",
+        help="JSON file of hospitals to serve under /h/<id>/, each with its credentials",
+    )
+    several.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    several.add_argument("--tls-key", help="its private key (PEM)")
+    several.add_argument(
+        "--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)"
+    )
     parser.add_argument("--shutdown-timeout", type=float, default=2.0, help="seconds")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.set_defaults(handler=run)
@@ -103,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"inventory his-sim: {error}", file=sys.stderr)
         return 2
     rng = random.Random(args.seed_rng)
+    if args.hospitals:
+        return _run_several(args, faults, rng)
     try:
         state = _open_state(args, rng)
     except (ValueError, LookupError) as error:
@@ -118,6 +135,65 @@ def run(args: argparse.Namespace) -> int:
     finally:
         state.close()
     return 0
+
+
+def _run_several(args: argparse.Namespace, faults: Any, rng: random.Random) -> int:
+    from inventory.simulators.his.auth import load_hospitals
+    from inventory.simulators.his.seed import seed_demo
+    from inventory.simulators.his.state import SimState
+
+    if args.suspend or args.add_capacity or args.book_other:
+        print(
+            "inventory his-sim: with --hospitals, change schedules through each "
+            "hospital's /h/<id>/$admin",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        hospitals = load_hospitals(Path(args.hospitals))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"inventory his-sim: --hospitals: {error}", file=sys.stderr)
+        return 2
+    state_path = Path(args.state)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    opened = []
+    try:
+        for hospital in hospitals:
+            state = SimState(state_path.with_name(f"{state_path.stem}-{hospital.id}.sqlite3"))
+            opened.append((hospital, state))
+            if state.is_empty() and args.seed == "demo":
+                seed_demo(
+                    state,
+                    rng,
+                    days=args.days,
+                    hospital_id=hospital.id,
+                    hospital_name=hospital.name,
+                    prefix=hospital.prefix,
+                )
+        asyncio.run(_serve(args, opened, faults, rng))
+    except OSError as error:
+        print(
+            f"inventory his-sim: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr
+        )
+        return 1
+    finally:
+        for _, state in opened:
+            state.close()
+    return 0
+
+
+def _tls(args: argparse.Namespace) -> Any:
+    """The server's SSL context, or None for plain HTTP."""
+    if not args.tls_cert:
+        return None
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_client_ca:
+        context.load_verify_locations(args.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _open_state(args: argparse.Namespace, rng: random.Random) -> Any:
@@ -167,7 +243,7 @@ async def _serve(args: argparse.Namespace, state: Any, faults: Any, rng: random.
 
     from aiohttp import web
 
-    from inventory.simulators.his.app import FHIR_BASE, create_sim_app
+    from inventory.simulators.his.app import FHIR_BASE, create_multi_app, create_sim_app
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,22 +251,28 @@ async def _serve(args: argparse.Namespace, state: Any, faults: Any, rng: random.
         loop.add_signal_handler(sig, stop.set)
     if args.access_log:
         logging.basicConfig(level=logging.INFO)
+    several = isinstance(state, list)
+    app = create_multi_app(state, faults, rng) if several else create_sim_app(state, faults, rng)
     runner = web.AppRunner(
-        create_sim_app(state, faults, rng),
+        app,
         access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
         shutdown_timeout=args.shutdown_timeout,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, args.host, args.port)
+        tls = _tls(args)
+        site = web.TCPSite(runner, args.host, args.port, ssl_context=tls)
         await site.start()
-        summary = state.summary()
-        print(
-            f"his-sim: FHIR R4 at http://{args.host}:{args.port}{FHIR_BASE} "
-            f"(state {args.state}: {summary['schedules']} schedules, "
-            f"{summary['appointments']} appointments)",
-            flush=True,
-        )
+        origin = f"{'https' if tls else 'http'}://{args.host}:{args.port}"
+        for hospital, one in state if several else [(None, state)]:
+            summary = one.summary()
+            base = hospital.base if hospital is not None else ""
+            print(
+                f"his-sim: FHIR R4 at {origin}{base}{FHIR_BASE} "
+                f"(state {one.path}: {summary['schedules']} schedules, "
+                f"{summary['appointments']} appointments)",
+                flush=True,
+            )
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -30,18 +30,24 @@ from inventory.his.fhir import (
     operation_outcome,
 )
 from inventory.simulators.his import render
+from inventory.simulators.his.auth import AuthRefused, SimHospital, TokenIssuer
 from inventory.simulators.his.faults import FaultConfig, FaultInjector
 from inventory.simulators.his.seed import TITLES, build_schedule
 from inventory.simulators.his.state import Row, SimNotFound, SimRefusal, SimState
 
 FHIR_BASE = "/fhir"
 ADMIN_BASE = "/$admin"
+TOKEN_PATH = "/auth/token"
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_COUNT = 100
 MAX_COUNT = 500
 
 SIM_STATE = web.AppKey("sim_state", SimState)
 SIM_FAULTS = web.AppKey("sim_faults", FaultInjector)
+#: The path prefix of a hospital (``/h/<id>``) when the simulator serves several; "".
+SIM_BASE = web.AppKey("sim_base", str)
+SIM_HOSPITAL = web.AppKey("sim_hospital", SimHospital)
+SIM_ISSUER = web.AppKey("sim_issuer", TokenIssuer)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -80,8 +86,9 @@ def admin_response(data: Any, *, status: int = 200) -> web.Response:
 
 @web.middleware
 async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Faults and OperationOutcomes for ``/fhir``; JSON errors for ``/$admin``."""
-    path = request.path
+    """Faults and OperationOutcomes for ``/fhir``; JSON errors for ``/$admin``; a
+    hospital with credentials refuses a FHIR call without a valid token of its own."""
+    path = request.path.removeprefix(request.app[SIM_BASE])
     if not path.startswith(FHIR_BASE + "/"):
         return await _admin_answer(handler, request)
     resource = path[len(FHIR_BASE) + 1 :].split("/", 1)[0]
@@ -102,6 +109,9 @@ async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             return fhir_response(
                 operation_outcome(code, f"injected failure {status}"), status=status
             )
+        refusal = _bearer_refusal(request, resource)
+        if refusal is not None:
+            return refusal
         response = await _fhir_answer(handler, request)
         if decision.duplicate:
             # A replaying proxy delivered the request twice: the second answer wins.
@@ -113,6 +123,24 @@ async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return response
     finally:
         injector.stats.leave()
+
+
+def _bearer_refusal(request: web.Request, resource: str) -> web.Response | None:
+    """401 for a FHIR call of a hospital with credentials without a valid token of its
+    own (the CapabilityStatement stays public, as SMART servers keep it)."""
+    hospital = request.app.get(SIM_HOSPITAL)
+    if hospital is None or not hospital.protected or resource == "metadata":
+        return None
+    reason = request.app[SIM_ISSUER].check_bearer(hospital, request.headers.get("Authorization"))
+    if reason is None:
+        return None
+    response = fhir_response(
+        operation_outcome("security", f"the access token is refused: {reason}"), status=401
+    )
+    response.headers["WWW-Authenticate"] = (
+        f'Bearer error="invalid_token", error_description="{reason}"'
+    )
+    return response
 
 
 async def _fhir_answer(handler: Handler, request: web.Request) -> web.StreamResponse:
@@ -221,7 +249,7 @@ async def metadata(request: web.Request) -> web.Response:
         "software": {"name": "inventory his-sim"},
         "implementation": {
             "description": "HIS simulator",
-            "url": str(request.url.origin()) + FHIR_BASE,
+            "url": str(request.url.origin()) + request.app[SIM_BASE] + FHIR_BASE,
         },
         "fhirVersion": FHIR_VERSION,
         "format": [FHIR_JSON],
@@ -465,7 +493,7 @@ def _bundle(
     offset: int,
     count: int,
 ) -> dict[str, Any]:
-    base = str(request.url.origin()) + FHIR_BASE
+    base = str(request.url.origin()) + request.app[SIM_BASE] + FHIR_BASE
 
     def entry(resource: dict[str, Any], mode: str) -> dict[str, Any]:
         return {
@@ -584,7 +612,8 @@ async def create_appointment(request: web.Request) -> web.Response:
     headers = _etag(resource)
     if created:
         headers["Location"] = (
-            f"{request.url.origin()}{FHIR_BASE}/Appointment/{row['id']}/_history/{row['version']}"
+            f"{request.url.origin()}{request.app[SIM_BASE]}{FHIR_BASE}/Appointment/"
+            f"{row['id']}/_history/{row['version']}"
         )
     return fhir_response(resource, status=201 if created else 200, headers=headers)
 
@@ -632,13 +661,15 @@ async def _admin_body(request: web.Request) -> dict[str, Any]:
 async def admin_state(request: web.Request) -> web.Response:
     """GET /$admin/state[?arrivals=1]: counts, request stats, faults in force."""
     injector = request.app[SIM_FAULTS]
-    return admin_response(
-        {
-            "state": request.app[SIM_STATE].summary(),
-            "requests": injector.stats.to_json(with_arrivals=request.query.get("arrivals") == "1"),
-            "faults": injector.config.to_json(),
-        }
-    )
+    answer = {
+        "state": request.app[SIM_STATE].summary(),
+        "requests": injector.stats.to_json(with_arrivals=request.query.get("arrivals") == "1"),
+        "faults": injector.config.to_json(),
+    }
+    hospital = request.app.get(SIM_HOSPITAL)
+    if hospital is not None:
+        answer["auth"] = request.app[SIM_ISSUER].summary(hospital.id)
+    return admin_response(answer)
 
 
 async def admin_faults(request: web.Request) -> web.Response:
@@ -793,12 +824,69 @@ async def admin_delete(request: web.Request) -> web.Response:
     return admin_response({"appointment": request.match_info["id"], "deleted": True})
 
 
-def create_sim_app(state: SimState, faults: FaultConfig, rng: random.Random) -> web.Application:
-    """The simulator's application over an open state."""
+async def token(request: web.Request) -> web.Response:
+    """POST /h/<id>/auth/token: OAuth 2.0 client credentials (see auth.py)."""
+    hospital = request.app[SIM_HOSPITAL]
+    if request.content_type != "application/x-www-form-urlencoded":
+        return admin_response({"error": "invalid_request"}, status=400)
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    url = f"{request.url.origin()}{request.app[SIM_BASE]}{TOKEN_PATH}"
+    try:
+        answer = request.app[SIM_ISSUER].token(
+            hospital, url, form, request.headers.get("Authorization")
+        )
+    except AuthRefused as refused:
+        # The reason goes to the counters, not to the caller (as a real server does).
+        response = admin_response({"error": refused.error}, status=refused.status)
+        if refused.status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="token"'
+        return response
+    response = admin_response(answer)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def admin_auth(request: web.Request) -> web.Response:
+    """POST /h/<id>/$admin/auth {"token_ttl_s"?, "revoke"?, "expire"?}: a shorter life
+    for new tokens; every token revoked (unknown from now on) or expired now."""
+    hospital = request.app[SIM_HOSPITAL]
+    issuer = request.app[SIM_ISSUER]
+    body = await _admin_body(request)
+    if "token_ttl_s" in body:
+        ttl = float(body["token_ttl_s"])
+        if ttl <= 0:
+            raise ValueError("token_ttl_s must be positive")
+        issuer.ttl_s[hospital.id] = ttl
+    answer: dict[str, Any] = {}
+    if body.get("revoke"):
+        answer["revoked"] = issuer.revoke(hospital.id)
+    if body.get("expire"):
+        answer["expired"] = issuer.expire(hospital.id)
+    return admin_response(answer | issuer.summary(hospital.id))
+
+
+def create_sim_app(
+    state: SimState,
+    faults: FaultConfig,
+    rng: random.Random,
+    *,
+    hospital: SimHospital | None = None,
+    issuer: TokenIssuer | None = None,
+) -> web.Application:
+    """The simulator's application over an open state: the single HIS at the root, or
+    one hospital of several (mounted at ``hospital.base`` by :func:`create_multi_app`,
+    with its token endpoint at ``auth/token``)."""
     app = web.Application(middlewares=[sim_middleware], client_max_size=MAX_BODY_BYTES)
     app[SIM_STATE] = state
     app[SIM_FAULTS] = FaultInjector(faults, rng)
+    app[SIM_BASE] = hospital.base if hospital is not None else ""
+    if hospital is not None:
+        app[SIM_HOSPITAL] = hospital
+        app[SIM_ISSUER] = issuer or TokenIssuer()
     r = app.router
+    if hospital is not None:
+        r.add_post(TOKEN_PATH, token)
+        r.add_post(f"{ADMIN_BASE}/auth", admin_auth)
     r.add_get(f"{FHIR_BASE}/metadata", metadata)
     r.add_post(f"{FHIR_BASE}/Appointment", create_appointment)
     r.add_patch(f"{FHIR_BASE}/Appointment/{{id}}", patch_appointment)
@@ -816,3 +904,18 @@ def create_sim_app(state: SimState, faults: FaultConfig, rng: random.Random) -> 
     r.add_post(f"{ADMIN_BASE}/appointments/{{id}}/status", admin_visit)
     r.add_delete(f"{ADMIN_BASE}/appointments/{{id}}", admin_delete)
     return app
+
+
+def create_multi_app(
+    hospitals: list[tuple[SimHospital, SimState]], faults: FaultConfig, rng: random.Random
+) -> web.Application:
+    """Several hospitals' HIS in one server, each under ``/h/<id>/`` with its own state,
+    faults (``/h/<id>/$admin/faults``) and credentials; one token issuer for all."""
+    root = web.Application(client_max_size=MAX_BODY_BYTES)
+    issuer = TokenIssuer()
+    for hospital, state in hospitals:
+        sub = create_sim_app(
+            state, faults, random.Random(rng.random()), hospital=hospital, issuer=issuer
+        )
+        root.add_subapp(hospital.base + "/", sub)
+    return root

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -33,7 +34,13 @@ class SimProcess:
         seed_rng: int | None = 7,
         extra_args: tuple[str, ...] = (),
         start_timeout_s: float = 20.0,
+        hospitals: tuple[str, ...] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``hospitals``: the ids of a ``--hospitals`` file (in ``extra_args``), so the
+        readiness check and the URLs name them; ``ssl_context``: the simulator serves
+        HTTPS (``--tls-cert``), checked with this context (a client certificate in it
+        when the simulator asks for one)."""
         self.directory = directory
         self.state_path = directory / "his-sim.sqlite3"
         self.log_path = directory / "his-sim.log"
@@ -41,17 +48,34 @@ class SimProcess:
         self.seed_rng = seed_rng
         self.extra_args = extra_args
         self.start_timeout_s = start_timeout_s
+        self.hospitals = hospitals
+        self.ssl_context = ssl_context
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         """The simulator's root (the admin API lives under ``/$admin``)."""
-        return f"http://{LOOPBACK}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     @property
     def fhir_url(self) -> str:
-        """The FHIR base a client is configured with."""
+        """The FHIR base a client is configured with (the first hospital's of several)."""
+        if self.hospitals:
+            return self.fhir_url_of(self.hospitals[0])
         return f"{self.base_url}/fhir"
+
+    def root_of(self, hospital: str) -> str:
+        """One hospital's root when the simulator serves several (``/$admin`` under it)."""
+        return f"{self.base_url}/h/{hospital}"
+
+    def fhir_url_of(self, hospital: str) -> str:
+        """One hospital's FHIR base."""
+        return f"{self.root_of(hospital)}/fhir"
+
+    def token_url_of(self, hospital: str) -> str:
+        """One hospital's token endpoint."""
+        return f"{self.root_of(hospital)}/auth/token"
 
     @property
     def pid(self) -> int | None:
@@ -105,7 +129,9 @@ class SimProcess:
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.fhir_url}/metadata", timeout=1.0) as response:
+            with urllib.request.urlopen(
+                f"{self.fhir_url}/metadata", timeout=1.0, context=self.ssl_context
+            ) as response:
                 return int(response.status) == 200
         except (OSError, urllib.error.URLError):
             return False

@@ -48,18 +48,28 @@ CANCEL_DEADLINE_TIME = time(16, 0)
 
 
 def seed_demo(
-    state: SimState, rng: random.Random, *, days: int = 14, today: date | None = None
+    state: SimState,
+    rng: random.Random,
+    *,
+    days: int = 14,
+    today: date | None = None,
+    hospital_id: str = HOSPITAL_ID,
+    hospital_name: str = HOSPITAL_NAME,
+    prefix: str = "",
 ) -> dict[str, Any]:
-    """Create the demo hospital in an empty state; returns what was made."""
+    """Create the demo hospital in an empty state; returns what was made. ``prefix``
+    goes before every department, location and doctor id, so several hospitals seeded
+    alike have ids of their own (``a-cardiology``, ``a-cardiology-dr1``)."""
     first = today or now_china().date()
     organizations: list[dict[str, Any]] = [
-        {"id": HOSPITAL_ID, "name": HOSPITAL_NAME, "part_of": None, "sort": 0}
+        {"id": hospital_id, "name": hospital_name, "part_of": None, "sort": 0}
     ]
     locations: list[dict[str, Any]] = []
     practitioners: list[dict[str, Any]] = []
-    for order, (department, name, skills) in enumerate(DEPARTMENTS, start=1):
+    for order, (plain, name, skills) in enumerate(DEPARTMENTS, start=1):
+        department = f"{prefix}{plain}"
         organizations.append(
-            {"id": department, "name": name, "part_of": HOSPITAL_ID, "sort": order}
+            {"id": department, "name": name, "part_of": hospital_id, "sort": order}
         )
         location_id = f"loc-{department}"
         locations.append(
@@ -101,7 +111,7 @@ def seed_demo(
     ]
     added = state.add_schedules(schedules)
     return {
-        "hospital": HOSPITAL_ID,
+        "hospital": hospital_id,
         "departments": len(DEPARTMENTS),
         "practitioners": len(practitioners),
         "schedules": added,

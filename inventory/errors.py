@@ -520,6 +520,22 @@ class BookingNotCheckableError(InventoryError):
     title = "The booking was cancelled or rejected; it cannot be checked in"
 
 
+class BookingNotOpenError(InventoryError):
+    """An operator's cancel or no-show needs an open booking (paid, not yet visited)."""
+
+    code = "booking_not_open"
+    http_status = 409
+    title = "The booking is no longer open (cancelled, rejected, visited or a no-show)"
+
+
+class NoShowTooEarlyError(InventoryError):
+    """A patient is a no-show only once the session has begun (hospital time)."""
+
+    code = "no_show_too_early"
+    http_status = 409
+    title = "A booking can be marked a no-show only once its session has begun"
+
+
 # -- the code table: what a person reads ----------------------------------------------
 
 
@@ -640,6 +656,14 @@ MESSAGES: Final[Mapping[str, Message]] = {
     "booking_not_checkable": Message(
         "该预约已取消或被拒绝，无法签到",
         "The booking was cancelled or rejected; it cannot be checked in",
+    ),
+    "booking_not_open": Message(
+        "该预约已结束（已取消、被拒绝、已就诊或已爽约）",
+        "The booking is no longer open (cancelled, rejected, visited or a no-show)",
+    ),
+    "no_show_too_early": Message(
+        "就诊时段开始后才能标记爽约",
+        "A booking can be marked a no-show only once its session has begun",
     ),
     # the HTTP edge
     "bad_request": Message("无法读取请求", "The request could not be read"),

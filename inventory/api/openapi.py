@@ -21,6 +21,7 @@ from pydantic import BaseModel, JsonValue
 
 from inventory import __version__
 from inventory.api import models, notifications
+from inventory.api.desk import DeskCancel
 from inventory.api.login import RefreshTokenBody, SmsCodeRequest, SmsVerify, WeChatLogin
 from inventory.api.merchants import MerchantPut
 from inventory.api.payments import PaymentCreate
@@ -180,6 +181,7 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
     PaymentCreate: {"method": "jsapi", "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
     ReleaseOpen: {"schedule_ids": ["sch-20261209-am"], "name": "am"},
     MerchantPut: {"sub_mchid": "1900000109", "sub_appid": ""},
+    DeskCancel: {"reason": "医生临时停诊，已电话告知患者"},
     TicketCreate: {"patient_id": "p7f3a9c0e12d4b5a6c7d8e9f0"},
     notifications.SubscriptionPut: {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
     notifications.HospitalNotificationsPut: {

@@ -122,6 +122,13 @@ class PatientRegistry:
             relation=relation,
         )
 
+    def contact(self, patient_id: str, name_enc: bytes, phone_enc: bytes | None) -> tuple[str, str]:
+        """A patient's name and phone in clear, from their columns: for the operators'
+        desk to mask, or to match a phone against (never answered as they are)."""
+        fields = {"id": patient_id, "name_enc": name_enc, "phone_enc": phone_enc}
+        phone = self._decrypt(fields, "phone") if phone_enc is not None else ""
+        return self._decrypt(fields, "name"), phone
+
     async def register(self, account_id: str, body: PatientDetails) -> tuple[dict[str, Any], bool]:
         """Register (or link) a patient for the account; (view, newly linked)."""
         try:

@@ -195,6 +195,11 @@ class Queries(TypedDict):
     start_substitution_answer: str
     close_substitution_offer: str
     list_schedule_kept_bookings: str
+    # operators' desk reads (the staff console)
+    list_hospital_day_schedules: str
+    list_schedules_releases: str
+    find_hospital_bookings: str
+    list_hospital_bans: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1775,3 +1775,94 @@ VALUES ($1, $2, $3)
 ON CONFLICT (hospital_id) DO UPDATE
     SET sub_mchid = EXCLUDED.sub_mchid, sub_appid = EXCLUDED.sub_appid, updated_at = now()
 RETURNING hospital_id, sub_mchid, sub_appid, updated_at, (xmax = 0) AS inserted;
+
+
+-- ===================================================================== operators' desk reads
+
+-- name: list_hospital_day_schedules
+-- A hospital's schedules on a visit date, every department's, with the department's and
+-- the doctor's names, the number of slots and their total capacity (the release-day view;
+-- the live counts are Redis's).
+-- params: hospital_id, visit_date
+SELECT s.id, s.hospital_id, s.department_id, s.doctor_id, s.visit_date, s.session,
+       s.starts_at, s.ends_at, s.release_at, s.cancel_deadline, s.fee_fen, s.location,
+       s.status, dep.name AS department_name, d.name AS doctor_name,
+       d.title AS doctor_title, c.slot_count, c.capacity
+FROM schedules s
+JOIN departments dep ON dep.id = s.department_id
+JOIN doctors d ON d.id = s.doctor_id
+CROSS JOIN LATERAL (
+    SELECT count(*) AS slot_count, coalesce(sum(sl.capacity), 0) AS capacity
+    FROM slots sl
+    WHERE sl.schedule_id = s.id
+) c
+WHERE s.hospital_id = $1 AND s.visit_date = $2
+ORDER BY dep.name, s.starts_at, d.name, s.id;
+
+-- name: list_schedules_releases
+-- The waiting rooms opened for any of these schedules of a hospital (as projected from
+-- their events): a sold-out room is no longer named by its schedules in Redis.
+-- params: hospital_id, schedule_ids
+SELECT release_id, schedule_ids
+FROM room_releases
+WHERE hospital_id = $1 AND schedule_ids && $2::text[]
+ORDER BY t0, release_id;
+
+-- name: find_hospital_bookings
+-- A hospital's bookings for the operators' desk, narrowed by whichever of booking id, the
+-- HIS's appointment number, visit date and schedule are given (NULL: any), with the
+-- patient's encrypted name and phone (shown masked), the payment (the paid one first),
+-- its refund, and the HIS and visit bookkeeping. Earliest visit first.
+-- params: hospital_id, booking_id, his_appointment_no, visit_date, schedule_id, limit
+SELECT bd.*, b.his_appointment_id, b.his_attempts, b.his_last_error, b.his_cancelled_at,
+       b.checked_in_at, b.checked_in_by, b.no_show_at,
+       p.id AS patient_row_id, p.name_enc, p.phone_enc,
+       pay.id AS payment_id, pay.status AS payment_status,
+       pay.amount_fen AS payment_amount_fen, pay.paid_at,
+       r.id AS refund_id, r.status AS refund_status, r.amount_fen AS refund_amount_fen,
+       r.reason AS refund_reason, r.created_at AS refund_requested_at, r.succeeded_at
+FROM booking_details bd
+JOIN bookings b ON b.id = bd.booking_id
+JOIN patients p ON p.id = bd.patient_id
+LEFT JOIN LATERAL (
+    SELECT id, status, amount_fen, paid_at
+    FROM payments
+    WHERE hold_id = bd.booking_id
+    ORDER BY (status = 'paid') DESC, created_at DESC
+    LIMIT 1
+) pay ON true
+LEFT JOIN LATERAL (
+    SELECT id, status, amount_fen, reason, created_at, succeeded_at
+    FROM refunds
+    WHERE hold_id = bd.booking_id
+    ORDER BY created_at DESC
+    LIMIT 1
+) r ON true
+WHERE bd.hospital_id = $1
+  AND ($2::text IS NULL OR bd.booking_id = $2::text)
+  AND ($3::text IS NULL OR bd.his_appointment_no = $3::text)
+  AND ($4::date IS NULL OR bd.visit_date = $4::date)
+  AND ($5::text IS NULL OR bd.schedule_id = $5::text)
+ORDER BY bd.slot_starts_at, bd.booking_id
+LIMIT $6;
+
+-- name: list_hospital_bans
+-- The bans in force at a hospital (and those for every hospital, '*'), with the patient's
+-- encrypted name and phone (shown masked) and the latest decision's reason, decider and
+-- no-shows. Longest-running first.
+-- params: hospital_id, limit
+SELECT pb.patient_id, pb.hospital_id, pb.banned_until, pb.reason, pb.decided_at,
+       p.id AS patient_row_id, p.name_enc, p.phone_enc,
+       h.decided_by, h.no_shows
+FROM patient_bans pb
+JOIN patients p ON p.id = pb.patient_id
+LEFT JOIN LATERAL (
+    SELECT decided_by, no_shows
+    FROM patient_ban_history
+    WHERE patient_id = pb.patient_id AND hospital_id = pb.hospital_id AND action = 'banned'
+    ORDER BY at DESC, id DESC
+    LIMIT 1
+) h ON true
+WHERE pb.hospital_id IN ($1, '*') AND pb.banned_until > now()
+ORDER BY pb.banned_until DESC, pb.patient_id
+LIMIT $2;

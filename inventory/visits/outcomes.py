@@ -22,8 +22,9 @@ log = structlog.get_logger(__name__)
 
 #: Who checked the patient in.
 CheckInSource = Literal["his", "staff", "kiosk"]
-#: Who decided the no-show: the HIS, or the worker after the session and its grace.
-NoShowSource = Literal["his", "session_ended"]
+#: Who decided the no-show: the HIS, the worker after the session and its grace, or an
+#: operator at the desk (the staff console).
+NoShowSource = Literal["his", "session_ended", "staff"]
 
 VISITED_EVENT = "booking_visited"
 NO_SHOW_EVENT = "booking_no_show"

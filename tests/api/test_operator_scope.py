@@ -33,7 +33,7 @@ from inventory.api.routes import OPERATIONS
 from inventory.api.routing import Operation
 
 from .conftest import ApiServer
-from .helpers import Catalogue, uid
+from .helpers import Catalogue, register_patient, uid
 from .test_errors import assert_no_server_errors, fill_path, tracking_session
 
 OPERATOR_OPS = [op for op in OPERATIONS if op.auth == "operator"]
@@ -54,25 +54,51 @@ class Hospital:
     """Hospital A's catalogue (made by a platform operator) and the ids a route's path
     parameters name, by parameter name."""
 
-    def __init__(self, catalogue: Catalogue, schedule_id: str, slot_ids: list[str]) -> None:
+    def __init__(
+        self, catalogue: Catalogue, schedule_id: str, slot_ids: list[str], booking_id: str
+    ) -> None:
         self.catalogue = catalogue
         self.id = catalogue.hospital_id
         self.schedule_id = schedule_id
         self.slot_ids = slot_ids
+        self.booking_id = booking_id
         self.ids = {
             "hospital_id": catalogue.hospital_id,
             "department_id": catalogue.department_id,
             "doctor_id": catalogue.doctor_id,
             "schedule_id": schedule_id,
             "slot_id": slot_ids[0],
+            "booking_id": booking_id,
         }
+
+
+async def book(api: ApiServer, http: aiohttp.ClientSession, slot_id: str) -> str:
+    """A confirmed booking of ``slot_id`` by a new account (payments are off here)."""
+    account = uid("acct")
+    patient_id = await register_patient(api, http, account)
+    headers = api.headers(account)
+    async with http.post(
+        api.url + "/v1/holds",
+        json={"slot_id": slot_id, "patient_id": patient_id, "channel": "web"},
+        headers=headers | {"Idempotency-Key": uuid.uuid4().hex},
+    ) as answer:
+        hold = await answer.json()
+        assert answer.status == 201, hold
+    async with http.post(
+        api.url + f"/v1/holds/{hold['hold_id']}/confirm",
+        json={"payment_ref": "wx-scope"},
+        headers=headers,
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+    return str(hold["hold_id"])
 
 
 @pytest.fixture
 async def hospital(api_server: ApiServer, client: aiohttp.ClientSession) -> Hospital:
     catalogue = await Catalogue(api_server, client).create()
     schedule_id, slot_ids, _ = await catalogue.schedule([3, 3])
-    return Hospital(catalogue, schedule_id, slot_ids)
+    booking_id = await book(api_server, client, slot_ids[1])
+    return Hospital(catalogue, schedule_id, slot_ids, booking_id)
 
 
 def operator_of(api: ApiServer, *hospitals: str, account: str = "ops-scoped") -> dict[str, str]:
@@ -146,6 +172,17 @@ CALLS: dict[str, Callable[[Hospital], tuple[dict[str, str], dict[str, str], Any]
     ),
     "get_patient_bans": lambda h: ({"patient_id": "p-nobody"}, {}, None),
     "lift_patient_ban": lambda h: ({"patient_id": "p-nobody"}, {}, {"reason": "appeal upheld"}),
+    "get_hospital_day": lambda h: (
+        {},
+        {"date": (datetime.now(tz=UTC) + timedelta(days=3)).date().isoformat()},
+        None,
+    ),
+    "find_hospital_bookings": lambda h: ({}, {"booking_id": h.booking_id}, None),
+    "operator_cancel_booking": lambda h: ({}, {}, {"reason": "doctor called away"}),
+    "preview_suspension": lambda h: ({}, {}, None),
+    "list_hospital_bans": lambda h: ({}, {}, None),
+    # mark_no_show is not here: it is served once the session has begun, and hospital A's
+    # is days ahead (409 no_show_too_early); tests/api/test_desk.py marks one.
 }
 
 

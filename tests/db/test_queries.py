@@ -332,6 +332,17 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "new_booking_id": None,
     },
     "list_schedule_kept_bookings": lambda s: {"schedule_id": s.morning},
+    "list_hospital_day_schedules": lambda s: {"hospital_id": s.hospital, "visit_date": VISIT},
+    "list_schedules_releases": lambda s: {"hospital_id": s.hospital, "schedule_ids": [s.morning]},
+    "find_hospital_bookings": lambda s: {
+        "hospital_id": s.hospital,
+        "booking_id": s.booking,
+        "his_appointment_no": None,
+        "visit_date": VISIT,
+        "schedule_id": None,
+        "limit": 20,
+    },
+    "list_hospital_bans": lambda s: {"hospital_id": s.hospital, "limit": 50},
     "move_booking_payment": lambda s: {
         "old_booking_id": s.booking,
         "new_booking_id": s.booking,

@@ -99,7 +99,8 @@ def _add_room(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "tickets by Server-Sent Events; the admitted reserve with their tokens. Prints "
             "T0 to sold out, T0 to every patient's final answer, requests per patient "
             "after joining, 429/503 counts, oversold units, the status path's p50/p99 "
-            "against the bare health handler, and the draw's fairness (bench/room.py)."
+            "against a bare aiohttp handler, and the draw's fairness; then the same crowd "
+            "on the previous design (no room, bench/crowd.py) side by side (bench/room.py)."
         ),
     )
     parser.add_argument("--patients", type=positive_int, default=2_000, help="(default 2000)")
@@ -126,6 +127,17 @@ def _add_room(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="NAME=VALUE",
         help="a service setting for the run (INVENTORY_...); repeatable",
     )
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="do not run the same crowd on the previous design (no room) afterwards",
+    )
+    parser.add_argument(
+        "--compare-deadline",
+        type=positive_float,
+        default=60.0,
+        help="seconds after which the previous design's crowd gives up (default 60)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_room, _parser=parser)
 
@@ -147,6 +159,8 @@ def _room(args: argparse.Namespace) -> int:
         deadline_s=args.deadline,
         postgres_url=args.postgres_url,
         settings=tuple(settings),
+        compare=not args.no_compare,
+        compare_deadline_s=args.compare_deadline,
     )
     try:
         report = run_room(config, say=_say("room"))

@@ -11,16 +11,23 @@ its ticket by Server-Sent Events; the admitted reserve with their tokens.
 
 The report: T0 to sold out (the release's own record), T0 to the last patient's final
 answer (a hold, or sold out), p50/p99 of each patient's time to its final answer,
-requests per patient after joining (the stream counts one), the answers by status (429
-and 503 included), units held against the capacity (oversold = held beyond it, from the
-clients and from Redis), p50/p99 of the status path (one ticket status) against the
-API's bare health handler measured after the run, and the draw's fairness statistics.
+requests per patient after joining besides the stream (and stream requests apart), the
+answers by status (429 and 503 included), units held against the capacity (oversold =
+held beyond it, from the clients and from Redis), how long the sell-out took to reach
+the waiting streams, the API's CPU and open files, p50/p99 of the status path (one
+ticket status) against a bare aiohttp handler in a process of its own (the same client,
+alternating, after the run), and the draw's fairness statistics.
+
+Then, unless ``--no-compare``, the same crowd on the previous design, in the same run:
+:func:`bench.crowd.run_crowd` (every patient presses "book" on a released slot of the
+same units at once and retries as told, no room), on fresh servers and data.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import http.client
 import json
 import os
 import statistics
@@ -40,12 +47,15 @@ import redis
 
 from bench.crowd import (
     _STACK_SCRIPT,
+    CrowdConfig,
     _database,
     _free_port,
     _key,
+    _proc_cpu_s,
     _spawn,
     _stop,
     _wait_http,
+    run_crowd,
 )
 from bench.room_client import run_client
 
@@ -65,6 +75,10 @@ class RoomConfig:
     deadline_s: float = 60.0
     postgres_url: str | None = None
     settings: tuple[tuple[str, str], ...] = ()
+    #: Also run the crowd on the previous design (no room) in the same run.
+    compare: bool = True
+    #: The previous design's crowd gives up this long after its start.
+    compare_deadline_s: float = 60.0
 
     def __post_init__(self) -> None:
         if min(self.patients, self.units, self.processes) < 1:
@@ -111,13 +125,38 @@ def _post(url: str, body: Any, token: str) -> tuple[int, Any]:
         return error.code, json.loads(error.read() or b"null")
 
 
-def _latencies(url: str, token: str | None, samples: int) -> list[float]:
-    found = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        _get(url, token)
-        found.append(time.perf_counter() - started)
+def _latencies(
+    sides: dict[str, tuple[int, str, str | None]], samples: int
+) -> dict[str, list[float]]:
+    """GET each side's (port, path, token) ``samples`` times over one kept-alive
+    connection per side, the sides alternating request by request."""
+    connections = {
+        name: http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for name, (port, _, _) in sides.items()
+    }
+    found: dict[str, list[float]] = {name: [] for name in sides}
+    try:
+        for _ in range(samples):
+            for name, (_, path, token) in sides.items():
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                started = time.perf_counter()
+                connections[name].request("GET", path, headers=headers)
+                answer = connections[name].getresponse()
+                answer.read()
+                found[name].append(time.perf_counter() - started)
+                if answer.status != 200:
+                    raise RuntimeError(f"the {name} side answered {answer.status} on {path}")
+    finally:
+        for connection in connections.values():
+            connection.close()
     return found
+
+
+def _open_files(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def _instant(text: str | None) -> float | None:
@@ -150,6 +189,10 @@ def run_room(config: RoomConfig, *, say: Callable[[str], None] = lambda _: None)
                 "INVENTORY_FIELD_CURRENT_KEY": "f1",
                 "INVENTORY_BLIND_INDEX_KEY": f"i1:{_key()}",
                 "INVENTORY_ACCESS_LOG": "false",
+                # Behind one trusted proxy that appends to X-Forwarded-For: each patient
+                # is its own address for the per-address limits, as in bench.crowd.
+                "INVENTORY_CLIENT_IP_HEADER": "X-Forwarded-For",
+                "INVENTORY_TRUSTED_PROXY_HOPS": "1",
             }
         )
         env.update(dict(config.settings))
@@ -187,6 +230,17 @@ def run_room(config: RoomConfig, *, say: Callable[[str], None] = lambda _: None)
         stack.callback(_stop, api)
         _wait_http(f"http://127.0.0.1:{worker_port}/healthz", worker, worker_log, 60.0)
         _wait_http(f"http://127.0.0.1:{api_port}/readyz", api, api_log, 60.0)
+        bare_port = _free_port()
+        bare_log = root / "bare.log"
+        bare = _spawn(
+            sys.executable,
+            ["-m", "bench.http.child", "bare", "--port", str(bare_port)],
+            env,
+            bare_log,
+            Path.cwd(),
+        )
+        stack.callback(_stop, bare)
+        _wait_http(f"http://127.0.0.1:{bare_port}/healthz", bare, bare_log, 60.0)
         url = f"http://127.0.0.1:{api_port}"
         settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("INVENTORY_")})
         operator = mint_token(settings, "bench-ops", operator=True, ttl_s=3600)
@@ -202,11 +256,14 @@ def run_room(config: RoomConfig, *, say: Callable[[str], None] = lambda _: None)
             raise RuntimeError(f"opening the release failed: {status} {opened}")
         release_id = opened["release_id"]
         deadline = t0 + config.deadline_s
-        shares = [plan["accounts"][i :: config.processes] for i in range(config.processes)]
+        indexed = [(i, token, patient) for i, (token, patient) in enumerate(plan["accounts"])]
+        shares = [indexed[i :: config.processes] for i in range(config.processes)]
         say(
             f"{config.patients:,} patients join from {config.processes} processes; T0 in "
             f"{t0 - time.time():.1f} s"
         )
+        sampler = _ApiSampler(api.pid, t0)
+        sampler.start()
         with concurrent.futures.ProcessPoolExecutor(config.processes) as pool:
             parts = list(
                 pool.map(
@@ -216,27 +273,33 @@ def run_room(config: RoomConfig, *, say: Callable[[str], None] = lambda _: None)
                             "url": url,
                             "release_id": release_id,
                             "slot_id": plan["slot_id"],
-                            "accounts": [tuple(a) for a in share],
+                            "accounts": share,
                             "deadline": deadline,
                         }
                         for share in shares
                     ],
                 )
             )
+        sampler.stop()
         results = [r for part in parts for r in part]
-        say("measuring the status path against the bare health handler")
-        first_token = plan["accounts"][0][0]
+        say("measuring the status path against a bare aiohttp handler")
         _, public = _get(f"{url}/v1/releases/{release_id}")
         _, fairness = _get(f"{url}/v1/operator/releases/{release_id}/fairness", operator)
-        ticket_url = None
-        for token, patient in plan["accounts"][:1]:
-            _, view = _post(
-                f"{url}/v1/releases/{release_id}/tickets", {"patient_id": patient}, token
-            )
-            if isinstance(view, dict) and "ticket_id" in view:
-                ticket_url = f"{url}/v1/releases/{release_id}/tickets/{view['ticket_id']}"
-        status_lat = _latencies(ticket_url, first_token, LATENCY_SAMPLES) if ticket_url else []
-        bare_lat = _latencies(f"{url}/healthz", None, LATENCY_SAMPLES)
+        token, patient = plan["accounts"][0]
+        _, view = _post(f"{url}/v1/releases/{release_id}/tickets", {"patient_id": patient}, token)
+        if not isinstance(view, dict) or "ticket_id" not in view:
+            raise RuntimeError(f"the status path's ticket: {view}")
+        latency = _latencies(
+            {
+                "status": (
+                    api_port,
+                    f"/v1/releases/{release_id}/tickets/{view['ticket_id']}",
+                    token,
+                ),
+                "bare": (bare_port, "/healthz", None),
+            },
+            LATENCY_SAMPLES,
+        )
         with redis.Redis.from_url(redis_server.url, decode_responses=True) as client:
             slot = plan["slot_id"]
             held, booked, cap = (
@@ -251,86 +314,234 @@ def run_room(config: RoomConfig, *, say: Callable[[str], None] = lambda _: None)
                 raise RuntimeError(
                     f"a server process exited during the run:\n{log.read_text()[-2000:]}"
                 )
-        finals = [r["final_at"] - t0 for r in results if r["final_at"]]
-        answered = len(finals)
-        statuses: dict[str, int] = {}
-        for r in results:
-            for code, n in r["statuses"].items():
-                statuses[code] = statuses.get(code, 0) + n
-        outcomes: dict[str, int] = {}
-        for r in results:
-            outcomes[r["outcome"] or "no answer"] = outcomes.get(r["outcome"] or "no answer", 0) + 1
         sold_out_at = _instant(public.get("sold_out_at") if isinstance(public, dict) else None)
-        requests = [r["requests_after_join"] for r in results]
-        client_holds = outcomes.get("held", 0)
-        report = {
-            "benchmark": "room",
-            "patients": config.patients,
-            "units": config.units,
-            "processes": config.processes,
-            "t0_to_sold_out_s": _round(sold_out_at - t0) if sold_out_at else None,
-            "t0_to_all_final_s": _round(max(finals)) if answered == len(results) else None,
-            "final_answers": answered,
-            "time_to_final_s": {
-                "p50": _round(_percentile(finals, 0.5)),
-                "p99": _round(_percentile(finals, 0.99)),
-            },
-            "outcomes": outcomes,
-            "late_joiners": sum(1 for r in results if r["joined_at"] > t0),
-            "requests_per_patient_after_join": {
-                "mean": _round(statistics.fmean(requests)) if requests else None,
-                "max": max(requests, default=0),
-            },
-            "answers": dict(sorted(statuses.items())),
-            "answers_429": statuses.get("429", 0),
-            "answers_503": statuses.get("503", 0),
-            "answers_5xx_other": sum(
-                n for code, n in statuses.items() if code.startswith("5") and code != "503"
-            ),
-            "held": {"clients": client_holds, "redis": held + booked, "capacity": cap},
-            "oversold": max(0, client_holds - cap, held + booked - cap),
-            "status_path_s": {
-                "p50": _round(_percentile(status_lat, 0.5), 5),
-                "p99": _round(_percentile(status_lat, 0.99), 5),
-            },
-            "bare_handler_s": {
-                "p50": _round(_percentile(bare_lat, 0.5), 5),
-                "p99": _round(_percentile(bare_lat, 0.99), 5),
-            },
-            "fairness": {
-                k: fairness.get(k) if isinstance(fairness, dict) else None
-                for k in ("verified", "drawn", "spearman_rho", "chi_square", "chi_square_dof")
-            },
+        report = _report(config, results, t0, sold_out_at, held + booked, cap, latency)
+        report["fairness"] = {
+            k: fairness.get(k) if isinstance(fairness, dict) else None
+            for k in ("verified", "drawn", "spearman_rho", "chi_square", "chi_square_dof")
         }
+        report["api"] = sampler.figures()
         say("stopping the API, the worker, Redis and Postgres")
-        return report
-    raise AssertionError("unreachable")  # pragma: no cover
+    if config.compare:
+        say(f"the previous design: {config.patients:,} patients press book at once, no room")
+        crowd = run_crowd(
+            CrowdConfig(
+                patients=config.patients,
+                units=config.units,
+                deadline_s=config.compare_deadline_s,
+                postgres_url=config.postgres_url,
+                settings=config.settings,
+                label="no room",
+            ),
+            say=say,
+        ).as_dict()
+        report["previous_design"] = {
+            "t0_to_sold_out_s": crowd["store_sold_out_s"],
+            "t0_to_all_final_s": crowd["all_final_s"],
+            "final_answers": crowd["final_answers"],
+            "time_to_final_s": {k: crowd["time_to_final_s"][k] for k in ("p50", "p99")},
+            "requests_per_patient": crowd["requests_per_patient"]["mean"],
+            "answers_429": crowd["answers_429"],
+            "answers_503": crowd["answers_503"],
+            "oversold": max(0, crowd["sold"]["redis_held_or_booked"] - config.units),
+            "still_503_at_deadline": crowd["still_503_at_deadline"],
+            "deadline_s": config.compare_deadline_s,
+            "api_cpu_s": crowd["cpu_s"].get("api"),
+        }
+    return report
+
+
+class _ApiSampler:
+    """The API's CPU from just before T0 to the end, and its most open files."""
+
+    def __init__(self, pid: int, t0: float) -> None:
+        import threading
+
+        self.pid, self.t0 = pid, t0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.cpu_at_t0: float | None = None
+        self.cpu_end: float | None = None
+        self.most_open = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self.cpu_end = _proc_cpu_s(self.pid)
+
+    def _run(self) -> None:
+        while not self._done.wait(0.25):
+            self.most_open = max(self.most_open, _open_files(self.pid) or 0)
+            if self.cpu_at_t0 is None and time.time() >= self.t0 - 0.5:
+                self.cpu_at_t0 = _proc_cpu_s(self.pid)
+
+    def figures(self) -> dict[str, Any]:
+        import resource
+
+        busy = (
+            None
+            if self.cpu_at_t0 is None or self.cpu_end is None
+            else round(self.cpu_end - self.cpu_at_t0, 2)
+        )
+        return {
+            "cpu_s_from_t0": busy,
+            "most_open_files": self.most_open,
+            "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        }
+
+
+def _report(
+    config: RoomConfig,
+    results: list[dict[str, Any]],
+    t0: float,
+    sold_out_at: float | None,
+    taken: int,
+    cap: int,
+    latency: dict[str, list[float]],
+) -> dict[str, Any]:
+    finals = [r["final_at"] - t0 for r in results if r["final_at"]]
+    answered = len(finals)
+    statuses: dict[str, int] = {}
+    for r in results:
+        for code, n in r["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + n
+    outcomes: dict[str, int] = {}
+    for r in results:
+        outcome = r["outcome"] or "no answer"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    requests = [r["requests_after_join"] for r in results]
+    streams = [r["streams"] for r in results]
+    client_holds = outcomes.get("held", 0)
+    fan_out = (
+        [r["sold_out_seen_at"] - sold_out_at for r in results if r["sold_out_seen_at"]]
+        if sold_out_at
+        else []
+    )
+    admitted = [r["admitted_at"] - t0 for r in results if r["admitted_at"]]
+    return {
+        "benchmark": "room",
+        "patients": config.patients,
+        "units": config.units,
+        "processes": config.processes,
+        "t0_to_sold_out_s": _round(sold_out_at - t0) if sold_out_at else None,
+        "t0_to_all_final_s": _round(max(finals)) if answered == len(results) else None,
+        "final_answers": answered,
+        "time_to_final_s": {
+            "p50": _round(_percentile(finals, 0.5)),
+            "p99": _round(_percentile(finals, 0.99)),
+            "max": _round(max(finals, default=None)),
+        },
+        "admitted_seen_s": {
+            "first": _round(min(admitted, default=None)),
+            "last": _round(max(admitted, default=None)),
+        },
+        "sold_out_reached_streams_s": {
+            "p50": _round(_percentile(fan_out, 0.5)),
+            "p99": _round(_percentile(fan_out, 0.99)),
+            "max": _round(max(fan_out, default=None)),
+        },
+        "outcomes": outcomes,
+        "late_joiners": sum(1 for r in results if r["joined_at"] > t0),
+        "requests_per_patient_after_join": {
+            "mean": _round(statistics.fmean(requests)) if requests else None,
+            "max": max(requests, default=0),
+        },
+        "streams_per_patient": {
+            "mean": _round(statistics.fmean(streams)) if streams else None,
+            "max": max(streams, default=0),
+        },
+        "stream_events": sum(r["events"] for r in results),
+        "answers": dict(sorted(statuses.items())),
+        "answers_429": statuses.get("429", 0),
+        "answers_503": statuses.get("503", 0),
+        "answers_5xx_other": sum(
+            n for code, n in statuses.items() if code.startswith("5") and code != "503"
+        ),
+        "held": {"clients": client_holds, "redis": taken, "capacity": cap},
+        "oversold": max(0, client_holds - cap, taken - cap),
+        "status_path_s": {
+            "p50": _round(_percentile(latency["status"], 0.5), 5),
+            "p99": _round(_percentile(latency["status"], 0.99), 5),
+        },
+        "bare_handler_s": {
+            "p50": _round(_percentile(latency["bare"], 0.5), 5),
+            "p99": _round(_percentile(latency["bare"], 0.99), 5),
+        },
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "never" if value == float("inf") else f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
 
 
 def format_text(report: dict[str, Any]) -> str:
-    """The report for a person."""
-    lines = [
-        f"room: {report['patients']:,} patients, {report['units']:,} units, "
-        f"{report['processes']} client processes"
+    """The report for a person: the room and the previous design side by side."""
+    r = report
+    old = r.get("previous_design") or {}
+    n = r["patients"]
+    rows = [
+        ("T0 to sold out (s)", r["t0_to_sold_out_s"], old.get("t0_to_sold_out_s")),
+        (
+            "T0 to every final answer (s)",
+            r["t0_to_all_final_s"],
+            old.get("t0_to_all_final_s"),
+        ),
+        ("patients with a final answer", r["final_answers"], old.get("final_answers")),
+        (
+            "time to final answer p50 / p99 (s)",
+            f"{_cell(r['time_to_final_s']['p50'])} / {_cell(r['time_to_final_s']['p99'])}",
+            f"{_cell(old['time_to_final_s']['p50'])} / {_cell(old['time_to_final_s']['p99'])}"
+            if old
+            else None,
+        ),
+        (
+            "requests per patient (after joining, besides the stream)",
+            f"{_cell(r['requests_per_patient_after_join']['mean'])} mean,"
+            f" {_cell(r['requests_per_patient_after_join']['max'])} max",
+            f"{_cell(old.get('requests_per_patient'))} mean" if old else None,
+        ),
+        ("429 answers", r["answers_429"], old.get("answers_429")),
+        ("503 answers", r["answers_503"], old.get("answers_503")),
+        ("other 5xx answers", r["answers_5xx_other"], 0 if old else None),
+        ("oversold units", r["oversold"], old.get("oversold")),
     ]
-    for key in (
-        "t0_to_sold_out_s",
-        "t0_to_all_final_s",
-        "final_answers",
-        "time_to_final_s",
-        "outcomes",
-        "late_joiners",
-        "requests_per_patient_after_join",
-        "answers_429",
-        "answers_503",
-        "answers_5xx_other",
-        "held",
-        "oversold",
-        "status_path_s",
-        "bare_handler_s",
-        "fairness",
-    ):
-        lines.append(f"  {key}: {report[key]}")
+    width = max(len(label) for label, _, _ in rows)
+    lines = [
+        f"room: {n:,} patients on {r['units']:,} units, {r['processes']} client processes, "
+        "one API process",
+        f"{'':{width}}  {'room':>16}  {'no room (previous design)':>26}",
+    ]
+    for label, now, before in rows:
+        lines.append(f"{label:{width}}  {_cell(now):>16}  {_cell(before):>26}")
+    if old:
+        lines.append(
+            f"(the previous design's crowd gave up at {old['deadline_s']:g} s; "
+            f"{_cell(old['still_503_at_deadline'])} had a 503 as their last answer; "
+            f"API CPU {_cell(old.get('api_cpu_s'))} s)"
+        )
+    lines += [
+        "",
+        f"outcomes: {r['outcomes']}; late joiners {r['late_joiners']}",
+        f"held: {r['held']}",
+        f"admitted seen by their streams (s after T0): {r['admitted_seen_s']}",
+        f"sell-out reached the waiting streams (s after it): {r['sold_out_reached_streams_s']}",
+        f"stream requests per patient: {r['streams_per_patient']}; status events sent: "
+        f"{r['stream_events']:,}",
+        f"answers: {r['answers']}",
+        f"status path p50 / p99: {r['status_path_s']['p50']} / {r['status_path_s']['p99']} s;"
+        f" bare aiohttp handler: {r['bare_handler_s']['p50']} / {r['bare_handler_s']['p99']} s",
+        f"API: {r.get('api')}",
+        f"fairness: {r['fairness']}",
+    ]
     return "\n".join(lines)
 
 

@@ -1,11 +1,21 @@
 """One client process of ``python -m bench room``: its share of the patients join the
-release's waiting room before T0, each follows its ticket by Server-Sent Events, and
-the admitted reserve with their tokens. Run in several processes at once, so the client
-side is not one event loop's limit."""
+release's waiting room before T0 and each then waits on its ticket's Server-Sent Events
+stream for its outcome; the admitted reserve with their tokens. Run in several
+processes at once, so the client side is not one event loop's limit.
+
+Every patient joins first, a bounded number at once (as a crowd spread over the room's
+window would), then opens its stream (again a bounded number at once: a stream's first
+answer is work in flight) and waits on it with nothing in flight: that is what the room
+asks of a front end. A stream refused or dropped (a process at its open-file limit
+closes connections it cannot take) is opened again after a short pause. Each patient has its own
+address (``X-Forwarded-For``), as behind the service's ingress.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,8 +24,12 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench.crowd_client import address_of
+
 #: Back-off after an answer that says "come back later" (429, 503) or a dropped stream.
 RETRY_S = 0.2
+#: Patients joining (and opening their stream) at once per client process.
+JOINING_AT_ONCE = 24
 
 
 @dataclass
@@ -26,127 +40,209 @@ class PatientResult:
     #: time.time() of the final answer (a hold, sold out, expired), 0 = none.
     final_at: float = 0.0
     joined_at: float = 0.0
-    late: bool = False
+    #: time.time() when its stream said "admitted" (0 = never).
+    admitted_at: float = 0.0
+    #: time.time() when its stream said "sold_out" (0 = never).
+    sold_out_seen_at: float = 0.0
+    #: Requests after joining besides the stream: reserves and their retries.
     requests_after_join: int = 0
+    #: Stream requests (1 unless a stream was refused or dropped and opened again).
+    streams: int = 0
+    #: Status events the stream delivered.
+    events: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-def _count(result: PatientResult, status: int) -> None:
+def _count(result: PatientResult, status: int | str) -> None:
     key = str(status)
     result.statuses[key] = result.statuses.get(key, 0) + 1
 
 
+class _Stream:
+    """A ticket's open event stream."""
+
+    def __init__(self, answer: aiohttp.ClientResponse) -> None:
+        self.answer = answer
+
+    async def next_view(self) -> dict[str, Any] | None:
+        """The next status event's view; None when the stream ended."""
+        async for line in self.answer.content:
+            if line.startswith(b"data: "):
+                view: dict[str, Any] = orjson.loads(line[6:])
+                return view
+        return None
+
+    def close(self) -> None:
+        self.answer.release()
+
+
+async def _open(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], result: PatientResult
+) -> tuple[_Stream, dict[str, Any]] | None:
+    """Open the stream and read its first event; None when refused or dropped."""
+    result.streams += 1
+    try:
+        answer = await http.get(url, headers=headers)
+    except (TimeoutError, aiohttp.ClientError):
+        _count(result, "connection_error")
+        return None
+    _count(result, answer.status)
+    if answer.status != 200:
+        await answer.read()
+        answer.release()
+        return None
+    stream = _Stream(answer)
+    try:
+        view = await stream.next_view()
+    except (TimeoutError, aiohttp.ClientError):
+        view = None
+    if view is None:
+        stream.close()
+        return None
+    result.events += 1
+    return stream, view
+
+
 async def _join(
-    http: aiohttp.ClientSession, url: str, release_id: str, token: str, patient: str
-) -> tuple[PatientResult, dict[str, Any] | None]:
+    http: aiohttp.ClientSession,
+    args: dict[str, Any],
+    headers: dict[str, str],
+    patient: str,
+    joining: asyncio.Semaphore,
+) -> tuple[PatientResult, str | None]:
+    """Join the room (again on 429/503): the result so far and the stream's URL (None
+    when the join was refused for good)."""
     result = PatientResult()
-    headers = {"Authorization": f"Bearer {token}"}
-    while True:
-        async with http.post(
-            f"{url}/v1/releases/{release_id}/tickets",
-            json={"patient_id": patient},
-            headers=headers,
-        ) as answer:
-            _count(result, answer.status)
-            body = orjson.loads(await answer.read())
+    url, release_id = args["url"], args["release_id"]
+    async with joining:
+        while True:
+            try:
+                async with http.post(
+                    f"{url}/v1/releases/{release_id}/tickets",
+                    json={"patient_id": patient},
+                    headers=headers,
+                ) as answer:
+                    _count(result, answer.status)
+                    body = orjson.loads(await answer.read())
+            except (TimeoutError, aiohttp.ClientError):
+                _count(result, "connection_error")
+                await asyncio.sleep(RETRY_S)
+                continue
             if answer.status in (429, 503):
                 await asyncio.sleep(RETRY_S)
                 continue
-            result.joined_at = time.time()
-            if answer.status not in (200, 201):
-                result.outcome = str(body.get("code", answer.status))
-                result.final_at = time.time()
-                return result, None
-            return result, body
+            break
+    result.joined_at = time.time()
+    if answer.status not in (200, 201):
+        result.outcome = str(body.get("code", answer.status))
+        result.final_at = time.time()
+        return result, None
+    return result, f"{url}/v1/releases/{release_id}/tickets/{body['ticket_id']}/events"
 
 
 async def _follow(
     http: aiohttp.ClientSession,
-    url: str,
-    release_id: str,
-    token: str,
+    args: dict[str, Any],
+    headers: dict[str, str],
     patient: str,
-    slot_id: str,
     result: PatientResult,
-    view: dict[str, Any],
-    deadline: float,
+    stream_url: str,
+    opening: asyncio.Semaphore,
 ) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
-    ticket = view["ticket_id"]
-    result.late = view.get("position") is not None and view["state"] != "open"
-    while time.time() < deadline and view["outcome"] == "waiting":
-        result.requests_after_join += 1
-        try:
-            async with http.get(
-                f"{url}/v1/releases/{release_id}/tickets/{ticket}/events", headers=headers
-            ) as answer:
-                _count(result, answer.status)
-                if answer.status != 200:
-                    await asyncio.sleep(RETRY_S)
-                    continue
-                async for line in answer.content:
-                    if line.startswith(b"data: "):
-                        view = orjson.loads(line[6:])
-        except (TimeoutError, aiohttp.ClientError):
+    """Wait on the ticket's stream for the outcome; reserve once admitted."""
+    deadline = args["deadline"]
+    async with opening:
+        opened = await _open(http, stream_url, headers, result)
+    view: dict[str, Any] = {"outcome": "waiting"}
+    while time.time() < deadline:
+        if opened is None:
             await asyncio.sleep(RETRY_S)
+            opened = await _open(http, stream_url, headers, result)
+            continue
+        stream, view = opened
+        try:
+            while view["outcome"] == "waiting":
+                got = await stream.next_view()
+                if got is None:
+                    break
+                result.events += 1
+                view = got
+        except (TimeoutError, aiohttp.ClientError):
+            _count(result, "stream_dropped")
+        stream.close()
+        opened = None
+        if view["outcome"] != "waiting":
+            break
+    now = time.time()
+    if view["outcome"] == "sold_out":
+        result.sold_out_seen_at = now
     if view["outcome"] != "admitted":
         result.outcome = view["outcome"]
-        result.final_at = time.time() if view["outcome"] != "waiting" else 0.0
+        result.final_at = now if view["outcome"] != "waiting" else 0.0
         return
+    result.admitted_at = now
     key = uuid.uuid4().hex
     while time.time() < deadline:
         result.requests_after_join += 1
-        async with http.post(
-            f"{url}/v1/holds",
-            json={
-                "slot_id": slot_id,
-                "patient_id": patient,
-                "channel": "app",
-                "admission_token": view["admission_token"],
-            },
-            headers=headers | {"Idempotency-Key": key},
-        ) as answer:
-            _count(result, answer.status)
-            body = orjson.loads(await answer.read())
-            if answer.status in (429, 503):
-                await asyncio.sleep(RETRY_S)
-                continue
-            result.outcome = "held" if answer.status == 201 else str(body.get("code"))
-            result.final_at = time.time()
-            return
+        try:
+            async with http.post(
+                f"{args['url']}/v1/holds",
+                json={
+                    "slot_id": args["slot_id"],
+                    "patient_id": patient,
+                    "channel": "app",
+                    "admission_token": view["admission_token"],
+                },
+                headers=headers | {"Idempotency-Key": key},
+            ) as answer:
+                _count(result, answer.status)
+                body = orjson.loads(await answer.read())
+        except (TimeoutError, aiohttp.ClientError):
+            _count(result, "connection_error")
+            await asyncio.sleep(RETRY_S)
+            continue
+        if answer.status in (429, 503):
+            await asyncio.sleep(RETRY_S)
+            continue
+        result.outcome = "held" if answer.status == 201 else str(body.get("code"))
+        result.final_at = time.time()
+        return
 
 
 async def _run(args: dict[str, Any]) -> list[dict[str, Any]]:
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    joining = asyncio.Semaphore(JOINING_AT_ONCE)
+    headers = [
+        {"Authorization": f"Bearer {token}", "X-Forwarded-For": address_of(index)}
+        for index, token, _ in args["accounts"]
+    ]
+    patients = [patient for _, _, patient in args["accounts"]]
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        # Everyone joins first (a pooled connection each for a moment), then everyone
+        # waits on a stream: a process serves as many streams as it may open files.
         joined = await asyncio.gather(
-            *(
-                _join(http, args["url"], args["release_id"], token, patient)
-                for token, patient in args["accounts"]
-            )
+            *(_join(http, args, h, p, joining) for h, p in zip(headers, patients, strict=True))
         )
         await asyncio.gather(
             *(
-                _follow(
-                    http,
-                    args["url"],
-                    args["release_id"],
-                    token,
-                    patient,
-                    args["slot_id"],
-                    result,
-                    view,
-                    args["deadline"],
-                )
-                for (token, patient), (result, view) in zip(args["accounts"], joined, strict=True)
-                if view is not None
+                _follow(http, args, h, p, result, stream_url, joining)
+                for h, p, (result, stream_url) in zip(headers, patients, joined, strict=True)
+                if stream_url is not None
             )
         )
     return [vars(result) for result, _ in joined]
 
 
 def run_client(args: dict[str, Any]) -> list[dict[str, Any]]:
-    """One client process: ``args`` = url, release_id, slot_id, accounts [(token,
+    """One client process: ``args`` = url, release_id, slot_id, accounts [(index, token,
     patient)], deadline (time.time()); each patient's result as a dict."""
-    return asyncio.run(_run(args))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of the service
+        return asyncio.run(_run(args))
+    with contextlib.closing(uvloop.new_event_loop()) as loop:
+        return loop.run_until_complete(_run(args))

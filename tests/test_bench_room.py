@@ -16,7 +16,8 @@ def test_a_small_release_through_the_room(
 ) -> None:
     """40 patients on 10 units from two client processes: every patient has a final
     answer, exactly the 10 units are held (clients and Redis), nothing is oversold, no
-    5xx, and the draw verifies from its revealed seed."""
+    5xx, at most one request per patient after joining besides one stream, and the draw
+    verifies from its revealed seed; the previous design's crowd ran in the same run."""
     status = main(
         [
             "room",
@@ -30,6 +31,8 @@ def test_a_small_release_through_the_room(
             "25",
             "--deadline",
             "40",
+            "--compare-deadline",
+            "30",
             "--postgres-url",
             postgres_server.url,
             "--json",
@@ -46,6 +49,13 @@ def test_a_small_release_through_the_room(
     assert report["oversold"] == 0
     assert report["answers_5xx_other"] == 0
     assert report["fairness"]["verified"] is True
-    assert report["requests_per_patient_after_join"]["max"] <= 3
+    assert report["requests_per_patient_after_join"]["max"] <= 1
+    assert report["streams_per_patient"]["max"] == 1
+    assert report["answers_503"] == 0
     assert report["t0_to_sold_out_s"] is not None
     assert report["status_path_s"]["p50"] is not None
+    assert report["bare_handler_s"]["p50"] is not None
+    assert report["sold_out_reached_streams_s"]["max"] is not None
+    previous = report["previous_design"]
+    assert previous["final_answers"] == 40
+    assert previous["oversold"] == 0

@@ -62,6 +62,10 @@ class WaitlistEntry:
     offered_ms: int = 0
     ended_ms: int = 0
     end_reason: str = ""
+    #: A doctor's-day entry's doctor ("" for one schedule's entry).
+    doctor_id: str = ""
+    #: A doctor's-day entry's schedules (it waits on each; () for one schedule's).
+    day_schedule_ids: tuple[str, ...] = ()
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> WaitlistEntry:
@@ -80,6 +84,8 @@ class WaitlistEntry:
             offered_ms=int(record.get("offered", 0)),
             ended_ms=int(record.get("ended", 0)),
             end_reason=str(record.get("reason", "")),
+            doctor_id=str(record.get("doctor", "")),
+            day_schedule_ids=tuple(str(record.get("day", "")).split()),
         )
 
 
@@ -330,7 +336,8 @@ class ReserveRequest:
 
 @dataclass(frozen=True, slots=True)
 class WaitlistJoin:
-    """One patient's request to join one schedule's waitlist."""
+    """One patient's request to join one schedule's waitlist, or (``doctor_id`` and
+    ``day_schedule_ids`` set) any window of a doctor's day."""
 
     hospital_id: str
     department_id: str
@@ -340,6 +347,9 @@ class WaitlistJoin:
     patient_id: str
     channel: str
     idempotency_key: str
+    doctor_id: str = ""
+    #: The doctor's schedules that day (``schedule_id`` among them).
+    day_schedule_ids: tuple[str, ...] = ()
 
 
 class Relation(StrEnum):

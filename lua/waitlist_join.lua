@@ -15,6 +15,13 @@
   ARGV[8]  token_deadline_ms when > 0, the patient tag's pending token for the entry (at
                              most N entries per patient) is only valid until then
   ARGV[9]  request_id        the API request's id, stamped on the event ("rid"); may be ""
+  ARGV[10] day_schedules     "" for one schedule's waitlist; else a doctor's day: the
+                             doctor's schedules that day in this tag (space-separated,
+                             ARGV[3] among them). The entry waits on those that take
+                             entries now (open, released, not started, no room
+                             admitting); refused as the first of them is when none does
+  ARGV[11] doctor_id         with ARGV[10]: the doctor (one active day entry per doctor
+                             and patient)
 
   Returns {code, event_id, entry_json, position, extra}
     0   OK                      a new waiting entry; position 1 = next to be offered
@@ -50,8 +57,9 @@ local now = step.now
 local entry_id, schedule, account, patient = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local channel, offer_hold = ARGV[6], ARGV[7]
 local token_deadline = tonumber(ARGV[8])
+local day, doctor = ARGV[10] or '', ARGV[11] or ''
 if entry_id == '' or schedule == '' or account == '' or patient == '' or channel == ''
-  or offer_hold == '' or not token_deadline then
+  or offer_hold == '' or not token_deadline or (day ~= '' and doctor == '') then
   return {E_INVALID_ARGUMENT, '', '', 0, 'argv'}
 end
 if is_fenced() then
@@ -68,34 +76,70 @@ end
 
 local existing = load_entry(entry_id)
 if existing then
-  if existing.schedule == schedule and existing.patient == patient
-    and existing.account == account then
+  local same = existing.patient == patient and existing.account == account
+  if day ~= '' then
+    same = same and existing.doctor == doctor
+  else
+    same = same and existing.schedule == schedule and (existing.doctor or '') == ''
+  end
+  if same then
     return replay(existing)
   end
   return {E_IDEMPOTENCY_KEY_REUSED, '', '', 0, ''}
 end
-local sched = schedule_fields(schedule)
-if not sched then
+if day == '' and not schedule_fields(schedule) then
   return {E_SCHEDULE_NOT_FOUND, '', '', 0, ''}
 end
-local active_id = redis.call('HGET', K_WAITLIST, active_field(schedule, patient))
+local field = day ~= '' and day_field(doctor, patient) or active_field(schedule, patient)
+local active_id = redis.call('HGET', K_WAITLIST, field)
 if active_id then
   local active = load_entry(active_id)
   if active and active.account == account then
     return replay(active)
   end
 end
-if sched.status ~= 'open' then
-  return {E_SCHEDULE_SUSPENDED, '', '', 0, ''}
+
+-- Why a schedule takes no entry now, or nil when it does.
+local function refusal(sched)
+  if not sched then
+    return {E_SCHEDULE_NOT_FOUND, '', '', 0, ''}
+  end
+  if sched.status ~= 'open' then
+    return {E_SCHEDULE_SUSPENDED, '', '', 0, ''}
+  end
+  if now < sched.release_ms then
+    return {E_NOT_RELEASED, '', '', 0, sched.release_ms}
+  end
+  if now >= sched.start_ms then
+    return {E_SCHEDULE_PAST, '', '', 0, ''}
+  end
+  if sched.room then
+    return {E_ADMISSION_REQUIRED, '', '', 0, sched.room}
+  end
+  return nil
 end
-if now < sched.release_ms then
-  return {E_NOT_RELEASED, '', '', 0, sched.release_ms}
-end
-if now >= sched.start_ms then
-  return {E_SCHEDULE_PAST, '', '', 0, ''}
-end
-if sched.room then
-  return {E_ADMISSION_REQUIRED, '', '', 0, sched.room}
+
+local waits_on = {}
+local first_refusal
+if day ~= '' then
+  for s in string.gmatch(day, '%S+') do
+    local refused = refusal(schedule_fields(s))
+    if refused then
+      first_refusal = first_refusal or refused
+    else
+      waits_on[#waits_on + 1] = s
+    end
+  end
+  if #waits_on == 0 then
+    return first_refusal or {E_SCHEDULE_NOT_FOUND, '', '', 0, ''}
+  end
+  schedule = waits_on[1]
+else
+  local refused = refusal(schedule_fields(schedule))
+  if refused then
+    return refused
+  end
+  waits_on[1] = schedule
 end
 if token_deadline > 0 and now > token_deadline then
   return {E_PATIENT_TOKEN_EXPIRED, '', '', 0, ''}
@@ -103,9 +147,11 @@ end
 if policy_number('one_per_day') == 1 and holds_open(patient, now) then
   return {E_PATIENT_RULE, '', '', 0, 'one_per_day'}
 end
-for _, slot in ipairs(schedule_slots(schedule)) do
-  if slot_counts(slot).rem > 0 then
-    return {E_WAITLIST_UNITS_FREE, '', '', 0, slot}
+for _, s in ipairs(waits_on) do
+  for _, slot in ipairs(schedule_slots(s)) do
+    if slot_counts(slot).rem > 0 then
+      return {E_WAITLIST_UNITS_FREE, '', '', 0, slot}
+    end
   end
 end
 
@@ -114,9 +160,13 @@ local rec = {
   channel = channel, seq = redis.call('HINCRBY', K_META, 'waitlist_seq', 1), created = now,
   state = 'waiting', hold = offer_hold, slot = '', offered = 0, ended = 0, reason = '',
 }
+if day ~= '' then
+  rec.doctor = doctor
+  rec.day = table.concat(waits_on, ' ')
+end
 local json = save_entry(rec)
-redis.call('HSET', K_WAITLIST, active_field(schedule, patient), entry_id)
-redis.call('ZADD', K_WAITQ, 0, queue_member(rec))
+redis.call('HSET', K_WAITLIST, field, entry_id)
+add_to_queues(rec)
 local position = waiting_position(rec)
 local event_id = emit(step, 'waitlist_joined', {'entry', entry_id, 'schedule', schedule,
   'account', account, 'patient', patient, 'position', position, 'entry_record', json})

@@ -591,6 +591,20 @@ class WaitlistEntryView(BaseModel):
     offer: WaitlistOfferView | None
     ended_at: Instant | None
     end_reason: str
+    doctor_id: Annotated[
+        str | None,
+        Field(
+            description="a doctor's-day entry's doctor (any window of the day); null for"
+            " one schedule's"
+        ),
+    ] = None
+    day_schedule_ids: Annotated[
+        list[str] | None,
+        Field(
+            description="a doctor's-day entry's schedules, each of whose freed units may be"
+            " offered to it; schedule_id is the first until offered, then the offered one's"
+        ),
+    ] = None
 
 
 class WaitlistList(BaseModel):

@@ -20,6 +20,7 @@ from inventory.api.bodies import idempotency_key, json_response, read_json, read
 from inventory.api.context import SERVICES, client_ip
 from inventory.api.instants import instant_text
 from inventory.api.models import (
+    Day,
     HoldId,
     Id,
     Request,
@@ -47,6 +48,11 @@ class _EntryPath(Request):
     entry_id: HoldId
 
 
+class _DoctorDayPath(Request):
+    doctor_id: Id
+    visit_date: Day
+
+
 def entry_view(answer: WaitlistAnswer) -> dict[str, object]:
     """An entry as the API shows it (:class:`WaitlistEntryView`'s JSON)."""
     entry, zone = answer.entry, answer.zone
@@ -72,6 +78,8 @@ def entry_view(answer: WaitlistAnswer) -> dict[str, object]:
         "offer": offer,
         "ended_at": instant_text(entry.ended_ms, zone) if entry.ended_ms else None,
         "end_reason": entry.end_reason,
+        "doctor_id": entry.doctor_id or None,
+        "day_schedule_ids": list(entry.day_schedule_ids) or None,
     }
 
 
@@ -105,6 +113,41 @@ async def join_waitlist(request: web.Request) -> web.Response:
         account_id=who.account_id,
         patient_id=body.patient_id,
         schedule_id=schedule_id,
+        channel=body.channel.value,
+        idempotency_key=key,
+        client_ip=client_ip(request),
+        request_id=request_id_of(request),
+    )
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return json_response(entry_view(answer), status=201, headers=headers)
+
+
+@routes.post(
+    "/v1/doctors/{doctor_id}/days/{visit_date}/waitlist",
+    operation_id="join_doctor_day_waitlist",
+    summary="Join a doctor's day on the 候补 waitlist: a unit freed in any of the doctor's"
+    " windows that day is offered in join order",
+    ok_status=201,
+    response=WaitlistEntryView,
+    auth="account",
+    body=WaitlistJoinBody,
+    idempotency="required",
+    errors=(400, 401, 404, 409, 422, 429, 503),
+)
+async def join_doctor_day_waitlist(request: web.Request) -> web.Response:
+    """Put one of the account's patients on a doctor's day."""
+    who = principal(request)
+    try:
+        path = validate(_DoctorDayPath, dict(request.match_info))
+    except ValidationFailedError:
+        raise NotFoundError() from None  # a malformed id or date names nothing
+    key = idempotency_key(request)
+    body = await read_json(request, WaitlistJoinBody)
+    answer = await request.app[SERVICES].waitlists.join_day(
+        account_id=who.account_id,
+        patient_id=body.patient_id,
+        doctor_id=path.doctor_id,
+        visit_date=path.visit_date,
         channel=body.channel.value,
         idempotency_key=key,
         client_ip=client_ip(request),

@@ -102,6 +102,55 @@ class Waitlists:
         )
         return await self._answer(outcome)
 
+    async def join_day(
+        self,
+        *,
+        account_id: str,
+        patient_id: str,
+        doctor_id: str,
+        visit_date: date,
+        channel: str,
+        idempotency_key: str,
+        client_ip: str,
+        request_id: str,
+    ) -> WaitlistAnswer:
+        """Put one of the account's patients on a doctor's day: the first unit freed in
+        any window of the doctor's schedules that day (in the doctor's department) is
+        offered to it, in join order with each schedule's own entries. The schedules
+        are the record's as of the join. Raises :class:`NotFoundError` for a doctor
+        without schedules that day and a patient that is not the account's."""
+        limiter = self._limiter
+        await limiter.count(limiter.buckets(account_id=account_id, client_ip=client_ip))
+        doctor = await self._catalogue.doctor(doctor_id)
+        if doctor is None:
+            raise NotFoundError("no such doctor")
+        rows = [
+            row
+            for row in await self._catalogue.day_schedules(doctor["department_id"], visit_date)
+            if row["doctor_id"] == doctor_id
+        ]
+        if not rows:
+            raise NotFoundError("the doctor has no schedules that day")
+        if not await self._patients.belongs_to(patient_id, account_id):
+            raise NotFoundError("no such patient")
+        schedule_ids = tuple(str(row["id"]) for row in rows)
+        outcome = await self._waitlist.join(
+            WaitlistJoin(
+                hospital_id=str(doctor["hospital_id"]),
+                department_id=str(doctor["department_id"]),
+                visit_date=visit_date,
+                schedule_id=schedule_ids[0],
+                account_id=account_id,
+                patient_id=patient_id,
+                channel=channel,
+                idempotency_key=idempotency_key,
+                doctor_id=doctor_id,
+                day_schedule_ids=schedule_ids,
+            ),
+            request_id=request_id,
+        )
+        return await self._answer(outcome)
+
     async def entry(self, entry_id: str, *, account_id: str) -> WaitlistAnswer:
         """One of the account's entries, with its live position."""
         entry = await self._own_entry(entry_id, account_id)

@@ -358,6 +358,8 @@ def _entry_row(entry: WaitlistEntry, tag: str, seq: int) -> tuple[Any, ...]:
         _optional_instant(entry.ended_ms),
         entry.end_reason,
         seq,
+        entry.doctor_id or None,
+        list(entry.day_schedule_ids),
     )
 
 

@@ -402,13 +402,16 @@ RETURNING id AS hold_id, state, last_seq, (xmax = 0) AS inserted;
 -- Write a waitlist entry as its event recorded it (inventory.domain.WaitlistEntry). A row
 -- only moves forward, by the tag's seq of the event: a redelivered or reordered event
 -- changes nothing and returns no row.
--- params: entry_id, tag, schedule_id, account_id, patient_id, channel, join_seq, state, offer_hold_id, slot_id, joined_at, offered_at, ended_at, end_reason, last_seq
+-- A doctor's-day entry's schedule_id becomes the offered window's with its offer.
+-- params: entry_id, tag, schedule_id, account_id, patient_id, channel, join_seq, state, offer_hold_id, slot_id, joined_at, offered_at, ended_at, end_reason, last_seq, doctor_id, day_schedule_ids
 INSERT INTO waitlist_entries AS w (id, tag, schedule_id, account_id, patient_id, channel,
                                    join_seq, state, offer_hold_id, slot_id, joined_at,
-                                   offered_at, ended_at, end_reason, last_seq)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                                   offered_at, ended_at, end_reason, last_seq, doctor_id,
+                                   day_schedule_ids)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (id) DO UPDATE
-    SET state = EXCLUDED.state, slot_id = EXCLUDED.slot_id, offered_at = EXCLUDED.offered_at,
+    SET state = EXCLUDED.state, schedule_id = EXCLUDED.schedule_id,
+        slot_id = EXCLUDED.slot_id, offered_at = EXCLUDED.offered_at,
         ended_at = EXCLUDED.ended_at, end_reason = EXCLUDED.end_reason,
         last_seq = EXCLUDED.last_seq, updated_at = now()
     WHERE EXCLUDED.last_seq > w.last_seq
@@ -419,7 +422,7 @@ RETURNING id AS entry_id, state, last_seq, (xmax = 0) AS inserted;
 -- params: account_id, limit
 SELECT id AS entry_id, tag, schedule_id, account_id, patient_id, channel, join_seq, state,
        offer_hold_id, slot_id, joined_at, offered_at, ended_at, end_reason, last_seq,
-       updated_at
+       updated_at, doctor_id, day_schedule_ids
 FROM waitlist_entries
 WHERE account_id = $1
 ORDER BY joined_at DESC, id

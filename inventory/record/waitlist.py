@@ -40,6 +40,8 @@ class PgWaitlist:
                 offered_ms=_ms(row["offered_at"]),
                 ended_ms=_ms(row["ended_at"]),
                 end_reason=row["end_reason"],
+                doctor_id=row["doctor_id"] or "",
+                day_schedule_ids=tuple(row["day_schedule_ids"]),
             )
             for row in rows
         ]

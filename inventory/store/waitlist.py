@@ -60,6 +60,10 @@ class WaitlistStore:
         keys.check_id(request.account_id, "account_id")
         keys.check_id(request.patient_id, "patient_id")
         keys.check_id(request.schedule_id, "schedule_id")
+        for schedule_id in request.day_schedule_ids:
+            keys.check_id(schedule_id, "schedule_id")
+        if request.day_schedule_ids:
+            keys.check_id(request.doctor_id, "doctor_id")
         policy = store.policies.for_hospital(request.hospital_id)
         tag = keys.department_day_tag(request.department_id, request.visit_date)
         entry_id = keys.waitlist_entry_id_for(request.account_id, request.idempotency_key, tag)
@@ -90,6 +94,8 @@ class WaitlistStore:
             keys.offer_hold_id_for(entry_id),
             token_deadline,
             request_id,
+            " ".join(request.day_schedule_ids),
+            request.doctor_id if request.day_schedule_ids else "",
         ]
         reply = await store.call_script("waitlist_join", keys.tag_keys(tag).as_list(), args)
         try:
@@ -142,16 +148,20 @@ class WaitlistStore:
         return WaitlistEntry.from_record(orjson.loads(raw)) if raw else None
 
     async def position(self, entry: WaitlistEntry) -> int:
-        """A waiting entry's place in its schedule's queue (1 = next to be offered);
-        0 for an entry that no longer waits."""
+        """A waiting entry's place in its schedule's queue (1 = next to be offered; a
+        doctor's-day entry's best place among its schedules); 0 for an entry that no
+        longer waits."""
         if entry.state is not WaitlistState.WAITING:
             return 0
         tk = keys.tag_keys(keys.tag_of_hold(entry.entry_id))
-        member = f"{entry.schedule_id}|{entry.seq:015d}|{entry.entry_id}"
-        ahead = await _guard(
-            self.store.client.zlexcount(tk.waitq, f"[{entry.schedule_id}|", f"({member}")
-        )
-        return int(ahead) + 1
+        best = 0
+        for schedule_id in entry.day_schedule_ids or (entry.schedule_id,):
+            member = f"{schedule_id}|{entry.seq:015d}|{entry.entry_id}"
+            ahead = await _guard(
+                self.store.client.zlexcount(tk.waitq, f"[{schedule_id}|", f"({member}")
+            )
+            best = int(ahead) + 1 if best == 0 else min(best, int(ahead) + 1)
+        return best
 
     async def waiting_count(self, tag: str, schedule_id: str) -> int:
         """How many patients wait on a schedule's waitlist."""

@@ -11,11 +11,20 @@
   then one of taken (the offer was paid), lapsed (its deadline passed), declined (the
   patient gave the offer back), refused (a patient rule refused the offer), left.
 
+  A doctor's-day entry (any window of a doctor's day) also has doctor and day (the
+  day's schedules, space-separated): it waits in each of those schedules' queues under
+  its one join seq, so a unit freed on any of them reaches it in join order among that
+  schedule's own entries; offered, it leaves every queue and its schedule becomes the
+  offered unit's.
+
   Provides:
     load_entry(id) -> rec or nil
     save_entry(rec) -> json
     active_field(schedule, patient) -> the K_WAITLIST field naming the active entry
-    queue_member(rec) -> the entry's K_WAITQ member
+    day_field(doctor, patient) -> the field naming a doctor's-day active entry
+    entry_active_field(rec) -> the entry's own active field
+    queue_member(rec) -> the entry's K_WAITQ member in its schedule's queue
+    add_to_queues(rec) / remove_from_queues(rec)   every queue it waits in
     schedule_slots(schedule) -> {slot, ...}   the schedule's slots in the tag
     waiting_position(rec) -> n               1 = next to be offered
     end_entry(step, rec, state, reason) -> event_id   a waiting or offered entry ends
@@ -69,8 +78,48 @@ local function active_field(schedule, patient)
   return 'a|' .. schedule .. '|' .. patient
 end
 
+local function day_field(doctor, patient)
+  -- "@" never starts a schedule id: a doctor's day has a field of its own.
+  return 'a|@' .. doctor .. '|' .. patient
+end
+
+local function entry_active_field(rec)
+  if rec.doctor and rec.doctor ~= '' then
+    return day_field(rec.doctor, rec.patient)
+  end
+  return active_field(rec.schedule, rec.patient)
+end
+
+local function member_in(rec, schedule)
+  return schedule .. '|' .. pad_due(rec.seq) .. '|' .. rec.id
+end
+
 local function queue_member(rec)
-  return rec.schedule .. '|' .. pad_due(rec.seq) .. '|' .. rec.id
+  return member_in(rec, rec.schedule)
+end
+
+-- The schedules whose queues the entry waits in.
+local function entry_schedules(rec)
+  if rec.day and rec.day ~= '' then
+    local list = {}
+    for schedule in string.gmatch(rec.day, '%S+') do
+      list[#list + 1] = schedule
+    end
+    return list
+  end
+  return {rec.schedule}
+end
+
+local function add_to_queues(rec)
+  for _, schedule in ipairs(entry_schedules(rec)) do
+    redis.call('ZADD', K_WAITQ, 0, member_in(rec, schedule))
+  end
+end
+
+local function remove_from_queues(rec)
+  for _, schedule in ipairs(entry_schedules(rec)) do
+    redis.call('ZREM', K_WAITQ, member_in(rec, schedule))
+  end
 end
 
 -- A schedule's waiting entries sort between "<schedule>|" and "<schedule>}": ids never
@@ -100,16 +149,24 @@ local function schedule_slots(schedule)
   return slots
 end
 
+-- The best of its places (a doctor's-day entry waits in several queues).
 local function waiting_position(rec)
-  local lo = queue_bounds(rec.schedule)
-  return redis.call('ZLEXCOUNT', K_WAITQ, lo, '(' .. queue_member(rec)) + 1
+  local best
+  for _, schedule in ipairs(entry_schedules(rec)) do
+    local lo = queue_bounds(schedule)
+    local n = redis.call('ZLEXCOUNT', K_WAITQ, lo, '(' .. member_in(rec, schedule)) + 1
+    if not best or n < best then
+      best = n
+    end
+  end
+  return best
 end
 
 local function end_entry(step, rec, state, reason)
   if rec.state == 'waiting' then
-    redis.call('ZREM', K_WAITQ, queue_member(rec))
+    remove_from_queues(rec)
   end
-  local field = active_field(rec.schedule, rec.patient)
+  local field = entry_active_field(rec)
   if redis.call('HGET', K_WAITLIST, field) == rec.id then
     redis.call('HDEL', K_WAITLIST, field)
   end
@@ -219,7 +276,8 @@ local function offer_free_units(step, slot)
     elseif load_hold(entry.hold) then
       end_entry(step, entry, 'refused', 'hold_exists')  -- never expected: ids are derived
     else
-      redis.call('ZREM', K_WAITQ, head[1])
+      remove_from_queues(entry)
+      entry.schedule = schedule  -- a doctor's-day entry: the window offered
       make_offer(step, entry, slot, sched)
       offers = offers + 1
     end

@@ -232,6 +232,8 @@ def test_every_mutating_route_but_a_reserve_and_the_notification_takes_a_key() -
         ("POST", "/v1/bookings/{booking_id}/reschedule"),
         ("POST", "/v1/bookings/{booking_id}/substitution"),
         ("POST", "/v1/schedules/{schedule_id}/waitlist"),
+        # Like a schedule's: the key names the entry inside the script's step.
+        ("POST", "/v1/doctors/{doctor_id}/days/{visit_date}/waitlist"),
         # The waiting room's open and join answer the same release and ticket again
         # by themselves (no recorded key yet).
         ("POST", "/v1/operator/releases"),

@@ -171,3 +171,56 @@ async def test_refusals_are_problems_with_stable_codes(
     assert data["title"] == "This patient is on as many waitlists as allowed; leave one first"
     mine = await get(api, http, account, "/v1/waitlist")
     assert isinstance(mine["items"], list)
+
+
+async def test_a_doctors_day(api_server: ApiServer, http: aiohttp.ClientSession) -> None:
+    """A patient joins a doctor's day (both windows sold out): the entry names the day's
+    schedules, a retry answers it again, and a unit freed in the afternoon is offered to
+    it; an unknown doctor, a malformed date and a day without schedules are 404."""
+    api = api_server
+    cat = await Catalogue(api, http).create()
+    morning, am_slots, day = await cat.schedule([1])
+    afternoon, pm_slots, _ = await cat.schedule([1], visit_date=day, session="afternoon")
+    holds = []
+    for slot in (am_slots[0], pm_slots[0]):
+        holder = uid("holder")
+        patient = await register_patient(api, http, holder)
+        holds.append((holder, (await reserve(api, http, holder, patient, slot))["hold_id"]))
+    account = uid("wl")
+    patient = await register_patient(api, http, account)
+    url = f"{api.url}/v1/doctors/{cat.doctor_id}/days/{day.isoformat()}/waitlist"
+    body = {"patient_id": patient, "channel": "app"}
+    headers = api.headers(account) | {"Idempotency-Key": "day-1"}
+    async with http.post(url, json=body, headers=headers) as answer:
+        entry = await answer.json()
+        assert answer.status == 201, entry
+    assert entry["doctor_id"] == cat.doctor_id
+    assert sorted(entry["day_schedule_ids"]) == sorted([morning, afternoon])
+    assert (entry["state"], entry["position"]) == ("waiting", 1)
+    async with http.post(url, json=body, headers=headers) as answer:
+        assert answer.headers["Idempotent-Replayed"] == "true"
+        assert (await answer.json())["entry_id"] == entry["entry_id"]
+
+    holder, hold_id = holds[1]
+    async with http.delete(
+        api.url + f"/v1/holds/{hold_id}",
+        headers=api.headers(holder) | {"Idempotency-Key": uuid.uuid4().hex},
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+    offered = await get(api, http, account, f"/v1/waitlist/{entry['entry_id']}")
+    assert offered["state"] == "offered"
+    assert offered["schedule_id"] == afternoon
+    assert offered["offer"]["slot_id"] == pm_slots[0]
+
+    for path in (
+        f"/v1/doctors/{uid('nobody')}/days/{day.isoformat()}/waitlist",
+        f"/v1/doctors/{cat.doctor_id}/days/tomorrow/waitlist",
+        f"/v1/doctors/{cat.doctor_id}/days/2099-01-01/waitlist",
+    ):
+        async with http.post(
+            api.url + path,
+            json=body,
+            headers=api.headers(account) | {"Idempotency-Key": uuid.uuid4().hex},
+        ) as answer:
+            assert answer.status == 404, path
+            assert answer.content_type == "application/problem+json"

@@ -170,6 +170,8 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "ended_at": None,
         "end_reason": "",
         "last_seq": 3,
+        "doctor_id": "dr-1",
+        "day_schedule_ids": [s.morning, s.afternoon],
     },
     "list_account_waitlist": lambda s: {"account_id": s.account, "limit": 10},
     "insert_booking": lambda s: {"hold_id": s.booking},

@@ -5,6 +5,7 @@ basics (labels, roles, keyboard focus). No page may break its Content-Security-P
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -315,10 +316,26 @@ async def test_a_queued_release_through_its_waiting_room(dev: Dev, browser: Any)
             release = await answer.json()
             assert answer.status == 201, release
 
+    # Before T0 the doctor's page marks the session as a queued release, its windows
+    # name the room, and booking a window leads into the room (nothing reserved yet).
     early = Patient(dev)
-    person = await early.register()
-    room = f"/room/{release['release_id']}/{slot_id}?patient={person['patient_id']}"
-    page = await early.page(browser, room)
+    await early.register()
+    for _ in range(60):  # the catalogue names the room once the worker has recorded it
+        status, windows = await early.call("GET", f"/v1/schedules/{schedule_id}/slots")
+        if windows["waiting_room"]:
+            break
+        await asyncio.sleep(0.5)
+    assert windows["waiting_room"]["release_id"] == release["release_id"], windows
+    doctor_page = f"/doctor/{catalogue.department_id}/{catalogue.doctor_id}?date={day}"
+    page = await early.page(browser, doctor_page)
+    await page.get_by_text("排队放号").wait_for()
+    await page.locator(f"a[href='#/schedule/{schedule_id}']").click()
+    note = page.locator(".room-note")
+    await note.wait_for()
+    assert "候诊室已开放" in await note.inner_text()
+    await page.locator(f"button[data-slot='{slot_id}']").click()
+    await page.get_by_role("radio").first.wait_for()
+    await page.get_by_role("button", name="为该就诊人预约").click()
     await page.wait_for_selector(".room-card[data-state='open']")
     assert "已进入候诊室" in await page.inner_text("main")
     assert "放号" in await page.locator("[role=timer]").inner_text()
@@ -424,3 +441,74 @@ async def test_sign_in_by_sms_code(dev: Dev, browser: Any) -> None:
     await page.get_by_role("button", name="退出登录").click()
     await page.get_by_role("button", name="退出登录").wait_for(state="detached")
     assert await page.evaluate("localStorage.getItem('token')") is None
+
+
+async def test_a_sold_out_schedule_offers_its_waitlist(dev: Dev, browser: Any) -> None:
+    """A schedule whose one unit is held: its windows page offers the waitlist; the
+    patient joins it in the app and sees their place; when the unit is given back the
+    offer is theirs (a hold under 待支付, listed by the API), and leaving the waitlist
+    after confirming passes it to the next patient in line."""
+    operator = SimpleNamespace(url=dev.api, headers=dev.headers)
+    async with aiohttp.ClientSession() as http:
+        catalogue = await Catalogue(operator, http).create()
+        schedule_id, (slot_id,), _ = await catalogue.schedule([1], fee_fen=1200)
+    holder = Patient(dev)
+    held_for = await holder.register()
+    status, hold = await holder.call(
+        "POST",
+        "/v1/holds",
+        json={"slot_id": slot_id, "patient_id": held_for["patient_id"], "channel": "web"},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert status == 201, hold
+
+    patient = Patient(dev)
+    await patient.register()
+    page = await patient.page(browser, f"/schedule/{schedule_id}")
+    await page.get_by_role("link", name="加入候补").click()
+    await page.get_by_role("radio").first.wait_for()
+    await page.get_by_role("button", name="加入候补").click()
+    entry = page.locator("li[data-state='waiting']")
+    await entry.wait_for()
+    assert "排第 1 位" in await entry.inner_text()
+    await _shot(page, "13-waitlist")
+
+    second = Patient(dev)
+    seconds_patient = await second.register()
+    status, second_entry = await second.call(
+        "POST",
+        f"/v1/schedules/{schedule_id}/waitlist",
+        json={"patient_id": seconds_patient["patient_id"], "channel": "web"},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert status == 201, second_entry
+
+    status, _ = await holder.call("DELETE", f"/v1/holds/{hold['hold_id']}")
+    assert status == 200
+    await page.reload()
+    offered = page.locator("li[data-state='offered']")
+    await offered.wait_for()
+    assert "去支付" in await offered.inner_text()
+    entry_id = await offered.get_attribute("data-entry")
+    status, mine = await patient.call("GET", f"/v1/waitlist/{entry_id}")
+    assert status == 200, mine
+    offer_hold = mine["offer"]["hold_id"]
+
+    # The offer is an ordinary hold of the account's: 待支付 lists it (once recorded).
+    await page.evaluate("() => { location.hash = '#/holds'; }")
+    card = page.locator(f"a.card[href='#/hold/{offer_hold}']")
+    for _ in range(30):
+        await page.wait_for_selector("h1:has-text('待支付的号')")
+        if await card.count():
+            break
+        await page.wait_for_timeout(500)
+        await page.reload()
+    assert "¥12.00" in await card.inner_text()
+
+    await page.evaluate("() => { location.hash = '#/waitlist'; }")
+    await page.get_by_role("button", name="退出候补").click()
+    await page.locator("#ask button[value='yes']").click()
+    await page.locator("li[data-state='left']").wait_for()
+    status, theirs = await second.call("GET", f"/v1/waitlist/{second_entry['entry_id']}")
+    assert (status, theirs["state"]) == (200, "offered"), theirs
+    assert patient.csp_violations == []

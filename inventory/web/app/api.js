@@ -225,6 +225,12 @@ export class Api {
     return answer;
   }
 
+  /** list_holds: the account's holds still waiting for payment, newest first (a hold
+   * appears about a second after its reserve; a waitlist offer is one too). */
+  openHolds() {
+    return this.call("GET", "/v1/holds");
+  }
+
   /** get_hold */
   getHold(holdId) {
     return this.call("GET", `/v1/holds/${encodeURIComponent(holdId)}`);
@@ -272,6 +278,32 @@ export class Api {
       body: { reason: "patient_cancelled" },
       key,
     });
+  }
+
+  // -- the 候补 waitlist of a sold-out schedule
+
+  /** join_waitlist: puts a patient on a schedule's waitlist (key required); a freed unit
+   * is then offered in order, as a hold of the account's to pay before its deadline. */
+  joinWaitlist(scheduleId, patientId, key) {
+    return this.call("POST", `/v1/schedules/${encodeURIComponent(scheduleId)}/waitlist`, {
+      body: { patient_id: patientId, channel: "web" },
+      key,
+    });
+  }
+
+  /** list_waitlist: the account's entries, newest first (position while waiting). */
+  waitlist() {
+    return this.call("GET", "/v1/waitlist");
+  }
+
+  /** get_waitlist_entry: one entry as the waitlist has it now. */
+  waitlistEntry(entryId) {
+    return this.call("GET", `/v1/waitlist/${encodeURIComponent(entryId)}`);
+  }
+
+  /** leave_waitlist: an unpaid offer passes to the next patient. */
+  leaveWaitlist(entryId, key) {
+    return this.call("DELETE", `/v1/waitlist/${encodeURIComponent(entryId)}`, { key });
   }
 
   /** get_booking_refund: 404 (ApiError not_found) when there is none. */

@@ -21,6 +21,8 @@ import * as holdsView from "./views/holds.js";
 import * as patients from "./views/patients.js";
 import * as login from "./views/login.js";
 import * as room from "./views/room.js";
+import * as waitlist from "./views/waitlist.js";
+import * as waitlistJoin from "./views/waitlist_join.js";
 
 export const api = new Api({
   token: () => session.token(),
@@ -53,6 +55,8 @@ const ROUTES = [
   [/^\/bookings$/, bookings, "nav_bookings"],
   [/^\/booking\/([^/]+)$/, booking, "nav_bookings"],
   [/^\/holds$/, holdsView, "nav_holds"],
+  [/^\/waitlist$/, waitlist, "nav_holds"],
+  [/^\/waitlist\/join\/([^/]+)$/, waitlistJoin, "nav_home"],
   [/^\/patients$/, patients, "nav_patients"],
 ];
 /** Views that need no sign-in (the catalogue is public). */

@@ -1,6 +1,6 @@
 // What the app keeps between pages: the session (token), what the patient picked on the
-// way to a booking, and the holds it made (the API has no "list my holds" route, so the
-// app remembers their ids and asks the API for each).
+// way to a booking, and what it showed of the holds it made (doctor, patient, time: the
+// holds list of the API names slots, so the app keeps these words for its own holds).
 
 const TOKEN = "token";
 const DEV = "dev-token";

@@ -44,7 +44,11 @@ function sessionCard(schedule, every) {
     state = h("span", {}, h("span", { class: "small muted" }, t("releases_at", { time: schedule.release_at.slice(5, 16).replace("T", " ") })), " ", left);
   } else if (schedule.remaining <= 0) state = h("span", { class: "tag off" }, t("sold_out"));
   else state = h("span", { class: "tag ok" }, `${t("remaining")} ${schedule.remaining}`);
-  const open = schedule.status === "open" && schedule.released;
+  // A queued release opens its windows before T0: they lead to its waiting room.
+  const open = schedule.status === "open" && (schedule.released || Boolean(schedule.waiting_room));
+  if (schedule.waiting_room && !schedule.released && schedule.status === "open") {
+    state = h("span", {}, state, " ", h("span", { class: "tag ok" }, t("room_badge")));
+  }
   const body = [
     h("span", { class: "name" }, `${label} ${time}`),
     h("span", { class: "muted small" }, schedule.location),

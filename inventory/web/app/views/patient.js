@@ -2,11 +2,12 @@
 // (create_patient), then take the chosen time window for them (create_hold).
 
 import { h, fill } from "../dom.js";
-import { clock, dayLabel } from "../format.js";
+import { clock, dayLabel, secondsUntil } from "../format.js";
 import { t } from "../i18n.js";
 import { holds, picked } from "../state.js";
 import { newKey } from "../api.js";
 import { heading, problem } from "../ui.js";
+import { patientChoices } from "./patient_choice.js";
 import { patientForm } from "./patient_form.js";
 
 export async function render({ api, params, go }) {
@@ -15,34 +16,10 @@ export async function render({ api, params, go }) {
   const chosen = picked.get();
   const slot = chosen.slot?.slot_id === slotId ? chosen.slot : null;
   const schedule = chosen.schedule;
+  // The window's waiting room, when its release is queued (kept by the windows page).
+  const room = slot ? chosen.room || null : null;
   const errors = h("div", { class: "errors" });
-  const list = h("fieldset", { class: "choices" }, h("legend", { class: "visually-hidden" }, t("pick_patient")));
-  let selected = items[0]?.patient_id || "";
-  const drawList = (patients) => {
-    fill(list, h("legend", { class: "visually-hidden" }, t("pick_patient")));
-    for (const p of patients) {
-      const id = `p-${p.patient_id}`;
-      list.append(
-        h(
-          "div",
-          { class: "choice" },
-          h("input", {
-            type: "radio",
-            name: "patient",
-            id,
-            value: p.patient_id,
-            checked: p.patient_id === selected,
-            onchange: () => {
-              selected = p.patient_id;
-            },
-          }),
-          h("label", { for: id }, `${p.name}（${t(`rel_${p.relation}`)}）`, h("span", { class: "muted small" }, ` ${p.resident_id} · ${p.phone}`)),
-        ),
-      );
-    }
-    if (!patients.length) list.append(h("p", { class: "muted" }, t("no_patients")));
-  };
-  drawList(items);
+  const choices = patientChoices(items);
   // One key per attempt at this window for this patient: an automatic retry (429/503)
   // sends the same one, so it can only ever make one hold.
   let key = newKey();
@@ -50,7 +27,14 @@ export async function render({ api, params, go }) {
   const book = h("button", { type: "button", class: "primary block" }, t("book_for"));
   book.addEventListener("click", async () => {
     fill(errors);
+    const selected = choices.selected();
     if (!selected) return;
+    if (room && secondsUntil(room.t0) > 0) {
+      // A queued release before T0: nothing can be reserved yet; wait in its room (the
+      // admission token it gives reserves this window).
+      picked.set({ patient_id: selected });
+      return go(`/room/${encodeURIComponent(room.release_id)}/${encodeURIComponent(slotId)}?patient=${encodeURIComponent(selected)}`);
+    }
     if (keyFor !== selected) {
       key = newKey();
       keyFor = selected;
@@ -83,15 +67,14 @@ export async function render({ api, params, go }) {
   });
   const form = patientForm(api, (created) => {
     items.push(created);
-    selected = created.patient_id;
-    drawList(items);
+    choices.redraw(items, created.patient_id);
   });
   return h(
     "section",
     {},
     heading(t("pick_patient")),
     slot && schedule ? h("p", { class: "muted" }, `${schedule.doctor.name} · ${dayLabel(schedule.visit_date)} ${clock(slot.starts_at)}-${clock(slot.ends_at)}`) : null,
-    list,
+    choices.element,
     errors,
     book,
     h("details", { class: "add", open: !items.length }, h("summary", {}, t("add_patient")), form),

@@ -1,15 +1,26 @@
-// 选择就诊时段: the schedule's time windows with remaining counts (schedule_slots).
+// 选择就诊时段: the schedule's time windows with remaining counts (schedule_slots). A
+// queued release names its waiting room (the windows can be picked before T0: the room
+// gives the way in); a released schedule with nothing left offers its 候补 waitlist.
 
 import { h } from "../dom.js";
-import { clock, dayLabel, yuan } from "../format.js";
+import { clock, dayLabel, dayTime, secondsUntil, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { picked } from "../state.js";
 import { heading } from "../ui.js";
+
+function roomNote(room) {
+  const opens = secondsUntil(room.opens_at) > 0 ? t("room_opens_at", { time: dayTime(room.opens_at) }) : t("room_open_now");
+  return h("p", { class: "notice room-note" }, `${opens} · ${t("room_t0_at", { time: dayTime(room.t0) })}`);
+}
 
 export async function render({ api, params }) {
   const [scheduleId] = params;
   const availability = await api.slots(scheduleId);
   const schedule = picked.get().schedule?.schedule_id === scheduleId ? picked.get().schedule : null;
+  const room = availability.waiting_room;
+  const queued = room && secondsUntil(room.t0) > 0;
+  const released = secondsUntil(availability.release_at) <= 0;
+  const soldOut = released && availability.status === "open" && availability.items.every((slot) => slot.remaining <= 0);
   return h(
     "section",
     {},
@@ -21,12 +32,14 @@ export async function render({ api, params }) {
           `${schedule.doctor.name} · ${dayLabel(schedule.visit_date)} ${t(`session_${schedule.session}`)} · ${t("fee")} ${yuan(schedule.fee_fen)}`,
         )
       : null,
+    room ? roomNote(room) : null,
     h(
       "ul",
       { class: "grid" },
       availability.items.map((slot) => {
         const label = `${clock(slot.starts_at)}-${clock(slot.ends_at)}`;
-        const left = slot.remaining > 0 ? t("window_left", { n: slot.remaining }) : t("sold_out");
+        const open = queued || slot.remaining > 0;
+        const left = queued ? t("window_capacity", { n: slot.capacity }) : slot.remaining > 0 ? t("window_left", { n: slot.remaining }) : t("sold_out");
         return h(
           "li",
           {},
@@ -34,11 +47,11 @@ export async function render({ api, params }) {
             "button",
             {
               type: "button",
-              class: slot.remaining > 0 ? "slot" : "slot off",
+              class: open ? "slot" : "slot off",
               "aria-label": `${label} ${left}`,
               dataset: { slot: slot.slot_id },
               onclick: () => {
-                picked.set({ slot });
+                picked.set({ slot, room: room ? { ...room, schedule_id: scheduleId } : null });
                 location.hash = `#/slot/${encodeURIComponent(slot.slot_id)}`;
               },
             },
@@ -48,5 +61,13 @@ export async function render({ api, params }) {
         );
       }),
     ),
+    soldOut
+      ? h(
+          "div",
+          { class: "waitlist-offer" },
+          h("p", {}, t("waitlist_pitch")),
+          h("a", { href: `#/waitlist/join/${encodeURIComponent(scheduleId)}`, class: "button primary block" }, t("join_waitlist")),
+        )
+      : null,
   );
 }

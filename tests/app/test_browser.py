@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from inventory.privacy.identity import make_resident_id
+from inventory.release import draw
 from tests.api.helpers import Catalogue
 from tests.his.test_dev import Dev
 
@@ -340,8 +341,15 @@ async def test_a_queued_release_through_its_waiting_room(dev: Dev, browser: Any)
     assert "已进入候诊室" in await page.inner_text("main")
     assert "放号" in await page.locator("[role=timer]").inner_text()
     await _shot(page, "12-waiting-room")
-    await page.wait_for_selector("h1:has-text('确认挂号信息')", timeout=ROOM_WAIT_MS)
-    assert "¥15.00" in await page.locator("dl.sheet").inner_text()
+    # A second patient waits in the room too, in a browser context of their own.
+    second = Patient(dev)
+    second_person = await second.register()
+    room = f"/room/{release['release_id']}/{slot_id}?patient={second_person['patient_id']}"
+    second_page = await second.page(browser, room)
+    await second_page.wait_for_selector(".room-card[data-state='open']")
+    for waiting in (page, second_page):
+        await waiting.wait_for_selector("h1:has-text('确认挂号信息')", timeout=ROOM_WAIT_MS)
+        assert "¥15.00" in await waiting.locator("dl.sheet").inner_text()
 
     late = Patient(dev)
     await late.register()
@@ -352,9 +360,26 @@ async def test_a_queued_release_through_its_waiting_room(dev: Dev, browser: Any)
 
     status, view = await early.call("GET", f"/v1/releases/{release['release_id']}")
     assert status == 200, view
-    assert (view["joined"], view["admitted"]) == (2, 2), view
+    assert (view["joined"], view["admitted"]) == (3, 3), view
     assert view["seed"], view
-    assert early.csp_violations == late.csp_violations == []
+    # Both who waited before T0 were admitted in the drawn order: their places are the
+    # order the published seed gives, and the late one queued behind them.
+    places = {}
+    for patient, person in ((early, None), (second, second_person)):
+        if person is None:
+            status, mine = await patient.call("GET", "/v1/patients")
+            person = mine["items"][0]
+        status, ticket = await patient.call(
+            "POST",
+            f"/v1/releases/{release['release_id']}/tickets",
+            json={"patient_id": person["patient_id"]},
+        )
+        assert status in (200, 201), ticket
+        places[ticket["ticket_id"]] = ticket["position"]
+    drawn = draw.draw_order(view["seed"], places)
+    assert sorted(places, key=places.__getitem__) == drawn
+    assert sorted(places.values()) == [1, 2]
+    assert early.csp_violations == second.csp_violations == late.csp_violations == []
 
 
 async def test_a_rate_limited_reserve_waits_and_retries_once_by_itself(

@@ -13,7 +13,10 @@
                       cancel_deadline_ms, fee}
   ARGV[5]  slots      JSON array of {id, schedule, cap}
   ARGV[6]  holds      JSON array of hold records (state held or booked) as the scripts
-                      keep them
+                      keep them (an offer's with its entry)
+  ARGV[7]  waitlist   JSON array of the waitlist entries still waiting or offered, as
+                      the scripts keep them (includes/waitlist.lua); may be absent
+  ARGV[8]  waitlist_seq  the highest join order given in the tag (new joins follow it)
 
   Returns {code, rem_total}
     0   OK                rem_total = units free after the rebuild
@@ -50,7 +53,7 @@ for _, slot in ipairs(slots) do
 end
 
 redis.call('DEL', K_META, K_SCHEDULES, K_SLOTS, K_HOLDS, K_PATIENTS, K_TIMERS, K_SLOT_TIMERS,
-  K_OUTBOX)
+  K_OUTBOX, K_WAITLIST, K_WAITQ, K_OFFERS)
 redis.call('HSET', K_META, 'tag', tag, 'seq', seq)
 for name, value in pairs(meta) do
   redis.call('HSET', K_META, name, value)
@@ -79,5 +82,35 @@ for _, rec in ipairs(holds) do
   save_hold(rec)
   add_patient_hold(rec.patient, rec.id)
 end
+-- The waitlist's live entries, in their queues again (a doctor's-day entry in each of its
+-- schedules'); an offer waits for the worker's settling again (settling is a replay
+-- when it was settled before).
+local entries = cjson.decode(ARGV[7] or '[]')
+for _, rec in ipairs(entries) do
+  redis.call('HSET', K_WAITLIST, rec.id, cjson.encode(rec))
+  local field
+  if rec.doctor and rec.doctor ~= '' then
+    field = 'a|@' .. rec.doctor .. '|' .. rec.patient
+  else
+    field = 'a|' .. rec.schedule .. '|' .. rec.patient
+  end
+  redis.call('HSET', K_WAITLIST, field, rec.id)
+  if rec.state == 'waiting' then
+    local queues = {}
+    if rec.day and rec.day ~= '' then
+      for schedule in string.gmatch(rec.day, '%S+') do
+        queues[#queues + 1] = schedule
+      end
+    else
+      queues[1] = rec.schedule
+    end
+    for _, schedule in ipairs(queues) do
+      redis.call('ZADD', K_WAITQ, 0, schedule .. '|' .. pad_due(rec.seq) .. '|' .. rec.id)
+    end
+  elseif tonumber(meta.offer_settle) == 1 then
+    redis.call('ZADD', K_OFFERS, rec.offered, rec.hold)
+  end
+end
+redis.call('HSET', K_META, 'waitlist_seq', tonumber(ARGV[8]) or 0)
 emit(new_step(tonumber(redis.call('TIME')[1]) * 1000), 'store_rebuilt', {'from_seq', seq})
 return {OK, free}

@@ -90,6 +90,9 @@ class Queries(TypedDict):
     list_all_tag_sequences: str
     list_bookings_without_confirm_event: str
     list_tag_open_holds: str
+    list_tag_live_waitlist: str
+    list_live_waitlist_by_patient: str
+    get_tag_waitlist_seq: str
     list_open_patient_holds: str
     list_current_bans: str
     list_tag_events: str

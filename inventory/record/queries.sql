@@ -628,6 +628,34 @@ FROM holds
 WHERE tag = $1 AND state IN ('held', 'booked')
 ORDER BY created_at, id;
 
+-- name: list_tag_live_waitlist
+-- The waitlist entries of one tag still waiting or offered, in join order: what a rebuild
+-- of the tag queues again (an offered one's hold is among list_tag_open_holds's).
+-- params: tag
+SELECT id AS entry_id, tag, schedule_id, account_id, patient_id, channel, join_seq, state,
+       offer_hold_id, slot_id, joined_at, offered_at, ended_at, end_reason, last_seq,
+       updated_at, doctor_id, day_schedule_ids
+FROM waitlist_entries
+WHERE tag = $1 AND state IN ('waiting', 'offered')
+ORDER BY join_seq;
+
+-- name: list_live_waitlist_by_patient
+-- Every waitlist entry still waiting or offered, by patient: the patient tags' entry
+-- tokens a rebuild restores (at most N entries per patient counts them).
+-- params:
+SELECT patient_id, id AS entry_id
+FROM waitlist_entries
+WHERE state IN ('waiting', 'offered')
+ORDER BY patient_id, id;
+
+-- name: get_tag_waitlist_seq
+-- The highest join order a tag's waitlist has given (0 without entries): a rebuilt tag
+-- numbers new joins after it.
+-- params: tag
+SELECT coalesce(max(join_seq), 0)::bigint AS join_seq
+FROM waitlist_entries
+WHERE tag = $1;
+
 -- name: list_open_patient_holds
 -- Every open hold and booking by patient, for rebuilding the patient tags' tokens.
 -- params:

@@ -85,6 +85,29 @@ class RebuildReport:
     slot_locations: int = 0
 
 
+def entry_record(row: Any) -> dict[str, Any]:
+    """A Postgres waitlist row in the shape the scripts keep (lua/includes/waitlist.lua)."""
+    record: dict[str, Any] = {
+        "id": row["entry_id"],
+        "schedule": row["schedule_id"],
+        "account": row["account_id"],
+        "patient": row["patient_id"],
+        "channel": row["channel"],
+        "seq": int(row["join_seq"]),
+        "created": _ms(row["joined_at"]),
+        "state": row["state"],
+        "hold": row["offer_hold_id"],
+        "slot": row["slot_id"] or "",
+        "offered": _ms(row["offered_at"]),
+        "ended": 0,
+        "reason": "",
+    }
+    if row["doctor_id"]:
+        record["doctor"] = row["doctor_id"]
+        record["day"] = " ".join(row["day_schedule_ids"])
+    return record
+
+
 def hold_record(row: Any) -> dict[str, Any]:
     """A Postgres hold row in the shape the scripts keep (see lua/reserve.lua)."""
     return {
@@ -191,6 +214,8 @@ async def _rebuild_once(
         )
         slots = await connection.fetch(QUERIES["list_tag_slots"], department_id, visit_date)
         holds = await connection.fetch(QUERIES["list_tag_open_holds"], tag)
+        entries = await connection.fetch(QUERIES["list_tag_live_waitlist"], tag)
+        waitlist_seq = await connection.fetchval(QUERIES["get_tag_waitlist_seq"], tag)
         hospital = (
             await connection.fetchrow(QUERIES["get_hospital"], schedules[0]["hospital_id"])
             if schedules
@@ -211,6 +236,8 @@ async def _rebuild_once(
         "date": visit_date.isoformat(),
     }
     seq = int(seq_row["last_seq"]) if seq_row else 0
+    # An offer's hold names its entry, so its end passes the unit on to the next.
+    offered = {e["offer_hold_id"]: e["entry_id"] for e in entries if e["state"] == "offered"}
     slot_caps = await _raise_oversold(pool, tag, list(slots), list(holds), raise_oversold, raised)
     await store.replace_tag(
         tag,
@@ -229,18 +256,29 @@ async def _rebuild_once(
             for s in schedules
         ],
         slots=slot_caps,
-        holds=[hold_record(h) for h in holds],
+        holds=[_with_entry(hold_record(h), offered) for h in holds],
+        waitlist=[entry_record(e) for e in entries],
+        waitlist_seq=int(waitlist_seq or 0),
     )
     await store.client.sadd(keys.TAG_REGISTRY_KEY, tag)
     return seq, len(holds)
 
 
+def _with_entry(record: dict[str, Any], offered: dict[str, str]) -> dict[str, Any]:
+    entry = offered.get(record["id"])
+    if entry is not None and record["state"] == "held":
+        record["entry"] = entry
+    return record
+
+
 async def rebuild_patient_tags(store: SlotStore, pool: Any) -> int:
-    """Settle a token for every open hold or booking (the rules that span tags count
-    them) and restore current bans; returns the patients touched."""
+    """Settle a token for every open hold or booking and every live waitlist entry (the
+    rules that span tags count them) and restore current bans; returns the patients
+    touched."""
     async with acquire(pool, timeout_s=10.0) as connection:
         rows = await connection.fetch(QUERIES["list_open_patient_holds"])
         bans = await connection.fetch(QUERIES["list_current_bans"])
+        entries = await connection.fetch(QUERIES["list_live_waitlist_by_patient"])
     for ban in bans:
         until_ms = _ms(ban["banned_until"])
         await store.client.hset(
@@ -252,7 +290,13 @@ async def rebuild_patient_tags(store: SlotStore, pool: Any) -> int:
     for patient_id, hold_ids in by_patient.items():
         tokens = keys.patient_keys(patient_id).tokens
         await store.client.zadd(tokens, dict.fromkeys(hold_ids, float("inf")))
-    return len(by_patient)
+    by_entrant: dict[str, list[str]] = {}
+    for row in entries:
+        by_entrant.setdefault(row["patient_id"], []).append(row["entry_id"])
+    for patient_id, entry_ids in by_entrant.items():
+        tokens = keys.patient_waitlist_keys(patient_id).tokens
+        await store.client.zadd(tokens, dict.fromkeys(entry_ids, float("inf")))
+    return len(by_patient.keys() | by_entrant.keys())
 
 
 #: Rows per page when copying links and slot locations.

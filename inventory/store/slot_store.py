@@ -762,10 +762,13 @@ class SlotStore:
         schedules: Sequence[Mapping[str, Any]],
         slots: Sequence[Mapping[str, Any]],
         holds: Sequence[Mapping[str, Any]],
+        waitlist: Sequence[Mapping[str, Any]] = (),
+        waitlist_seq: int = 0,
     ) -> int:
         """Replace a tag's state with what Postgres recorded and lift its fence;
         returns the units free afterwards (see lua/rebuild.lua). Each of ``slots`` is
-        ``{"id", "schedule", "capacity"}``."""
+        ``{"id", "schedule", "capacity"}``; ``waitlist`` the live entries as the
+        scripts keep them."""
         wire_slots = [
             {"id": s["id"], "schedule": s["schedule"], WIRE_COUNT_NAMES["capacity"]: s["capacity"]}
             for s in slots
@@ -777,6 +780,8 @@ class SlotStore:
             orjson.dumps(list(schedules)).decode(),
             orjson.dumps(wire_slots).decode(),
             orjson.dumps(list(holds)).decode(),
+            orjson.dumps(list(waitlist)).decode(),
+            waitlist_seq,
         ]
         reply = await self._call("rebuild", keys.tag_keys(tag).as_list(), args)
         if int(reply[0]) != LUA_OK:

@@ -20,10 +20,11 @@ from redis.asyncio import Redis
 
 from inventory import errors
 from inventory.devtools.servers import RedisServer
-from inventory.domain import ReserveRequest
+from inventory.domain import ReserveRequest, WaitlistJoin
 from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.pool import create_pool
+from inventory.record.projection import OutboxEntry, TagEvent, parse_entry, write_batch
 from inventory.record.queries import QUERIES
 from inventory.recovery.check import check
 from inventory.recovery.fence import StoreUnverifiedError, StoreVerification, verify_store
@@ -31,6 +32,7 @@ from inventory.recovery.rebuild import rebuild
 from inventory.store import keys
 from inventory.store.connection import connect_redis
 from inventory.store.slot_store import SlotStore
+from inventory.store.waitlist import WaitlistStore
 
 
 @pytest.fixture
@@ -498,3 +500,102 @@ async def test_first_change_after_a_restart_is_refused(
     finally:
         await verification.close()
         await client.aclose()
+
+
+async def _patient_row(world: dict[str, Any]) -> str:
+    patient = f"p{uuid.uuid4().hex[:12]}"
+    async with world["pool"].acquire() as conn:
+        await conn.execute(
+            "INSERT INTO patients (id, account_id, blind_index, key_id, name_enc, phone_enc,"
+            " resident_id_enc, gender, birth_date) VALUES ($1, 'a', $2, 'k', '\\x00', '\\x00',"
+            " '\\x00', 'male', '1990-01-01')",
+            patient,
+            uuid.uuid4().bytes + uuid.uuid4().bytes,
+        )
+    return patient
+
+
+async def project_stream(world: dict[str, Any]) -> None:
+    """Record and project the tag's outbox into Postgres, as the persister does."""
+    stream = keys.tag_keys(world["tag"]).outbox
+    entries = await world["client"].xrange(stream)
+    events = [parse_entry(OutboxEntry(stream, entry_id, f)) for entry_id, f in entries]
+    async with world["pool"].acquire() as conn, conn.transaction():
+        await write_batch(conn, [e for e in events if isinstance(e, TagEvent)])
+
+
+async def test_rebuild_restores_the_live_waitlist(world: dict[str, Any]) -> None:
+    """A sold-out slot with a waitlist (an entry offered a freed unit, one waiting, a
+    doctor's-day entry waiting) is recorded in Postgres; Redis is wiped and rebuilt:
+    the offer is still its entry's (given back, it passes on to the next in order),
+    the waiting entries keep their places, ended entries stay out, and a new join
+    numbers after the old ones."""
+    store, tag = world["store"], world["tag"]
+    waitlist = WaitlistStore(store)
+    schedule = f"s-{world['department']}"
+    holds = []
+    for slot in world["slots"]:
+        for _ in range(3):
+            request = ReserveRequest(
+                world["hospital"],
+                world["department"],
+                world["day"],
+                slot,
+                "acct",
+                await _patient_row(world),
+                "web",
+                uuid.uuid4().hex,
+            )
+            holds.append((await store.reserve(request)).hold.hold_id)
+
+    def join(patient: str, *, day: bool = False) -> WaitlistJoin:
+        return WaitlistJoin(
+            hospital_id=world["hospital"],
+            department_id=world["department"],
+            visit_date=world["day"],
+            schedule_id=schedule,
+            account_id="acct-w",
+            patient_id=patient,
+            channel="app",
+            idempotency_key=uuid.uuid4().hex,
+            doctor_id=world["doctor"] if day else "",
+            day_schedule_ids=(schedule,) if day else (),
+        )
+
+    first = await waitlist.join(join(await _patient_row(world)))
+    leaver = await waitlist.join(join(await _patient_row(world)))
+    second = await waitlist.join(join(await _patient_row(world)))
+    third = await waitlist.join(join(await _patient_row(world), day=True))
+    await waitlist.leave(leaver.entry.entry_id, account_id="acct-w")
+    await store.release(holds[0], account_id="", reason="patient_released")
+    offered = await waitlist.entry(first.entry.entry_id)
+    assert offered is not None
+    assert offered.state.value == "offered"
+    await project_stream(world)
+
+    await world["client"].flushall()
+    result = await rebuild(store, world["pool"], tags=[tag])
+    assert result.ok, result.failed
+    restored = await waitlist.entry(first.entry.entry_id)
+    assert restored == offered
+    assert await waitlist.entry(leaver.entry.entry_id) is None  # ended: not live
+    assert await waitlist.position(second.entry) == 1
+    day_entry = await waitlist.entry(third.entry.entry_id)
+    assert day_entry is not None
+    assert day_entry.doctor_id == world["doctor"]
+    assert await waitlist.position(day_entry) == 2
+    # The patient tags count the live entries again (at most N entries per patient).
+    assert set(await waitlist.patient_entries(second.entry.patient_id)) == {
+        second.entry.entry_id
+    }
+    newer = await waitlist.join(join(await _patient_row(world)))
+    assert newer.entry.seq > third.entry.seq
+    assert newer.position == 3
+    # The offer given back passes on, in order, in that step.
+    await store.release(offered.offer_hold_id, account_id="", reason="patient_released")
+    declined = await waitlist.entry(first.entry.entry_id)
+    assert declined is not None
+    assert declined.state.value == "declined"
+    now_offered = await waitlist.entry(second.entry.entry_id)
+    assert now_offered is not None
+    assert now_offered.state.value == "offered"

@@ -157,6 +157,43 @@ async def _hold(
     )
 
 
+async def _waitlist_entry(
+    c: asyncpg.Connection,
+    *,
+    department: str,
+    day: date,
+    schedule_id: str,
+    patient: str,
+    seq: int,
+    state: str,
+    offered: bool,
+) -> None:
+    """A waitlist entry of ``schedule_id`` that joined after release and is now
+    ``state`` (offered a unit on the way when ``offered``)."""
+
+    def entry_id() -> str:
+        return f"{department}.{day:%Y%m%d}.{base64.b32encode(os.urandom(15)).decode().lower()}"
+
+    joined = RELEASE + timedelta(minutes=seq)
+    await c.execute(
+        "INSERT INTO waitlist_entries (id, tag, schedule_id, account_id, patient_id,"
+        " channel, join_seq, state, offer_hold_id, joined_at, offered_at, ended_at,"
+        " end_reason, last_seq)"
+        " VALUES ($1, $2, $3, 'acct-rep', $4, 'wechat', $5, $6, $7, $8, $9, $10, $11, $5)",
+        entry_id(),
+        f"{department}:{day:%Y%m%d}",
+        schedule_id,
+        patient,
+        seq,
+        state,
+        entry_id(),
+        joined,
+        joined + timedelta(hours=1) if offered else None,
+        None if state in ("waiting", "offered") else joined + timedelta(hours=2),
+        "" if state in ("waiting", "offered") else state,
+    )
+
+
 async def seed_history(url: str, history: History) -> None:
     c = await asyncpg.connect(url)
     try:
@@ -322,6 +359,27 @@ async def seed_history(url: str, history: History) -> None:
             ]
             for hold in holds:
                 await _hold(c, patient=patient, **hold)
+            # The waitlists: of a1, one entry booked its offer, one let it lapse, one
+            # still waits; of b1, one left without an offer; of the other hospital's,
+            # one booked (not this hospital's report).
+            entries = [
+                (history.a, VISIT, f"a1-{history.suffix}", "taken", True),
+                (history.a, VISIT, f"a1-{history.suffix}", "lapsed", True),
+                (history.a, VISIT, f"a1-{history.suffix}", "waiting", False),
+                (history.b, VISIT, f"b1-{history.suffix}", "left", False),
+                (history.other_department, VISIT, f"o1-{history.suffix}", "taken", True),
+            ]
+            for seq, (department, day, schedule_id, state, offered) in enumerate(entries, 1):
+                await _waitlist_entry(
+                    c,
+                    department=department,
+                    day=day,
+                    schedule_id=schedule_id,
+                    patient=patient,
+                    seq=seq,
+                    state=state,
+                    offered=offered,
+                )
             assert b1_start - (RELEASE + timedelta(seconds=50)) > timedelta(days=3)
     finally:
         await c.close()
@@ -358,6 +416,12 @@ EXPECTED_A = {
     "visited": 1,
     "no_show": 1,
     "no_show_rate": 0.5,
+    "waitlist_joined": 3,
+    "waitlist_offered": 2,
+    "waitlist_taken": 1,
+    "waitlist_lapsed": 1,
+    "waitlist_conversion": 1 / 3,
+    "waitlist_offer_take_rate": 0.5,
 }
 EXPECTED_B = {
     "schedules": 1,
@@ -382,6 +446,12 @@ EXPECTED_B = {
     "visited": 0,
     "no_show": 0,
     "no_show_rate": None,
+    "waitlist_joined": 1,
+    "waitlist_offered": 0,
+    "waitlist_taken": 0,
+    "waitlist_lapsed": 0,
+    "waitlist_conversion": 0.0,
+    "waitlist_offer_take_rate": None,
 }
 EXPECTED_TOTAL = {
     "schedules": 3,
@@ -406,6 +476,12 @@ EXPECTED_TOTAL = {
     "visited": 1,
     "no_show": 1,
     "no_show_rate": 0.5,
+    "waitlist_joined": 4,
+    "waitlist_offered": 2,
+    "waitlist_taken": 1,
+    "waitlist_lapsed": 1,
+    "waitlist_conversion": 0.25,
+    "waitlist_offer_take_rate": 0.5,
 }
 
 

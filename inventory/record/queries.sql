@@ -1436,8 +1436,9 @@ LIMIT $5;
 -- sold out (the first instant its units held or booked reached its capacity, from the
 -- holds' creation and end times; at one instant an end counts before a creation, so a
 -- unit given back and taken again is not counted twice), the units held or booked one
--- hour after its release, and its bookings by outcome. Schedules without capacity never
--- sell out.
+-- hour after its release, its bookings by outcome, and its 候补 waitlist entries (joined,
+-- offered a unit, taken, lapsed; a doctor's-day entry counts under the schedule it was
+-- offered, or the first it waited on). Schedules without capacity never sell out.
 -- params: hospital_id, from_date, to_date
 WITH sched AS (
     SELECT s.id, s.department_id, dep.name AS department_name, s.visit_date, s.release_at,
@@ -1479,6 +1480,14 @@ WITH sched AS (
            count(*) FILTER (WHERE b.status = 'no_show') AS no_show
     FROM bookings b JOIN sched ON sched.id = b.schedule_id
     GROUP BY b.schedule_id
+), waits AS (
+    SELECT w.schedule_id,
+           count(*) AS waitlist_joined,
+           count(*) FILTER (WHERE w.offered_at IS NOT NULL) AS waitlist_offered,
+           count(*) FILTER (WHERE w.state = 'taken') AS waitlist_taken,
+           count(*) FILTER (WHERE w.state = 'lapsed') AS waitlist_lapsed
+    FROM waitlist_entries w JOIN sched ON sched.id = w.schedule_id
+    GROUP BY w.schedule_id
 )
 SELECT sched.id AS schedule_id, sched.department_id, sched.department_name,
        sched.visit_date, sched.release_at, sched.starts_at, sched.status,
@@ -1488,11 +1497,16 @@ SELECT sched.id AS schedule_id, sched.department_id, sched.department_name,
        coalesce(outcomes.cancelled, 0) AS cancelled,
        coalesce(outcomes.rejected, 0) AS rejected,
        coalesce(outcomes.visited, 0) AS visited,
-       coalesce(outcomes.no_show, 0) AS no_show
+       coalesce(outcomes.no_show, 0) AS no_show,
+       coalesce(waits.waitlist_joined, 0) AS waitlist_joined,
+       coalesce(waits.waitlist_offered, 0) AS waitlist_offered,
+       coalesce(waits.waitlist_taken, 0) AS waitlist_taken,
+       coalesce(waits.waitlist_lapsed, 0) AS waitlist_lapsed
 FROM sched
 LEFT JOIN sold_out ON sold_out.schedule_id = sched.id
 LEFT JOIN first_hour ON first_hour.schedule_id = sched.id
 LEFT JOIN outcomes ON outcomes.schedule_id = sched.id
+LEFT JOIN waits ON waits.schedule_id = sched.id
 ORDER BY sched.department_id, sched.visit_date, sched.starts_at, sched.id;
 
 -- name: list_cancellation_leads

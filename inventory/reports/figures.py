@@ -15,7 +15,9 @@ against a seeded history with known answers. Definitions (docs/platform.md):
   of the seconds from release to that instant;
 * ``cancellation_rate``: cancelled over cancelled plus standing bookings, with the
   cancellations' lead time before the session (``cancellation_leads``);
-* ``no_show_rate``: no-shows over no-shows plus visits (bookings whose visit is settled).
+* ``no_show_rate``: no-shows over no-shows plus visits (bookings whose visit is settled);
+* ``waitlist_conversion``: waitlist entries that became bookings (their offer paid) over
+  the entries that joined; ``waitlist_offer_take_rate``: over the entries offered a unit.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class Figures:
     sold_out: int
     sell_out_s: tuple[float, ...]
     cancellation_leads: dict[str, int]
+    waitlist_joined: int = 0
+    waitlist_offered: int = 0
+    waitlist_taken: int = 0
+    waitlist_lapsed: int = 0
 
     @property
     def utilisation(self) -> float | None:
@@ -79,6 +85,14 @@ class Figures:
     @property
     def no_show_rate(self) -> float | None:
         return _ratio(self.no_show, self.no_show + self.visited)
+
+    @property
+    def waitlist_conversion(self) -> float | None:
+        return _ratio(self.waitlist_taken, self.waitlist_joined)
+
+    @property
+    def waitlist_offer_take_rate(self) -> float | None:
+        return _ratio(self.waitlist_taken, self.waitlist_offered)
 
     @property
     def median_sell_out_s(self) -> float | None:
@@ -107,6 +121,12 @@ class Figures:
             "visited": self.visited,
             "no_show": self.no_show,
             "no_show_rate": self.no_show_rate,
+            "waitlist_joined": self.waitlist_joined,
+            "waitlist_offered": self.waitlist_offered,
+            "waitlist_taken": self.waitlist_taken,
+            "waitlist_lapsed": self.waitlist_lapsed,
+            "waitlist_conversion": self.waitlist_conversion,
+            "waitlist_offer_take_rate": self.waitlist_offer_take_rate,
         }
 
 
@@ -188,6 +208,10 @@ def figures_of(schedules: Iterable[Mapping[str, Any]], leads: Iterable[float]) -
         sold_out=len(sell_out),
         sell_out_s=sell_out,
         cancellation_leads=buckets,
+        waitlist_joined=sum(int(row["waitlist_joined"]) for row in rows),
+        waitlist_offered=sum(int(row["waitlist_offered"]) for row in rows),
+        waitlist_taken=sum(int(row["waitlist_taken"]) for row in rows),
+        waitlist_lapsed=sum(int(row["waitlist_lapsed"]) for row in rows),
     )
 
 

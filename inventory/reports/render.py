@@ -38,6 +38,12 @@ CSV_COLUMNS: Final = (
     "visited",
     "no_show",
     "no_show_rate",
+    "waitlist_joined",
+    "waitlist_offered",
+    "waitlist_taken",
+    "waitlist_lapsed",
+    "waitlist_conversion",
+    "waitlist_offer_take_rate",
 )
 
 
@@ -75,6 +81,7 @@ def report_plot(report: HospitalReport, kind: PlotKind, image: PlotFormat) -> by
             ("sold out", [f.sold_out_share for f in every]),
             ("cancelled", [f.cancellation_rate for f in every]),
             ("no-show", [f.no_show_rate for f in every]),
+            ("waitlist booked", [f.waitlist_conversion for f in every]),
         )
         width = 0.8 / len(series)
         for index, (label, values) in enumerate(series):

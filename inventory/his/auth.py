@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import re
 import secrets
 import time
@@ -28,6 +29,7 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from inventory.his.errors import HisAuthError, HisProtocolError, HisUnavailableError
 from inventory.his.secrets import SecretSource
@@ -38,6 +40,7 @@ __all__ = [
     "HisAuth",
     "TokenAuth",
     "TokenAuthConfig",
+    "public_jwks",
 ]
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -75,6 +78,8 @@ class TokenAuthConfig:
     secret: SecretSource | None = None
     #: The PEM private key (``private_key_jwt``): RSA for RS384, P-384 for ES384.
     private_key: SecretSource | None = None
+    #: The ``kid`` of the assertions; None: the key's RFC 7638 thumbprint, which follows
+    #: the key when it is rotated (the JWKS :func:`public_jwks` prints carries the same).
     key_id: str | None = None
     algorithm: Literal["RS384", "ES384"] = "RS384"
     #: Space-separated scopes, e.g. ``system/Schedule.rs system/Appointment.cruds``.
@@ -125,6 +130,7 @@ class TokenAuth:
         self._reread = False
         self._key_pem: str | None = None
         self._key: Any = None
+        self._kid = ""
         #: Tokens fetched so far (tests and logs count refreshes with it).
         self.fetched = 0
 
@@ -225,12 +231,9 @@ class TokenAuth:
             "exp": now + config.assertion_lifetime_s,
             "jti": secrets.token_urlsafe(24),
         }
-        headers = {"typ": "JWT"}
-        if config.key_id:
-            headers["kid"] = config.key_id
-        return jwt.encode(
-            claims, self._private_key(force), algorithm=config.algorithm, headers=headers
-        )
+        key = self._private_key(force)
+        headers = {"typ": "JWT", "kid": config.key_id or self._kid}
+        return jwt.encode(claims, key, algorithm=config.algorithm, headers=headers)
 
     def _private_key(self, force: bool) -> Any:
         config = self.config
@@ -254,7 +257,32 @@ class TokenAuth:
                     f"the private key {config.private_key.label} does not suit {config.algorithm}"
                 )
             self._key_pem, self._key = pem, key
+            self._kid = str(public_jwk(key)["kid"])
         return self._key
+
+
+def public_jwk(private_key: Any) -> dict[str, Any]:
+    """The public half of an RSA or P-384 key as a JWK with its use, algorithm and
+    ``kid`` (the RFC 7638 SHA-256 thumbprint), as a hospital's JWKS registers it."""
+    required: tuple[str, ...]
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        jwk = dict(RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True))
+        required, algorithm = ("e", "kty", "n"), "RS384"
+    elif isinstance(private_key, ec.EllipticCurvePrivateKey):
+        jwk = dict(ECAlgorithm.to_jwk(private_key.public_key(), as_dict=True))
+        required, algorithm = ("crv", "kty", "x", "y"), "ES384"
+    else:
+        raise TypeError("an RSA or elliptic-curve private key is needed")
+    canonical = orjson.dumps({k: jwk[k] for k in required}, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(canonical).digest()
+    kid = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return {k: jwk[k] for k in required} | {"use": "sig", "alg": algorithm, "kid": kid}
+
+
+def public_jwks(private_key_pem: bytes) -> dict[str, Any]:
+    """The JWKS to give a hospital for the private key in ``private_key_pem``."""
+    key = load_pem_private_key(private_key_pem, password=None)
+    return {"keys": [public_jwk(key)]}
 
 
 def _json(raw: bytes) -> Any:

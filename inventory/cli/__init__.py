@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.serve",
     "inventory.cli.worker",
     "inventory.cli.his_sim",
+    "inventory.cli.his_key",
     "inventory.cli.persist",
     "inventory.cli.durable",
     "inventory.cli.reconcile",

@@ -154,6 +154,47 @@ def test_the_worker_refuses_a_wrong_file_at_start(tmp_path: Path) -> None:
     assert b"surprise" in done.stderr
 
 
+@pytest.mark.parametrize("algorithm", ["RS384", "ES384"])
+def test_his_key_makes_a_key_and_prints_its_jwks(tmp_path: Path, algorithm: str) -> None:
+    """``inventory his-key --new`` writes an owner-only key, never over an existing one,
+    and prints the public JWKS whose kid our assertions carry."""
+    import jwt
+    import orjson
+
+    from inventory.his.auth import TokenAuth, TokenAuthConfig
+    from inventory.his.secrets import SecretSource
+
+    key = tmp_path / "key.pem"
+    command = [sys.executable, "-m", "inventory", "his-key", "--new", algorithm, str(key)]
+    done = subprocess.run(command, capture_output=True, timeout=60, check=True)
+    assert key.stat().st_mode & 0o777 == 0o600
+    [jwk] = orjson.loads(done.stdout)["keys"]
+    assert jwk["alg"] == algorithm
+    assert "d" not in jwk
+    assert b"PRIVATE" not in done.stdout
+    again = subprocess.run(command, capture_output=True, timeout=60)
+    assert again.returncode == 2
+    reprinted = subprocess.run([*command[:4], str(key)], capture_output=True, timeout=60)
+    assert orjson.loads(reprinted.stdout) == orjson.loads(done.stdout)
+    auth = TokenAuth(
+        TokenAuthConfig(
+            token_url="https://his.example/token",
+            client_id="c",
+            method="private_key_jwt",
+            private_key=SecretSource(file=key),
+            algorithm=algorithm,  # type: ignore[arg-type]
+        )
+    )
+    assertion = auth.assertion()
+    assert jwt.get_unverified_header(assertion)["kid"] == jwk["kid"]
+    public = jwt.PyJWK.from_dict(jwk).key
+    claims = jwt.decode(
+        assertion, public, algorithms=[algorithm], audience="https://his.example/token"
+    )
+    assert claims["iss"] == claims["sub"] == "c"
+    assert 0 < claims["exp"] - claims["iat"] <= 300
+
+
 # -- two hospitals, one worker ------------------------------------------------------------
 
 
@@ -483,3 +524,48 @@ def _assert_no_secrets(hospitals: Hospitals, log: str) -> None:
     assert not any(line in log for line in key_lines if len(line) > 20)
     for marker in ("Bearer ", "access_token", "client_assertion=", "eyJ"):
         assert marker not in log, marker
+
+
+def test_a_default_table_adds_credentials_to_the_his_url(tmp_path: Path) -> None:
+    """``[default]`` without base_url takes INVENTORY_HIS_URL and adds its settings."""
+    (tmp_path / "secret").write_text("x" * 20)
+    path = tmp_path / "his.toml"
+    path.write_text(
+        '[default]\nmax_concurrency = 3\n[default.auth]\nmethod = "client_secret_post"\n'
+        'token_url = "http://127.0.0.1:1/token"\nclient_id = "c"\nclient_secret_file = "secret"\n'
+    )
+    connections = load_connections(path, default_url="http://127.0.0.1:1/fhir")
+    assert connections.default is not None
+    assert connections.default.base_url == "http://127.0.0.1:1/fhir"
+    assert connections.default.client.max_concurrency == 3
+    assert connections.default.auth is not None
+    assert connections.default.auth.method == "client_secret_post"
+
+
+async def test_a_hospitals_catalogue_is_written_under_its_own_id_and_never_moves_ids(
+    stack: Stack,
+) -> None:
+    """A hospital's connection writes its HIS's catalogue under the hospital id it is
+    configured for, whatever the HIS calls itself; another connection whose HIS names the
+    same departments is refused rather than moving them to its hospital."""
+    from inventory.his.client import FhirHisClient
+    from inventory.his.sync import HisIdsTakenError, ScheduleSync
+    from tests.his.conftest import client_config
+
+    config = client_config(
+        stack.hospitals.sim, base_url=stack.hospitals.sim.fhir_url_of("hosp-open")
+    )
+    async with FhirHisClient(config) as his:
+        ours = ScheduleSync(his, stack.pool, stack.store, stack.catalogue, hospital_id="city-1")
+        catalogue = await ours.sync_catalogue()
+        assert catalogue.hospital_id == "hosp-open"
+        owner = await stack.scalar(
+            "SELECT hospital_id FROM departments WHERE id = 'open-cardiology'"
+        )
+        assert owner == "city-1"
+        other = ScheduleSync(his, stack.pool, stack.store, stack.catalogue)
+        with pytest.raises(HisIdsTakenError, match="belongs to city-1"):
+            await other.sync_catalogue()
+    owner = await stack.scalar("SELECT hospital_id FROM departments WHERE id = 'open-cardiology'")
+    assert owner == "city-1"
+    assert await stack.scalar("SELECT count(*) FROM hospitals WHERE id = 'hosp-open'") == 0

@@ -741,8 +741,17 @@ def observe_batch(size: int, seconds: float) -> None:
 
 
 def register_his_connections(names: Iterable[str]) -> None:
-    """The HIS connections of the configuration (their names become label values)."""
-    HIS_CONNECTIONS.update(names)
+    """The HIS connections of the configuration (their names become label values); each
+    breaker reads closed until it changes, so the series exists from the start."""
+    for name in names:
+        if name not in _HIS_BREAKERS_SHOWN:
+            _HIS_BREAKERS_SHOWN.add(name)
+            HIS_CONNECTIONS.add(name)
+            HIS_CIRCUIT_STATE.labels(connection=name).set(0)
+
+
+#: Connections whose breaker gauge was set at registration.
+_HIS_BREAKERS_SHOWN: set[str] = set()
 
 
 def observe_his_call(

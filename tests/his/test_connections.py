@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -569,3 +569,55 @@ async def test_a_hospitals_catalogue_is_written_under_its_own_id_and_never_moves
     owner = await stack.scalar("SELECT hospital_id FROM departments WHERE id = 'open-cardiology'")
     assert owner == "city-1"
     assert await stack.scalar("SELECT count(*) FROM hospitals WHERE id = 'hosp-open'") == 0
+
+
+async def test_reconcile_one_hospitals_connection(stack: Stack) -> None:
+    """``inventory reconcile --hospital`` reads that hospital's HIS with its credentials
+    and only that hospital's bookings; an unknown hospital without a default connection
+    is a configuration problem (exit 2)."""
+    import orjson
+
+    env = api_env(stack.redis.url, stack.database_url, free_port())
+    env.pop("INVENTORY_HIS_URL", None)
+    env["INVENTORY_HIS_CONNECTIONS"] = str(stack.connections_file)
+    first, last = tomorrow() - timedelta(days=1), tomorrow() + timedelta(days=12)
+    connections = load_connections(stack.connections_file)
+    for hospital in ("hosp-a", "hosp-b"):
+        if not await _has_schedules(stack, hospital):  # run alone: sync and book first
+            from inventory.his.sync import ScheduleSync
+
+            his = connections.hospitals[hospital].build()
+            try:
+                await ScheduleSync(
+                    his, stack.pool, stack.store, stack.catalogue, hospital_id=hospital
+                ).sync()
+            finally:
+                await his.close()
+            await stack.book((await stack.free_slots(hospital, tomorrow(), 1))[0])
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "inventory", "reconcile", "--hospital", hospital, "--json"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode in (0, 1), done.stderr[-2000:]
+        report = orjson.loads(done.stdout)
+        ours = await stack.scalar(
+            "SELECT count(*) FROM bookings b JOIN schedules s ON s.id = b.schedule_id"
+            " WHERE s.hospital_id = $1 AND s.visit_date BETWEEN $2 AND $3",
+            hospital,
+            first,
+            last,
+        )
+        assert ours > 0
+        assert report["checked"]["bookings"] == ours, hospital
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "inventory", "reconcile", "--hospital", "hosp-z"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert b"hosp-z has no connection" in done.stderr

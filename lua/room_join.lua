@@ -13,6 +13,8 @@
   ARGV[4]  account_id
   ARGV[5]  patient_id
   ARGV[6]  request_id  stamped on the event ("rid"); may be ""
+  ARGV[7]  expire_ms   when the tag's room keys expire (the visit day is over); "" or
+                       absent: no expiry set
 
   Returns {code, ticket, extra}
     0   OK                      joined; the new ticket
@@ -74,6 +76,13 @@ redis.call('HSET', K_TICKETS, ticket, cjson.encode({
   r = release, a = account, p = patient, j = now, l = late, k = '',
 }), index, ticket)
 redis.call('HINCRBY', K_ROOMS, p .. 'joined', 1)
+local expire = tonumber(ARGV[7] or '')
+if expire then
+  -- The first ticket creates the tickets and queue keys: they expire with the rooms.
+  for _, key in ipairs({K_ROOMS, K_TICKETS, K_QUEUE}) do
+    redis.call('PEXPIREAT', key, expire)
+  end
+end
 emit(step, 'room_joined', {'release', release, 'ticket', ticket, 'account', account,
   'patient', patient, 'late', late})
 return {OK, ticket, ''}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import orjson
@@ -25,6 +26,16 @@ Outcome = Literal["waiting", "admitted", "reserved", "expired", "sold_out"]
 FINAL_OUTCOMES: Final = frozenset({"reserved", "expired", "sold_out"})
 #: At most this many tickets drawn, lapsed or admitted per room_advance call.
 ADVANCE_LIMIT: Final = 2_000
+#: A department-day's room keys live until this many days after its visit date began
+#: (UTC): every release of the day is over by then, and Postgres keeps the record.
+ROOM_KEYS_KEEP_DAYS: Final = 2
+
+
+def room_keys_expire_ms(release_id: str) -> int:
+    """When the room keys of ``release_id``'s department-day expire (epoch ms)."""
+    day = keys.tag_of_release(release_id).rsplit(":", 1)[1]
+    visit = datetime(int(day[:4]), int(day[4:6]), int(day[6:]), tzinfo=UTC)
+    return int((visit + timedelta(days=ROOM_KEYS_KEEP_DAYS)).timestamp() * 1000)
 
 
 def _text(value: Any) -> str:
@@ -182,6 +193,10 @@ class RoomStore:
         # The worker's ticker moves every registered room (the API's watchers only
         # those their clients follow).
         await guarded(self.store.client.sadd(keys.RELEASE_REGISTRY_KEY, release_id))
+        # The tag's rooms go once the visit day is over (its tickets' keys get the same
+        # expiry from the first join).
+        rooms_key = keys.room_keys(tag).rooms
+        await guarded(self.store.client.pexpireat(rooms_key, room_keys_expire_ms(release_id)))
         return _text(reply[1]), code == LUA_OK
 
     async def join(
@@ -197,6 +212,7 @@ class RoomStore:
             keys.check_id(account_id, "account_id"),
             keys.check_id(patient_id, "patient_id"),
             request_id,
+            room_keys_expire_ms(release_id),
         ]
         reply = await self.store.call_script("room_join", self._keys(tag), args)
         code = int(reply[0])

@@ -585,9 +585,7 @@ async def test_rebuild_restores_the_live_waitlist(world: dict[str, Any]) -> None
     assert day_entry.doctor_id == world["doctor"]
     assert await waitlist.position(day_entry) == 2
     # The patient tags count the live entries again (at most N entries per patient).
-    assert set(await waitlist.patient_entries(second.entry.patient_id)) == {
-        second.entry.entry_id
-    }
+    assert set(await waitlist.patient_entries(second.entry.patient_id)) == {second.entry.entry_id}
     newer = await waitlist.join(join(await _patient_row(world)))
     assert newer.entry.seq > third.entry.seq
     assert newer.position == 3

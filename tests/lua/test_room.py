@@ -5,7 +5,7 @@ be taken, lapsed and used tokens, the sold-out step, and the events."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from inventory import errors
 from inventory.release import draw, ticker
+from inventory.release import rooms as rooms_module
 from inventory.release.rooms import RoomStore
 from inventory.store import keys
 
@@ -353,3 +354,19 @@ async def test_the_worker_ticker_moves_registered_rooms(scenario: Scenario) -> N
     admitted_after = REGISTRY.get_sample_value("inventory_room_admitted_total") or 0.0
     assert admitted_after - admitted_before >= 1
     assert (REGISTRY.get_sample_value("inventory_room_sold_out_seconds_count") or 0) >= 1
+
+
+async def test_room_keys_expire_after_the_visit_day(scenario: Scenario) -> None:
+    """Opening a room sets the department-day's room keys to expire two days after the
+    visit date began (UTC): a release's room state is gone once its day is over (the
+    record is Postgres's), and a ticket joined later keeps that expiry."""
+    room = await queued(scenario)
+    scenario.clock.now_ms = T0_MS - 1
+    await room.join("a1", "p1")
+    expected = rooms_module.room_keys_expire_ms(room.release_id)
+    day = scenario.visit_date
+    assert expected == int(
+        datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000 + 2 * 86_400_000
+    )
+    for key in keys.room_keys(scenario.tag).as_list():
+        assert await scenario.client.pexpiretime(key) == expected

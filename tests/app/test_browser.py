@@ -47,14 +47,42 @@ async def _shot(page: Any, name: str) -> None:
         small.save(path, optimize=True)
 
 
+def new_phone() -> str:
+    return "137" + f"{uuid.uuid4().int % 10**8:08d}"
+
+
+async def sign_in_by_sms(dev: Dev, page: Any, phone: str, *, shot: bool = False) -> None:
+    """On the app's login screen: ask for a code for ``phone``, read it from dev's SMS
+    simulator as the phone would show it, and sign in."""
+    login = next(line for line in dev.banner if line.startswith("login "))
+    sms = dev.banner[dev.banner.index(login) + 1].split("SMS simulator ", 1)[1].split()[0]
+    await page.wait_for_selector("h1:has-text('登录')")
+    await page.get_by_label("手机号").fill(phone)
+    await page.get_by_role("button", name="获取验证码").click()
+    await page.wait_for_selector("text=验证码已发送")
+    if shot:
+        await _shot(page, "0-login")
+    async with aiohttp.ClientSession() as http, http.get(f"{sms}/sim/messages") as answer:
+        messages = (await answer.json())["messages"]
+    (text,) = [m["content"]["text"] for m in messages if m["address"] == phone]
+    code = text.split("验证码为 ", 1)[1][:6]
+    await page.get_by_label("短信验证码").fill(code)
+    await page.get_by_role("button", name="登录", exact=True).click()
+
+
 async def test_the_whole_path_to_a_booking_with_its_his_number(dev: Dev, browser: Any) -> None:
-    """Hospital → department → doctor → date → window → a new 就诊人 → confirm (fee,
-    place, cancel deadline) → pay at the simulator's cashier → the success page with the
-    HIS's appointment number, the one the API reports."""
+    """Hospital → department → doctor → date → window → sign in by SMS code (the
+    window's page asks for it) → a new 就诊人 → confirm (fee, place, cancel deadline) →
+    pay at the simulator's cashier → the success page with the HIS's appointment number,
+    the one the API reports."""
     target = await bookable(dev)
     schedule, slot = target["schedule"], target["slot"]
     patient = Patient(dev)
-    page = await patient.page(browser)
+    context = await browser.new_context(viewport=VIEWPORT, locale="zh-CN")
+    page = await context.new_page()
+    page.on("console", patient.note_console)
+    await page.goto(f"{dev.api}/app/")
+    await page.wait_for_selector("main h1")
     await _shot(page, "1-hospitals")
     await page.get_by_role("link", name=re.compile("示范医院")).click()
     await page.get_by_role("link", name="心内科").click()
@@ -70,7 +98,10 @@ async def test_the_whole_path_to_a_booking_with_its_his_number(dev: Dev, browser
     await page.wait_for_selector(".grid")
     await _shot(page, "4-windows")
     await page.locator(f"button[data-slot='{slot['slot_id']}']").click()
+    await sign_in_by_sms(dev, page, new_phone())
     await page.wait_for_selector("h1:has-text('选择就诊人')")
+    # The API calls beside the browser go as the account the SMS login made.
+    patient.token = await page.evaluate("localStorage.getItem('token')")
 
     resident_id = make_resident_id(date(1992, 5, 17), "female", seq=uuid.uuid4().int % 500)
     await page.get_by_label("姓名").fill("李小红")
@@ -442,23 +473,10 @@ async def test_sign_in_by_sms_code(dev: Dev, browser: Any) -> None:
     """Without a token the app asks to sign in: by SMS code (the code read from dev's SMS
     simulator, as the phone would show it), not labelled dev-only; the account's screens
     then open; signing out ends the login."""
-    login = next(line for line in dev.banner if line.startswith("login "))
-    sms = dev.banner[dev.banner.index(login) + 1].split("SMS simulator ", 1)[1].split()[0]
-    phone = "137" + f"{uuid.uuid4().int % 10**8:08d}"
     context = await browser.new_context(viewport=VIEWPORT, locale="zh-CN")
     page = await context.new_page()
     await page.goto(f"{dev.api}/app/#/patients")
-    await page.wait_for_selector("h1:has-text('登录')")
-    await page.get_by_label("手机号").fill(phone)
-    await page.get_by_role("button", name="获取验证码").click()
-    await page.wait_for_selector("text=验证码已发送")
-    await _shot(page, "0-login")
-    async with aiohttp.ClientSession() as http, http.get(f"{sms}/sim/messages") as answer:
-        messages = (await answer.json())["messages"]
-    (text,) = [m["content"]["text"] for m in messages if m["address"] == phone]
-    code = text.split("验证码为 ", 1)[1][:6]
-    await page.get_by_label("短信验证码").fill(code)
-    await page.get_by_role("button", name="登录", exact=True).click()
+    await sign_in_by_sms(dev, page, new_phone(), shot=True)
     await page.wait_for_selector("h1:has-text('我的就诊人')")
     assert await page.locator("#dev").is_hidden()
     assert await page.evaluate("localStorage.getItem('refresh-token')")

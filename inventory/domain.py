@@ -230,6 +230,9 @@ class HospitalPolicy:
     no_show_ban_days: int = 90
     #: A booking may be moved (改约) this many times; 0 = rescheduling is off.
     max_reschedules: int = 1
+    #: A move (改约, 替诊) to a dearer window charges the fee difference through a
+    #: payment of its own (with payments on); off: it is refused (reschedule_fee_higher).
+    charge_fee_difference: bool = True
     #: A waitlist offer's payment deadline (the hold made for a waiting patient).
     waitlist_offer_s: int = 30 * 60
     #: At most this many waitlist entries per patient at once (waiting or offered);

@@ -22,9 +22,14 @@
   ARGV[13] token_deadline  when > 0, the patient token's pending deadline: refuse after it
   ARGV[14] reclaim_limit   at most this many due timers of the slot are run first
   ARGV[15] request_id      stamped on the events ("rid"); may be ""
+  ARGV[16] hold_until_ms   0: book at once (the old payment covers the fee); > 0: a
+                           charged move (a dearer target, the difference to be paid):
+                           the new unit is a hold until then, booked by confirm with the
+                           difference's payment (max_amount is then -1)
 
   Returns {code, event_id, hold_json, rem, held, booked, wait, cap, extra}
-    0   OK                      the new booking; event_id of booking_rescheduled
+    0   OK                      the new booking; event_id of booking_rescheduled (a
+                                charged move: the new hold, event_id of hold_created)
     1   REPLAY                  new_id exists and was made from old_id: the new booking
    -9   idempotency_key_reused  new_id exists and is something else
    -17  store_fenced
@@ -38,7 +43,7 @@
    -5   patient_rule            extra = "one_per_day"
    -4   sold_out
    -20  invalid_argument
-  Emits: booking_rescheduled (plus hold_expired / unit_returned for every due timer
+  Emits: booking_rescheduled or, charged, hold_created (plus hold_expired / unit_returned for every due timer
     reclaimed).
   Checks everything before its first write; reclaim writes are whole steps of their own.
 ]]
@@ -51,6 +56,7 @@
 --- @include "rebook"
 
 local step = new_step(now_ms(ARGV[1]), ARGV[2], ARGV[15])
+local hold_until = tonumber(ARGV[16] or '0')
 local now = step.now
 local new_id, old_id, account, patient = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local channel, payment_ref, moves, slot = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
@@ -58,7 +64,8 @@ local max_amount, until_ms = tonumber(ARGV[11]), tonumber(ARGV[12])
 local token_deadline, reclaim_limit = tonumber(ARGV[13]), tonumber(ARGV[14])
 if new_id == '' or old_id == '' or new_id == old_id or account == '' or patient == ''
   or payment_ref == '' or slot == '' or not moves or not max_amount or not until_ms
-  or not token_deadline or not reclaim_limit then
+  or not token_deadline or not reclaim_limit or not hold_until
+  or (hold_until > 0 and hold_until <= now) then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
 end
 if is_fenced() then
@@ -75,7 +82,9 @@ end
 if now > until_ms or (token_deadline > 0 and now > token_deadline) then
   return hold_reply(E_PATIENT_TOKEN_EXPIRED, nil, nil)
 end
-local refused, schedule, sched = rebook_refusal(now, slot, patient, '', max_amount)
+-- The old booking does not count against its own move (it may share this tag when a
+-- charged move runs its steps within one department-day).
+local refused, schedule, sched = rebook_refusal(now, slot, patient, old_id, max_amount)
 if refused then
   return hold_reply(refused, nil, nil, schedule)
 end
@@ -86,5 +95,10 @@ local old = {
   id = old_id, account = account, patient = patient, channel = channel,
   payment_ref = payment_ref, moves = moves,
 }
-local event_id, json, counts = book_unit(step, new_id, old, slot, schedule, sched.fee)
+local event_id, json, counts
+if hold_until > 0 then
+  event_id, json, counts = hold_unit(step, new_id, old, slot, schedule, sched.fee, hold_until)
+else
+  event_id, json, counts = book_unit(step, new_id, old, slot, schedule, sched.fee)
+end
 return hold_reply(OK, event_id, nil, nil, json, counts)

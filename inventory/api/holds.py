@@ -304,6 +304,7 @@ async def reschedule_booking(request: web.Request) -> web.Response:
         slot_id=body.slot_id,
         idempotency_key=key,
         request_id=request_id_of(request),
+        method=body.method,
     )
     return json_response(answer, status=201)
 
@@ -349,5 +350,6 @@ async def answer_substitution(request: web.Request) -> web.Response:
         accept=body.accept,
         idempotency_key=key,
         request_id=request_id_of(request),
+        method=body.method,
     )
     return json_response(answer)

@@ -239,9 +239,11 @@ class BookingView(BaseModel):
 
 class BookingReschedule(Request):
     """Where a booking moves to (改约): another slot of the same hospital, before the
-    booking's cancellation deadline."""
+    booking's cancellation deadline. ``method``: how a dearer window's fee difference is
+    to be paid (jsapi needs the openid when the payment is started)."""
 
     slot_id: Id
+    method: Literal["jsapi", "native"] = "jsapi"
 
 
 class RescheduleView(BaseModel):
@@ -278,13 +280,32 @@ class RescheduleView(BaseModel):
     refund_fen: Annotated[
         int, Field(description="the fee difference refunded from the payment, in fen")
     ]
-    booking: BookingView
+    status: Annotated[
+        Literal["done", "awaiting_payment"],
+        Field(description="awaiting_payment: a dearer window, its difference to be paid"),
+    ] = "done"
+    charge_fen: Annotated[
+        int, Field(description="the fee difference charged (a dearer window), in fen")
+    ] = 0
+    payment_id: Annotated[
+        str | None,
+        Field(
+            description="the difference's payment while awaiting it: start it at "
+            "POST /v1/holds/{reschedule_id}/payments"
+        ),
+    ] = None
+    pay_by: Annotated[Instant | None, Field(description="the difference's payment deadline")] = None
+    booking: Annotated[
+        BookingView | None, Field(description="the new booking (null while awaiting payment)")
+    ]
 
 
 class SubstitutionAnswer(Request):
-    """A patient's answer to a substitute doctor's offer (替诊)."""
+    """A patient's answer to a substitute doctor's offer (替诊). ``method``: how a dearer
+    substitute's fee difference is to be paid."""
 
     accept: bool
+    method: Literal["jsapi", "native"] = "jsapi"
 
 
 class SubstitutionOfferView(BaseModel):
@@ -328,8 +349,27 @@ class SubstitutionResult(BaseModel):
     )  # fmt: skip
 
     accepted: bool
-    booking: BookingView
+    booking: Annotated[
+        BookingView | None,
+        Field(description="null while a dearer substitute's difference awaits payment"),
+    ]
     refund_fen: Annotated[int, Field(description="a cheaper substitute's difference, in fen")]
+    status: Annotated[
+        Literal["done", "awaiting_payment"],
+        Field(description="awaiting_payment: a dearer substitute, its difference to be paid"),
+    ] = "done"
+    charge_fen: Annotated[int, Field(description="a dearer substitute's difference, in fen")] = 0
+    reschedule_id: Annotated[
+        str | None, Field(description="the new booking's id (its hold's, while awaiting payment)")
+    ] = None
+    payment_id: Annotated[
+        str | None,
+        Field(
+            description="the difference's payment while awaiting it: start it at "
+            "POST /v1/holds/{reschedule_id}/payments"
+        ),
+    ] = None
+    pay_by: Annotated[Instant | None, Field(description="the difference's payment deadline")] = None
 
 
 class HoldList(BaseModel):
@@ -418,6 +458,7 @@ class HospitalPolicyBody(Request):
     no_show_window_days: Annotated[int, Field(ge=1, le=3650)] = 90
     no_show_ban_days: Annotated[int, Field(ge=1, le=3650)] = 90
     max_reschedules: Annotated[int, Field(ge=0, le=10)] = 1
+    charge_fee_difference: bool = True
     waitlist_offer_s: Annotated[int, Field(ge=60, le=86400)] = 1800
     waitlist_max_per_patient: Annotated[int, Field(ge=0, le=100)] = 3
 

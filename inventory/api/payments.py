@@ -187,6 +187,11 @@ async def payment_context(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
     )
     app[PAYMENTS] = payments
+    if provider is not None:
+        # Charged moves (改约 or 替诊 to a dearer window): the moves open the difference's
+        # payment, and its settlement completes the move.
+        payments.moves = services.rescheduling
+        services.rescheduling.charges = payments
     stop = asyncio.Event()
     loops: asyncio.Task[None] | None = None
     if provider is not None and settings.run_loops:

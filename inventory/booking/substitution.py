@@ -130,9 +130,12 @@ class Substitutions:
         accept: bool,
         idempotency_key: str,
         request_id: str = "",
+        method: str = "jsapi",
     ) -> dict[str, Any]:
         """Accept (the booking moves to the substitute's schedule) or decline (cancelled
-        and refunded): the booking the patient now has (the new one, or the cancelled)."""
+        and refunded): the booking the patient now has (the new one, or the cancelled).
+        A dearer substitute answers awaiting_payment with the difference's payment (the
+        offer stays accepting until the move completes or is abandoned)."""
         async with (
             acquire(self._db, timeout_s=self._timeout) as connection,
             connection.transaction(),
@@ -171,8 +174,18 @@ class Substitutions:
             idempotency_key=idempotency_key,
             request_id=request_id,
             kind="substitution",
+            method=method,
         )
-        return {"accepted": True, "booking": moved["booking"], "refund_fen": moved["refund_fen"]}
+        return {
+            "accepted": True,
+            "booking": moved["booking"],
+            "refund_fen": moved["refund_fen"],
+            "status": moved["status"],
+            "charge_fen": moved["charge_fen"],
+            "reschedule_id": moved["reschedule_id"],
+            "payment_id": moved["payment_id"],
+            "pay_by": moved["pay_by"],
+        }
 
     async def _answer(self, booking_id: str, account_id: str, accepted: bool) -> dict[str, Any]:
         booking = await self._bookings.get_for_account(booking_id, account_id)

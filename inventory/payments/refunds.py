@@ -52,6 +52,9 @@ SUSPENDED = "suspended"
 AMOUNT_MISMATCH = "amount_mismatch"
 BOOKING_CANCELLED = "booking_cancelled"
 RESCHEDULED = "rescheduled"
+#: A charged move's fee difference paid, but the move did not happen (its hold ran out,
+#: the old booking was cancelled meanwhile...): the difference is refunded whole.
+RESCHEDULE_NOT_COMPLETED = "reschedule_not_completed"
 
 
 def local(value: datetime | None, zone: tzinfo) -> str | None:
@@ -152,23 +155,26 @@ async def request_refund(
 async def _request(
     connection: Any, booking_id: str, amount_fen: int | None, reason: str, key: str
 ) -> Refund | None:
-    payment = await connection.fetchrow(QUERIES["get_booking_payment"], booking_id)
-    if payment is None:
-        return None
-    left = int(payment["amount_fen"]) - int(
-        await connection.fetchval(QUERIES["refunded_parts_fen"], payment["payment_id"])
-    )
-    if left <= 0 and amount_fen is None:
-        return None  # reschedules to free windows refunded all of it already
-    return await refund_payment(
-        connection,
-        payment["payment_id"],
-        booking_id,
-        amount_fen if amount_fen is not None else left,
-        reason,
-        key,
-        paid_fen=left,
-    )
+    # A booking is backed by its line's fee payment and, after charged moves (改约 to a
+    # dearer window), by their difference payments: each is refunded what is left of it.
+    first: Refund | None = None
+    for payment in await connection.fetch(QUERIES["list_booking_payments"], booking_id):
+        left = int(payment["amount_fen"]) - int(
+            await connection.fetchval(QUERIES["refunded_parts_fen"], payment["payment_id"])
+        )
+        if left <= 0 and amount_fen is None:
+            continue  # reschedules to cheaper windows refunded all of it already
+        refund = await refund_payment(
+            connection,
+            payment["payment_id"],
+            booking_id,
+            amount_fen if amount_fen is not None else left,
+            reason,
+            key,
+            paid_fen=left,
+        )
+        first = first or refund
+    return first
 
 
 async def refund_payment(

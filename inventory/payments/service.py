@@ -28,7 +28,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -87,6 +87,7 @@ REFUND_TEXT = {
     refunds.SUSPENDED: "医生停诊，挂号费退还",
     refunds.AMOUNT_MISMATCH: "支付金额有误，退还",
     refunds.RESCHEDULED: "改约至费用较低的号源，退还差价",
+    refunds.RESCHEDULE_NOT_COMPLETED: "改约未完成，差价退还",
 }
 DEFAULT_REFUND_TEXT = "挂号费退还"
 #: Refusals of confirming a freshly re-reserved hold: give it back and refund instead.
@@ -162,6 +163,19 @@ def _instant(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+class DifferenceSettler(Protocol):
+    """Whoever completes a charged move (the rescheduling service): a move to a dearer
+    window whose fee difference is paid through its own payment."""
+
+    async def settle_difference(
+        self, connection: Any, payment: Payment
+    ) -> tuple[Hold | None, str] | None:
+        """Under ``payment``'s lock, in its transaction: None when the payment is not a
+        move's difference; else the booking the move made (it completed, in this
+        transaction or before), or None and the refund reason (it did not and will not)."""
+        ...
+
+
 class Payments:
     """Payments of holds with one provider (``provider`` None: payments are off, and
     only the read routes answer)."""
@@ -177,8 +191,12 @@ class Payments:
         lock_pool: Any,
         settings: PaymentSettings,
         acquire_timeout_s: float = 5.0,
+        moves: DifferenceSettler | None = None,
     ) -> None:
+        """``moves`` settles the payments of charged moves' fee differences (set by the
+        composition root once the rescheduling service exists)."""
         self.provider = provider
+        self.moves = moves
         self.store = store
         self.bookings = bookings
         self.catalogue = catalogue
@@ -260,9 +278,14 @@ class Payments:
     async def _merchant_of(self, hold: Hold) -> tuple[str, str] | None:
         """(sub_mchid, sub_appid) of the hold's hospital in partner mode; None in direct
         mode. :class:`MerchantNotConfiguredError` for a hospital without one."""
+        return await self.merchant_of_schedule(hold.schedule_id)
+
+    async def merchant_of_schedule(self, schedule_id: str) -> tuple[str, str] | None:
+        """(sub_mchid, sub_appid) of the schedule's hospital in partner mode; None in
+        direct mode. :class:`MerchantNotConfiguredError` for a hospital without one."""
         if not self.settings.partner:
             return None
-        schedule = await self.catalogue.schedule(hold.schedule_id)
+        schedule = await self.catalogue.schedule(schedule_id)
         if schedule is None:
             raise NotFoundError("no such schedule")
         async with acquire(self.pool, timeout_s=self._timeout) as connection:
@@ -300,28 +323,54 @@ class Payments:
     async def _insert(
         self, payment_id: str, hold: Hold, method: str, sub_mchid: str | None
     ) -> tuple[Payment, bool]:
-        deadline = _instant(hold.deadline_ms)
         async with acquire(self.pool, timeout_s=self._timeout) as connection:
-            row = await connection.fetchrow(
-                QUERIES["insert_payment"],
-                payment_id,
-                hold.hold_id,
-                hold.account_id,
-                self.provider.name if self.provider is not None else "wechat",
-                hold.amount_fen,
-                "CNY",
-                method,
-                hold.slot_id,
-                hold.patient_id,
-                hold.channel,
-                deadline,
-                deadline + timedelta(seconds=self.settings.close_grace_s),
-                sub_mchid,
+            return await self._insert_on(
+                connection, payment_id, hold, hold.amount_fen, method, sub_mchid
             )
-            if row is not None:
-                return Payment.from_row(row), True
-            row = await connection.fetchrow(QUERIES["get_payment"], payment_id)
+
+    async def _insert_on(
+        self,
+        connection: Any,
+        payment_id: str,
+        hold: Hold,
+        amount_fen: int,
+        method: str,
+        sub_mchid: str | None,
+    ) -> tuple[Payment, bool]:
+        deadline = _instant(hold.deadline_ms)
+        row = await connection.fetchrow(
+            QUERIES["insert_payment"],
+            payment_id,
+            hold.hold_id,
+            hold.account_id,
+            self.provider.name if self.provider is not None else "wechat",
+            amount_fen,
+            "CNY",
+            method,
+            hold.slot_id,
+            hold.patient_id,
+            hold.channel,
+            deadline,
+            deadline + timedelta(seconds=self.settings.close_grace_s),
+            sub_mchid,
+        )
+        if row is not None:
+            return Payment.from_row(row), True
+        row = await connection.fetchrow(QUERIES["get_payment"], payment_id)
         return Payment.from_row(row), False
+
+    async def open_difference(
+        self, connection: Any, hold: Hold, amount_fen: int, *, method: str, sub_mchid: str | None
+    ) -> Payment:
+        """The payment of a charged move's fee difference, on ``connection`` (in the
+        move's transaction): ``amount_fen`` for the move's new hold, due by its deadline,
+        collected by ``sub_mchid`` (partner mode) like the booking's own fee. The payer
+        pays it like any hold's (``POST /v1/holds/{new id}/payments`` gives the prepay
+        parameters); its settlement completes the move (:class:`DifferenceSettler`)."""
+        payment, _ = await self._insert_on(
+            connection, payment_id_for(hold.hold_id), hold, amount_fen, method, sub_mchid
+        )
+        return payment
 
     async def of_hold(
         self, hold_id: str, account_id: str, *, zone: tzinfo = UTC
@@ -400,7 +449,16 @@ class Payments:
             booking: Hold | None = None
             reason = refunds.AMOUNT_MISMATCH
             if matches:
-                booking, reason = await self._book(payment)
+                # A charged move's difference completes its move (or is refunded whole
+                # when the move will not happen); any other payment books its hold.
+                difference = (
+                    await self.moves.settle_difference(connection, payment)
+                    if self.moves is not None
+                    else None
+                )
+                booking, reason = (
+                    difference if difference is not None else await self._book(payment)
+                )
             paid_at = transaction.success_time or datetime.now(tz=UTC)
             await connection.execute(
                 QUERIES["settle_payment"],

@@ -151,6 +151,7 @@ class Queries(TypedDict):
     insert_refund: str
     get_payment_refund: str
     refunded_parts_fen: str
+    list_booking_payments: str
     get_account_booking_refund: str
     claim_due_refunds: str
     finish_refund: str
@@ -178,6 +179,7 @@ class Queries(TypedDict):
     lock_reschedule: str
     finish_reschedule: str
     claim_pending_reschedules: str
+    set_reschedule_charge: str
     move_booking_payment: str
     # accounts and login sessions
     get_account_by_wechat_unionid: str

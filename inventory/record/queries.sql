@@ -884,6 +884,18 @@ SELECT id AS refund_id, payment_id, hold_id, provider, amount_fen, reason, statu
 FROM refunds
 WHERE payment_id = $1 AND part = $2;
 
+-- name: list_booking_payments
+-- Every paid payment that backs a booking: the one that bought it (or its line's first
+-- booking, handed on by reschedules) and the fee differences of charged moves, oldest
+-- first. Falls back like get_booking_payment to a payment started for it as a hold.
+-- params: booking_id
+SELECT id AS payment_id, hold_id, account_id, provider, amount_fen, currency, method, status,
+       provider_txn_id, paid_at, prepay_id, booking_id, settled_at, slot_id, patient_id,
+       channel, hold_deadline, next_check_at, created_at, updated_at, sub_mchid
+FROM payments
+WHERE status = 'paid' AND (booking_id = $1 OR (hold_id = $1 AND booking_id IS NULL))
+ORDER BY created_at, id;
+
 -- name: refunded_parts_fen
 -- What the fee differences of a payment's reschedules refunded (parts >= 1), in fen.
 -- params: payment_id
@@ -945,18 +957,21 @@ RETURNING id AS refund_id, status, provider_refund_id, succeeded_at, attempts, l
 -- name: insert_reschedule
 -- Record a move before its first store step. A retry with the same key finds its row:
 -- an aborted move (refused: sold out, ...) is tried again, pending again with a new
--- moving_until; no row when it is pending or done (then lock_reschedule).
--- params: reschedule_id, booking_id, account_id, patient_id, slot_id, kind, old_amount_fen, moving_until
+-- moving_until; no row when it is pending or done (then lock_reschedule). charge_fen: the
+-- fee difference the move charges (0: none; set again by set_reschedule_charge once the
+-- new unit is held at the fee the store has).
+-- params: reschedule_id, booking_id, account_id, patient_id, slot_id, kind, old_amount_fen, moving_until, charge_fen
 INSERT INTO reschedules (id, booking_id, account_id, patient_id, slot_id, kind, old_amount_fen,
-                         moving_until)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         moving_until, charge_fen)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (id) DO UPDATE
-SET status = 'pending', moving_until = EXCLUDED.moving_until, error = '', updated_at = now()
+SET status = 'pending', moving_until = EXCLUDED.moving_until, charge_fen = EXCLUDED.charge_fen,
+    error = '', updated_at = now()
 WHERE reschedules.status = 'aborted' AND reschedules.booking_id = EXCLUDED.booking_id
   AND reschedules.slot_id = EXCLUDED.slot_id
 RETURNING id AS reschedule_id, booking_id, account_id, patient_id, slot_id, kind, status,
           old_amount_fen, new_amount_fen, refund_fen, moving_until, error, created_at,
-          updated_at;
+          updated_at, charge_fen;
 
 -- name: lock_reschedule
 -- One move, or no row, locked until the transaction ends: the steps of a move run under
@@ -964,7 +979,8 @@ RETURNING id AS reschedule_id, booking_id, account_id, patient_id, slot_id, kind
 -- at once.
 -- params: reschedule_id
 SELECT id AS reschedule_id, booking_id, account_id, patient_id, slot_id, kind, status,
-       old_amount_fen, new_amount_fen, refund_fen, moving_until, error, created_at, updated_at
+       old_amount_fen, new_amount_fen, refund_fen, moving_until, error, created_at, updated_at,
+       charge_fen
 FROM reschedules
 WHERE id = $1
 FOR UPDATE;
@@ -978,6 +994,15 @@ UPDATE reschedules
 SET status = $2, new_amount_fen = $3, refund_fen = $4, error = $5, updated_at = now()
 WHERE id = $1 AND status <> 'done'
 RETURNING id AS reschedule_id, status;
+
+-- name: set_reschedule_charge
+-- The fee difference of a charged move as the held unit's fee says (a fee changed between
+-- the request's look at the catalogue and the store step).
+-- params: reschedule_id, charge_fen
+UPDATE reschedules
+SET charge_fen = $2, updated_at = now()
+WHERE id = $1 AND status = 'pending'
+RETURNING id AS reschedule_id, charge_fen;
 
 -- name: claim_pending_reschedules
 -- Moves still pending well after their store steps could have happened (a process died
@@ -995,16 +1020,17 @@ WHERE id IN (
 )
 RETURNING id AS reschedule_id, booking_id, account_id, patient_id, slot_id, kind, status,
           old_amount_fen, new_amount_fen, refund_fen, moving_until, error, created_at,
-          updated_at;
+          updated_at, charge_fen;
 
 -- name: move_booking_payment
--- The payment that bought a booking now backs the booking that replaced it; no row when
--- nothing was paid through a provider (or it was moved already).
+-- The payments that bought a booking (its fee, and the fee differences of charged moves
+-- that led to it) now back the booking that replaced it; no row when nothing was paid
+-- through a provider (or they were moved already).
 -- params: old_booking_id, new_booking_id
 UPDATE payments
 SET booking_id = $2, updated_at = now()
 WHERE status = 'paid' AND (booking_id = $1 OR (hold_id = $1 AND booking_id IS NULL))
-RETURNING id AS payment_id, amount_fen;
+RETURNING id AS payment_id, amount_fen, created_at;
 
 
 -- ===================================================================== substitution offers

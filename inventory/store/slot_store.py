@@ -683,9 +683,12 @@ class SlotStore:
         token_deadline_ms: int = 0,
         max_amount: int = -1,
         request_id: str = "",
+        hold_until_ms: int = 0,
     ) -> HoldOutcome:
         """Step two of a move across tags (lua/reschedule_take.lua): the new booking,
-        in its own tag, with ``old``'s account, patient and payment."""
+        in its own tag, with ``old``'s account, patient and payment. ``hold_until_ms`` > 0
+        (a charged move to a dearer target): the new unit is a hold until then instead,
+        booked by :meth:`confirm` once the fee difference is paid."""
         tag = keys.tag_of_hold(new_id)
         args = [
             self.script_now(),
@@ -703,6 +706,7 @@ class SlotStore:
             token_deadline_ms,
             self.reclaim_limit,
             request_id,
+            hold_until_ms,
         ]
         return self._hold_outcome(
             await self._call("reschedule_take", keys.tag_keys(tag).as_list(), args)

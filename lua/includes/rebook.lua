@@ -27,6 +27,10 @@
     unit_free(step, slot, limit) -> bool   a unit is free, after reclaiming due timers
     book_unit(step, new_id, old, slot, schedule, fee)
         -> event_id, json, counts, rec     the new booking, event booking_rescheduled
+    hold_unit(step, new_id, old, slot, schedule, fee, deadline)
+        -> event_id, json, counts, rec     a dearer target's unit held until deadline
+                                           for the fee difference's payment (a charged
+                                           move): event hold_created; confirm books it
   Expects: tag, codes, holds, schedules, meta (policy_number), patient_holds, timers,
     due_timers (reclaim_slot), events (emit_hold), a step from step.lua.
 ]]
@@ -37,6 +41,7 @@
 --- @include "meta"
 --- @include "patient_holds"
 --- @include "due_timers"
+--- @include "timers"
 --- @include "events"
 
 local function move_refusal(old_id, account, now, max_moves, force)
@@ -122,6 +127,29 @@ local function book_unit(step, new_id, old, slot, schedule, fee)
   add_patient_hold(rec.patient, new_id)
   local event_id, _, counts = emit_hold(step, 'booking_rescheduled', rec, {
     'from_booking', old.id, 'amount', fee, 'payment_ref', rec.payment_ref,
+  }, json)
+  return event_id, json, counts, rec
+end
+
+-- A charged move's new unit: a hold like a reserve's (its timer expires it at the
+-- difference's payment deadline), that confirm books once the difference is paid. It
+-- remembers the booking it replaces (from) and the move count like book_unit's booking;
+-- its payment_ref stays empty until confirm sets the difference's payment.
+local function hold_unit(step, new_id, old, slot, schedule, fee, deadline)
+  local now = step.now
+  local rec = {
+    id = new_id, slot = slot, schedule = schedule, account = old.account,
+    patient = old.patient, channel = old.channel, fp = '', amount = fee, created = now,
+    deadline = deadline, extended = 1, state = 'held', payment_ref = '', confirmed = 0,
+    ended = 0, reason = '', from = old.id, moves = (old.moves or 0) + 1,
+  }
+  redis.call('HINCRBY', K_SLOTS, slot .. ':rem', -1)
+  redis.call('HINCRBY', K_SLOTS, slot .. ':held', 1)
+  local json = save_hold(rec)
+  add_patient_hold(rec.patient, new_id)
+  add_timer(slot, 'h', new_id, deadline)
+  local event_id, _, counts = emit_hold(step, 'hold_created', rec, {
+    'channel', rec.channel, 'amount', fee, 'deadline', deadline, 'from_booking', old.id,
   }, json)
   return event_id, json, counts, rec
 end

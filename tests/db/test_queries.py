@@ -299,6 +299,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     },
     "get_payment_refund": lambda s: {"payment_id": "pay-sample-0001", "part": 0},
     "refunded_parts_fen": lambda s: {"payment_id": "pay-sample-0001"},
+    "list_booking_payments": lambda s: {"booking_id": s.booking},
     "get_account_booking_refund": lambda s: {"account_id": s.account, "booking_id": s.booking},
     "claim_due_refunds": lambda s: {"limit": 50, "lease_s": 30.0},
     "insert_reschedule": lambda s: {
@@ -310,6 +311,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "kind": "patient",
         "old_amount_fen": 5000,
         "moving_until": at(MARCH_1, 9, 30),
+        "charge_fen": 0,
     },
     "lock_reschedule": lambda s: {"reschedule_id": s.booking},
     "finish_reschedule": lambda s: {
@@ -318,6 +320,10 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "new_amount_fen": None,
         "refund_fen": 0,
         "error": "sold_out",
+    },
+    "set_reschedule_charge": lambda s: {
+        "reschedule_id": s.booking.replace(s.booking.split(".")[-1], "m" * 24),
+        "charge_fen": 100,
     },
     "claim_pending_reschedules": lambda s: {"margin_s": 2.0, "limit": 50, "lease_s": 30.0},
     "offer_substitutions": lambda s: {

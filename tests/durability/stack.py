@@ -71,10 +71,11 @@ def open_stack(
     directory: Path,
     *,
     extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Stack:
-    """Start the API on ``redis_url`` and ``database_url`` (migrated); the worker's
-    environment is the API's."""
-    port = free_port()
+    """Start the API on ``redis_url`` and ``database_url`` (migrated), on ``port`` (a
+    free one when None); the worker's environment is the API's."""
+    port = port or free_port()
     env = api_env(redis_url, database_url, port)
     env.update(
         {

@@ -23,9 +23,11 @@ async def test_cheaper_window_refunds_the_difference_and_cancel_the_rest(
     pay_api: ApiServer, pay_sim: PaySimServer, pay_db: asyncpg.Pool, http: aiohttp.ClientSession
 ) -> None:
     """A booking paid 50 yuan moves to a 12-yuan window: 38 refunded; a 90-yuan window is
-    refused; cancelling the new booking refunds the 12 left; cancelling the old one (long
-    cancelled) refunds nothing more."""
-    shop = await Catalogue(pay_api, http).create(policy={"one_per_day": False})
+    refused (the hospital does not charge differences); cancelling the new booking
+    refunds the 12 left; cancelling the old one (long cancelled) refunds nothing more."""
+    shop = await Catalogue(pay_api, http).create(
+        policy={"one_per_day": False, "charge_fee_difference": False}
+    )
     day = (datetime.now(tz=UTC) + timedelta(days=3)).date()
     _, (dear,), _ = await shop.schedule([2], visit_date=day, fee_fen=DEAR)
     _, (cheap,), _ = await shop.schedule([2], visit_date=day, fee_fen=CHEAP, session="afternoon")

@@ -1,6 +1,6 @@
-"""The operator audit log: every operator action leaves exactly one entry (who, role,
-hospital, route, object, before and after, request id, time), and operators read it
-back by hospital and time, as JSON or CSV.
+"""The operator audit log: every operator action (and every staff action: a check-in)
+leaves exactly one entry (who, role, hospital, route, object, before and after, request
+id, time), and operators read it back by hospital and time, as JSON or CSV.
 
 An *action* is a call of an operator route that is not a GET (:func:`is_audited`, from
 the route declarations, so a new operator route is audited without a line of its own). The app
@@ -39,8 +39,9 @@ log = structlog.get_logger(__name__)
 
 
 def is_audited(operation: Operation) -> bool:
-    """Whether calls of ``operation`` are audited: every operator route but GETs."""
-    return operation.auth == "operator" and operation.method != "get"
+    """Whether calls of ``operation`` are audited: every operator and staff route but
+    GETs (staff routes change bookings too: a check-in)."""
+    return operation.auth in ("operator", "staff") and operation.method != "get"
 
 
 #: Where a handler notes the object as it was before its change.
@@ -88,15 +89,15 @@ def _json_of(response: web.StreamResponse) -> Any:
     return None
 
 
-def audited(handler: Handler, route: str) -> Handler:
+def audited(handler: Handler, route: str, *, staff: bool = False) -> Handler:
     """``handler`` leaving one audit entry per call (``route``: its method and path
-    template)."""
+    template; ``staff``: a staff route, which staff tokens may call too)."""
     method, _, path = route.partition(" ")
 
     @functools.wraps(handler)
     async def auditing_handler(request: web.Request) -> web.StreamResponse:
         # 401/403 before anything is written: an unauthenticated caller leaves no entry.
-        who = principal(request, operator=True)
+        who = principal(request, operator=not staff, staff=staff)
         pool = request.app[SERVICES].db
         entry = await record.begin(
             pool,
@@ -144,14 +145,17 @@ async def _finish(request: web.Request, entry: int, status: int, after: Any) -> 
 def auditing(table: Routes) -> list[web.AbstractRouteDef]:
     """A route table with the handlers of its audited operations (:func:`is_audited`)
     wrapped by :func:`audited` (the other routes as they are), for the app to add."""
-    audited_routes = {(op.method.upper(), op.path) for op in table.operations if is_audited(op)}
+    audited_routes = {
+        (op.method.upper(), op.path): op.auth for op in table.operations if is_audited(op)
+    }
     routes: list[web.AbstractRouteDef] = []
     for route in table:
         if isinstance(route, web.RouteDef) and (route.method, route.path) in audited_routes:
+            auth = audited_routes[(route.method, route.path)]
             route = web.RouteDef(
                 route.method,
                 route.path,
-                audited(route.handler, f"{route.method} {route.path}"),
+                audited(route.handler, f"{route.method} {route.path}", staff=auth == "staff"),
                 route.kwargs,
             )
         routes.append(route)

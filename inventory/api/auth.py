@@ -59,14 +59,23 @@ class Principal:
     @property
     def role(self) -> str:
         """``platform`` (an operator for every hospital), ``hospital`` (an operator for
-        some) or ``account``: what an audit entry records."""
-        if not self.operator:
-            return "account"
-        return "platform" if self.hospitals is None else "hospital"
+        some), ``staff`` (front desk or kiosk) or ``account``: what an audit entry
+        records."""
+        if self.operator:
+            return "platform" if self.hospitals is None else "hospital"
+        return "staff" if self.staff else "account"
 
     def acts_for(self, hospital_id: str) -> bool:
         """Whether this operator may act on ``hospital_id``'s objects."""
         return self.operator and (self.hospitals is None or hospital_id in self.hospitals)
+
+    def serves(self, hospital_id: str) -> bool:
+        """Whether this staff member or operator may work on ``hospital_id``'s objects
+        at the desk (a staff token names its hospitals like an operator's; without the
+        claim it serves every hospital, as a platform operator acts on every one)."""
+        return (self.staff or self.operator) and (
+            self.hospitals is None or hospital_id in self.hospitals
+        )
 
 
 class TokenVerifier:
@@ -132,16 +141,16 @@ class TokenVerifier:
             raise UnauthenticatedError("the token's subject is not a valid account id")
         roles = claims.get("roles", [])
         operator = isinstance(roles, list) and OPERATOR_ROLE in roles
-        hospitals = _hospitals_claim(claims) if operator else None
-        # PyJWT has checked that exp is present and an integer or float.
         staff = isinstance(roles, list) and STAFF_ROLE in roles
+        hospitals = _hospitals_claim(claims) if operator or staff else None
+        # PyJWT has checked that exp is present and an integer or float.
         found = Principal(account_id=subject, operator=operator, hospitals=hospitals, staff=staff)
         return found, float(claims["exp"])
 
 
 def _hospitals_claim(claims: dict[str, object]) -> frozenset[str] | None:
-    """An operator token's hospitals (``None`` without the claim). A malformed claim
-    refuses the token: read as "no claim" it would grant every hospital."""
+    """An operator's or a staff token's hospitals (``None`` without the claim). A
+    malformed claim refuses the token: read as "no claim" it would grant every hospital."""
     if HOSPITALS_CLAIM not in claims:
         return None
     named = claims[HOSPITALS_CLAIM]
@@ -164,15 +173,15 @@ def mint_token(
     ttl_s: int,
 ) -> str:
     """A token signed with the current key (for local use and load tests); with
-    ``hospitals``, an operator token for those hospitals only."""
+    ``hospitals``, an operator or staff token for those hospitals only."""
     if not ID_RE.fullmatch(subject):
         raise ValueError("the subject must be 1-64 ASCII letters, digits, '_' or '-'")
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
     scope = None if hospitals is None else sorted(set(hospitals))
     if scope is not None:
-        if not operator:
-            raise ValueError("only an operator token names hospitals")
+        if not (operator or staff):
+            raise ValueError("only an operator or a staff token names hospitals")
         if not 1 <= len(scope) <= MAX_TOKEN_HOSPITALS or not all(map(ID_RE.fullmatch, scope)):
             raise ValueError(
                 f"hospitals: 1-{MAX_TOKEN_HOSPITALS} ids of 1-64 letters, digits, '_' or '-'"
@@ -233,6 +242,18 @@ def operator_for(request: web.Request, hospital_id: str | None) -> Principal:
             raise NotFoundError()
         return who
     if not who.acts_for(hospital_id):
+        raise NotFoundError()
+    request[ACTED_ON_KEY] = hospital_id
+    return who
+
+
+def staff_for(request: web.Request, hospital_id: str | None) -> Principal:
+    """The calling staff member (or operator), when it may work on ``hospital_id``'s
+    objects (401/403 as :func:`principal` with ``staff``); one whose token names other
+    hospitals gets :class:`NotFoundError`, exactly as for an object that does not exist
+    (as :func:`operator_for`). ``None`` (no such object) is a 404 for everyone."""
+    who = principal(request, staff=True)
+    if hospital_id is None or not who.serves(hospital_id):
         raise NotFoundError()
     request[ACTED_ON_KEY] = hospital_id
     return who

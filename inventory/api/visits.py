@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from inventory.api import views
-from inventory.api.auth import operator_for, principal
+from inventory.api.auth import operator_for, principal, staff_for
 from inventory.api.bodies import json_response, read_json, validate
 from inventory.api.catalogue import path_id
 from inventory.api.context import SERVICES
@@ -55,14 +55,15 @@ async def check_in_booking(request: web.Request) -> web.Response:
     """The booking is ``visited``: from the visit day on (hospital time), for a booking
     that is open or was marked a no-show (a late arrival); a booking checked in already
     answers as it was."""
-    who = principal(request, staff=True)
+    principal(request, staff=True)  # 401/403 before the body is read
     booking_id = _booking_id(request)
     body = await read_json(request, CheckIn)
     services = request.app[SERVICES]
     async with acquire(services.db, timeout_s=5.0) as connection:
         row = await connection.fetchrow(QUERIES["get_booking_visit"], booking_id)
-    # A hospital operator's token reaches its own hospitals' bookings only.
-    if row is None or (not who.staff and not who.acts_for(row["hospital_id"])):
+    # A staff or operator token reaches the bookings of the hospitals it names only.
+    staff_for(request, row["hospital_id"] if row is not None else None)
+    if row is None:  # pragma: no cover - staff_for refused it already
         raise NotFoundError("no such booking")
     zone = zone_named(row["hospital_timezone"])
     if datetime.now(tz=zone).date() < row["visit_date"]:

@@ -26,8 +26,8 @@ def register(subparsers: Any) -> None:
         action="append",
         dest="hospitals",
         metavar="HOSPITAL_ID",
-        help="with --operator: act for this hospital only (repeat for more); without it the"
-        " operator acts for every hospital (the platform's)",
+        help="with --operator or --staff: this hospital only (repeat for more); without it"
+        " the token reaches every hospital (the platform's)",
     )
     parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     parser.set_defaults(handler=run)

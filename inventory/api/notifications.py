@@ -35,6 +35,9 @@ Kind = Literal[
     "no_show_recorded",
     "patient_banned",
     "ban_ended",
+    "waitlist_offer",
+    "substitution_offer",
+    "reschedule_done",
 ]
 Channel = Literal["wechat", "sms"]
 OpenId = Annotated[

@@ -2,7 +2,9 @@
 
 A *fact* is a row of ``notification_events`` (written by the triggers of migration 0011
 or by the notifier's scan): ``booking_<status>`` when a booking is paid or changes status,
-``refund_succeeded``, ``patient_banned``, ``ban_ended``, ``visit_reminder``. A *kind* is
+``refund_succeeded``, ``patient_banned``, ``ban_ended``, ``visit_reminder``,
+``waitlist_offered``, and the lifecycle events ``substitution_offered`` and
+``booking_rescheduled`` (copied by a trigger of migration 0026). A *kind* is
 a message the patient gets. :data:`RULES` maps facts to kinds; a fact no rule takes is
 planned with no delivery (a patient's own cancellation, a visit).
 
@@ -51,6 +53,10 @@ KINDS: Final[Mapping[str, Kind]] = MappingProxyType(
             Kind("no_show_recorded", "booking", "always", "爽约记录"),
             Kind("patient_banned", "patient", "always", "预约资格暂停"),
             Kind("ban_ended", "patient", "fallback", "预约资格恢复"),
+            # The offer's unit is held only until its deadline: say so on every channel.
+            Kind("waitlist_offer", "booking", "always", "候补成功待支付"),
+            Kind("substitution_offer", "booking", "always", "停诊替诊待确认"),
+            Kind("reschedule_done", "booking", "fallback", "改约成功"),
         )
     }
 )
@@ -97,6 +103,9 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("booking_no_show", "no_show_recorded"),
     Rule("patient_banned", "patient_banned"),
     Rule("ban_ended", "ban_ended"),
+    Rule("waitlist_offered", "waitlist_offer"),
+    Rule("substitution_offered", "substitution_offer"),
+    Rule("booking_rescheduled", "reschedule_done"),
 )
 
 

@@ -346,6 +346,8 @@ async def _context(connection: Any, delivery: Claimed) -> MessageContext | None:
             his_no=row["his_appointment_no"] or "",
             amount_fen=int(amount) if amount is not None else row["amount_fen"],
             reason=words,
+            # An offer's answer-by or pay-by instant (waitlist, substitution).
+            until=_instant(detail.get("deadline") or detail.get("respond_by")),
             booking_id=delivery.booking_id,
         )
     hospital_name, zone = "各合作医院", "Asia/Shanghai"
@@ -353,10 +355,14 @@ async def _context(connection: Any, delivery: Claimed) -> MessageContext | None:
         row = await connection.fetchrow(HOSPITAL, delivery.hospital_id)
         if row is not None:
             hospital_name, zone = row["name"], row["timezone"]
-    until = detail.get("banned_until")
     return MessageContext(
         hospital=hospital_name,
         timezone=zone,
-        until=datetime.fromisoformat(until) if isinstance(until, str) else None,
+        until=_instant(detail.get("banned_until")),
         reason=words,
     )
+
+
+def _instant(value: Any) -> datetime | None:
+    """An instant of a fact's detail (ISO text, as jsonb writes it), or None."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -85,6 +85,12 @@ _SMS: Final[Mapping[str, str]] = MappingProxyType(
         "已记爽约一次。",
         "patient_banned": "【{sign}】因多次爽约，您在{hospital}的预约资格暂停至{until}。",
         "ban_ended": "【{sign}】您在{hospital}的预约资格已恢复。",
+        "waitlist_offer": "【{sign}】候补成功：{hospital}{department}{doctor}{when}的号源"
+        "已为您保留，请于{until}前支付挂号费{amount}，逾期自动释放。",
+        "substitution_offer": "【{sign}】因医生停诊，医院为您{when}在{hospital}{department}的预约"
+        "安排了其他医生替诊，请于{until}前确认改约或取消退款。",
+        "reschedule_done": "【{sign}】改约成功：{hospital}{department}{doctor}，就诊时间{when}，"
+        "地点{where}。",
     }
 )
 
@@ -125,6 +131,24 @@ _WECHAT: Final[Mapping[str, tuple[tuple[str, str], ...]]] = MappingProxyType(
         "no_show_recorded": (("thing1", "{hospital}{department}"), ("time2", "{when}")),
         "patient_banned": (("thing1", "{hospital}"), ("time2", "{until}"), ("thing3", "多次爽约")),
         "ban_ended": (("thing1", "{hospital}"), ("phrase2", "已恢复")),
+        "waitlist_offer": (
+            ("thing1", "{hospital}{department}"),
+            ("time2", "{when}"),
+            ("amount3", "{amount}"),
+            ("time4", "{until}"),
+        ),
+        "substitution_offer": (
+            ("thing1", "{hospital}{department}"),
+            ("time2", "{when}"),
+            ("thing3", "医生停诊，已安排替诊"),
+            ("time4", "{until}"),
+        ),
+        "reschedule_done": (
+            ("thing1", "{hospital}{department}"),
+            ("thing2", "{doctor}"),
+            ("time3", "{when}"),
+            ("thing4", "{where}"),
+        ),
     }
 )
 

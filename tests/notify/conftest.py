@@ -37,6 +37,9 @@ TEMPLATES = ",".join(
         "no_show_recorded",
         "patient_banned",
         "ban_ended",
+        "waitlist_offer",
+        "substitution_offer",
+        "reschedule_done",
     )
 )
 

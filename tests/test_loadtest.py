@@ -65,11 +65,18 @@ def load_stack(
 
 
 @needs_locust
-@pytest.mark.parametrize("workers", [0, 2], ids=["local", "distributed"])
-def test_release_day_passes_the_invariants(load_stack: LoadStack, workers: int) -> None:
+@pytest.mark.parametrize(
+    ("workers", "queued"),
+    [(0, False), (2, False), (0, True)],
+    ids=["local", "distributed", "queued"],
+)
+def test_release_day_passes_the_invariants(
+    load_stack: LoadStack, workers: int, queued: bool
+) -> None:
     """Twenty users for ten seconds on a schedule that sells out (one process, or a master
-    with two workers): the checker says PASS."""
-    out = load_stack.root / f"run-{workers}"
+    with two workers; or through a waiting room, the QueuedPatient class joining, waiting
+    on its ticket and reserving with its token): the checker says PASS."""
+    out = load_stack.root / f"run-{workers}-{queued}"
     result = subprocess.run(
         [
             sys.executable,
@@ -98,6 +105,7 @@ def test_release_day_passes_the_invariants(load_stack: LoadStack, workers: int) 
             str(workers),
             "--master-port",
             str(free_port()),
+            *(["--queued"] if queued else []),
         ],
         env=load_stack.env,
         capture_output=True,
@@ -110,4 +118,9 @@ def test_release_day_passes_the_invariants(load_stack: LoadStack, workers: int) 
     assert "[ok] every paid booking present" in summary
     paid = (out / "paid.jsonl").read_text().splitlines()
     assert paid, "nobody managed to pay: the scenario did not exercise confirm"
+    if queued:
+        assert "queued release" in summary
+        stats = (out / "locust_stats.csv").read_text()
+        assert "/v1/releases/{release_id}/tickets/{ticket_id}" in stats
+        assert "/v1/releases/{release_id}/tickets," in stats
     print(summary)

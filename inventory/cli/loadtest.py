@@ -100,6 +100,12 @@ def register(subparsers: Any) -> None:
         default=90.0,
         help="seconds to wait for open holds to reach their deadline before the sweep",
     )
+    parser.add_argument(
+        "--queued",
+        action="store_true",
+        help="open a waiting room on the seeded schedule (a queued release) and run the"
+        " QueuedPatient class with its LOADTEST_RELEASE (not with --department)",
+    )
     parser.add_argument("--locustfile", help="path of the locustfile (default: the repo's)")
     parser.add_argument("--out", help="directory for Locust's CSVs and the paid log")
     parser.set_defaults(handler=run)
@@ -136,6 +142,8 @@ def validate(args: argparse.Namespace) -> str | None:
         return "--remote-workers binds the master on every interface: pass --allow-remote"
     if (args.department is None) != (args.date is None):
         return "--department and --date go together"
+    if args.queued and args.department is not None:
+        return "--queued opens a room on the schedule it seeds: not with --department"
     if not 1 <= args.slots <= 500 or not 1 <= args.capacity <= 10_000:
         return "--slots must be 1-500 and --capacity 1-10000"
     if not 60 <= args.hold_ttl_s <= 7200:
@@ -175,9 +183,9 @@ def _put(host: str, token: str, path: str, body: dict[str, Any]) -> None:
 
 def seed(
     host: str, settings: Settings, *, release_in_s: float, slots: int, capacity: int, ttl: int
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
     """A hospital, department, doctor and one schedule releasing in ``release_in_s``;
-    returns (department id, visit date)."""
+    returns (department id, visit date, schedule id)."""
     from inventory.api.auth import mint_token
 
     token = mint_token(settings, "loadtest-operator", operator=True, ttl_s=3600)
@@ -235,15 +243,31 @@ def seed(
             ],
         },
     )
-    return department, day.isoformat()
+    return department, day.isoformat(), f"lt-s-{run}"
+
+
+def open_release(host: str, settings: Settings, schedule_id: str) -> str:
+    """Open the waiting room of a release of ``schedule_id`` (before its T0); its id."""
+    from inventory.api.auth import mint_token
+
+    token = mint_token(settings, "loadtest-operator", operator=True, ttl_s=3600)
+    request = urllib.request.Request(
+        host.rstrip("/") + "/v1/operator/releases",
+        data=json.dumps({"schedule_ids": [schedule_id]}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return str(json.loads(answer.read())["release_id"])
 
 
 def seed_his(
     settings: Settings, *, release_in_s: float, slots: int, capacity: int
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
     """A schedule releasing in ``release_in_s``, added to the HIS simulator at
     ``INVENTORY_HIS_URL`` (an evening session three days ahead, no fee) and synced from it
-    into Postgres and Redis at once; returns (department id, visit date). Bookings of a
+    into Postgres and Redis at once; returns (department id, visit date, schedule id as
+    the simulator named it). Bookings of a
     schedule the HIS does not know are rejected by it, so the load test's must be the
     HIS's own."""
     from inventory.cli.dev import sync_his
@@ -269,7 +293,7 @@ def seed_his(
     with urllib.request.urlopen(request, timeout=30) as answer:
         made = json.loads(answer.read())
     asyncio.run(sync_his(settings, settings.redis_url, settings.database_url))
-    return str(made["department"]), str(made["date"])
+    return str(made["department"]), str(made["date"]), str(made.get("id", body["id"]))
 
 
 # -- running Locust -------------------------------------------------------------------------
@@ -552,14 +576,14 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            department, day = seed_his(
+            department, day, schedule_id = seed_his(
                 api_settings,
                 release_in_s=wait_s + 1.5,  # Locust's own start-up
                 slots=args.slots,
                 capacity=args.capacity,
             )
         elif api_settings is not None:
-            department, day = seed(
+            department, day, schedule_id = seed(
                 args.host,
                 api_settings,
                 release_in_s=wait_s + 1.5,  # Locust's own start-up
@@ -569,6 +593,10 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             department, day = args.department, date.fromisoformat(args.date).isoformat()
+            schedule_id = ""
+        release_id = ""
+        if args.queued and api_settings is not None:
+            release_id = open_release(args.host, api_settings, schedule_id)
     except (OSError, ValueError) as error:
         print(f"inventory loadtest: seeding failed: {error}", file=sys.stderr)
         return 1
@@ -579,6 +607,9 @@ def run(args: argparse.Namespace) -> int:
         "LOADTEST_WAIT_S": str(wait_s),
         "LOADTEST_PAID_LOG": str(paid_log),
     }
+    if release_id:
+        print(f"queued release {release_id}: QueuedPatient joins its waiting room")
+        env["LOADTEST_RELEASE"] = release_id
     main, workers = locust_commands(args, locustfile, out / "locust")
     if args.remote_workers:
         print(

@@ -89,6 +89,9 @@ async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     """Faults and OperationOutcomes for ``/fhir``; JSON errors for ``/$admin``; a
     hospital with credentials refuses a FHIR call without a valid token of its own."""
     path = request.path.removeprefix(request.app[SIM_BASE])
+    if path == TOKEN_PATH:
+        # A HIS that is down or slow is so for its token endpoint too (resource "token").
+        return await _token_faults(handler, request)
     if not path.startswith(FHIR_BASE + "/"):
         return await _admin_answer(handler, request)
     resource = path[len(FHIR_BASE) + 1 :].split("/", 1)[0]
@@ -123,6 +126,23 @@ async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return response
     finally:
         injector.stats.leave()
+
+
+async def _token_faults(handler: Handler, request: web.Request) -> web.StreamResponse:
+    """The token endpoint under the latency, timeout and error faults (never dropped or
+    duplicated: a token request is not a write)."""
+    injector = request.app[SIM_FAULTS]
+    decision = injector.decide(request.method, "token")
+    if decision.delay_s > 0:
+        await asyncio.sleep(decision.delay_s)
+    if decision.timeout:
+        await asyncio.sleep(injector.config.hang_s)
+        return admin_response({"error": "temporarily_unavailable"}, status=503)
+    if decision.error:
+        return admin_response(
+            {"error": "temporarily_unavailable"}, status=injector.config.error_status
+        )
+    return await handler(request)
 
 
 def _bearer_refusal(request: web.Request, resource: str) -> web.Response | None:

@@ -1,20 +1,26 @@
-"""What the API's reads answer while Postgres is down (docs/runbooks.md, "Postgres
-down"): catalogue reads answer 503 ``database_unavailable`` with Retry-After, except a
-schedule's slots the same process read within ``INVENTORY_AVAILABILITY_CACHE_S``; reserves
-of a slot the process knows keep working from Redis. An API process of its own on a
-private Postgres that the test stops and restarts."""
+"""What the API answers while Postgres is down (docs/runbooks.md, "Postgres down"):
+catalogue reads answer 503 ``database_unavailable`` with Retry-After, except a schedule's
+slots the same process read within ``INVENTORY_AVAILABILITY_CACHE_S``; reserves of a slot
+the process knows keep working from Redis; an operator's action is refused before it
+changes anything, since its audit entry cannot be written (no entry, no action). An API
+process of its own on a private Postgres that the test stops and restarts."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
 from inventory.devtools.servers import PostgresServer, free_port
 from inventory.record.migrate import migrate_database
+from inventory.store.slot_store import SlotStore
+from inventory.visits.bans import current_ban
 
 from .conftest import ApiServer, api_env, launch_api, mark_store_verified, stop_api
 from .helpers import Catalogue, register_patient
@@ -112,3 +118,59 @@ async def test_catalogue_reads_while_postgres_is_down(
     for path in ["/v1/hospitals", f"/v1/schedules/{unread_id}/slots"]:
         status, body, _ = await _get(http, private_api, path)
         assert status == 200, (path, body)
+
+
+async def test_no_operator_action_without_its_audit_entry(
+    private_api: ApiServer,
+    private_postgres: PostgresServer,
+    redis_server: Any,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Postgres down: lifting a ban (which changes Redis before it writes the ban's
+    history) answers 503 database_unavailable and the ban stays in force, since the
+    action's audit entry could not be written first; once Postgres is back the same lift
+    goes through, and the audit log holds it and nothing of the refused attempt."""
+    catalogue = await Catalogue(private_api, http).create()
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    patient_id = await register_patient(private_api, http, account)
+    hospital = catalogue.hospital_id
+    until_ms = int((time.time() + 7 * 86400) * 1000)
+    redis = Redis.from_url(redis_server.url)
+    try:
+        store = await SlotStore.connect_scripts(redis)
+        await store.ban_patient(
+            patient_id, hospital_id=hospital, until_ms=until_ms, reason="no_show_rule"
+        )
+        lift = f"/v1/operator/hospitals/{hospital}/patients/{patient_id}/bans/lift"
+        operator = private_api.headers("ops", operator=True)
+        private_postgres.stop()
+        try:
+            async with http.post(
+                private_api.url + lift, json={"reason": "院方核实"}, headers=operator
+            ) as answer:
+                problem = await answer.json(content_type=None)
+                assert (answer.status, problem["code"]) == (503, "database_unavailable")
+        finally:
+            private_postgres.restart()
+        assert await current_ban(store, patient_id, hospital) is not None
+    finally:
+        await redis.aclose()
+
+    async with http.post(
+        private_api.url + lift, json={"reason": "院方核实"}, headers=operator
+    ) as answer:
+        body = await answer.json()
+        assert (answer.status, body["lifted"]) == (200, True), body
+    async with http.get(
+        private_api.url + "/v1/operator/audit",
+        params={
+            "hospital_id": hospital,
+            "since": datetime.fromtimestamp(time.time() - 3600, UTC).isoformat(),
+            "until": datetime.fromtimestamp(time.time() + 60, UTC).isoformat(),
+        },
+        headers=operator,
+    ) as answer:
+        audit = await answer.json()
+        assert answer.status == 200, audit
+    lifts = [e for e in audit["items"] if e["route"].endswith("/bans/lift")]
+    assert [e["status"] for e in lifts] == [200]

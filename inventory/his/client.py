@@ -189,7 +189,9 @@ class FhirHisClient:
     ``breaker`` is public so its state can be exported; ``stats`` counts attempts.
     ``auth`` adds a bearer token to every request (a 401 drops it, and the request is
     sent once more with a fresh one); ``ssl_context`` carries a CA bundle and, for mutual
-    TLS, the client's certificate (the token endpoint is reached with it too).
+    TLS, the client's certificate (the token endpoint is reached with it too);
+    ``ssl_reload`` returns a new context when the certificate files changed, and new
+    connections use it from then on.
     """
 
     def __init__(
@@ -202,10 +204,14 @@ class FhirHisClient:
         on_breaker_change: Callable[[BreakerState, BreakerState], None] | None = None,
         auth: HisAuth | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        ssl_reload: Callable[[], ssl.SSLContext | None] | None = None,
     ) -> None:
         self.config = config
         self.auth = auth
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._ssl_reload = ssl_reload
+        #: Sessions left by a TLS reload, closed with the client (calls may still use them).
+        self._retired: list[aiohttp.ClientSession] = []
         self._base = config.base_url.rstrip("/")
         self._session = session
         self._own_session = session is None
@@ -235,6 +241,9 @@ class FhirHisClient:
         if self._session is not None and self._own_session:
             await self._session.close()
         self._session = None
+        for retired in self._retired:
+            await retired.close()
+        self._retired.clear()
 
     # ----------------------------------------------------------------------------------
     # the operations
@@ -575,11 +584,25 @@ class FhirHisClient:
             self._own_session = True
         return self._session
 
+    def _reload_tls(self) -> None:
+        """A rotated client certificate: new connections (a new session) use it; calls
+        still running on the old session finish there."""
+        if self._ssl_reload is None:
+            return
+        context = self._ssl_reload()
+        if context is None:
+            return
+        self._ssl = context
+        if self._session is not None and self._own_session:
+            self._retired.append(self._session)
+            self._session = None
+
     async def _send_authorized(
         self, method: str, url: str, *, body: bytes | None, headers: Mapping[str, str] | None
     ) -> _Answer:
         """One request with the bearer token; on 401 once more with a fresh token (the
         cached one expired early, was revoked, or the secret was rotated)."""
+        self._reload_tls()
         if self.auth is None:
             return await self._send(method, url, body=body, headers=headers)
         session = self._session_now()

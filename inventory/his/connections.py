@@ -36,6 +36,7 @@ __all__ = [
     "HisConnection",
     "HisConnections",
     "HospitalScope",
+    "ReloadingTls",
     "TlsFiles",
     "load_connections",
 ]
@@ -101,6 +102,43 @@ class TlsFiles:
                 str(self.client_cert_file),
                 str(self.client_key_file) if self.client_key_file is not None else None,
             )
+        return context
+
+    def stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """The files' identities (inode, size, modification time): a change is a rotation."""
+        found: list[tuple[int, int, int] | None] = []
+        for path in (self.ca_file, self.client_cert_file, self.client_key_file):
+            try:
+                stat = path.stat() if path is not None else None
+            except OSError:
+                stat = None
+            found.append((stat.st_ino, stat.st_size, stat.st_mtime_ns) if stat else None)
+        return tuple(found)
+
+
+class ReloadingTls:
+    """The SSL context of :class:`TlsFiles`, made again when a file changes, so a client
+    certificate (or CA bundle) rotated on disk is used without a restart. A change that
+    does not load (a half-written file) keeps the previous context until it does."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self.context = files.context()
+        self._stamp = files.stamp()
+        #: How many times the context was made again.
+        self.reloads = 0
+
+    def changed(self) -> ssl.SSLContext | None:
+        """The new context when the files changed (and load), else None."""
+        stamp = self.files.stamp()
+        if stamp == self._stamp:
+            return None
+        try:
+            context = self.files.context()
+        except (OSError, ssl.SSLError):
+            return None
+        self.context, self._stamp = context, stamp
+        self.reloads += 1
         return context
 
 
@@ -172,12 +210,14 @@ def _fhir_r4(
     observer: HisCallObserver | None,
     on_breaker_change: Callable[[BreakerState, BreakerState], None] | None,
 ) -> HisClient:
+    tls = ReloadingTls(connection.tls) if connection.tls is not None else None
     return FhirHisClient(
         connection.client,
         observer=observer,
         on_breaker_change=on_breaker_change,
         auth=TokenAuth(connection.auth) if connection.auth is not None else None,
-        ssl_context=connection.tls.context() if connection.tls is not None else None,
+        ssl_context=tls.context if tls is not None else None,
+        ssl_reload=tls.changed if tls is not None else None,
     )
 
 

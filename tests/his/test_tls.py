@@ -116,7 +116,8 @@ def tls_hospitals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital
     directory = Path(tmp_path_factory.mktemp("his-tls"))
     server_ca = make_ca(directory, "server")
     client_ca = make_ca(directory, "client")
-    make_ca(directory, "stranger")
+    stranger_ca = make_ca(directory, "stranger")
+    issue(directory, "stranger-client", stranger_ca, server=False)
     issue(directory, "server", server_ca, server=True)
     issue(directory, "client", client_ca, server=False)
     path = write_hospitals(directory)
@@ -216,3 +217,42 @@ async def test_without_our_certificate_or_the_right_ca_nothing_is_answered(
         with pytest.raises(HisUnavailableError):
             await his.fetch_catalogue()
     assert isinstance(files.context(), ssl.SSLContext)
+
+
+async def test_a_rotated_client_certificate_is_used_without_a_new_client(
+    tls_hospitals: Hospitals, tmp_path: Path
+) -> None:
+    """Our certificate files are replaced while the client runs: a certificate the HIS
+    does not trust gets nothing; once the files hold one it trusts, the same client's
+    next call goes through on a new connection."""
+    import shutil
+
+    directory = tls_hospitals.directory
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    shutil.copy(directory / "stranger-client.pem", cert)
+    shutil.copy(directory / "stranger-client.key", key)
+    path = tmp_path / "his.toml"
+    path.write_text(
+        f"""
+[hospitals.hosp-open]
+base_url = "{tls_hospitals.sim.fhir_url_of("hosp-open")}"
+attempts = 1
+breaker_failures = 10
+[hospitals.hosp-open.tls]
+ca_file = "{directory / "server-ca.pem"}"
+client_cert_file = "client.pem"
+client_key_file = "client.key"
+"""
+    )
+    his = load_connections(path).hospitals["hosp-open"].build()
+    try:
+        with pytest.raises(HisUnavailableError):
+            await his.fetch_catalogue()
+        # The key first, then the certificate: in between the pair does not load and
+        # the previous context stays.
+        shutil.copy(directory / "client.key", key)
+        shutil.copy(directory / "client.pem", cert)
+        catalogue = await his.fetch_catalogue()
+    finally:
+        await his.close()
+    assert catalogue.hospital_id == "hosp-open"

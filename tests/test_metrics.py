@@ -556,6 +556,12 @@ def _allowed_labels() -> dict[str, dict[str, set[str] | re.Pattern[str]]]:
         },
         "inventory_refunds_open": {"status": set(metrics.REFUND_OPEN_STATUSES)},
         "inventory_his_submission_queue": {"status": set(metrics.HIS_WAITING_STATUSES)},
+        "inventory_visit_outcomes": {
+            "outcome": set(metrics.VISIT_SOURCES) | {metrics.OTHER},
+            "source": set().union(*metrics.VISIT_SOURCES.values()) | {metrics.OTHER},
+        },
+        "inventory_patient_bans": {"action": set(metrics.BAN_ACTIONS) | {metrics.OTHER}},
+        "inventory_visit_readback_last_success_timestamp_seconds": {"connection": his_connection},
     }
 
 
@@ -749,6 +755,34 @@ def test_persister_stats_map_to_metrics() -> None:
     assert _sample("inventory_outbox_pending_entries") == 2
     assert _sample("inventory_persist_postgres_available") == 0
     assert _sample("inventory_persist_last_commit_timestamp_seconds") == 2.0
+
+
+def test_visit_and_ban_labels_stay_bounded() -> None:
+    """Visits count by outcome and source, bans by action, a read-back by connection; an
+    outcome from an unknown source, an unknown action or an unregistered connection is
+    "other"; every pair a source can decide starts at 0 in both roles that count them."""
+    api_samples = parse(metrics.exposition("api").decode())
+    for outcome, sources in metrics.VISIT_SOURCES.items():
+        for source in sources:
+            key = (("outcome", outcome), ("source", source))
+            assert ("inventory_visit_outcomes_total", key) in api_samples
+    assert ("inventory_patient_bans_total", (("action", "lifted"),)) in api_samples
+    metrics.observe_visit_outcome("no_show", "session_ended")
+    metrics.observe_visit_outcome("visited", "session_ended")  # not a source of visits
+    metrics.observe_ban("applied")
+    metrics.observe_ban(f"a-{uuid.uuid4().hex}")
+    metrics.observe_visits_round(5.0)
+    metrics.observe_visit_readback(7.0, connection=f"h-{uuid.uuid4().hex}")
+    text = metrics.exposition("worker").decode()
+    assert_bounded(text, set())
+    samples = parse(text)
+    outcomes = "inventory_visit_outcomes_total"
+    assert value(samples, outcomes, outcome="no_show", source="session_ended") >= 1
+    assert value(samples, outcomes, outcome="other", source="other") >= 1
+    assert value(samples, "inventory_patient_bans_total", action="other") >= 1
+    assert value(samples, "inventory_visits_last_round_timestamp_seconds") >= 5.0
+    readback = "inventory_visit_readback_last_success_timestamp_seconds"
+    assert value(samples, readback, connection="other") == 7.0
 
 
 def test_his_and_reconciliation_labels_stay_bounded() -> None:

@@ -44,6 +44,7 @@ from inventory.his.scope import EVERY_HOSPITAL, HospitalScope
 from inventory.his.suspension import SuspensionResult, cancel_suspended
 from inventory.his.types import HisCatalogue, HisDoctor, HisSchedule
 from inventory.his.visit_sync import read_back_visits
+from inventory.ops import metrics
 from inventory.ops.backoff import TRANSIENT_ERRORS
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
@@ -251,6 +252,7 @@ class ScheduleSync:
             )
             report.visited = read.visited + read.consultations
             report.no_shows = read.no_shows
+            metrics.observe_visit_readback(time.time(), connection=self.connection)
         return report
 
     async def load_window(

@@ -422,6 +422,35 @@ NOTIFICATION_DEAD_LETTERS: Final = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# -- visits (inventory/visits/, the HIS read-back) ----------------------------------------
+
+VISIT_OUTCOMES: Final = Counter(
+    "inventory_visit_outcomes_total",
+    "Visits recorded, by outcome (visited, no_show) and who decided it: a kiosk or the "
+    "front desk (kiosk, staff: the API), the HIS read back (his) or the session ended "
+    "without a check-in (session_ended: the worker's visits loop).",
+    ["outcome", "source"],
+)
+PATIENT_BANS: Final = Counter(
+    "inventory_patient_bans_total",
+    "Bans by action: applied by the no-show rule (the worker's visits loop), lifted by an "
+    "operator (the API).",
+    ["action"],
+)
+VISITS_LAST_ROUND: Final = Gauge(
+    "inventory_visits_last_round_timestamp_seconds",
+    "Unix time of the worker's last completed visits round (no-shows marked, the no-show "
+    "rule applied).",
+    multiprocess_mode="max",
+)
+VISIT_READBACK_LAST: Final = Gauge(
+    "inventory_visit_readback_last_success_timestamp_seconds",
+    "Unix time of the last completed read-back of visits from a HIS connection (arrived, "
+    "fulfilled, noshow); time() minus it is how far the HIS's word on visits lags.",
+    ["connection"],
+    multiprocess_mode="max",
+)
+
 # -- check: `inventory check` ------------------------------------------------------------
 
 CHECK_DRIFT: Final = Gauge(
@@ -457,6 +486,17 @@ for _result in ("ok", "failed"):
     EXPIRER_SWEEPS.labels(result=_result)
 for _waitlist_event in ("joined", "offered", "taken", "lapsed", "declined", "refused", "left"):
     WAITLIST_EVENTS.labels(event=_waitlist_event)
+#: Who may decide each visit outcome (inventory/visits/outcomes.py's sources).
+VISIT_SOURCES: Final = {
+    "visited": ("kiosk", "staff", "his"),
+    "no_show": ("session_ended", "staff", "his"),
+}
+BAN_ACTIONS: Final = ("applied", "lifted")
+for _outcome, _sources in VISIT_SOURCES.items():
+    for _source in _sources:
+        VISIT_OUTCOMES.labels(outcome=_outcome, source=_source)
+for _action in BAN_ACTIONS:
+    PATIENT_BANS.labels(action=_action)
 
 # -- bounded label values ----------------------------------------------------------------
 
@@ -793,6 +833,30 @@ def observe_reconciliation(
     RECONCILIATION_LAST_RUN.set(at)
 
 
+def observe_visit_outcome(outcome: str, source: str) -> None:
+    """One visit recorded (a change, not a repeat): ``visited`` or ``no_show``, by its
+    source; an unknown pair counts as "other"."""
+    known = source in VISIT_SOURCES.get(outcome, ())
+    VISIT_OUTCOMES.labels(
+        outcome=outcome if known else OTHER, source=source if known else OTHER
+    ).inc()
+
+
+def observe_ban(action: str) -> None:
+    """A ban applied by the no-show rule or lifted by an operator."""
+    PATIENT_BANS.labels(action=bounded(action, BAN_ACTIONS)).inc()
+
+
+def observe_visits_round(at: float) -> None:
+    """The worker's visits loop completed a round at ``at`` (Unix time)."""
+    VISITS_LAST_ROUND.set(at)
+
+
+def observe_visit_readback(at: float, *, connection: str = "default") -> None:
+    """A HIS connection's visits were read back at ``at`` (Unix time)."""
+    VISIT_READBACK_LAST.labels(connection=bounded(connection, HIS_CONNECTIONS)).set(at)
+
+
 def observe_notification_refused(reason: str) -> None:
     """A payment notification answered non-2xx, by the refusal's reason."""
     label = reason if reason in NOTIFICATION_REFUSALS else NOT_SETTLED
@@ -924,6 +988,9 @@ API_METRICS: Final = (
     ROOM_JOINED,
     ROOM_ADMITTED,
     ROOM_UNUSED,
+    # Check-ins, an operator's no-show and ban lifts happen in the API.
+    VISIT_OUTCOMES,
+    PATIENT_BANS,
 )
 WORKER_METRICS: Final = (
     ROOM_ADMITTED,
@@ -977,6 +1044,10 @@ WORKER_METRICS: Final = (
     NOTIFICATIONS_PENDING,
     NOTIFICATION_OLDEST_UNSENT_AGE,
     NOTIFICATION_DEAD_LETTERS,
+    VISIT_OUTCOMES,
+    PATIENT_BANS,
+    VISITS_LAST_ROUND,
+    VISIT_READBACK_LAST,
 )
 CHECK_METRICS: Final = (
     INVARIANT_VIOLATIONS,

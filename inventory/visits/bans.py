@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from inventory.domain import HospitalPolicy
+from inventory.ops import metrics
 from inventory.record.pool import acquire
 from inventory.record.queries import QUERIES
 from inventory.store import keys
@@ -148,6 +149,7 @@ async def _decide(
             )
         await connection.execute(QUERIES["mark_ban_checked"], booking_id)
     if decision is not None:
+        metrics.observe_ban("applied")
         log.info(
             "visit.patient_banned",
             patient=patient_id,
@@ -200,6 +202,7 @@ async def lift_ban(
             now,
             {"reason": reason, "decided_by": decided_by},
         )
+    metrics.observe_ban("lifted")
     log.info("visit.ban_lifted", patient=patient_id, hospital=hospital_id, by=decided_by)
     return True
 

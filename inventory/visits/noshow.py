@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from inventory.domain import HospitalPolicy
+from inventory.ops import metrics
 from inventory.ops.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.pool import acquire
@@ -110,5 +112,6 @@ async def run_visits(
             await sleep_unless_stopped(stop, backoff.next_delay())
             continue
         backoff.reset()
+        metrics.observe_visits_round(time.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=config.interval_s)

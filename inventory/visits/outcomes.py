@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import structlog
 
+from inventory.ops import metrics
 from inventory.record.pool import acquire
 from inventory.record.queries import QUERIES
 
@@ -99,6 +100,7 @@ async def record_visit(
                 },
             )
     if changed:
+        metrics.observe_visit_outcome("visited", source)
         log.info("visit.checked_in", booking=booking_id, source=source, was=row["from_status"])
     return VisitRecord(
         booking_id,
@@ -146,5 +148,6 @@ async def record_no_show(
             when,
             {"source": source, "was": row["from_status"]},
         )
+    metrics.observe_visit_outcome("no_show", source)
     log.info("visit.no_show", booking=booking_id, source=source)
     return True

@@ -5,12 +5,15 @@ and the no-show rule bans through the ban engine, which operators lift with a re
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from inventory import errors
 from inventory.api.auth import mint_token
@@ -24,6 +27,24 @@ from inventory.visits.bans import apply_no_show_rule
 from inventory.visits.noshow import VisitsConfig, mark_no_shows
 from tests.his.conftest import CHINA, SimAdmin
 from tests.his.world import World, today_schedule, tomorrow
+
+
+def counted(family: str, **labels: str) -> float:
+    """This process's value of one series (0 when it has none yet)."""
+    return REGISTRY.get_sample_value(family, labels) or 0.0
+
+
+async def scraped(
+    http: aiohttp.ClientSession, api: dict[str, Any], family: str, **labels: str
+) -> float:
+    """The API process's value of one series, from its /metrics."""
+    async with http.get(api["url"] + "/metrics") as answer:
+        text = await answer.text()
+    for found in text_string_to_metric_families(text):
+        for sample in found.samples:
+            if sample.name == family and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 @pytest.fixture
@@ -78,6 +99,8 @@ async def test_his_visit_statuses_settle_bookings_once(clean: World) -> None:
     )
     await mark(world, missed, "noshow")
 
+    visited_before = counted("inventory_visit_outcomes_total", outcome="visited", source="his")
+    missed_before = counted("inventory_visit_outcomes_total", outcome="no_show", source="his")
     read = await read_back_visits(world.his, world.pool, [day])
     assert sorted(read.visited) == sorted([arrived, fulfilled])
     assert read.no_shows == [missed]
@@ -107,6 +130,11 @@ async def test_his_visit_statuses_settle_bookings_once(clean: World) -> None:
     for booking in (arrived, fulfilled):
         assert await events(world, booking) == ["booking_visited"]
     assert await events(world, missed) == ["booking_no_show"]
+    # Counted once each, however often read (a consultation's times are no new visit).
+    assert (
+        counted("inventory_visit_outcomes_total", outcome="visited", source="his"),
+        counted("inventory_visit_outcomes_total", outcome="no_show", source="his"),
+    ) == (visited_before + 2, missed_before + 1)
 
     location = await world.location(first)
     outcomes = await world.fetch(
@@ -131,6 +159,17 @@ async def test_reconciler_records_a_noshow_instead_of_cancelling(clean: World) -
     assert await world.refunds(booking) == []
     again = await world.reconciler.reconcile(fix=True, first_day=tomorrow(), last_day=tomorrow())
     assert not [i for i in again.items if i.subject == booking]
+
+
+async def test_a_sync_round_stamps_the_visit_read_back(clean: World) -> None:
+    """Each sync round reads visits back and says when (the read-back's lag)."""
+    before = time.time()
+    await clean.sync.sync()
+    stamp = counted(
+        "inventory_visit_readback_last_success_timestamp_seconds",
+        connection=clean.sync.connection,
+    )
+    assert before <= stamp <= time.time()
 
 
 @pytest.fixture
@@ -241,8 +280,15 @@ async def test_no_shows_ban_through_the_ban_engine_and_an_operator_lifts(
                 " ends_at = now() - interval '2 hours' WHERE id = $1",
                 schedule_id,
             )
+        no_shows_before = counted(
+            "inventory_visit_outcomes_total", outcome="no_show", source="session_ended"
+        )
+        bans_before = counted("inventory_patient_bans_total", action="applied")
         marked = await mark_no_shows(world.pool, config=VisitsConfig(with_his=False))
         assert set(bookings) <= set(marked)
+        assert counted(
+            "inventory_visit_outcomes_total", outcome="no_show", source="session_ended"
+        ) == no_shows_before + len(marked)
         for booking in bookings:
             assert (await world.booking(booking))["status"] == "no_show"
             assert await events(world, booking) == ["booking_no_show"]
@@ -255,6 +301,9 @@ async def test_no_shows_ban_through_the_ban_engine_and_an_operator_lifts(
             await world.hold(three, patient)
         assert refused.value.context["rule"] == "blacklisted"
         assert await apply_no_show_rule(world.pool, world.store, {hospital: policy}.get) == []
+        assert counted("inventory_patient_bans_total", action="applied") == bans_before + len(
+            decisions
+        )
         banned = await world.fetch(
             "SELECT type, payload FROM lifecycle_events WHERE patient_id = $1"
             " AND type = 'patient_banned'",
@@ -264,6 +313,7 @@ async def test_no_shows_ban_through_the_ban_engine_and_an_operator_lifts(
         assert sorted(banned[0]["payload"]["no_shows"]) == sorted(bookings)
 
         path = f"/v1/operator/hospitals/{hospital}/patients/{patient}/bans/lift"
+        lifted_before = await scraped(http, api, "inventory_patient_bans_total", action="lifted")
         status, body = await call(http, api, path, {"reason": ""}, role="operator")
         assert (status, body["code"]) == (422, "validation_failed")
         status, body = await call(http, api, path, {"reason": "staff error"}, role="staff")
@@ -278,6 +328,11 @@ async def test_no_shows_ban_through_the_ban_engine_and_an_operator_lifts(
         assert await world.hold(three, patient)
         status, body = await call(http, api, path, {"reason": "again"}, role="operator")
         assert (status, body["lifted"]) == (200, False)
+        # One lift counted (the second found no ban in force).
+        assert (
+            await scraped(http, api, "inventory_patient_bans_total", action="lifted")
+            == lifted_before + 1
+        )
 
         token = mint_token(api["settings"], "ops", operator=True, ttl_s=600)
         async with http.get(

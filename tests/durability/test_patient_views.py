@@ -6,9 +6,7 @@ schedule's waiting room."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,7 +19,6 @@ from tests.api.test_releases import queued_schedule
 from .stack import (
     Stack,
     catalogue,
-    open_stack,
     patients,
     reserve,
     wait_ready,
@@ -30,15 +27,6 @@ from .stack import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def stack(private_redis: RedisServer, database: str, tmp_path: Path) -> Iterator[Stack]:
-    running = open_stack(private_redis.url, database, tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 async def open_holds(

@@ -11,9 +11,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,7 +26,7 @@ from inventory.store import keys
 from inventory.store.slot_store import counts_of_slots_hash
 from tests.api.helpers import Catalogue
 
-from .stack import Stack, open_stack, patients, reserve, stop_process, wait_until, wait_verified
+from .stack import Stack, patients, reserve, stop_process, wait_until, wait_verified
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +34,10 @@ MOVES = 60
 
 
 @pytest.fixture
-def stack(private_redis: RedisServer, database: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(stack: Stack) -> Stack:
     """The API and the worker on the private Redis."""
-    running = open_stack(private_redis.url, database, tmp_path)
-    try:
-        running.start_worker()
-        yield running
-    finally:
-        running.close()
+    stack.start_worker()
+    return stack
 
 
 async def _pending(database: str) -> tuple[int, int]:

@@ -11,8 +11,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,7 +25,7 @@ from tests.api.conftest import start_api
 from tests.api.helpers import Catalogue
 from tests.api.test_releases import queued_schedule
 
-from .stack import Stack, open_stack, patients, wait_until, wait_verified
+from .stack import Stack, patients, wait_until, wait_verified
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +36,10 @@ ANSWERED_WITHIN_S = 90.0
 
 
 @pytest.fixture
-def stack(private_redis: RedisServer, database: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(stack: Stack) -> Stack:
     """The API and the worker on the private Redis."""
-    running = open_stack(private_redis.url, database, tmp_path)
-    try:
-        running.start_worker()
-        yield running
-    finally:
-        running.close()
+    stack.start_worker()
+    return stack
 
 
 def _kill(process: Any) -> None:

@@ -10,9 +10,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -24,7 +22,7 @@ from inventory.domain import HoldState
 from inventory.store import keys
 from tests.api.helpers import Catalogue, uid
 
-from .stack import Stack, open_stack, patients, reserve, stop_process, wait_until, wait_verified
+from .stack import Stack, patients, reserve, stop_process, wait_until, wait_verified
 from .test_reschedule_crash import _decided_some, _hold, _none_pending, _ready
 
 pytestmark = pytest.mark.slow
@@ -33,14 +31,10 @@ PATIENTS = 40
 
 
 @pytest.fixture
-def stack(private_redis: RedisServer, database: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(stack: Stack) -> Stack:
     """The API and the worker on the private Redis."""
-    running = open_stack(private_redis.url, database, tmp_path)
-    try:
-        running.start_worker()
-        yield running
-    finally:
-        running.close()
+    stack.start_worker()
+    return stack
 
 
 async def test_api_and_worker_killed_mid_acceptances_leave_one_unit_per_patient(

@@ -9,8 +9,6 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,21 +23,11 @@ from inventory.store.slot_store import PolicyBook, SlotStore
 from inventory.store.waitlist import WaitlistStore
 from tests.api.helpers import Catalogue
 
-from .stack import Stack, open_stack, patients, reserve, wait_until, wait_verified
+from .stack import Stack, patients, reserve, wait_until, wait_verified
 
 pytestmark = pytest.mark.slow
 
 POLICY = {"blacklist": True, "max_open_per_patient": 2}
-
-
-@pytest.fixture
-def stack(private_redis: RedisServer, database: str, tmp_path: Path) -> Iterator[Stack]:
-    """The API and (started by the test) the worker on the private Redis."""
-    running = open_stack(private_redis.url, database, tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 async def join(

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from tests.api.conftest import ApiServer, api_env
 from .stack import (
     Stack,
     catalogue,
-    open_stack,
     patients,
     reserve,
     spawn,
@@ -44,14 +42,10 @@ RECOVERY_S = 20.0
 
 
 @pytest.fixture
-def stack(private_redis: RedisServer, database: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(stack: Stack) -> Stack:
     """The API and the worker on the private Redis."""
-    running = open_stack(private_redis.url, database, tmp_path)
-    try:
-        running.start_worker()
-        yield running
-    finally:
-        running.close()
+    stack.start_worker()
+    return stack
 
 
 async def _held_in_postgres(database: str, hold_id: str) -> bool:

@@ -445,6 +445,13 @@ def _report(
         },
         "outcomes": outcomes,
         "late_joiners": sum(1 for r in results if r["joined_at"] > t0),
+        "joining_s": _round(
+            max((r["joined_at"] for r in results if r["joined_at"]), default=0)
+            - min((r["joined_at"] for r in results if r["joined_at"]), default=0)
+        ),
+        "last_join_before_t0_s": _round(
+            t0 - max((r["joined_at"] for r in results if r["joined_at"]), default=t0)
+        ),
         "requests_per_patient_after_join": {
             "mean": _round(statistics.fmean(requests)) if requests else None,
             "max": max(requests, default=0),
@@ -530,7 +537,8 @@ def format_text(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"outcomes: {r['outcomes']}; late joiners {r['late_joiners']}",
+        f"outcomes: {r['outcomes']}; late joiners {r['late_joiners']}; joins took "
+        f"{r['joining_s']} s, the last {r['last_join_before_t0_s']} s before T0",
         f"held: {r['held']}",
         f"admitted seen by their streams (s after T0): {r['admitted_seen_s']}",
         f"sell-out reached the waiting streams (s after it): {r['sold_out_reached_streams_s']}",

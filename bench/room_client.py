@@ -73,7 +73,9 @@ class _Stream:
         return None
 
     def close(self) -> None:
-        self.answer.release()
+        # The connection goes with the stream: a process serves as many streams as it
+        # may open files, and an idle kept-alive connection would keep one of them.
+        self.answer.close()
 
 
 async def _open(

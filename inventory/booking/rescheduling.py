@@ -84,7 +84,7 @@ RESCHEDULED: Final = "rescheduled"
 SOURCE_CANCELLED: Final = "rescheduled_source_cancelled"
 #: The kind of a move that answers a doctor substitution offer (替诊).
 SUBSTITUTION: Final = "substitution"
-#: The lifecycle_events type of a done move (the notifier's outbox).
+#: The lifecycle_events type of a done move (copied for the notifier by a trigger).
 RESCHEDULED_EVENT: Final = "booking_rescheduled"
 #: Why a charged move's new hold was given back (its move did not happen).
 CHARGE_ABANDONED: Final = "reschedule_abandoned"

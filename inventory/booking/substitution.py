@@ -37,7 +37,7 @@ from inventory.store.slot_store import SlotStore
 
 log = structlog.get_logger(__name__)
 
-#: The lifecycle_events type of an offer (the notifier tells the patient).
+#: The lifecycle_events type of an offer (copied for the notifier by a trigger).
 OFFERED_EVENT: Final = "substitution_offered"
 #: The cancellation code of a declined offer (a 停诊 the patient chose to be refunded for).
 DECLINED: Final = "suspended"

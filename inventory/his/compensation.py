@@ -7,7 +7,8 @@ The order is what makes it safe to crash anywhere:
 1. one Postgres transaction: the booking's new status with the reason the patient is
    shown (``cancel_reason``, ``"<code>: <the hospital's words>"``), its status-history
    row, the refund request (:func:`inventory.payments.refunds.request_refund`) and the
-   event the notifier tells the patient from (``lifecycle_events``, :data:`ENDED_EVENTS`);
+   decision's record (``lifecycle_events``, :data:`ENDED_EVENTS`; the patient is told
+   from the booking's own change, by the notification triggers);
 2. then the unit goes back in Redis (``release`` with ``force``, reason ``<code>``).
 
 A crash between the two leaves a booking ended in Postgres whose unit is still booked;

@@ -1172,7 +1172,7 @@ ORDER BY s.visit_date, s.id
 LIMIT $2;
 
 -- name: add_booking_event
--- One event of a booking for lifecycle_events (the notifier's outbox), with its hospital,
+-- One event of a booking for lifecycle_events (the record of decisions), with its hospital,
 -- patient and schedule copied from the booking, in the caller's transaction. No row when
 -- the event was recorded already (same event_key) or the booking does not exist.
 -- params: event_key, type, booking_id, at, payload

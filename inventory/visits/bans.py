@@ -9,8 +9,9 @@ The ban itself is ``lua/patient_ban.lua`` on the patient's tag, the key every re
 first step (``patient_acquire``) reads in the same script that takes the patient's
 token, so a ban is in force for every reserve after it, atomically; its outbox event
 keeps ``patient_bans`` current. This module adds the decision's history
-(``patient_ban_history``) and the event the notifier tells the patient from
-(``lifecycle_events``: ``patient_banned``, ``patient_ban_lifted``).
+(``patient_ban_history``) and the decision's record (``lifecycle_events``:
+``patient_banned``, ``patient_ban_lifted``; the patient is told from ``patient_bans``
+by the notification triggers).
 
 Order, so that a worker dying anywhere repeats a decision without doubling it: Redis
 first (the ban, its end computed from the deciding no-show's time, so a repeat writes the

@@ -2,9 +2,10 @@
 reports it) or ``no_show``, with the consultation's start and end when known.
 
 Each change is one Postgres transaction: the booking's status, its status-history row
-and the event the notifier tells the patient from (``lifecycle_events``:
-``booking_visited``, ``booking_no_show``). The unit stays taken in Redis: the visit used
-it. Recording the same outcome again changes nothing (a retry, the HIS read twice).
+and the decision's record (``lifecycle_events``: ``booking_visited``,
+``booking_no_show``; the notifier reads the booking's change through its trigger). The
+unit stays taken in Redis: the visit used it. Recording the same outcome again changes
+nothing (a retry, the HIS read twice).
 """
 
 from __future__ import annotations

@@ -11,21 +11,23 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 import pytest
-from redis.asyncio import Redis
 
-from inventory.devtools.servers import RedisServer
 from inventory.store import keys
+from inventory.store.connection import connect_redis
 from tests.api.conftest import start_api
 from tests.api.helpers import Catalogue
 from tests.api.test_releases import queued_schedule
 
-from .stack import Stack, patients, wait_until, wait_verified
+from .stack import Stack, open_stack, patients, wait_ready, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +37,38 @@ PATIENTS = 40
 ANSWERED_WITHIN_S = 90.0
 
 
-@pytest.fixture
-def stack(stack: Stack) -> Stack:
-    """The API and the worker on the private Redis."""
-    stack.start_worker()
-    return stack
+@dataclass
+class RoomStack:
+    """The API and the worker on one Redis or on a 3-master Cluster."""
+
+    stack: Stack
+    #: What a client of the test connects to (a start-up node of the Cluster).
+    redis_url: str
+    cluster: bool
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def room_stack(
+    request: pytest.FixtureRequest, database: str, tmp_path: Path
+) -> Iterator[RoomStack]:
+    """The API and the worker on the test's private Redis, or on the session's Cluster
+    (every node a start-up node, so a process restarted later still finds it)."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        nodes = ",".join(node.url for node in cluster.all_nodes)
+        running = open_stack(
+            nodes, database, tmp_path, extra_env={"INVENTORY_REDIS_CLUSTER": "true"}
+        )
+        found = RoomStack(running, cluster.url, cluster=True)
+    else:
+        private_redis = request.getfixturevalue("private_redis")
+        running = open_stack(private_redis.url, database, tmp_path)
+        found = RoomStack(running, private_redis.url, cluster=False)
+    try:
+        running.start_worker()
+        yield found
+    finally:
+        running.close()
 
 
 def _kill(process: Any) -> None:
@@ -117,15 +146,17 @@ async def _follow(
 
 @pytest.mark.timeout(300)
 async def test_kill_9_of_the_worker_and_the_api_during_admission(
-    stack: Stack, private_redis: RedisServer, database: str
+    room_stack: RoomStack, database: str
 ) -> None:
     """Worker SIGKILLed just before T0, the API SIGKILLed just after it; a new API
     process and worker start a second later: every patient has a final answer, exactly
     CAPACITY hold a unit, the rest are sold out, Redis holds no more than CAPACITY, and
-    Postgres records the release and every ticket with the holds made."""
-    await wait_verified(private_redis.url)
+    Postgres records the release and every ticket with the holds made. On one Redis and
+    on a 3-master Cluster."""
+    stack = room_stack.stack
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
+        await wait_ready(stack, http)
         people = await patients(stack, http, PATIENTS)
         shop = await Catalogue(stack.api, http).create()
         schedule_id, slot_id, t0 = await queued_schedule(shop, capacity=CAPACITY)
@@ -156,7 +187,7 @@ async def test_kill_9_of_the_worker_and_the_api_during_admission(
         await killer
     assert sorted(set(answers)) in (["held", "sold_out"], ["held"]), answers
     assert answers.count("held") == min(CAPACITY, PATIENTS)
-    client = Redis.from_url(private_redis.url, decode_responses=True)
+    client = await connect_redis(room_stack.redis_url, cluster=room_stack.cluster)
     try:
         tag = keys.tag_of_release(release_id)
         counts = await client.hmget(

@@ -191,3 +191,30 @@ async def test_only_platform_operators_set_a_hospitals_merchant(
     async with http.get(url, headers=own) as answer:
         assert answer.status == 200
         assert (await answer.json())["sub_mchid"] == "1900000402"
+
+
+async def test_a_dearer_moves_difference_settles_to_the_hospitals_sub_merchant(
+    partner_api: ApiServer, partner_sim: PaySimServer, http: aiohttp.ClientSession
+) -> None:
+    """A move to a dearer window (改约) charges the difference through the hospital's own
+    sub-merchant, like the booking's fee; paid there, the move completes."""
+    catalogue, (first,) = await _hospital(partner_api, http, "1900000401")
+    _, (dearer,), _ = await catalogue.schedule([1], session="afternoon", fee_fen=8000)
+    patient = await Patient(partner_api, http).register()
+    booking_id = (await patient.hold(first))["hold_id"]
+    payment_id = (await patient.start_payment(booking_id))["payment_id"]
+    await sim(http, partner_sim, "POST", f"/sim/orders/{payment_id}/pay")
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    move = f"/v1/bookings/{booking_id}/reschedule"
+    status, pending = await patient.call("POST", move, json={"slot_id": dearer}, headers=key)
+    assert (status, pending["status"], pending["charge_fen"]) == (201, "awaiting_payment", 3000)
+    difference = await patient.start_payment(pending["reschedule_id"], expect=200)
+    paid = await sim(http, partner_sim, "POST", f"/sim/orders/{difference['payment_id']}/pay")
+    assert paid["notify_status"] == 204, paid
+    orders = {
+        o["payment_id"]: o for o in (await sim(http, partner_sim, "GET", "/sim/orders"))["items"]
+    }
+    assert orders[difference["payment_id"]]["sub_mchid"] == "1900000401"
+    assert orders[difference["payment_id"]]["amount_fen"] == 3000
+    status, done = await patient.call("POST", move, json={"slot_id": dearer}, headers=key)
+    assert (status, done["status"], done["booking"]["status"]) == (201, "done", "confirmed")

@@ -13,6 +13,7 @@ from inventory.api import (
     audit_log,
     capacity,
     catalogue,
+    console,
     desk,
     docs,
     health,
@@ -54,6 +55,7 @@ TABLES: Final[tuple[Routes, ...]] = (
     legacy.routes,
     docs.routes,
     webapp.routes,
+    console.routes,
 )
 #: Every route's operation, in the document's order.
 OPERATIONS: Final[tuple[Operation, ...]] = tuple(

@@ -66,14 +66,15 @@ CONTENT_TYPES: Final = {
 PLACEHOLDER: Final = "<!--app-config-->"
 
 
-def _folder() -> resources.abc.Traversable:
-    return resources.files("inventory").joinpath("web", "app")
+def front_end_folder(front_end: str = "app") -> resources.abc.Traversable:
+    """Where a front end's files are shipped: ``inventory/web/<front_end>``."""
+    return resources.files("inventory").joinpath("web", front_end)
 
 
 @cache
-def _files(folder: str) -> dict[str, bytes]:
-    """The app's files in ``folder`` ("" for the top), by name (read once)."""
-    base = _folder()
+def _files(folder: str, front_end: str = "app") -> dict[str, bytes]:
+    """A front end's files in ``folder`` ("" for the top), by name (read once)."""
+    base = front_end_folder(front_end)
     if folder:
         base = base.joinpath(folder)
     return {
@@ -85,13 +86,15 @@ def _files(folder: str) -> dict[str, bytes]:
 
 @cache
 def _shell(config: AppConfig) -> str:
-    page = _folder().joinpath("index.html").read_text(encoding="utf-8")
+    page = front_end_folder().joinpath("index.html").read_text(encoding="utf-8")
     meta = f'<meta name="pay-simulator" content="{html.escape(config.pay_simulator_url)}">'
     return page.replace(PLACEHOLDER, meta)
 
 
-def _asset(folder: str, name: str) -> web.Response:
-    body = _files(folder).get(name)
+def front_end_asset(folder: str, name: str, front_end: str = "app") -> web.Response:
+    """One of a front end's files (``front_end``: ``app``, ``console``), by name: a name
+    is looked up among the files shipped, never joined to a path."""
+    body = _files(folder, front_end).get(name)
     content_type = next((t for ext, t in CONTENT_TYPES.items() if name.endswith(ext)), None)
     if body is None or content_type is None:
         raise NotFoundError("no such file")
@@ -148,7 +151,7 @@ _ASSET_TYPES = ("text/javascript", "text/css", "image/svg+xml", "image/png", "ap
 )
 async def app_asset(request: web.Request) -> web.Response:
     """One of the app's top-level files."""
-    return _asset("", request.match_info["name"])
+    return front_end_asset("", request.match_info["name"])
 
 
 @routes.get(
@@ -161,4 +164,4 @@ async def app_asset(request: web.Request) -> web.Response:
 )
 async def app_view(request: web.Request) -> web.Response:
     """One of the app's view modules."""
-    return _asset("views", request.match_info["name"])
+    return front_end_asset("views", request.match_info["name"])

@@ -772,6 +772,7 @@ def banner(
     lines.append(f"logs       {log_file or 'stdout'}  ({again})")
     restarted = ", ".join(["worker", *(supervised or [])])
     token = mint_token(settings, "demo-account", ttl_s=24 * 3600)
+    operator = mint_token(settings, "demo-operator", operator=True, ttl_s=24 * 3600)
     lines += [
         f"supervised {restarted}: restarted when they die (back-off "
         f"{RESTART_INITIAL_S:g}-{RESTART_MAX_S:g} s, see the log)",
@@ -780,7 +781,9 @@ def banner(
         f"app        {base}/app/#dev-token={token}  (the patient app, signed in as "
         "demo-account: a dev-only sign-in)",
         f"token      {token}",
-        f"operator   {mint_token(settings, 'demo-operator', operator=True, ttl_s=24 * 3600)}",
+        f"operator   {operator}",
+        f"console    {base}/console/#dev-token={operator}  (the staff console, signed in as "
+        "demo-operator, a platform operator: a dev-only sign-in)",
         "ready: Ctrl-C stops everything"
         if ready
         else f"ready: NOT YET ({_local(base)}/readyz does not answer 200; see the log)",

@@ -53,6 +53,12 @@ def browser_missing() -> str | None:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     """`inventory dev` with its defaults (HIS and payments on), logs in a file."""
+    yield from start_dev(tmp_path_factory)
+
+
+def start_dev(tmp_path_factory: pytest.TempPathFactory, *options: str) -> Iterator[Dev]:
+    """`inventory dev` with ``options`` (its defaults: HIS and payments on), logs in a
+    file, until the generator is closed (a module fixture yields from it)."""
     if reason := browser_missing():
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("app-dev")
@@ -65,6 +71,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
         [
             *(sys.executable, "-m", "inventory", "dev", "--port", str(port)),
             *("--env-file", str(env_file), "--log-file", str(log_file)),
+            *options,
         ],
         env=env,
         cwd=root,

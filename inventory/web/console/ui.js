@@ -1,0 +1,109 @@
+// Pieces every view uses: the refusal box (the API's own message), headings, a toast,
+// the confirmation dialog every action that changes money or bookings goes through,
+// and small tables.
+
+import { h, fill } from "./dom.js";
+import { t } from "./i18n.js";
+
+/** The API's refusal as staff read it: its title, its detail, the 422 fields. An alert,
+ * so a screen reader says it at once; `data-code` carries the stable code. */
+export function problem(error) {
+  const lines = [];
+  if (error.detail && error.detail !== error.title) lines.push(h("p", {}, error.detail));
+  for (const item of error.errors || []) {
+    if (item && item.field) lines.push(h("p", { class: "field-error" }, `${item.field}: ${item.reason || item.code || ""}`));
+  }
+  return h(
+    "div",
+    { class: "problem", role: "alert", dataset: { code: error.code || "", status: String(error.status ?? "") } },
+    h("strong", {}, error.status === 0 ? t("network_error") : error.title || error.message),
+    lines,
+  );
+}
+
+/** A page's heading (focused after navigation, for screen readers). */
+export function heading(text) {
+  return h("h1", { tabindex: "-1" }, text);
+}
+
+export function loading() {
+  return h("p", { class: "muted", role: "status" }, t("loading"));
+}
+
+/** A short message in the live region (read out, then gone). */
+export function toast(text) {
+  const region = document.getElementById("toast");
+  fill(region, text);
+  region.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => {
+    region.hidden = true;
+  }, 4000);
+}
+
+/** A labelled form field of the dialog: {name, label, type, value, options, required,
+ * min, max, maxlength}. */
+function field(spec) {
+  const id = `ask-${spec.name}`;
+  const attrs = { id, name: spec.name, required: spec.required, min: spec.min, max: spec.max, maxlength: spec.maxlength };
+  const control =
+    spec.type === "select"
+      ? h("select", attrs, spec.options.map(([value, label]) => h("option", { value, selected: value === spec.value }, label)))
+      : h("input", { ...attrs, type: spec.type || "text", value: spec.value ?? "", autocomplete: "off" });
+  return h("div", { class: "field" }, h("label", { for: id }, spec.label), control);
+}
+
+/** Ask before an action: `question`, `details` (elements shown under it: what the action
+ * will change) and `fields` to fill in. Resolves null when cancelled, else the fields'
+ * values by name ({} without fields). The dialog is modal and keyboard-operable (Esc
+ * cancels). */
+export function ask(question, { details = null, fields = [], confirm = null } = {}) {
+  const dialog = document.getElementById("ask");
+  const form = dialog.querySelector("form");
+  fill(dialog.querySelector("#ask-text"), question);
+  fill(dialog.querySelector("#ask-body"), details, fields.map(field));
+  dialog.querySelector('[value="yes"]').textContent = confirm || t("yes");
+  dialog.querySelector('[value="no"]').textContent = t("no");
+  dialog.returnValue = "";
+  dialog.showModal();
+  const first = dialog.querySelector("#ask-body input, #ask-body select");
+  if (first) first.focus();
+  return new Promise((resolve) => {
+    // "确定" submits only with valid fields (the browser's own validation, naming the
+    // field); "取消" (formnovalidate) and Esc close without them.
+    dialog.addEventListener(
+      "close",
+      () => {
+        if (dialog.returnValue !== "yes") return resolve(null);
+        const values = {};
+        for (const spec of fields) values[spec.name] = form.elements[spec.name].value.trim();
+        resolve(values);
+      },
+      { once: true },
+    );
+  });
+}
+
+/** A definition list of [label, value] rows. */
+export function sheet(rows) {
+  return h(
+    "dl",
+    { class: "sheet" },
+    rows.filter(Boolean).map(([label, value]) => [h("dt", {}, label), h("dd", {}, value ?? "–")]),
+  );
+}
+
+/** A table: `columns` are [label, cell(item)]; `caption` names it for screen readers. */
+export function table(caption, columns, items, { rowAttrs = () => ({}) } = {}) {
+  return h(
+    "table",
+    { class: "grid" },
+    h("caption", { class: "visually-hidden" }, caption),
+    h("thead", {}, h("tr", {}, columns.map(([label]) => h("th", { scope: "col" }, label)))),
+    h(
+      "tbody",
+      {},
+      items.map((item) => h("tr", rowAttrs(item), columns.map(([, cell]) => h("td", {}, cell(item))))),
+    ),
+  );
+}

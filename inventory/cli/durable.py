@@ -81,6 +81,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     could not be rebuilt (the others are rebuilt all the same). ``--lookups`` only copies
     the account-patient links and slot locations."""
     from inventory.recovery.rebuild import copy_lookups, rebuild
+    from inventory.release.restore import restore_rooms
 
     async def action(store: SlotStore, pool: asyncpg.Pool) -> int:
         if args.lookups:
@@ -93,9 +94,13 @@ def run_rebuild(args: argparse.Namespace) -> int:
             tags=args.tag,
             only_fenced=args.fenced,
             raise_oversold=args.raise_oversold,
+            # The tag's rebuild dropped its schedules' rooms: a room not sold out
+            # governs them again (from Redis when it still has it, else the record).
+            after_tag=lambda tag: restore_rooms(store, pool, tag),
         )
         print(
             f"rebuilt {len(report.tags)} tags, {report.holds} open holds and bookings, "
+            f"{report.rooms} waiting rooms from the record, "
             f"{report.patients} patients' tokens, {report.links} account-patient links and "
             f"{report.slot_locations} slot locations; {len(report.failed)} failed"
         )

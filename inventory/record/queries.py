@@ -168,11 +168,13 @@ class Queries(TypedDict):
     # release day's waiting rooms (projected from their events)
     insert_room_release: str
     set_room_drawn: str
+    set_room_seed_hash: str
     set_room_sold_out: str
     insert_room_ticket: str
     admit_room_ticket: str
     use_room_ticket: str
     lapse_room_ticket: str
+    list_tag_live_rooms: str
     list_room_tickets: str
     # reschedules
     insert_reschedule: str

@@ -1700,6 +1700,12 @@ ON CONFLICT (release_id) DO NOTHING;
 -- params: release_id, seed, drawn, drawn_at
 UPDATE room_releases SET seed = $2, drawn = $3, drawn_at = $4 WHERE release_id = $1;
 
+-- name: set_room_seed_hash
+-- A room restored before its draw commits a new seed (the first lived in Redis only):
+-- its hash replaces the published one. A drawn room's restore keeps its seed.
+-- params: release_id, seed_hash
+UPDATE room_releases SET seed_hash = $2 WHERE release_id = $1 AND drawn_at IS NULL;
+
 -- name: set_room_sold_out
 -- params: release_id, sold_out_at
 UPDATE room_releases SET sold_out_at = $2 WHERE release_id = $1;
@@ -1724,6 +1730,15 @@ UPDATE room_tickets SET outcome = 'reserved', hold_id = $2 WHERE ticket_id = $1;
 -- name: lapse_room_ticket
 -- params: ticket_id
 UPDATE room_tickets SET outcome = 'expired' WHERE ticket_id = $1 AND outcome = 'admitted';
+
+-- name: list_tag_live_rooms
+-- A tag's releases not sold out: the waiting rooms a rebuild of the tag puts back.
+-- params: tag
+SELECT release_id, tag, hospital_id, schedule_ids, t0, opens_at, seed_hash, seed, factor,
+       token_s, opened_at, drawn, drawn_at, sold_out_at
+FROM room_releases
+WHERE tag = $1 AND sold_out_at IS NULL
+ORDER BY t0, release_id;
 
 -- name: list_room_tickets
 -- A release's tickets for an audit: admitted ones in queue order, then the others by

@@ -21,6 +21,8 @@ from inventory.record.queries import QUERIES
 #: The room events, in the order a batch writes them.
 ROOM_EVENTS: Final = (
     "room_opened",
+    # A rebuild's restore of a room not drawn yet commits a new seed: before any draw.
+    "room_restored",
     "room_joined",
     "room_drawn",
     "room_admitted",
@@ -101,6 +103,10 @@ def _joined(e: RoomEvent) -> tuple[Any, ...]:
 
 _ROWS: Final[Mapping[str, tuple[str, Callable[[RoomEvent], tuple[Any, ...]]]]] = {
     "room_opened": ("insert_room_release", _opened),
+    "room_restored": (
+        "set_room_seed_hash",
+        lambda e: (_field(e.payload, "release"), _field(e.payload, "seed_hash")),
+    ),
     "room_joined": ("insert_room_ticket", _joined),
     "room_drawn": (
         "set_room_drawn",

@@ -19,6 +19,7 @@ more is sold on that slot) while the staff decide what to do with the extra pati
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -71,6 +72,8 @@ class RebuildReport:
 
     tags: list[str] = field(default_factory=list)
     holds: int = 0
+    #: Waiting rooms put back from the record (not sold out, lost from Redis).
+    rooms: int = 0
     patients: int = 0
     raised: list[CapacityRaise] = field(default_factory=list)
     failed: list[TagFailure] = field(default_factory=list)
@@ -351,10 +354,13 @@ async def rebuild(
     tags: list[str] | None = None,
     only_fenced: bool = False,
     raise_oversold: bool = False,
+    after_tag: Callable[[str], Awaitable[int]] | None = None,
 ) -> RebuildReport:
     """Rebuild the given tags, every tag Postgres knows, or only the fenced ones, then
     copy the account-patient links and slot locations (see :func:`copy_lookups`). A tag
-    that fails is reported in ``failed`` and the others go on."""
+    that fails is reported in ``failed`` and the others go on. ``after_tag`` runs after
+    each tag's rebuild (the waiting rooms' restore, inventory.release.restore, which
+    this layer does not know); what it returns is counted in ``rooms``."""
     if tags is None:
         async with acquire(pool, timeout_s=10.0) as connection:
             rows = await connection.fetch(QUERIES["list_all_tag_sequences"])
@@ -368,6 +374,8 @@ async def rebuild(
             report.holds += await rebuild_tag(
                 store, pool, tag, raise_oversold=raise_oversold, raised=report.raised
             )
+            if after_tag is not None:
+                report.rooms += await after_tag(tag)
         except _TAG_FAILURES as error:
             report.failed.append(TagFailure(tag, _reason(error)))
             continue

@@ -52,6 +52,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "room_join",
     "room_advance",
     "room_status",
+    "room_restore",
     "reschedule",
     "reschedule_take",
     "reschedule_mark",

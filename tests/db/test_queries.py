@@ -589,6 +589,10 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "drawn": 2000,
         "drawn_at": at(MARCH_1, 8),
     },
+    "set_room_seed_hash": lambda s: {
+        "release_id": f"{s.cardio}.{VISIT:%Y%m%d}.am",
+        "seed_hash": "ab" * 32,
+    },
     "set_room_sold_out": lambda s: {
         "release_id": f"{s.cardio}.{VISIT:%Y%m%d}.am",
         "sold_out_at": at(MARCH_1, 8, 1),
@@ -609,6 +613,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     },
     "use_room_ticket": lambda s: {"ticket_id": "abcdefghijklmnopqrstuvwx", "hold_id": s.booking},
     "lapse_room_ticket": lambda s: {"ticket_id": "abcdefghijklmnopqrstuvwx"},
+    "list_tag_live_rooms": lambda s: {"tag": s.tag},
     "list_room_tickets": lambda s: {"release_id": f"{s.cardio}.{VISIT:%Y%m%d}.am"},
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -29,10 +30,14 @@ from inventory.record.queries import QUERIES
 from inventory.recovery.check import check
 from inventory.recovery.fence import StoreUnverifiedError, StoreVerification, verify_store
 from inventory.recovery.rebuild import rebuild
+from inventory.release import draw
+from inventory.release.restore import restore_rooms, room_state
+from inventory.release.rooms import RoomStore
 from inventory.store import keys
 from inventory.store.connection import connect_redis
 from inventory.store.slot_store import SlotStore
 from inventory.store.waitlist import WaitlistStore
+from tests.lua.conftest import ManualClock
 
 
 @pytest.fixture
@@ -597,3 +602,171 @@ async def test_rebuild_restores_the_live_waitlist(world: dict[str, Any]) -> None
     now_offered = await waitlist.entry(second.entry.entry_id)
     assert now_offered is not None
     assert now_offered.state.value == "offered"
+
+
+async def test_rebuild_restores_a_live_waiting_room(world: dict[str, Any]) -> None:
+    """A queued release drawn and admitting (one admitted patient reserved, one holds a
+    token, three wait) is recorded in Postgres; Redis is wiped and rebuilt: the room
+    governs its schedule again (no reserve without a token), the same seed gives the
+    same places, the used admission stays used, the outstanding one has a new token (the
+    lost one is refused), and the room sells out as before."""
+    tag, pool = world["tag"], world["pool"]
+    clock = ManualClock(now_ms=int(datetime.now(tz=UTC).timestamp() * 1000))
+    store = await SlotStore.connect_scripts(world["client"], clock=clock)
+    t0 = (datetime.now(tz=UTC) + timedelta(hours=1)).replace(microsecond=0)
+    start = world["start"] + timedelta(hours=6)
+    schedule = f"s2-{world['department']}"
+    slot = f"sq-{world['department']}"
+    await world["catalogue"].put_schedule(
+        {
+            "schedule_id": schedule,
+            "hospital_id": world["hospital"],
+            "department_id": world["department"],
+            "doctor_id": world["doctor"],
+            "visit_date": world["day"],
+            "session": "afternoon",
+            "starts_at": start,
+            "ends_at": start + timedelta(hours=2),
+            "release_at": t0,
+            "cancel_deadline": start - timedelta(hours=12),
+            "fee_fen": 0,
+            "location": "",
+        },
+        [
+            {
+                "slot_id": slot,
+                "starts_at": start,
+                "ends_at": start + timedelta(minutes=30),
+                "capacity": 2,
+            }
+        ],
+    )
+    rooms = RoomStore(store)
+    release = keys.release_id_for(world["department"], world["day"], "pm")
+    await rooms.open(
+        release,
+        [schedule],
+        hospital_id=world["hospital"],
+        t0_ms=int(t0.timestamp() * 1000),
+        window_ms=7_200_000,
+        factor=1.0,
+        token_ms=60_000,
+    )
+    people = {}
+    for _ in range(5):
+        patient = await _patient_row(world)
+        ticket, _ = await rooms.join(release, account_id="acct-r", patient_id=patient)
+        people[ticket] = patient
+    clock.now_ms = int(t0.timestamp() * 1000) + 1_000
+    assert (await rooms.advance(release)).admitted == 2
+    before = {t: await rooms.status(release, t, account_id="acct-r") for t in people}
+    first, second = sorted((s for s in before.values() if s.token), key=lambda s: s.position)
+
+    def reserve(ticket: str, token: str) -> Any:
+        return store.reserve(
+            dataclasses.replace(
+                ReserveRequest(
+                    world["hospital"],
+                    world["department"],
+                    world["day"],
+                    slot,
+                    "acct-r",
+                    people[ticket],
+                    "app",
+                    uuid.uuid4().hex,
+                ),
+                admission_token=token,
+            )
+        )
+
+    await reserve(first.ticket_id, first.token)
+    await project_stream(world)
+    snap_before = await rooms.snapshot(release)
+    assert snap_before is not None
+
+    await world["client"].flushall()
+    report = await rebuild(
+        store, pool, tags=[tag], after_tag=lambda t: restore_rooms(store, pool, t)
+    )
+    assert report.ok, report.failed
+    assert report.rooms == 1
+    snap = await rooms.snapshot(release)
+    assert snap is not None
+    assert (snap.state, snap.seed, snap.seed_hash) == (
+        "admitting",
+        snap_before.seed,
+        snap_before.seed_hash,
+    )
+    assert (snap.drawn, snap.admitted, snap.outstanding, snap.used) == (5, 2, 1, 1)
+    after = {t: await rooms.status(release, t, account_id="acct-r") for t in people}
+    for ticket, status in after.items():
+        assert status.position == before[ticket].position
+    now = clock.now_ms
+    assert after[first.ticket_id].outcome(now) == "reserved"
+    renewed = after[second.ticket_id]
+    assert renewed.outcome(now) == "admitted"
+    assert renewed.token != second.token
+    waiting = [t for t in people if t not in (first.ticket_id, second.ticket_id)]
+    assert {after[t].outcome(now) for t in waiting} == {"waiting"}
+    with pytest.raises(errors.AdmissionRequiredError):
+        await reserve(waiting[0], "")
+    with pytest.raises(errors.AdmissionTokenInvalidError):
+        await reserve(second.ticket_id, second.token)
+    await reserve(second.ticket_id, renewed.token)
+    assert (await rooms.advance(release)).state == "sold_out"
+
+
+def test_a_room_not_drawn_is_restored_under_a_new_commitment() -> None:
+    """The committed seed of a room not drawn yet lived in Redis only: its restore draws
+    a new seed and publishes its hash; the tickets wait for the draw as before (late
+    joiners in arrival order), nothing admitted."""
+    t0 = datetime(2027, 3, 1, 9, tzinfo=UTC)
+    release = {
+        "release_id": "d1.20270308.r1",
+        "schedule_ids": ["s2", "s1"],
+        "drawn_at": None,
+        "drawn": None,
+        "seed": None,
+        "seed_hash": "00" * 32,
+        "token_s": 60,
+        "factor": 1.2,
+        "t0": t0,
+        "opens_at": t0 - timedelta(minutes=30),
+        "hospital_id": "h1",
+    }
+    tickets = [
+        {
+            "ticket_id": "a" * 24,
+            "late_seq": 0,
+            "account_id": "x",
+            "patient_id": "p1",
+            "joined_at": t0 - timedelta(minutes=5),
+            "position": None,
+            "token_expires_at": None,
+            "outcome": "waiting",
+        },
+        {
+            "ticket_id": "b" * 24,
+            "late_seq": 1,
+            "account_id": "y",
+            "patient_id": "p2",
+            "joined_at": t0 + timedelta(seconds=1),
+            "position": None,
+            "token_expires_at": None,
+            "outcome": "waiting",
+        },
+    ]
+    fields, records, tokens, members = room_state(release, tickets, ["sl1"], 0)
+    assert fields["state"] == "open"
+    assert fields["seed_hash"] != release["seed_hash"]
+    assert fields["seed_hash"] == draw.seed_hash(fields["secret"])
+    assert "seed" not in fields
+    assert (fields["schedules"], fields["joined"], fields["late"], fields["admitted"]) == (
+        "s1 s2",
+        2,
+        1,
+        0,
+    )
+    assert tokens == []
+    assert members == [f"d1.20270308.r1|p|{'a' * 24}", f"d1.20270308.r1|l|0000000001|{'b' * 24}"]
+    assert [json.loads(r[1])["k"] for r in records] == ["", ""]

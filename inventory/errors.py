@@ -529,11 +529,11 @@ class BookingNotOpenError(InventoryError):
 
 
 class NoShowTooEarlyError(InventoryError):
-    """A patient is a no-show only once the session has begun (hospital time)."""
+    """A patient is a no-show only once the booking's time window has begun."""
 
     code = "no_show_too_early"
     http_status = 409
-    title = "A booking can be marked a no-show only once its session has begun"
+    title = "A booking can be marked a no-show only once its time window has begun"
 
 
 # -- the code table: what a person reads ----------------------------------------------
@@ -662,8 +662,8 @@ MESSAGES: Final[Mapping[str, Message]] = {
         "The booking is no longer open (cancelled, rejected, visited or a no-show)",
     ),
     "no_show_too_early": Message(
-        "就诊时段开始后才能标记爽约",
-        "A booking can be marked a no-show only once its session has begun",
+        "预约的就诊时段开始后才能标记爽约",
+        "A booking can be marked a no-show only once its time window has begun",
     ),
     # the HTTP edge
     "bad_request": Message("无法读取请求", "The request could not be read"),

@@ -418,16 +418,16 @@ async def operator_cancel_booking(request: web.Request) -> web.Response:
 @routes.post(
     "/v1/operator/bookings/{booking_id}/no-show",
     operation_id="mark_no_show",
-    summary="Mark a booking a no-show (爽约) once its session has begun",
+    summary="Mark a booking a no-show (爽约) once its time window has begun",
     response=NoShowAnswer,
     auth="operator",
     errors=(400, 401, 403, 404, 409, 422, 503),
     idempotency="recorded",
 )
 async def mark_no_show(request: web.Request) -> web.Response:
-    """The patient never came: an open booking is ``no_show`` from the session's start
-    on (before, 409 ``no_show_too_early``), as the worker marks it after the session's
-    end; the no-show rule then looks at it like any other."""
+    """The patient never came: an open booking is ``no_show`` from the start of its time
+    window on (before, 409 ``no_show_too_early``), as the worker marks it after the
+    session's end; the no-show rule then looks at it like any other."""
     booking_id = _booking_id(request)
     services = request.app[SERVICES]
     found = await _booking_hospital(services, booking_id)
@@ -437,9 +437,11 @@ async def mark_no_show(request: web.Request) -> web.Response:
     note_before(request, {"booking_id": booking_id, "status": found["status"]})
     if found["status"] not in OPEN_STATUSES:
         raise BookingNotOpenError(status=found["status"])
+    # The patient's own window, not the session: one booked for 11:30 is not missing at 8.
+    (row,) = await _find(services, found["hospital_id"], booking_id=booking_id, limit=1)
     now = datetime.now(tz=UTC)
-    if now < found["starts_at"]:
-        raise NoShowTooEarlyError(starts_at=found["starts_at"].isoformat())
+    if now < row["slot_starts_at"]:
+        raise NoShowTooEarlyError(slot_starts_at=row["slot_starts_at"].isoformat())
     if not await record_no_show(services.db, booking_id, source="staff", at=now):
         raise BookingNotOpenError()
     zone = zone_named(found["hospital_timezone"])

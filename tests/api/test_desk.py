@@ -1,7 +1,7 @@
 """The operators' desk routes against a real API, Redis and Postgres: a hospital's release
 day with every schedule's units now and its waiting rooms, bookings found by id, HIS
 number and phone (full or masked), an operator's cancel (past the patient's deadline), a
-no-show once the session has begun, a suspension's preview, and the bans in force."""
+no-show once its time window has begun, a suspension's preview, and the bans in force."""
 
 from __future__ import annotations
 
@@ -204,19 +204,33 @@ async def test_a_no_show_is_marked_once_the_session_has_begun(
     api_server: ApiServer, http: aiohttp.ClientSession
 ) -> None:
     catalogue = await Catalogue(api_server, http).create()
-    schedule_id, slots, _ = await catalogue.schedule([2])
-    booking_id, _ = await _book(api_server, http, slots[0])
+    schedule_id, slots, _ = await catalogue.schedule([2, 2])
+    booking_id, _ = await _book(api_server, http, slots[1])
     own = operator_of(api_server, catalogue.hospital_id)
     path = f"/v1/operator/bookings/{booking_id}/no-show"
     status, body = await _call(http, api_server, "POST", path, own)
     assert (status, body["code"]) == (409, "no_show_too_early"), body
-    # The session begins (moved into the past, as time would move it).
+    # The session begins, but not the booking's window (its second): still too early.
     await _sql(
         api_server,
         "UPDATE schedules SET release_at = now() - interval '2 hours',"
         " starts_at = now() - interval '1 hour', cancel_deadline = now() - interval '1 hour'"
         " WHERE id = $1",
         schedule_id,
+    )
+    await _sql(
+        api_server,
+        "UPDATE slots SET starts_at = now() - interval '1 hour',"
+        " ends_at = now() - interval '30 minutes' WHERE id = $1",
+        slots[0],
+    )
+    status, body = await _call(http, api_server, "POST", path, own)
+    assert (status, body["code"]) == (409, "no_show_too_early"), body
+    # Its window begins too (moved into the past, as time would move it).
+    await _sql(
+        api_server,
+        "UPDATE slots SET starts_at = now() - interval '30 minutes', ends_at = now() WHERE id = $1",
+        slots[1],
     )
     status, marked = await _call(http, api_server, "POST", path, own)
     assert status == 200, marked

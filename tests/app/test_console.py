@@ -239,3 +239,32 @@ async def test_console_accessibility_basics(dev: Dev, browser: Any) -> None:
     assert await login.evaluate("localStorage.getItem('console-token')") is None
     assert await login.evaluate("sessionStorage.getItem('console-token')") == operator.token
     assert operator.csp_violations == []
+
+
+async def test_the_english_switch_reaches_the_apis_messages(dev: Dev, browser: Any) -> None:
+    """The header's switch turns the console to English and the API's refusals with it:
+    a malformed phone search shows the API's English 422 title; back to 中文."""
+    operator = Operator(dev, "demo-hospital")
+    page = await operator.page(browser, "/bookings")
+    await page.get_by_role("button", name="English").click()
+    await page.wait_for_selector("h1:has-text('Find a booking')")
+    assert await page.evaluate("document.documentElement.lang") == "en"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{dev.api}/v1/operator/hospitals/demo-hospital/bookings",
+            params={"phone": "12345"},
+            headers={"Authorization": f"Bearer {operator.token}", "Accept-Language": "en"},
+        ) as answer,
+    ):
+        refused = await answer.json()
+        assert answer.status == 422, refused
+    await page.get_by_label("Phone").fill("12345")
+    await page.get_by_role("button", name="Search").click()
+    alert = page.get_by_role("alert")
+    await alert.wait_for()
+    assert await alert.get_attribute("data-code") == "validation_failed"
+    assert refused["title"] in await alert.inner_text()
+    await page.get_by_role("button", name="中文").click()
+    await page.wait_for_selector("h1:has-text('预约查询')")
+    assert operator.csp_violations == []

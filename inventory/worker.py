@@ -28,7 +28,7 @@ import structlog
 
 from inventory.booking.offers import run_offer_settler
 from inventory.booking.rescheduling import run_move_recovery
-from inventory.his.flows import his_loops
+from inventory.his.flows import connections_of, his_loops
 from inventory.his.suspension import run_suspension_sweep
 from inventory.notify.service import run_notifier
 from inventory.ops.config import Settings
@@ -109,6 +109,8 @@ async def _run_loops(
             port=settings.worker_metrics_port,
             pool=pool,
             his_queue=settings.his_enabled,
+            # Each HIS connection's queue (hospital -> the connection serving it).
+            his_connection_of=(connections_of(settings).name_for if settings.his_enabled else None),
         ),
         "persister": run_persister(store.client, pool, stop=stop, on_diverged=fence, stats=stats),
         # 停诊 entered by an operator: the suspended schedules' bookings cancelled and

@@ -556,6 +556,11 @@ def _allowed_labels() -> dict[str, dict[str, set[str] | re.Pattern[str]]]:
         },
         "inventory_refunds_open": {"status": set(metrics.REFUND_OPEN_STATUSES)},
         "inventory_his_submission_queue": {"status": set(metrics.HIS_WAITING_STATUSES)},
+        "inventory_his_connection_queue": {
+            "connection": his_connection,
+            "status": set(metrics.HIS_WAITING_STATUSES),
+        },
+        "inventory_his_connection_oldest_age_seconds": {"connection": his_connection},
         "inventory_visit_outcomes": {
             "outcome": set(metrics.VISIT_SOURCES) | {metrics.OTHER},
             "source": set().union(*metrics.VISIT_SOURCES.values()) | {metrics.OTHER},

@@ -201,6 +201,11 @@ class HisConnections:
         """The connection serving ``hospital_id`` (its own, else the default)."""
         return self.hospitals.get(hospital_id, self.default)
 
+    def name_for(self, hospital_id: str) -> str:
+        """The name of the connection serving ``hospital_id``; ``none`` without one."""
+        connection = self.for_hospital(hospital_id)
+        return connection.name if connection is not None else "none"
+
 
 # -- the adapters ------------------------------------------------------------------------
 

@@ -390,6 +390,19 @@ HIS_SUBMISSION_OLDEST_AGE: Final = Gauge(
     "Seconds since the oldest booking waiting for the HIS last changed (0: none).",
     multiprocess_mode="mostrecent",
 )
+HIS_CONNECTION_QUEUE: Final = Gauge(
+    "inventory_his_connection_queue",
+    "Bookings not yet accepted by the HIS by HIS connection (the one serving their "
+    "hospital) and status: confirmed (not sent) or submitted (sent, no answer yet).",
+    ["connection", "status"],
+    multiprocess_mode="mostrecent",
+)
+HIS_CONNECTION_OLDEST_AGE: Final = Gauge(
+    "inventory_his_connection_oldest_age_seconds",
+    "Seconds since the oldest booking waiting for a HIS connection last changed (0: none).",
+    ["connection"],
+    multiprocess_mode="mostrecent",
+)
 
 # -- worker: notifications (inventory/notify/) -------------------------------------------
 
@@ -877,6 +890,26 @@ def observe_open_money_and_his_queue(row: Mapping[str, Any], *, his_queue: bool)
         HIS_SUBMISSION_OLDEST_AGE.set(row["his_oldest_waiting_s"] or 0.0)
 
 
+def observe_his_connection_queues(
+    rows: Iterable[Mapping[str, Any]], connection_of: Callable[[str], str]
+) -> None:
+    """One sample of ``sample_his_queue_by_hospital``: each hospital's waiting bookings
+    added to the connection serving it (``connection_of``); every registered
+    connection with none reads 0."""
+    counts = {name: dict.fromkeys(HIS_WAITING_STATUSES, 0) for name in HIS_CONNECTIONS}
+    oldest = dict.fromkeys(HIS_CONNECTIONS, 0.0)
+    for row in rows:
+        name = bounded(connection_of(row["hospital_id"]), HIS_CONNECTIONS)
+        counts.setdefault(name, dict.fromkeys(HIS_WAITING_STATUSES, 0))
+        for status in HIS_WAITING_STATUSES:
+            counts[name][status] += int(row[status])
+        oldest[name] = max(oldest.get(name, 0.0), float(row["oldest_s"] or 0.0))
+    for name, by_status in counts.items():
+        for status, count in by_status.items():
+            HIS_CONNECTION_QUEUE.labels(connection=name, status=status).set(count)
+        HIS_CONNECTION_OLDEST_AGE.labels(connection=name).set(oldest[name])
+
+
 #: Notification outcomes and channels as labels; kinds are the code's own names
 #: (inventory/notify/kinds.py), checked for shape.
 NOTIFICATION_OUTCOMES: Final = ("sent", "failed", "retried", "dead_lettered", "skipped")
@@ -1040,6 +1073,8 @@ WORKER_METRICS: Final = (
     REFUND_OLDEST_OPEN_AGE,
     HIS_SUBMISSION_QUEUE,
     HIS_SUBMISSION_OLDEST_AGE,
+    HIS_CONNECTION_QUEUE,
+    HIS_CONNECTION_OLDEST_AGE,
     NOTIFICATIONS,
     NOTIFICATIONS_PENDING,
     NOTIFICATION_OLDEST_UNSENT_AGE,

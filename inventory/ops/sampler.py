@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -94,10 +94,14 @@ async def sample_store(store: SlotStore) -> StoreSample:
     return sample
 
 
-async def sample_records(pool: Any, *, his_queue: bool) -> None:
+async def sample_records(
+    pool: Any, *, his_queue: bool, his_connection_of: Callable[[str], str] | None = None
+) -> None:
     """Sample what is still open in Postgres into gauges: pending payments, open refunds
     and (``his_queue``: when this worker runs the HIS flows) bookings waiting for the
-    HIS, each with the age of its oldest. One query over partial indexes."""
+    HIS, each with the age of its oldest. One query over partial indexes; with
+    ``his_connection_of`` (hospital id -> the name of the HIS connection serving it) a
+    second one gives each connection's queue."""
     from inventory.record.pool import acquire
     from inventory.record.queries import QUERIES
 
@@ -105,7 +109,16 @@ async def sample_records(pool: Any, *, his_queue: bool) -> None:
         row = await connection.fetchrow(
             QUERIES["sample_open_money_and_his_queue"], timeout=SAMPLE_INTERVAL_S
         )
+        by_hospital = (
+            await connection.fetch(
+                QUERIES["sample_his_queue_by_hospital"], timeout=SAMPLE_INTERVAL_S
+            )
+            if his_queue and his_connection_of is not None
+            else None
+        )
     metrics.observe_open_money_and_his_queue(row, his_queue=his_queue)
+    if by_hospital is not None and his_connection_of is not None:
+        metrics.observe_his_connection_queues(by_hospital, his_connection_of)
 
 
 @dataclass
@@ -213,6 +226,7 @@ async def run_sampler(
     interval_s: float = SAMPLE_INTERVAL_S,
     pool: Any = None,
     his_queue: bool = False,
+    his_connection_of: Callable[[str], str] | None = None,
 ) -> None:
     """Serve ``/metrics`` (and health) on ``port`` (0: none) and sample every
     ``interval_s`` until ``stop``; a failed sample is counted and logged, never fatal.
@@ -243,7 +257,10 @@ async def run_sampler(
                     # Bounded: a Postgres that hangs must not stall the loop's turns
                     # (the store's sample and /healthz come from them).
                     await asyncio.wait_for(
-                        sample_records(pool, his_queue=his_queue), timeout=interval_s / 2
+                        sample_records(
+                            pool, his_queue=his_queue, his_connection_of=his_connection_of
+                        ),
+                        timeout=interval_s / 2,
                     )
                 except TRANSIENT_ERRORS as error:
                     # Postgres down: its own alerts say so; the gauges keep their value.

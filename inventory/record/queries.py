@@ -138,6 +138,7 @@ class Queries(TypedDict):
     finish_reconciliation_run: str
     add_reconciliation_items: str
     sample_open_money_and_his_queue: str
+    sample_his_queue_by_hospital: str
     # payments and refunds
     insert_payment: str
     get_payment: str

@@ -1422,6 +1422,21 @@ SELECT
     (SELECT extract(epoch FROM now() - min(updated_at))::float8
        FROM bookings WHERE status IN ('confirmed', 'submitted')) AS his_oldest_waiting_s;
 
+-- name: sample_his_queue_by_hospital
+-- The bookings not yet accepted by the HIS by hospital (the worker adds them up by the
+-- HIS connection serving each): confirmed, submitted, and the age in seconds of the
+-- oldest. Only hospitals with some.
+-- params:
+SELECT s.hospital_id,
+       count(*) FILTER (WHERE b.status = 'confirmed') AS confirmed,
+       count(*) FILTER (WHERE b.status = 'submitted') AS submitted,
+       extract(epoch FROM now() - min(b.updated_at))::float8 AS oldest_s
+FROM bookings b
+JOIN schedules s ON s.id = b.schedule_id
+WHERE b.status IN ('confirmed', 'submitted')
+GROUP BY s.hospital_id
+ORDER BY s.hospital_id;
+
 
 -- ===================================================================== operator audit
 

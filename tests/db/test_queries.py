@@ -530,6 +530,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "error": "",
     },
     "sample_open_money_and_his_queue": lambda s: {},
+    "sample_his_queue_by_hospital": lambda s: {},
     "add_reconciliation_items": lambda s: {
         "run_id": 1,
         "kinds": ["missing_in_his"],

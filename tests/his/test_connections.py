@@ -621,3 +621,42 @@ async def test_reconcile_one_hospitals_connection(stack: Stack) -> None:
     )
     assert done.returncode == 2
     assert b"hosp-z has no connection" in done.stderr
+
+
+async def test_each_connections_queue_is_sampled(stack: Stack) -> None:
+    """The worker's sampler adds each hospital's waiting bookings to the connection
+    serving it: a booking of hosp-a not yet sent shows under hosp-a only."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from inventory.ops import metrics
+    from inventory.ops.sampler import sample_records
+
+    connections = load_connections(stack.connections_file)
+    metrics.register_his_connections(connections.names)
+
+    async def sampled() -> dict[tuple[str, str], float]:
+        await sample_records(stack.pool, his_queue=True, his_connection_of=connections.name_for)
+        found: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(metrics.exposition("worker").decode()):
+            if family.name == "inventory_his_connection_queue":
+                for sample in family.samples:
+                    key = (sample.labels["connection"], sample.labels["status"])
+                    found[key] = sample.value
+        return found
+
+    before = await sampled()
+    if not await _has_schedules(stack, "hosp-a"):  # run alone: sync first
+        from inventory.his.sync import ScheduleSync
+
+        his = connections.hospitals["hosp-a"].build()
+        try:
+            await ScheduleSync(
+                his, stack.pool, stack.store, stack.catalogue, hospital_id="hosp-a"
+            ).sync()
+        finally:
+            await his.close()
+    await stack.book((await stack.free_slots("hosp-a", tomorrow(), 1))[0])
+    after = await sampled()
+    assert after[("hosp-a", "confirmed")] == before.get(("hosp-a", "confirmed"), 0) + 1
+    assert after[("hosp-b", "confirmed")] == before.get(("hosp-b", "confirmed"), 0)
+    assert connections.name_for("hosp-zz") == "none"

@@ -50,7 +50,7 @@ IDLE_S: Final = 30.0
 PLACE_EVERY_S: Final = 1.0
 #: At most this many waiters a second are woken to be told their new place (the
 #: draw's first places included); a larger crowd hears of its place less often.
-PLACE_RATE: Final = 5_000
+PLACE_RATE: Final = 2_000
 #: At most this many room_advance steps per refresh while the draw goes on in batches.
 DRAW_STEPS: Final = 20
 

@@ -197,6 +197,11 @@ async def test_console_accessibility_basics(dev: Dev, browser: Any) -> None:
         assert found["h1"] == 1, (screen, found)
         assert found["main"], (screen, found)
         assert found["nav"], (screen, found)
+    # The report's plot is drawn from the API's PNG (a data: URL: the policy's only way).
+    plot = page.locator("figure.plot img")
+    await plot.wait_for()
+    assert (await plot.get_attribute("src") or "").startswith("data:image/png;base64,")
+    assert await plot.evaluate("img => img.complete && img.naturalWidth > 0")
     await _shot(page, "console-10-report")
 
     # From the top of the page, Tab walks the header, the tabs and the search form.

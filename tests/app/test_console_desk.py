@@ -19,7 +19,16 @@ from tests.his.conftest import CHINA
 from tests.his.test_dev import Dev
 
 from .conftest import start_dev
-from .console import Operator, book, booking_as_operator, go, own_hospital, put_schedule
+from .console import (
+    Operator,
+    book,
+    booking_as_operator,
+    cell,
+    go,
+    own_hospital,
+    put_schedule,
+    wait_cell,
+)
 from .test_browser import _shot
 
 #: The worker's visits loop runs every 30 s; the persister records the ban after it.
@@ -34,9 +43,12 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     yield from start_dev(tmp_path_factory, "--no-his")
 
 
-async def test_suspend_a_schedule_after_its_preview(dev: Dev, browser: Any) -> None:
-    """停诊 first shows what it ends (two paid bookings, their fees, a hold); confirmed,
-    the schedule is suspended and the worker cancels and refunds its bookings."""
+async def test_add_capacity_then_suspend_a_schedule_after_its_preview(
+    dev: Dev, browser: Any
+) -> None:
+    """加号 raises a slot's capacity (after its dialog) and the row follows; 停诊 first
+    shows what it ends (two paid bookings, their fees); confirmed, the schedule is
+    suspended and the worker cancels and refunds its bookings."""
     catalogue = await own_hospital(dev, one_per_day=False)
     starts = datetime.now(tz=UTC).replace(microsecond=0) + timedelta(days=2)
     schedule_id, slot_id = await put_schedule(
@@ -51,6 +63,21 @@ async def test_suspend_a_schedule_after_its_preview(dev: Dev, browser: Any) -> N
     for booking_id in bookings:
         await page.locator(f"tr[data-booking='{booking_id}']").wait_for()
     await _shot(page, "console-3-schedule")
+
+    row = f"tr[data-slot='{slot_id}']"
+    assert await cell(page, row, "remaining") == 3
+    await page.locator(row).get_by_role("button", name=re.compile("^加号")).click()
+    dialog = page.get_by_role("dialog")
+    assert await dialog.get_by_label("新的号源数").input_value() == "6"
+    await dialog.get_by_role("button", name="加号").click()
+    await wait_cell(page, row, "remaining", 4)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{dev.api}/v1/schedules/{schedule_id}/slots") as answer,
+    ):
+        (slot,) = (await answer.json())["items"]
+    assert (slot["capacity"], slot["remaining"]) == (6, 4), slot
+
     await page.get_by_role("button", name="停诊").click()
     dialog = page.get_by_role("dialog")
     await dialog.wait_for()

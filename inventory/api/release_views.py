@@ -126,6 +126,7 @@ class ReleaseLiveView(_View):
             "held": 180,
             "booked": 0,
             "waiting_units": 0,
+            "waitlisted": 0,
             "admission_rate_per_s": 480.0,
             "factor": 1.2,
             "token_s": 60.0,
@@ -142,6 +143,10 @@ class ReleaseLiveView(_View):
     held: int
     booked: int
     waiting_units: int
+    waitlisted: Annotated[
+        int,
+        Field(description="patients waiting on the release's schedules' 候补 waitlists"),
+    ]
     admission_rate_per_s: float | None
     factor: float
     token_s: float

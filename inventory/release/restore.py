@@ -183,4 +183,3 @@ async def restore_rooms(store: SlotStore, pool: Any, tag: str) -> int:
         restored += code == LUA_OK
         await guarded(store.client.sadd(keys.RELEASE_REGISTRY_KEY, release["release_id"]))
     return restored
-

@@ -22,6 +22,7 @@ from inventory.release import draw
 from inventory.release.rooms import RoomSnapshot, RoomStore, TicketStatus
 from inventory.release.watch import Watchers
 from inventory.store import keys
+from inventory.store.waitlist import WaitlistStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +115,12 @@ class WaitingRooms:
         return snap
 
     async def live(self, release_id: str) -> dict[str, Any]:
-        """The operator's live view: the room's counters and its slots' counts."""
+        """The operator's live view: the room's counters, its slots' counts and the
+        patients waiting on its schedules' waitlists."""
         snap = await self.snapshot(release_id)
         tag = keys.tag_of_release(release_id)
         counts = await self.rooms.store.slot_counts(tag, snap.slots)
+        waitlisted = await WaitlistStore(self.rooms.store).waiting_entries(tag, snap.schedules)
         now = self.now_ms()
         elapsed_s = (now - snap.drawn_ms) / 1000 if snap.drawn_ms else 0.0
         return {
@@ -127,6 +130,7 @@ class WaitingRooms:
             "booked": sum(c.booked for c in counts.values()),
             "waiting_units": sum(c.waiting for c in counts.values()),
             "capacity": sum(c.capacity for c in counts.values()),
+            "waitlisted": len(waitlisted),
             "admission_rate_per_s": snap.admitted / elapsed_s if elapsed_s > 0 else None,
         }
 

@@ -172,6 +172,17 @@ class WaitlistStore:
         )
         return int(count)
 
+    async def waiting_entries(self, tag: str, schedule_ids: Sequence[str]) -> set[str]:
+        """The entries waiting on any of these schedules (a doctor's-day entry once)."""
+        found: set[str] = set()
+        waitq = keys.tag_keys(tag).waitq
+        for schedule_id in schedule_ids:
+            members = await _guard(
+                self.store.client.zrangebylex(waitq, f"[{schedule_id}|", f"({schedule_id}}}")
+            )
+            found.update(_text(m).rsplit("|", 1)[1] for m in members)
+        return found
+
     async def reap_entries(self, patient_id: str, entry_ids: Sequence[str]) -> int:
         """Drop the patient's waitlist tokens whose entries have ended or never came to
         be (a join whose process died between its steps), as reap_patient_tokens does

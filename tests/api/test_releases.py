@@ -211,7 +211,16 @@ async def test_a_release_day_through_the_api(
     async with http.get(f"{api.url}/v1/operator/releases/{release_id}", headers=op) as answer:
         live = await _json(answer)
         assert answer.status == 200, live
-    assert (live["used"], live["held"], live["remaining"]) == (2, 2, 0)
+    assert (live["used"], live["held"], live["remaining"], live["waitlisted"]) == (2, 2, 0, 0)
+    # The patient told "sold out" takes the waitlist offer: the live view counts it.
+    async with http.post(
+        f"{api.url}/v1/schedules/{schedule_id}/waitlist",
+        json={"patient_id": patients[waiting], "channel": "app"},
+        headers=api.headers(waiting) | {"Idempotency-Key": uuid.uuid4().hex},
+    ) as answer:
+        assert answer.status == 201, await answer.text()
+    async with http.get(f"{api.url}/v1/operator/releases/{release_id}", headers=op) as answer:
+        assert (await _json(answer))["waitlisted"] == 1
 
     # Unknown releases and tickets.
     unknown = f"{catalogue.department_id}.20991231.nope"

@@ -23,6 +23,9 @@
   ARGV[3]  nonce       fresh secret random text: tokens are SHA1(nonce .. ticket)
   ARGV[4]  limit       at most this many tickets drawn, lapsed or admitted per call
   ARGV[5]  request_id  stamped on the events ("rid"); may be ""
+  ARGV[6]  admit_limit at most this many tickets admitted per call (absent: limit): the
+                       admitted reserve at once, so a step's admissions are a burst of
+                       requests that must fit the API's bound on requests in flight
 
   Returns {code, state, drawn, lapsed, admitted, takeable}
     0   OK                 state after the step; what it drew, lapsed and admitted;
@@ -47,7 +50,8 @@
 local step = new_step(now_ms(ARGV[1]), 1, ARGV[5])
 local now = step.now
 local release, nonce, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
-if release == '' or nonce == '' or not limit or limit < 1 then
+local admit_limit = tonumber(ARGV[6] or '') or limit
+if release == '' or nonce == '' or not limit or limit < 1 or admit_limit < 1 then
   return {E_INVALID_ARGUMENT, '', 0, 0, 0, 0}
 end
 local p = release .. ':'
@@ -144,7 +148,7 @@ local admitted = 0
 if budget > 0 then
   local from = r[8] and ('(' .. r[8]) or ('[' .. release .. '|d|')
   local next_tickets = redis.call('ZRANGEBYLEX', K_QUEUE, from, '(' .. release .. '|m',
-    'LIMIT', 0, math.min(budget, limit))
+    'LIMIT', 0, math.min(budget, admit_limit))
   local position = tonumber(r[9]) or 0
   local expiry = now + token_ms
   for _, member in ipairs(next_tickets) do

@@ -24,8 +24,14 @@ from inventory.store.slot_store import DRIVER_ERRORS, SlotStore, guarded, store_
 Outcome = Literal["waiting", "admitted", "reserved", "expired", "sold_out"]
 #: Outcomes after which a ticket's status never changes.
 FINAL_OUTCOMES: Final = frozenset({"reserved", "expired", "sold_out"})
-#: At most this many tickets drawn, lapsed or admitted per room_advance call.
+#: At most this many tickets drawn or lapsed per room_advance call.
 ADVANCE_LIMIT: Final = 2_000
+#: At most this many tickets admitted per call: the admitted reserve at once, and a
+#: step's admissions must stay well inside an API process's bound on requests in
+#: flight (INVENTORY_MAX_IN_FLIGHT, 512 by default). Every API process serving the
+#: release steps it every 0.1 s and the worker every 0.2 s, so admission still runs at
+#: thousands a second.
+ADMIT_LIMIT: Final = 200
 #: A department-day's room keys live until this many days after its visit date began
 #: (UTC): every release of the day is over by then, and Postgres keeps the record.
 ROOM_KEYS_KEEP_DAYS: Final = 2
@@ -226,10 +232,19 @@ class RoomStore:
             raise refusal_for(code, **context)
         return _text(reply[1]), code == LUA_OK
 
-    async def advance(self, release_id: str, *, limit: int = ADVANCE_LIMIT) -> Advance:
+    async def advance(
+        self, release_id: str, *, limit: int = ADVANCE_LIMIT, admit_limit: int = ADMIT_LIMIT
+    ) -> Advance:
         """Move the room forward to now (draw, lapse, admit, sell out), one bounded step."""
         tag = keys.tag_of_release(release_id)
-        args = [self.store.script_now(), release_id, secrets.token_hex(16), limit, ""]
+        args = [
+            self.store.script_now(),
+            release_id,
+            secrets.token_hex(16),
+            limit,
+            "",
+            min(limit, admit_limit),
+        ]
         reply = await self.store.call_script("room_advance", self._keys(tag), args)
         code = int(reply[0])
         if code != LUA_OK:

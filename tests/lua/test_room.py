@@ -370,3 +370,17 @@ async def test_room_keys_expire_after_the_visit_day(scenario: Scenario) -> None:
     )
     for key in keys.room_keys(scenario.tag).as_list():
         assert await scenario.client.pexpiretime(key) == expected
+
+
+async def test_admissions_per_step_are_bounded(scenario: Scenario) -> None:
+    """A step admits at most admit_limit tickets (the admitted reserve at once: a step's
+    admissions must fit an API process's bound on requests in flight); the next steps
+    admit the rest in queue order."""
+    room = await queued(scenario, capacity=5, factor=1.0)
+    scenario.clock.now_ms = T0_MS - 1
+    for i in range(6):
+        await room.join(f"a{i}", f"p{i}")
+    room.at_t0()
+    steps = [await room.rooms.advance(room.release_id, admit_limit=2) for _ in range(4)]
+    assert [s.admitted for s in steps] == [2, 2, 1, 0]
+    assert rooms_module.ADMIT_LIMIT <= 256

@@ -140,35 +140,48 @@ async def test_the_whole_path_to_a_booking_with_its_his_number(dev: Dev, browser
     assert shown == booking["his_appointment_no"], (shown, booking)
     assert booking["status"] == "his_confirmed"
 
+    # The booking's own page, then the list, name the same number.
     await page.get_by_role("link", name="我的预约").first.click()
-    await page.wait_for_selector(f"text={booking['his_appointment_no']}")
+    await page.wait_for_url(f"**#/booking/{hold_id}")
+    detail = page.locator(".his-no")
+    await detail.wait_for()
+    assert await detail.inner_text() == booking["his_appointment_no"]
     await page.evaluate("() => { location.hash = '#/bookings'; }")
     await page.wait_for_selector("h1:has-text('我的预约')")
+    await page.get_by_text(f"就诊序号 {booking['his_appointment_no']}", exact=True).wait_for()
     await _shot(page, "9-bookings")
     assert patient.csp_violations == []
 
 
 async def test_a_refusal_shows_the_apis_own_message(dev: Dev, browser: Any) -> None:
-    """A window the operator sold out (capacity 0): the app lets the patient try and
+    """A window another patient holds the last unit of: the app lets the patient try and
     shows the API's problem+json title for `sold_out`, as an alert, the same text the API
-    answers."""
-    target = await bookable(dev)
-    slot = next(s for s in reversed(target["slots"]) if s["remaining"] == s["capacity"])
-    operator = Patient(dev)
-    operator.token = _operator_token(dev)
-    status, answer = await operator.call(
-        "PUT", f"/v1/operator/slots/{slot['slot_id']}/capacity", json={"capacity": 0}
+    answers, and leads on to the schedule's waitlist. (A schedule of the operator's own:
+    the demo hospital's windows follow its HIS, whose sync restores their capacity.)"""
+    operator = SimpleNamespace(url=dev.api, headers=dev.headers)
+    async with aiohttp.ClientSession() as http:
+        catalogue = await Catalogue(operator, http).create()
+        schedule_id, (slot_id, _), _ = await catalogue.schedule([1, 1], fee_fen=2000)
+    slot = {"slot_id": slot_id}
+    holder = Patient(dev)
+    held_for = await holder.register()
+    status, hold = await holder.call(
+        "POST",
+        "/v1/holds",
+        json={"slot_id": slot_id, "patient_id": held_for["patient_id"], "channel": "web"},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
     )
-    assert status == 200, answer
+    assert status == 201, hold
     patient = Patient(dev)
     registered = await patient.register()
     status, refused = await patient.call(
         "POST",
         "/v1/holds",
-        json={"slot_id": slot["slot_id"], "patient_id": registered["patient_id"], "channel": "web"},
+        json={"slot_id": slot_id, "patient_id": registered["patient_id"], "channel": "web"},
         headers={"Idempotency-Key": uuid.uuid4().hex, "Accept-Language": "zh-CN"},
     )
     assert (status, refused["code"]) == (409, "sold_out"), refused
+    target = {"schedule": {"schedule_id": schedule_id}}
 
     page = await patient.page(browser, f"/schedule/{target['schedule']['schedule_id']}")
     window = page.locator(f"button[data-slot='{slot['slot_id']}']")
@@ -180,6 +193,11 @@ async def test_a_refusal_shows_the_apis_own_message(dev: Dev, browser: Any) -> N
     await alert.wait_for()
     assert await alert.get_attribute("data-code") == "sold_out"
     assert refused["title"] in await alert.inner_text()
+    # The refusal leads on to the schedule's waitlist.
+    waitlist = page.get_by_role("link", name="加入候补")
+    assert await waitlist.get_attribute("href") == (
+        f"#/waitlist/join/{target['schedule']['schedule_id']}"
+    )
     await _shot(page, "10-refusal")
     assert patient.csp_violations == []
 
@@ -270,13 +288,6 @@ async def test_accessibility_basics(dev: Dev, browser: Any) -> None:
     await page.get_by_role("button", name="保存").click()
     assert await page.get_by_label("手机号").get_attribute("aria-invalid") == "true"
     assert patient.csp_violations == []
-
-
-def _operator_token(dev: Dev) -> str:
-    from inventory.api.auth import mint_token
-    from inventory.ops.config import Settings
-
-    return mint_token(Settings.from_env(dev.settings), "app-operator", operator=True, ttl_s=600)
 
 
 AUDIT = """() => {

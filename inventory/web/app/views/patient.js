@@ -60,6 +60,11 @@ export async function render({ api, params, go }) {
         return go(`/room/${release}/${encodeURIComponent(slotId)}?patient=${encodeURIComponent(selected)}`);
       }
       fill(errors, problem(error));
+      const scheduleId = slot ? chosen.slot_schedule_id : "";
+      if (error.code === "sold_out" && scheduleId) {
+        // Nothing left in this window: the schedule's waitlist is the way on.
+        errors.append(h("a", { href: `#/waitlist/join/${encodeURIComponent(scheduleId)}`, class: "secondary block" }, t("join_waitlist")));
+      }
       key = newKey(); // a refusal made nothing: the next try is a new request
     } finally {
       book.disabled = false;

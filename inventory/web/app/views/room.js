@@ -48,7 +48,13 @@ export async function render({ api, params, query, go, every }) {
       );
     else if (ticket.outcome === "admitted") lines.push(h("p", { class: "big" }, t("room_admitted")));
     else if (ticket.outcome === "sold_out")
-      lines.push(h("p", { class: "big" }, t("room_sold_out")), ticket.waitlist?.available ? h("p", {}, t("room_waitlist")) : null);
+      lines.push(
+        h("p", { class: "big" }, t("room_sold_out")),
+        ticket.waitlist?.available ? h("p", {}, t("room_waitlist")) : null,
+        ticket.waitlist?.available && ticket.waitlist.schedule_ids.length
+          ? h("a", { href: `#/waitlist/join/${encodeURIComponent(ticket.waitlist.schedule_ids[0])}`, class: "primary block" }, t("join_waitlist"))
+          : null,
+      );
     else if (ticket.outcome === "expired") lines.push(h("p", { class: "big" }, t("room_expired")));
     else if (ticket.outcome === "reserved") lines.push(h("p", { class: "big" }, t("room_reserved")));
     fill(status, h("div", { class: "room-card", dataset: { outcome: ticket.outcome, state: ticket.state } }, lines));

@@ -51,7 +51,7 @@ export async function render({ api, params }) {
               "aria-label": `${label} ${left}`,
               dataset: { slot: slot.slot_id },
               onclick: () => {
-                picked.set({ slot, room: room ? { ...room, schedule_id: scheduleId } : null });
+                picked.set({ slot, slot_schedule_id: scheduleId, room: room ? { ...room, schedule_id: scheduleId } : null });
                 location.hash = `#/slot/${encodeURIComponent(slot.slot_id)}`;
               },
             },

@@ -381,9 +381,14 @@ class RoomWatch:
             idle = self.clients == 0 and time.monotonic() - self._last_used > IDLE_S
             if snap is None or idle:
                 return
-            near = self.now_ms() >= snap.t0_ms - 2_000
+            now = self.now_ms()
+            near = now >= snap.t0_ms - 2_000
             busy = near and snap.state != "sold_out"
-            await asyncio.sleep(ACTIVE_INTERVAL_S if busy or self._places else QUIET_INTERVAL_S)
+            pause = ACTIVE_INTERVAL_S if busy or self._places else QUIET_INTERVAL_S
+            if snap.state == "open" and now < snap.t0_ms:
+                # Wake at T0 itself: the draw and the first admissions start on time.
+                pause = min(pause, (snap.t0_ms - now) / 1000 + 0.001)
+            await asyncio.sleep(pause)
 
 
 class Watchers:

@@ -41,7 +41,7 @@ async def test_the_release_day_follows_a_booking_made_in_another_browser(
 ) -> None:
     """The console shows a cardiology schedule's units; a patient holds a window in the
     app in a second browser context; without a reload, the console's row shows one held
-    and one remaining less, as Redis has them."""
+    and one remaining less, as Redis has them, and the focus stays where it was."""
     target = await bookable(dev)
     schedule_id = target["schedule"]["schedule_id"]
     operator = Operator(dev)
@@ -52,6 +52,8 @@ async def test_the_release_day_follows_a_booking_made_in_another_browser(
     await page.locator(row).wait_for()
     held, remaining = await cell(page, row, "held"), await cell(page, row, "remaining")
     await _shot(page, "console-1-release-day")
+    # Someone working in the table keeps their place: the figures change in place.
+    await page.locator(f"{row} a").focus()
 
     patient = Patient(dev)
     await patient.register()
@@ -62,6 +64,8 @@ async def test_the_release_day_follows_a_booking_made_in_another_browser(
 
     await wait_cell(page, row, "held", held + 1)
     assert await cell(page, row, "remaining") == remaining - 1
+    focused = await page.evaluate("document.activeElement.getAttribute('href')")
+    assert focused.startswith(f"#/schedule/{schedule_id}"), focused
     assert "更新于" in await page.locator("#day-updated").inner_text()
     assert operator.csp_violations == patient.csp_violations == []
 

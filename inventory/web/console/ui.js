@@ -107,3 +107,22 @@ export function table(caption, columns, items, { rowAttrs = () => ({}) } = {}) {
     ),
   );
 }
+
+/** Update a live table in place when it shows the same rows in the same order (each
+ * `tr[data-<key>]`), so the focus and the reading position of someone working in it stay
+ * put: `refresh(row, item)` writes the new figures. Returns false when the rows differ
+ * (draw the table again then). */
+export function updateRows(container, key, items, idOf, refresh) {
+  const rows = [...container.querySelectorAll(`tr[data-${key}]`)];
+  if (rows.length !== items.length || rows.some((row, i) => row.dataset[key] !== idOf(items[i]))) return false;
+  rows.forEach((row, i) => refresh(row, items[i]));
+  return true;
+}
+
+/** Set the text of each `[data-field=name]` in `row` from `values[name]`. */
+export function setFields(row, values, names) {
+  for (const name of names) {
+    const element = row.querySelector(`[data-field="${name}"]`);
+    if (element) element.textContent = String(values[name]);
+  }
+}

@@ -7,7 +7,7 @@
 import { h, fill } from "../dom.js";
 import { clock, clockSeconds, dayTime, today, addDays, yuan } from "../format.js";
 import { t } from "../i18n.js";
-import { heading, problem, table } from "../ui.js";
+import { heading, problem, setFields, table, updateRows } from "../ui.js";
 
 /** How often the day is read again while the page is open (ms). */
 export const LIVE_MS = 2000;
@@ -44,18 +44,27 @@ function schedulesTable(items, date) {
       [t("department"), (s) => s.department_name],
       [t("doctor"), (s) => h("a", { href: `#/schedule/${encodeURIComponent(s.schedule_id)}?date=${date}` }, `${s.doctor_name} ${s.doctor_title}`)],
       [t("session"), (s) => `${t(`session_${s.session}`)} ${clock(s.starts_at)}-${clock(s.ends_at)}`],
-      [t("status"), statusCell],
+      [t("status"), (s) => h("span", { dataset: { part: "status" } }, statusCell(s))],
       [t("capacity"), (s) => h("span", { dataset: { field: "capacity" } }, s.capacity)],
       [t("remaining"), (s) => h("strong", { dataset: { field: "remaining" } }, s.remaining)],
       [t("held"), (s) => h("span", { dataset: { field: "held" } }, s.held)],
       [t("booked"), (s) => h("span", { dataset: { field: "booked" } }, s.booked)],
       [t("waiting"), (s) => h("span", { dataset: { field: "waiting" } }, s.waiting)],
-      [t("usage"), usage],
+      [t("usage"), (s) => h("span", { dataset: { part: "usage" } }, usage(s))],
       [t("fee"), (s) => yuan(s.fee_fen)],
     ],
     items,
     { rowAttrs: (s) => ({ dataset: { schedule: s.schedule_id } }) },
   );
+}
+
+const COUNTS = ["capacity", "remaining", "held", "booked", "waiting"];
+
+/** New figures into a schedule's row (the row and its link stay, with any focus). */
+function refreshRow(row, item) {
+  setFields(row, item, COUNTS);
+  fill(row.querySelector('[data-part="status"]'), statusCell(item));
+  fill(row.querySelector('[data-part="usage"]'), usage(item));
 }
 
 function roomsPanel(releases) {
@@ -103,7 +112,9 @@ export async function render({ api, query, go, hospitalId, timeZone, every }) {
       );
     }
     const items = view.items.filter((s) => !department || s.department_id === department);
-    fill(data, items.length ? schedulesTable(items, date) : h("p", { class: "muted" }, t("no_schedules")));
+    if (!items.length || !updateRows(data, "schedule", items, (s) => s.schedule_id, refreshRow)) {
+      fill(data, items.length ? schedulesTable(items, date) : h("p", { class: "muted" }, t("no_schedules")));
+    }
     fill(rooms, roomsPanel(view.releases));
     updated.textContent = t("updated_at", { time: clockSeconds(view.generated_at) });
   };

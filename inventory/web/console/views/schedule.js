@@ -7,7 +7,7 @@ import { h, fill } from "../dom.js";
 import { clock, dayTime, today, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { newKey } from "../api.js";
-import { ask, heading, problem, sheet, table, toast } from "../ui.js";
+import { ask, heading, problem, setFields, sheet, table, toast, updateRows } from "../ui.js";
 import { LIVE_MS } from "./day.js";
 import { bookingsTable } from "./bookings.js";
 
@@ -107,7 +107,20 @@ export async function render({ api, params, query, hospitalId, timeZone, refresh
     }
   };
 
+  const drawActions = () => {
+    const shown = actions.dataset.status;
+    if (shown === schedule.status) return; // the button stays, with its focus
+    actions.dataset.status = schedule.status;
+    fill(
+      actions,
+      schedule.status === "open"
+        ? h("button", { type: "button", class: "danger", onclick: suspend }, t("suspend"))
+        : h("button", { type: "button", class: "secondary", onclick: reopen }, t("reopen")),
+    );
+  };
+
   const draw = () => {
+    drawActions();
     fill(
       facts,
       sheet([
@@ -119,23 +132,31 @@ export async function render({ api, params, query, hospitalId, timeZone, refresh
         [t("units"), t("units_line", schedule)],
       ]),
     );
+    const counts = ["capacity", "remaining", "held", "booked", "waiting"];
+    if (updateRows(slots, "slot", schedule.slots, (s) => s.slot_id, (row, s) => setFields(row, s, counts))) return;
     fill(
       slots,
       table(
         t("slots_caption"),
         [
           [t("window"), (s) => `${clock(s.starts_at)}-${clock(s.ends_at)}`],
-          [t("capacity"), (s) => s.capacity],
+          [t("capacity"), (s) => h("span", { dataset: { field: "capacity" } }, s.capacity)],
           [t("remaining"), (s) => h("strong", { dataset: { field: "remaining" } }, s.remaining)],
-          [t("held"), (s) => s.held],
-          [t("booked"), (s) => s.booked],
-          [t("waiting"), (s) => s.waiting],
+          [t("held"), (s) => h("span", { dataset: { field: "held" } }, s.held)],
+          [t("booked"), (s) => h("span", { dataset: { field: "booked" } }, s.booked)],
+          [t("waiting"), (s) => h("span", { dataset: { field: "waiting" } }, s.waiting)],
           [
             t("actions"),
             (s) =>
               h(
                 "button",
-                { type: "button", class: "secondary small", "aria-label": `${t("add_capacity")} ${clock(s.starts_at)}-${clock(s.ends_at)}`, onclick: () => addCapacity(s) },
+                {
+                  type: "button",
+                  class: "secondary small",
+                  "aria-label": `${t("add_capacity")} ${clock(s.starts_at)}-${clock(s.ends_at)}`,
+                  // The slot as it is now (the row's figures are updated in place).
+                  onclick: () => addCapacity(schedule.slots.find((x) => x.slot_id === s.slot_id) || s),
+                },
                 t("add_capacity"),
               ),
           ],
@@ -143,12 +164,6 @@ export async function render({ api, params, query, hospitalId, timeZone, refresh
         schedule.slots,
         { rowAttrs: (s) => ({ dataset: { slot: s.slot_id } }) },
       ),
-    );
-    fill(
-      actions,
-      schedule.status === "open"
-        ? h("button", { type: "button", class: "danger", onclick: suspend }, t("suspend"))
-        : h("button", { type: "button", class: "secondary", onclick: reopen }, t("reopen")),
     );
   };
 

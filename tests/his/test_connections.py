@@ -518,7 +518,9 @@ async def _has_schedules(stack: Stack, hospital: str) -> bool:
 
 
 def _assert_no_secrets(hospitals: Hospitals, log: str) -> None:
-    """Neither secret, nor the private key, nor a bearer token or an assertion."""
+    """Neither secret, nor the private key, nor a bearer token or an assertion; and no
+    loop of the worker died."""
+    assert "worker.loop_failed" not in log
     assert hospitals.our_secret("hosp-a").read_text().strip() not in log
     key_lines = hospitals.our_key("hosp-b").read_text().splitlines()[1:-1]
     assert not any(line in log for line in key_lines if len(line) > 20)

@@ -247,6 +247,17 @@ async def test_console_accessibility_basics(dev: Dev, browser: Any) -> None:
     await login.wait_for_selector("h1:has-text('放号日实时看板')")
     assert await login.evaluate("localStorage.getItem('console-token')") is None
     assert await login.evaluate("sessionStorage.getItem('console-token')") == operator.token
+    # The token refused while a live screen polls (as an expired one is: here its
+    # signature broken): the next refresh answers 401 and the console returns to the
+    # sign-in page, forgetting it, to come back to the same screen afterwards.
+    head, _, signature = operator.token.rpartition(".")
+    broken = f"{head}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
+    await login.evaluate("token => sessionStorage.setItem('console-token', token)", broken)
+    await login.wait_for_function(
+        "() => location.hash === '#/login?next=%2Fday'"
+        " && sessionStorage.getItem('console-token') === null",
+        timeout=15_000,
+    )
     assert operator.csp_violations == []
 
 

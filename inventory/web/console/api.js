@@ -38,10 +38,12 @@ const MAX_WAIT_S = 30;
 const enc = encodeURIComponent;
 
 export class Api {
-  /** `token()` and `language()` are read at each call. */
-  constructor({ token, language }) {
+  /** `token()` and `language()` are read at each call; `onUnauthorized()` is told of a
+   * 401 (the token expired or was refused) before the error is thrown. */
+  constructor({ token, language, onUnauthorized }) {
     this.token = token;
     this.language = language;
+    this.onUnauthorized = onUnauthorized || (() => {});
   }
 
   /** One request; `as` is "json" (default) or "blob" for an image. */
@@ -76,6 +78,7 @@ export class Api {
         await new Promise((resolve) => setTimeout(resolve, Math.min(wait, MAX_WAIT_S) * 1000));
         continue;
       }
+      if (answer.status === 401 && token) this.onUnauthorized();
       throw new ApiError(answer.status, problem);
     }
   }

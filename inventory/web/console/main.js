@@ -15,7 +15,18 @@ import * as booking from "./views/booking.js";
 import * as bans from "./views/bans.js";
 import * as report from "./views/report.js";
 
-export const api = new Api({ token: () => session.token(), language });
+export const api = new Api({
+  token: () => session.token(),
+  language,
+  // An expired token (a long shift, a live screen polling): back to the sign-in page,
+  // which returns to the same screen afterwards.
+  onUnauthorized: () => {
+    const { path } = parseHash();
+    session.signOut();
+    hospitals = [];
+    if (path !== "/login") go("/login?next=" + encodeURIComponent(path));
+  },
+});
 
 /** Hash routes: the pattern's groups are the view's `params`. */
 const ROUTES = [

@@ -93,17 +93,19 @@ export function sheet(rows) {
   );
 }
 
-/** A table: `columns` are [label, cell(item)]; `caption` names it for screen readers. */
+/** A table: `columns` are [label, cell(item)]; `caption` names it for screen readers. A
+ * narrow screen scrolls the table sideways rather than the page. */
 export function table(caption, columns, items, { rowAttrs = () => ({}) } = {}) {
+  const rows = items.map((item) => h("tr", rowAttrs(item), columns.map(([, cell]) => h("td", {}, cell(item)))));
   return h(
-    "table",
-    { class: "grid" },
-    h("caption", { class: "visually-hidden" }, caption),
-    h("thead", {}, h("tr", {}, columns.map(([label]) => h("th", { scope: "col" }, label)))),
+    "div",
+    { class: "scroll" },
     h(
-      "tbody",
-      {},
-      items.map((item) => h("tr", rowAttrs(item), columns.map(([, cell]) => h("td", {}, cell(item))))),
+      "table",
+      { class: "grid" },
+      h("caption", { class: "visually-hidden" }, caption),
+      h("thead", {}, h("tr", {}, columns.map(([label]) => h("th", { scope: "col" }, label)))),
+      h("tbody", {}, rows),
     ),
   );
 }

@@ -232,6 +232,9 @@ class _Shared:
         self._flows: HisFlows | None = None
 
     async def run(self, loop: Callable[[HisFlows], Awaitable[None]]) -> None:
+        # Every log line of this loop's task (the client's retries included) names the
+        # connection: each loop runs in a task of its own, with its own context.
+        structlog.contextvars.bind_contextvars(his_connection=self._connection.name)
         async with self._lock:
             if self._flows is None:
                 pool = await create_pool(

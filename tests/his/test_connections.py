@@ -448,6 +448,11 @@ async def test_one_hospitals_his_faulted_never_holds_up_the_other(
             worker.wait(timeout=30)
     log = log_path.read_text(errors="replace")
     assert '"connection": "hosp-a"' in log or '"connection":"hosp-a"' in log
+    retries = [line for line in log.splitlines() if "stamina.retry_scheduled" in line]
+    assert retries
+    # Each names its connection (the client's retries log nothing of their own about it).
+    assert all('"his_connection":' in line for line in retries), retries[:3]
+    assert any('"his_connection":"hosp-a"' in line for line in retries)
     failed_b = [line for line in log.splitlines() if "hosp-b" in line and "_failed" in line]
     assert not failed_b, failed_b[:3]
     _assert_no_secrets(hospitals, log)

@@ -17,7 +17,7 @@ from inventory.store.slot_store import SlotStore
 
 from .conftest import ApiServer
 from .helpers import Catalogue, register_patient, uid
-from .test_operator_scope import operator_of
+from .test_operator_scope import audit_rows, operator_of
 
 
 async def _call(
@@ -183,12 +183,34 @@ async def test_an_operator_cancels_past_the_patients_deadline_and_the_unit_retur
     path = f"/v1/operator/bookings/{booking_id}/cancel"
     status, body = await _call(http, api_server, "POST", path, own, json={})
     assert (status, body["code"]) == (422, "validation_failed")
+    request_id = "desk-" + uuid.uuid4().hex
     status, cancelled = await _call(
-        http, api_server, "POST", path, own, json={"reason": "医生临时停诊"}
+        http,
+        api_server,
+        "POST",
+        path,
+        own | {"X-Request-Id": request_id},
+        json={"reason": "医生临时停诊"},
     )
     assert status == 200, cancelled
     assert cancelled["status"] == "cancelled"
     assert cancelled["cancel_reason"] == "operator_cancelled: 医生临时停诊"
+    # Audited with the booking before and after; the patient is told (the notifier's
+    # event), as for any booking the hospital ends.
+    (entry,) = await audit_rows(api_server, request_id)
+    assert (entry["hospital_id"], entry["status"]) == (catalogue.hospital_id, 200)
+    assert (entry["before"]["status"], entry["after"]["status"]) == ("confirmed", "cancelled")
+    connection = await asyncpg.connect(api_server.database_url)
+    try:
+        told = await connection.fetch(
+            "SELECT type, payload->>'code' AS code FROM lifecycle_events WHERE booking_id = $1",
+            booking_id,
+        )
+    finally:
+        await connection.close()
+    assert [(e["type"], e["code"]) for e in told] == [
+        ("booking_ended_by_hospital", "operator_cancelled")
+    ]
     status, slots_view = await _call(
         http, api_server, "GET", f"/v1/schedules/{schedule_id}/slots", {}
     )

@@ -145,9 +145,13 @@ async def get_hospital_day(request: web.Request) -> web.Response:
     release_ids = {r["release_id"] for r in recorded}
     schedules_of = {r["release_id"]: set(r["schedule_ids"]) for r in recorded}
     units: dict[str, list[dict[str, Any]]] = {}
+    waitlisted: dict[str, int] = {}
     for department_id in dict.fromkeys(r["department_id"] for r in rows):
-        found, rooms = await _department_units(services, department_id, query.date, zone, rows)
+        found, rooms, waits = await _department_units(
+            services, department_id, query.date, zone, rows
+        )
         units.update(found)
+        waitlisted.update(waits)
         for schedule_id, release_id in rooms.items():
             release_ids.add(release_id)
             schedules_of.setdefault(release_id, set()).add(schedule_id)
@@ -175,6 +179,7 @@ async def get_hospital_day(request: web.Request) -> web.Response:
                 "location": row["location"],
                 "capacity": sum(s["capacity"] for s in slots),
                 **totals,
+                "waitlisted": waitlisted.get(row["id"], 0),
                 "release_id": room,
                 "slots": slots,
             }
@@ -198,9 +203,10 @@ async def get_hospital_day(request: web.Request) -> web.Response:
 
 async def _department_units(
     services: Services, department_id: str, day: date, zone: tzinfo, rows: list[Any]
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
-    """One department-day's slots with their units, by schedule, and the waiting room each
-    of its schedules names now (a room that sold out names none any more)."""
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str], dict[str, int]]:
+    """One department-day's slots with their units, by schedule; the waiting room each of
+    its schedules names now (a room that sold out names none any more); and how many
+    patients wait on each schedule's 候补 waitlist."""
     slots = await services.catalogue.day_slots(department_id, day)
     tag = keys.department_day_tag(department_id, day)
     counts = await services.store.slot_counts(tag, [s["id"] for s in slots])
@@ -231,7 +237,18 @@ async def _department_units(
         for schedule_id, value in zip(schedule_ids, named, strict=True)
         if value
     }
-    return found, rooms
+    # The tag's waitlist queue orders "<schedule>|<place>|<entry>" members: one count of
+    # a schedule's range each (a doctor's-day entry counts on each schedule it waits on).
+    waitq = keys.tag_keys(tag).waitq
+    waitlisted = {
+        schedule_id: int(
+            await guarded(
+                services.store.client.zlexcount(waitq, f"[{schedule_id}|", f"({schedule_id}}}")
+            )
+        )
+        for schedule_id in schedule_ids
+    }
+    return found, rooms, waitlisted
 
 
 # -- bookings --------------------------------------------------------------------------------

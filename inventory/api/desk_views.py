@@ -46,6 +46,7 @@ _DAY_SCHEDULE: dict[str, JsonValue] = {
     "held": 2,
     "booked": 5,
     "waiting": 0,
+    "waitlisted": 4,
     "release_id": "dep-cardio.20261209.am",
     "slots": [_DAY_SLOT],
 }
@@ -86,6 +87,7 @@ class DaySchedule(View):
     held: int
     booked: int
     waiting: int
+    waitlisted: Annotated[int, Field(description="patients on its 候补 waitlist now")]
     release_id: Annotated[
         str | None, Field(description="its queued release's waiting room, if one was opened")
     ]

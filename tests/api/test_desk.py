@@ -117,6 +117,38 @@ async def test_the_release_day_shows_every_schedules_units_and_its_waiting_room(
     assert (status, empty["items"], empty["releases"]) == (200, [], [])
 
 
+async def test_the_release_day_counts_each_schedules_waitlist(
+    api_server: ApiServer, http: aiohttp.ClientSession
+) -> None:
+    """A sold-out schedule with two patients on its 候补 waitlist shows two waitlisted."""
+    catalogue = await Catalogue(api_server, http).create(policy={"one_per_day": False})
+    schedule_id, slots, day = await catalogue.schedule([1])
+    await _book(api_server, http, slots[0])
+    for _ in range(2):
+        account = uid("acct")
+        patient_id = await register_patient(api_server, http, account)
+        status, entry = await _call(
+            http,
+            api_server,
+            "POST",
+            f"/v1/schedules/{schedule_id}/waitlist",
+            api_server.headers(account) | {"Idempotency-Key": uuid.uuid4().hex},
+            json={"patient_id": patient_id, "channel": "web"},
+        )
+        assert status == 201, entry
+    status, view = await _call(
+        http,
+        api_server,
+        "GET",
+        f"/v1/operator/hospitals/{catalogue.hospital_id}/day",
+        operator_of(api_server, catalogue.hospital_id),
+        params={"date": day.isoformat()},
+    )
+    assert status == 200, view
+    (item,) = view["items"]
+    assert (item["remaining"], item["booked"], item["waitlisted"]) == (0, 1, 2), item
+
+
 async def test_bookings_are_found_by_id_his_number_and_phone(
     api_server: ApiServer, http: aiohttp.ClientSession
 ) -> None:

@@ -1,5 +1,6 @@
 // 放号日: a hospital's schedules of one day (get_hospital_day) with each one's units now
-// (remaining, held, booked, waiting out the anti-scalping delay) and the waiting rooms
+// (remaining, held, booked, waiting out the anti-scalping delay), the patients on its 候补
+// waitlist, and the waiting rooms
 // of its queued releases (joined, drawn, admitted, sold-out time). It follows the day
 // live by asking again every LIVE_MS: the route reads Redis's counts directly and is
 // cheap, and polling keeps working through proxies that buffer event streams.
@@ -50,6 +51,7 @@ function schedulesTable(items, date) {
       [t("held"), (s) => h("span", { dataset: { field: "held" } }, s.held)],
       [t("booked"), (s) => h("span", { dataset: { field: "booked" } }, s.booked)],
       [t("waiting"), (s) => h("span", { dataset: { field: "waiting" } }, s.waiting)],
+      [t("waitlisted"), (s) => h("span", { dataset: { field: "waitlisted" } }, s.waitlisted)],
       [t("usage"), (s) => h("span", { dataset: { part: "usage" } }, usage(s))],
       [t("fee"), (s) => yuan(s.fee_fen)],
     ],
@@ -58,7 +60,7 @@ function schedulesTable(items, date) {
   );
 }
 
-const COUNTS = ["capacity", "remaining", "held", "booked", "waiting"];
+const COUNTS = ["capacity", "remaining", "held", "booked", "waiting", "waitlisted"];
 
 /** New figures into a schedule's row (the row and its link stay, with any focus). */
 function refreshRow(row, item) {

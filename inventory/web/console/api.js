@@ -102,11 +102,6 @@ export class Api {
     return this.call("GET", `/v1/schedules/${enc(scheduleId)}/slots`);
   }
 
-  /** release_live: a waiting room's live figures (admission rate, tokens outstanding). */
-  release(releaseId) {
-    return this.call("GET", `/v1/operator/releases/${enc(releaseId)}`);
-  }
-
   /** put_capacity: a slot's new capacity (加号 raises it; never below what is taken). */
   setCapacity(slotId, capacity, key) {
     return this.call("PUT", `/v1/operator/slots/${enc(slotId)}/capacity`, { body: { capacity }, key });

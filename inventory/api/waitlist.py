@@ -48,6 +48,10 @@ class _EntryPath(Request):
     entry_id: HoldId
 
 
+class _DoctorPath(Request):
+    doctor_id: Id
+
+
 class _DoctorDayPath(Request):
     doctor_id: Id
     visit_date: Day
@@ -137,16 +141,17 @@ async def join_waitlist(request: web.Request) -> web.Response:
 async def join_doctor_day_waitlist(request: web.Request) -> web.Response:
     """Put one of the account's patients on a doctor's day."""
     who = principal(request)
+    doctor_id = _path_id(request, _DoctorPath, "doctor_id")
+    key = idempotency_key(request)
+    body = await read_json(request, WaitlistJoinBody)  # 400/422 before 404, as every route
     try:
         path = validate(_DoctorDayPath, dict(request.match_info))
     except ValidationFailedError:
-        raise NotFoundError() from None  # a malformed id or date names nothing
-    key = idempotency_key(request)
-    body = await read_json(request, WaitlistJoinBody)
+        raise NotFoundError() from None  # not a date: no such day
     answer = await request.app[SERVICES].waitlists.join_day(
         account_id=who.account_id,
         patient_id=body.patient_id,
-        doctor_id=path.doctor_id,
+        doctor_id=doctor_id,
         visit_date=path.visit_date,
         channel=body.channel.value,
         idempotency_key=key,

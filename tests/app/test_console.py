@@ -206,6 +206,8 @@ async def test_console_accessibility_basics(dev: Dev, browser: Any) -> None:
     await plot.wait_for()
     assert (await plot.get_attribute("src") or "").startswith("data:image/png;base64,")
     assert await plot.evaluate("img => img.complete && img.naturalWidth > 0")
+    header = await page.locator("table thead").first.inner_text()
+    assert "候补成功率" in header, header
     await _shot(page, "console-10-report")
 
     # From the top of the page, Tab walks the header, the tabs and the search form.

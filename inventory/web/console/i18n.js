@@ -201,6 +201,8 @@ const TEXTS = {
     median_sell_out: "约满用时中位数",
     cancellation_rate: "取消率",
     no_show_rate: "爽约率",
+    waitlist_joined: "候补人数",
+    waitlist_conversion: "候补成功率",
   },
   en: {
     app_name: "Slot operations console",
@@ -401,6 +403,8 @@ const TEXTS = {
     median_sell_out: "Median sell-out",
     cancellation_rate: "Cancellations",
     no_show_rate: "No-shows",
+    waitlist_joined: "Waitlisted",
+    waitlist_conversion: "Waitlist booked",
   },
 };
 

@@ -32,6 +32,8 @@ function figures(report) {
       [t("median_sell_out"), (r) => (r.median_sell_out_s === null ? "–" : `${Math.round(r.median_sell_out_s)} s`)],
       [t("cancellation_rate"), (r) => percent(r.cancellation_rate)],
       [t("no_show_rate"), (r) => percent(r.no_show_rate)],
+      [t("waitlist_joined"), (r) => r.waitlist_joined],
+      [t("waitlist_conversion"), (r) => percent(r.waitlist_conversion)],
     ],
     rows,
   );

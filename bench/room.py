@@ -461,6 +461,10 @@ def _report(
             "max": max(streams, default=0),
         },
         "stream_events": sum(r["events"] for r in results),
+        # Every request a patient sent: join, stream(s), reserve, retries.
+        "requests_per_patient_all": _round(
+            sum(sum(r["statuses"].values()) for r in results) / max(1, len(results))
+        ),
         "answers": dict(sorted(statuses.items())),
         "answers_429": statuses.get("429", 0),
         "answers_503": statuses.get("503", 0),
@@ -514,7 +518,12 @@ def format_text(report: dict[str, Any]) -> str:
             "requests per patient (after joining, besides the stream)",
             f"{_cell(r['requests_per_patient_after_join']['mean'])} mean,"
             f" {_cell(r['requests_per_patient_after_join']['max'])} max",
-            f"{_cell(old.get('requests_per_patient'))} mean" if old else None,
+            "-" if old else None,
+        ),
+        (
+            "requests per patient, all (join and stream included)",
+            r["requests_per_patient_all"],
+            old.get("requests_per_patient"),
         ),
         ("429 answers", r["answers_429"], old.get("answers_429")),
         ("503 answers", r["answers_503"], old.get("answers_503")),

@@ -42,9 +42,9 @@
    -26  reschedule_fee_higher   extra = the target's fee
    -5   patient_rule            extra = "one_per_day"
    -4   sold_out
-   -20  invalid_argument
-  Emits: booking_rescheduled or, charged, hold_created (plus hold_expired / unit_returned for every due timer
-    reclaimed).
+   -20  invalid_argument        an argument missing, or hold_until_ms not after now
+  Emits: booking_rescheduled or, charged, hold_created (plus hold_expired /
+    unit_returned for every due timer reclaimed).
   Checks everything before its first write; reclaim writes are whole steps of their own.
 ]]
 --- @include "tag"
@@ -64,8 +64,7 @@ local max_amount, until_ms = tonumber(ARGV[11]), tonumber(ARGV[12])
 local token_deadline, reclaim_limit = tonumber(ARGV[13]), tonumber(ARGV[14])
 if new_id == '' or old_id == '' or new_id == old_id or account == '' or patient == ''
   or payment_ref == '' or slot == '' or not moves or not max_amount or not until_ms
-  or not token_deadline or not reclaim_limit or not hold_until
-  or (hold_until > 0 and hold_until <= now) then
+  or not token_deadline or not reclaim_limit or not hold_until then
   return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'argv')
 end
 if is_fenced() then
@@ -82,9 +81,15 @@ end
 if now > until_ms or (token_deadline > 0 and now > token_deadline) then
   return hold_reply(E_PATIENT_TOKEN_EXPIRED, nil, nil)
 end
--- The old booking does not count against its own move (it may share this tag when a
--- charged move runs its steps within one department-day).
-local refused, schedule, sched = rebook_refusal(now, slot, patient, old_id, max_amount)
+if hold_until > 0 and hold_until <= now then
+  return hold_reply(E_INVALID_ARGUMENT, nil, nil, 'hold_until')  -- a hold born expired
+end
+-- A charged move may run its steps within one department-day: there the old booking
+-- does not count against its own move (one-per-day counts the pair as one booking until
+-- the difference is paid or the hold runs out). A move across tags never shares a tag
+-- with the old booking, so it passes no exception.
+local replaced = hold_until > 0 and old_id or ''
+local refused, schedule, sched = rebook_refusal(now, slot, patient, replaced, max_amount)
 if refused then
   return hold_reply(refused, nil, nil, schedule)
 end

@@ -721,9 +721,19 @@ class Model:
         owned.moving, owned.moving_until = "", 0
         return Expect("ok", old_id)
 
-    def take(self, new_id: str, old: ModelHold, slot_id: str, until_ms: int, now: int) -> Expect:
+    def take(
+        self,
+        new_id: str,
+        old: ModelHold,
+        slot_id: str,
+        until_ms: int,
+        now: int,
+        hold_until: int = 0,
+    ) -> Expect:
         """lua/reschedule_take.lua: step two of a move across tags (here into the same
-        tag: the script does not know where the old booking lives)."""
+        tag: the script does not know where the old booking lives). ``hold_until`` > 0:
+        a charged move, whose unit is held until then (and whose old booking does not
+        count against it for one-per-day)."""
         existing = self.holds.get(new_id)
         if existing is not None:
             if existing.from_ == old.id and existing.account == old.account:
@@ -731,13 +741,39 @@ class Model:
             return Expect("idempotency_key_reused")
         if now > until_ms:
             return Expect("patient_token_expired")
-        refused = self.rebook_refusal(slot_id, old.patient, "", -1, now)
+        if 0 < hold_until <= now:
+            return Expect("invalid_argument")
+        refused = self.rebook_refusal(slot_id, old.patient, old.id if hold_until else "", -1, now)
         if refused is not None:
             return refused
         if not self.unit_free(slot_id, now):
             return Expect("sold_out")
-        self.book_unit(new_id, old, slot_id, now)
+        if hold_until:
+            self.hold_unit(new_id, old, slot_id, now, hold_until)
+        else:
+            self.book_unit(new_id, old, slot_id, now)
         return Expect("ok", new_id)
+
+    def hold_unit(self, new_id: str, old: ModelHold, slot_id: str, now: int, deadline: int) -> None:
+        """A charged move's unit: held until ``deadline`` for the difference's payment."""
+        slot = self.slots[slot_id]
+        self.holds[new_id] = ModelHold(
+            id=new_id,
+            slot=slot_id,
+            schedule=slot.schedule,
+            account=old.account,
+            patient=old.patient,
+            channel=old.channel,
+            amount=self.schedules[slot.schedule].fee,
+            created=now,
+            deadline=deadline,
+            extended=True,
+            from_=old.id,
+            moves=old.moves + 1,
+        )
+        slot.rem -= 1
+        slot.held += 1
+        self.emit("hold_created", new_id, now, slot_id, self.holds[new_id])
 
     def extend(self, hold_id: str, account: str, now: int) -> Expect:
         h = self._owned_hold(hold_id, account)
@@ -1505,13 +1541,65 @@ class InventoryMachine(RuleBasedStateMachine):
     def take_move(self, pick: int, at: int | None) -> None:
         """Step two: the new booking takes its unit (or a retry of it), now or right at
         the end of the mark."""
+        self._take(pick, at, charged=False)
+
+    @precondition(lambda self: bool(self.moves))
+    @rule(pick=st.integers(0, PICK_MAX), at=st.sampled_from([None, None, 0, 1]))
+    def take_charged_move(self, pick: int, at: int | None) -> None:
+        """Step two of a charged move (a dearer target): the unit is held until the
+        mark's end (the difference's deadline), then confirmed when paid, or expired."""
+        self._take(pick, at, charged=True)
+
+    @precondition(lambda self: bool(self.ids_in_state("booked")))
+    @rule(
+        pick=st.integers(0, PICK_MAX),
+        slot=SLOT_CHOICE,
+        window_ms=st.sampled_from([1_000, 60_000]),
+    )
+    def charged_move(self, pick: int, slot: str, window_ms: int) -> None:
+        """A charged move's first two steps as the service runs them: the booking marked
+        until the difference's deadline, then the target's unit held until then (paid,
+        expired or aborted by the other rules)."""
+        self.tick()
+        booked = self.ids_in_state("booked")
+        old_id = booked[pick % len(booked)]
+        account = self.model.holds[old_id].account
+        new_id = self.move_key(account, None)
+        until = self.now + window_ms
+        max_moves = self.policy.max_reschedules
+        expected = self.model.mark(
+            "begin", old_id, new_id, account, until, max_moves, False, self.now
+        )
+        self.check_step(
+            expected,
+            self.store.mark_move(
+                "begin", old_id, new_id, account_id=account, until_ms=until, max_moves=max_moves
+            ),
+        )
+        if expected.code != "ok":
+            return
+        self.moves.append((old_id, new_id, slot, until))
+        old = self.model.holds[old_id]
+        expected = self.model.take(new_id, old, slot, until, self.now, until)
+        self.check(
+            expected,
+            self.store.take_move(
+                new_id, old.as_hold(), slot_id=slot, until_ms=until, hold_until_ms=until
+            ),
+        )
+
+    def _take(self, pick: int, at: int | None, *, charged: bool) -> None:
         self.tick()
         old_id, new_id, slot, until = self.moves[pick % len(self.moves)]
         self.wait_until(until, at)
         old = self.model.holds[old_id]
-        expected = self.model.take(new_id, old, slot, until, self.now)
+        hold_until = until if charged else 0
+        expected = self.model.take(new_id, old, slot, until, self.now, hold_until)
         self.check(
-            expected, self.store.take_move(new_id, old.as_hold(), slot_id=slot, until_ms=until)
+            expected,
+            self.store.take_move(
+                new_id, old.as_hold(), slot_id=slot, until_ms=until, hold_until_ms=hold_until
+            ),
         )
 
     @precondition(lambda self: bool(self.moves))
@@ -1668,9 +1756,15 @@ class InventoryMachine(RuleBasedStateMachine):
             assert {m: float(score) for m, score in pairs} == model.tokens.get(patient, {})
 
     def check_one_open_per_patient(self, holds: dict[str, Hold]) -> None:
-        """No patient has two open holds or bookings in the tag (read from Redis alone)."""
+        """No patient has two open holds or bookings in the tag (read from Redis alone),
+        but for a charged move's unit beside the booking it replaces: one move until the
+        move is decided (a plain take into the booking's own tag is refused under
+        one-per-day, so only a charged take makes such a pair)."""
         open_by_patient: dict[str, int] = {}
         for h in holds.values():
+            replaced = holds.get(h.moved_from) if h.moved_from else None
+            if replaced is not None and replaced.is_open(self.now):
+                continue  # the pair is one move until it is decided
             if h.is_open(self.now):
                 open_by_patient[h.patient_id] = open_by_patient.get(h.patient_id, 0) + 1
         assert max(open_by_patient.values(), default=0) <= 1, open_by_patient

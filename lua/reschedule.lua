@@ -4,7 +4,7 @@
   new one in "to") and a new booking takes a unit of the target slot with the old
   one's payment. Both units are never held together, and never both lost.
 
-  KEYS[1..8]  the department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms         logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed      seeds the anti-scalping delay of the freed unit
   ARGV[3]  old_id         the booking to move

@@ -8,7 +8,7 @@
     abort   the new booking will never exist (its step refused, or until_ms plus the
             clock margin is over and it is missing): drop the mark
 
-  KEYS[1..8]  the old booking's department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the old booking's department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms      logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed   seeds the anti-scalping delay of the freed unit
   ARGV[3]  mode        begin, finish or abort

@@ -6,7 +6,7 @@
   (plus a clock margin) a process finding no new booking may abort the move for good.
   Step three (reschedule_mark "finish") then cancels the old booking.
 
-  KEYS[1..8]  the target department-day tag's keys, see includes/tag.lua
+  KEYS[1..11] the target department-day tag's keys, see includes/tag.lua
   ARGV[1]  now_ms          logical clock in ms; 0 = the server's TIME
   ARGV[2]  rand_seed       seeds the anti-scalping delay of units freed by reclaim
   ARGV[3]  new_id          the new booking's id (in this tag)

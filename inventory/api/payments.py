@@ -30,7 +30,7 @@ from inventory.api.routing import Routes
 from inventory.errors import InventoryError, NotFoundError, ValidationFailedError
 from inventory.ops import metrics
 from inventory.payments.errors import NotificationRefusedError
-from inventory.payments.refunds import booking_refund
+from inventory.payments.refunds import booking_refunds, refunds_view
 from inventory.payments.service import Payments, run_payment_loops
 from inventory.payments.wechat import RedisReplayGuard, WeChatPay, WeChatPayConfig
 from inventory.record.catalogue import DEFAULT_ZONE
@@ -66,12 +66,17 @@ _REFUND_EXAMPLE: dict[str, JsonValue] = {
     "created_at": "2026-12-03T10:00:00+08:00",
     "succeeded_at": None,
 }
+_REFUND_PART_EXAMPLE: dict[str, JsonValue] = dict(_REFUND_EXAMPLE)
+_REFUND_EXAMPLE["parts"] = [_REFUND_PART_EXAMPLE]
 
 
-class RefundView(BaseModel):
-    """A booking's refund (a registration fee goes back whole, once)."""
+class RefundPart(BaseModel):
+    """One refund: of one payment behind the booking (a registration fee goes back whole,
+    once), or of a cheaper move's difference."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_REFUND_EXAMPLE]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [_REFUND_PART_EXAMPLE]}
+    )
 
     refund_id: str
     booking_id: str
@@ -81,6 +86,16 @@ class RefundView(BaseModel):
     status: Literal["pending", "succeeded", "failed"]
     created_at: Instant
     succeeded_at: Instant | None
+
+
+class RefundView(RefundPart):
+    """A booking's refund: the first refund's ids and reason, with the amount of every
+    part and the status of them all (succeeded once every part has; a booking reached by
+    moves to dearer windows has a payment, so a refund, per move); each one in ``parts``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_REFUND_EXAMPLE]})
+
+    parts: list[RefundPart]
 
 
 _PAYMENT_EXAMPLE: dict[str, JsonValue] = {
@@ -284,10 +299,11 @@ async def get_refund(request: web.Request) -> web.Response:
     """The refund of one of the account's bookings, with its status."""
     who = principal(request)
     booking_id = _path_id(request, "booking_id")
-    refund = await booking_refund(request.app[SERVICES].db, who.account_id, booking_id)
-    if refund is None:
+    refunds = await booking_refunds(request.app[SERVICES].db, who.account_id, booking_id)
+    if not refunds:
         raise NotFoundError("no refund for this booking")
-    return json_response(refund.view(zone=await _zone_of_hold(request, booking_id)))
+    zone = await _zone_of_hold(request, booking_id)
+    return json_response(refunds_view(refunds, zone=zone))
 
 
 def _fail(status: int, reason: str, message: str) -> web.Response:

@@ -112,6 +112,28 @@ class Refund:
         }
 
 
+def refunds_view(refunds: list[Refund], *, zone: tzinfo = UTC) -> dict[str, Any]:
+    """A booking's refunds as the API shows them: the first one's ids and reason, the
+    amounts summed, ``pending`` until every part succeeded (``failed`` when one did),
+    ``succeeded_at`` the last part's, and each refund in ``parts``. ``refunds``: one or
+    more, oldest first."""
+    parts = [refund.view(zone=zone) for refund in refunds]
+    statuses = {refund.status for refund in refunds}
+    status = "succeeded"
+    for worst in ("failed", "pending"):
+        if worst in statuses:
+            status = worst
+            break
+    finished = [refund.succeeded_at for refund in refunds if refund.succeeded_at is not None]
+    return {
+        **parts[0],
+        "amount_fen": sum(refund.amount_fen for refund in refunds),
+        "status": status,
+        "succeeded_at": local(max(finished), zone) if status == "succeeded" else None,
+        "parts": parts,
+    }
+
+
 async def request_refund(
     db: Any,
     booking_id: str,
@@ -213,12 +235,14 @@ async def refund_payment(
     return Refund.from_row(existing)
 
 
-async def booking_refund(
+async def booking_refunds(
     pool: Any, account_id: str, booking_id: str, *, acquire_timeout_s: float = 5.0
-) -> Refund | None:
-    """The refund of one of the account's bookings (or holds), or None."""
+) -> list[Refund]:
+    """Every refund of one of the account's bookings (or holds), oldest first: more than
+    one when charged moves put more than one payment behind it; none for another
+    account's."""
     async with acquire(pool, timeout_s=acquire_timeout_s) as connection:
-        row = await connection.fetchrow(
-            QUERIES["get_account_booking_refund"], account_id, booking_id
+        rows = await connection.fetch(
+            QUERIES["list_account_booking_refunds"], account_id, booking_id
         )
-    return Refund.from_row(row) if row is not None else None
+    return [Refund.from_row(row) for row in rows]

@@ -153,7 +153,7 @@ class Queries(TypedDict):
     get_payment_refund: str
     refunded_parts_fen: str
     list_booking_payments: str
-    get_account_booking_refund: str
+    list_account_booking_refunds: str
     claim_due_refunds: str
     finish_refund: str
     # hospital merchants

@@ -903,16 +903,18 @@ SELECT coalesce(sum(amount_fen), 0)::bigint AS refunded_fen
 FROM refunds
 WHERE payment_id = $1 AND part >= 1;
 
--- name: get_account_booking_refund
--- The refund of one of the account's bookings (or holds), or no row (also for another
--- account's).
+-- name: list_account_booking_refunds
+-- Every refund of one of the account's bookings (or holds), oldest first: one per payment
+-- behind the booking (its fee, and the differences of charged moves) and per part (a
+-- cheaper move's difference); no row for another account's.
 -- params: account_id, booking_id
 SELECT r.id AS refund_id, r.payment_id, r.hold_id, r.provider, r.amount_fen, r.reason,
        r.status, r.provider_refund_id, r.succeeded_at, r.request_key, r.attempts,
        r.last_error, r.next_attempt_at, r.created_at, r.updated_at
 FROM refunds r
 JOIN payments p ON p.id = r.payment_id
-WHERE r.hold_id = $2 AND p.account_id = $1;
+WHERE r.hold_id = $2 AND p.account_id = $1
+ORDER BY r.created_at, r.id;
 
 -- name: claim_due_refunds
 -- Open refunds due for an attempt (next_attempt_at passed), at most limit, each leased for

@@ -300,7 +300,7 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "get_payment_refund": lambda s: {"payment_id": "pay-sample-0001", "part": 0},
     "refunded_parts_fen": lambda s: {"payment_id": "pay-sample-0001"},
     "list_booking_payments": lambda s: {"booking_id": s.booking},
-    "get_account_booking_refund": lambda s: {"account_id": s.account, "booking_id": s.booking},
+    "list_account_booking_refunds": lambda s: {"account_id": s.account, "booking_id": s.booking},
     "claim_due_refunds": lambda s: {"limit": 50, "lease_s": 30.0},
     "insert_reschedule": lambda s: {
         "reschedule_id": s.booking.replace(s.booking.split(".")[-1], "m" * 24),

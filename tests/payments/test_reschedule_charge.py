@@ -106,6 +106,20 @@ async def test_dearer_window_charges_the_difference_then_moves(
 
     await wait_for(all_refunded, what="both payments refunded")
 
+    # The booking's refund, as the patient reads it: both parts, 90 yuan, succeeded
+    # once both have.
+    async def shown_refunded() -> bool:
+        status, refund = await patient.get(f"/v1/bookings/{new_id}/refund")
+        return status == 200 and refund["status"] == "succeeded"
+
+    await wait_for(shown_refunded, what="the refund shown succeeded")
+    _, refund = await patient.get(f"/v1/bookings/{new_id}/refund")
+    assert refund["amount_fen"] == DEAR
+    assert sorted((p["payment_id"], p["amount_fen"]) for p in refund["parts"]) == sorted(
+        [(first_payment, CHEAP), (difference["payment_id"], DEAR - CHEAP)]
+    )
+    assert all(p["status"] == "succeeded" for p in refund["parts"])
+
 
 async def test_unpaid_difference_frees_the_unit_and_a_late_payment_is_refunded(
     pay_api: ApiServer, pay_sim: PaySimServer, pay_db: asyncpg.Pool, http: aiohttp.ClientSession

@@ -729,6 +729,12 @@ MESSAGES: Final[Mapping[str, Message]] = {
         "登录凭证被重复使用，已退出该登录，请重新登录",
         "The refresh token was already used: the session is ended; log in again",
     ),
+    "staff_login_failed": Message("用户名或密码错误", "The username or password is wrong"),
+    "staff_login_locked": Message(
+        "该账号密码错误次数过多，已暂时锁定，请稍后再试",
+        "Too many wrong passwords for this account; try again later",
+    ),
+    "staff_account_disabled": Message("该工作人员账号已停用", "This staff account is disabled"),
     # Postgres
     "database_unavailable": Message(
         "数据库暂时不可用，请稍后使用同一 Idempotency-Key 重试",

@@ -19,15 +19,19 @@ from inventory.api.bodies import json_response, read_json
 from inventory.api.context import SERVICES, client_ip
 from inventory.api.models import Request
 from inventory.api.routing import Routes
+from inventory.login.passwords import MAX_LENGTH as PASSWORD_MAX_LENGTH
 from inventory.login.service import CodeSent, Login, Tokens
 from inventory.login.sms import HttpSmsSender
+from inventory.login.staff import StaffLogin
 from inventory.login.tokens import Signer
 from inventory.login.wechat import Code2Session
 from inventory.record.accounts import AccountRecord
+from inventory.record.staff import StaffRecord
 
 routes = Routes(tag="login")
 
 LOGIN = web.AppKey("login", Login)
+STAFF_LOGIN = web.AppKey("staff_login", StaffLogin)
 
 
 class WeChatLogin(Request):
@@ -53,6 +57,13 @@ class RefreshTokenBody(Request):
     """A refresh token of a login."""
 
     refresh_token: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class StaffLoginBody(Request):
+    """A staff account's username and password (from `inventory staff add`)."""
+
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
 
 
 _TOKENS_EXAMPLE: dict[str, JsonValue] = {
@@ -89,6 +100,33 @@ class CodeSentView(BaseModel):
 
     expires_in: Annotated[int, Field(description="seconds the code is valid")]
     resend_after: Annotated[int, Field(description="seconds before another code may be sent")]
+
+
+class StaffTokenView(BaseModel):
+    """A staff sign-in's operator token: send it as ``Authorization: Bearer`` until
+    ``expires_in`` seconds have passed, then sign in again (no refresh token).
+    ``hospitals`` are those a hospital operator acts for (absent: the platform's)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": "li-ops",
+                    "token_type": "Bearer",
+                    "access_token": _TOKENS_EXAMPLE["access_token"],
+                    "expires_in": 28800,
+                    "hospitals": ["pumch"],
+                }
+            ]
+        },
+    )
+
+    account_id: str
+    token_type: Literal["Bearer"]
+    access_token: str
+    expires_in: Annotated[int, Field(description="seconds the access token lives")]
+    hospitals: list[str] | None = None
 
 
 def _tokens(tokens: Tokens) -> web.Response:
@@ -182,6 +220,31 @@ async def logout(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.post(
+    "/v1/auth/staff/login",
+    operation_id="login_staff",
+    summary="Staff sign-in: a username and password for an operator token (the console's)",
+    response=StaffTokenView,
+    body=StaffLoginBody,
+    errors=(401, 403, 422, 429, 503),
+)
+async def login_staff(request: web.Request) -> web.Response:
+    """Exchange a staff account's username and password for an operator token."""
+    body = await read_json(request, StaffLoginBody)
+    signed = await request.app[STAFF_LOGIN].sign_in(
+        body.username, body.password, client_ip(request)
+    )
+    answer: dict[str, JsonValue] = {
+        "account_id": signed.account_id,
+        "token_type": "Bearer",
+        "access_token": signed.access_token,
+        "expires_in": signed.expires_in_s,
+    }
+    if signed.hospitals is not None:
+        answer["hospitals"] = list(signed.hospitals)
+    return json_response(answer, headers={"Cache-Control": "no-store"})
+
+
 async def login_context(app: web.Application) -> AsyncIterator[None]:
     """Open the login service with the app (after the core services)."""
     services = app[SERVICES]
@@ -217,4 +280,5 @@ async def login_context(app: web.Application) -> AsyncIterator[None]:
             audience=settings.jwt_audience,
         )
         app[LOGIN] = Login(login, signer, services.store, accounts, wechat=wechat, sms=sms)
+        app[STAFF_LOGIN] = StaffLogin(login, signer, services.store, StaffRecord(services.db))
         yield

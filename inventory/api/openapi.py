@@ -22,7 +22,13 @@ from pydantic import BaseModel, JsonValue
 from inventory import __version__
 from inventory.api import models, notifications
 from inventory.api.desk import DeskCancel
-from inventory.api.login import RefreshTokenBody, SmsCodeRequest, SmsVerify, WeChatLogin
+from inventory.api.login import (
+    RefreshTokenBody,
+    SmsCodeRequest,
+    SmsVerify,
+    StaffLoginBody,
+    WeChatLogin,
+)
 from inventory.api.merchants import MerchantPut
 from inventory.api.payments import PaymentCreate
 from inventory.api.releases import ReleaseOpen, TicketCreate
@@ -194,6 +200,7 @@ REQUEST_EXAMPLES: Final[dict[type[BaseModel], dict[str, JsonValue]]] = {
     SmsCodeRequest: {"phone": "13812345678"},
     SmsVerify: {"phone": "13812345678", "code": "482913"},
     RefreshTokenBody: {"refresh_token": "q3Xh0b7lJ9c1vYz2n8KdP4sW6tR5mA0eF1gH2iJ3kL4"},
+    StaffLoginBody: {"username": "li-ops", "password": "correct horse battery staple"},
 }
 
 

@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inventory.cli.migrate",
     "inventory.cli.reencrypt",
     "inventory.cli.token",
+    "inventory.cli.staff",
     "inventory.cli.capacity",
     "inventory.cli.report",
     "inventory.cli.loadtest",

@@ -355,6 +355,7 @@ async def _run_stack(
     redis_url, database_url = dev_env["INVENTORY_REDIS_URL"], dev_env["INVENTORY_DATABASE_URL"]
     his_url = dev_env["INVENTORY_HIS_URL"]
     applied = await migrate_database(database_url)
+    staff_password = await dev_staff_account(database_url)
     demo: dict[str, Any] | None = None
     if his_url:
         demo = await sync_his(settings, redis_url, database_url)
@@ -400,6 +401,7 @@ async def _run_stack(
             env_file=env_file,
             log_file=args.log_file,
             ready=ready,
+            staff_password=staff_password,
         )
         if env_file is not None:
             written = {name: value for name, value in dev_env.items() if value}
@@ -427,6 +429,31 @@ async def _run_stack(
             await worker
         with contextlib.suppress(Exception):
             await supervisor
+
+
+#: The staff account `inventory dev` signs the console in with (a platform operator).
+DEV_STAFF_USERNAME = "ops"
+
+
+async def dev_staff_account(database_url: str) -> str:
+    """Make (or give a new password to) the dev staff account; its fresh password,
+    printed in the banner, so the console's real sign-in works out of the box."""
+    import secrets
+
+    from inventory.login.passwords import hash_password
+    from inventory.record.pool import create_pool
+    from inventory.record.staff import StaffRecord
+
+    password = secrets.token_urlsafe(12)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        record = StaffRecord(pool)
+        if not await record.add(DEV_STAFF_USERNAME, password_hash, hospitals=None):
+            await record.set_password(DEV_STAFF_USERNAME, password_hash)
+    finally:
+        await pool.close()
+    return password
 
 
 def _local(url: str) -> str:
@@ -697,6 +724,7 @@ def banner(
     env_file: Path | None = None,
     log_file: str | None = None,
     ready: bool = True,
+    staff_password: str | None = None,
 ) -> list[str]:
     """The lines `inventory dev` prints: where everything is (the metrics of the API and
     of the worker included), whether payments are on, where its settings and logs are,
@@ -784,6 +812,13 @@ def banner(
         f"operator   {operator}",
         f"console    {base}/console/#dev-token={operator}  (the staff console, signed in as "
         "demo-operator, a platform operator: a dev-only sign-in)",
+    ]
+    if staff_password is not None:
+        lines.append(
+            f"staff      {base}/console/ sign-in: username {DEV_STAFF_USERNAME}, password "
+            f"{staff_password}  (a platform operator; more with `inventory staff add`)"
+        )
+    lines += [
         "ready: Ctrl-C stops everything"
         if ready
         else f"ready: NOT YET ({_local(base)}/readyz does not answer 200; see the log)",

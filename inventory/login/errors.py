@@ -69,3 +69,29 @@ class RefreshTokenReusedError(InventoryError):
     code = "refresh_token_reused"
     http_status = 401
     title = "The refresh token was already used: the session is ended; log in again"
+
+
+class StaffLoginFailedError(InventoryError):
+    """A staff sign-in with an unknown username or a wrong password: the same answer
+    (and time) for both, so no answer tells which usernames exist."""
+
+    code = "staff_login_failed"
+    http_status = 401
+    title = "The username or password is wrong"
+
+
+class StaffLoginLockedError(InventoryError):
+    """Too many wrong passwords for this account; ``context['retry_after_s']`` says how
+    long it stays locked (every password is refused meanwhile, the right one too)."""
+
+    code = "staff_login_locked"
+    http_status = 429
+    title = "Too many wrong passwords for this account; try again later"
+
+
+class StaffAccountDisabledError(InventoryError):
+    """The right password of a disabled account (only its holder learns it is disabled)."""
+
+    code = "staff_account_disabled"
+    http_status = 403
+    title = "This staff account is disabled"

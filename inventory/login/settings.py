@@ -16,6 +16,9 @@ environment; this one says what is valid).
   ``SMS_LOCK_S``; sends are limited per phone (``SMS_RESEND_S`` apart and
   ``SMS_RATE_PER_PHONE``) and per client address (``SMS_RATE_PER_IP``); logins per client
   address (``LOGIN_RATE_PER_IP``).
+- Staff sign-in (always on; accounts come from ``inventory staff``): its operator tokens
+  live ``STAFF_TOKEN_TTL_S``; ``STAFF_MAX_FAILURES`` wrong passwords lock an account for
+  ``STAFF_LOCK_S``; sign-ins are limited per client address (``STAFF_LOGIN_RATE_PER_IP``).
 
 The AppSecret, the SMS API key and the code key never appear in ``repr`` or logs.
 """
@@ -73,6 +76,11 @@ class LoginSettings:
     sms_rate_per_phone: Rate = field(default_factory=lambda: Rate(5, 3600))
     sms_rate_per_ip: Rate = field(default_factory=lambda: Rate(20, 3600))
     login_rate_per_ip: Rate = field(default_factory=lambda: Rate(30, 60))
+    #: Staff sign-in: the operator token's life, the lock, the per-address limit.
+    staff_token_ttl_s: int = 8 * 3600
+    staff_max_failures: int = 5
+    staff_lock_s: int = 900
+    staff_rate_per_ip: Rate = field(default_factory=lambda: Rate(10, 60))
     #: How long a call to the WeChat platform or the SMS provider may take.
     provider_timeout_s: float = 5.0
 

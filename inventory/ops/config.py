@@ -198,6 +198,10 @@ def _login_settings(env: _EnvReader) -> LoginSettings:
         sms_rate_per_phone=get("SMS_RATE_PER_PHONE", _rate, d.sms_rate_per_phone),
         sms_rate_per_ip=get("SMS_RATE_PER_IP", _rate, d.sms_rate_per_ip),
         login_rate_per_ip=get("LOGIN_RATE_PER_IP", _rate, d.login_rate_per_ip),
+        staff_token_ttl_s=get("STAFF_TOKEN_TTL_S", _positive_int, d.staff_token_ttl_s),
+        staff_max_failures=get("STAFF_MAX_FAILURES", _positive_int, d.staff_max_failures),
+        staff_lock_s=get("STAFF_LOCK_S", _positive_int, d.staff_lock_s),
+        staff_rate_per_ip=get("STAFF_LOGIN_RATE_PER_IP", _rate, d.staff_rate_per_ip),
     )
 
 

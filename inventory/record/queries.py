@@ -208,6 +208,14 @@ class Queries(TypedDict):
     list_schedules_releases: str
     find_hospital_bookings: str
     list_hospital_bans: str
+    # staff accounts (the console's sign-in)
+    insert_staff_account: str
+    get_staff_account: str
+    list_staff_accounts: str
+    set_staff_password: str
+    disable_staff_account: str
+    record_staff_login_failure: str
+    record_staff_login: str
 
 
 @dataclass(frozen=True, slots=True)

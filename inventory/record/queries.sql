@@ -1969,3 +1969,69 @@ LEFT JOIN LATERAL (
 WHERE pb.hospital_id IN ($1, '*') AND pb.banned_until > now()
 ORDER BY pb.banned_until DESC, pb.patient_id
 LIMIT $2;
+
+-- ===================================================================== staff accounts
+
+-- name: insert_staff_account
+-- A new staff account; no row when the username is taken.
+-- params: username, password_hash, platform, hospitals
+INSERT INTO staff_accounts (username, password_hash, platform, hospitals)
+VALUES ($1, $2, $3, $4::text[])
+ON CONFLICT (username) DO NOTHING
+RETURNING username;
+
+-- name: get_staff_account
+-- One staff account, or no row; locked says whether it is locked now (the database's clock).
+-- params: username
+SELECT username, password_hash, platform, hospitals, disabled, failed_attempts,
+       locked_until, locked_until IS NOT NULL AND locked_until > now() AS locked,
+       created_at, updated_at, last_login_at
+FROM staff_accounts
+WHERE username = $1;
+
+-- name: list_staff_accounts
+-- Every staff account, by username.
+-- params:
+SELECT username, platform, hospitals, disabled, failed_attempts, locked_until,
+       created_at, updated_at, last_login_at
+FROM staff_accounts
+ORDER BY username;
+
+-- name: set_staff_password
+-- A new password hash; the wrong-password count and any lock are cleared. No row: unknown.
+-- params: username, password_hash
+UPDATE staff_accounts
+SET password_hash = $2, failed_attempts = 0, locked_until = NULL, updated_at = now()
+WHERE username = $1
+RETURNING username;
+
+-- name: disable_staff_account
+-- Refuse the account's sign-ins from now on (tokens already handed out run out). No row:
+-- unknown.
+-- params: username
+UPDATE staff_accounts SET disabled = true, updated_at = now()
+WHERE username = $1
+RETURNING username;
+
+-- name: record_staff_login_failure
+-- Count a wrong password in one statement (parallel tries cannot outrun the lock); the
+-- try that reaches max_failures locks the account for lock_s and starts the count again.
+-- params: username, max_failures, lock_s
+UPDATE staff_accounts
+SET failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END,
+    locked_until = CASE
+        WHEN failed_attempts + 1 >= $2 THEN now() + make_interval(secs => $3::float8)
+        ELSE locked_until
+    END
+WHERE username = $1
+RETURNING failed_attempts, locked_until, locked_until IS NOT NULL AND locked_until > now() AS locked;
+
+-- name: record_staff_login
+-- A right password: the count and any lock are cleared, the sign-in's time kept, and the
+-- hash replaced when the parameters have changed since it was made (NULL: kept).
+-- params: username, password_hash
+UPDATE staff_accounts
+SET failed_attempts = 0, locked_until = NULL, last_login_at = now(),
+    password_hash = coalesce($2, password_hash)
+WHERE username = $1
+RETURNING username;

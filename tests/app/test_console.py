@@ -9,6 +9,7 @@ in test_console_desk.py, on a dev without the HIS.)"""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -238,14 +239,16 @@ async def test_console_accessibility_basics(dev: Dev, browser: Any) -> None:
     await login.wait_for_selector("h1:has-text('运营人员登录')")
     found = await login.evaluate(AUDIT)
     assert (found["unlabelled"], found["nameless"]) == ([], []), found
+    await _shot(login, "console-0-login")
+    # The token path (development, emergency) is folded under the password form.
+    await login.get_by_text("开发 / 应急：粘贴运营令牌").click()
     # An account's token is not an operator's: refused before it is kept.
     await login.get_by_label("运营令牌").fill(Patient(dev).token)
-    await login.get_by_role("button", name="登录").click()
+    await login.get_by_role("button", name="用令牌登录").click()
     assert "不是运营令牌" in await login.get_by_role("alert").inner_text()
     assert await login.evaluate("sessionStorage.getItem('console-token')") is None
-    await _shot(login, "console-0-login")
     await login.get_by_label("运营令牌").fill(operator.token)
-    await login.get_by_role("button", name="登录").click()
+    await login.get_by_role("button", name="用令牌登录").click()
     await login.wait_for_selector("h1:has-text('放号日实时看板')")
     assert await login.evaluate("localStorage.getItem('console-token')") is None
     assert await login.evaluate("sessionStorage.getItem('console-token')") == operator.token
@@ -261,6 +264,55 @@ async def test_console_accessibility_basics(dev: Dev, browser: Any) -> None:
         timeout=15_000,
     )
     assert operator.csp_violations == []
+
+
+async def test_staff_sign_in_with_username_and_password(dev: Dev, browser: Any) -> None:
+    """dev's `ops` account signs in with its username and password (from the banner): a
+    wrong password is refused with the API's message and nothing kept; the right one
+    keeps the operator token in sessionStorage only and shows the release day as a
+    platform operator; 退出 forgets it and shows the sign-in page again."""
+    line = next(b for b in dev.banner if b.startswith("staff "))
+    found = re.search(r"username (\S+), password (\S+)", line)
+    assert found is not None, line
+    username, password = found.groups()
+    violations: list[str] = []
+    context = await browser.new_context(viewport=DESK, locale="zh-CN")
+    page = await context.new_page()
+    page.on(
+        "console",
+        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    await page.goto(f"{dev.api}/console/#/day")
+    await page.wait_for_selector("h1:has-text('运营人员登录')")
+    await page.get_by_label("用户名").fill(username)
+    await page.get_by_label("密码").fill("not-the-right-password")
+    await page.get_by_role("button", name="登录", exact=True).click()
+    assert "用户名或密码错误" in await page.get_by_role("alert").inner_text()
+    assert await page.evaluate("sessionStorage.getItem('console-token')") is None
+    assert await page.get_by_label("密码").input_value() == ""
+
+    await page.get_by_label("密码").fill(password)
+    await page.get_by_role("button", name="登录", exact=True).click()
+    await page.wait_for_selector("h1:has-text('放号日实时看板')")
+    token = await page.evaluate("sessionStorage.getItem('console-token')")
+    assert token
+    assert await page.evaluate("localStorage.getItem('console-token')") is None
+    assert await page.locator("#who").inner_text() == f"{username} · 平台运营"
+    assert await page.locator("#dev").is_hidden()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{dev.api}/v1/operator/hospitals/demo-hospital/day",
+            params={"date": datetime.now(tz=CHINA).date().isoformat()},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as answer,
+    ):
+        assert answer.status == 200, await answer.text()
+
+    await page.get_by_role("button", name="退出").click()
+    await page.wait_for_selector("h1:has-text('运营人员登录')")
+    assert await page.evaluate("sessionStorage.getItem('console-token')") is None
+    assert violations == []
 
 
 async def test_the_english_switch_reaches_the_apis_messages(dev: Dev, browser: Any) -> None:

@@ -28,6 +28,8 @@ from tests.db.seed import (
 )
 
 MARCH_1 = date(2027, 3, 1)
+#: A staff password's hash as argon2-cffi writes it (PHC string).
+STAFF_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
 
 
 def new_hold_id(seed: Seed, key: str, account: str | None = None) -> str:
@@ -354,6 +356,22 @@ SAMPLES: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "limit": 20,
     },
     "list_hospital_bans": lambda s: {"hospital_id": s.hospital, "limit": 50},
+    "insert_staff_account": lambda s: {
+        "username": "li-ops",
+        "password_hash": STAFF_HASH,
+        "platform": False,
+        "hospitals": [s.hospital],
+    },
+    "get_staff_account": lambda s: {"username": "li-ops"},
+    "list_staff_accounts": lambda s: {},
+    "set_staff_password": lambda s: {"username": "li-ops", "password_hash": STAFF_HASH},
+    "disable_staff_account": lambda s: {"username": "li-ops"},
+    "record_staff_login_failure": lambda s: {
+        "username": "li-ops",
+        "max_failures": 5,
+        "lock_s": 900,
+    },
+    "record_staff_login": lambda s: {"username": "li-ops", "password_hash": None},
     "move_booking_payment": lambda s: {
         "old_booking_id": s.booking,
         "new_booking_id": s.booking,

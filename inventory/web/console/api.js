@@ -47,7 +47,7 @@ export class Api {
   }
 
   /** One request; `as` is "json" (default) or "blob" for an image. */
-  async call(method, path, { body, key, query, as = "json" } = {}) {
+  async call(method, path, { body, key, query, as = "json", retry = true } = {}) {
     let url = path;
     if (query) {
       const given = Object.entries(query).filter(([, v]) => v !== undefined && v !== null && v !== "");
@@ -74,13 +74,21 @@ export class Api {
       }
       const problem = await answer.json().catch(() => ({}));
       const wait = Number(answer.headers.get("Retry-After"));
-      if (attempt === 0 && RETRY_STATUSES.has(answer.status) && wait > 0) {
+      if (retry && attempt === 0 && RETRY_STATUSES.has(answer.status) && wait > 0) {
         await new Promise((resolve) => setTimeout(resolve, Math.min(wait, MAX_WAIT_S) * 1000));
         continue;
       }
       if (answer.status === 401 && token) this.onUnauthorized();
       throw new ApiError(answer.status, problem);
     }
+  }
+
+  // -- sign-in
+
+  /** login_staff: a staff account's username and password for an operator token. Not
+   * retried: a locked account's 429 says how long to wait, and a person decides. */
+  staffLogin(username, password) {
+    return this.call("POST", "/v1/auth/staff/login", { body: { username, password }, retry: false });
   }
 
   // -- the catalogue (public)

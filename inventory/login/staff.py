@@ -12,7 +12,8 @@ are counted per account in Postgres; the one that reaches ``STAFF_MAX_FAILURES``
 it for ``STAFF_LOCK_S`` (every password is refused meanwhile, unchecked). A disabled
 account is refused only after its right password. Sign-ins are limited per client
 address (a GCRA bucket in Redis, as the patients' logins). The password is never logged
-nor kept.
+nor kept; an unknown username is not logged either (it is often a password typed in the
+wrong field). A username is read in lower case, as every username is.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import jwt
+import structlog
 
 from inventory.login.errors import (
     StaffAccountDisabledError,
@@ -35,6 +37,8 @@ from inventory.login.tokens import Signer
 from inventory.record.staff import USERNAME_RE, StaffRecord
 from inventory.store import keys
 from inventory.store.slot_store import RateBuckets, SlotStore
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +105,17 @@ class StaffLogin:
                     (rate.per_s * 1000 / rate.count, rate.count),
                 )
             )
+        username = username.strip().lower()
         # A name no account can have is looked up nowhere, but costs the same hash.
         account = await self._staff.get(username) if USERNAME_RE.fullmatch(username) else None
         if account is not None and account.locked:
+            log.info("staff.login_locked_refused", username=account.username)
             raise StaffLoginLockedError(retry_after_s=_retry_after_s(account.locked_until))
         right = await self._hashing.verify(
             account.password_hash if account is not None else None, password
         )
         if account is None:
+            log.info("staff.login_unknown_username")
             raise StaffLoginFailedError()
         if not right:
             failure = await self._staff.failed(
@@ -116,16 +123,19 @@ class StaffLogin:
                 max_failures=self._login.staff_max_failures,
                 lock_s=self._login.staff_lock_s,
             )
+            log.info("staff.login_wrong_password", username=account.username, locked=failure.locked)
             if failure.locked:
                 # The try that locks says so, as the SMS codes' does.
                 raise StaffLoginLockedError(retry_after_s=_retry_after_s(failure.locked_until))
             raise StaffLoginFailedError()
         if account.disabled:
+            log.info("staff.login_disabled_refused", username=account.username)
             raise StaffAccountDisabledError()
         new_hash = (
             await self._hashing.hash(password) if needs_rehash(account.password_hash) else None
         )
         await self._staff.signed_in(account.username, new_hash=new_hash)
+        log.info("staff.signed_in", username=account.username, platform=account.platform)
         hospitals = None if account.platform else account.hospitals
         ttl_s = self._login.staff_token_ttl_s
         return StaffToken(

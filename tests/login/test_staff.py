@@ -255,6 +255,15 @@ async def test_sign_ins_are_limited_per_address(
     )
 
 
+async def test_a_username_is_read_in_lower_case(
+    http: aiohttp.ClientSession, staff_api: ApiServer
+) -> None:
+    username, password = new_account(staff_api)
+    status, body, _ = await sign_in(http, staff_api, f" {username.upper()} ", password)
+    assert status == 200, body
+    assert body["account_id"] == username
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -282,11 +291,16 @@ async def test_no_password_reaches_the_log_or_the_database(
     http: aiohttp.ClientSession, staff_api: ApiServer
 ) -> None:
     """Right and wrong passwords appear neither in the API's log nor in the table (only
-    the argon2id hash is stored)."""
+    the argon2id hash is stored); neither does an unknown username."""
     username, password = new_account(staff_api)
     assert (await sign_in(http, staff_api, username, password))[0] == 200
     await sign_in(http, staff_api, username, "wrong-but-logged-nowhere")
+    await sign_in(http, staff_api, "typed-" + password, "any-password-here")
     log = staff_api.log_path.read_text(errors="replace")
+    # Who signed in is logged; an unknown username is not (often a mistyped password).
+    assert "staff.signed_in" in log
+    assert username in log
+    assert "staff.login_unknown_username" in log
     assert password not in log
     assert "wrong-but-logged-nowhere" not in log
     connection = await asyncpg.connect(staff_api.database_url)

@@ -8,9 +8,14 @@ account, per-address limits and bad bodies; the password never reaches the log."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import select
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from typing import Any
@@ -346,3 +351,73 @@ def test_the_cli_refuses_bad_input_with_its_exit_codes(staff_api: ApiServer) -> 
     argv = staff(staff_api, "add", uid("s").lower(), "--platform", "--password", "x" * 20)
     assert argv.returncode == 2
     assert "unrecognized arguments" in argv.stderr
+
+
+def _own_terminal() -> None:
+    """In the child: a session of its own whose controlling terminal is its stdin (the
+    pty), so getpass reads from it as from a person's terminal."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _expect(fd: int, text: str, seen: bytearray, timeout_s: float = 30.0) -> None:
+    """Read the terminal until ``text`` appears."""
+    deadline = time.monotonic() + timeout_s
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, (text, bytes(seen))
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            assert chunk, (text, bytes(seen))
+            seen += chunk
+
+
+def _at_terminal(api: ApiServer, args: list[str], answers: list[str]) -> tuple[int, str]:
+    """``inventory staff ARGS`` at a terminal, typing each answer after each prompt."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVENTORY_")}
+    env.update({k: v for k, v in api.env.items() if k.startswith("INVENTORY_")})
+    primary, secondary = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inventory", "staff", *args],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        preexec_fn=_own_terminal,
+    )
+    os.close(secondary)
+    seen = bytearray()
+    try:
+        for prompt, answer in zip(["Password: ", "Password again: "], answers, strict=True):
+            _expect(primary, prompt, seen)
+            os.write(primary, answer.encode() + b"\n")
+        status = process.wait(timeout=60)
+        with contextlib.suppress(OSError):
+            while select.select([primary], [], [], 0.2)[0] and (chunk := os.read(primary, 1024)):
+                seen += chunk
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(primary)
+    return status, seen.decode(errors="replace")
+
+
+async def test_at_a_terminal_the_password_is_asked_twice_unechoed(
+    http: aiohttp.ClientSession, staff_api: ApiServer
+) -> None:
+    """At a terminal `staff add` asks twice without echo (two that differ are refused,
+    2) and the account then signs in with it."""
+    username, password = uid("tty").lower(), "typed-at-a-terminal"
+    status, shown = _at_terminal(staff_api, ["add", username, "--platform"], [password, "other"])
+    assert status == 2, shown
+    assert "differ" in shown
+    assert password not in shown
+    status, shown = _at_terminal(staff_api, ["add", username, "--platform"], [password] * 2)
+    assert status == 0, shown
+    assert password not in shown
+    assert (await sign_in(http, staff_api, username, password))[0] == 200

@@ -264,11 +264,14 @@ class WaitlistMachine(RuleBasedStateMachine):
             if outcome.code == "waitlist_units_free":
                 assert free
             return
-        assert not free, "joined a waitlist while a unit was free"
         entry = outcome.entry
         if outcome.replayed:
+            # The patient's entry on this schedule, still active (one per patient and
+            # schedule): answered whatever is free now, as a retry would be.
             assert entry.entry_id in self.entries
+            assert entry.state in (WaitlistState.WAITING, WaitlistState.OFFERED), entry
             return
+        assert not free, "joined a waitlist while a unit was free"
         assert entry.state is WaitlistState.WAITING
         assert outcome.position == len(self.waiting(schedule))
         self.entries[entry.entry_id] = Tracked(

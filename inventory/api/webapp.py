@@ -155,6 +155,20 @@ async def app_asset(request: web.Request) -> web.Response:
 
 
 @routes.get(
+    "/shared/{name}",
+    operation_id="shared_asset",
+    summary="A module the patient app and the staff console share (page building, money"
+    " and time, the API's refusals)",
+    response={"type": "string"},
+    errors=(404,),
+    content_types=("text/javascript",),
+)
+async def shared_asset(request: web.Request) -> web.Response:
+    """One of the front ends' shared modules."""
+    return front_end_asset("", request.match_info["name"], "shared")
+
+
+@routes.get(
     "/app/views/{name}",
     operation_id="app_view",
     summary="One of the patient app's view modules",

@@ -14,7 +14,7 @@ from inventory.api.routes import OPERATIONS
 from inventory.api.webapp import CONTENT_SECURITY_POLICY
 
 from .conftest import ApiServer
-from .test_webapp import IMPORT_RE
+from .modules import follow_imports
 
 CONSOLE = resources.files("inventory").joinpath("web", "console")
 
@@ -41,34 +41,14 @@ async def test_every_module_the_console_imports_is_served(
     """Following the imports from main.js reaches only files served as JavaScript under
     the policy; no module imports from another origin, none sets a style attribute (the
     policy would refuse it)."""
-    pending, seen = ["main.js"], set()
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        async with http.get(f"{api_server.url}/console/{name}") as answer:
-            assert answer.status == 200, name
-            assert answer.content_type == "text/javascript", name
-            assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
-            source = await answer.text()
-        assert not re.search(r"""from ["']https?:""", source), name
-        assert "innerHTML" not in source, name
-        assert 'setAttribute("style"' not in source, name
-        folder = name.rpartition("/")[0]
-        for target in IMPORT_RE.findall(source):
-            parts = [*folder.split("/"), *target.split("/")] if folder else target.split("/")
-            resolved: list[str] = []
-            for part in parts:
-                if part in ("", "."):
-                    continue
-                if part == "..":
-                    resolved.pop()
-                else:
-                    resolved.append(part)
-            pending.append("/".join(resolved))
+    sources = await follow_imports(http, api_server.url, "/console/main.js")
+    for path, source in sources.items():
+        assert "innerHTML" not in source, path
+        assert 'setAttribute("style"' not in source, path
+    seen = set(sources)
     shipped = {entry.name for entry in CONSOLE.joinpath("views").iterdir()}
-    assert {f"views/{name}" for name in shipped} <= seen
+    assert {f"/console/views/{name}" for name in shipped} <= seen
+    assert "/shared/format.js" in seen
     for name in ("console.css", "icon.svg"):
         async with http.get(f"{api_server.url}/console/{name}") as answer:
             assert answer.status == 200, name

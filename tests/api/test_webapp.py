@@ -14,9 +14,9 @@ from inventory.api.routes import OPERATIONS
 from inventory.api.webapp import CONTENT_SECURITY_POLICY
 
 from .conftest import ApiServer
+from .modules import follow_imports
 
 APP = resources.files("inventory").joinpath("web", "app")
-IMPORT_RE = re.compile(r'^import [^;]*? from "(\.{1,2}/[^"]+)";', re.M)
 
 
 async def test_root_sends_a_browser_to_the_app(
@@ -54,32 +54,10 @@ async def test_every_module_the_app_imports_is_served(
     api_server: ApiServer, http: aiohttp.ClientSession
 ) -> None:
     """Following the imports from main.js reaches only files the API serves as
-    JavaScript with the same policy; no module imports from another origin."""
-    pending, seen = ["main.js"], set()
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        async with http.get(f"{api_server.url}/app/{name}") as answer:
-            assert answer.status == 200, name
-            assert answer.content_type == "text/javascript", name
-            assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
-            source = await answer.text()
-        assert not re.search(r"""from ["']https?:""", source), name
-        folder = name.rpartition("/")[0]
-        for target in IMPORT_RE.findall(source):
-            parts = [*folder.split("/"), *target.split("/")] if folder else target.split("/")
-            resolved: list[str] = []
-            for part in parts:
-                if part in ("", "."):
-                    continue
-                if part == "..":
-                    resolved.pop()
-                else:
-                    resolved.append(part)
-            pending.append("/".join(resolved))
-    assert {"api.js", "views/confirm.js", "views/paid.js"} <= seen
+    JavaScript with the same policy (the app's, and those it shares with the console);
+    no module imports from another origin."""
+    seen = set(await follow_imports(http, api_server.url, "/app/main.js"))
+    assert {"/app/api.js", "/app/views/confirm.js", "/shared/dom.js", "/shared/http.js"} <= seen
     for name in ("app.css", "icon.svg"):
         async with http.get(f"{api_server.url}/app/{name}") as answer:
             assert answer.status == 200, name

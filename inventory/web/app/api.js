@@ -12,27 +12,9 @@
 // - 429 and 503 carry Retry-After: the call waits that long (telling the view through
 //   `onWait`) and tries once more by itself before giving up.
 
-/** A refusal of the API (problem+json), or a network failure (status 0). */
-export class ApiError extends Error {
-  constructor(status, problem, retryAfter) {
-    super(problem.title || `HTTP ${status}`);
-    this.status = status;
-    this.code = problem.code || "network";
-    this.title = problem.title || "";
-    this.detail = problem.detail || "";
-    this.errors = Array.isArray(problem.errors) ? problem.errors : [];
-    this.rule = problem.rule || null;
-    this.retryAfter = retryAfter;
-    this.problem = problem;
-  }
-}
+import { ApiError, newKey } from "../shared/http.js";
 
-/** A fresh Idempotency-Key (printable ASCII, at most 64). */
-export function newKey() {
-  const bytes = new Uint8Array(16);
-  crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
+export { ApiError, newKey };
 
 const RETRY_STATUSES = new Set([429, 503]);
 const MAX_WAIT_S = 30;

@@ -3,7 +3,7 @@
 // `render(ctx)` returning an element; `ctx.every` timers stop when the view is left.
 
 import { Api } from "./api.js";
-import { h, fill } from "./dom.js";
+import { h, fill } from "../shared/dom.js";
 import { language, setLanguage, t } from "./i18n.js";
 import { session } from "./state.js";
 import { heading, problem, waitNotice } from "./ui.js";

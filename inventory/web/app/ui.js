@@ -1,7 +1,7 @@
 // Pieces every view uses: the refusal box (the API's own message), the busy notice of an
 // automatic retry, a confirmation dialog, and page headings.
 
-import { h, fill } from "./dom.js";
+import { h, fill } from "../shared/dom.js";
 import { t } from "./i18n.js";
 
 /** The API's refusal as the patient reads it: its title, its detail, and for a 422 the

@@ -13,25 +13,9 @@
 //   `title` to show, the `detail`, and the 422 `errors` by field.
 // - 429 and 503 carry Retry-After: the call waits (at most 30 s) and tries once more.
 
-/** A refusal of the API (problem+json), or a network failure (status 0). */
-export class ApiError extends Error {
-  constructor(status, problem) {
-    super(problem.title || `HTTP ${status}`);
-    this.status = status;
-    this.code = problem.code || "network";
-    this.title = problem.title || "";
-    this.detail = problem.detail || "";
-    this.errors = Array.isArray(problem.errors) ? problem.errors : [];
-    this.problem = problem;
-  }
-}
+import { ApiError, newKey } from "../shared/http.js";
 
-/** A fresh Idempotency-Key (32 hex characters). */
-export function newKey() {
-  const bytes = new Uint8Array(16);
-  crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
+export { ApiError, newKey };
 
 const RETRY_STATUSES = new Set([429, 503]);
 const MAX_WAIT_S = 30;

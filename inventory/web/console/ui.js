@@ -2,7 +2,7 @@
 // the confirmation dialog every action that changes money or bookings goes through,
 // and small tables.
 
-import { h, fill } from "./dom.js";
+import { h, fill } from "../shared/dom.js";
 import { t } from "./i18n.js";
 
 /** The API's refusal as staff read it: its title, its detail, the 422 fields. An alert,

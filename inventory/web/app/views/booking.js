@@ -2,7 +2,7 @@
 // visit time and place, cancel while allowed (cancel_booking, after a confirmation) and
 // the refund's status (get_booking_refund).
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { dayTime, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { newKey } from "../api.js";

@@ -1,6 +1,6 @@
 // 我的预约: the account's bookings (list_bookings) with status, HIS number and time.
 
-import { h } from "../dom.js";
+import { h } from "../../shared/dom.js";
 import { dayTime } from "../format.js";
 import { t } from "../i18n.js";
 import { heading } from "../ui.js";

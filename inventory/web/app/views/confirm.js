@@ -3,7 +3,7 @@
 // WeChat the JSAPI parameters go to WeChat's payment sheet; in dev, to the WeChat Pay
 // simulator's cashier page, which sends the browser back to #/paid/<hold>.
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { dayTime, duration, secondsUntil, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { holds, session } from "../state.js";

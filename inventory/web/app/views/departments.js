@@ -1,7 +1,7 @@
 // 选择科室: the hospital's department tree (department_tree); a department with
 // sub-departments opens and closes (a <details>), a leaf leads to its doctors.
 
-import { h } from "../dom.js";
+import { h } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 import { picked } from "../state.js";
 import { heading } from "../ui.js";

@@ -2,7 +2,7 @@
 // doctor's sessions on the chosen date (department_schedules, filtered to the doctor)
 // with fee, place and remaining count; before release, the release time and a countdown.
 
-import { h } from "../dom.js";
+import { h } from "../../shared/dom.js";
 import { addDays, clock, dayLabel, duration, secondsUntil, todayIn, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { picked } from "../state.js";

@@ -1,7 +1,7 @@
 // 选择医生: the department's doctors (department_doctors) with title 职称 and specialty
 // 擅长; the fee is per schedule and shows once a date is chosen.
 
-import { h } from "../dom.js";
+import { h } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 import { picked } from "../state.js";
 import { heading } from "../ui.js";

@@ -3,7 +3,7 @@
 // in this browser, and a hold made elsewhere (another device, a waitlist offer) shows
 // its fee and deadline. A link leads to the waitlist entries.
 
-import { h } from "../dom.js";
+import { h } from "../../shared/dom.js";
 import { dayTime, duration, secondsUntil, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { holds } from "../state.js";

@@ -1,6 +1,6 @@
 // 选择医院: the hospitals (list_hospitals).
 
-import { h } from "../dom.js";
+import { h } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 import { picked } from "../state.js";
 import { heading } from "../ui.js";

@@ -2,7 +2,7 @@
 // document), and, for development only, with a token `inventory dev` minted (its banner
 // prints an app link that signs in with it). The dev sign-in is labelled as such.
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 import { session } from "../state.js";
 import { heading, problem } from "../ui.js";

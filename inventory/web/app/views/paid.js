@@ -3,7 +3,7 @@
 // with its appointment number (就诊序号), visit time and place. Both are polled with
 // back-off (0.5 s doubling to 5 s); the page shows the pending state meanwhile.
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { dayTime, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { holds } from "../state.js";

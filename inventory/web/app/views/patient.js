@@ -1,7 +1,7 @@
 // 选择就诊人: pick one of the account's patients (list_patients) or add one
 // (create_patient), then take the chosen time window for them (create_hold).
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { clock, dayLabel, secondsUntil } from "../format.js";
 import { t } from "../i18n.js";
 import { holds, picked } from "../state.js";

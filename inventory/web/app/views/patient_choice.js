@@ -1,7 +1,7 @@
 // The account's patients (就诊人) as radio choices: the booking page and the waitlist page
 // both pick one. `choices.selected()` is the picked patient's id ("" when there is none).
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 
 export function patientChoices(items) {

@@ -3,7 +3,7 @@
 // mainland mobile), fills birth date and gender from the ID number, and shows the API's
 // own refusal, field by field, for everything else.
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 import { newKey } from "../api.js";
 import { problem } from "../ui.js";

@@ -1,6 +1,6 @@
 // 我的就诊人: the account's patients (list_patients, masked) and the form to add one.
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 import { heading } from "../ui.js";
 import { patientForm } from "./patient_form.js";

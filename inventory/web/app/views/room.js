@@ -5,7 +5,7 @@
 // Once admitted, the admission token reserves the chosen window (create_hold) and the
 // patient goes on to confirm and pay. Sold out ends it (the release names its waitlist).
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { clock, duration, secondsUntil } from "../format.js";
 import { t } from "../i18n.js";
 import { holds, picked } from "../state.js";

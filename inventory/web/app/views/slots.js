@@ -2,7 +2,7 @@
 // queued release names its waiting room (the windows can be picked before T0: the room
 // gives the way in); a released schedule with nothing left offers its 候补 waitlist.
 
-import { h } from "../dom.js";
+import { h } from "../../shared/dom.js";
 import { clock, dayLabel, dayTime, secondsUntil, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { picked } from "../state.js";

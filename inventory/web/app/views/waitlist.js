@@ -2,7 +2,7 @@
 // waiting, the offer to pay when a unit was freed for the patient, and leaving
 // (leave_waitlist; an unpaid offer then passes to the next patient).
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { dayTime, duration, secondsUntil, yuan } from "../format.js";
 import { t } from "../i18n.js";
 import { newKey } from "../api.js";

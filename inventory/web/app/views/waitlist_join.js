@@ -2,7 +2,7 @@
 // (join_waitlist). A freed unit is then offered in order: a hold to pay before its
 // deadline, found under 待支付 and on the waitlist page.
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 import { newKey } from "../api.js";
 import { heading, problem } from "../ui.js";

@@ -2,8 +2,8 @@
 // who decided and the no-shows counted; each one's history (get_patient_bans) on demand,
 // and lifting a ban with a reason (lift_patient_ban), after a confirmation.
 
-import { h, fill } from "../dom.js";
-import { dayTime } from "../format.js";
+import { h, fill } from "../../shared/dom.js";
+import { dayTime } from "../../shared/format.js";
 import { t } from "../i18n.js";
 import { newKey } from "../api.js";
 import { ask, heading, problem, table, toast } from "../ui.js";

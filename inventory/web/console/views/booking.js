@@ -4,8 +4,8 @@
 // 取消并退款 (operator_cancel_booking). A refund in progress is followed until it
 // succeeds.
 
-import { h, fill } from "../dom.js";
-import { dayTime, yuan } from "../format.js";
+import { h, fill } from "../../shared/dom.js";
+import { dayTime, yuan } from "../../shared/format.js";
 import { t } from "../i18n.js";
 import { newKey } from "../api.js";
 import { ask, heading, problem, sheet, toast } from "../ui.js";

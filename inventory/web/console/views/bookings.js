@@ -4,8 +4,8 @@
 // kept in the address (#/bookings?his_no=...), so the browser's back button returns to
 // the results.
 
-import { h, fill } from "../dom.js";
-import { dayTime, today, yuan } from "../format.js";
+import { h, fill } from "../../shared/dom.js";
+import { dayTime, todayIn, yuan } from "../../shared/format.js";
 import { t } from "../i18n.js";
 import { heading, problem, table } from "../ui.js";
 
@@ -39,7 +39,7 @@ export async function render({ api, query, go, hospitalId, timeZone }) {
     booking_id: input("booking_id", given.booking_id, { spellcheck: "false" }),
     his_no: input("his_no", given.his_no, { spellcheck: "false" }),
     phone: input("phone", given.phone, { inputmode: "tel", placeholder: "138****5678", "aria-describedby": "phone-note" }),
-    date: input("date", given.date || (given.phone ? today(timeZone) : ""), { type: "date" }),
+    date: input("date", given.date || (given.phone ? todayIn(timeZone) : ""), { type: "date" }),
   };
   const form = h(
     "form",

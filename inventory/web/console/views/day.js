@@ -5,8 +5,8 @@
 // live by asking again every LIVE_MS: the route reads Redis's counts directly and is
 // cheap, and polling keeps working through proxies that buffer event streams.
 
-import { h, fill } from "../dom.js";
-import { clock, clockSeconds, dayTime, today, addDays, yuan } from "../format.js";
+import { h, fill } from "../../shared/dom.js";
+import { clock, clockSeconds, dayTime, todayIn, addDays, yuan } from "../../shared/format.js";
 import { t } from "../i18n.js";
 import { heading, problem, setFields, table, updateRows } from "../ui.js";
 
@@ -93,7 +93,7 @@ function roomsPanel(releases) {
 }
 
 export async function render({ api, query, go, hospitalId, timeZone, every }) {
-  const date = query.get("date") || today(timeZone);
+  const date = query.get("date") || todayIn(timeZone);
   const department = query.get("department") || "";
   const picked = h("input", { id: "day-date", type: "date", value: date, required: true });
   const departments = h("select", { id: "day-department" }, h("option", { value: "" }, t("all_departments")));
@@ -138,7 +138,7 @@ export async function render({ api, query, go, hospitalId, timeZone, every }) {
       { class: "toolbar" },
       h("div", { class: "field inline" }, h("label", { for: "day-date" }, t("visit_date")), picked),
       h("button", { type: "button", class: "secondary", onclick: () => move(addDays(date, -1)) }, t("previous_day")),
-      h("button", { type: "button", class: "secondary", onclick: () => move(today(timeZone)) }, t("today")),
+      h("button", { type: "button", class: "secondary", onclick: () => move(todayIn(timeZone)) }, t("today")),
       h("button", { type: "button", class: "secondary", onclick: () => move(addDays(date, 1)) }, t("next_day")),
       h("div", { class: "field inline" }, h("label", { for: "day-department" }, t("department")), departments),
       updated,

@@ -4,7 +4,7 @@
 // operator token minted by `inventory token --operator [--hospital H]`. Either way the
 // token is kept in sessionStorage for this tab only; the service checks it on each call.
 
-import { h, fill } from "../dom.js";
+import { h, fill } from "../../shared/dom.js";
 import { t } from "../i18n.js";
 import { session } from "../state.js";
 import { heading, problem } from "../ui.js";

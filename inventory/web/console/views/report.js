@@ -3,8 +3,8 @@
 // it is fetched and shown from a data: URL (the policy allows images from this origin
 // and data: only).
 
-import { h, fill } from "../dom.js";
-import { addDays, percent, today } from "../format.js";
+import { h, fill } from "../../shared/dom.js";
+import { addDays, percent, todayIn } from "../../shared/format.js";
 import { t } from "../i18n.js";
 import { heading, problem, table } from "../ui.js";
 
@@ -41,8 +41,8 @@ function figures(report) {
 
 export async function render({ api, query, go, hospitalId, timeZone }) {
   // By default the last 30 days and the next 14 (booked ahead: a release's fill shows).
-  const to = query.get("to") || addDays(today(timeZone), 14);
-  const from = query.get("from") || addDays(today(timeZone), -30);
+  const to = query.get("to") || addDays(todayIn(timeZone), 14);
+  const from = query.get("from") || addDays(todayIn(timeZone), -30);
   const kind = query.get("kind") || "rates";
   const fromInput = h("input", { id: "report-from", type: "date", value: from, required: true });
   const toInput = h("input", { id: "report-to", type: "date", value: to, required: true });

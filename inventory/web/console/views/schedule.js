@@ -3,8 +3,8 @@
 // suspend_schedule), 恢复出诊 (reopen_schedule), and its bookings (find_hospital_bookings
 // by schedule) leading to each booking's page.
 
-import { h, fill } from "../dom.js";
-import { clock, dayTime, today, yuan } from "../format.js";
+import { h, fill } from "../../shared/dom.js";
+import { clock, dayTime, todayIn, yuan } from "../../shared/format.js";
 import { t } from "../i18n.js";
 import { newKey } from "../api.js";
 import { ask, heading, problem, setFields, sheet, table, toast, updateRows } from "../ui.js";
@@ -45,7 +45,7 @@ function previewDetails(preview) {
 
 export async function render({ api, params, query, hospitalId, timeZone, refresh, every }) {
   const [scheduleId] = params;
-  const date = query.get("date") || today(timeZone);
+  const date = query.get("date") || todayIn(timeZone);
   let schedule = await findSchedule(api, hospitalId, scheduleId, date);
   if (!schedule) {
     return h("section", {}, heading(t("schedule_title")), problem({ title: t("schedule_not_on_day", { date }), code: "not_found" }));

@@ -180,6 +180,7 @@ MUTANTS = [
         "release.lua",
         "if now > deadline then",
         "if now > deadline + 1 then",
+        max_examples=2000,
     ),
     # Extension overshoots the hold's maximum lifetime.
     Mutant(
@@ -217,6 +218,7 @@ MUTANTS = [
         "patient_acquire.lua",
         "if other and id ~= replaces and other >= today and",
         "if other and id ~= replaces and",
+        max_examples=2000,
     ),
     # A same-tag reschedule keeps the old booking's unit too (both units held).
     Mutant(
@@ -253,6 +255,7 @@ MUTANTS = [
         "reschedule_mark.lua",
         "if until_ms >= 0 and now <= (tonumber(rec.moving_until) or 0) + until_ms then",
         "if until_ms > 0 and now <= (tonumber(rec.moving_until) or 0) then",
+        max_examples=2000,
     ),
     # Bans count even where the hospital's policy has the blacklist off.
     Mutant(

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from inventory.api.audit import note_before
 from inventory.api.auth import operator_for
-from inventory.api.bodies import json_response, read_json, read_query, validate
+from inventory.api.bodies import json_response, read_json, read_query
 from inventory.api.catalogue import path_id
 from inventory.api.context import SERVICES, Services
 from inventory.api.desk_views import (
@@ -32,6 +32,7 @@ from inventory.api.desk_views import (
 )
 from inventory.api.instants import local_text
 from inventory.api.models import Day, HoldId, Id, Printable, Request
+from inventory.api.paths import hold_id_param
 from inventory.api.releases import release_view
 from inventory.api.routing import Routes
 from inventory.domain import HoldState
@@ -90,15 +91,8 @@ class DeskCancel(Request):
     reason: Annotated[Printable, Field(min_length=1, max_length=200)]
 
 
-class _BookingPath(Request):
-    booking_id: HoldId
-
-
 def _booking_id(request: web.Request) -> str:
-    try:
-        return validate(_BookingPath, {"booking_id": request.match_info["booking_id"]}).booking_id
-    except ValidationFailedError:
-        raise NotFoundError("no such booking") from None
+    return hold_id_param(request, "booking_id", missing="no such booking")
 
 
 def _local(value: datetime | None, zone: tzinfo) -> str | None:

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import Field
 
 from inventory.api.auth import principal
-from inventory.api.bodies import idempotency_key, json_response, read_json, read_query, validate
+from inventory.api.bodies import idempotency_key, json_response, read_json, read_query
 from inventory.api.context import SERVICES, client_ip
 from inventory.api.instants import instant_text
 from inventory.api.models import (
@@ -24,7 +24,6 @@ from inventory.api.models import (
     BookingView,
     HoldConfirm,
     HoldCreate,
-    HoldId,
     HoldList,
     HoldView,
     Request,
@@ -34,22 +33,14 @@ from inventory.api.models import (
     SubstitutionResult,
 )
 from inventory.api.observability import request_id_of, reserve_failure
+from inventory.api.paths import hold_id_param
 from inventory.api.reserve_body import read_reserve_body
 from inventory.api.routing import Routes
 from inventory.domain import Hold, HoldState
-from inventory.errors import NotFoundError, ValidationFailedError
 from inventory.ops import metrics
 from inventory.record.catalogue import ScheduleTerms
 
 routes = Routes(tag="holds")
-
-
-class _HoldPath(Request):
-    hold_id: HoldId
-
-
-class _BookingPath(Request):
-    booking_id: HoldId
 
 
 class BookingListQuery(Request):
@@ -84,12 +75,7 @@ def hold_view(hold: Hold, terms: ScheduleTerms, now_ms: int | None = None) -> di
 
 
 def _hold_id(request: web.Request, name: str = "hold_id") -> str:
-    model = _HoldPath if name == "hold_id" else _BookingPath
-    try:
-        parsed = validate(model, {name: request.match_info[name]})
-    except ValidationFailedError:
-        raise NotFoundError() from None
-    return str(getattr(parsed, name))
+    return hold_id_param(request, name)
 
 
 @routes.post(

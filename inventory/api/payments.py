@@ -22,12 +22,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from inventory.api.auth import principal
-from inventory.api.bodies import json_response, read_json, validate
+from inventory.api.bodies import json_response, read_json
 from inventory.api.context import SERVICES
-from inventory.api.models import HoldId, Instant, Request
+from inventory.api.models import Instant, Request
+from inventory.api.paths import hold_id_param
 from inventory.api.problems import problem_response
 from inventory.api.routing import Routes
-from inventory.errors import InventoryError, NotFoundError, ValidationFailedError
+from inventory.errors import InventoryError, NotFoundError
 from inventory.ops import metrics
 from inventory.payments.errors import NotificationRefusedError
 from inventory.payments.refunds import booking_refunds, refunds_view
@@ -154,14 +155,6 @@ class PaymentList(BaseModel):
     items: list[PaymentView]
 
 
-class _HoldPath(Request):
-    hold_id: HoldId
-
-
-class _BookingPath(Request):
-    booking_id: HoldId
-
-
 PAYMENTS = web.AppKey("payments", Payments)
 
 
@@ -226,12 +219,7 @@ async def payment_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def _path_id(request: web.Request, name: str) -> str:
-    model = _HoldPath if name == "hold_id" else _BookingPath
-    try:
-        parsed = validate(model, {name: request.match_info[name]})
-    except ValidationFailedError:
-        raise NotFoundError() from None
-    return str(getattr(parsed, name))
+    return hold_id_param(request, name)
 
 
 async def _zone_of_hold(request: web.Request, hold_id: str) -> tzinfo:

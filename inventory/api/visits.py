@@ -10,16 +10,16 @@ from aiohttp import web
 
 from inventory.api import views
 from inventory.api.auth import operator_for, principal, staff_for
-from inventory.api.bodies import json_response, read_json, validate
+from inventory.api.bodies import json_response, read_json
 from inventory.api.catalogue import path_id
 from inventory.api.context import SERVICES
-from inventory.api.models import BanLift, CheckIn, HoldId, Request
+from inventory.api.models import BanLift, CheckIn
+from inventory.api.paths import hold_id_param
 from inventory.api.routing import Routes
 from inventory.errors import (
     BookingNotCheckableError,
     CheckInNotOpenError,
     NotFoundError,
-    ValidationFailedError,
 )
 from inventory.record.catalogue import zone_named
 from inventory.record.pool import acquire
@@ -30,15 +30,8 @@ from inventory.visits.outcomes import record_visit
 routes = Routes(tag="visits")
 
 
-class _BookingPath(Request):
-    booking_id: HoldId
-
-
 def _booking_id(request: web.Request) -> str:
-    try:
-        return validate(_BookingPath, {"booking_id": request.match_info["booking_id"]}).booking_id
-    except ValidationFailedError:
-        raise NotFoundError("no such booking") from None
+    return hold_id_param(request, "booking_id", missing="no such booking")
 
 
 @routes.post(

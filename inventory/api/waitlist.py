@@ -17,11 +17,11 @@ from pydantic import Field
 
 from inventory.api.auth import principal
 from inventory.api.bodies import idempotency_key, json_response, read_json, read_query, validate
+from inventory.api.catalogue import path_id
 from inventory.api.context import SERVICES, client_ip
 from inventory.api.instants import instant_text
 from inventory.api.models import (
     Day,
-    HoldId,
     Id,
     Request,
     WaitlistEntryView,
@@ -29,6 +29,7 @@ from inventory.api.models import (
     WaitlistList,
 )
 from inventory.api.observability import request_id_of
+from inventory.api.paths import hold_id_param
 from inventory.api.routing import Routes
 from inventory.booking.waitlist import WaitlistAnswer
 from inventory.errors import NotFoundError, ValidationFailedError
@@ -38,18 +39,6 @@ routes = Routes(tag="waitlist")
 
 class WaitlistListQuery(Request):
     limit: Annotated[int, Field(ge=1, le=200)] = 50
-
-
-class _SchedulePath(Request):
-    schedule_id: Id
-
-
-class _EntryPath(Request):
-    entry_id: HoldId
-
-
-class _DoctorPath(Request):
-    doctor_id: Id
 
 
 class _DoctorDayPath(Request):
@@ -87,15 +76,6 @@ def entry_view(answer: WaitlistAnswer) -> dict[str, object]:
     }
 
 
-def _path_id(request: web.Request, model: type[Request], name: str) -> str:
-    # A malformed id names nothing: answered like an unknown one.
-    try:
-        parsed = validate(model, {name: request.match_info[name]})
-    except ValidationFailedError:
-        raise NotFoundError() from None
-    return str(getattr(parsed, name))
-
-
 @routes.post(
     "/v1/schedules/{schedule_id}/waitlist",
     operation_id="join_waitlist",
@@ -110,7 +90,7 @@ def _path_id(request: web.Request, model: type[Request], name: str) -> str:
 async def join_waitlist(request: web.Request) -> web.Response:
     """Put one of the account's patients on a schedule's waitlist."""
     who = principal(request)
-    schedule_id = _path_id(request, _SchedulePath, "schedule_id")
+    schedule_id = path_id(request, "schedule_id")
     key = idempotency_key(request)
     body = await read_json(request, WaitlistJoinBody)
     answer = await request.app[SERVICES].waitlists.join(
@@ -141,7 +121,7 @@ async def join_waitlist(request: web.Request) -> web.Response:
 async def join_doctor_day_waitlist(request: web.Request) -> web.Response:
     """Put one of the account's patients on a doctor's day."""
     who = principal(request)
-    doctor_id = _path_id(request, _DoctorPath, "doctor_id")
+    doctor_id = path_id(request, "doctor_id")
     key = idempotency_key(request)
     body = await read_json(request, WaitlistJoinBody)  # 400/422 before 404, as every route
     try:
@@ -191,7 +171,7 @@ async def get_waitlist_entry(request: web.Request) -> web.Response:
     """One of the account's waitlist entries."""
     who = principal(request)
     answer = await request.app[SERVICES].waitlists.entry(
-        _path_id(request, _EntryPath, "entry_id"), account_id=who.account_id
+        hold_id_param(request, "entry_id"), account_id=who.account_id
     )
     return json_response(entry_view(answer))
 
@@ -209,7 +189,7 @@ async def leave_waitlist(request: web.Request) -> web.Response:
     """Leave a waitlist; an entry that has already ended is answered as it is."""
     who = principal(request)
     answer = await request.app[SERVICES].waitlists.leave(
-        _path_id(request, _EntryPath, "entry_id"),
+        hold_id_param(request, "entry_id"),
         account_id=who.account_id,
         request_id=request_id_of(request),
     )

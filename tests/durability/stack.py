@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -38,6 +39,9 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL if it lingers."""
     stop_api(process)
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -166,3 +170,31 @@ async def wait_ready(stack: Stack, http: aiohttp.ClientSession, *, timeout_s: fl
             return answer.status == 200
 
     await wait_until(ready, timeout_s=timeout_s)
+
+
+async def kill_api_during(
+    stack: Stack, calls: list[Awaitable[T]], *, after: int = 3
+) -> list[T | BaseException]:
+    """Run ``calls`` at once and SIGKILL the API process as soon as ``after`` of them
+    have answered: the rest meet a process that died mid-request. Each call's result, or
+    the exception it ended with (a cut connection is an ``aiohttp.ClientError``)."""
+    answered = 0
+    enough = asyncio.Event()
+
+    async def counted(call: Awaitable[T]) -> T:
+        nonlocal answered
+        result = await call
+        answered += 1
+        if answered >= after:
+            enough.set()
+        return result
+
+    async def kill() -> None:
+        await enough.wait()
+        os.killpg(stack.api.process.pid, signal.SIGKILL)
+
+    killer = asyncio.create_task(kill())
+    try:
+        return list(await asyncio.gather(*(counted(c) for c in calls), return_exceptions=True))
+    finally:
+        killer.cancel()

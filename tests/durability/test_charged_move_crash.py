@@ -9,7 +9,6 @@ move: a paid difference backs the new booking, or it is refunded whole."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import uuid
@@ -32,7 +31,17 @@ from inventory.store.slot_store import counts_of_slots_hash
 from tests.api.helpers import Catalogue
 from tests.payments.conftest import LOOP_ENV, PaySimServer, start_paysim
 
-from .stack import Stack, open_stack, patients, reserve, stop_process, wait_until, wait_verified
+from .stack import (
+    Stack,
+    kill_api_during,
+    open_stack,
+    patients,
+    reserve,
+    stop_process,
+    wait_ready,
+    wait_until,
+    wait_verified,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +121,7 @@ async def test_api_and_worker_killed_mid_charged_moves(
     move."""
     _, sim = paysim
     await wait_verified(private_redis.url)
-    await wait_until(lambda: _ready(stack, http), timeout_s=30)
+    await wait_ready(stack, http)
     shop = await Catalogue(stack.api, http).create(
         policy={"token_window_s": 1, "one_per_day": False, "hold_ttl_s": 60}
     )
@@ -136,28 +145,15 @@ async def test_api_and_worker_killed_mid_charged_moves(
         assert status == 200, started
         moves.append((account, hold["hold_id"], pending["reschedule_id"], started["payment_id"]))
 
-    answered = 0
-    a_few_answered = asyncio.Event()
-
     async def pay(payment_id: str) -> int:
-        nonlocal answered
         paid = await _sim(http, sim, f"/sim/orders/{payment_id}/pay")
-        answered += 1
-        if answered >= 3:
-            a_few_answered.set()
         return int(paid["notify_status"])
 
-    async def kill_api_after_a_few() -> None:
-        await a_few_answered.wait()
-        os.killpg(stack.api.process.pid, signal.SIGKILL)
-
-    results = await asyncio.gather(
-        kill_api_after_a_few(), *(pay(m[3]) for m in moves[:PAID]), return_exceptions=True
-    )
-    assert any(r != 204 for r in results[1:]), results  # the kill cut some short
+    results = await kill_api_during(stack, [pay(m[3]) for m in moves[:PAID]])
+    assert any(r != 204 for r in results), results  # the kill cut some short
     stack.api.process.wait()
     stack.restart_api()
-    await wait_until(lambda: _ready(stack, http), timeout_s=30)
+    await wait_ready(stack, http)
     for _, _, _, payment_id in moves[:PAID]:  # WeChat Pay notifies again
         delivered = await _sim(http, sim, f"/sim/orders/{payment_id}/notify")
         assert delivered["notify_status"] == 204, delivered

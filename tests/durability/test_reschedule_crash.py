@@ -7,7 +7,6 @@ moving and no move is left pending."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import uuid
@@ -26,7 +25,16 @@ from inventory.store import keys
 from inventory.store.slot_store import counts_of_slots_hash
 from tests.api.helpers import Catalogue
 
-from .stack import Stack, patients, reserve, stop_process, wait_until, wait_verified
+from .stack import (
+    Stack,
+    kill_api_during,
+    patients,
+    reserve,
+    stop_process,
+    wait_ready,
+    wait_until,
+    wait_verified,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +65,7 @@ async def test_api_and_worker_killed_mid_moves_leave_one_unit_per_patient(
     """kill -9 of the API during 60 concurrent moves to another day, then of the worker
     while it recovers them: every patient ends with exactly one unit."""
     await wait_verified(private_redis.url)
-    await wait_until(lambda: _ready(stack, http), timeout_s=30)
+    await wait_ready(stack, http)
     shop = await Catalogue(stack.api, http).create(policy={"token_window_s": 1})
     day = (datetime.now(tz=UTC) + timedelta(days=3)).date()
     _, (from_slot,), _ = await shop.schedule([MOVES], visit_date=day)
@@ -81,30 +89,18 @@ async def test_api_and_worker_killed_mid_moves_leave_one_unit_per_patient(
     stack.worker.wait()
     to_tag = keys.department_day_tag(shop.department_id, day + timedelta(days=1))
     moves = [(account, old, uuid.uuid4().hex) for account, old in bookings]
-    answered = 0
-    a_few_answered = asyncio.Event()
 
     async def move(account: str, old: str, key: str) -> int:
-        nonlocal answered
         async with http.post(
             stack.api.url + f"/v1/bookings/{old}/reschedule",
             json={"slot_id": to_slot},
             headers={**stack.api.headers(account), "Idempotency-Key": key},
         ) as answer:
             await answer.read()
-            answered += 1
-            if answered >= 3:
-                a_few_answered.set()
             return answer.status
 
-    async def kill_api_after_a_few() -> None:
-        await a_few_answered.wait()
-        os.killpg(stack.api.process.pid, signal.SIGKILL)
-
-    results = await asyncio.gather(
-        kill_api_after_a_few(), *(move(*m) for m in moves), return_exceptions=True
-    )
-    cut_short = sum(isinstance(r, aiohttp.ClientError) for r in results[1:])
+    results = await kill_api_during(stack, [move(*m) for m in moves])
+    cut_short = sum(isinstance(r, aiohttp.ClientError) for r in results)
     assert cut_short > 0, results  # the kill landed while moves were under way
     assert (await _pending(database))[0] > 0
 
@@ -123,11 +119,6 @@ async def test_api_and_worker_killed_mid_moves_leave_one_unit_per_patient(
     finally:
         await client.aclose()
         stop_process(stack.api.process)
-
-
-async def _ready(stack: Stack, http: aiohttp.ClientSession) -> bool:
-    async with http.get(stack.api.url + "/readyz") as answer:
-        return answer.status == 200
 
 
 async def _decided_some(database: str) -> bool:

@@ -2,27 +2,14 @@
 // automatic retry, a confirmation dialog, and page headings.
 
 import { h, fill } from "../shared/dom.js";
+import { heading, problemBox, showToast } from "../shared/ui.js";
 import { t } from "./i18n.js";
 
-/** The API's refusal as the patient reads it: its title, its detail, and for a 422 the
- * fields it names. `role="alert"` so a screen reader says it at once. */
-export function problem(error) {
-  const lines = [];
-  if (error.detail && error.detail !== error.title) lines.push(h("p", {}, error.detail));
-  for (const item of error.errors || []) {
-    if (item && item.field) lines.push(h("p", { class: "field-error" }, `${item.field}: ${item.reason || item.code || ""}`));
-  }
-  return h(
-    "div",
-    { class: "problem", role: "alert", dataset: { code: error.code || "", status: String(error.status ?? "") } },
-    h("strong", {}, error.status === 0 ? t("network_error") : error.title || error.message),
-    lines,
-  );
-}
+export { heading };
 
-/** A page's heading (the first focus after navigation). */
-export function heading(text) {
-  return h("h1", { tabindex: "-1" }, text);
+/** The API's refusal, with this front end's words for "no answer came". */
+export function problem(error) {
+  return problemBox(error, t("network_error"));
 }
 
 export function loading() {
@@ -52,13 +39,7 @@ export function waitNotice(seconds) {
 
 /** A short message in the live region (read out, then gone). */
 export function toast(text) {
-  const region = document.getElementById("toast");
-  fill(region, text);
-  region.hidden = false;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => {
-    region.hidden = true;
-  }, 3000);
+  showToast(text, 3000);
 }
 
 /** Ask before something that changes money or a booking; resolves true or false. */

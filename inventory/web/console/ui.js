@@ -3,27 +3,14 @@
 // and small tables.
 
 import { h, fill } from "../shared/dom.js";
+import { heading, problemBox, showToast } from "../shared/ui.js";
 import { t } from "./i18n.js";
 
-/** The API's refusal as staff read it: its title, its detail, the 422 fields. An alert,
- * so a screen reader says it at once; `data-code` carries the stable code. */
-export function problem(error) {
-  const lines = [];
-  if (error.detail && error.detail !== error.title) lines.push(h("p", {}, error.detail));
-  for (const item of error.errors || []) {
-    if (item && item.field) lines.push(h("p", { class: "field-error" }, `${item.field}: ${item.reason || item.code || ""}`));
-  }
-  return h(
-    "div",
-    { class: "problem", role: "alert", dataset: { code: error.code || "", status: String(error.status ?? "") } },
-    h("strong", {}, error.status === 0 ? t("network_error") : error.title || error.message),
-    lines,
-  );
-}
+export { heading };
 
-/** A page's heading (focused after navigation, for screen readers). */
-export function heading(text) {
-  return h("h1", { tabindex: "-1" }, text);
+/** The API's refusal, with this front end's words for "no answer came". */
+export function problem(error) {
+  return problemBox(error, t("network_error"));
 }
 
 export function loading() {
@@ -32,13 +19,7 @@ export function loading() {
 
 /** A short message in the live region (read out, then gone). */
 export function toast(text) {
-  const region = document.getElementById("toast");
-  fill(region, text);
-  region.hidden = false;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => {
-    region.hidden = true;
-  }, 4000);
+  showToast(text, 4000);
 }
 
 /** A labelled form field of the dialog: {name, label, type, value, options, required,

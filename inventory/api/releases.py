@@ -298,12 +298,18 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
             if view["version"] != sent["version"] or view["ahead"] != sent["ahead"]:
                 await response.write(_event(view))
                 sent = view
+        # The sell-out wakes every stream at once: each sends its answer first, and
+        # ends its request after the others have sent theirs (the end costs more).
+        await asyncio.sleep(0)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away (a front end closes its stream once it has its
+        # answer, or the patient left): nothing to answer, nothing went wrong. Not
+        # caught, it would be logged with its traceback as a failed request: at a
+        # sell-out, thousands of times in the second that matters.
+        pass
     finally:
         watch.unsubscribe(waiter)
-    # The sell-out wakes every stream at once: each sends its answer first, and ends
-    # its request after the others have sent theirs (the end costs more than the send).
-    await asyncio.sleep(0)
-    await response.write_eof()
     return response
 
 

@@ -62,9 +62,12 @@ def serve_process(
     from inventory.app import create_app
     from inventory.ops.gc_tuning import tune_garbage_collector
     from inventory.ops.logs import configure_logging
+    from inventory.ops.open_files import raise_soft_limit
     from inventory.store.connection import UnsupportedRedisError
 
     configure_logging()
+    # One file per connection: a waiting room's crowd holds one each until its answer.
+    open_files, _ = raise_soft_limit()
 
     async def main() -> None:
         from aiohttp import web
@@ -82,7 +85,9 @@ def serve_process(
         tune_garbage_collector()
         url = f"http://{host}:{port}"
         # The event text is what scripts and tests wait for; one line per process.
-        structlog.get_logger("inventory.serve").info(f"serving on {url}", url=url)
+        structlog.get_logger("inventory.serve").info(
+            f"serving on {url}", url=url, open_files_limit=open_files
+        )
         await stop.wait()
         await runner.cleanup()
 

@@ -109,3 +109,72 @@ async def test_streams_do_not_fill_the_bound_in_flight(
     status, view = await polled
     assert status == 200, view
     assert view["version"] != "waiting.0"  # it answered a change (the draw placed it)
+
+
+async def test_a_stream_whose_client_left_ends_quietly(
+    narrow_api: ApiServer, http: aiohttp.ClientSession
+) -> None:
+    """Two patients close their streams (a front end does once it has its answer, or
+    the patient leaves); the draw's places and the sell-out then find their
+    connections gone. That is no failure: nothing is logged as a failed request (it
+    was, with its traceback, once per stream: at a sell-out thousands of times in the
+    second that matters), and the process goes on serving."""
+    api = narrow_api
+    catalogue = await Catalogue(api, http).create()
+    schedule_id, slot_id, _ = await queued_schedule(catalogue, capacity=1)
+    async with http.post(
+        api.url + "/v1/operator/releases",
+        json={"schedule_ids": [schedule_id]},
+        headers=api.headers("ops", operator=True),
+    ) as answer:
+        release_id = (await _json(answer))["release_id"]
+    joined: list[tuple[str, str, str]] = []
+    for _ in range(3):
+        account = uid("acct")
+        patient = await register_patient(api, http, account)
+        async with http.post(
+            f"{api.url}/v1/releases/{release_id}/tickets",
+            json={"patient_id": patient},
+            headers=api.headers(account),
+        ) as answer:
+            joined.append((account, patient, (await _json(answer))["ticket_id"]))
+    before = api.log_path.read_text(encoding="utf-8").count("request.failed")
+    streams: list[aiohttp.ClientResponse] = []
+    for account, _, ticket in joined:
+        answer = await http.get(
+            f"{api.url}/v1/releases/{release_id}/tickets/{ticket}/events",
+            headers=api.headers(account),
+        )
+        async for line in answer.content:
+            if line.startswith(b"data: "):
+                break
+        streams.append(answer)
+    # Each patient leaves; the one admitted at the draw comes back to reserve.
+    for answer in streams:
+        answer.close()
+    admitted = None
+    for _ in range(100):
+        for account, patient, ticket in joined:
+            async with http.get(
+                f"{api.url}/v1/releases/{release_id}/tickets/{ticket}",
+                headers=api.headers(account),
+            ) as answer:
+                view = await _json(answer)
+            if view["outcome"] == "admitted":
+                admitted = (account, patient, view["admission_token"])
+        if admitted:
+            break
+        await asyncio.sleep(0.1)
+    assert admitted is not None, "nobody was admitted within 10 s of joining"
+    status, _ = await reserve(http, api, admitted[0], admitted[1], slot_id, admitted[2])
+    assert status == 201
+    for _ in range(50):
+        async with http.get(f"{api.url}/v1/releases/{release_id}") as answer:
+            if (await _json(answer))["state"] == "sold_out":
+                break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # the watcher's next read wakes the streams that left
+    log = api.log_path.read_text(encoding="utf-8")
+    assert log.count("request.failed") == before, log[-3000:]
+    async with http.get(f"{api.url}/v1/releases/{release_id}") as answer:
+        assert answer.status == 200

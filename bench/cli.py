@@ -138,6 +138,11 @@ def _add_room(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=60.0,
         help="seconds after which the previous design's crowd gives up (default 60)",
     )
+    parser.add_argument(
+        "--results",
+        metavar="FILE",
+        help="write each patient's run there (JSON lines, instants as seconds after T0)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_room, _parser=parser)
 
@@ -161,6 +166,7 @@ def _room(args: argparse.Namespace) -> int:
         settings=tuple(settings),
         compare=not args.no_compare,
         compare_deadline_s=args.compare_deadline,
+        results_path=args.results,
     )
     try:
         report = run_room(config, say=_say("room"))

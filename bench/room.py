@@ -79,6 +79,8 @@ class RoomConfig:
     compare: bool = True
     #: The previous design's crowd gives up this long after its start.
     compare_deadline_s: float = 60.0
+    #: Write each patient's run (times relative to T0) here, one JSON object a line.
+    results_path: str | None = None
 
     def __post_init__(self) -> None:
         if min(self.patients, self.units, self.processes) < 1:
@@ -282,6 +284,8 @@ def run_room(config: RoomConfig, *, say: Callable[[str], None] = lambda _: None)
             )
         sampler.stop()
         results = [r for part in parts for r in part]
+        if config.results_path:
+            _write_results(Path(config.results_path), results, float(plan["release_at"]))
         say("measuring the status path against a bare aiohttp handler")
         _, public = _get(f"{url}/v1/releases/{release_id}")
         _, fairness = _get(f"{url}/v1/operator/releases/{release_id}/fairness", operator)
@@ -349,6 +353,15 @@ def run_room(config: RoomConfig, *, say: Callable[[str], None] = lambda _: None)
             "api_cpu_s": crowd["cpu_s"].get("api"),
         }
     return report
+
+
+def _write_results(path: Path, results: list[dict[str, Any]], t0: float) -> None:
+    """Each patient's run, its instants as seconds after T0 (0 stays 0: never)."""
+    instants = ("final_at", "joined_at", "admitted_at", "sold_out_seen_at")
+    with path.open("w", encoding="utf-8") as out:
+        for result in results:
+            row = {k: round(v - t0, 4) if k in instants and v else v for k, v in result.items()}
+            out.write(json.dumps(row) + "\n")
 
 
 class _ApiSampler:

@@ -8,7 +8,9 @@ window would), then opens its stream (again a bounded number at once: a stream's
 answer is work in flight) and waits on it with nothing in flight: that is what the room
 asks of a front end. A stream refused or dropped (a process at its open-file limit
 closes connections it cannot take) is opened again after a short pause. Each patient has its own
-address (``X-Forwarded-For``), as behind the service's ingress.
+address (``X-Forwarded-For``), as behind the service's ingress. The streams are read over
+a bare asyncio protocol (bench/room_stream.py): these processes share the API's cores,
+and aiohttp's client cost them more at the sell-out than the API's answers cost it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import resource
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench import room_stream
 from bench.crowd_client import address_of
 
 #: Back-off after an answer that says "come back later" (429, 503) or a dropped stream.
@@ -58,53 +62,6 @@ def _count(result: PatientResult, status: int | str) -> None:
     result.statuses[key] = result.statuses.get(key, 0) + 1
 
 
-class _Stream:
-    """A ticket's open event stream."""
-
-    def __init__(self, answer: aiohttp.ClientResponse) -> None:
-        self.answer = answer
-
-    async def next_view(self) -> dict[str, Any] | None:
-        """The next status event's view; None when the stream ended."""
-        async for line in self.answer.content:
-            if line.startswith(b"data: "):
-                view: dict[str, Any] = orjson.loads(line[6:])
-                return view
-        return None
-
-    def close(self) -> None:
-        # The connection goes with the stream: a process serves as many streams as it
-        # may open files, and an idle kept-alive connection would keep one of them.
-        self.answer.close()
-
-
-async def _open(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str], result: PatientResult
-) -> tuple[_Stream, dict[str, Any]] | None:
-    """Open the stream and read its first event; None when refused or dropped."""
-    result.streams += 1
-    try:
-        answer = await http.get(url, headers=headers)
-    except (TimeoutError, aiohttp.ClientError):
-        _count(result, "connection_error")
-        return None
-    _count(result, answer.status)
-    if answer.status != 200:
-        await answer.read()
-        answer.release()
-        return None
-    stream = _Stream(answer)
-    try:
-        view = await stream.next_view()
-    except (TimeoutError, aiohttp.ClientError):
-        view = None
-    if view is None:
-        stream.close()
-        return None
-    result.events += 1
-    return stream, view
-
-
 async def _join(
     http: aiohttp.ClientSession,
     args: dict[str, Any],
@@ -112,8 +69,8 @@ async def _join(
     patient: str,
     joining: asyncio.Semaphore,
 ) -> tuple[PatientResult, str | None]:
-    """Join the room (again on 429/503): the result so far and the stream's URL (None
-    when the join was refused for good)."""
+    """Join the room (again on 429/503): the result so far and the stream's path
+    (None when the join was refused for good)."""
     result = PatientResult()
     url, release_id = args["url"], args["release_id"]
     async with joining:
@@ -139,7 +96,7 @@ async def _join(
         result.outcome = str(body.get("code", answer.status))
         result.final_at = time.time()
         return result, None
-    return result, f"{url}/v1/releases/{release_id}/tickets/{body['ticket_id']}/events"
+    return result, f"/v1/releases/{release_id}/tickets/{body['ticket_id']}/events"
 
 
 async def _follow(
@@ -148,33 +105,45 @@ async def _follow(
     headers: dict[str, str],
     patient: str,
     result: PatientResult,
-    stream_url: str,
+    stream_path: str,
     opening: asyncio.Semaphore,
 ) -> None:
     """Wait on the ticket's stream for the outcome; reserve once admitted."""
     deadline = args["deadline"]
-    async with opening:
-        opened = await _open(http, stream_url, headers, result)
+    address = urllib.parse.urlsplit(args["url"])
+    host, port = address.hostname or "127.0.0.1", address.port or 80
     view: dict[str, Any] = {"outcome": "waiting"}
     while time.time() < deadline:
-        if opened is None:
-            await asyncio.sleep(RETRY_S)
-            opened = await _open(http, stream_url, headers, result)
-            continue
-        stream, view = opened
+        # At most JOINING_AT_ONCE streams wait for their first answer at once (it is
+        # work in flight for the API); waiting after it is not.
+        await opening.acquire()
+        released = False
+
+        def on_view(got: dict[str, Any]) -> bool:
+            nonlocal view, released
+            if not released:
+                released = True
+                opening.release()
+            result.events += 1
+            view = got
+            return bool(got["outcome"] != "waiting")
+
+        result.streams += 1
         try:
-            while view["outcome"] == "waiting":
-                got = await stream.next_view()
-                if got is None:
-                    break
-                result.events += 1
-                view = got
-        except (TimeoutError, aiohttp.ClientError):
-            _count(result, "stream_dropped")
-        stream.close()
-        opened = None
+            await room_stream.follow(host, port, stream_path, headers, on_view)
+            _count(result, 200)
+            break
+        except room_stream.StreamEnded as ended:
+            if ended.status:
+                _count(result, ended.status)
+            if ended.status in (0, 200):
+                _count(result, "connection_error" if not ended.status else "stream_dropped")
+        finally:
+            if not released:
+                opening.release()
         if view["outcome"] != "waiting":
             break
+        await asyncio.sleep(RETRY_S)
     now = time.time()
     if view["outcome"] == "sold_out":
         result.sold_out_seen_at = now
@@ -195,7 +164,9 @@ async def _follow(
                     "channel": "app",
                     "admission_token": view["admission_token"],
                 },
-                headers=headers | {"Idempotency-Key": key},
+                # The connection goes with the answer: the API's open files are the
+                # waiting crowd's, not idle kept-alive connections'.
+                headers=headers | {"Idempotency-Key": key, "Connection": "close"},
             ) as answer:
                 _count(result, answer.status)
                 body = orjson.loads(await answer.read())
@@ -228,9 +199,9 @@ async def _run(args: dict[str, Any]) -> list[dict[str, Any]]:
         )
         await asyncio.gather(
             *(
-                _follow(http, args, h, p, result, stream_url, joining)
-                for h, p, (result, stream_url) in zip(headers, patients, joined, strict=True)
-                if stream_url is not None
+                _follow(http, args, h, p, result, stream_path, joining)
+                for h, p, (result, stream_path) in zip(headers, patients, joined, strict=True)
+                if stream_path is not None
             )
         )
     return [vars(result) for result, _ in joined]

@@ -5,9 +5,11 @@
   counts call for, so nothing depends on one process staying alive.
 
   In order:
-    1. open and T0 passed: draw a batch of the tickets joined before T0 (each moves to
-       "<release>|d|<SHA1(seed .. ticket)>|<ticket>", so the sorted set orders them);
-       the step that draws the last one reveals the seed and starts admitting.
+    1. open and T0 passed: the draw. room_join filed every ticket joined before T0
+       under its draw key ("<release>|d|<SHA1(seed .. ticket)>|<ticket>", so the
+       sorted set is in drawn order already): the step reveals the seed and starts
+       admitting. Tickets an earlier version left undrawn ("<release>|p|<ticket>")
+       are drawn first, a batch per step.
     2. admitting: lapse tokens past their expiry (at most `limit`);
     3. count what can be taken: the governed slots' free units, plus their holds and
        anti-scalping waits due within a token's life;
@@ -28,8 +30,11 @@
                        requests that must fit the API's bound on requests in flight
 
   Returns {code, state, drawn, lapsed, admitted, takeable}
-    0   OK                 state after the step; what it drew, lapsed and admitted;
-                           takeable = units free or coming back within a token's life
+    0   OK                 state after the step; drawn: on the step that completes
+                           the draw every ticket it placed, on a step filing an
+                           earlier version's tickets that batch, else 0; what it
+                           lapsed and admitted; takeable = units free or coming back
+                           within a token's life
    -45  room_not_found
    -17  store_fenced
    -20  invalid_argument
@@ -69,7 +74,8 @@ if is_fenced() then
   return {E_STORE_FENCED, state, 0, 0, 0, 0}
 end
 
--- 1. The draw, a batch per step.
+-- 1. The draw: reveal the seed. Only tickets joined under an earlier version (which
+--    drew at T0) are still to be filed by their key, a batch per step.
 local drawn = 0
 if state == 'open' then
   local secret = r[3]
@@ -82,13 +88,13 @@ if state == 'open' then
     redis.call('ZADD', K_QUEUE, 0,
       release .. '|d|' .. draw_key(secret, ticket) .. '|' .. ticket)
   end
-  drawn = #batch
-  if drawn == limit and redis.call('ZLEXCOUNT', K_QUEUE, '[' .. prefix,
+  if #batch == limit and redis.call('ZLEXCOUNT', K_QUEUE, '[' .. prefix,
       '(' .. release .. '|q') > 0 then
-    return {OK, state, drawn, 0, 0, 0}
+    return {OK, state, #batch, 0, 0, 0}
   end
   local total = redis.call('ZLEXCOUNT', K_QUEUE, '[' .. release .. '|d|',
     '(' .. release .. '|e')
+  drawn = total
   state = 'admitting'
   redis.call('HSET', K_ROOMS, p .. 'state', state, p .. 'seed', secret, p .. 'drawn', total,
     p .. 'drawn_ms', now)

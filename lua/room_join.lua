@@ -2,8 +2,11 @@
   room_join: a patient joins a release's waiting room, once per (account, patient):
   a second join answers the same ticket. Joining never touches the slots.
 
-  Before T0 the ticket waits for the draw; at or after T0 (or once the room has drawn)
-  it queues behind every drawn ticket, in arrival order.
+  Before T0 the ticket takes its place in the draw at once: it is filed under its draw
+  key SHA1(seed .. ticket), so the queue is in drawn order the moment T0 comes and the
+  draw itself costs nothing then (the seed stays secret until T0, and no status shows
+  a place before it). At or after T0 (or once the room has drawn) it queues behind
+  every drawn ticket, in arrival order.
 
   KEYS[1..]   the tag's keys, then its three room keys last: see includes/tag.lua and
               includes/room.lua
@@ -42,7 +45,7 @@ if release == '' or ticket == '' or account == '' or patient == '' then
 end
 local p = release .. ':'
 local r = redis.call('HMGET', K_ROOMS, p .. 'state', p .. 't0_ms', p .. 'opens_ms',
-  p .. 'schedules')
+  p .. 'schedules', p .. 'secret')
 local state, t0, opens = r[1], tonumber(r[2]), tonumber(r[3])
 if not state then
   return {E_ROOM_NOT_FOUND, '', ''}
@@ -67,7 +70,7 @@ end
 
 local late = 0
 if state == 'open' and now < t0 then
-  redis.call('ZADD', K_QUEUE, 0, release .. '|p|' .. ticket)
+  redis.call('ZADD', K_QUEUE, 0, release .. '|d|' .. draw_key(r[5], ticket) .. '|' .. ticket)
 else
   late = redis.call('HINCRBY', K_ROOMS, p .. 'late', 1)
   redis.call('ZADD', K_QUEUE, 0, release .. '|l|' .. string.format('%010d', late) .. '|' .. ticket)

@@ -74,13 +74,10 @@ def room_state(
         account, patient = str(row["account_id"]), str(row["patient_id"])
         late_max = max(late_max, late)
         token = ""
-        if not drawn:
-            members.append(
-                f"{release_id}|l|{late:010d}|{ticket}" if late else f"{release_id}|p|{ticket}"
-            )
-        else:
-            member = _member_of(release_id, secret, ticket, late)
-            members.append(member)
+        # Undrawn too, a ticket is filed by its draw key (room_join does so as it joins).
+        member = _member_of(release_id, secret, ticket, late)
+        members.append(member)
+        if drawn:
             position = row["position"]
             if position is not None:
                 expiry = _ms(row["token_expires_at"])

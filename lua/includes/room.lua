@@ -5,8 +5,10 @@
     KEYS[n-2] rooms     hash  "<release>:<field>" -> value; "tok:<token>" -> admission
     KEYS[n-1] tickets  hash  "<ticket>" -> JSON ticket; "<release>|<account>|<patient>"
                              -> ticket
-    KEYS[n]   queue     zset  all scores 0, by member: "<release>|p|<ticket>" (joined
-                             before T0, not drawn), "<release>|d|<key>|<ticket>" (drawn),
+    KEYS[n]   queue     zset  all scores 0, by member: "<release>|d|<key>|<ticket>"
+                             (joined before T0, filed by its draw key as it joins),
+                             "<release>|p|<ticket>" (joined before T0 under an earlier
+                             version that drew at T0: room_advance draws it then),
                              "<release>|l|<seq:10>|<ticket>" (joined after T0),
                              "<release>|t|<expiry:15>|<token>" (outstanding tokens)
   Release fields: state (open | admitting | sold_out), t0_ms, opens_ms, seed_hash,

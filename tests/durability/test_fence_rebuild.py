@@ -768,5 +768,8 @@ def test_a_room_not_drawn_is_restored_under_a_new_commitment() -> None:
         0,
     )
     assert tokens == []
-    assert members == [f"d1.20270308.r1|p|{'a' * 24}", f"d1.20270308.r1|l|0000000001|{'b' * 24}"]
+    assert members == [
+        f"d1.20270308.r1|d|{draw.draw_key(fields['secret'], 'a' * 24)}|{'a' * 24}",
+        f"d1.20270308.r1|l|0000000001|{'b' * 24}",
+    ]
     assert [json.loads(r[1])["k"] for r in records] == ["", ""]

@@ -311,19 +311,47 @@ async def test_status_of_unknown_and_foreign_tickets(scenario: Scenario) -> None
         await room.rooms.advance(unknown)
 
 
-async def test_the_draw_goes_in_bounded_batches(scenario: Scenario) -> None:
-    """A draw larger than one step's limit takes several steps; admission starts with
-    the step that draws the last ticket, and the order is still the seed's."""
+async def test_joiners_are_filed_in_drawn_order_before_t0(scenario: Scenario) -> None:
+    """A ticket joined before T0 is filed under its draw key as it joins, so T0's step
+    only reveals the seed: one step draws every ticket whatever their number (no
+    batches), and the order is the seed's. Before T0 no status shows a place."""
     room = await queued(scenario, capacity=3)
     scenario.clock.now_ms = T0_MS - 1
     tickets = [(await room.join(f"a{i}", f"p{i}"))[0] for i in range(25)]
+    assert {(await room.status(t, f"a{i}")).position for i, t in enumerate(tickets)} == {0}
+    room.at_t0()
+    step = await room.rooms.advance(room.release_id, limit=10)
+    assert (step.state, step.drawn, step.admitted) == ("admitting", 25, 3)
+    snapshot = await room.rooms.snapshot(room.release_id)
+    assert snapshot is not None
+    order = draw.draw_order(snapshot.seed, tickets)
+    positions = {t: (await room.status(t, f"a{i}")).position for i, t in enumerate(tickets)}
+    assert sorted(tickets, key=positions.__getitem__) == order
+
+
+async def test_an_earlier_versions_undrawn_tickets_are_drawn_in_bounded_batches(
+    scenario: Scenario,
+) -> None:
+    """Tickets joined under an earlier version (which filed them undrawn and drew at
+    T0) are still drawn: in steps of at most the limit, admission starting with the
+    step that files the last one, the order the seed's."""
+    room = await queued(scenario, capacity=3)
+    scenario.clock.now_ms = T0_MS - 1
+    tickets = [(await room.join(f"a{i}", f"p{i}"))[0] for i in range(25)]
+    queue = keys.room_keys(scenario.tag).queue
+    filed = await scenario.client.zrangebylex(
+        queue, f"[{room.release_id}|d|", f"({room.release_id}|e"
+    )
+    assert len(filed) == 25
+    await scenario.client.zrem(queue, *filed)
+    await scenario.client.zadd(queue, {f"{room.release_id}|p|{t}": 0 for t in tickets})
     room.at_t0()
     first = await room.rooms.advance(room.release_id, limit=10)
     assert (first.state, first.drawn, first.admitted) == ("open", 10, 0)
     second = await room.rooms.advance(room.release_id, limit=10)
     assert (second.state, second.drawn) == ("open", 10)
     third = await room.rooms.advance(room.release_id, limit=10)
-    assert (third.state, third.drawn, third.admitted) == ("admitting", 5, 3)
+    assert (third.state, third.drawn, third.admitted) == ("admitting", 25, 3)
     snapshot = await room.rooms.snapshot(room.release_id)
     assert snapshot is not None
     assert snapshot.drawn == 25

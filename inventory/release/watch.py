@@ -16,7 +16,10 @@ Redis). Every other answer follows from the shared fields and the waiter's place
 - sold out: one state change wakes every waiter once, with its final answer;
 - a waiting ticket's place (people ahead) is sent at most once a second, and the
   watcher wakes at most :data:`PLACE_RATE` waiters a second for it, so a crowd's place
-  updates never crowd out the answers that matter.
+  updates never crowd out the answers that matter; the draw's places go out from
+  :data:`PLACES_AFTER_DRAW_S` after it: the first second belongs to the admitted and
+  their reserves (20,000 place updates at T0 delayed the first admissions by 0.3 s),
+  and a release that sells out in it sends its crowd one answer, the final one.
 
 So the crowd's status costs Redis one small read per release and interval, and the
 process one wake-up per client per answer it sends, not one per client per read.
@@ -51,6 +54,8 @@ PLACE_EVERY_S: Final = 1.0
 #: At most this many waiters a second are woken to be told their new place (the
 #: draw's first places included); a larger crowd hears of its place less often.
 PLACE_RATE: Final = 2_000
+#: The draw's places are sent from this long after it (see the module's docstring).
+PLACES_AFTER_DRAW_S: Final = 1.5
 #: At most this many room_advance steps per refresh while the draw goes on in batches.
 DRAW_STEPS: Final = 20
 
@@ -160,6 +165,8 @@ class RoomWatch:
         #: Waiters due their new place, woken at most PLACE_RATE a second.
         self._places: collections.deque[Waiter] = collections.deque()
         self._place_round_at = 0.0
+        #: No place is sent before this (time.monotonic()): the draw's grace.
+        self._places_from = 0.0
         self._place_admitted = 0
         self._place_credit = 0.0
         self._credit_at = time.monotonic()
@@ -315,8 +322,9 @@ class RoomWatch:
                 self._file(waiter)
                 self._queue_place(waiter)
         self._undrawn.clear()
-        # The draw's places are this second's round of place updates.
+        # The draw's places are the first round of place updates, sent after its grace.
         self._place_round_at = time.monotonic()
+        self._places_from = self._place_round_at + PLACES_AFTER_DRAW_S
         self._place_admitted = snap.admitted
 
     def _sell_out(self) -> None:
@@ -345,11 +353,15 @@ class RoomWatch:
         """Queue a round of place updates at most once a second (less often for a crowd
         larger than PLACE_RATE), and wake the queue's head within the rate."""
         now = time.monotonic()
+        # The credit of one active interval at most: a round goes out in even steps,
+        # never as a burst that would hold up a turn or the sell-out behind it.
         self._place_credit = min(
-            PLACE_RATE * PLACE_EVERY_S,
+            PLACE_RATE * ACTIVE_INTERVAL_S,
             self._place_credit + (now - self._credit_at) * PLACE_RATE,
         )
         self._credit_at = now
+        if now < self._places_from:
+            return
         snap = self.snapshot
         if (
             snap is not None

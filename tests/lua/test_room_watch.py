@@ -87,10 +87,17 @@ async def test_only_the_tickets_whose_turn_came_wake(scenario: Scenario) -> None
         waiter._event.clear()
     assert sorted(turns) == [1, 2, 3, 4]
 
-    # The draw's places go out within the rate: let the rest of them go now.
+    # The draw's places wait for the admissions (none went out with the turns), then
+    # go out within the rate: let them all go now.
+    assert watch.woken["place"] == 0
+    assert len(watch._places) == 40  # every drawn stream (one woken for its turn skips it)
+    watch._places_from = 0.0
     watch._place_credit = float(watch_module.PLACE_RATE)
     watch._pump_places()
     assert not watch._places
+    # Every stream still waiting is told its place (the 4 admitted, read and filed
+    # again above, are still in the round: their streams would have ended).
+    assert watch.woken["place"] == 40
 
     # Another step that changes nothing of theirs wakes nobody waiting.
     scenario.clock.now_ms += 500
@@ -165,8 +172,14 @@ async def test_place_updates_stay_within_the_rate(
     room.at_t0()
     monkeypatch.setattr(watch_module, "PLACE_RATE", 10)
     await watch.refresh()
-    # The draw queued every client for its new place; the rate lets a few through.
-    assert watch.woken["place"] <= 10
-    assert len(watch._places) >= 60 - watch.woken["place"] - watch.woken["turn"]
+    # The draw queued every client for its new place, sent after the draw's grace.
+    assert watch.woken["place"] == 0
+    assert len(watch._places) == 60
+    watch._places_from = 0.0
+    # Then the rate lets a few through each refresh (at most one interval's credit).
+    watch._place_credit = 100.0
+    watch._pump_places()
+    assert watch.woken["place"] == 1  # 10 a second: one an active interval of 0.1 s
+    assert 60 - 1 - watch.woken["turn"] <= len(watch._places) < 60
     for waiter, _ in waiters.values():
         assert waiter.position > 0

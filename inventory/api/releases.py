@@ -13,7 +13,6 @@ import asyncio
 import zoneinfo
 from typing import Annotated, Any, Final
 
-import orjson
 from aiohttp import web
 from pydantic import Field
 
@@ -21,6 +20,7 @@ from inventory.api.admission import detach
 from inventory.api.auth import operator_for, principal
 from inventory.api.bodies import json_response, read_json, read_query
 from inventory.api.context import SERVICES
+from inventory.api.event_stream import event_bytes, send_now
 from inventory.api.instants import instant_text
 from inventory.api.models import Id, Request
 from inventory.api.observability import request_id_of
@@ -283,24 +283,36 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     detach(request)  # it waits now: no longer work in flight
     waiter = watch.subscribe(status, stream=True)
+
+    def answer_sold_out(sold_out: RoomSnapshot) -> bool:
+        # Called from the watcher's sell-out pass while this handler waits: the answer
+        # when it follows from the shared fields, else False (the handler reads it).
+        followed = waiter.follow(status, sold_out)
+        if followed is None:
+            return False
+        final = ticket_view(followed, sold_out, zone, rooms.now_ms())
+        if final["outcome"] not in FINAL_OUTCOMES:
+            return False
+        return send_now(request, response, event_bytes(final))
+
+    waiter.on_sold_out = answer_sold_out
     try:
         view = ticket_view(status, snap, zone, rooms.now_ms())
-        await response.write(_event(view))
+        await response.write(event_bytes(view))
         sent = view
         while view["outcome"] not in FINAL_OUTCOMES and view["outcome"] != "admitted":
             if not await watch.wait_change(waiter, KEEPALIVE_S):
                 await response.write(b": keep-alive\n\n")
                 continue
+            if waiter.answered:
+                break  # the sell-out's pass sent the answer: only the end is left
             snap = watch.snapshot or snap
             status = await _next_status(rooms, watch, waiter, status, snap, who.account_id)
             view = ticket_view(status, snap, zone, rooms.now_ms())
             # The watcher wakes a waiting stream for its place at most once a second.
             if view["version"] != sent["version"] or view["ahead"] != sent["ahead"]:
-                await response.write(_event(view))
+                await response.write(event_bytes(view))
                 sent = view
-        # The sell-out wakes every stream at once: each sends its answer first, and
-        # ends its request after the others have sent theirs (the end costs more).
-        await asyncio.sleep(0)
         await response.write_eof()
     except ConnectionResetError:
         # The client went away (a front end closes its stream once it has its
@@ -330,10 +342,6 @@ async def _next_status(
     status = await rooms.status(status.release_id, status.ticket_id, account_id=account_id)
     watch.place(waiter, status)
     return status
-
-
-def _event(view: dict[str, Any]) -> bytes:
-    return b"event: status\ndata: " + orjson.dumps(view) + b"\n\n"
 
 
 @routes.get(

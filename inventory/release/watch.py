@@ -33,7 +33,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import structlog
@@ -67,11 +67,14 @@ class Waiter:
 
     __slots__ = (
         "_event",
+        "answered",
         "closed",
         "filed",
         "late",
         "needs_read",
+        "on_sold_out",
         "order",
+        "parked",
         "position",
         "queued",
         "stream",
@@ -97,6 +100,13 @@ class Waiter:
         #: Whether it is in the watcher's heap of placed waiters.
         self.filed = False
         self.order = next(_sequence)
+        #: Its client waits in :meth:`wait` now (nothing of it runs).
+        self.parked = False
+        #: Set by a stream: sends the sell-out's answer at once, from the watcher's
+        #: pass (True when it did); the client, woken after, only ends its response.
+        self.on_sold_out: Callable[[RoomSnapshot], bool] | None = None
+        #: The sell-out's answer went out through ``on_sold_out``.
+        self.answered = False
         self._event = asyncio.Event()
 
     def wake(self) -> None:
@@ -105,11 +115,14 @@ class Waiter:
     async def wait(self, timeout_s: float) -> bool:
         """Wait until woken; False on timeout. Clears the wake-up."""
         if not self._event.is_set():
+            self.parked = True
             try:
                 async with asyncio.timeout(timeout_s):
                     await self._event.wait()
             except TimeoutError:
                 return False
+            finally:
+                self.parked = False
         self._event.clear()
         return True
 
@@ -297,7 +310,7 @@ class RoomWatch:
         for waiter in list(self._every):
             self._wake(waiter, "token")
         if fresh.state == "sold_out":
-            self._sell_out()
+            self._sell_out(fresh)
 
     async def _place_drawn(self, snap: RoomSnapshot) -> None:
         """The draw is done: place every waiter that was waiting for it."""
@@ -327,18 +340,27 @@ class RoomWatch:
         self._places_from = self._place_round_at + PLACES_AFTER_DRAW_S
         self._place_admitted = snap.admitted
 
-    def _sell_out(self) -> None:
-        """One state change, every waiting client's final answer."""
-        for _, _, waiter in self._placed:
+    def _sell_out(self, snap: RoomSnapshot) -> None:
+        """One state change, every waiting client's final answer: a stream parked in
+        its wait is sent its answer in this pass (in queue order), then every client
+        is woken (a stream only to end its response)."""
+        for _, _, waiter in sorted(self._placed):
             waiter.filed = False
             if not waiter.closed:
+                self._answer_sold_out(waiter, snap)
                 self._wake(waiter, "sold_out")
         self._placed.clear()
         for waiters in self._undrawn.values():
             for waiter in waiters:
+                self._answer_sold_out(waiter, snap)
                 self._wake(waiter, "sold_out")
         self._undrawn.clear()
         self._places.clear()
+
+    def _answer_sold_out(self, waiter: Waiter, snap: RoomSnapshot) -> None:
+        if waiter.parked and waiter.on_sold_out is not None and waiter.on_sold_out(snap):
+            waiter.answered = True
+            self.woken["answered"] += 1
 
     def _wake(self, waiter: Waiter, cause: str) -> None:
         self.woken[cause] += 1

@@ -4,6 +4,7 @@ the shared fields and its place is what its own ticket read from Redis says."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -183,3 +184,53 @@ async def test_place_updates_stay_within_the_rate(
     assert 60 - 1 - watch.woken["turn"] <= len(watch._places) < 60
     for waiter, _ in waiters.values():
         assert waiter.position > 0
+
+
+async def test_the_sell_out_answers_parked_streams_in_one_pass(scenario: Scenario) -> None:
+    """At the sell-out, each client parked in its wait with an answering hook is sent
+    its answer from the watcher's pass, in queue order, and woken only to end; a hook
+    that cannot answer (False), or a client not parked, is woken to answer itself."""
+    room = await queued(scenario, capacity=2, factor=1.0)
+    owners = await _crowd(room, 8)
+    room.scenario.clock.now_ms = T0_MS - 1
+    watch = RoomWatch(room.rooms, room.release_id)
+    await watch.refresh()
+    waiters = await _subscribe(room, watch, owners)
+    room.at_t0()
+    await watch.refresh()  # draws, admits 2
+    answered: list[int] = []
+    declines = set()
+
+    def hook(waiter: Waiter) -> Any:
+        def answer(snap: Any) -> bool:
+            assert snap.state == "sold_out"
+            if waiter.position in declines:
+                return False
+            answered.append(waiter.position)
+            return True
+
+        return answer
+
+    parked = []
+    for waiter, _ in waiters.values():
+        waiter._event.clear()
+        if waiter.turn:
+            continue
+        waiter.on_sold_out = hook(waiter)
+        if waiter.position != 8:  # the last one is busy (not parked) at the sell-out
+            parked.append(asyncio.create_task(waiter.wait(10)))
+    declines.add(5)
+    await asyncio.sleep(0)  # the parked clients are in their wait now
+    for ticket, (waiter, _) in waiters.items():
+        if waiter.turn:
+            account = owners[ticket]
+            token = (await room.status(ticket, account)).token
+            await room.reserve(account, "p" + account[1:], token=token)
+    await watch.refresh()
+    assert watch.snapshot is not None and watch.snapshot.state == "sold_out"
+    assert answered == [3, 4, 6, 7]  # queue order; 5 declined, 8 was not parked
+    assert watch.woken["answered"] == 4
+    assert await asyncio.gather(*parked) == [True] * 5
+    by_place = {w.position: w for w, _ in waiters.values()}
+    assert [p for p in range(3, 9) if by_place[p].answered] == [3, 4, 6, 7]
+    assert all(_woken(by_place[p]) for p in (8,))

@@ -227,7 +227,8 @@ async def test_the_sell_out_answers_parked_streams_in_one_pass(scenario: Scenari
             token = (await room.status(ticket, account)).token
             await room.reserve(account, "p" + account[1:], token=token)
     await watch.refresh()
-    assert watch.snapshot is not None and watch.snapshot.state == "sold_out"
+    assert watch.snapshot is not None
+    assert watch.snapshot.state == "sold_out"
     assert answered == [3, 4, 6, 7]  # queue order; 5 declined, 8 was not parked
     assert watch.woken["answered"] == 4
     assert await asyncio.gather(*parked) == [True] * 5

@@ -44,6 +44,8 @@ class PatientResult:
     #: time.time() of the final answer (a hold, sold out, expired), 0 = none.
     final_at: float = 0.0
     joined_at: float = 0.0
+    #: time.time() when its stream's first event came (the last opening's, 0 = none).
+    streaming_at: float = 0.0
     #: time.time() when its stream said "admitted" (0 = never).
     admitted_at: float = 0.0
     #: time.time() when its stream said "sold_out" (0 = never).
@@ -124,6 +126,7 @@ async def _follow(
             if not released:
                 released = True
                 opening.release()
+                result.streaming_at = time.time()
             result.events += 1
             view = got
             return bool(got["outcome"] != "waiting")

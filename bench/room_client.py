@@ -115,6 +115,7 @@ async def _follow(
     address = urllib.parse.urlsplit(args["url"])
     host, port = address.hostname or "127.0.0.1", address.port or 80
     view: dict[str, Any] = {"outcome": "waiting"}
+    kept: room_stream.Kept | None = None
     while time.time() < deadline:
         # At most JOINING_AT_ONCE streams wait for their first answer at once (it is
         # work in flight for the API); waiting after it is not.
@@ -133,7 +134,14 @@ async def _follow(
 
         result.streams += 1
         try:
-            await room_stream.follow(host, port, stream_path, headers, on_view)
+            kept = await room_stream.follow(
+                host,
+                port,
+                stream_path,
+                headers,
+                on_view,
+                keep=lambda: view["outcome"] == "admitted",
+            )
             _count(result, 200)
             break
         except room_stream.StreamEnded as ended:
@@ -156,31 +164,47 @@ async def _follow(
         return
     result.admitted_at = now
     key = uuid.uuid4().hex
+    body = {
+        "slot_id": args["slot_id"],
+        "patient_id": patient,
+        "channel": "app",
+        "admission_token": view["admission_token"],
+    }
+    if kept is not None:
+        # The first try on the stream's own connection (the API may be at its limit
+        # of open connections); a retry on a new one.
+        result.requests_after_join += 1
+        try:
+            status, answer = await kept.post("/v1/holds", headers | {"Idempotency-Key": key}, body)
+        except room_stream.StreamEnded:
+            _count(result, "connection_error")
+        else:
+            _count(result, status)
+            if status not in (429, 503):
+                result.outcome = "held" if status == 201 else str((answer or {}).get("code"))
+                result.final_at = time.time()
+                return
+        await asyncio.sleep(RETRY_S)
     while time.time() < deadline:
         result.requests_after_join += 1
         try:
             async with http.post(
                 f"{args['url']}/v1/holds",
-                json={
-                    "slot_id": args["slot_id"],
-                    "patient_id": patient,
-                    "channel": "app",
-                    "admission_token": view["admission_token"],
-                },
+                json=body,
                 # The connection goes with the answer: the API's open files are the
                 # waiting crowd's, not idle kept-alive connections'.
                 headers=headers | {"Idempotency-Key": key, "Connection": "close"},
-            ) as answer:
-                _count(result, answer.status)
-                body = orjson.loads(await answer.read())
+            ) as reply:
+                _count(result, reply.status)
+                answered = orjson.loads(await reply.read())
         except (TimeoutError, aiohttp.ClientError):
             _count(result, "connection_error")
             await asyncio.sleep(RETRY_S)
             continue
-        if answer.status in (429, 503):
+        if reply.status in (429, 503):
             await asyncio.sleep(RETRY_S)
             continue
-        result.outcome = "held" if answer.status == 201 else str(body.get("code"))
+        result.outcome = "held" if reply.status == 201 else str(answered.get("code"))
         result.final_at = time.time()
         return
 

@@ -20,7 +20,7 @@ from inventory.api.admission import detach
 from inventory.api.auth import operator_for, principal
 from inventory.api.bodies import json_response, read_json, read_query
 from inventory.api.context import SERVICES
-from inventory.api.event_stream import event_bytes, send_now
+from inventory.api.event_stream import event_bytes, send_last
 from inventory.api.instants import instant_text
 from inventory.api.models import Id, Request
 from inventory.api.observability import request_id_of
@@ -293,7 +293,7 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
         final = ticket_view(followed, sold_out, zone, rooms.now_ms())
         if final["outcome"] not in FINAL_OUTCOMES:
             return False
-        return send_now(request, response, event_bytes(final))
+        return send_last(request, response, event_bytes(final))
 
     waiter.on_sold_out = answer_sold_out
     try:
@@ -305,7 +305,7 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keep-alive\n\n")
                 continue
             if waiter.answered:
-                break  # the sell-out's pass sent the answer: only the end is left
+                return response  # the sell-out's pass sent the answer and the end
             snap = watch.snapshot or snap
             status = await _next_status(rooms, watch, waiter, status, snap, who.account_id)
             view = ticket_view(status, snap, zone, rooms.now_ms())

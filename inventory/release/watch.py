@@ -56,6 +56,8 @@ PLACE_EVERY_S: Final = 1.0
 PLACE_RATE: Final = 2_000
 #: The draw's places are sent from this long after it (see the module's docstring).
 PLACES_AFTER_DRAW_S: Final = 1.5
+#: Handlers of streams the sell-out answered are woken to end this many at a time.
+END_BATCH: Final = 500
 #: At most this many room_advance steps per refresh while the draw goes on in batches.
 DRAW_STEPS: Final = 20
 
@@ -103,7 +105,8 @@ class Waiter:
         #: Its client waits in :meth:`wait` now (nothing of it runs).
         self.parked = False
         #: Set by a stream: sends the sell-out's answer at once, from the watcher's
-        #: pass (True when it did); the client, woken after, only ends its response.
+        #: pass, and closes its connection (True when it did); the client, woken
+        #: after, only ends its handler.
         self.on_sold_out: Callable[[RoomSnapshot], bool] | None = None
         #: The sell-out's answer went out through ``on_sold_out``.
         self.answered = False
@@ -310,7 +313,7 @@ class RoomWatch:
         for waiter in list(self._every):
             self._wake(waiter, "token")
         if fresh.state == "sold_out":
-            self._sell_out(fresh)
+            await self._end_answered(self._sell_out(fresh))
 
     async def _place_drawn(self, snap: RoomSnapshot) -> None:
         """The draw is done: place every waiter that was waiting for it."""
@@ -340,27 +343,41 @@ class RoomWatch:
         self._places_from = self._place_round_at + PLACES_AFTER_DRAW_S
         self._place_admitted = snap.admitted
 
-    def _sell_out(self, snap: RoomSnapshot) -> None:
+    def _sell_out(self, snap: RoomSnapshot) -> list[Waiter]:
         """One state change, every waiting client's final answer: a stream parked in
-        its wait is sent its answer in this pass (in queue order), then every client
-        is woken (a stream only to end its response)."""
+        its wait is sent its answer in this pass (in queue order: its connection
+        then closes, its file is free at once), every other client is woken to answer
+        itself. Returns the answered, whose handlers are left to end."""
+        answered: list[Waiter] = []
         for _, _, waiter in sorted(self._placed):
             waiter.filed = False
             if not waiter.closed:
-                self._answer_sold_out(waiter, snap)
-                self._wake(waiter, "sold_out")
+                self._answer_sold_out(waiter, snap, answered)
         self._placed.clear()
         for waiters in self._undrawn.values():
             for waiter in waiters:
-                self._answer_sold_out(waiter, snap)
-                self._wake(waiter, "sold_out")
+                self._answer_sold_out(waiter, snap, answered)
         self._undrawn.clear()
         self._places.clear()
+        return answered
 
-    def _answer_sold_out(self, waiter: Waiter, snap: RoomSnapshot) -> None:
+    def _answer_sold_out(self, waiter: Waiter, snap: RoomSnapshot, answered: list[Waiter]) -> None:
         if waiter.parked and waiter.on_sold_out is not None and waiter.on_sold_out(snap):
             waiter.answered = True
             self.woken["answered"] += 1
+            answered.append(waiter)
+        else:
+            self._wake(waiter, "sold_out")
+
+    async def _end_answered(self, answered: list[Waiter]) -> None:
+        """Wake the answered clients' handlers to end, :data:`END_BATCH` at a time with
+        the event loop's turn between: woken all at once, 20,000 handlers ending held
+        the loop for a second, and no new connection (a patient whose stream found
+        the process at its open-file limit) was taken meanwhile."""
+        for start in range(0, len(answered), END_BATCH):
+            for waiter in answered[start : start + END_BATCH]:
+                waiter.wake()
+            await asyncio.sleep(0)
 
     def _wake(self, waiter: Waiter, cause: str) -> None:
         self.woken[cause] += 1

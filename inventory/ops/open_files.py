@@ -6,7 +6,8 @@ with a low soft limit (often 1,024) under a higher hard one; the soft limit may 
 raised to the hard one by anyone, which :func:`raise_soft_limit` does at start-up (as
 Go's runtime does for every program since 1.19). Raising the hard limit is the
 deployment's part (systemd's ``LimitNOFILE``, Docker's ``--ulimit nofile``,
-``ulimit -Hn``): see docs/operations.md.
+``ulimit -Hn``; the bundled compose file sets 65,536): see docs/release-day.md,
+"Limits".
 """
 
 from __future__ import annotations

@@ -56,8 +56,10 @@ PLACE_EVERY_S: Final = 1.0
 PLACE_RATE: Final = 2_000
 #: The draw's places are sent from this long after it (see the module's docstring).
 PLACES_AFTER_DRAW_S: Final = 1.5
-#: Handlers of streams the sell-out answered are woken to end this many at a time.
-END_BATCH: Final = 500
+#: Handlers of streams the sell-out answered are woken to end this many at a time,
+#: one batch every END_PAUSE_S (4,000 a second: 20,000 in 5 s).
+END_BATCH: Final = 200
+END_PAUSE_S: Final = 0.05
 #: At most this many room_advance steps per refresh while the draw goes on in batches.
 DRAW_STEPS: Final = 20
 
@@ -172,6 +174,8 @@ class RoomWatch:
         self.clients = 0
         self._last_used = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        #: Ends the handlers of the streams the sell-out answered (_end_answered).
+        self._ending: asyncio.Task[None] | None = None
         #: Waiters not placed yet (joined before T0, room not drawn), by ticket.
         self._undrawn: dict[str, list[Waiter]] = {}
         #: Placed waiters still waiting for their turn, by place.
@@ -195,11 +199,15 @@ class RoomWatch:
             self._task = asyncio.create_task(self._run(), name=f"room-watch:{self.release_id}")
 
     async def stop(self) -> None:
-        """Stop the loop."""
+        """Stop the loop, and end at once the handlers still to be ended."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._ending is not None and not self._ending.done():
+            self._ending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ending
 
     @property
     def stopped(self) -> bool:
@@ -313,7 +321,11 @@ class RoomWatch:
         for waiter in list(self._every):
             self._wake(waiter, "token")
         if fresh.state == "sold_out":
-            await self._end_answered(self._sell_out(fresh))
+            answered = self._sell_out(fresh)
+            if answered:
+                self._ending = asyncio.create_task(
+                    self._end_answered(answered), name=f"room-ends:{self.release_id}"
+                )
 
     async def _place_drawn(self, snap: RoomSnapshot) -> None:
         """The draw is done: place every waiter that was waiting for it."""
@@ -370,14 +382,22 @@ class RoomWatch:
             self._wake(waiter, "sold_out")
 
     async def _end_answered(self, answered: list[Waiter]) -> None:
-        """Wake the answered clients' handlers to end, :data:`END_BATCH` at a time with
-        the event loop's turn between: woken all at once, 20,000 handlers ending held
-        the loop for a second, and no new connection (a patient whose stream found
-        the process at its open-file limit) was taken meanwhile."""
-        for start in range(0, len(answered), END_BATCH):
-            for waiter in answered[start : start + END_BATCH]:
+        """Wake the answered clients' handlers to end, :data:`END_BATCH` at a time every
+        :data:`END_PAUSE_S`: their patients have their answers and their connections
+        are closed, so ending them is the least urgent work there is. Woken at once,
+        20,000 handlers held the event loop for a second, and a patient whose stream
+        had found the process at its open-file limit, taken as soon as the pass freed
+        the files, waited behind them for its answer."""
+        woken = 0
+        try:
+            while woken < len(answered):
+                for waiter in answered[woken : woken + END_BATCH]:
+                    waiter.wake()
+                woken += END_BATCH
+                await asyncio.sleep(END_PAUSE_S)
+        finally:
+            for waiter in answered[woken:]:  # stopped early: the rest end now
                 waiter.wake()
-            await asyncio.sleep(0)
 
     def _wake(self, waiter: Waiter, cause: str) -> None:
         self.woken[cause] += 1

@@ -235,3 +235,40 @@ async def test_the_sell_out_answers_parked_streams_in_one_pass(scenario: Scenari
     by_place = {w.position: w for w, _ in waiters.values()}
     assert [p for p in range(3, 9) if by_place[p].answered] == [3, 4, 6, 7]
     assert all(_woken(by_place[p]) for p in (8,))
+
+
+async def test_answered_handlers_end_in_paced_batches(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handlers of the streams the sell-out answered are woken END_BATCH at a time,
+    one batch every END_PAUSE_S (the least urgent work: new connections come first);
+    stopping the watcher wakes the rest at once."""
+    monkeypatch.setattr(watch_module, "END_BATCH", 2)
+    monkeypatch.setattr(watch_module, "END_PAUSE_S", 30.0)
+    room = await queued(scenario, capacity=1, factor=1.0)
+    owners = await _crowd(room, 6)
+    room.scenario.clock.now_ms = T0_MS - 1
+    watch = RoomWatch(room.rooms, room.release_id)
+    await watch.refresh()
+    waiters = await _subscribe(room, watch, owners)
+    room.at_t0()
+    await watch.refresh()
+    parked = []
+    for waiter, _ in waiters.values():
+        waiter._event.clear()
+        if not waiter.turn:
+            waiter.on_sold_out = lambda snap: True
+            parked.append((waiter, asyncio.create_task(waiter.wait(60))))
+    await asyncio.sleep(0)
+    for ticket, (waiter, _) in waiters.items():
+        if waiter.turn:
+            account = owners[ticket]
+            token = (await room.status(ticket, account)).token
+            await room.reserve(account, "p" + account[1:], token=token)
+    await watch.refresh()
+    await asyncio.sleep(0.05)
+    assert watch.woken["answered"] == 5
+    assert sum(task.done() for _, task in parked) == 2  # the first batch only
+    await watch.stop()
+    await asyncio.sleep(0)
+    assert all(task.done() for _, task in parked)

@@ -28,6 +28,10 @@
   ARGV[6]  admit_limit at most this many tickets admitted per call (absent: limit): the
                        admitted reserve at once, so a step's admissions are a burst of
                        requests that must fit the API's bound on requests in flight
+  ARGV[7]  admit_window_ms  with admit_limit, at most admit_limit admitted per window of
+                       this many ms, whichever process steps the room (absent or 0: per
+                       call only): several drivers stepping in one window must not
+                       each admit a burst
 
   Returns {code, state, drawn, lapsed, admitted, takeable}
     0   OK                 state after the step; drawn: on the step that completes
@@ -56,13 +60,14 @@ local step = new_step(now_ms(ARGV[1]), 1, ARGV[5])
 local now = step.now
 local release, nonce, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local admit_limit = tonumber(ARGV[6] or '') or limit
+local admit_window = tonumber(ARGV[7] or '') or 0
 if release == '' or nonce == '' or not limit or limit < 1 or admit_limit < 1 then
   return {E_INVALID_ARGUMENT, '', 0, 0, 0, 0}
 end
 local p = release .. ':'
 local r = redis.call('HMGET', K_ROOMS, p .. 'state', p .. 't0_ms', p .. 'secret',
   p .. 'token_ms', p .. 'factor_pm', p .. 'slots', p .. 'outstanding', p .. 'cursor',
-  p .. 'admitted', p .. 'schedules')
+  p .. 'admitted', p .. 'schedules', p .. 'window_ms', p .. 'window_n')
 local state = r[1]
 if not state then
   return {E_ROOM_NOT_FOUND, '', 0, 0, 0, 0}
@@ -151,10 +156,15 @@ end
 -- 5. Admit in queue order, within the budget.
 local budget = math.floor(takeable * factor_pm / 1000) - outstanding
 local admitted = 0
-if budget > 0 then
+-- The window's admissions so far (every driver's): a new window starts at its first step.
+local window_start, in_window = tonumber(r[11]) or 0, tonumber(r[12]) or 0
+if admit_window <= 0 or now >= window_start + admit_window then
+  window_start, in_window = now, 0
+end
+if budget > 0 and in_window < admit_limit then
   local from = r[8] and ('(' .. r[8]) or ('[' .. release .. '|d|')
   local next_tickets = redis.call('ZRANGEBYLEX', K_QUEUE, from, '(' .. release .. '|m',
-    'LIMIT', 0, math.min(budget, admit_limit))
+    'LIMIT', 0, math.min(budget, admit_limit - in_window))
   local position = tonumber(r[9]) or 0
   local expiry = now + token_ms
   for _, member in ipairs(next_tickets) do
@@ -173,7 +183,8 @@ if budget > 0 then
   admitted = #next_tickets
   if admitted > 0 then
     redis.call('HSET', K_ROOMS, p .. 'cursor', next_tickets[admitted], p .. 'admitted', position,
-      p .. 'outstanding', outstanding + admitted)
+      p .. 'outstanding', outstanding + admitted, p .. 'window_ms', window_start,
+      p .. 'window_n', in_window + admitted)
   end
 end
 return {OK, state, drawn, lapsed, admitted, takeable}

@@ -30,8 +30,12 @@ ADVANCE_LIMIT: Final = 2_000
 #: step's admissions must stay well inside an API process's bound on requests in
 #: flight (INVENTORY_MAX_IN_FLIGHT, 512 by default). Every API process serving the
 #: release steps it every 0.1 s and the worker every 0.2 s, so admission still runs at
-#: thousands a second.
+#: 2,000 a second.
 ADMIT_LIMIT: Final = 200
+#: ...and at most ADMIT_LIMIT admitted per window of this many ms, whoever steps the
+#: room: an API process and the worker stepping in the same tenth of a second each
+#: admitted 200, and 400 reserves at once overran the bound in flight (503s).
+ADMIT_WINDOW_MS: Final = 100
 #: A department-day's room keys live until this many days after its visit date began
 #: (UTC): every release of the day is over by then, and Postgres keeps the record.
 ROOM_KEYS_KEEP_DAYS: Final = 2
@@ -244,6 +248,7 @@ class RoomStore:
             limit,
             "",
             min(limit, admit_limit),
+            ADMIT_WINDOW_MS,
         ]
         reply = await self.store.call_script("room_advance", self._keys(tag), args)
         code = int(reply[0])

@@ -15,7 +15,8 @@
   secret (the seed until the draw), seed (revealed), factor_pm (over-admission, per
   mille), token_ms, schedules and slots (space-separated), joined, late, drawn,
   admitted, outstanding, used, lapsed, cursor (the last admitted queue member),
-  drawn_ms, sold_out_ms.
+  drawn_ms, sold_out_ms, window_ms and window_n (the admission window's start and
+  its admissions so far, room_advance's ARGV[7]).
   An admission "tok:<token>" is "<release> <ticket> <account> <patient> <expiry_ms>
   <state>", state a (admitted), u (used) or x (lapsed).
 

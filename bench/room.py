@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -484,6 +484,7 @@ def _report(
             sum(sum(r["statuses"].values()) for r in results) / max(1, len(results))
         ),
         "answers": dict(sorted(statuses.items())),
+        "codes_5xx": _merged(r["codes_5xx"] for r in results),
         "answers_429": statuses.get("429", 0),
         "answers_503": statuses.get("503", 0),
         "answers_5xx_other": sum(
@@ -500,6 +501,14 @@ def _report(
             "p99": _round(_percentile(latency["bare"], 0.99), 5),
         },
     }
+
+
+def _merged(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for count in counts:
+        for key, n in count.items():
+            total[key] = total.get(key, 0) + n
+    return dict(sorted(total.items()))
 
 
 def _cell(value: Any) -> str:
@@ -572,7 +581,7 @@ def format_text(report: dict[str, Any]) -> str:
         f"sell-out reached the waiting streams (s after it): {r['sold_out_reached_streams_s']}",
         f"stream requests per patient: {r['streams_per_patient']}; status events sent: "
         f"{r['stream_events']:,}",
-        f"answers: {r['answers']}",
+        f"answers: {r['answers']}; 5xx by code: {r['codes_5xx']}",
         f"status path p50 / p99: {r['status_path_s']['p50']} / {r['status_path_s']['p99']} s;"
         f" bare aiohttp handler: {r['bare_handler_s']['p50']} / {r['bare_handler_s']['p99']} s",
         f"API: {r.get('api')}",

@@ -57,11 +57,16 @@ class PatientResult:
     #: Status events the stream delivered.
     events: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+    #: A 5xx answer's problem code ("overloaded", ...), counted.
+    codes_5xx: dict[str, int] = field(default_factory=dict)
 
 
-def _count(result: PatientResult, status: int | str) -> None:
+def _count(result: PatientResult, status: int | str, body: Any = None) -> None:
     key = str(status)
     result.statuses[key] = result.statuses.get(key, 0) + 1
+    if key.startswith("5"):
+        code = str(body.get("code")) if isinstance(body, dict) else "-"
+        result.codes_5xx[code] = result.codes_5xx.get(code, 0) + 1
 
 
 async def _join(
@@ -179,7 +184,7 @@ async def _follow(
         except room_stream.StreamEnded:
             _count(result, "connection_error")
         else:
-            _count(result, status)
+            _count(result, status, answer)
             if status not in (429, 503):
                 result.outcome = "held" if status == 201 else str((answer or {}).get("code"))
                 result.final_at = time.time()
@@ -195,8 +200,8 @@ async def _follow(
                 # waiting crowd's, not idle kept-alive connections'.
                 headers=headers | {"Idempotency-Key": key, "Connection": "close"},
             ) as reply:
-                _count(result, reply.status)
                 answered = orjson.loads(await reply.read())
+                _count(result, reply.status, answered)
         except (TimeoutError, aiohttp.ClientError):
             _count(result, "connection_error")
             await asyncio.sleep(RETRY_S)

@@ -32,13 +32,11 @@ def narrow_api(
         yield server
 
 
-async def test_streams_do_not_fill_the_bound_in_flight(
-    narrow_api: ApiServer, http: aiohttp.ClientSession
-) -> None:
-    """Six streams and a long-poll of a release wait at once on a process that admits
-    two requests in flight: none is shed (503), other requests are answered meanwhile,
-    and the streams end with the admitted patient's hold and the others' sell-out."""
-    api = narrow_api
+async def _queued_release(
+    api: ApiServer, http: aiohttp.ClientSession, patients: int
+) -> tuple[str, str, list[tuple[str, str, str]]]:
+    """A release of one schedule of one unit, opened, and ``patients`` new accounts'
+    patients joined before T0: (release, slot, [(account, patient, ticket)])."""
     catalogue = await Catalogue(api, http).create()
     schedule_id, slot_id, _ = await queued_schedule(catalogue, capacity=1)
     async with http.post(
@@ -46,19 +44,32 @@ async def test_streams_do_not_fill_the_bound_in_flight(
         json={"schedule_ids": [schedule_id]},
         headers=api.headers("ops", operator=True),
     ) as answer:
-        release_id = (await _json(answer))["release_id"]
         assert answer.status == 201
-    patients, tickets = {}, {}
-    for _ in range(6):
+        release_id = (await _json(answer))["release_id"]
+    joined = []
+    for _ in range(patients):
         account = uid("acct")
-        patients[account] = await register_patient(api, http, account)
+        patient = await register_patient(api, http, account)
         async with http.post(
             f"{api.url}/v1/releases/{release_id}/tickets",
-            json={"patient_id": patients[account]},
+            json={"patient_id": patient},
             headers=api.headers(account),
         ) as answer:
-            tickets[account] = (await _json(answer))["ticket_id"]
             assert answer.status == 201
+            joined.append((account, patient, (await _json(answer))["ticket_id"]))
+    return release_id, slot_id, joined
+
+
+async def test_streams_do_not_fill_the_bound_in_flight(
+    narrow_api: ApiServer, http: aiohttp.ClientSession
+) -> None:
+    """Six streams and a long-poll of a release wait at once on a process that admits
+    two requests in flight: none is shed (503), other requests are answered meanwhile,
+    and the streams end with the admitted patient's hold and the others' sell-out."""
+    api = narrow_api
+    release_id, slot_id, joined = await _queued_release(api, http, 6)
+    patients = {account: patient for account, patient, _ in joined}
+    tickets = {account: ticket for account, _, ticket in joined}
 
     async def first_event(account: str) -> aiohttp.ClientResponse:
         """Open the ticket's stream and read its first event (one at a time: the
@@ -123,24 +134,7 @@ async def test_a_stream_whose_client_left_ends_quietly(
     was, with its traceback, once per stream: at a sell-out thousands of times in the
     second that matters), and the process goes on serving."""
     api = narrow_api
-    catalogue = await Catalogue(api, http).create()
-    schedule_id, slot_id, _ = await queued_schedule(catalogue, capacity=1)
-    async with http.post(
-        api.url + "/v1/operator/releases",
-        json={"schedule_ids": [schedule_id]},
-        headers=api.headers("ops", operator=True),
-    ) as answer:
-        release_id = (await _json(answer))["release_id"]
-    joined: list[tuple[str, str, str]] = []
-    for _ in range(3):
-        account = uid("acct")
-        patient = await register_patient(api, http, account)
-        async with http.post(
-            f"{api.url}/v1/releases/{release_id}/tickets",
-            json={"patient_id": patient},
-            headers=api.headers(account),
-        ) as answer:
-            joined.append((account, patient, (await _json(answer))["ticket_id"]))
+    release_id, slot_id, joined = await _queued_release(api, http, 3)
     before = api.log_path.read_text(encoding="utf-8").count("request.failed")
     streams: list[aiohttp.ClientResponse] = []
     for account, _, ticket in joined:

@@ -41,6 +41,31 @@ async def _subscribe(
     return found
 
 
+async def _watched_at_t0(
+    room: Room, n: int
+) -> tuple[RoomWatch, dict[str, str], dict[str, tuple[Waiter, TicketStatus]]]:
+    """n tickets joined and followed before T0, then T0: (watcher, owners, waiters);
+    the watcher has not refreshed since T0."""
+    owners = await _crowd(room, n)
+    room.scenario.clock.now_ms = T0_MS - 1
+    watch = RoomWatch(room.rooms, room.release_id)
+    await watch.refresh()
+    waiters = await _subscribe(room, watch, owners)
+    room.at_t0()
+    return watch, owners, waiters
+
+
+async def _admitted_reserve(
+    room: Room, owners: dict[str, str], waiters: dict[str, tuple[Waiter, TicketStatus]]
+) -> None:
+    """Every client woken for its turn reserves with its token (the room sells out)."""
+    for ticket, (waiter, _) in waiters.items():
+        if waiter.turn:
+            account = owners[ticket]
+            token = (await room.status(ticket, account)).token
+            await room.reserve(account, "p" + account[1:], token=token)
+
+
 def _woken(waiter: Waiter) -> bool:
     return waiter._event.is_set()
 
@@ -165,12 +190,7 @@ async def test_place_updates_stay_within_the_rate(
     """Streams are told their new place at most PLACE_RATE a second: a crowd's place
     round is spread over several refreshes."""
     room = await queued(scenario, capacity=5, factor=1.0)
-    owners = await _crowd(room, 60)
-    room.scenario.clock.now_ms = T0_MS - 1
-    watch = RoomWatch(room.rooms, room.release_id)
-    await watch.refresh()
-    waiters = await _subscribe(room, watch, owners)
-    room.at_t0()
+    watch, _, waiters = await _watched_at_t0(room, 60)
     monkeypatch.setattr(watch_module, "PLACE_RATE", 10)
     await watch.refresh()
     # The draw queued every client for its new place, sent after the draw's grace.
@@ -191,12 +211,7 @@ async def test_the_sell_out_answers_parked_streams_in_one_pass(scenario: Scenari
     its answer from the watcher's pass, in queue order, and woken only to end; a hook
     that cannot answer (False), or a client not parked, is woken to answer itself."""
     room = await queued(scenario, capacity=2, factor=1.0)
-    owners = await _crowd(room, 8)
-    room.scenario.clock.now_ms = T0_MS - 1
-    watch = RoomWatch(room.rooms, room.release_id)
-    await watch.refresh()
-    waiters = await _subscribe(room, watch, owners)
-    room.at_t0()
+    watch, owners, waiters = await _watched_at_t0(room, 8)
     await watch.refresh()  # draws, admits 2
     answered: list[int] = []
     declines = set()
@@ -221,11 +236,7 @@ async def test_the_sell_out_answers_parked_streams_in_one_pass(scenario: Scenari
             parked.append(asyncio.create_task(waiter.wait(10)))
     declines.add(5)
     await asyncio.sleep(0)  # the parked clients are in their wait now
-    for ticket, (waiter, _) in waiters.items():
-        if waiter.turn:
-            account = owners[ticket]
-            token = (await room.status(ticket, account)).token
-            await room.reserve(account, "p" + account[1:], token=token)
+    await _admitted_reserve(room, owners, waiters)
     await watch.refresh()
     assert watch.snapshot is not None
     assert watch.snapshot.state == "sold_out"
@@ -246,12 +257,7 @@ async def test_answered_handlers_end_in_paced_batches(
     monkeypatch.setattr(watch_module, "END_BATCH", 2)
     monkeypatch.setattr(watch_module, "END_PAUSE_S", 30.0)
     room = await queued(scenario, capacity=1, factor=1.0)
-    owners = await _crowd(room, 6)
-    room.scenario.clock.now_ms = T0_MS - 1
-    watch = RoomWatch(room.rooms, room.release_id)
-    await watch.refresh()
-    waiters = await _subscribe(room, watch, owners)
-    room.at_t0()
+    watch, owners, waiters = await _watched_at_t0(room, 6)
     await watch.refresh()
     parked = []
     for waiter, _ in waiters.values():
@@ -260,11 +266,7 @@ async def test_answered_handlers_end_in_paced_batches(
             waiter.on_sold_out = lambda snap: True
             parked.append((waiter, asyncio.create_task(waiter.wait(60))))
     await asyncio.sleep(0)
-    for ticket, (waiter, _) in waiters.items():
-        if waiter.turn:
-            account = owners[ticket]
-            token = (await room.status(ticket, account)).token
-            await room.reserve(account, "p" + account[1:], token=token)
+    await _admitted_reserve(room, owners, waiters)
     await watch.refresh()
     await asyncio.sleep(0.05)
     assert watch.woken["answered"] == 5

@@ -3,7 +3,7 @@
 A stream's events normally go through ``StreamResponse.write`` from the stream's own
 handler. The sell-out is the exception: one state change answers every waiting
 stream of a release at once, and waking 20,000 handlers so that each writes its own
-answer put the last answer seconds behind the first. :func:`send_now` lets the
+answer put the last answer seconds behind the first. :func:`send_last` lets the
 watcher's one pass write each answer itself, in order, without a wake-up: the event
 and the body's end go to the connection's transport framed as the response frames its
 body (a chunk of the chunked encoding and the last chunk on HTTP/1.1, bytes as they

@@ -301,11 +301,12 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
         await response.write(event_bytes(view))
         sent = view
         while view["outcome"] not in FINAL_OUTCOMES and view["outcome"] != "admitted":
-            if not await watch.wait_change(waiter, KEEPALIVE_S):
-                await response.write(b": keep-alive\n\n")
-                continue
+            woken = await watch.wait_change(waiter, KEEPALIVE_S)
             if waiter.answered:
                 return response  # the sell-out's pass sent the answer and the end
+            if not woken:
+                await response.write(b": keep-alive\n\n")
+                continue
             snap = watch.snapshot or snap
             status = await _next_status(rooms, watch, waiter, status, snap, who.account_id)
             view = ticket_view(status, snap, zone, rooms.now_ms())

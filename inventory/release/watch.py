@@ -13,7 +13,9 @@ Redis). Every other answer follows from the shared fields and the waiter's place
 
 - the draw: the watcher reads the drawn order once (in chunks) and places every waiter
   it serves (a late joiner is at drawn + its arrival number);
-- sold out: one state change wakes every waiter once, with its final answer;
+- sold out: one state change answers every waiter once: a stream parked in its wait
+  is sent its final answer from the watcher's one pass (its ``on_sold_out``), any
+  other client is woken to answer itself;
 - a waiting ticket's place (people ahead) is sent at most once a second, and the
   watcher wakes at most :data:`PLACE_RATE` waiters a second for it, so a crowd's place
   updates never crowd out the answers that matter; the draw's places go out from

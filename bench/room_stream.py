@@ -199,9 +199,6 @@ class Kept:
             self._protocol.close()
         return status, orjson.loads(answer) if answer else None
 
-    def close(self) -> None:
-        self._protocol.close()
-
 
 async def follow(
     host: str,

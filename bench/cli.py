@@ -419,10 +419,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _stop_on_sigterm() -> None:
     """SIGTERM stops a benchmark the way Ctrl-C does. Python's default for SIGTERM ends
     the process at once, skipping every ``finally``: the private Redis and Postgres, the
-    servers under test and the load generators it started would be left running."""
+    servers under test and the load generators it started would be left running.
+
+    It is passed on as SIGINT rather than raised as KeyboardInterrupt here: inside an
+    event loop asyncio's own SIGINT handler cancels the main task at its next await, so
+    every coroutine unwinds through its ``finally``. A KeyboardInterrupt raised at
+    whatever line the loop was running could land inside a Redis client's bookkeeping,
+    after which the load workers kept running to their deadline (minutes) instead of
+    stopping. Outside a loop SIGINT's default handler raises KeyboardInterrupt, as
+    before."""
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, interrupt)
 

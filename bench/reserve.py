@@ -453,7 +453,13 @@ async def _drive(
         clock = time.perf_counter
         tick = time.perf_counter_ns
         record = latencies.append
+        task = asyncio.current_task()
         while clock() < deadline:
+            if task is not None and task.cancelling():
+                # A cancellation swallowed below us (on Python 3.11 asyncio.wait_for,
+                # which redis-py writes through, can return a result it had raced with
+                # a cancel): stop now rather than run on to the deadline.
+                raise asyncio.CancelledError
             t0 = tick()
             failure = await call()
             record(tick() - t0)

@@ -30,6 +30,7 @@ from .stack import (
     reserve,
     spawn,
     stop_process,
+    wait_ready,
     wait_until,
     wait_verified,
 )
@@ -63,6 +64,7 @@ async def test_api_takes_reserves_again_after_redis_is_killed_and_restarted(
     the worker lives on, verifies the new server, the API takes reserves again within
     seconds, and their events still reach Postgres (the persister lives on too)."""
     await wait_verified(private_redis.url)  # the worker's first verification
+    await wait_ready(stack, http)  # and the API has seen it (it polls every 0.2 s)
     pairs = await patients(stack, http, 4)
     slot = await catalogue(stack, http, 10)
     assert (await reserve(stack, http, *pairs[0], slot))[0] == 201
@@ -189,6 +191,7 @@ async def test_dev_restarts_its_redis_and_takes_reserves_again(
             line.split()[1] for line in banner.splitlines() if line.startswith("redis ")
         )
         await wait_verified(redis_url)
+        await wait_ready(stack, http)
         pairs = await patients(stack, http, 2)
         slot = await catalogue(stack, http, 5)
         assert (await reserve(stack, http, *pairs[0], slot))[0] == 201

@@ -36,6 +36,7 @@ from inventory.booking.substitution import Substitutions
 from inventory.booking.waitlist import Waitlists
 from inventory.domain import HospitalPolicy
 from inventory.ops.config import Settings
+from inventory.ops.tasks import cancel_and_wait
 from inventory.record.bookings import PgBookings
 from inventory.record.catalogue import PgCatalogue
 from inventory.record.errors import DatabaseBusyError, DatabaseUnavailableError
@@ -155,7 +156,8 @@ async def services_context(app: web.Application) -> AsyncIterator[None]:
             sold_out=sold_out,
             rooms=rooms,
         )
-        stack.push_async_callback(_cancel, asyncio.create_task(_refresh_policies(catalogue)))
+        refresher = asyncio.create_task(_refresh_policies(catalogue))
+        stack.push_async_callback(cancel_and_wait, refresher)
         yield
 
 
@@ -229,12 +231,6 @@ async def _connect_pipeline(
     stack.push_async_callback(pipeline.aclose)
     await pipeline.connect()
     return pipeline
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _refresh_policies(catalogue: PgCatalogue) -> None:

@@ -12,7 +12,6 @@ which has its own copy of the context).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import re
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from inventory.api.routing import Routes
 from inventory.errors import InventoryError
 from inventory.ops import metrics
 from inventory.ops.logs import write_access
+from inventory.ops.tasks import cancel_and_wait
 from inventory.privacy.identity import find_pii
 
 log = structlog.get_logger("inventory.api.access")
@@ -138,6 +138,4 @@ async def sample_process(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

@@ -47,6 +47,7 @@ from redis.crc import key_slot
 from inventory.domain import HoldState
 from inventory.errors import InventoryError
 from inventory.ops.backoff import TRANSIENT_ERRORS, Backoff, sleep_unless_stopped
+from inventory.ops.tasks import cancel_and_wait
 from inventory.record.pool import acquire
 from inventory.record.queries import QUERIES
 from inventory.store import keys
@@ -484,6 +485,4 @@ class StoreVerification:
 
     async def close(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await cancel_and_wait(self._watcher)

@@ -41,6 +41,7 @@ from typing import Final
 import structlog
 
 from inventory.errors import InventoryError
+from inventory.ops.tasks import cancel_and_wait
 from inventory.release.rooms import RoomSnapshot, RoomStore, TicketStatus
 
 log = structlog.get_logger(__name__)
@@ -203,13 +204,9 @@ class RoomWatch:
     async def stop(self) -> None:
         """Stop the loop, and end at once the handlers still to be ended."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._ending is not None and not self._ending.done():
-            self._ending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ending
+            await cancel_and_wait(self._ending)
 
     @property
     def stopped(self) -> bool:

@@ -143,6 +143,11 @@ def _add_room(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="FILE",
         help="write each patient's run there (JSON lines, instants as seconds after T0)",
     )
+    parser.add_argument(
+        "--keep-logs",
+        metavar="DIR",
+        help="copy the API's and the worker's logs into DIR when the run ends",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_room, _parser=parser)
 
@@ -167,6 +172,7 @@ def _room(args: argparse.Namespace) -> int:
         compare=not args.no_compare,
         compare_deadline_s=args.compare_deadline,
         results_path=args.results,
+        keep_logs=args.keep_logs,
     )
     try:
         report = run_room(config, say=_say("room"))

@@ -30,6 +30,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,6 +82,9 @@ class RoomConfig:
     compare_deadline_s: float = 60.0
     #: Write each patient's run (times relative to T0) here, one JSON object a line.
     results_path: str | None = None
+    #: Copy the API's and the worker's logs into this folder when the run ends (also
+    #: when it fails); otherwise they go with the run's temporary folder.
+    keep_logs: str | None = None
 
     def __post_init__(self) -> None:
         if min(self.patients, self.units, self.processes) < 1:
@@ -161,6 +165,13 @@ def _open_files(pid: int) -> int | None:
         return None
 
 
+def _copy_logs(logs: Sequence[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        if log.exists():
+            shutil.copyfile(log, folder / log.name)
+
+
 def _instant(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
 
@@ -226,6 +237,10 @@ def run_room(config: RoomConfig, *, say: Callable[[str], None] = lambda _: None)
         plan = json.loads(plan_path.read_text(encoding="utf-8"))
         say("starting the worker and the API")
         worker_log, api_log = root / "worker.log", root / "api.log"
+        if config.keep_logs:
+            # Registered before the processes' own stops: it runs after them (the
+            # stack unwinds in reverse), so the logs are complete when copied.
+            stack.callback(_copy_logs, (api_log, worker_log), Path(config.keep_logs))
         worker = _spawn(sys.executable, ["-m", "inventory", "worker"], env, worker_log, root)
         stack.callback(_stop, worker)
         api = _spawn(sys.executable, ["-m", "inventory", "serve"], env, api_log, root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,12 +13,13 @@ from bench.cli import main
 
 @pytest.mark.timeout(300)
 def test_a_small_release_through_the_room(
-    postgres_server: Any, capsys: pytest.CaptureFixture[str]
+    postgres_server: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """40 patients on 10 units from two client processes: every patient has a final
     answer, exactly the 10 units are held (clients and Redis), nothing is oversold, no
     5xx, at most one request per patient after joining besides one stream, and the draw
-    verifies from its revealed seed; the previous design's crowd ran in the same run."""
+    verifies from its revealed seed; the previous design's crowd ran in the same run.
+    The API's and the worker's logs are kept where asked."""
     status = main(
         [
             "room",
@@ -35,6 +37,8 @@ def test_a_small_release_through_the_room(
             "30",
             "--postgres-url",
             postgres_server.url,
+            "--keep-logs",
+            str(tmp_path / "logs"),
             "--json",
         ]
     )
@@ -59,3 +63,6 @@ def test_a_small_release_through_the_room(
     previous = report["previous_design"]
     assert previous["final_answers"] == 40
     assert previous["oversold"] == 0
+    kept = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert kept == ["api.log", "worker.log"]
+    assert "worker.started" in (tmp_path / "logs" / "worker.log").read_text()

@@ -142,7 +142,16 @@ def problem_for(error: Exception, request: web.Request) -> web.Response:
         error = store_error(error)
     if isinstance(error, InventoryError):
         if error.http_status >= 500:
-            log.warning("request.unavailable", code=error.code, path=request.path)
+            # What failed below (the driver's exception class and the error's own line,
+            # which names no credentials): an SRE reading 503s needs the why.
+            cause = error.__cause__
+            log.warning(
+                "request.unavailable",
+                code=error.code,
+                path=request.path,
+                reason=str(error),
+                cause=type(cause).__name__ if cause is not None else None,
+            )
         return error_response(error, language)
     if isinstance(error, web.HTTPException):
         code = _HTTP_CODES.get(error.status, f"http_{error.status}")

@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from inventory.api.admission import GATE_KEY, AdmissionGate
+from inventory.api.admission import GATE_KEY, PENDING_KEY, AdmissionGate
 from inventory.api.observability import (
     REQUEST_ID_HEADER,
     REQUEST_ID_KEY,
@@ -48,14 +48,19 @@ def edge_middleware(gate: AdmissionGate, *, access_log: bool = True) -> Middlewa
         status = 500
         try:
             try:
-                if gate.admit(request.path):
+                counted = gate.admit(request.path, request.method)
+                if counted:
                     request[GATE_KEY] = gate
+                elif counted is None:  # a reserve past the bound: its body decides
+                    request[PENDING_KEY] = gate
                 try:
                     response = await handler(request)
                 finally:
-                    # Not when the handler detached the request (admission.detach).
-                    if request.get(GATE_KEY) is not None:
-                        gate.leave()
+                    # The gate or lane it is counted in now; none when the handler
+                    # detached the request (admission.detach).
+                    counted_in = request.get(GATE_KEY)
+                    if counted_in is not None:
+                        counted_in.leave()
             except asyncio.CancelledError:
                 log.info("http.request_cancelled", method=request.method, path=request.path)
                 raise

@@ -13,6 +13,7 @@ from typing import Annotated, Final
 from aiohttp import web
 from pydantic import Field
 
+from inventory.api.admission import admit_reserve
 from inventory.api.auth import principal
 from inventory.api.bodies import idempotency_key, json_response, read_json, read_query
 from inventory.api.context import SERVICES, client_ip
@@ -97,6 +98,8 @@ async def create_hold(request: web.Request) -> web.Response:
         who = principal(request)
         key = idempotency_key(request)
         body = await read_reserve_body(request)
+        # An admitted patient's reserve is never shed; another past the bound is now.
+        admit_reserve(request, admission_token=body.admission_token)
         outcome, terms = await request.app[SERVICES].reservations.reserve(
             account_id=who.account_id,
             patient_id=body.patient_id,

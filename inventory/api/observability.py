@@ -130,7 +130,7 @@ async def sample_process(app: web.Application) -> AsyncIterator[None]:
     async def loop() -> None:
         services = app[SERVICES]
         while True:
-            metrics.HTTP_IN_FLIGHT.set(services.gate.in_flight)
+            metrics.HTTP_IN_FLIGHT.set(services.gate.total_in_flight)
             metrics.STORE_VERIFIED.set(1 if services.verification.verified else 0)
             await asyncio.sleep(PROCESS_SAMPLE_S)
 

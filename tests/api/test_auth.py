@@ -806,6 +806,52 @@ async def test_admission_sheds_with_503_but_never_health(
         assert answer.status == 200  # it recovers at once
 
 
+async def test_an_admitted_patients_reserve_is_never_shed(
+    limited_api: ApiServer, client: aiohttp.ClientSession
+) -> None:
+    """A reserve carrying a waiting room's admission token passes a full gate (the room
+    admitted its patient; a 503 would let later patients take the units first), while
+    reserves without one and other requests are shed as before. The tokens here are
+    forged (the slot does not exist either): the gate decides on the field alone, the
+    reserve script is what refuses a forged one."""
+    url = limited_api.url
+
+    async def register() -> int:
+        async with client.post(
+            url + "/v1/patients", json=patient_body(), headers=limited_api.headers(uid("acct"))
+        ) as answer:
+            await answer.read()
+            return answer.status
+
+    async def reserve(token: str) -> tuple[int, str]:
+        body = {"slot_id": "sl-none", "patient_id": "p-none", "channel": "app"}
+        if token:
+            body["admission_token"] = token
+        async with client.post(
+            url + "/v1/holds",
+            json=body,
+            headers=limited_api.headers(uid("acct"))
+            | {"Idempotency-Key": uuid.uuid4().hex, "X-Forwarded-For": _address()},
+        ) as answer:
+            data = await answer.json(content_type=None)
+            return answer.status, str(data.get("code"))
+
+    admitted: list[tuple[int, str]] = []
+    others: list[tuple[int, str]] = []
+    for _ in range(3):
+        # Six admitted reserves at a time: within the lane (four times the bound of 2).
+        results = await asyncio.gather(
+            *(register() for _ in range(150)),
+            *(reserve("") for _ in range(30)),
+            *(reserve(secrets.token_hex(20)) for _ in range(6)),
+        )
+        others += [(s, "") for s in results[:150]] + list(results[150:180])
+        admitted += list(results[180:])
+    assert any(status == 503 for status, _ in others), "the gate never filled"
+    assert all(status != 503 for status, _ in admitted), admitted
+    assert {code for _, code in admitted} <= {"not_found", "rate_limited"}, admitted
+
+
 # -- `inventory serve --workers 2`: requests, SIGTERM, graceful stop ----------------------------
 
 

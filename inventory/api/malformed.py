@@ -6,8 +6,8 @@ aiohttp's HTTP parser refuses such a request before any middleware runs and answ
 with its protocol's ``handle_error``: a text/plain 400 whose body is the parser's
 message, which quotes the offending bytes back (a header may carry a token or personal
 data). aiohttp has no hook for it (its issue 3287 asks for one) other than that method
-of the protocol class each connection gets from the server, so :class:`ApiRunner`
-makes the API's server hand out :class:`ProblemRequestHandler` instead (overriding
+of the protocol class each connection gets from the server, so the API's server
+(inventory/api/server.py) hands out :class:`ProblemRequestHandler` instead (overriding
 ``handle_error``; tests/api/test_malformed_http.py notices if aiohttp changes this).
 Nothing of the request is echoed, nor logged: the log line has the request id, the
 status and the parser's error class.
@@ -60,23 +60,3 @@ class ProblemRequestHandler(RequestHandler):
         response.headers[REQUEST_ID_HEADER] = request_id
         response.force_close()
         return response
-
-
-class _ProblemServer(web.Server):
-    """aiohttp's server, handing each connection a :class:`ProblemRequestHandler`."""
-
-    def __call__(self) -> RequestHandler:
-        handler = super().__call__()
-        # The same object with the one method changed (same slots, no state of its own):
-        # aiohttp builds it with every option it was given.
-        handler.__class__ = ProblemRequestHandler
-        return handler
-
-
-class ApiRunner(web.AppRunner):
-    """``web.AppRunner`` whose server answers unparsable requests with problem+json."""
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _ProblemServer
-        return server

@@ -32,6 +32,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import resource
 import secrets
 import signal
 import sys
@@ -338,7 +339,7 @@ async def _run_stack(
 ) -> None:
     from aiohttp import web
 
-    from inventory.api.malformed import ApiRunner
+    from inventory.api.server import ApiRunner, connection_cap
     from inventory.app import create_app
     from inventory.devtools.demo import seed_demo
     from inventory.ops.config import Settings
@@ -374,7 +375,13 @@ async def _run_stack(
         loop.add_signal_handler(sig, stop.set)
     worker = asyncio.create_task(supervise_worker(settings, stop))
     supervisor = asyncio.create_task(supervise_children(children, stop))
-    runner = ApiRunner(create_app(settings), access_log=None, shutdown_timeout=10)
+    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    runner = ApiRunner(
+        create_app(settings),
+        max_connections=connection_cap(settings.max_connections, open_files),
+        access_log=None,
+        shutdown_timeout=10,
+    )
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     base = f"http://{args.host}:{args.port}"

@@ -72,13 +72,19 @@ def serve_process(
     async def main() -> None:
         from aiohttp import web
 
-        from inventory.api.malformed import ApiRunner
+        from inventory.api.server import ApiRunner, connection_cap
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        runner = ApiRunner(create_app(settings), access_log=None, shutdown_timeout=shutdown_timeout)
+        max_connections = connection_cap(settings.max_connections, open_files)
+        runner = ApiRunner(
+            create_app(settings),
+            max_connections=max_connections,
+            access_log=None,
+            shutdown_timeout=shutdown_timeout,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
         await site.start()
@@ -86,7 +92,10 @@ def serve_process(
         url = f"http://{host}:{port}"
         # The event text is what scripts and tests wait for; one line per process.
         structlog.get_logger("inventory.serve").info(
-            f"serving on {url}", url=url, open_files_limit=open_files
+            f"serving on {url}",
+            url=url,
+            open_files_limit=open_files,
+            max_connections=max_connections,
         )
         await stop.wait()
         await runner.cleanup()

@@ -270,6 +270,9 @@ class Settings:
 
     #: Requests in flight per process; past it, 503 with Retry-After.
     max_in_flight: int = 512
+    #: Open connections per process; past it a new one is closed at once (0: the
+    #: open-file limit less 512, the files kept for the process's own connections).
+    max_connections: int = 0
     #: The shortest ``Retry-After`` of an ``overloaded`` answer, and its bound: drawn at
     #: random between them, wider the more the process sheds (inventory/api/admission.py).
     retry_after_s: int = 1
@@ -352,6 +355,7 @@ class Settings:
             field_current_key=get("FIELD_CURRENT_KEY", str, ""),
             blind_index_key=get("BLIND_INDEX_KEY", str, ""),
             max_in_flight=get("MAX_IN_FLIGHT", _positive_int, defaults.max_in_flight),
+            max_connections=get("MAX_CONNECTIONS", _non_negative_int, defaults.max_connections),
             retry_after_s=get("RETRY_AFTER_S", _positive_int, defaults.retry_after_s),
             retry_after_max_s=get("RETRY_AFTER_MAX_S", _positive_int, defaults.retry_after_max_s),
             reserve_rate_per_account=get(

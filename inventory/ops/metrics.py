@@ -80,6 +80,11 @@ ADMISSION_SHED: Final = Counter(
     "inventory_admission_shed_total",
     "Requests refused at once with 503 overloaded because too many were in flight.",
 )
+CONNECTIONS_REFUSED: Final = Counter(
+    "inventory_connections_refused_total",
+    "Connections closed as soon as accepted because the process had its cap open"
+    " (INVENTORY_MAX_CONNECTIONS): files kept for its own Redis and Postgres connections.",
+)
 RATE_LIMITED: Final = Counter(
     "inventory_rate_limited_total",
     "Reserve rate-limit refusals by bucket (account or client address).",
@@ -1014,6 +1019,7 @@ API_METRICS: Final = (
     HTTP_IN_FLIGHT,
     RESERVE_OUTCOMES,
     ADMISSION_SHED,
+    CONNECTIONS_REFUSED,
     RATE_LIMITED,
     RATE_LIMIT_UNAVAILABLE,
     STORE_VERIFIED,

@@ -452,14 +452,22 @@ class Persister:
 
     async def drain(self, *, timeout_s: float = 30.0) -> bool:
         """Run steps until no stream has undelivered or pending entries (or ``timeout_s``
-        passes); True when caught up. Meant for tests, tools and benchmarks."""
+        passes); True when caught up. Meant for tests, tools and benchmarks.
+
+        A stream set aside (its Cluster node out of reach) or not sampled yet is not
+        caught up: the sums of the figures would leave it out (a stream set aside keeps
+        its last figures, and one never sampled has none) and report a backlog of 0."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._next_scan = 0.0
             handled = await self.step()
             if handled == 0:
                 await self.sample()
-                if self.stats.total_lag == 0 and self.stats.total_pending == 0:
+                if (
+                    self.stats.total_lag == 0
+                    and self.stats.total_pending == 0
+                    and self._every_stream_sampled()
+                ):
                     return True
                 # Pending elsewhere (a dead consumer): claim regardless of the interval.
                 self._next_claim = 0.0
@@ -633,6 +641,14 @@ class Persister:
         if state is not None:
             state.cursor = "0-0"
             state.down_until = time.monotonic() + self.config.retry_max_s
+
+    def _every_stream_sampled(self) -> bool:
+        """Whether every known stream is reachable now and has figures."""
+        now = time.monotonic()
+        return all(
+            state.down_until <= now and stream in self.stats.lag
+            for stream, state in self._streams.items()
+        )
 
     def _reachable(self, now: float) -> list[str]:
         """The streams not set aside at ``now``."""

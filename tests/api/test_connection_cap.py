@@ -35,8 +35,7 @@ def capped_api(
 
 def _connect(api: ApiServer) -> socket.socket:
     host, port = api.url.removeprefix("http://").split(":")
-    connection = socket.create_connection((host, int(port)), timeout=5)
-    return connection
+    return socket.create_connection((host, int(port)), timeout=5)
 
 
 def _get(connection: socket.socket, path: str) -> bytes:

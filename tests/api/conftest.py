@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from inventory.api.auth import mint_token
+from inventory.devtools.servers import free_port
 from inventory.ops.config import Settings
 from tests.databases import Databases
 
@@ -150,6 +151,17 @@ def running_api(env: dict[str, str], log_path: Path, *, workers: int = 1) -> Ite
         yield server
     finally:
         stop_api(server.process)
+
+
+@contextlib.contextmanager
+def configured_api(
+    redis_url: str, databases: Databases, folder: Path, settings: dict[str, str]
+) -> Iterator[ApiServer]:
+    """An API process of its own: a fresh verified database, the test environment with
+    ``settings`` over it, its log in ``folder``; stopped at the end of the with-block."""
+    env = api_env(redis_url, verified_database(redis_url, databases), free_port()) | settings
+    with running_api(env, folder / "api.log") as server:
+        yield server
 
 
 def verified_database(redis_url: str, databases: Databases) -> str:

@@ -54,14 +54,7 @@ from inventory.ops.config import Settings
 from inventory.store import keys
 from tests.databases import Databases
 
-from .conftest import (
-    ApiServer,
-    api_env,
-    launch_api,
-    running_api,
-    stop_api,
-    verified_database,
-)
+from .conftest import ApiServer, configured_api, launch_api, stop_api
 from .helpers import Catalogue, patient_body, register_patient, uid
 from .test_errors import (
     assert_no_server_errors,
@@ -558,9 +551,7 @@ def limited_api(
     log."""
     # The store verified as the worker would: without it the store is unverified when this
     # module runs alone.
-    database_url = verified_database(redis_server.url, databases)
-    env = api_env(redis_server.url, database_url, free_port())
-    env |= {
+    settings = {
         "INVENTORY_RESERVE_RATE_PER_ACCOUNT": f"{ACCOUNT_LIMIT}/60",
         "INVENTORY_RESERVE_RATE_PER_IP": f"{IP_LIMIT}/60",
         "INVENTORY_MAX_IN_FLIGHT": "2",
@@ -569,7 +560,8 @@ def limited_api(
         "INVENTORY_RETRY_AFTER_S": "3",
         "INVENTORY_RETRY_AFTER_MAX_S": "12",
     }
-    with running_api(env, tmp_path_factory.mktemp("limited") / "api.log") as server:
+    folder = tmp_path_factory.mktemp("limited")
+    with configured_api(redis_server.url, databases, folder, settings) as server:
         yield server
 
 

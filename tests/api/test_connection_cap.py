@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from inventory.api.server import CONNECTION_HEADROOM, MIN_CONNECTIONS, connection_cap
-from inventory.devtools.servers import free_port
-from tests.api.conftest import ApiServer, api_env, running_api, verified_database
+from tests.api.conftest import ApiServer, configured_api
 from tests.databases import Databases
 
 CAP = 6
@@ -26,10 +25,9 @@ CAP = 6
 def capped_api(
     redis_server: Any, databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
-    database_url = verified_database(redis_server.url, databases)
-    env = api_env(redis_server.url, database_url, free_port())
-    env["INVENTORY_MAX_CONNECTIONS"] = str(CAP)
-    with running_api(env, tmp_path_factory.mktemp("capped") / "api.log") as server:
+    settings = {"INVENTORY_MAX_CONNECTIONS": str(CAP)}
+    folder = tmp_path_factory.mktemp("capped")
+    with configured_api(redis_server.url, databases, folder, settings) as server:
         yield server
 
 

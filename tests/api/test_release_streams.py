@@ -12,10 +12,9 @@ import aiohttp
 import orjson
 import pytest
 
-from inventory.devtools.servers import free_port
 from tests.databases import Databases
 
-from .conftest import ApiServer, api_env, running_api, verified_database
+from .conftest import ApiServer, configured_api
 from .helpers import Catalogue, register_patient, uid
 from .test_releases import _json, queued_schedule, reserve
 
@@ -25,10 +24,9 @@ def narrow_api(
     redis_server: Any, databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """An API process that admits at most 2 requests in flight."""
-    database_url = verified_database(redis_server.url, databases)
-    env = api_env(redis_server.url, database_url, free_port())
-    env |= {"INVENTORY_MAX_IN_FLIGHT": "2", "INVENTORY_ACCESS_LOG": "false"}
-    with running_api(env, tmp_path_factory.mktemp("narrow") / "api.log") as server:
+    settings = {"INVENTORY_MAX_IN_FLIGHT": "2", "INVENTORY_ACCESS_LOG": "false"}
+    folder = tmp_path_factory.mktemp("narrow")
+    with configured_api(redis_server.url, databases, folder, settings) as server:
         yield server
 
 

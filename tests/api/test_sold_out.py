@@ -21,11 +21,10 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from inventory.devtools.servers import free_port
 from inventory.store.slot_store import SlotStore
 from tests.databases import Databases
 
-from .conftest import ApiServer, api_env, running_api, verified_database
+from .conftest import ApiServer, configured_api
 from .helpers import Catalogue, register_patient, uid
 
 #: Long enough that "within the lifetime" holds on a loaded machine.
@@ -37,10 +36,9 @@ def api(
     redis_server: Any, databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """An API process that caches availability (and remembers sold-out slots) 3 s."""
-    database_url = verified_database(redis_server.url, databases)
-    env = api_env(redis_server.url, database_url, free_port())
-    env["INVENTORY_AVAILABILITY_CACHE_S"] = str(MEMORY_S)
-    with running_api(env, tmp_path_factory.mktemp("sold-out") / "api.log") as server:
+    settings = {"INVENTORY_AVAILABILITY_CACHE_S": str(MEMORY_S)}
+    folder = tmp_path_factory.mktemp("sold-out")
+    with configured_api(redis_server.url, databases, folder, settings) as server:
         yield server
 
 

@@ -6,6 +6,7 @@ process never saw (their account links are read from Redis), and a confirm answe
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections import Counter
@@ -68,6 +69,14 @@ async def confirm(
         return answer.status, str(body.get("code", ""))
 
 
+def _json_line(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 async def test_reserves_for_patients_never_seen_work_while_postgres_is_stopped(
     stack: Stack, private_postgres: PostgresServer, http: aiohttp.ClientSession
 ) -> None:
@@ -94,6 +103,15 @@ async def test_reserves_for_patients_never_seen_work_while_postgres_is_stopped(
         503,
         "database_unavailable",
     )
+    # The 503's log line says why: the error's line and the driver's exception class.
+    logged = [
+        line
+        for line in map(_json_line, stack.api.log_path.read_text(errors="replace").splitlines())
+        if line.get("event") == "request.unavailable" and line.get("code") == "database_unavailable"
+    ]
+    assert logged, "no log line for the 503"
+    assert str(logged[-1]["reason"]).startswith("Postgres is unavailable"), logged[-1]
+    assert logged[-1]["cause"], logged[-1]
     assert time.monotonic() - stopped >= OUTAGE_S - 1
     private_postgres.restart()
     deadline = time.monotonic() + 30

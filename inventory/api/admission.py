@@ -53,17 +53,17 @@ def admit_reserve(request: web.Request, *, admission_token: str) -> None:
     admitted lane (see the module's docstring); one without, let in past the bound,
     is shed now (:class:`OverloadedError`). A forged token gains nothing but a place
     in the lane: the reserve script refuses it."""
-    counted = request.get(GATE_KEY)
     pending = request.get(PENDING_KEY)
     if not admission_token:
         if isinstance(pending, AdmissionGate):
             request[PENDING_KEY] = None
             raise pending.refusal()
         return
+    counted = request.get(GATE_KEY)
     gate = counted if isinstance(counted, AdmissionGate) else pending
-    if not isinstance(gate, AdmissionGate) or gate.lane is gate:
-        return  # not counted, or already in the lane
-    lane = gate.lane
+    lane = gate.lane if isinstance(gate, AdmissionGate) else None
+    if lane is None:
+        return  # not counted (a test's app), or counted in the lane already
     if lane.in_flight >= lane.limit:
         raise lane.refusal()
     if isinstance(counted, AdmissionGate):  # counted in the gate: it moves from there
@@ -109,8 +109,8 @@ class AdmissionGate:
         self._second = 0
         self._shed = [0, 0]
         self._answered = [0, 0]
-        #: The admitted reserves' lane (no lane of its own: ``lane_factor=0``).
-        self.lane: AdmissionGate = (
+        #: The admitted reserves' lane (None for a lane itself: ``lane_factor=0``).
+        self.lane: AdmissionGate | None = (
             AdmissionGate(
                 limit * lane_factor,
                 retry_after_s=retry_after_s,
@@ -120,7 +120,7 @@ class AdmissionGate:
                 lane_factor=0,
             )
             if lane_factor
-            else self
+            else None
         )
 
     def _roll(self) -> None:
@@ -136,7 +136,7 @@ class AdmissionGate:
     @property
     def total_in_flight(self) -> int:
         """Requests in flight, the admitted lane's included."""
-        return self.in_flight + (self.lane.in_flight if self.lane is not self else 0)
+        return self.in_flight + (self.lane.in_flight if self.lane is not None else 0)
 
     def admit(self, path: str, method: str = "GET") -> bool | None:
         """Count a request in (True), or refuse it with ``overloaded`` (503); health,

@@ -25,6 +25,7 @@ same units at once and retries as told, no room), on fresh servers and data.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import http.client
@@ -519,11 +520,7 @@ def _report(
 
 
 def _merged(counts: Iterable[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for count in counts:
-        for key, n in count.items():
-            total[key] = total.get(key, 0) + n
-    return dict(sorted(total.items()))
+    return dict(sorted(sum(map(collections.Counter, counts), collections.Counter()).items()))
 
 
 def _cell(value: Any) -> str:

@@ -37,12 +37,14 @@ MIN_CONNECTIONS: Final = 64
 REFUSAL_LOG_EVERY_S: Final = 10.0
 
 
-def connection_cap(configured: int, open_files_limit: int) -> int:
+def connection_cap(configured: int, open_files_limit: int | None = None) -> int:
     """The cap on open connections: ``configured`` when set (> 0), else the open-file
-    limit less :data:`CONNECTION_HEADROOM` (at least :data:`MIN_CONNECTIONS`); 0 (no
-    cap) when the limit is infinite."""
+    limit (by default this process's soft limit now) less :data:`CONNECTION_HEADROOM`
+    (at least :data:`MIN_CONNECTIONS`); 0 (no cap) when the limit is infinite."""
     if configured > 0:
         return configured
+    if open_files_limit is None:
+        open_files_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if open_files_limit == resource.RLIM_INFINITY or open_files_limit <= 0:
         return 0
     return max(MIN_CONNECTIONS, open_files_limit - CONNECTION_HEADROOM)

@@ -32,7 +32,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import resource
 import secrets
 import signal
 import sys
@@ -375,10 +374,9 @@ async def _run_stack(
         loop.add_signal_handler(sig, stop.set)
     worker = asyncio.create_task(supervise_worker(settings, stop))
     supervisor = asyncio.create_task(supervise_children(children, stop))
-    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     runner = ApiRunner(
         create_app(settings),
-        max_connections=connection_cap(settings.max_connections, open_files),
+        max_connections=connection_cap(settings.max_connections),
         access_log=None,
         shutdown_timeout=10,
     )

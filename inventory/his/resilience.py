@@ -153,7 +153,7 @@ class FullJitterBackoff:
         self._rng = rng
         self.failures = 0
 
-    def __call__(self, exc: Exception) -> bool | float:
+    def __call__(self, exc: BaseException) -> bool | float:
         if isinstance(exc, HisCircuitOpenError) or not isinstance(exc, HisUnavailableError):
             return False
         self.failures += 1

@@ -38,10 +38,10 @@ from inventory.ops import metrics
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: Where the edge keeps the gate a request was counted in by (None once it left).
-GATE_KEY: Final = "inventory.admission_gate"
+GATE_KEY: Final = web.RequestKey["AdmissionGate | None"]("admission_gate")
 #: Where the edge keeps the gate of a reserve let in past its bound, to be decided by
 #: :func:`admit_reserve` once its body is read.
-PENDING_KEY: Final = "inventory.admission_pending"
+PENDING_KEY: Final = web.RequestKey["AdmissionGate | None"]("admission_pending")
 #: The route whose requests may carry an admission token.
 RESERVE_ROUTE: Final = ("POST", "/v1/holds")
 #: The admitted reserves' lane is bounded at this many times the gate's bound.

@@ -45,7 +45,7 @@ def is_audited(operation: Operation) -> bool:
 
 
 #: Where a handler notes the object as it was before its change.
-BEFORE_KEY: Final = "inventory.audit_before"
+BEFORE_KEY: Final = web.RequestKey[Any]("audit_before")
 #: The status recorded for an action whose client went away while it ran (nginx's).
 CLIENT_CLOSED: Final = 499
 

@@ -204,7 +204,7 @@ def mint_token(
     return jwt.encode(claims, settings.jwt_keys[kid], algorithm=ALGORITHM, headers={"kid": kid})
 
 
-PRINCIPAL_KEY = "inventory.principal"
+PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
 
 
 def principal(request: web.Request, *, operator: bool = False, staff: bool = False) -> Principal:
@@ -227,7 +227,7 @@ def principal(request: web.Request, *, operator: bool = False, staff: bool = Fal
 
 
 #: Where :func:`operator_for` notes the hospital a request acted on (for its audit entry).
-ACTED_ON_KEY = "inventory.acted_on_hospital"
+ACTED_ON_KEY: Final = web.RequestKey("acted_on_hospital", str)
 
 
 def operator_for(request: web.Request, hospital_id: str | None) -> Principal:

@@ -43,7 +43,7 @@ PROCESS_SAMPLE_S: Final = 1.0
 #: Hex digits to letters: a generated request id has no digits at all.
 _HEX_TO_LETTERS: Final = bytes.maketrans(b"0123456789abcdef", b"abcdefghijklmnop")
 #: Where the request id is kept on the request, for handlers that stamp it on events.
-REQUEST_ID_KEY: Final = "inventory.request_id"
+REQUEST_ID_KEY: Final = web.RequestKey("request_id", str)
 
 
 #: Request ids are correlation ids, not secrets (they are echoed and logged): drawn from

@@ -88,16 +88,10 @@ def test_health_is_never_shed() -> None:
 # -- the admitted lane: a room's admitted reserves are never shed by the bound ------------
 
 
-#: The service keys its request storage with strings (as aiohttp before 3.13 had it);
-#: aiohttp 3.13+ warns about those, once per place in production.
-_STRING_KEYS = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
-
-
 def _reserve_request() -> web.Request:
     return make_mocked_request("POST", "/v1/holds")
 
 
-@_STRING_KEYS
 def test_a_reserve_past_the_bound_waits_for_its_body() -> None:
     """Past the bound a reserve is neither counted nor shed by the path alone; without
     an admission token it is shed once its body is read, with one it joins the lane."""
@@ -122,7 +116,6 @@ def test_a_reserve_past_the_bound_waits_for_its_body() -> None:
     assert gate.total_in_flight == 1
 
 
-@_STRING_KEYS
 def test_an_admitted_reserve_counted_under_the_bound_moves_to_the_lane() -> None:
     """It leaves the gate's count (making room for others) without counting as an
     answer in the shed-rate window."""
@@ -141,7 +134,6 @@ def test_an_admitted_reserve_counted_under_the_bound_moves_to_the_lane() -> None
     assert gate.in_flight == 1
 
 
-@_STRING_KEYS
 def test_the_lane_has_a_bound_of_its_own() -> None:
     """Forged tokens cannot grow a process's work without limit: the lane holds four
     times the gate's bound, then sheds too."""

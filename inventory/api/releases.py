@@ -229,8 +229,7 @@ async def get_ticket(request: web.Request) -> web.Response:
     release_id, ticket_id = _release_id(request), _ticket_id(request)
     query = read_query(request, TicketQuery)
     rooms = _rooms(request)
-    status = await rooms.status(release_id, ticket_id, account_id=who.account_id)
-    watch = await rooms.watchers.get(release_id)
+    status, watch = await _ticket_status(rooms, release_id, ticket_id, who.account_id)
     snap = watch.snapshot or await rooms.snapshot(release_id)
     zone = await _zone(request, snap)
     view = ticket_view(status, snap, zone, rooms.now_ms())
@@ -269,8 +268,7 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
     release_id, ticket_id = _release_id(request), _ticket_id(request)
     rooms = _rooms(request)
     # Everything that can refuse runs before the stream starts: refusals stay problem+json.
-    status = await rooms.status(release_id, ticket_id, account_id=who.account_id)
-    watch = await rooms.watchers.get(release_id)
+    status, watch = await _ticket_status(rooms, release_id, ticket_id, who.account_id)
     snap = watch.snapshot or await rooms.snapshot(release_id)
     zone = await _zone(request, snap)
     response = web.StreamResponse(
@@ -326,6 +324,26 @@ async def stream_ticket(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _ticket_status(
+    rooms: WaitingRooms, release_id: str, ticket_id: str, account_id: str
+) -> tuple[TicketStatus, RoomWatch]:
+    """The account's ticket now, and its release's watcher. A ticket this process read
+    before is answered from the watcher's shared fields when its answer follows from
+    them (:meth:`RoomWatch.known`: a poll then costs no Redis call); otherwise it is
+    read (one script call, which refuses another account's or an unknown ticket) and
+    remembered. Only a release whose ticket was read starts a watcher."""
+    watch = rooms.watchers.running(release_id)
+    if watch is not None:
+        known = watch.known(ticket_id, account_id)
+        if known is not None:
+            watch.touch()
+            return known, watch
+    status = await rooms.status(release_id, ticket_id, account_id=account_id)
+    watch = await rooms.watchers.get(release_id)
+    watch.remember(account_id, status)
+    return status, watch
+
+
 async def _next_status(
     rooms: WaitingRooms,
     watch: RoomWatch,
@@ -341,6 +359,7 @@ async def _next_status(
     if followed is not None:
         return followed
     status = await rooms.status(status.release_id, status.ticket_id, account_id=account_id)
+    watch.remember(account_id, status)
     watch.place(waiter, status)
     return status
 

@@ -65,8 +65,15 @@ END_BATCH: Final = 200
 END_PAUSE_S: Final = 0.05
 #: At most this many room_advance steps per refresh while the draw goes on in batches.
 DRAW_STEPS: Final = 20
+#: A watcher remembers at most this many tickets read by this process (see
+#: :meth:`RoomWatch.known`); the oldest is forgotten first. About 500 bytes each: 25 MB
+#: at most per release watched (a watcher and what it remembers go 30 s after its last
+#: client).
+KNOWN_TICKETS: Final = 50_000
 
 _sequence = itertools.count()
+#: A room's states in the order it passes through them.
+_STAGE: Final = {"open": 0, "admitting": 1, "sold_out": 2}
 
 
 class Waiter:
@@ -137,30 +144,40 @@ class Waiter:
     def follow(self, status: TicketStatus, snap: RoomSnapshot) -> TicketStatus | None:
         """The ticket's status under ``snap`` when it follows from the shared fields
         and this waiter's place; None when it must be read from Redis."""
-        if self.turn or self.needs_read or status.token_state:
+        if self.turn or self.needs_read:
             return None
-        if snap.state == "open":
-            # Before the draw only the join count moves: nothing of this ticket changes.
-            return status if self.position == 0 else None
-        if self.position == 0 or snap.admitted >= self.position:
-            return None
-        return TicketStatus(
-            status.release_id,
-            status.ticket_id,
-            status.patient_id,
-            snap.state,
-            self.position,
-            snap.admitted,
-            status.token,
-            status.token_expiry_ms,
-            status.token_state,
-            snap.drawn,
-            status.t0_ms,
-            snap.sold_out_ms,
-            snap.drawn_ms,
-            status.joined_ms,
-            status.late,
-        )
+        return follow_status(status, snap, self.position)
+
+
+def follow_status(status: TicketStatus, snap: RoomSnapshot, position: int) -> TicketStatus | None:
+    """``status`` (read from Redis earlier) brought up to ``snap``, for a ticket at
+    ``position`` in the queue, when that follows from the release's shared fields; None
+    when the ticket must be read again: it holds or held a token (its state is its
+    own), it has no place while the room is drawn, or its turn came (its token)."""
+    if status.token_state:
+        return None
+    if snap.state == "open":
+        # Before the draw only the join count moves: nothing of this ticket changes.
+        return status if position == 0 else None
+    if position == 0 or snap.admitted >= position:
+        return None
+    return TicketStatus(
+        status.release_id,
+        status.ticket_id,
+        status.patient_id,
+        snap.state,
+        position,
+        snap.admitted,
+        status.token,
+        status.token_expiry_ms,
+        status.token_state,
+        snap.drawn,
+        status.t0_ms,
+        snap.sold_out_ms,
+        snap.drawn_ms,
+        status.joined_ms,
+        status.late,
+    )
 
 
 class RoomWatch:
@@ -195,6 +212,8 @@ class RoomWatch:
         self._credit_at = time.monotonic()
         #: Wake-ups by cause, for tests and the benchmark (never labels of a metric).
         self.woken: collections.Counter[str] = collections.Counter()
+        #: Tickets this process read from Redis, with the account that read them.
+        self._known: dict[str, tuple[str, TicketStatus]] = {}
 
     def start(self) -> None:
         """Start the watcher's loop (once)."""
@@ -221,6 +240,31 @@ class RoomWatch:
         return self.rooms.store.script_now() or int(time.time() * 1000)
 
     # -- clients -------------------------------------------------------------------
+
+    def known(self, ticket_id: str, account_id: str) -> TicketStatus | None:
+        """``ticket_id``'s status now, without a call to Redis, when this process read
+        the ticket for ``account_id`` before and its answer follows from the shared
+        fields since (:func:`follow_status`): a client that polls its ticket, or a
+        stream that reconnects, then costs no more than a bare request. None otherwise
+        (the caller reads it, and its account is checked there)."""
+        entry = self._known.get(ticket_id)
+        snap = self.snapshot
+        if entry is None or entry[0] != account_id or snap is None:
+            return None
+        status = entry[1]
+        stage, read_at = _STAGE.get(snap.state), _STAGE.get(status.state)
+        if stage is None or read_at is None or stage < read_at or snap.admitted < status.admitted:
+            return None  # the ticket was read after the watcher's last read
+        return follow_status(status, snap, status.position)
+
+    def remember(self, account_id: str, status: TicketStatus) -> None:
+        """``status`` was just read from Redis for ``account_id``: keep it for
+        :meth:`known` (bounded: the oldest is forgotten first)."""
+        known = self._known
+        known.pop(status.ticket_id, None)
+        if len(known) >= KNOWN_TICKETS:
+            del known[next(iter(known))]
+        known[status.ticket_id] = (account_id, status)
 
     def subscribe(self, status: TicketStatus, *, stream: bool) -> Waiter:
         """File a client of ``status``'s ticket (its status just read from Redis)."""
@@ -299,6 +343,13 @@ class RoomWatch:
                             break
         fresh = await self.rooms.snapshot(self.release_id)
         before = self.snapshot
+        if fresh is None or (
+            before is not None
+            and (fresh.seed_hash != before.seed_hash or fresh.admitted < before.admitted)
+        ):
+            # The room is gone, or is not the one read before (a rebuild put it back):
+            # what this process remembers of its tickets may no longer hold.
+            self._known.clear()
         if fresh != before:
             self.snapshot = fresh
             self.version += 1
@@ -479,6 +530,11 @@ class Watchers:
             watch.start()
         watch.touch()
         return watch
+
+    def running(self, release_id: str) -> RoomWatch | None:
+        """The release's watcher when one runs here (never starts one)."""
+        watch = self._by_release.get(release_id)
+        return None if watch is None or watch.stopped else watch
 
     def all(self) -> Iterable[RoomWatch]:
         """The watchers now running."""

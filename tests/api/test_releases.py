@@ -237,3 +237,10 @@ async def test_a_release_day_through_the_api(
         headers=api.headers(waiting),
     ) as answer:
         assert answer.status == 404
+    # The waiting ticket was read by this process (its answer now follows from the
+    # release's fields, without Redis): still its own account's only.
+    async with http.get(
+        f"{api.url}/v1/releases/{release_id}/tickets/{tickets[waiting]}",
+        headers=api.headers(admitted[0]),
+    ) as answer:
+        assert answer.status == 404

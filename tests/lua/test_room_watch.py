@@ -5,6 +5,7 @@ the shared fields and its place is what its own ticket read from Redis says."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -274,3 +275,91 @@ async def test_answered_handlers_end_in_paced_batches(
     await watch.stop()
     await asyncio.sleep(0)
     assert all(task.done() for _, task in parked)
+
+
+async def test_a_ticket_read_before_is_answered_from_the_shared_fields(
+    scenario: Scenario,
+) -> None:
+    """A ticket this process read (``remember``) is answered without Redis (``known``)
+    when that follows from the shared fields, and then says what a read says. It is read
+    again when its answer does not follow (it had no place at the draw, its turn came,
+    it holds a token), for any other account, when it was read after the watcher's
+    last read, and after the room changed under it (a rebuild)."""
+    room = await queued(scenario, capacity=3, factor=1.0)
+    owners = await _crowd(room, 12)
+    room.scenario.clock.now_ms = T0_MS - 1
+    watch = RoomWatch(room.rooms, room.release_id)
+    await watch.refresh()
+
+    async def read_all() -> dict[str, TicketStatus]:
+        found = {}
+        for ticket, account in owners.items():
+            found[ticket] = await room.status(ticket, account)
+            watch.remember(account, found[ticket])
+        return found
+
+    await read_all()
+    now = scenario.clock.now_ms
+    for ticket, account in owners.items():
+        known = watch.known(ticket, account)
+        assert known is not None
+        assert _seen(known, now) == _seen(await room.status(ticket, account), now)
+        assert watch.known(ticket, "a-stranger") is None
+
+    room.at_t0()
+    await watch.refresh()  # draws, admits 3
+    assert all(watch.known(t, a) is None for t, a in owners.items())  # read before the draw
+    await read_all()
+    now = scenario.clock.now_ms
+    waiting = []
+    for ticket, account in owners.items():
+        fresh = await room.status(ticket, account)
+        known = watch.known(ticket, account)
+        if fresh.outcome(now) == "admitted":
+            assert known is None  # its token is its own
+        else:
+            assert known is not None
+            assert _seen(known, now) == _seen(fresh, now)
+            waiting.append(ticket)
+    assert len(waiting) == 9
+
+    for ticket, account in owners.items():
+        status = await room.status(ticket, account)
+        if status.token:
+            await room.reserve(account, "p" + account[1:], token=status.token)
+    await room.rooms.advance(room.release_id)  # another process's step: sold out
+    read_after = await read_all()  # the watcher has not read the release since
+    assert all(read_after[t].state == "sold_out" for t in waiting)
+    assert all(watch.known(t, owners[t]) is None for t in waiting)
+    await watch.refresh()
+    snap = watch.snapshot
+    assert snap is not None
+    assert snap.state == "sold_out"
+    now = scenario.clock.now_ms
+    for ticket in waiting:
+        known = watch.known(ticket, owners[ticket])
+        assert known is not None
+        assert known.outcome(now) == "sold_out"
+        assert _seen(known, now) == _seen(await room.status(ticket, owners[ticket]), now)
+
+    # A room that is not the one the process read before (here: another seed, as a
+    # rebuild of an undrawn room gives) forgets every ticket.
+    watch.snapshot = dataclasses.replace(snap, seed_hash="0" * 64)
+    await watch.refresh()
+    assert all(watch.known(t, owners[t]) is None for t in waiting)
+
+
+async def test_remembered_tickets_are_bounded(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watcher remembers at most KNOWN_TICKETS tickets; the oldest read goes first."""
+    monkeypatch.setattr(watch_module, "KNOWN_TICKETS", 3)
+    room = await queued(scenario, capacity=1, factor=1.0)
+    owners = await _crowd(room, 5)
+    room.scenario.clock.now_ms = T0_MS - 1
+    watch = RoomWatch(room.rooms, room.release_id)
+    await watch.refresh()
+    for ticket, account in owners.items():
+        watch.remember(account, await room.status(ticket, account))
+    known = [t for t, a in owners.items() if watch.known(t, a) is not None]
+    assert known == list(owners)[2:]

@@ -644,11 +644,8 @@ class Persister:
 
     def _every_stream_sampled(self) -> bool:
         """Whether every known stream is reachable now and has figures."""
-        now = time.monotonic()
-        return all(
-            state.down_until <= now and stream in self.stats.lag
-            for stream, state in self._streams.items()
-        )
+        reachable = self._reachable(time.monotonic())
+        return len(reachable) == len(self._streams) and all(s in self.stats.lag for s in reachable)
 
     def _reachable(self, now: float) -> list[str]:
         """The streams not set aside at ``now``."""
